@@ -1,0 +1,1 @@
+"""Blob stores: where encrypted datasources and sealed datasinks live (local folder, Azure Blob)."""

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh machine (Python 3.11 + pip, no GPU, no cloud account):
+# a project venv with every extra, bubblewrap for the sandbox, azurite for the Azure path.
+# A stamp keyed on pyproject.toml makes re-runs instant.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "bootstrap: creating .venv" >&2
+    "$PY" -m venv .venv
+fi
+
+stamp=.venv/.cleanroom-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "bootstrap: installing cleanroom-console with extras ml, azure, test" >&2
+    .venv/bin/python -m pip install -q --upgrade pip
+    # torch is pinned to the CPU build first: an unpinned resolve pulls a multi-GB CUDA build.
+    .venv/bin/python -m pip install -q "torch==2.13.0"
+    .venv/bin/python -m pip install -q -e ".[ml,azure,test]"
+    echo "$want" > "$stamp"
+fi
+
+# bubblewrap: the local runtime's sandbox. Without it the runtime refuses to run workloads.
+if ! command -v bwrap >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bootstrap: installing bubblewrap" >&2
+        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+    else
+        echo "bootstrap: warning: bubblewrap (bwrap) is missing; install it (apt-get install bubblewrap) to run sandboxed workloads" >&2
+    fi
+fi
+
+# azurite: the Azure Storage emulator used by the Azure-path tests.
+if command -v npm >/dev/null 2>&1 && [ ! -x tools/azurite/node_modules/.bin/azurite ]; then
+    echo "bootstrap: installing azurite (npm)" >&2
+    mkdir -p tools/azurite
+    (cd tools/azurite && npm install --silent --no-audit --no-fund --prefix . azurite@3 >/dev/null)
+fi
