@@ -1,0 +1,68 @@
+"""Measuring a deployment: the clean-room policy and its hash.
+
+The policy keeps exactly what decides what runs and what it can touch: each application's
+image/entrypoint, command, mounts, environment variable NAMES (values may be secrets and
+must not change the measurement) and ports, plus the network policy. Anything else in the
+deployment spec (display names, timestamps) is deliberately left out, so re-generating a
+spec does not invalidate votes, while a one-character change to what runs does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.config.canonical import document_hash
+from core.errors import InvalidInputError
+
+POLICY_VERSION = 1
+
+
+def _application_policy(app: Any) -> dict[str, Any]:
+    if not isinstance(app, dict) or not app.get("name"):
+        raise InvalidInputError("deployment spec has an application without a name",
+                                hint="re-generate it with `cleanroom governance deployment generate`")
+    name = app["name"]
+    command = app.get("command")
+    if not isinstance(command, list) or not all(isinstance(part, str) for part in command):
+        raise InvalidInputError(f"application '{name}' has no command list in the deployment spec",
+                                hint="re-generate it with `cleanroom governance deployment generate`")
+    mounts = app.get("mounts", [])
+    if not isinstance(mounts, list):
+        raise InvalidInputError(f"application '{name}' mounts must be a list", hint="re-generate the spec")
+    return {
+        "name": name,
+        "image": app.get("image", ""),
+        "command": command,
+        "mounts": sorted(
+            ({"kind": m.get("kind"), "name": m.get("name"), "path": m.get("path"),
+              "read_only": bool(m.get("read_only", m.get("kind") == "datasource")),
+              "owner": m.get("owner")} for m in mounts),
+            key=lambda m: (str(m["path"]), str(m["name"])),
+        ),
+        "env_names": sorted(app.get("env", {}).keys()),
+        "ports": sorted(app.get("ports", [])),
+        "socket": app.get("socket"),
+    }
+
+
+def clean_room_policy(deployment_spec: dict[str, Any]) -> dict[str, Any]:
+    """Derive the clean-room policy document from a deployment spec."""
+    if not isinstance(deployment_spec, dict) or not deployment_spec.get("contract_id"):
+        raise InvalidInputError("deployment spec has no contract_id",
+                                hint="re-generate it with `cleanroom governance deployment generate`")
+    apps = deployment_spec.get("applications")
+    if not isinstance(apps, list) or not apps:
+        raise InvalidInputError(
+            f"deployment spec for contract '{deployment_spec['contract_id']}' has no applications",
+            hint="add one with `cleanroom config add-application` and re-generate")
+    return {
+        "version": POLICY_VERSION,
+        "contract_id": deployment_spec["contract_id"],
+        "applications": sorted((_application_policy(a) for a in apps), key=lambda a: a["name"]),
+        "network_policy": deployment_spec.get("network_policy", {}),
+    }
+
+
+def policy_hash(deployment_spec: dict[str, Any]) -> str:
+    """The measurement: SHA-256 of the canonical clean-room policy of ``deployment_spec``."""
+    return document_hash(clean_room_policy(deployment_spec))

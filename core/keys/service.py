@@ -1,0 +1,233 @@
+"""The key service: holds each party's per-contract KEK and releases it only under its policy.
+
+A party asks (with a request signed by its member key) for the KEK of a contract; the service
+creates an RSA-3072 KEK bound to the release policy ``{contract_id, policy: accepted clean-room
+policy}`` and returns only its public key, to which the party re-wraps its DEKs. The private
+key leaves the service only wrapped to an attested workload's ephemeral key, and only when
+
+* the virtual attestation verifies (signature, lifetime),
+* its report_data names the workload key the release is sealed to,
+* it names the KEK's contract, and
+* its policy hash equals the clean-room policy governance accepted for that contract,
+* and execution of that contract is enabled (kill switch).
+
+Every release and every refusal is recorded as a governance event; a release that cannot be
+recorded does not happen (fail closed), so the audit trail never misses a key leaving.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import jwt
+import uvicorn
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel
+
+from core.crypto.identity import load_certificate, member_id_of
+from core.crypto.kek import Kek
+from core.crypto.secret_file import write_public_file
+from core.errors import AccessDeniedError, CleanroomError, NotFoundError, ServiceUnavailableError
+from core.keys.attestation import verify_report_data
+from core.keys.loopback_tls import loopback_tls
+from core.keys.release import seal_to_workload
+
+AUDIENCE = "cleanroom-key-service"
+_CONTRACT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+REQUEST_MAX_AGE_SECONDS = 300
+
+
+class ReleaseAuthority(Protocol):
+    """What the key service asks governance (an adapter over the governance client)."""
+
+    def accepted_policy_hash(self, contract_id: str) -> str | None: ...
+
+    def execution_enabled(self, contract_id: str) -> bool: ...
+
+    def record_event(self, contract_id: str, event: dict[str, Any]) -> None: ...
+
+
+class KekStore:
+    """Per-(member, contract) KEKs on disk: ``<state>/keks/<member_id>/<contract_id>/``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir / "keks"
+        self._lock = threading.Lock()
+
+    def _dir(self, member_id: str, contract_id: str) -> Path:
+        if len(member_id) != 64 or not all(c in "0123456789abcdef" for c in member_id):
+            raise NotFoundError(f"member id {member_id!r} is not a hex SHA-256", hint="use the member's id")
+        if not _CONTRACT_ID.match(contract_id or ""):
+            raise NotFoundError(f"contract id {contract_id!r} is not valid", hint="use the contract's id")
+        return self.root / member_id / contract_id
+
+    def create_or_get(self, member_id: str, contract_id: str) -> dict[str, Any]:
+        with self._lock:
+            directory = self._dir(member_id, contract_id)
+            if not (directory / "release_policy.json").is_file():
+                kek = Kek.generate()
+                kek.save(directory)
+                policy = {"contract_id": contract_id, "owner": member_id,
+                          "policy_hash": "accepted-clean-room-policy", "created_at": int(time.time())}
+                # the policy is written last: its presence marks a complete KEK
+                write_public_file(directory / "release_policy.json", json.dumps(policy).encode())
+            return self.describe(member_id, contract_id)
+
+    def describe(self, member_id: str, contract_id: str) -> dict[str, Any]:
+        directory = self._dir(member_id, contract_id)
+        if not (directory / "release_policy.json").is_file():
+            raise NotFoundError(f"no KEK for member {member_id[:12]}… in contract '{contract_id}'",
+                                hint=f"the owner runs `cleanroom config wrap-deks --contract-id {contract_id}`")
+        kek = Kek.load(directory)
+        return {"kid": f"{member_id}/{contract_id}", "public_key_pem": kek.public_key_pem.decode(),
+                "fingerprint": kek.fingerprint,
+                "release_policy": json.loads((directory / "release_policy.json").read_text())}
+
+    def private_pem(self, member_id: str, contract_id: str) -> bytes:
+        self.describe(member_id, contract_id)
+        return Kek.load(self._dir(member_id, contract_id)).private_key_pem
+
+
+class CreateKekRequest(BaseModel):
+    member_cert: str
+    request: str  # JWT (ES384) signed by the member key: {aud, action, contract_id, iat}
+
+
+class ReleaseRequest(BaseModel):
+    attestation: str
+    workload_public_key: str  # base64 DER SubjectPublicKeyInfo
+
+
+def signed_kek_request(identity: Any, contract_id: str) -> dict[str, str]:
+    """Body of a create-KEK call, signed by ``identity`` (a MemberIdentity)."""
+    token = jwt.encode({"aud": AUDIENCE, "action": "create_kek", "contract_id": contract_id,
+                        "iat": int(time.time())}, identity.private_key, algorithm="ES384")
+    return {"member_cert": identity.cert_pem, "request": token}
+
+
+def _verify_member_request(body: CreateKekRequest) -> tuple[str, dict[str, Any]]:
+    cert = load_certificate(body.member_cert)
+    try:
+        claims = jwt.decode(body.request, cert.public_key(), algorithms=["ES384"], audience=AUDIENCE,
+                            options={"require": ["iat", "aud"]})
+    except jwt.PyJWTError as exc:
+        raise AccessDeniedError(f"key request signature rejected ({exc})",
+                                hint="sign it with the member key of this workspace") from exc
+    if abs(time.time() - claims["iat"]) > REQUEST_MAX_AGE_SECONDS or claims.get("action") != "create_kek":
+        raise AccessDeniedError("key request is stale or not a create_kek request", hint="send a fresh one")
+    return member_id_of(cert), claims
+
+
+def create_app(state_dir: Path, *, verifier: Callable[[str], dict[str, Any]],
+               authority: ReleaseAuthority) -> FastAPI:
+    store = KekStore(state_dir)
+    app = FastAPI(title="cleanroom key service", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def fail(exc: CleanroomError) -> HTTPException:
+        return HTTPException(status_code={3: 404, 6: 403, 7: 503}.get(exc.exit_code, 400),
+                             detail=exc.one_line())
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/keks")
+    def create_kek(body: CreateKekRequest) -> dict[str, Any]:
+        try:
+            member_id, claims = _verify_member_request(body)
+            return store.create_or_get(member_id, str(claims.get("contract_id", "")))
+        except CleanroomError as exc:
+            raise fail(exc) from exc
+
+    @app.get("/keks/{member_id}/{contract_id}")
+    def show_kek(member_id: str, contract_id: str) -> dict[str, Any]:
+        try:
+            return store.describe(member_id, contract_id)
+        except CleanroomError as exc:
+            raise fail(exc) from exc
+
+    @app.post("/keks/{member_id}/{contract_id}/release")
+    def release(member_id: str, contract_id: str, body: ReleaseRequest) -> dict[str, Any]:
+        claimed: dict[str, Any] = {}
+        try:
+            store.describe(member_id, contract_id)
+            claims = verifier(body.attestation)
+            claimed = {"policy_hash": claims.get("policy_hash"), "attestation_contract": claims.get("contract_id")}
+            workload_der = base64.b64decode(body.workload_public_key, validate=True)
+            verify_report_data(claims, workload_der)
+            if claims["contract_id"] != contract_id:
+                raise AccessDeniedError(f"attestation names contract '{claims['contract_id']}', "
+                                        f"not '{contract_id}'", hint="release only within the contract")
+            accepted = authority.accepted_policy_hash(contract_id)
+            if accepted is None:
+                raise AccessDeniedError(f"contract '{contract_id}' has no accepted clean-room policy",
+                                        hint="propose and accept it with `cleanroom governance deployment`")
+            if claims["policy_hash"] != accepted:
+                raise AccessDeniedError(
+                    f"attested policy {claims['policy_hash'][:12]}… differs from the accepted "
+                    f"clean-room policy {accepted[:12]}…", hint="run exactly the accepted deployment")
+            if not authority.execution_enabled(contract_id):
+                raise AccessDeniedError(f"execution of contract '{contract_id}' is disabled",
+                                        hint="a member must enable execution again")
+        except (CleanroomError, ValueError, KeyError) as exc:
+            reason = exc.one_line() if isinstance(exc, CleanroomError) else f"malformed request ({exc})"
+            try:
+                authority.record_event(contract_id, {"type": "key_release_refused", "kek_owner": member_id,
+                                                     "reason": reason, **claimed})
+            except CleanroomError:
+                pass  # the refusal stands even if it cannot be recorded
+            status = 404 if isinstance(exc, NotFoundError) else 403
+            raise HTTPException(status_code=status, detail=reason) from exc
+        try:
+            authority.record_event(contract_id, {"type": "key_released", "kek_owner": member_id,
+                                                 "policy_hash": claims["policy_hash"],
+                                                 "report_data": claims["report_data"]})
+        except CleanroomError as exc:
+            raise HTTPException(status_code=503, detail=f"release not recorded, so refused: {exc.one_line()}")
+        sealed = seal_to_workload(workload_der, store.private_pem(member_id, contract_id),
+                                  aad=f"{member_id}/{contract_id}".encode())
+        return {"kid": f"{member_id}/{contract_id}", "sealed_kek": sealed}
+
+    return app
+
+
+class KeyServiceServer:
+    """Runs the key service with TLS on 127.0.0.1 in a background thread."""
+
+    def __init__(self, state_dir: Path, *, verifier: Callable[[str], dict[str, Any]],
+                 authority: ReleaseAuthority, port: int = 0) -> None:
+        self.state_dir = state_dir
+        self.tls = loopback_tls(state_dir, "key_service")
+        app = create_app(state_dir, verifier=verifier, authority=authority)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                ssl_certfile=str(self.tls.cert_path), ssl_keyfile=str(self.tls.key_path),
+                                lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="key-service", daemon=True)
+
+    @property
+    def url(self) -> str:
+        sockets = self._server.servers[0].sockets
+        return f"https://127.0.0.1:{sockets[0].getsockname()[1]}"
+
+    def start(self, timeout: float = 10.0) -> "KeyServiceServer":
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ServiceUnavailableError("key service did not start on loopback",
+                                              hint="check that the port is free")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+

@@ -1,0 +1,106 @@
+"""Virtual attestation: the measurement follows what runs, and tokens verify only untampered."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import jwt
+import pytest
+
+from core.errors import AccessDeniedError, IntegrityError, InvalidInputError
+from core.keys.attestation import (AttestationKey, AttestationVerifier, VirtualAttester, report_data_of,
+                                   verify_report_data)
+from core.keys.measurement import clean_room_policy, policy_hash
+from core.keys.release import WorkloadKey, seal_to_workload
+
+SPEC = {
+    "contract_id": "collab1",
+    "applications": [{
+        "name": "inference", "image": "containers/inference_server",
+        "command": ["python", "-m", "server", "--uds", "/run/app.sock"],
+        "env": {"MODEL_DIR": "/mnt/remote/model"},
+        "mounts": [{"kind": "datasource", "name": "model", "path": "/mnt/remote/model", "owner": "p"}],
+    }],
+    "network_policy": {"ingress": {"routes": ["/v1/predict"]}},
+}
+
+
+@pytest.mark.parametrize("path, value", [
+    (("applications", 0, "command", 4), "/run/app.sockX"),
+    (("applications", 0, "image"), "containers/inference_serverX"),
+    (("applications", 0, "mounts", 0, "path"), "/mnt/remote/modeX"),
+    (("network_policy", "ingress", "routes", 0), "/v1/predicT"),
+])
+def test_one_character_change_changes_the_policy_hash(path, value) -> None:
+    changed = copy.deepcopy(SPEC)
+    target = changed
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    assert policy_hash(changed) != policy_hash(SPEC)
+
+
+def test_env_values_do_not_change_the_measurement_but_names_do() -> None:
+    changed = copy.deepcopy(SPEC)
+    changed["applications"][0]["env"]["MODEL_DIR"] = "/elsewhere"
+    assert policy_hash(changed) == policy_hash(SPEC)
+    changed["applications"][0]["env"]["EXTRA"] = "1"
+    assert policy_hash(changed) != policy_hash(SPEC)
+
+
+def test_malformed_spec_is_refused_with_a_hint() -> None:
+    with pytest.raises(InvalidInputError, match="no applications"):
+        clean_room_policy({"contract_id": "c", "applications": []})
+    with pytest.raises(InvalidInputError, match="no command"):
+        clean_room_policy({"contract_id": "c", "applications": [{"name": "a", "command": "ls"}]})
+
+
+def test_token_round_trip_and_claims(tmp_path) -> None:
+    key = AttestationKey.load_or_create(tmp_path)
+    assert (tmp_path / "attestation_privk.pem").stat().st_mode & 0o777 == 0o600
+    workload = WorkloadKey()
+    token = VirtualAttester(key).attest(deployment_spec=SPEC, workload_public_key_der=workload.public_der)
+    claims = AttestationVerifier.from_state_dir(tmp_path)(token)
+    assert claims["contract_id"] == "collab1"
+    assert claims["policy_hash"] == policy_hash(SPEC)
+    assert claims["attestation_type"] == "virtual"
+    assert claims["report_data"] == report_data_of(workload.public_der)
+    verify_report_data(claims, workload.public_der)
+    with pytest.raises(AccessDeniedError, match="report_data"):
+        verify_report_data(claims, WorkloadKey().public_der)
+    assert "PRIVATE" not in repr(key)
+
+
+def test_token_from_another_key_is_rejected(tmp_path) -> None:
+    ours = AttestationVerifier.from_state_dir(tmp_path / "ours")
+    other = VirtualAttester(AttestationKey.load_or_create(tmp_path / "other"))
+    token = other.attest(deployment_spec=SPEC, workload_public_key_der=WorkloadKey().public_der)
+    with pytest.raises(AccessDeniedError, match="rejected"):
+        ours(token)
+
+
+def test_tampered_and_expired_tokens_are_rejected(tmp_path) -> None:
+    key = AttestationKey.load_or_create(tmp_path)
+    verifier = AttestationVerifier(key.public_pem)
+    token = VirtualAttester(key).attest(deployment_spec=SPEC, workload_public_key_der=WorkloadKey().public_der)
+    header, payload, signature = token.split(".")
+    forged_claims = jwt.decode(token, options={"verify_signature": False})
+    forged_claims["policy_hash"] = "0" * 64
+    forged_payload = jwt.encode(forged_claims, "k" * 32, algorithm="HS256").split(".")[1]
+    with pytest.raises(AccessDeniedError):
+        verifier(".".join([header, forged_payload, signature]))
+    now = int(time.time())
+    expired = jwt.encode({**forged_claims, "iat": now - 100, "exp": now - 60}, key.private_key, algorithm="ES384")
+    with pytest.raises(AccessDeniedError, match="expired"):
+        verifier(expired)
+
+
+def test_sealed_key_opens_only_for_its_workload() -> None:
+    workload, stranger = WorkloadKey(), WorkloadKey()
+    sealed = seal_to_workload(workload.public_der, b"secret kek", aad=b"m/c")
+    assert workload.open(sealed, aad=b"m/c") == b"secret kek"
+    with pytest.raises(IntegrityError):
+        stranger.open(sealed, aad=b"m/c")
+    with pytest.raises(IntegrityError):
+        workload.open(sealed, aad=b"m/other")
