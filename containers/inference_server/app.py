@@ -1,0 +1,111 @@
+"""The HTTP API: ``POST /infer``, ``GET /healthz``, ``GET /metadata``.
+
+Request bodies are parsed by hand rather than by pydantic so every bad input gets one plain
+sentence naming the field and the fix (the consumer reads these through the ingress), and no
+bad request can take the server down.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from containers.inference_server.classifier import OnnxClassifier
+
+DEFAULT_MAX_BATCH = 256
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def create_app(classifier: OnnxClassifier, *, max_batch: int = DEFAULT_MAX_BATCH,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+    app = FastAPI(title="cleanroom inference server", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(_request: Request, exc: BadRequest) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metadata")
+    async def metadata() -> dict[str, Any]:
+        return {
+            "model_file": classifier.model_file.name,
+            "model_sha256": classifier.model_sha256,
+            "labels": classifier.labels,
+            "quantised": classifier.quantised,
+            "max_length": classifier.max_length,
+            "max_batch": max_batch,
+            "threads": classifier.threads,
+        }
+
+    @app.post("/infer")
+    async def infer(request: Request) -> dict[str, Any]:
+        body = await request.body()
+        if len(body) > max_body_bytes:
+            raise BadRequest(413, f"request body of {len(body)} bytes is over the limit of "
+                                  f"{max_body_bytes}; send fewer or shorter texts per request")
+        single, texts = parse_request(body, max_batch)
+        predictions = await run_in_threadpool(classifier.classify, texts)
+        truncated = [i for i, p in enumerate(predictions) if p.truncated]
+        warning = (f"{len(truncated)} text(s) were longer than {classifier.max_length} tokens "
+                   "and were truncated before classification") if truncated else None
+        if single:
+            (prediction,) = predictions
+            answer: dict[str, Any] = {"label": prediction.label, "label_id": prediction.label_id,
+                                      "score": prediction.score, "truncated": prediction.truncated}
+        else:
+            answer = {"labels": [p.label for p in predictions],
+                      "label_ids": [p.label_id for p in predictions],
+                      "scores": [p.score for p in predictions],
+                      "truncated": truncated}
+        if warning:
+            answer["warning"] = warning
+        return answer
+
+    return app
+
+
+def parse_request(body: bytes, max_batch: int) -> tuple[bool, list[str]]:
+    """Return (is the single-text shape, texts) or raise BadRequest with a one-line reason."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(400, f"request body is not valid JSON ({exc}); "
+                              'send {"data": "<text>"} or {"inputs": ["<text>", ...]}') from exc
+    if not isinstance(document, dict) or ("data" in document) == ("inputs" in document):
+        raise BadRequest(422, 'request must be a JSON object with exactly one of "data" (a text) '
+                              'or "inputs" (a list of texts)')
+    if "data" in document:
+        text = document["data"]
+        if not isinstance(text, str):
+            raise BadRequest(422, f'"data" must be a string, not {type(text).__name__}')
+        if not text.strip():
+            raise BadRequest(422, '"data" is empty; send a non-empty text')
+        return True, [text]
+    texts = document["inputs"]
+    if not isinstance(texts, list):
+        raise BadRequest(422, f'"inputs" must be a list of strings, not {type(texts).__name__}')
+    if not texts:
+        raise BadRequest(422, '"inputs" is empty; send at least one text')
+    if len(texts) > max_batch:
+        raise BadRequest(413, f'"inputs" has {len(texts)} texts, over the batch limit of {max_batch}; '
+                              "split it into smaller batches")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise BadRequest(422, f'"inputs"[{index}] must be a string, not {type(text).__name__}')
+        if not text.strip():
+            raise BadRequest(422, f'"inputs"[{index}] is empty; every text must be non-empty')
+    return False, texts
