@@ -1,0 +1,155 @@
+"""Merging config fragments into the clean-room spec that parties vote on (``config view``).
+
+The merged spec is order-independent: fragments given in any order produce the same canonical
+JSON and the same SHA-256, so every party can recompute the hash of what it is voting for.
+Conflicts are errors, never silent overrides: two parties declaring the same datasource name,
+or both claiming the logging sink, must be resolved by the people, not by argument order.
+
+Merged spec document (``schema_version`` 1; lists sorted by name, parties by persona then id)::
+
+    {
+      "schema_version": 1,
+      "parties": [{"persona", "member_id", "member_cert"}...],
+      "datasources": [DataAsset...], "datasinks": [DataAsset...],   # each with its owner member id
+      "applications": [Application...],
+      "logging":   {"enabled", "datasink", "owner"},                # owner: member id or null
+      "telemetry": {"enabled", "datasink", "owner"},
+      "network_policy": {"inbound_allow": [union of routes], "allow_all_outbound": any party}
+    }
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from core.config.canonical import canonical_json, document_hash
+from core.config.fragment import (Application, DataAsset, Fragment, NetworkPolicy, SpecModel,
+                                  load_fragment)
+from core.errors import ConflictError, InvalidInputError, NotFoundError
+
+
+class Party(SpecModel):
+    persona: str
+    member_id: str
+    member_cert: str
+
+
+class ExportSetting(SpecModel):
+    """Merged logging/telemetry: at most one party owns each, and its datasink receives the export."""
+
+    enabled: bool = False
+    datasink: str | None = None
+    owner: str | None = None
+
+
+class MergedSpec(SpecModel):
+    schema_version: Literal[1] = 1
+    parties: list[Party]
+    datasources: list[DataAsset] = Field(default_factory=list)
+    datasinks: list[DataAsset] = Field(default_factory=list)
+    applications: list[Application] = Field(default_factory=list)
+    logging: ExportSetting = ExportSetting()
+    telemetry: ExportSetting = ExportSetting()
+    network_policy: NetworkPolicy = NetworkPolicy()
+
+    def document(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def canonical_json(self) -> bytes:
+        return canonical_json(self.document())
+
+    @property
+    def spec_hash(self) -> str:
+        """SHA-256 (hex) of the canonical JSON: the identity of this spec in a contract."""
+        return document_hash(self.document())
+
+    def asset(self, name: str) -> tuple[str, DataAsset]:
+        """("datasource" | "datasink", asset) for a mount source name."""
+        for kind, assets in (("datasource", self.datasources), ("datasink", self.datasinks)):
+            for asset in assets:
+                if asset.name == name:
+                    return kind, asset
+        raise NotFoundError(f"'{name}' is not a datasource or datasink of any party in the spec",
+                            hint="add it with `cleanroom config add-datasource` in its owner's workspace")
+
+    def unresolved_mounts(self) -> list[str]:
+        """Mount sources no party declares, as ``application -> source``.
+
+        A single party's view may legitimately mount another party's datasource; a spec that
+        goes to a contract must have none (see :meth:`check_complete`).
+        """
+        known = {asset.name for asset in self.datasources + self.datasinks}
+        return [f"{app.name} -> {mount.source}" for app in self.applications
+                for mount in app.mounts if mount.source not in known]
+
+    def check_complete(self) -> None:
+        """Raise if the spec cannot be deployed as is (dangling mounts)."""
+        dangling = self.unresolved_mounts()
+        if dangling:
+            raise InvalidInputError(f"mount source {dangling[0]} is not declared by any party",
+                                    hint="include the owner's fragment in --configs, or fix the mount")
+
+
+def _export(kind: str, fragments: list[Fragment]) -> ExportSetting:
+    claimed = [(fragment, getattr(fragment, kind)) for fragment in fragments
+               if getattr(fragment, kind).enabled]
+    if len(claimed) > 1:
+        who = " and ".join(fragment.persona for fragment, _ in claimed)
+        raise ConflictError(f"{kind} is enabled by both {who}",
+                            hint=f"only one party may own the {kind} sink; disable it in the others")
+    if not claimed:
+        return ExportSetting()
+    fragment, setting = claimed[0]
+    return ExportSetting(enabled=True, datasink=setting.datasink, owner=fragment.member_id)
+
+
+def merge_fragments(fragments: Iterable[Fragment]) -> MergedSpec:
+    """Join fragments into one spec; duplicate names or members are ConflictErrors naming both parties."""
+    fragments = sorted(fragments, key=lambda fragment: (fragment.persona, fragment.member_id))
+    if not fragments:
+        raise InvalidInputError("no config fragments to merge", hint="pass --configs DIR_OR_FILE ...")
+    members: dict[str, Fragment] = {}
+    for fragment in fragments:
+        if fragment.member_id in members:
+            raise ConflictError(f"member {fragment.member_id[:12]} ({fragment.persona}) is given twice",
+                                hint="pass each party's fragment once")
+        members[fragment.member_id] = fragment
+
+    owners: dict[str, str] = {}
+    for kind in ("datasource", "datasink", "application"):
+        for fragment in fragments:
+            items = fragment.applications if kind == "application" else (
+                fragment.datasources if kind == "datasource" else fragment.datasinks)
+            for item in items:
+                namespace = "application" if kind == "application" else "asset"
+                key = f"{namespace}:{item.name}"
+                if key in owners:
+                    raise ConflictError(
+                        f"{kind} name '{item.name}' is declared by both {owners[key]} and {fragment.persona}",
+                        hint="names must be unique across parties; rename one of them")
+                owners[key] = fragment.persona
+
+    def by_name(items: Iterable) -> list:
+        return sorted(items, key=lambda item: item.name)
+
+    return MergedSpec(
+        parties=[Party(persona=f.persona, member_id=f.member_id, member_cert=f.member_cert) for f in fragments],
+        datasources=by_name(a for f in fragments for a in f.datasources),
+        datasinks=by_name(a for f in fragments for a in f.datasinks),
+        applications=by_name(a for f in fragments for a in f.applications),
+        logging=_export("logging", fragments),
+        telemetry=_export("telemetry", fragments),
+        network_policy=NetworkPolicy(
+            inbound_allow=sorted({route for f in fragments for route in f.network_policy.inbound_allow}),
+            allow_all_outbound=any(f.network_policy.allow_all_outbound for f in fragments),
+        ),
+    )
+
+
+def merge_paths(paths: Iterable[Path]) -> MergedSpec:
+    """:func:`merge_fragments` over workspace directories or fragment JSON files."""
+    return merge_fragments(load_fragment(path) for path in paths)
