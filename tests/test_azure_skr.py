@@ -1,0 +1,122 @@
+"""Key Vault secure key release: the policy requires exactly the accepted policy hash."""
+
+from __future__ import annotations
+
+import copy
+import os
+import uuid
+
+import pytest
+from azure.keyvault.keys import JsonWebKey
+
+from core.crypto.kek import Kek
+from core.errors import InvalidInputError
+from core.keys.measurement import policy_hash
+from core.keys.skr import (
+    create_release_kek,
+    maa_authority,
+    release_policy,
+    release_policy_for_deployment,
+    required_host_data,
+    wrap_deks,
+)
+
+MAA = "https://sharedeus.eus.attest.azure.net"
+
+SPEC = {
+    "contract_id": "inference-1",
+    "applications": [{
+        "name": "inference-server",
+        "image": "cleanroom/inference-server:1",
+        "command": ["python", "-m", "containers.inference_server", "--port", "8000"],
+        "mounts": [{"kind": "datasource", "name": "model", "path": "/mnt/model",
+                    "owner": "provider"}],
+        "env": {"MODEL_DIR": "/mnt/model"},
+        "ports": [8000],
+    }],
+    "network_policy": {"allow_egress": False},
+}
+
+
+def test_policy_requires_the_accepted_hash_on_sev_snp() -> None:
+    document = release_policy_for_deployment(SPEC, MAA)
+    assert document["version"] == "1.0.0"
+    (rule,) = document["anyOf"]
+    assert rule["authority"] == MAA
+    claims = {c["claim"]: c["equals"] for c in rule["allOf"]}
+    assert claims == {
+        "x-ms-attestation-type": "sevsnpvm",
+        "x-ms-compliance-status": "azure-compliant-uvm",
+        "x-ms-sevsnpvm-hostdata": policy_hash(SPEC),
+    }
+    assert required_host_data(document) == policy_hash(SPEC)
+
+
+def test_what_runs_changes_the_required_hash_but_env_values_do_not() -> None:
+    changed_command = copy.deepcopy(SPEC)
+    changed_command["applications"][0]["command"].append("--debug")
+    changed_value = copy.deepcopy(SPEC)
+    changed_value["applications"][0]["env"]["MODEL_DIR"] = "/elsewhere"
+    base = required_host_data(release_policy_for_deployment(SPEC, MAA))
+    assert required_host_data(release_policy_for_deployment(changed_command, MAA)) != base
+    assert required_host_data(release_policy_for_deployment(changed_value, MAA)) == base
+
+
+@pytest.mark.parametrize("endpoint", ["sharedeus.eus.attest.azure.net",
+                                      "https://sharedeus.eus.attest.azure.net/"])
+def test_maa_endpoint_is_normalised(endpoint: str) -> None:
+    assert maa_authority(endpoint) == MAA
+
+
+@pytest.mark.parametrize("endpoint", ["http://maa.example", "https://maa.example/path", "https://"])
+def test_bad_maa_endpoint_is_refused(endpoint: str) -> None:
+    with pytest.raises(InvalidInputError, match="MAA endpoint .* is not an https host"):
+        maa_authority(endpoint)
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "A" * 64, "0" * 63])
+def test_bad_policy_hash_is_refused(bad: str) -> None:
+    with pytest.raises(InvalidInputError, match="not 64 lowercase hex"):
+        release_policy(bad, MAA)
+
+
+def test_policy_without_hostdata_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="no x-ms-sevsnpvm-hostdata"):
+        required_host_data({"version": "1.0.0", "anyOf": [{"allOf": []}]})
+
+
+def test_deks_wrapped_to_a_vault_jwk_unwrap_with_the_kek() -> None:
+    """The SDK's RSA-OAEP-256 wrap is the same format our KEK unwraps (and Key Vault releases)."""
+    kek = Kek.generate()
+    numbers = kek.public_key.public_numbers()
+    jwk = JsonWebKey(kid=f"https://v.vault.azure.net/keys/kek/{uuid.uuid4().hex}", kty="RSA-HSM",
+                     key_ops=["wrapKey"], n=numbers.n.to_bytes(384, "big"),
+                     e=numbers.e.to_bytes(3, "big"))
+    deks = {"model": os.urandom(32), "training-data": os.urandom(32)}
+    wrapped = wrap_deks(jwk, deks)
+    assert {name: kek.unwrap(blob) for name, blob in wrapped.items()} == deks
+
+
+def test_wrong_size_dek_is_refused() -> None:
+    numbers = Kek.generate().public_key.public_numbers()
+    jwk = JsonWebKey(kty="RSA", n=numbers.n.to_bytes(384, "big"), e=numbers.e.to_bytes(3, "big"))
+    with pytest.raises(InvalidInputError, match="DEK of 'x' is 16 bytes"):
+        wrap_deks(jwk, {"x": b"0" * 16})
+
+
+def test_kek_vault_must_be_a_key_vault_url() -> None:
+    with pytest.raises(InvalidInputError, match="not a Key Vault or managed HSM URL"):
+        create_release_kek("https://example.com", "kek", release_policy("0" * 64, MAA))
+
+
+LIVE_VAULT = os.environ.get("CLEANROOM_TEST_KEK_VAULT")
+
+
+@pytest.mark.azure_live
+@pytest.mark.skipif(not LIVE_VAULT, reason="live Key Vault test: set CLEANROOM_TEST_KEK_VAULT to a "
+                    "premium vault URL and sign in (az login or AZURE_CLIENT_ID/SECRET/TENANT_ID)")
+def test_live_create_release_kek_carries_the_policy() -> None:
+    document = release_policy_for_deployment(SPEC, MAA)
+    key = create_release_kek(str(LIVE_VAULT), f"cleanroom-test-{uuid.uuid4().hex[:8]}", document)
+    assert key.properties.exportable is True
+    assert policy_hash(SPEC).encode() in key.properties.release_policy.encoded_policy
