@@ -210,8 +210,21 @@ def test_missing_blob_and_container_are_not_found(store: AzureBlobStore, contain
         store.open_read(container, "nope.bin")
     with pytest.raises(NotFoundError, match="nope.bin"):
         store.delete(container, "nope.bin")
-    with pytest.raises(NotFoundError, match="container 'no-such-ds' does not exist"):
-        list(store.list("no-such-ds"))
+    with pytest.raises(NotFoundError, match="nope.bin"):
+        store.stat(container, "nope.bin")
+    assert list(store.list("no-such-ds")) == [], "like the local store: never created = empty"
+
+
+def test_stat_reports_size_and_etag(store: AzureBlobStore, container: str) -> None:
+    info = store.put(container, "s.bin", io.BytesIO(b"12345"))
+    assert store.stat(container, "s.bin") == info
+
+
+@pytest.mark.parametrize("size", [10, 12 * MiB])
+def test_length_mismatch_commits_nothing(store: AzureBlobStore, container: str, size: int) -> None:
+    with pytest.raises(InvalidInputError, match="source gave .* bytes, expected"):
+        store.put(container, "short.bin", io.BytesIO(_payload(size)), length=size + 1)
+    assert list(store.list(container)) == []
 
 
 @pytest.mark.parametrize("name", ["", "/abs", "a/../b", "a//b", "./a", "a\\b", "x" * 1025])

@@ -163,12 +163,14 @@ class AzureBlobStore:
                     raise ResourceModifiedError(message="etag differs")
             first = _read_full(source, max(SINGLE_PUT_LIMIT, block_size) + 1)
             if len(first) <= SINGLE_PUT_LIMIT:
+                _check_length(container, name, len(first), length)
                 result = blob.upload_blob(first, overwrite=True, **conditions)
                 if on_bytes:
                     on_bytes(len(first))
                 return UploadOutcome(BlobInfo(name, len(first), _etag(result["etag"])), 1, 0)
             staged, reused, size, block_ids = self._stage_blocks(blob, first, source, block_size,
                                                                  on_bytes)
+            _check_length(container, name, size, length)  # before commit: nothing becomes visible
             result = blob.commit_block_list([BlobBlock(block_id=b) for b in block_ids],
                                             **conditions)
             return UploadOutcome(BlobInfo(name, size, _etag(result["etag"])), staged, reused)
@@ -179,10 +181,19 @@ class AzureBlobStore:
         return io.BufferedReader(_ChunkReader(downloader.chunks(), self, container, name),
                                  buffer_size=DEFAULT_BLOCK_SIZE)
 
+    def stat(self, container: str, name: str) -> BlobInfo:
+        with self._translated(container, name):
+            props = self._blob(container, name).get_blob_properties()
+        return BlobInfo(name, int(props.size), _etag(props.etag))
+
     def list(self, container: str, prefix: str = "") -> Iterator[BlobInfo]:
+        """Like the local store, a container that was never created lists as empty."""
         with self._translated(container):
-            for item in self._container(container).list_blobs(name_starts_with=prefix or None):
-                yield BlobInfo(item.name, int(item.size), _etag(item.etag))
+            try:
+                for item in self._container(container).list_blobs(name_starts_with=prefix or None):
+                    yield BlobInfo(item.name, int(item.size), _etag(item.etag))
+            except ResourceNotFoundError:
+                return
 
     def delete(self, container: str, name: str) -> None:
         with self._translated(container, name):
@@ -308,6 +319,12 @@ class AzureBlobStore:
 def _etag(value: str) -> str:
     """The SDK returns etags quoted from writes and bare from listings; callers see them bare."""
     return str(value).strip('"')
+
+
+def _check_length(container: str, name: str, size: int, length: int | None) -> None:
+    if length is not None and size != length:
+        raise InvalidInputError(f"blob {container}/{name}: source gave {size} bytes, expected {length}",
+                                hint="the source changed while uploading; retry")
 
 
 def _check_blob_name(name: str) -> None:
