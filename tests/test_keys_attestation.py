@@ -19,7 +19,7 @@ SPEC = {
     "applications": [{
         "name": "inference", "image": "containers/inference_server",
         "command": ["python", "-m", "server", "--uds", "/run/app.sock"],
-        "env": {"MODEL_DIR": "/mnt/remote/model"},
+        "env": {"MODEL_DIR": "/mnt/remote/model"}, "env_names": ["API_SECRET"],
         "mounts": [{"kind": "datasource", "name": "model", "path": "/mnt/remote/model", "owner": "p"}],
     }],
     "network_policy": {"ingress": {"routes": ["/v1/predict"]}},
@@ -41,11 +41,14 @@ def test_one_character_change_changes_the_policy_hash(path, value) -> None:
     assert policy_hash(changed) != policy_hash(SPEC)
 
 
-def test_env_values_do_not_change_the_measurement_but_names_do() -> None:
+def test_voted_env_is_measured_and_deployment_secrets_only_by_name() -> None:
     changed = copy.deepcopy(SPEC)
     changed["applications"][0]["env"]["MODEL_DIR"] = "/elsewhere"
+    assert policy_hash(changed) != policy_hash(SPEC)
+    changed = copy.deepcopy(SPEC)
+    changed["applications"][0]["secret_env_values_are_never_here"] = True
     assert policy_hash(changed) == policy_hash(SPEC)
-    changed["applications"][0]["env"]["EXTRA"] = "1"
+    changed["applications"][0]["env_names"].append("EXTRA")
     assert policy_hash(changed) != policy_hash(SPEC)
 
 

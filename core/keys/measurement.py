@@ -1,8 +1,9 @@
 """Measuring a deployment: the clean-room policy and its hash.
 
 The policy keeps exactly what decides what runs and what it can touch: each application's
-image/entrypoint, command, mounts, environment variable NAMES (values may be secrets and
-must not change the measurement) and ports, plus the network policy. Anything else in the
+image/entrypoint, command, mounts, its voted non-secret environment (names and values), the
+NAMES of the variables supplied at deployment (their values are secrets and must not change
+the measurement) and ports, plus the network policy. Anything else in the
 deployment spec (display names, timestamps) is deliberately left out, so re-generating a
 spec does not invalidate votes, while a one-character change to what runs does.
 """
@@ -31,7 +32,8 @@ def _application_policy(app: Any) -> dict[str, Any]:
         raise InvalidInputError(f"application '{name}' mounts must be a list", hint="re-generate the spec")
     return {
         "name": name,
-        "image": app.get("image", ""),
+        "image": app.get("image"),
+        "entrypoint": app.get("entrypoint"),
         "command": command,
         "mounts": sorted(
             ({"kind": m.get("kind"), "name": m.get("name"), "path": m.get("path"),
@@ -39,7 +41,8 @@ def _application_policy(app: Any) -> dict[str, Any]:
               "owner": m.get("owner")} for m in mounts),
             key=lambda m: (str(m["path"]), str(m["name"])),
         ),
-        "env_names": sorted(app.get("env", {}).keys()),
+        "env": dict(sorted(app.get("env", {}).items())),
+        "env_names": sorted(app.get("env_names", [])),
         "ports": sorted(app.get("ports", [])),
         "socket": app.get("socket"),
     }
