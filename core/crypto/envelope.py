@@ -26,7 +26,7 @@ import io
 import os
 import struct
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -79,13 +79,14 @@ def _read_full(source: BinaryIO, view: memoryview) -> int:
     return filled
 
 
-def encrypt_stream(key: bytes, source: BinaryIO, sink: BinaryIO, *,
-                   chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None,
-                   nonce_prefix: bytes | None = None) -> int:
-    """Seal everything readable from ``source`` into ``sink``; return the bytes written.
+def seal_chunks(key: bytes, source: BinaryIO, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                progress: Progress | None = None, nonce_prefix: bytes | None = None) -> Iterator[memoryview]:
+    """Yield the header, then each sealed chunk, of the blob that seals ``source``.
 
-    ``nonce_prefix`` exists only so the documented test vector can be recomputed; callers
-    leave it to ``os.urandom`` (reusing a prefix under one key breaks GCM).
+    Pull-based so a blob store can read ciphertext as it uploads. The yielded views share one
+    reused buffer: use each before asking for the next. ``nonce_prefix`` exists only so the
+    documented test vector can be recomputed; callers leave it to ``os.urandom`` (reusing a
+    prefix under one key breaks GCM).
     """
     aead = _check_key(key)
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
@@ -95,8 +96,7 @@ def encrypt_stream(key: bytes, source: BinaryIO, sink: BinaryIO, *,
     if len(prefix) != NONCE_PREFIX_SIZE:
         raise InvalidInputError(f"nonce prefix must be {NONCE_PREFIX_SIZE} bytes")
     header = HEADER.pack(MAGIC, VERSION, chunk_size, prefix)
-    sink.write(header)
-    written = HEADER_SIZE
+    yield memoryview(header)
 
     # Two plaintext buffers: reading one chunk ahead is how we know which chunk is the last.
     current, ahead = bytearray(chunk_size), bytearray(chunk_size)
@@ -109,19 +109,60 @@ def encrypt_stream(key: bytes, source: BinaryIO, sink: BinaryIO, *,
         if counter >= MAX_CHUNKS:
             raise InvalidInputError("plaintext is too large for one blob",
                                     hint="use a larger chunk size")
-        plain = memoryview(current)[:current_len]
         sealed = memoryview(out)[:current_len + TAG_SIZE]
-        aead.encrypt_into(_nonce(prefix, counter, last), plain, header, sealed)
-        sink.write(sealed)
-        written += len(sealed)
+        aead.encrypt_into(_nonce(prefix, counter, last), memoryview(current)[:current_len], header, sealed)
+        yield sealed
         done += current_len
         if progress is not None:
             progress(done)
         if last:
-            return written
+            return
         current, ahead = ahead, current
         current_len = ahead_len
         counter += 1
+
+
+def encrypt_stream(key: bytes, source: BinaryIO, sink: BinaryIO, *,
+                   chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None,
+                   nonce_prefix: bytes | None = None) -> int:
+    """Seal everything readable from ``source`` into ``sink``; return the bytes written."""
+    written = 0
+    for piece in seal_chunks(key, source, chunk_size=chunk_size, progress=progress,
+                             nonce_prefix=nonce_prefix):
+        sink.write(piece)
+        written += len(piece)
+    return written
+
+
+class SealingReader(io.RawIOBase):
+    """A readable stream of the sealed blob of ``source``: what ``BlobStore.put`` consumes on upload.
+
+    ``header`` is available after the first read; the upload manifest records it to bind each
+    blob to its file name.
+    """
+
+    def __init__(self, key: bytes, source: BinaryIO, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 progress: Progress | None = None) -> None:
+        super().__init__()
+        self._pieces = seal_chunks(key, source, chunk_size=chunk_size, progress=progress)
+        self._piece = memoryview(b"")
+        self.header = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
+        while not self._piece:
+            piece = next(self._pieces, None)
+            if piece is None:
+                return 0
+            if not self.header:
+                self.header = bytes(piece)
+            self._piece = piece
+        size = min(len(buffer), len(self._piece))
+        buffer[:size] = self._piece[:size]
+        self._piece = self._piece[size:]
+        return size
 
 
 def read_header(source: BinaryIO, *, label: str = "blob") -> tuple[bytes, int, bytes]:
@@ -145,15 +186,20 @@ def read_header(source: BinaryIO, *, label: str = "blob") -> tuple[bytes, int, b
 
 
 def decrypt_stream(key: bytes, source: BinaryIO, sink: BinaryIO, *,
-                   progress: Progress | None = None, label: str = "blob") -> int:
+                   progress: Progress | None = None, label: str = "blob",
+                   expected_header: bytes | None = None) -> int:
     """Verify and open a blob from ``source`` into ``sink``; return the plaintext size.
 
     Only verified chunks reach ``sink``. A failure part-way leaves the verified prefix in
     ``sink``; use :func:`decrypt_to_path` when nothing at all may appear unless every chunk
-    verifies.
+    verifies. ``expected_header`` (from an upload manifest) rejects a valid blob that was
+    moved under another file's name.
     """
     aead = _check_key(key)
     header, chunk_size, prefix = read_header(source, label=label)
+    if expected_header is not None and header != expected_header:
+        raise IntegrityError(f"{label} is not the blob its manifest sealed (replaced or swapped with another)",
+                             hint="re-upload it from the owner's plaintext")
     sealed_size = chunk_size + TAG_SIZE
     current, ahead = bytearray(sealed_size), bytearray(sealed_size)
     out = bytearray(chunk_size)
@@ -200,7 +246,8 @@ def _explain_failure(aead: AESGCM, prefix: bytes, counter: int, last: bool, seal
 
 
 def decrypt_to_path(key: bytes, source: BinaryIO, target: Path, *,
-                    progress: Progress | None = None, label: str = "blob") -> int:
+                    progress: Progress | None = None, label: str = "blob",
+                    expected_header: bytes | None = None) -> int:
     """Decrypt into ``target`` atomically: a temporary name, renamed only after the last chunk verifies.
 
     If any chunk fails, the temporary file is removed and ``target`` is left as it was, so no
@@ -210,7 +257,8 @@ def decrypt_to_path(key: bytes, source: BinaryIO, target: Path, *,
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as handle:
-            size = decrypt_stream(key, source, handle, progress=progress, label=label)
+            size = decrypt_stream(key, source, handle, progress=progress, label=label,
+                                  expected_header=expected_header)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
