@@ -1,0 +1,365 @@
+"""The Azure runtime: a confidential container group (ACI, AMD SEV-SNP) for an accepted deployment.
+
+``aci_template`` turns a deployment spec (the same document the parties voted on; see
+``core.keys.measurement``) into an ARM template: the workload containers, the clean-room runtime
+as a sidecar that fetches encrypted blobs, obtains the KEK by secure key release and shares
+plaintext with the workloads through in-memory ``emptyDir`` volumes, sku ``Confidential``, and a
+``ccePolicy`` parameter. ``container_group`` builds the SDK's ``ContainerGroup`` from the
+template, refusing anything the SDK's models do not carry exactly (so a typo cannot silently
+drop a mount or a port), and ``AciDeployment`` maps start/status/logs/stop onto the SDK.
+
+The ccePolicy is the confidential computing enforcement policy (a Rego document, base64) that
+``az confcom acipolicygen`` derives from the template. SEV-SNP reports its SHA-256 as HOST_DATA,
+which is what the Key Vault release policy checks (``core.keys.skr``). The template carries a
+placeholder until that tool has run; :func:`cce_policy_host_data` gives the hash to vote on once
+it has. Until then the clean-room policy hash in the template's tags and the sidecar's
+environment is the measurement the SKR policy is generated from.
+
+Deployment spec fields used (per application): ``name``, ``image``, ``command``, ``env``
+(names and values; values are not measured), ``ports``, ``mounts`` ({kind, name, path}), and the
+Azure-only ``cpu`` (cores, default 1) and ``memory_gb`` (default 2).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    DeserializationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
+from azure.mgmt.containerinstance.models import ContainerGroup
+
+from core.errors import (
+    AccessDeniedError,
+    CleanroomError,
+    InvalidInputError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
+from core.keys.measurement import policy_hash
+
+ARM_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
+ACI_API_VERSION = "2023-05-01"
+CCE_POLICY_PLACEHOLDER = "REPLACE-WITH-az-confcom-acipolicygen-OUTPUT"
+RUNTIME_SIDECAR_IMAGE = "cleanroom-console/runtime:0.1.0"
+RUNTIME_SIDECAR_NAME = "cleanroom-runtime"
+SIDECAR_MOUNT_ROOT = "/mnt/cleanroom"
+DEFAULT_CPU = 1.0
+DEFAULT_MEMORY_GB = 2.0
+_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_PARAMETER_RE = re.compile(r"^\[parameters\('([A-Za-z0-9_]+)'\)\]$")
+
+
+def _resource_name(text: str) -> str:
+    """ACI names: lowercase letters, digits and '-', at most 63 characters."""
+    name = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-")[:63].strip("-")
+    if not _NAME_RE.match(name):
+        raise InvalidInputError(f"{text!r} cannot be turned into an Azure container name",
+                                hint="use letters, digits and '-' in application and datasource names")
+    return name
+
+
+def _volume_name(mount: dict[str, Any]) -> str:
+    return _resource_name(f"{mount.get('kind', 'mount')}-{mount.get('name', '')}")
+
+
+def _container(app: dict[str, Any]) -> dict[str, Any]:
+    name = _resource_name(str(app["name"]))
+    if not app.get("image"):
+        raise InvalidInputError(
+            f"application '{app['name']}' has no container image for ACI",
+            hint="set its image (REGISTRY/IMAGE:TAG) before generating and voting the deployment spec")
+    properties: dict[str, Any] = {
+        "image": app["image"],
+        "command": list(app["command"]),
+        "resources": {"requests": {"cpu": float(app.get("cpu", DEFAULT_CPU)),
+                                   "memoryInGB": float(app.get("memory_gb", DEFAULT_MEMORY_GB))}},
+    }
+    env = app.get("env", {})
+    if env:
+        properties["environmentVariables"] = [{"name": k, "value": str(v)}
+                                               for k, v in sorted(env.items())]
+    if app.get("ports"):
+        properties["ports"] = [{"port": int(p), "protocol": "TCP"} for p in sorted(app["ports"])]
+    mounts = app.get("mounts", [])
+    if mounts:
+        properties["volumeMounts"] = [
+            {"name": _volume_name(m), "mountPath": m["path"],
+             "readOnly": bool(m.get("read_only", m.get("kind") == "datasource"))}
+            for m in mounts]
+    return {"name": name, "properties": properties}
+
+
+def _sidecar(spec: dict[str, Any], measured: str, image: str,
+             volumes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The runtime: decrypts datasources into the shared volumes and seals datasinks out of them."""
+    plan = [{"volume": v, "kind": m.get("kind"), "name": m.get("name"), "owner": m.get("owner"),
+             "path": f"{SIDECAR_MOUNT_ROOT}/{v}"} for v, m in sorted(volumes.items())]
+    env = [
+        {"name": "CLEANROOM_CONTRACT_ID", "value": str(spec["contract_id"])},
+        {"name": "CLEANROOM_POLICY_HASH", "value": measured},
+        {"name": "CLEANROOM_MOUNT_PLAN", "value": json.dumps(plan, sort_keys=True,
+                                                             separators=(",", ":"))},
+    ]
+    properties: dict[str, Any] = {
+        "image": image,
+        "command": ["python", "-m", "core.runtime.sidecar"],
+        "environmentVariables": env,
+        "resources": {"requests": {"cpu": 0.5, "memoryInGB": 1.0}},
+    }
+    if volumes:
+        properties["volumeMounts"] = [{"name": v, "mountPath": f"{SIDECAR_MOUNT_ROOT}/{v}",
+                                        "readOnly": False} for v in sorted(volumes)]
+    return {"name": RUNTIME_SIDECAR_NAME, "properties": properties}
+
+
+def aci_template(deployment_spec: dict[str, Any], *,
+                 runtime_image: str = RUNTIME_SIDECAR_IMAGE) -> dict[str, Any]:
+    """The ARM template for ``deployment_spec`` as a confidential container group.
+
+    It is what `az deployment group create --template-file` and `az confcom acipolicygen`
+    take; :func:`container_group` builds the SDK model from the very same document.
+    """
+    measured = policy_hash(deployment_spec)  # validates the spec the same way as the local runtime
+    apps = deployment_spec["applications"]
+    names = [_resource_name(str(a["name"])) for a in apps]
+    if RUNTIME_SIDECAR_NAME in names or len(set(names)) != len(names):
+        raise InvalidInputError(
+            "application names clash in the container group (after lowercasing, or with "
+            f"'{RUNTIME_SIDECAR_NAME}')", hint="rename the applications so they are distinct")
+    volumes: dict[str, dict[str, Any]] = {}
+    for app in apps:
+        for mount in app.get("mounts", []):
+            volumes.setdefault(_volume_name(mount), mount)
+    containers = [_container(a) for a in apps]
+    containers.append(_sidecar(deployment_spec, measured, runtime_image, volumes))
+    ports = sorted({int(p) for a in apps for p in a.get("ports", [])})
+    properties: dict[str, Any] = {
+        "sku": "Confidential",
+        "confidentialComputeProperties": {"ccePolicy": "[parameters('ccePolicy')]"},
+        "containers": containers,
+        "osType": "Linux",
+        "restartPolicy": "Never",
+    }
+    if volumes:
+        properties["volumes"] = [{"name": v, "emptyDir": {}} for v in sorted(volumes)]
+    if ports:
+        properties["ipAddress"] = {"type": "Public",
+                                    "ports": [{"port": p, "protocol": "TCP"} for p in ports]}
+    contract = str(deployment_spec["contract_id"])
+    return {
+        "$schema": ARM_SCHEMA,
+        "contentVersion": "1.0.0.0",
+        "metadata": {"cleanroom": {"contract_id": contract, "policy_hash": measured}},
+        "parameters": {
+            "location": {"type": "string", "defaultValue": "[resourceGroup().location]"},
+            "containerGroupName": {"type": "string",
+                                   "defaultValue": _resource_name(f"cleanroom-{contract}")},
+            "ccePolicy": {"type": "string", "defaultValue": CCE_POLICY_PLACEHOLDER,
+                          "metadata": {"description": "base64 Rego from `az confcom acipolicygen`"}},
+        },
+        "resources": [{
+            "type": "Microsoft.ContainerInstance/containerGroups",
+            "apiVersion": ACI_API_VERSION,
+            "name": "[parameters('containerGroupName')]",
+            "location": "[parameters('location')]",
+            "tags": {"cleanroom-contract": contract, "cleanroom-policy-hash": measured},
+            "properties": properties,
+        }],
+        "outputs": {"policyHash": {"type": "string", "value": measured}},
+    }
+
+
+def _resolve(value: Any, parameters: dict[str, Any]) -> Any:
+    if isinstance(value, dict):
+        return {k: _resolve(v, parameters) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, parameters) for v in value]
+    if isinstance(value, str):
+        match = _PARAMETER_RE.match(value)
+        if match:
+            return parameters[match.group(1)]
+    return value
+
+
+def container_group(template: dict[str, Any], *, location: str,
+                    cce_policy: str | None = None, name: str | None = None,
+                    ) -> tuple[str, ContainerGroup]:
+    """The SDK model the template describes, checked to carry every property exactly."""
+    declared = template.get("parameters", {})
+    values = {
+        "location": location,
+        "containerGroupName": name or declared["containerGroupName"]["defaultValue"],
+        "ccePolicy": cce_policy if cce_policy is not None else declared["ccePolicy"]["defaultValue"],
+    }
+    resource = _resolve(template["resources"][0], values)
+    body = {k: v for k, v in resource.items() if k not in ("type", "apiVersion", "name")}
+    try:
+        group = ContainerGroup.deserialize(body)
+    except DeserializationError as exc:
+        raise InvalidInputError(f"ACI template does not fit the ContainerGroup model ({exc})",
+                                hint="use the types the ContainerGroup API expects") from exc
+    _check_round_trip(body, group.serialize())
+    return values["containerGroupName"], group
+
+
+def _check_round_trip(expected: Any, actual: Any, path: str = "containerGroup") -> None:
+    """Anything the SDK model dropped or changed is a template error, named by its path."""
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            raise InvalidInputError(f"ACI template {path} is not an object for the SDK",
+                                    hint="fix the template property")
+        for key, value in expected.items():
+            if key not in actual and value not in ({}, []):
+                raise InvalidInputError(f"ACI template property {path}.{key} is not an ACI property",
+                                        hint="check its spelling against the ContainerGroup API")
+            _check_round_trip(value, actual.get(key, value), f"{path}.{key}")
+    elif isinstance(expected, list):
+        if not isinstance(actual, list) or len(actual) != len(expected):
+            raise InvalidInputError(f"ACI template {path} did not survive the SDK model",
+                                    hint="fix the template property")
+        for index, (e, a) in enumerate(zip(expected, actual)):
+            _check_round_trip(e, a, f"{path}[{index}]")
+    elif expected != actual:
+        raise InvalidInputError(f"ACI template {path} = {expected!r} became {actual!r} in the SDK model",
+                                hint="use the type the ContainerGroup API expects")
+
+
+def cce_policy_host_data(cce_policy_b64: str) -> str:
+    """SEV-SNP HOST_DATA for a ccePolicy: SHA-256 of the decoded Rego (what SKR must require)."""
+    try:
+        rego = base64.b64decode(cce_policy_b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInputError("ccePolicy is not base64",
+                                hint="pass the output of `az confcom acipolicygen`") from exc
+    return hashlib.sha256(rego).hexdigest()
+
+
+@dataclass
+class GroupStatus:
+    name: str
+    provisioning_state: str
+    state: str
+    containers: list[dict[str, Any]]
+    ip_address: str | None
+
+
+class AciDeployment:
+    """start/status/logs/stop of clean-room container groups in one resource group."""
+
+    def __init__(self, resource_group: str, *, subscription_id: str | None = None,
+                 credential: Any | None = None, client: Any | None = None) -> None:
+        if not resource_group:
+            raise InvalidInputError("no resource group given for the ACI backend",
+                                    hint="pass --resource-group RG")
+        self.resource_group = resource_group
+        if client is None:
+            subscription = subscription_id or os.environ.get("AZURE_SUBSCRIPTION_ID", "")
+            if not subscription:
+                raise InvalidInputError(
+                    "no Azure subscription for the ACI backend",
+                    hint="export AZURE_SUBSCRIPTION_ID=... or pass --subscription")
+            from azure.mgmt.containerinstance import ContainerInstanceManagementClient
+
+            if credential is None:
+                from azure.identity import DefaultAzureCredential
+
+                credential = DefaultAzureCredential()
+            client = ContainerInstanceManagementClient(credential, subscription)
+        self._client = client
+
+    def start(self, template: dict[str, Any], *, location: str, cce_policy: str | None = None,
+              name: str | None = None, allow_debug_policy: bool = False) -> GroupStatus:
+        """Deploy and wait for provisioning. Refuses the placeholder ccePolicy.
+
+        ``allow_debug_policy`` deploys without a ccePolicy (ACI then enforces nothing): the
+        hardware still attests, but its HOST_DATA will not match any accepted SKR policy.
+        """
+        policy = cce_policy
+        if not allow_debug_policy and (policy is None or policy == CCE_POLICY_PLACEHOLDER):
+            raise InvalidInputError(
+                "the ACI template still has the ccePolicy placeholder",
+                hint="generate it with `az confcom acipolicygen -a template.json` and pass --cce-policy")
+        group_name, group = container_group(template, location=location, cce_policy=policy or "",
+                                            name=name)
+        if allow_debug_policy and not policy:
+            group.confidential_compute_properties = None
+        with self._translated(group_name):
+            self._client.container_groups.begin_create_or_update(
+                self.resource_group, group_name, group).result()
+        return self.status(group_name)
+
+    def status(self, name: str) -> GroupStatus:
+        with self._translated(name):
+            group = self._client.container_groups.get(self.resource_group, name)
+        containers = []
+        for container in group.containers:
+            current = getattr(getattr(container, "instance_view", None), "current_state", None)
+            containers.append({"name": container.name,
+                               "state": getattr(current, "state", None) or "Unknown",
+                               "exit_code": getattr(current, "exit_code", None)})
+        view = getattr(group, "instance_view", None)
+        return GroupStatus(name=name, provisioning_state=str(group.provisioning_state or "Unknown"),
+                           state=str(getattr(view, "state", None) or "Unknown"),
+                           containers=containers,
+                           ip_address=getattr(group.ip_address, "ip", None))
+
+    def logs(self, name: str, container: str, *, tail: int | None = None) -> str:
+        with self._translated(f"{name}/{container}"):
+            return str(self._client.containers.list_logs(self.resource_group, name, container,
+                                                          tail=tail).content or "")
+
+    def stop(self, name: str) -> None:
+        with self._translated(name):
+            self._client.container_groups.stop(self.resource_group, name)
+
+    def delete(self, name: str) -> None:
+        with self._translated(name):
+            self._client.container_groups.begin_delete(self.resource_group, name).result()
+
+    def _translated(self, what: str) -> "_AzureErrors":
+        return _AzureErrors(f"container group '{what}' in resource group '{self.resource_group}'")
+
+
+class _AzureErrors:
+    """SDK exceptions as one-line CleanroomErrors naming the group and the fix."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 _tb: Any) -> bool:
+        if exc is None or isinstance(exc, CleanroomError):
+            return False
+        translate: dict[type[BaseException], Callable[[], CleanroomError]] = {
+            ResourceNotFoundError: lambda: NotFoundError(
+                f"{self.what} does not exist", hint="check the name with `cleanroom deployment status`"),
+            ClientAuthenticationError: lambda: AccessDeniedError(
+                f"Azure refused the credentials for {self.what}",
+                hint="sign in with `az login` (needs Contributor on the resource group)"),
+            ServiceRequestError: lambda: ServiceUnavailableError(
+                f"cannot reach Azure Resource Manager for {self.what}", hint="check the network"),
+        }
+        for cls, make in translate.items():
+            if isinstance(exc, cls):
+                raise make() from exc
+        if isinstance(exc, HttpResponseError):
+            message = " ".join(str(getattr(exc, "message", "") or exc).split())[:300]
+            raise InvalidInputError(f"Azure rejected {self.what}: {message}",
+                                    hint="fix the template or the resource group and retry") from exc
+        return False

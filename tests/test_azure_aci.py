@@ -1,0 +1,203 @@
+"""The ACI template: a confidential container group the SDK's models accept property for property."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import os
+import uuid
+
+import pytest
+from azure.identity import DefaultAzureCredential
+from azure.mgmt.containerinstance.models import Container, ContainerGroup
+
+from core.errors import InvalidInputError
+from core.keys.measurement import policy_hash
+from core.keys.skr import release_policy, release_policy_for_deployment, required_host_data
+from core.runtime.aci import (
+    CCE_POLICY_PLACEHOLDER,
+    RUNTIME_SIDECAR_NAME,
+    AciDeployment,
+    aci_template,
+    cce_policy_host_data,
+    container_group,
+)
+
+SPEC = {
+    "contract_id": "finetune-1",
+    "applications": [{
+        "name": "trainer",
+        "image": "cleanroomacr.azurecr.io/trainer:1.0",
+        "command": ["python", "-m", "containers.trainer", "--config", "/mnt/config/train.json"],
+        "mounts": [
+            {"kind": "datasource", "name": "model", "path": "/mnt/model", "owner": "provider"},
+            {"kind": "datasource", "name": "training-data", "path": "/mnt/data", "owner": "consumer"},
+            {"kind": "datasink", "name": "trained-model", "path": "/mnt/out", "owner": "provider"},
+        ],
+        "env": {"EPOCHS": "1"},
+        "ports": [],
+        "cpu": 2,
+        "memory_gb": 8,
+    }, {
+        "name": "metrics",
+        "image": "cleanroomacr.azurecr.io/metrics:1.0",
+        "command": ["python", "-m", "metrics"],
+        "ports": [8443],
+    }],
+    "network_policy": {"allow_egress": False},
+}
+
+
+def _resource(template: dict) -> dict:
+    (resource,) = template["resources"]
+    return resource
+
+
+def test_template_is_a_confidential_group_with_the_runtime_sidecar() -> None:
+    template = aci_template(SPEC, runtime_image="cleanroomacr.azurecr.io/runtime:0.1.0")
+    resource = _resource(template)
+    assert resource["type"] == "Microsoft.ContainerInstance/containerGroups"
+    properties = resource["properties"]
+    assert properties["sku"] == "Confidential"
+    assert properties["confidentialComputeProperties"] == {"ccePolicy": "[parameters('ccePolicy')]"}
+    assert template["parameters"]["ccePolicy"]["defaultValue"] == CCE_POLICY_PLACEHOLDER
+    names = [c["name"] for c in properties["containers"]]
+    assert names == ["trainer", "metrics", RUNTIME_SIDECAR_NAME]
+    sidecar = properties["containers"][-1]["properties"]
+    assert sidecar["image"] == "cleanroomacr.azurecr.io/runtime:0.1.0"
+    measured = policy_hash(SPEC)
+    assert {"name": "CLEANROOM_POLICY_HASH", "value": measured} in sidecar["environmentVariables"]
+    assert resource["tags"]["cleanroom-policy-hash"] == measured
+    assert template["outputs"]["policyHash"]["value"] == measured
+    assert properties["ipAddress"]["ports"] == [{"port": 8443, "protocol": "TCP"}]
+    # JSON all the way (what `az deployment group create` reads) and deterministic.
+    assert json.loads(json.dumps(template)) == aci_template(
+        SPEC, runtime_image="cleanroomacr.azurecr.io/runtime:0.1.0")
+
+
+def test_sdk_models_are_built_from_the_template() -> None:
+    name, group = container_group(aci_template(SPEC), location="westeurope",
+                                  cce_policy=base64.b64encode(b"package policy").decode())
+    assert name == "cleanroom-finetune-1"
+    assert isinstance(group, ContainerGroup) and group.sku == "Confidential"
+    assert group.location == "westeurope" and group.os_type == "Linux"
+    assert group.confidential_compute_properties.cce_policy == "cGFja2FnZSBwb2xpY3k="
+    trainer, metrics, sidecar = group.containers
+    assert all(isinstance(c, Container) for c in group.containers)
+    assert trainer.resources.requests.cpu == 2 and trainer.resources.requests.memory_in_gb == 8
+    assert {m.mount_path: m.read_only for m in trainer.volume_mounts} == {
+        "/mnt/model": True, "/mnt/data": True, "/mnt/out": False}
+    assert {v.name for v in group.volumes} == {m.name for m in sidecar.volume_mounts}
+    assert all(v.empty_dir == {} for v in group.volumes)
+    assert [e.name for e in trainer.environment_variables] == ["EPOCHS"]
+    assert metrics.ports[0].port == 8443 and group.ip_address.type == "Public"
+    plan = json.loads(next(e.value for e in sidecar.environment_variables
+                           if e.name == "CLEANROOM_MOUNT_PLAN"))
+    assert {(p["kind"], p["name"], p["owner"]) for p in plan} == {
+        ("datasource", "model", "provider"), ("datasource", "training-data", "consumer"),
+        ("datasink", "trained-model", "provider")}
+    # The model serialises back to the REST body Azure receives.
+    body = group.serialize()
+    assert body["properties"]["sku"] == "Confidential"
+    assert body["properties"]["containers"][0]["properties"]["resources"]["requests"][
+        "memoryInGB"] == 8
+
+
+def test_a_misspelt_property_is_refused_by_the_model_check() -> None:
+    template = aci_template(SPEC)
+    container = _resource(template)["properties"]["containers"][0]["properties"]
+    container["volumeMount"] = container.pop("volumeMounts")
+    with pytest.raises(InvalidInputError, match=r"containers\[0\]\.properties\.volumeMount is not"):
+        container_group(template, location="westeurope")
+
+
+def test_a_wrongly_typed_property_is_refused() -> None:
+    template = aci_template(SPEC)
+    _resource(template)["properties"]["containers"][0]["properties"]["ports"] = "8443"
+    with pytest.raises(InvalidInputError, match="ACI template"):
+        container_group(template, location="westeurope")
+
+
+def test_what_runs_changes_the_policy_hash_in_the_template() -> None:
+    changed = copy.deepcopy(SPEC)
+    changed["applications"][0]["command"][-1] = "/mnt/config/other.json"
+    assert (_resource(aci_template(changed))["tags"]["cleanroom-policy-hash"]
+            != _resource(aci_template(SPEC))["tags"]["cleanroom-policy-hash"])
+
+
+def test_skr_policy_and_template_require_the_same_hash() -> None:
+    template = aci_template(SPEC)
+    document = release_policy_for_deployment(SPEC, "sharedeus.eus.attest.azure.net")
+    assert required_host_data(document) == template["outputs"]["policyHash"]["value"]
+
+
+def test_cce_policy_host_data_is_the_sha256_of_the_rego() -> None:
+    rego = b"package policy\napi_version := \"0.10.0\"\n"
+    host_data = cce_policy_host_data(base64.b64encode(rego).decode())
+    assert host_data == hashlib.sha256(rego).hexdigest()
+    assert required_host_data(release_policy(host_data, "sharedeus.eus.attest.azure.net")) == host_data
+    with pytest.raises(InvalidInputError, match="ccePolicy is not base64"):
+        cce_policy_host_data("not base64!")
+
+
+def test_application_without_an_image_is_refused() -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["applications"][0]["image"] = ""
+    with pytest.raises(InvalidInputError, match="application 'trainer' has no container image"):
+        aci_template(spec)
+
+
+@pytest.mark.parametrize("clash", ["Metrics", RUNTIME_SIDECAR_NAME])
+def test_clashing_container_names_are_refused(clash: str) -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["applications"][0]["name"] = clash
+    with pytest.raises(InvalidInputError, match="names clash"):
+        aci_template(spec)
+
+
+def test_spec_without_contract_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="no contract_id"):
+        aci_template({"applications": SPEC["applications"]})
+
+
+def test_deployment_needs_a_resource_group_and_subscription(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_SUBSCRIPTION_ID", raising=False)
+    with pytest.raises(InvalidInputError, match="no resource group"):
+        AciDeployment("")
+    with pytest.raises(InvalidInputError, match="no Azure subscription"):
+        AciDeployment("rg-cleanroom")
+
+
+def test_placeholder_cce_policy_is_refused_before_deploying() -> None:
+    deployment = AciDeployment("rg-cleanroom", subscription_id=str(uuid.uuid4()),
+                               credential=DefaultAzureCredential())
+    with pytest.raises(InvalidInputError, match="ccePolicy placeholder"):
+        deployment.start(aci_template(SPEC), location="westeurope")
+
+
+LIVE = {k: os.environ.get(k) for k in ("AZURE_SUBSCRIPTION_ID", "CLEANROOM_TEST_RESOURCE_GROUP",
+                                        "CLEANROOM_TEST_ACI_LOCATION")}
+
+
+@pytest.mark.azure_live
+@pytest.mark.skipif(not all(LIVE.values()),
+                    reason="live ACI test: set AZURE_SUBSCRIPTION_ID, CLEANROOM_TEST_RESOURCE_GROUP "
+                           "and CLEANROOM_TEST_ACI_LOCATION and sign in (az login or "
+                           "AZURE_CLIENT_ID/SECRET/TENANT_ID)")
+def test_live_confidential_group_start_status_logs_stop() -> None:
+    spec = {"contract_id": f"live-{uuid.uuid4().hex[:6]}", "network_policy": {},
+            "applications": [{"name": "hello", "image": "mcr.microsoft.com/azuredocs/aci-helloworld",
+                              "command": ["node", "/usr/src/app/index.js"], "ports": [80]}]}
+    deployment = AciDeployment(str(LIVE["CLEANROOM_TEST_RESOURCE_GROUP"]))
+    template = aci_template(spec, runtime_image="mcr.microsoft.com/azuredocs/aci-helloworld")
+    status = deployment.start(template, location=str(LIVE["CLEANROOM_TEST_ACI_LOCATION"]),
+                              allow_debug_policy=True)
+    try:
+        assert status.provisioning_state == "Succeeded"
+        assert {c["name"] for c in status.containers} == {"hello", RUNTIME_SIDECAR_NAME}
+        assert isinstance(deployment.logs(status.name, "hello", tail=10), str)
+        deployment.stop(status.name)
+    finally:
+        deployment.delete(status.name)
