@@ -40,7 +40,7 @@ from core.keys.loopback_tls import loopback_tls
 from core.keys.release import seal_to_workload
 
 AUDIENCE = "cleanroom-key-service"
-_CONTRACT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_CONTRACT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 REQUEST_MAX_AGE_SECONDS = 300
 
 

@@ -1,0 +1,120 @@
+"""Deployment spec and clean-room policy: what exactly will run for a contract, and its hash.
+
+``governance deployment generate`` turns a contract's merged spec (the voted config
+fragments) into two documents the parties then vote on:
+
+* the **deployment spec**: every application with its image/entrypoint, command, mounts
+  (resolved to datasource/datasink owners and stores), voted environment, names of the
+  variables supplied at deployment, its unix socket when it serves, and the network policy
+  and export (logging/telemetry) settings;
+* the **clean-room policy**: the measured subset of the spec (``core.keys.measurement``) and
+  its SHA-256. The key service releases KEKs only to a workload attesting this hash.
+
+The runtime adds two variables to every application and they are part of the measured
+``env``: ``CLEANROOM_TELEMETRY_FILE`` (where a workload appends JSON-lines progress) and,
+for an application that serves, ``CLEANROOM_UDS`` (the unix socket the ingress forwards to).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from core.config.canonical import document_hash
+from core.crypto.secret_file import write_public_file
+from core.errors import InvalidInputError
+from core.keys.measurement import clean_room_policy, policy_hash
+
+SPEC_VERSION = 1
+RUN_DIR = "/run/cleanroom"
+TELEMETRY_FILE = f"{RUN_DIR}/telemetry.jsonl"
+DEPLOYMENT_SPEC_FILE = "cleanroom-deployment-spec.json"
+POLICY_FILE = "cleanroom-governance-policy.json"
+
+
+def socket_path(application: str) -> str:
+    return f"{RUN_DIR}/{application}.sock"
+
+
+def deployment_spec(contract_id: str, merged_spec: dict[str, Any]) -> dict[str, Any]:
+    """The deployment spec for ``contract_id`` from its merged spec document."""
+    if not isinstance(merged_spec, dict) or not merged_spec.get("applications"):
+        raise InvalidInputError(f"contract '{contract_id}' has no applications to deploy",
+                                hint="the hoster adds one with `cleanroom config add-application` "
+                                     "and the contract is created again")
+    assets = {asset["name"]: ("datasource", asset) for asset in merged_spec.get("datasources", [])}
+    assets.update({asset["name"]: ("datasink", asset) for asset in merged_spec.get("datasinks", [])})
+    applications = []
+    for app in merged_spec["applications"]:
+        if not app.get("command"):
+            raise InvalidInputError(f"application '{app['name']}' has no command",
+                                    hint="set --command when adding the application")
+        mounts = []
+        for mount in app.get("mounts", []):
+            if mount["source"] not in assets:
+                raise InvalidInputError(f"application '{app['name']}' mounts '{mount['source']}', which no "
+                                        "party declares", hint="add the owner's fragment to the contract")
+            kind, asset = assets[mount["source"]]
+            mounts.append({"kind": kind, "name": asset["name"], "owner": asset["owner"],
+                           "path": mount["target"], "read_only": kind == "datasource"})
+        env = dict(app.get("env", {}))
+        env["CLEANROOM_TELEMETRY_FILE"] = TELEMETRY_FILE
+        if app.get("ports"):
+            env["CLEANROOM_UDS"] = socket_path(app["name"])
+        applications.append({
+            "name": app["name"], "owner": app.get("owner"), "image": app.get("image"),
+            "entrypoint": app.get("entrypoint"), "command": list(app["command"]), "mounts": mounts,
+            "env": env, "env_names": sorted(app.get("env_names", [])), "ports": list(app.get("ports", [])),
+            "socket": socket_path(app["name"]) if app.get("ports") else None,
+            "cpu": app.get("cpu"), "memory_gb": app.get("memory_gb"),
+        })
+    return {
+        "schema_version": SPEC_VERSION,
+        "contract_id": contract_id,
+        "contract_hash": document_hash(merged_spec),
+        "applications": sorted(applications, key=lambda a: a["name"]),
+        "datasources": merged_spec.get("datasources", []),
+        "datasinks": merged_spec.get("datasinks", []),
+        "network_policy": merged_spec.get("network_policy", {}),
+        "logging": merged_spec.get("logging", {"enabled": False}),
+        "telemetry": merged_spec.get("telemetry", {"enabled": False}),
+    }
+
+
+def policy_document(spec: dict[str, Any]) -> dict[str, Any]:
+    """The clean-room policy proposal document: the measured policy and its hash."""
+    return {"attestation_type": "virtual", "policy_hash": policy_hash(spec), "policy": clean_room_policy(spec)}
+
+
+def accepted_policy_hash(document: dict[str, Any] | None) -> str | None:
+    """The hash a policy document stands for, recomputed (a stated hash is never trusted alone)."""
+    if not isinstance(document, dict) or not isinstance(document.get("policy"), dict):
+        return None
+    recomputed = document_hash(document["policy"])
+    return recomputed if document.get("policy_hash") == recomputed else None
+
+
+def write_deployment(contract_id: str, merged_spec: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+    """Write the deployment spec and the policy into ``output_dir`` (atomically); return a summary."""
+    spec = deployment_spec(contract_id, merged_spec)
+    policy = policy_document(spec)
+    spec_path, policy_path = output_dir / DEPLOYMENT_SPEC_FILE, output_dir / POLICY_FILE
+    write_public_file(spec_path, (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode())
+    write_public_file(policy_path, (json.dumps(policy, indent=2, sort_keys=True) + "\n").encode())
+    return {"contract_id": contract_id, "deployment_spec": str(spec_path), "policy": str(policy_path),
+            "policy_hash": policy["policy_hash"], "applications": [a["name"] for a in spec["applications"]]}
+
+
+def load_document(path: Path, what: str) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise InvalidInputError(f"{what} file {path} does not exist",
+                                hint="create it with `cleanroom governance deployment generate`") from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{what} file {path} is not valid JSON ({exc.msg})",
+                                hint="re-generate it with `cleanroom governance deployment generate`") from exc
+    if not isinstance(document, dict):
+        raise InvalidInputError(f"{what} file {path} is not a JSON object", hint="re-generate it")
+    return document
