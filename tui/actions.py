@@ -1,0 +1,87 @@
+"""The console's actions registry: every key binding and palette command, in one table.
+
+Each action has a stable id (``view.verb``), its key, the text the footer, the palette and the
+F1 help show, and whether it changes state. Widgets build their bindings from this table, the
+command palette lists it, and ``--read-only`` drops every mutating action in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+
+@dataclass(frozen=True)
+class ConsoleAction:
+    action_id: str  # "<view>.<verb>", also the Binding id (so users can remap it)
+    key: str
+    method: str  # the Textual action name on the owning widget
+    title: str
+    help: str
+    mutating: bool = False
+    show: bool = True
+    priority: bool = False  # works even while a modal of this persona is open
+
+    @property
+    def view(self) -> str:
+        return self.action_id.split(".", 1)[0]
+
+    def binding(self) -> Binding:
+        return Binding(self.key, self.method, self.title, show=self.show, priority=self.priority,
+                       id=self.action_id)
+
+
+ACTIONS: tuple[ConsoleAction, ...] = (
+    # app-wide
+    # the persona tab line already shows F2/F3/F4 with names, so the footer does not repeat them
+    ConsoleAction("app.persona-1", "f2", "switch_persona(0)", "Persona 1",
+                  "Switch to the first persona tab.", show=False, priority=True),
+    ConsoleAction("app.persona-2", "f3", "switch_persona(1)", "Persona 2",
+                  "Switch to the second persona tab.", show=False, priority=True),
+    ConsoleAction("app.persona-3", "f4", "switch_persona(2)", "Persona 3",
+                  "Switch to the third persona tab.", show=False, priority=True),
+    ConsoleAction("app.help", "f1", "help", "Help", "Show the keys of the focused view."),
+    ConsoleAction("app.live", "f5", "toggle_live", "Live/Pause",
+                  "Pause or resume the live event feed (the context bar shows LIVE or PAUSED).",
+                  priority=True),
+    ConsoleAction("app.refresh", "ctrl+r", "refresh_view", "Refresh", "Reload the current view."),
+    # proposals
+    ConsoleAction("proposals.filter", "slash", "filter", "Filter",
+                  "Filter proposals by id, action, contract, proposer or state."),
+    ConsoleAction("proposals.accept", "a", "vote(True)", "Accept",
+                  "Accept the selected open proposal (asks for confirmation).", mutating=True),
+    ConsoleAction("proposals.reject", "r", "vote(False)", "Reject",
+                  "Reject the selected open proposal (asks for confirmation).", mutating=True),
+    ConsoleAction("proposals.withdraw", "w", "withdraw", "Withdraw",
+                  "Withdraw an open proposal you made (asks for confirmation).", mutating=True),
+    # ledger
+    ConsoleAction("ledger.verify", "v", "verify", "Verify",
+                  "Verify the whole ledger chain and its signed checkpoints."),
+    # deployments
+    ConsoleAction("deployments.stop", "s", "stop", "Stop",
+                  "Stop the selected deployment (asks for confirmation).", mutating=True),
+    ConsoleAction("deployments.kill", "k", "kill_switch", "Kill switch",
+                  "Disable execution of the contract (confirm by typing its id).", mutating=True),
+    ConsoleAction("deployments.follow", "end", "follow", "Follow log",
+                  "Jump to the end of the log and resume following it."),
+    # inference
+    ConsoleAction("inference.run", "e", "run_evaluation", "Evaluate",
+                  "Run the consumer's test set against the contract's endpoint.", mutating=True),
+)
+
+BY_ID: dict[str, ConsoleAction] = {action.action_id: action for action in ACTIONS}
+
+
+def actions_for(view: str, *, read_only: bool = False) -> list[ConsoleAction]:
+    return [a for a in ACTIONS if a.view == view and not (read_only and a.mutating)]
+
+
+def bindings_for(view: str) -> list[Binding]:
+    """Bindings are declared in full; ``check_action`` hides mutating ones in read-only mode."""
+    return [action.binding() for action in actions_for(view)]
+
+
+def is_mutating(method: str) -> bool:
+    name = method.split("(", 1)[0]
+    return any(a.mutating and a.method.split("(", 1)[0] == name for a in ACTIONS)

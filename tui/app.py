@@ -1,0 +1,256 @@
+"""`cleanroom console`: one Textual app, one mode (screen stack) per persona workspace.
+
+The app owns what is shared between personas (themes, read-only, LIVE/PAUSED, the palette)
+and the background feeds: endpoint health, proposal refresh and each persona's event stream.
+Everything that talks to a service runs in a worker thread; an error becomes a toast and the
+app keeps running.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import ClassVar
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from core.engine import CleanroomEvent, EndpointHealth, PersonaEngine
+from core.errors import CleanroomError
+from themes import ALIASES, CSS_PATH, DEFAULT_THEME, THEMES
+from tui.actions import ACTIONS, actions_for, is_mutating
+from tui.screens.help import HelpScreen
+from tui.screens.persona import VIEW_TABS, PersonaScreen
+from tui.widgets.proposals import ProposalsView
+
+HEALTH_SECONDS = 5.0
+PROPOSALS_SECONDS = 3.0
+
+
+class EngineEvent(Message):
+    """An event from one persona's feed, delivered on the UI thread."""
+
+    def __init__(self, persona_index: int, event: CleanroomEvent) -> None:
+        super().__init__()
+        self.persona_index = persona_index
+        self.event = event
+
+
+class CleanroomConsole(App[None]):
+    TITLE = "cleanroom console"
+    CSS_PATH = CSS_PATH
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS: ClassVar[list[BindingType]] = [
+        a.binding() for a in actions_for("app")] + [
+        Binding("ctrl+q", "quit", "Quit", id="app.quit"),
+    ]
+
+    def __init__(self, engines: list[PersonaEngine], *, read_only: bool = False,
+                 theme: str | None = None, now: Callable[[], float] = time.time,
+                 background: bool = True) -> None:
+        super().__init__()
+        if not engines:
+            raise ValueError("the console needs at least one persona workspace")
+        self.engines = engines
+        self.read_only = read_only
+        self.now = now
+        self.background = background
+        self.live = True
+        self.health: dict[int, EndpointHealth] = {}
+        self.paused_events: list[EngineEvent] = []
+        self.event_log: list[CleanroomEvent] = []
+        for definition in THEMES.values():
+            self.register_theme(definition)
+        self.theme = ALIASES.get(theme or "", theme or DEFAULT_THEME)
+        personas = [engine.persona for engine in engines]
+        for index, engine in enumerate(engines):
+            self.add_mode(self.mode_name(index), self._screen_factory(index, engine, personas))
+
+    @staticmethod
+    def mode_name(index: int) -> str:
+        return f"persona-{index}"
+
+    def _screen_factory(self, index: int, engine: PersonaEngine,
+                        personas: list[str]) -> Callable[[], Screen]:
+        return lambda: PersonaScreen(engine, index=index, personas=personas,
+                                     read_only=self.read_only, now=self.now)
+
+    def on_mount(self) -> None:
+        self.switch_mode(self.mode_name(0))
+        if self.background:
+            self.set_interval(HEALTH_SECONDS, self.check_health)
+            self.set_interval(PROPOSALS_SECONDS, self.refresh_proposals)
+            for index, engine in enumerate(self.engines):
+                self.follow_events(index, engine)
+        self.check_health()
+
+    # persona screens --------------------------------------------------------------------
+    @property
+    def persona_index(self) -> int:
+        return int(self.current_mode.removeprefix("persona-"))
+
+    def persona_screen(self, index: int | None = None) -> PersonaScreen:
+        mode = self.mode_name(self.persona_index if index is None else index)
+        stack = self._screen_stacks.get(mode)
+        if not stack:
+            raise LookupError(f"persona {index} has not been opened yet")
+        return stack[0]  # the base of that persona's own stack
+
+    def action_switch_persona(self, index: int) -> None:
+        if 0 <= index < len(self.engines):
+            self.switch_mode(self.mode_name(index))
+
+    def action_help(self) -> None:
+        view = self.focused_view()
+        self.push_screen(HelpScreen(view, read_only=self.read_only))
+
+    def focused_view(self) -> str:
+        node = self.focused
+        while node is not None:
+            view = getattr(node, "VIEW_ID", None)
+            if view:
+                return str(view)
+            node = node.parent
+        screen = self.screen
+        return screen.active_view if isinstance(screen, PersonaScreen) else "app"
+
+    def action_toggle_live(self) -> None:
+        self.live = not self.live
+        for index in range(len(self.engines)):
+            try:
+                self.persona_screen(index).set_live(self.live)
+            except LookupError:
+                continue
+        if self.live:
+            pending, self.paused_events = self.paused_events, []
+            for message in pending:
+                self._deliver(message)
+
+    def action_refresh_view(self) -> None:
+        screen = self.screen
+        if isinstance(screen, PersonaScreen):
+            screen.refresh_views()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.read_only and is_mutating(action):
+            return False
+        if action == "switch_persona" and parameters and int(parameters[0]) >= len(self.engines):
+            return False
+        return True
+
+    # background feeds -------------------------------------------------------------------
+    def check_health(self) -> None:
+        for index, engine in enumerate(self.engines):
+            self._probe(index, engine)
+
+    @work(thread=True, group="health", exit_on_error=False)
+    def _probe(self, index: int, engine: PersonaEngine) -> None:
+        health = engine.health()
+        self.call_from_thread(self._show_health, index, health)
+
+    def _show_health(self, index: int, health: EndpointHealth) -> None:
+        self.health[index] = health
+        try:
+            self.persona_screen(index).set_health(health)
+        except LookupError:
+            return
+
+    def refresh_proposals(self) -> None:
+        if not self.live:
+            return
+        screen = self.screen
+        if isinstance(screen, PersonaScreen):
+            screen.query_one(ProposalsView).load()
+
+    @work(thread=True, group="events", exit_on_error=False)
+    def follow_events(self, index: int, engine: PersonaEngine) -> None:
+        worker = get_current_worker()
+        for event in engine.follow_events(lambda: worker.is_cancelled):
+            self.post_message(EngineEvent(index, event))
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        if not self.live:
+            self.paused_events.append(message)
+            return
+        self._deliver(message)
+
+    def _deliver(self, message: EngineEvent) -> None:
+        event = message.event
+        self.event_log.append(event)
+        try:
+            screen = self.persona_screen(message.persona_index)
+        except LookupError:
+            return
+        screen.route_event(event)
+        if message.persona_index == self.persona_index:
+            self._toast_for(event)
+
+    def _toast_for(self, event: CleanroomEvent) -> None:
+        if event.kind in ("exited", "deployment.exited"):
+            code = event.data.get("exit_code", "?")
+            self.notify(f"contract {event.contract_id} exited with code {code}",
+                        title="Deployment exited", severity="information" if code == 0 else "error")
+        elif event.kind in ("accuracy", "evaluation.accuracy"):
+            self.notify(f"accuracy {float(event.data.get('accuracy', 0)):.2%} on contract "
+                        f"{event.contract_id}", title="Accuracy measured")
+
+    def on_proposals_view_voted(self, message: ProposalsView.Voted) -> None:
+        proposal = message.proposal
+        choice = "accepted" if message.accept else "rejected"
+        self.notify(f"you {choice} {proposal.action} {proposal.proposal_id[:10]}; now {proposal.state}",
+                    title="Ballot signed")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A failed background call is a toast, never a crash: the operator can retry."""
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        text = error.one_line() if isinstance(error, CleanroomError) else f"{type(error).__name__}: {error}"
+        if any(toast.message == text for toast in self._notifications):
+            return  # several views failing for one reason (service down) say it once
+        self.notify(text, title="error", severity="error", timeout=8)
+
+    # command palette --------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        for index, engine in enumerate(self.engines):
+            yield SystemCommand(f"Persona: {engine.persona}", f"Act as {engine.persona} "
+                                f"(member {engine.short_member_id})",
+                                lambda i=index: self.action_switch_persona(i))
+        for name in THEMES:
+            yield SystemCommand(f"Theme: {name}", "Switch the colour theme",
+                                lambda n=name: setattr(self, "theme", n))
+        if isinstance(screen, PersonaScreen):
+            for view, title in VIEW_TABS:
+                yield SystemCommand(f"View: {title}", f"Show the {title.lower()} view",
+                                    lambda v=view, s=screen: s.show_view(v))
+            yield from self._scenario_steps(screen)
+        for action in ACTIONS:
+            if action.view == "app" and not (self.read_only and action.mutating):
+                yield SystemCommand(action.title, action.help,
+                                    lambda a=action: self.run_action(a.method))
+        yield SystemCommand("Quit", "Quit the console", self.exit)
+
+    def _scenario_steps(self, screen: PersonaScreen) -> Iterable[SystemCommand]:
+        """The next step of the scenario for this persona: a proposal still waiting for its ballot."""
+        if self.read_only:
+            return
+        view = screen.query_one(ProposalsView)
+        me = screen.engine.member_id
+        for proposal in view.proposals:
+            if proposal.is_open and me not in proposal.ballots:
+                yield SystemCommand(
+                    f"Next: vote on {proposal.action} {proposal.proposal_id[:10]}",
+                    f"contract {proposal.contract_id}: still waiting for your ballot",
+                    lambda p=proposal, s=screen: self._select_proposal(s, p.proposal_id))
+
+    @staticmethod
+    def _select_proposal(screen: PersonaScreen, proposal_id: str) -> None:
+        screen.show_view("proposals")
+        view = screen.query_one(ProposalsView)
+        table = view.query_one("#proposals-table")
+        table.move_cursor(row=table.get_row_index(proposal_id))
+        table.focus()

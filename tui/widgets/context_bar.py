@@ -1,0 +1,71 @@
+"""The two lines every persona screen starts with: the persona tabs and the context bar.
+
+The context bar answers "who am I acting as, against what, and is it current?" before any
+keystroke: persona, short member id, governance endpoint health and LIVE/PAUSED.
+"""
+
+from __future__ import annotations
+
+from textual.content import Content
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from core.engine import EndpointHealth, PersonaEngine
+
+PERSONA_KEYS = ("F2", "F3", "F4")
+
+
+class PersonaTabs(Static):
+    """One tab per persona workspace; click or F2/F3/F4 switches (each keeps its own screens)."""
+
+    def __init__(self, personas: list[str], active: int) -> None:
+        super().__init__(classes="persona-tabs")
+        self.personas = personas
+        self.active = active
+
+    def render(self) -> Content:
+        parts: list[Content] = []
+        for index, persona in enumerate(self.personas):
+            key = PERSONA_KEYS[index] if index < len(PERSONA_KEYS) else "  "
+            style = "reverse bold $primary" if index == self.active else "$text-muted"
+            marker = "▸" if index == self.active else " "
+            parts.append(Content.from_markup(
+                f"[@click=app.switch_persona({index})][{style}]{marker} {key} $persona [/][/]",
+                persona=persona))
+        return Content(" ").join(parts)
+
+
+class ContextBar(Static):
+    """Persona · member · governance endpoint health · LIVE/PAUSED (· READ-ONLY)."""
+
+    health: reactive[EndpointHealth | None] = reactive(None)
+    live: reactive[bool] = reactive(True)
+
+    def __init__(self, engine: PersonaEngine, *, read_only: bool) -> None:
+        super().__init__(classes="context-bar")
+        self.engine = engine
+        self.read_only = read_only
+
+    def render(self) -> Content:
+        engine = self.engine
+        health = self.health
+        if health is not None and health.endpoint is None:
+            status = Content.styled("✖ not configured", "$warning")
+        elif health is None:
+            status = Content.styled("… checking", "$text-muted")
+        elif health.reachable:
+            status = Content.styled("● healthy", "$success")
+        else:
+            status = Content.styled("✖ unreachable", "bold $error")
+        endpoint = (health.endpoint if health else engine.governance_endpoint) or ""
+        live = (Content.styled("● LIVE", "bold $success") if self.live
+                else Content.styled("⏸ PAUSED", "bold $warning"))
+        pieces = [
+            Content.styled(f" {engine.persona}", "bold"),
+            Content.styled(f"member {engine.short_member_id}", "$text-muted"),
+            Content.assemble("governance ", endpoint, " ", status),
+            live,
+        ]
+        if self.read_only:
+            pieces.append(Content.styled("READ-ONLY", "bold $warning"))
+        return Content(" │ ").join(pieces)

@@ -1,0 +1,134 @@
+"""Deployments: each application's state, its log tail and runtime events, stop and kill switch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.content import Content
+from textual.widgets import DataTable, Static
+
+from core.engine import ApplicationStatus, CleanroomEvent, PersonaEngine
+from tui.actions import bindings_for
+from tui.screens.confirm import ConfirmScreen, KillSwitchScreen
+from tui.widgets.log_tail import LogTail
+from tui.widgets.proposals import age_text
+
+APP_STATES = {
+    "deploying": ("◌", "$accent"), "attested": ("◌", "$accent"), "running": ("▶", "$success"),
+    "exited": ("■", "$text-muted"), "stopped": ("■", "$text-muted"), "failed": ("✖", "$error"),
+    "killed": ("✖", "$error"),
+}
+
+
+def app_state_cell(status: ApplicationStatus) -> Content:
+    icon, style = APP_STATES.get(status.state, ("?", "$text-muted"))
+    if status.state == "exited" and status.exit_code not in (None, 0):
+        icon, style = "✖", "$error"
+    return Content.styled(f"{icon} {status.state}", style)
+
+
+class DeploymentsView(Vertical):
+    VIEW_ID = "deployments"
+    BINDINGS = bindings_for("deployments")
+
+    def __init__(self, engine: PersonaEngine, *, read_only: bool,
+                 now: Callable[[], float] = time.time) -> None:
+        super().__init__(id="deployments-view")
+        self.engine = engine
+        self.read_only = read_only
+        self.now = now
+        self.statuses: list[ApplicationStatus] = []
+
+    def compose(self) -> ComposeResult:
+        yield DataTable(id="deployments-table", cursor_type="row")
+        yield Static("Log and runtime events", classes="section-title")
+        yield LogTail(id="deployment-log")
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).add_columns("contract", "application", "state", "uptime", "exit code")
+
+    @work(thread=True, exclusive=True, group="deployments-load", exit_on_error=False)
+    def load(self) -> None:
+        statuses = self.engine.deployments()
+        self.app.call_from_thread(self.show, statuses)
+
+    def show(self, statuses: list[ApplicationStatus]) -> None:
+        self.statuses = statuses
+        table = self.query_one(DataTable)
+        table.clear()
+        for status in statuses:
+            uptime = (age_text(self.now() - status.started_at)
+                      if status.started_at and status.state == "running" else "–")
+            exit_code = "–" if status.exit_code is None else str(status.exit_code)
+            table.add_row(status.contract_id, status.application, app_state_cell(status), uptime,
+                          exit_code, key=f"{status.contract_id}/{status.application}")
+        self.refresh_bindings()
+
+    def add_event(self, event: CleanroomEvent) -> None:
+        """Runtime events become log lines; a workload's own log lines are shown as they are."""
+        tail = self.query_one(LogTail)
+        if "line" in event.data:
+            tail.append(str(event.data["line"]))
+        else:
+            details = " ".join(f"{k}={v}" for k, v in sorted(event.data.items()))
+            tail.append(f"[{event.contract_id} #{event.seqno}] {event.kind} {details}".rstrip())
+
+    @property
+    def selected(self) -> ApplicationStatus | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0 or not self.statuses:
+            return None
+        return self.statuses[min(table.cursor_row, len(self.statuses) - 1)]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("stop", "kill_switch"):
+            if self.read_only:
+                return False
+            if self.selected is None:
+                return None
+            if action == "stop" and self.selected.state not in ("running", "deploying", "attested"):
+                return None
+        return True
+
+    def action_follow(self) -> None:
+        self.query_one(LogTail).follow()
+
+    def action_stop(self) -> None:
+        status = self.selected
+        if status is None:
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.stop(status.contract_id)
+
+        self.app.push_screen(ConfirmScreen(
+            f"Stop the clean room of contract {status.contract_id} as {self.engine.persona}?",
+            confirm_label="Stop"), confirmed)
+
+    @work(thread=True, group="deployments-write", exit_on_error=False)
+    def stop(self, contract_id: str) -> None:
+        self.engine.stop_deployment(contract_id)
+        self.app.call_from_thread(self.load)
+
+    def action_kill_switch(self) -> None:
+        status = self.selected
+        if status is None:
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.kill(status.contract_id)
+
+        self.app.push_screen(KillSwitchScreen(self.engine, status.contract_id), confirmed)
+
+    @work(thread=True, group="deployments-write", exit_on_error=False)
+    def kill(self, contract_id: str) -> None:
+        self.engine.disable_execution(contract_id)
+        self.app.call_from_thread(self.app.notify, f"■ execution of {contract_id} disabled",
+                                  title="Kill switch", severity="warning")
+        self.app.call_from_thread(self.load)

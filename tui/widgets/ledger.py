@@ -1,0 +1,64 @@
+"""The ledger: every governance write in order, and an on-demand verification of the chain."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.content import Content
+from textual.widgets import DataTable, Static
+
+from core.engine import LedgerEntry, LedgerVerification, PersonaEngine
+from tui.actions import bindings_for
+
+
+def clock_text(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class LedgerView(Vertical):
+    VIEW_ID = "ledger"
+    BINDINGS = bindings_for("ledger")
+
+    def __init__(self, engine: PersonaEngine) -> None:
+        super().__init__(id="ledger-view")
+        self.engine = engine
+        self.entries: list[LedgerEntry] = []
+        self.verification: LedgerVerification | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(Content.styled("Press v to verify the chain and its signed checkpoints.",
+                                    "$text-muted"), id="ledger-result")
+        yield DataTable(id="ledger-table", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).add_columns("seqno", "time (UTC)", "signer", "action")
+
+    @work(thread=True, exclusive=True, group="ledger-load", exit_on_error=False)
+    def load(self) -> None:
+        entries = self.engine.ledger()
+        self.app.call_from_thread(self.show, entries)
+
+    def show(self, entries: list[LedgerEntry]) -> None:
+        self.entries = entries
+        table = self.query_one(DataTable)
+        table.clear()
+        for entry in entries:
+            table.add_row(str(entry.seqno), clock_text(entry.time), entry.signer_id[:12], entry.action)
+
+    def action_verify(self) -> None:
+        self.query_one("#ledger-result", Static).update(Content.styled("… verifying", "$text-muted"))
+        self.verify()
+
+    @work(thread=True, exclusive=True, group="ledger-verify", exit_on_error=False)
+    def verify(self) -> None:
+        result = self.engine.verify_ledger()
+        self.app.call_from_thread(self.show_verification, result)
+
+    def show_verification(self, result: LedgerVerification) -> None:
+        self.verification = result
+        text = (Content.styled(f"✔ ledger verified: {result.entries} entries; {result.detail}", "bold $success")
+                if result.ok else Content.styled(f"✖ ledger verification FAILED: {result.detail}", "bold $error"))
+        self.query_one("#ledger-result", Static).update(text)

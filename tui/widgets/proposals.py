@@ -1,0 +1,272 @@
+"""Proposals and contracts: the table operators vote from, and the detail of the selected one.
+
+The table shows each member's ballot as ✔ (accept) ✖ (reject) · (not yet) in a fixed member
+order, so "who is still missing" reads at a glance. Vote keys are offered only where they
+apply: an open proposal, a persona that may write; withdraw only for your own proposals.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import time
+from collections.abc import Callable
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
+from textual.message import Message
+from textual.widgets import DataTable, Input, Static
+
+from core.engine import Contract, Member, PersonaEngine, Proposal
+from tui.actions import bindings_for
+from tui.screens.confirm import ConfirmScreen, VoteScreen
+
+STATE_ICONS = {
+    "Open": ("◌", "$accent"), "Accepted": ("✔", "$success"), "Rejected": ("✖", "$error"),
+    "Withdrawn": ("↩", "$text-muted"), "Failed": ("!", "$error"), "Dropped": ("–", "$text-muted"),
+    "Draft": ("✎", "$text-muted"), "Proposed": ("◌", "$accent"),
+}
+BALLOT_MARKS = {"accept": ("✔", "$success"), "reject": ("✖", "$error")}
+
+
+def state_cell(state: str) -> Content:
+    icon, style = STATE_ICONS.get(state, ("?", "$text-muted"))
+    return Content.styled(f"{icon} {state}", style)
+
+
+def ballot_mark(proposal: Proposal, member_id: str) -> Content:
+    mark, style = BALLOT_MARKS.get(proposal.ballots.get(member_id, ""), ("·", "$text-muted"))
+    return Content.styled(mark, style)
+
+
+def ballots_cell(proposal: Proposal, members: list[Member]) -> Content:
+    return Content(" ").join([ballot_mark(proposal, m.member_id) for m in members])
+
+
+def age_text(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def content_diff(proposal: Proposal) -> Content:
+    """The proposal content, as a diff against the previous version when there is one."""
+    current = json.dumps(proposal.content, indent=2, sort_keys=True).splitlines()
+    if proposal.previous_content is None:
+        return Content("\n".join(current) or "(empty)")
+    previous = json.dumps(proposal.previous_content, indent=2, sort_keys=True).splitlines()
+    lines = []
+    for line in difflib.unified_diff(previous, current, "previous", "proposed", lineterm="", n=2):
+        style = ("$success" if line.startswith("+") else "$error" if line.startswith("-")
+                 else "$accent" if line.startswith("@@") else "")
+        lines.append(Content.styled(line, style) if style else Content(line))
+    return Content("\n").join(lines) if lines else Content("(identical to the previous version)")
+
+
+class ProposalsView(Vertical):
+    """The home view of every persona: proposals with ballots, contracts, and a detail pane."""
+
+    VIEW_ID = "proposals"
+    BINDINGS = bindings_for("proposals")
+
+    class Voted(Message):
+        """A ballot was recorded (so the app can toast it and other personas can refresh)."""
+
+        def __init__(self, proposal: Proposal, accept: bool) -> None:
+            super().__init__()
+            self.proposal = proposal
+            self.accept = accept
+
+    def __init__(self, engine: PersonaEngine, *, read_only: bool,
+                 now: Callable[[], float] = time.time) -> None:
+        super().__init__(id="proposals-view")
+        self.engine = engine
+        self.read_only = read_only
+        self.now = now
+        self.proposals: list[Proposal] = []
+        self.contracts: list[Contract] = []
+        self.members: list[Member] = []
+        self.filter_text = ""
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="filter: id, action, contract, proposer or state (Esc clears)",
+                    id="proposal-filter", classes="hidden")
+        with Horizontal():
+            with Vertical(id="proposal-tables"):
+                yield DataTable(id="proposals-table", cursor_type="row", zebra_stripes=True)
+                yield Static("Contracts", classes="section-title")
+                yield DataTable(id="contracts-table", cursor_type="row")
+            with VerticalScroll(id="proposal-detail"):
+                yield Static("Select a proposal to see its content.", id="proposal-detail-body")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#proposals-table", DataTable)
+        table.add_columns("id", "action", "contract", "proposer", "state", "ballots", "age")
+        self.query_one("#contracts-table", DataTable).add_columns(
+            "contract", "state", "version", "hash", "execution")
+
+    # data -------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="proposals-load", exit_on_error=False)
+    def load(self) -> None:
+        members = self.engine.members()
+        proposals = self.engine.proposals()
+        contracts = self.engine.contracts()
+        self.app.call_from_thread(self.show, members, proposals, contracts)
+
+    def show(self, members: list[Member], proposals: list[Proposal], contracts: list[Contract]) -> None:
+        self.members = members
+        self.proposals = sorted(proposals, key=lambda p: p.created_at)
+        self.contracts = contracts
+        self._fill_proposals()
+        contracts_table = self.query_one("#contracts-table", DataTable)
+        contracts_table.clear()
+        for contract in contracts:
+            execution = (Content.styled("▶ enabled", "$success") if contract.execution_enabled
+                         else Content.styled("■ disabled", "bold $error"))
+            contracts_table.add_row(contract.contract_id, state_cell(contract.state), contract.version,
+                                    (contract.contract_hash or "")[:12], execution,
+                                    key=contract.contract_id)
+
+    def _visible(self) -> list[Proposal]:
+        needle = self.filter_text.lower()
+        if not needle:
+            return self.proposals
+        return [p for p in self.proposals
+                if needle in " ".join((p.proposal_id, p.action, p.contract_id, p.proposer_id,
+                                       self._member_name(p.proposer_id), p.state)).lower()]
+
+    def _member_name(self, member_id: str) -> str:
+        for member in self.members:
+            if member.member_id == member_id:
+                return member.name
+        return member_id[:8]
+
+    def _fill_proposals(self) -> None:
+        table = self.query_one("#proposals-table", DataTable)
+        selected = self.selected
+        table.clear()
+        now = self.now()
+        for proposal in self._visible():
+            proposer = self._member_name(proposal.proposer_id)
+            if proposal.proposer_id == self.engine.member_id:
+                proposer += " (you)"
+            table.add_row(proposal.proposal_id[:10], proposal.action, proposal.contract_id, proposer,
+                          state_cell(proposal.state), ballots_cell(proposal, self.members),
+                          age_text(now - proposal.created_at), key=proposal.proposal_id)
+        if selected is not None and selected.proposal_id in table.rows:
+            table.move_cursor(row=table.get_row_index(selected.proposal_id))
+        self._show_detail()
+
+    def replace(self, proposal: Proposal) -> None:
+        self.proposals = [proposal if p.proposal_id == proposal.proposal_id else p
+                          for p in self.proposals]
+        self._fill_proposals()
+
+    @property
+    def selected(self) -> Proposal | None:
+        table = self.query_one("#proposals-table", DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return next((p for p in self.proposals if p.proposal_id == key), None)
+
+    @on(DataTable.RowHighlighted, "#proposals-table")
+    def _highlighted(self) -> None:
+        self._show_detail()
+        self.refresh_bindings()
+
+    def _show_detail(self) -> None:
+        body = self.query_one("#proposal-detail-body", Static)
+        proposal = self.selected
+        if proposal is None:
+            body.update("No proposals yet." if not self.proposals else "No proposal matches the filter.")
+            return
+        header = Content.assemble(
+            Content.styled(f"{proposal.action}", "bold"), f"  {proposal.proposal_id}\n",
+            "contract ", proposal.contract_id or "–", "   state ", state_cell(proposal.state), "\n",
+            "proposer ", self._member_name(proposal.proposer_id), "\n",
+            "ballots  ", Content(", ").join(
+                [Content.assemble(m.name, " ", ballot_mark(proposal, m.member_id))
+                 for m in self.members]) if self.members else "–", "\n",
+            Content.styled("changes against the previous version\n" if proposal.previous_content
+                           is not None else "content\n", "$text-muted underline"),
+        )
+        body.update(Content.assemble(header, content_diff(proposal)))
+
+    # keys -------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("vote", "withdraw"):
+            if self.read_only:
+                return False
+            proposal = self.selected
+            if proposal is None or not proposal.is_open:
+                return False
+            if action == "withdraw" and proposal.proposer_id != self.engine.member_id:
+                return False
+            if action == "vote" and self.engine.member_id in proposal.ballots:
+                return None  # already voted: shown dimmed, a second ballot would be refused
+        return True
+
+    def action_filter(self) -> None:
+        box = self.query_one("#proposal-filter", Input)
+        box.remove_class("hidden")
+        box.focus()
+
+    @on(Input.Changed, "#proposal-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value
+        self._fill_proposals()
+
+    @on(Input.Submitted, "#proposal-filter")
+    def _filter_done(self) -> None:
+        self.query_one("#proposals-table", DataTable).focus()
+
+    def key_escape(self) -> None:
+        box = self.query_one("#proposal-filter", Input)
+        if not box.has_class("hidden"):
+            box.value = ""
+            box.add_class("hidden")
+            self.query_one("#proposals-table", DataTable).focus()
+
+    def action_vote(self, accept: bool) -> None:
+        proposal = self.selected
+        if proposal is None:
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.submit_vote(proposal.proposal_id, accept)
+
+        self.app.push_screen(VoteScreen(self.engine, proposal, accept), confirmed)
+
+    @work(thread=True, group="proposals-write", exit_on_error=False)
+    def submit_vote(self, proposal_id: str, accept: bool) -> None:
+        proposal = self.engine.vote(proposal_id, accept)
+        self.app.call_from_thread(self._after_write, proposal)
+        self.post_message(self.Voted(proposal, accept))
+
+    def action_withdraw(self) -> None:
+        proposal = self.selected
+        if proposal is None:
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.submit_withdraw(proposal.proposal_id)
+
+        self.app.push_screen(ConfirmScreen(
+            f"Withdraw proposal {proposal.proposal_id[:10]} ({proposal.action}) "
+            f"as {self.engine.persona}?", confirm_label="Withdraw"), confirmed)
+
+    @work(thread=True, group="proposals-write", exit_on_error=False)
+    def submit_withdraw(self, proposal_id: str) -> None:
+        proposal = self.engine.withdraw(proposal_id)
+        self.app.call_from_thread(self._after_write, proposal)
+
+    def _after_write(self, proposal: Proposal) -> None:
+        self.replace(proposal)
+        self.refresh_bindings()
