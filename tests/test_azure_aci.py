@@ -37,6 +37,7 @@ SPEC = {
             {"kind": "datasink", "name": "trained-model", "path": "/mnt/out", "owner": "provider"},
         ],
         "env": {"EPOCHS": "1"},
+        "env_names": ["WANDB_API_KEY"],
         "ports": [],
         "cpu": 2,
         "memory_gb": 8,
@@ -79,7 +80,8 @@ def test_template_is_a_confidential_group_with_the_runtime_sidecar() -> None:
 
 def test_sdk_models_are_built_from_the_template() -> None:
     name, group = container_group(aci_template(SPEC), location="westeurope",
-                                  cce_policy=base64.b64encode(b"package policy").decode())
+                                  cce_policy=base64.b64encode(b"package policy").decode(),
+                                  secrets={"WANDB_API_KEY": "s3cret"})
     assert name == "cleanroom-finetune-1"
     assert isinstance(group, ContainerGroup) and group.sku == "Confidential"
     assert group.location == "westeurope" and group.os_type == "Linux"
@@ -91,7 +93,8 @@ def test_sdk_models_are_built_from_the_template() -> None:
         "/mnt/model": True, "/mnt/data": True, "/mnt/out": False}
     assert {v.name for v in group.volumes} == {m.name for m in sidecar.volume_mounts}
     assert all(v.empty_dir == {} for v in group.volumes)
-    assert [e.name for e in trainer.environment_variables] == ["EPOCHS"]
+    assert [(e.name, e.value, e.secure_value) for e in trainer.environment_variables] == [
+        ("EPOCHS", "1", None), ("WANDB_API_KEY", None, "s3cret")]
     assert metrics.ports[0].port == 8443 and group.ip_address.type == "Public"
     plan = json.loads(next(e.value for e in sidecar.environment_variables
                            if e.name == "CLEANROOM_MOUNT_PLAN"))
@@ -105,19 +108,35 @@ def test_sdk_models_are_built_from_the_template() -> None:
         "memoryInGB"] == 8
 
 
+def test_secret_env_values_are_parameters_not_template_content() -> None:
+    template = aci_template(SPEC)
+    assert template["parameters"]["secret_WANDB_API_KEY"] == {"type": "securestring"}
+    env = _resource(template)["properties"]["containers"][0]["properties"]["environmentVariables"]
+    assert {"name": "WANDB_API_KEY", "secureValue": "[parameters('secret_WANDB_API_KEY')]"} in env
+    with pytest.raises(InvalidInputError, match="no value for the secret environment variable"):
+        container_group(template, location="westeurope")
+
+
+def test_bad_env_name_is_refused() -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["applications"][0]["env_names"] = ["NOT-VALID"]
+    with pytest.raises(InvalidInputError, match="environment variable name 'NOT-VALID'"):
+        aci_template(spec)
+
+
 def test_a_misspelt_property_is_refused_by_the_model_check() -> None:
     template = aci_template(SPEC)
     container = _resource(template)["properties"]["containers"][0]["properties"]
     container["volumeMount"] = container.pop("volumeMounts")
     with pytest.raises(InvalidInputError, match=r"containers\[0\]\.properties\.volumeMount is not"):
-        container_group(template, location="westeurope")
+        container_group(template, location="westeurope", secrets={"WANDB_API_KEY": "x"})
 
 
 def test_a_wrongly_typed_property_is_refused() -> None:
     template = aci_template(SPEC)
     _resource(template)["properties"]["containers"][0]["properties"]["ports"] = "8443"
     with pytest.raises(InvalidInputError, match="ACI template"):
-        container_group(template, location="westeurope")
+        container_group(template, location="westeurope", secrets={"WANDB_API_KEY": "x"})
 
 
 def test_what_runs_changes_the_policy_hash_in_the_template() -> None:
@@ -174,7 +193,8 @@ def test_placeholder_cce_policy_is_refused_before_deploying() -> None:
     deployment = AciDeployment("rg-cleanroom", subscription_id=str(uuid.uuid4()),
                                credential=DefaultAzureCredential())
     with pytest.raises(InvalidInputError, match="ccePolicy placeholder"):
-        deployment.start(aci_template(SPEC), location="westeurope")
+        deployment.start(aci_template(SPEC), location="westeurope",
+                         secrets={"WANDB_API_KEY": "x"})
 
 
 LIVE = {k: os.environ.get(k) for k in ("AZURE_SUBSCRIPTION_ID", "CLEANROOM_TEST_RESOURCE_GROUP",

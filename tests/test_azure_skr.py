@@ -52,14 +52,17 @@ def test_policy_requires_the_accepted_hash_on_sev_snp() -> None:
     assert required_host_data(document) == policy_hash(SPEC)
 
 
-def test_what_runs_changes_the_required_hash_but_env_values_do_not() -> None:
+def test_what_runs_changes_the_required_hash_but_sizing_does_not() -> None:
     changed_command = copy.deepcopy(SPEC)
     changed_command["applications"][0]["command"].append("--debug")
-    changed_value = copy.deepcopy(SPEC)
-    changed_value["applications"][0]["env"]["MODEL_DIR"] = "/elsewhere"
+    changed_env = copy.deepcopy(SPEC)
+    changed_env["applications"][0]["env"]["MODEL_DIR"] = "/elsewhere"
+    resized = copy.deepcopy(SPEC)
+    resized["applications"][0]["cpu"] = 4  # Azure sizing decides nothing about what runs
     base = required_host_data(release_policy_for_deployment(SPEC, MAA))
     assert required_host_data(release_policy_for_deployment(changed_command, MAA)) != base
-    assert required_host_data(release_policy_for_deployment(changed_value, MAA)) == base
+    assert required_host_data(release_policy_for_deployment(changed_env, MAA)) != base
+    assert required_host_data(release_policy_for_deployment(resized, MAA)) == base
 
 
 @pytest.mark.parametrize("endpoint", ["sharedeus.eus.attest.azure.net",

@@ -15,9 +15,10 @@ placeholder until that tool has run; :func:`cce_policy_host_data` gives the hash
 it has. Until then the clean-room policy hash in the template's tags and the sidecar's
 environment is the measurement the SKR policy is generated from.
 
-Deployment spec fields used (per application): ``name``, ``image``, ``command``, ``env``
-(names and values; values are not measured), ``ports``, ``mounts`` ({kind, name, path}), and the
-Azure-only ``cpu`` (cores, default 1) and ``memory_gb`` (default 2).
+Deployment spec fields used (per application): ``name``, ``image``, ``command``, ``env`` (voted
+names and values), ``env_names`` (secrets: securestring parameters, values given at deployment),
+``ports``, ``mounts`` ({kind, name, path, owner}), and the Azure-only ``cpu`` (cores, default 1)
+and ``memory_gb`` (default 2), which are not measured.
 """
 
 from __future__ import annotations
@@ -71,6 +72,14 @@ def _resource_name(text: str) -> str:
     return name
 
 
+def _secret_parameter(env_name: str) -> str:
+    """Secret env values are securestring parameters: given at deployment, never in the template."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env_name):
+        raise InvalidInputError(f"environment variable name {env_name!r} is not valid",
+                                hint="use letters, digits and '_' (not starting with a digit)")
+    return f"secret_{env_name}"
+
+
 def _volume_name(mount: dict[str, Any]) -> str:
     return _resource_name(f"{mount.get('kind', 'mount')}-{mount.get('name', '')}")
 
@@ -87,10 +96,11 @@ def _container(app: dict[str, Any]) -> dict[str, Any]:
         "resources": {"requests": {"cpu": float(app.get("cpu", DEFAULT_CPU)),
                                    "memoryInGB": float(app.get("memory_gb", DEFAULT_MEMORY_GB))}},
     }
-    env = app.get("env", {})
+    env = [{"name": k, "value": str(v)} for k, v in sorted(app.get("env", {}).items())]
+    env += [{"name": k, "secureValue": f"[parameters('{_secret_parameter(k)}')]"}
+            for k in sorted(app.get("env_names", []))]
     if env:
-        properties["environmentVariables"] = [{"name": k, "value": str(v)}
-                                               for k, v in sorted(env.items())]
+        properties["environmentVariables"] = env
     if app.get("ports"):
         properties["ports"] = [{"port": int(p), "protocol": "TCP"} for p in sorted(app["ports"])]
     mounts = app.get("mounts", [])
@@ -164,6 +174,8 @@ def aci_template(deployment_spec: dict[str, Any], *,
         "contentVersion": "1.0.0.0",
         "metadata": {"cleanroom": {"contract_id": contract, "policy_hash": measured}},
         "parameters": {
+            **{_secret_parameter(n): {"type": "securestring"}
+               for n in sorted({n for a in apps for n in a.get("env_names", [])})},
             "location": {"type": "string", "defaultValue": "[resourceGroup().location]"},
             "containerGroupName": {"type": "string",
                                    "defaultValue": _resource_name(f"cleanroom-{contract}")},
@@ -196,10 +208,20 @@ def _resolve(value: Any, parameters: dict[str, Any]) -> Any:
 
 def container_group(template: dict[str, Any], *, location: str,
                     cce_policy: str | None = None, name: str | None = None,
-                    ) -> tuple[str, ContainerGroup]:
-    """The SDK model the template describes, checked to carry every property exactly."""
+                    secrets: dict[str, str] | None = None) -> tuple[str, ContainerGroup]:
+    """The SDK model the template describes, checked to carry every property exactly.
+
+    ``secrets`` gives the values of the spec's ``env_names`` (sent as ACI secure values).
+    """
     declared = template.get("parameters", {})
+    secrets = secrets or {}
+    wanted = sorted(p[len("secret_"):] for p, d in declared.items() if d.get("type") == "securestring")
+    missing = [n for n in wanted if n not in secrets]
+    if missing:
+        raise InvalidInputError(f"no value for the secret environment variable(s) {', '.join(missing)}",
+                                hint="pass --secret-env NAME=VALUE for each (values are not measured)")
     values = {
+        **{_secret_parameter(n): secrets[n] for n in wanted},
         "location": location,
         "containerGroupName": name or declared["containerGroupName"]["defaultValue"],
         "ccePolicy": cce_policy if cce_policy is not None else declared["ccePolicy"]["defaultValue"],
@@ -233,7 +255,9 @@ def _check_round_trip(expected: Any, actual: Any, path: str = "containerGroup") 
         for index, (e, a) in enumerate(zip(expected, actual)):
             _check_round_trip(e, a, f"{path}[{index}]")
     elif expected != actual:
-        raise InvalidInputError(f"ACI template {path} = {expected!r} became {actual!r} in the SDK model",
+        # Values are not echoed: they may be secure environment values.
+        raise InvalidInputError(f"ACI template {path} changed in the SDK model "
+                                f"({type(expected).__name__} became {type(actual).__name__})",
                                 hint="use the type the ContainerGroup API expects")
 
 
@@ -281,7 +305,8 @@ class AciDeployment:
         self._client = client
 
     def start(self, template: dict[str, Any], *, location: str, cce_policy: str | None = None,
-              name: str | None = None, allow_debug_policy: bool = False) -> GroupStatus:
+              name: str | None = None, secrets: dict[str, str] | None = None,
+              allow_debug_policy: bool = False) -> GroupStatus:
         """Deploy and wait for provisioning. Refuses the placeholder ccePolicy.
 
         ``allow_debug_policy`` deploys without a ccePolicy (ACI then enforces nothing): the
@@ -293,7 +318,7 @@ class AciDeployment:
                 "the ACI template still has the ccePolicy placeholder",
                 hint="generate it with `az confcom acipolicygen -a template.json` and pass --cce-policy")
         group_name, group = container_group(template, location=location, cce_policy=policy or "",
-                                            name=name)
+                                            name=name, secrets=secrets)
         if allow_debug_policy and not policy:
             group.confidential_compute_properties = None
         with self._translated(group_name):
