@@ -1,0 +1,106 @@
+"""Live views fed by the event feed: the deployment log tail and the training monitor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.engine import CleanroomEvent, PersonaEngine
+from core.workspace import Workspace
+from tui.app import CleanroomConsole, EngineEvent
+from tui.widgets.log_tail import FollowingLog, LogTail
+from tui.widgets.training import TrainingMonitor
+
+SIZE = (140, 40)
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> CleanroomConsole:
+    engines = [PersonaEngine(Workspace.init(tmp_path / p, p)) for p in ("hoster", "provider")]
+    return CleanroomConsole(engines, background=False)
+
+
+def log_line(seqno: int) -> CleanroomEvent:
+    return CleanroomEvent("inference-1", seqno, 1_700_000_000.0 + seqno, "log",
+                          {"line": f"inference_server: request {seqno} ok"})
+
+
+def step(seqno: int, step_no: int, loss: float) -> CleanroomEvent:
+    return CleanroomEvent("finetune-1", seqno, 1_700_000_000.0 + 2 * step_no, "telemetry",
+                          {"event": "step", "step": step_no, "epoch": step_no / 50, "loss": loss,
+                           "learning_rate": 5e-5 * (1 - step_no / 100), "examples_per_s": 31.5,
+                           "total_steps": 100})
+
+
+async def test_log_tail_follows_pauses_when_scrolled_up_and_resumes(app: CleanroomConsole) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        app.screen.show_view("deployments")
+        await pilot.pause()
+        for seqno in range(80):
+            app.post_message(EngineEvent(0, log_line(seqno)))
+        await pilot.pause()
+        tail = app.screen.query_one(LogTail)
+        log = tail.query_one(FollowingLog)
+        assert len(tail.lines) == 80 and log.is_vertical_scroll_end and tail.pending == 0
+
+        log.focus()
+        await pilot.press("pageup")
+        await pilot.pause()
+        assert tail.paused
+        for seqno in range(80, 87):
+            app.post_message(EngineEvent(0, log_line(seqno)))
+        await pilot.pause()
+        assert tail.pending == 7
+        assert "+7 lines" in tail.query_one(".log-tail-status").render().plain
+        assert not log.is_vertical_scroll_end, "new lines did not yank the view down"
+
+        await pilot.press("end")
+        await pilot.pause()
+        assert tail.pending == 0 and log.is_vertical_scroll_end
+        assert tail.query_one(".log-tail-status").has_class("hidden")
+        app.post_message(EngineEvent(0, log_line(87)))
+        await pilot.pause()
+        assert log.is_vertical_scroll_end and tail.pending == 0, "following again"
+
+
+async def test_training_chart_grows_with_telemetry_events(app: CleanroomConsole) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        app.screen.show_view("training")
+        monitor = app.screen.query_one(TrainingMonitor)
+        for n in range(1, 11):
+            app.post_message(EngineEvent(0, step(n, n, 0.7 - n * 0.02)))
+        await pilot.pause()
+        assert monitor.steps == list(range(1, 11))
+        first = len(monitor.losses)
+        for n in range(11, 21):
+            app.post_message(EngineEvent(0, step(n, n, 0.7 - n * 0.02)))
+        app.post_message(EngineEvent(0, CleanroomEvent("finetune-1", 99, 1_700_000_100.0, "telemetry",
+                                                       {"event": "eval", "epoch": 1, "val_accuracy": 0.83})))
+        await pilot.pause()
+        assert len(monitor.losses) == first + 10 == 20
+        assert monitor.epoch_accuracy == {1: 0.83}
+        # 19 steps took 38 s of event time: 80 steps left at 2 s each
+        assert monitor.eta_seconds() == pytest.approx(160.0)
+        monitor.redraw()
+        await pilot.pause()
+        assert "step 20/100" in monitor.query_one("#training-headline").render().plain
+        assert "83.00%" in monitor.query_one("#training-epochs").render().plain
+
+
+async def test_paused_feed_holds_events_and_delivers_them_on_resume(app: CleanroomConsole) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        monitor = app.screen.query_one(TrainingMonitor)
+        await pilot.press("f5")
+        app.post_message(EngineEvent(0, step(1, 1, 0.69)))
+        await pilot.pause()
+        assert monitor.steps == [] and len(app.paused_events) == 1
+        await pilot.press("f5")
+        await pilot.pause()
+        assert monitor.steps == [1] and app.paused_events == []
