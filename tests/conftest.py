@@ -8,13 +8,14 @@ tests run unchanged against each one. Add a backend by adding a factory to
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from core.storage.blobstore import BlobStore
 from core.storage.local import LocalBlobStore
+from tests.azurite import Azurite, AzuriteUnavailable, start_azurite
 
 
 def _local_store(request: pytest.FixtureRequest) -> BlobStore:
@@ -22,8 +23,31 @@ def _local_store(request: pytest.FixtureRequest) -> BlobStore:
     return LocalBlobStore(tmp_path / "store")
 
 
+@pytest.fixture(scope="session")
+def azurite_server() -> Iterator[Azurite]:
+    """One azurite (blob service, in memory, loopback) for the whole run; skips saying why if
+    it cannot start (no node, not bootstrapped)."""
+    try:
+        server = start_azurite()
+    except AzuriteUnavailable as exc:
+        pytest.skip(f"azurite unavailable: {exc}")
+    yield server
+    server.stop()
+
+
+def _azurite_store(request: pytest.FixtureRequest) -> BlobStore:
+    """An AzureBlobStore on the session's azurite; the ``container`` fixture keeps tests apart."""
+    from azure.storage.blob import BlobServiceClient
+
+    from core.storage.azure_blob import AzureBlobStore
+
+    server: Azurite = request.getfixturevalue("azurite_server")
+    return AzureBlobStore(BlobServiceClient.from_connection_string(server.connection_string))
+
+
 BLOB_STORE_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], BlobStore]] = {
     "local": _local_store,
+    "azurite": _azurite_store,
 }
 
 

@@ -7,7 +7,6 @@ import io
 import os
 import re
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from azure.storage.blob import BlobServiceClient
@@ -25,19 +24,9 @@ from tests.azurite import Azurite, AzuriteUnavailable, start_azurite
 MiB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def azurite() -> Iterator[Azurite]:
-    try:
-        server = start_azurite()
-    except AzuriteUnavailable as exc:
-        pytest.skip(f"azurite unavailable: {exc}")
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def store(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> AzureBlobStore:
-    monkeypatch.setenv("CLEANROOM_TEST_AZURE_CS", azurite.connection_string)
+def store(azurite_server: Azurite, monkeypatch: pytest.MonkeyPatch) -> AzureBlobStore:
+    monkeypatch.setenv("CLEANROOM_TEST_AZURE_CS", azurite_server.connection_string)
     # Small blocks so "large" blobs stay cheap on a shared 2-core machine.
     return AzureBlobStore.from_connection_string_env("CLEANROOM_TEST_AZURE_CS",
                                                      block_size=1 * MiB, concurrency=4)
@@ -259,15 +248,15 @@ def test_account_url_must_be_a_url() -> None:
         AzureBlobStore.from_account_url("mystorageaccount")
 
 
-def test_unreachable_endpoint_is_service_unavailable(azurite: Azurite) -> None:
-    closed = azurite.connection_string.replace(str(azurite.port), "9")  # discard port: closed
+def test_unreachable_endpoint_is_service_unavailable(azurite_server: Azurite) -> None:
+    closed = azurite_server.connection_string.replace(str(azurite_server.port), "9")  # discard port: closed
     service = BlobServiceClient.from_connection_string(closed, retry_total=0)
     with pytest.raises(ServiceUnavailableError, match="cannot reach the blob endpoint"):
         AzureBlobStore(service).container_exists("abc")
 
 
-def test_store_options_are_validated(azurite: Azurite) -> None:
-    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+def test_store_options_are_validated(azurite_server: Azurite) -> None:
+    service = BlobServiceClient.from_connection_string(azurite_server.connection_string)
     with pytest.raises(InvalidInputError, match="block size"):
         AzureBlobStore(service, block_size=0)
 
