@@ -67,8 +67,16 @@ def check_output(output_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stop = StopSignal()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.request())
+    previous = {signum: signal.signal(signum, lambda *_: stop.request())
+                for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return run(args, stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def run(args: argparse.Namespace, stop: StopSignal) -> int:
     try:
         # Everything is validated before the (slow) model load and training start.
         config = load_config(args.config_dir)
@@ -80,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a clean room has no egress; never try the hub
     import torch
 
     from containers.trainer.training import train

@@ -1,0 +1,72 @@
+"""`cleanroom infer`: the consumer evaluates its labelled dataset against a clean-room endpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from core.ml.evaluation import DEFAULT_BATCH_SIZE, EvaluationReport
+
+
+@click.command("infer")
+@click.option("--dataset", required=True, metavar="FOLDER|PARQUET|rotten_tomatoes",
+              help="Labelled data: a folder of <split>.parquet, one .parquet file, a datasets "
+                   "save_to_disk folder, or the vendored rotten_tomatoes.")
+@click.option("--split", default="test", show_default=True, help="Which split to send.")
+@click.option("--endpoint", required=True, help="The clean room's inference URL, https://HOST:PORT.")
+@click.option("--ca", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PEM of the clean room's CA; the endpoint's certificate must chain to it.")
+@click.option("--token", envvar="CLEANROOM_TOKEN", default=None,
+              help="Bearer token for the endpoint (env CLEANROOM_TOKEN).")
+@click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=int,
+              help="Texts per request.")
+@click.option("--per-row", is_flag=True, help="One request per row, as the field's sample client does.")
+@click.option("--limit", type=int, default=None, help="Send only the first N rows.")
+@click.option("--output", "output_format", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="table: totals; json: also per-class precision/recall and confusion.")
+def infer(dataset: str, split: str, endpoint: str, ca: Path | None, token: str | None, batch_size: int,
+          per_row: bool, limit: int | None, output_format: str) -> None:
+    """Send a labelled split to the endpoint and print Total rows, Correct and Accuracy.
+
+    \b
+    Example:
+      cleanroom infer --dataset rotten_tomatoes --split test \\
+        --endpoint https://127.0.0.1:8443 --ca W/consumer/ca.pem --token "$TOKEN"
+    Example (the sample's one-request-per-row protocol, JSON report):
+      cleanroom infer --dataset ./data --endpoint https://127.0.0.1:8443 --ca ca.pem --per-row --output json
+    """
+    from core.ml.datasets import LabelledRows, load_split
+    from core.ml.evaluation import EvaluationRun, InferenceClient
+
+    rows = load_split(dataset, split)
+    if limit is not None:
+        rows = LabelledRows(texts=rows.texts[:limit], labels=rows.labels[:limit])
+    with InferenceClient(endpoint, ca=ca, token=token) as client:
+        run = EvaluationRun(rows, client, batch_size=batch_size, per_row=per_row)
+        columns = (TextColumn("[bold]inferring"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("accuracy {task.fields[accuracy]:.3f}"), TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=output_format == "json") as bar:
+            task = bar.add_task("infer", total=len(rows), accuracy=0.0)
+            for progress in run:
+                bar.update(task, completed=progress.done, accuracy=progress.accuracy)
+        report = run.report()
+    if output_format == "json":
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        _print_table(report)
+
+
+def _print_table(report: EvaluationReport) -> None:
+    table = Table(show_header=False)
+    table.add_row("Total rows", str(report.total))
+    table.add_row("Correct", str(report.correct))
+    table.add_row("Accuracy", f"{report.accuracy:.2%}")
+    table.add_row("Requests", str(report.requests))
+    table.add_row("Rows/s", f"{report.total / report.elapsed_s:.1f}" if report.elapsed_s else "-")
+    table.add_row("Model", f"{report.model.get('model_file', '?')} sha256 {str(report.model.get('model_sha256', '?'))[:16]}…")
+    Console().print(table)
