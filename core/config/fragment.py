@@ -28,9 +28,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator,
+                      model_validator)
 
 from core.config.names import check_name
 from core.crypto.identity import MemberIdentity, load_certificate, member_id_of
@@ -41,7 +42,6 @@ SCHEMA_VERSION = 1
 FRAGMENT_FILE = "config.json"
 _ROUTE = re.compile(r"^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) /[A-Za-z0-9._~/{}:-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 
 
 def _valid_name(kind: str, value: str) -> str:
@@ -343,6 +343,27 @@ def one_line_validation_error(exc: ValidationError) -> str:
     message = str(first["msg"]).removeprefix("Value error, ")
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{where}: {message}{more}"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_model(model: type[M], document: object, *, source: str) -> M:
+    """Validate ``document`` as ``model``; errors become one InvalidInputError line naming ``source``."""
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidInputError(f"{source} is not valid: {one_line_validation_error(exc)}",
+                                hint="fix that value and retry") from None
+
+
+def parse_store_spec(document: object, *, source: str) -> LocalStoreSpec | AzureBlobStoreSpec:
+    """Validate a store spec given on its own (e.g. ``--store JSON``)."""
+    try:
+        return TypeAdapter(StoreSpec).validate_python(document)
+    except ValidationError as exc:
+        raise InvalidInputError(f"{source} is not a valid store spec: {one_line_validation_error(exc)}",
+                                hint='use {"kind": "local", "path": ...} or {"kind": "azure_blob", ...}') from None
 
 
 def parse_fragment(document: object, *, source: str) -> Fragment:

@@ -1,0 +1,299 @@
+"""`cleanroom config ...`: build this party's config fragment and keys; view merged specs.
+
+Verbs follow `az cleanroom config`: init, add-datasource, add-datasink, set-logging,
+set-telemetry, add-application, set-network-policy, view.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from core.config.fragment import AzureBlobStoreSpec, LocalStoreSpec, parse_store_spec
+from core.config.merge import MergedSpec, merge_paths
+from core.config.party import (add_application, add_data_asset, init_party, set_export,
+                               set_network_policy)
+from core.errors import InvalidInputError
+from core.storage.locator import local_store_spec
+from core.workspace import Workspace
+
+console = Console()
+OUTPUT = click.option("--output", "-o", "output", type=click.Choice(["table", "json"]), default="table",
+                      show_default=True, help="table for people, json for scripts (one document on stdout).")
+
+
+def _workspace(ctx: click.Context) -> Workspace:
+    return Workspace.open(ctx.obj["workspace"])
+
+
+def _store_option(store_path: Path | None, store_json: str | None) -> LocalStoreSpec | AzureBlobStoreSpec | None:
+    if store_path is not None and store_json is not None:
+        raise InvalidInputError("--store-path and --store both given", hint="pass only one of them")
+    if store_path is not None:
+        return local_store_spec(store_path)
+    if store_json is None:
+        return None
+    try:
+        document = json.loads(store_json)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"--store is not a JSON object ({exc.msg})",
+                                hint='e.g. --store \'{"kind": "local", "path": "/srv/store"}\'') from None
+    return parse_store_spec(document, source="--store")
+
+
+@click.group()
+def config() -> None:
+    """Build this party's config fragment and keys, and view merged specs.
+
+    \b
+    Example:
+      cleanroom -w W/consumer config init --persona consumer
+      cleanroom -w W/consumer config add-datasource --name training-data
+      cleanroom -w W/consumer config view
+    """
+
+
+@config.command("init")
+@click.option("--persona", required=True, help="This party's role: hoster, provider, consumer, or another name.")
+@click.option("--name", default=None, help="Member name in the certificate (default: the persona).")
+@click.option("--store-path", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Local blob store folder for this party (default: <workspace>/store).")
+@click.pass_context
+def init(ctx: click.Context, persona: str, name: str | None, store_path: Path | None) -> None:
+    """Create a persona workspace: member identity (P-384 + certificate), KEK (RSA-3072) and an empty fragment.
+
+    Private keys are written 0600. Refuses to overwrite an existing workspace.
+
+    \b
+    Example:
+      cleanroom --workspace W/consumer config init --persona consumer
+    """
+    workspace = init_party(ctx.obj["workspace"], persona, name=name, store_dir=store_path)
+    console.print(f"created workspace [bold]{workspace.root}[/] for persona [bold]{persona}[/] "
+                  f"(member id {workspace.identity.member_id[:16]}…)")
+
+
+def _asset_command(kind: str) -> click.Command:
+    @click.option("--name", required=True, help=f"The {kind} name (3-63 lowercase letters, digits, hyphens).")
+    @click.option("--store-path", type=click.Path(file_okay=False, path_type=Path), default=None,
+                  help="Local blob store folder (default: the workspace's store).")
+    @click.option("--store", "store_json", default=None, metavar="JSON",
+                  help='Store spec as JSON, e.g. {"kind": "azure_blob", "account_url": ..., "container": ...}.')
+    @click.pass_context
+    def command(ctx: click.Context, name: str, store_path: Path | None, store_json: str | None) -> None:
+        workspace = _workspace(ctx)
+        fragment = add_data_asset(workspace, kind, name, _store_option(store_path, store_json))
+        asset = fragment.datasource(name) if kind == "datasource" else fragment.datasink(name)
+        console.print(f"added {kind} [bold]{name}[/] ({asset.store.kind} store, new DEK wrapped by this party's KEK)")
+
+    mount = "read-only" if kind == "datasource" else "write-only"
+    command.__doc__ = f"""Declare a {kind} owned by this party and create its DEK.
+
+    A {kind} is a named encrypted folder in a blob store, mounted {mount} in the clean room.
+    Its random 256-bit DEK is stored only wrapped by this party's KEK (keys/deks/).
+
+    \b
+    Example:
+      cleanroom -w W/consumer config add-{kind} --name {'training-data' if kind == 'datasource' else 'consumer-output'}
+    """
+    return click.command(f"add-{kind}")(command)
+
+
+config.add_command(_asset_command("datasource"))
+config.add_command(_asset_command("datasink"))
+
+
+def _export_command(kind: str) -> click.Command:
+    @click.option("--datasink", default=None, help=f"Datasink that receives the {kind} (declared if new).")
+    @click.option("--disable", is_flag=True, help=f"Turn {kind} export off.")
+    @click.pass_context
+    def command(ctx: click.Context, datasink: str | None, disable: bool) -> None:
+        if disable == (datasink is not None):
+            raise InvalidInputError(f"set-{kind} needs exactly one of --datasink NAME or --disable",
+                                    hint=f"e.g. cleanroom config set-{kind} --datasink {kind}-sink")
+        _, created = set_export(_workspace(ctx), kind, None if disable else datasink)
+        if created:
+            console.print(f"added datasink [bold]{datasink}[/]")
+        state = "disabled" if disable else f"enabled into datasink [bold]{datasink}[/]"
+        console.print(f"{kind} {state}")
+
+    command.__doc__ = f"""Export the clean room's {kind} to one of this party's datasinks, or turn it off.
+
+    Off by default. The export is visible only if the contract enables it; at most one party owns it.
+
+    \b
+    Example:
+      cleanroom -w W/consumer config set-{kind} --datasink {kind}-sink
+      cleanroom -w W/consumer config set-{kind} --disable
+    """
+    return click.command(f"set-{kind}")(command)
+
+
+config.add_command(_export_command("logging"))
+config.add_command(_export_command("telemetry"))
+
+
+def _mount(text: str) -> dict[str, str]:
+    parts = dict(part.split("=", 1) for part in text.split(",") if "=" in part)
+    if set(parts) != {"src", "dst"} or len(text.split(",")) != 2:
+        raise InvalidInputError(f"--mounts {text!r} is not 'src=<datasource>,dst=<path>'",
+                                hint="e.g. --mounts src=training-data,dst=/mnt/data")
+    return {"source": parts["src"], "target": parts["dst"]}
+
+
+def _split_list(values: tuple[str, ...]) -> list[str]:
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def _env(values: tuple[str, ...]) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        if "=" not in value:
+            raise InvalidInputError(f"--env {value!r} is not NAME=VALUE",
+                                    hint="secret values go in --env-names and are supplied at deployment")
+        name, _, text = value.partition("=")
+        pairs[name] = text
+    return pairs
+
+
+@config.command("add-application")
+@click.option("--name", required=True, help="Application name.")
+@click.option("--image", default=None, help="OCI image (Azure backend).")
+@click.option("--entrypoint", default=None, help="Workload the embedded runtime runs, e.g. containers/inference_server.")
+@click.option("--command", "command_line", default="", help="Command line, split like a shell would.")
+@click.option("--mounts", multiple=True, metavar="src=NAME,dst=PATH",
+              help="Mount a datasource (read-only) or datasink (write-only); repeatable.")
+@click.option("--ports", multiple=True, help="Port(s) the application listens on; repeatable or comma-separated.")
+@click.option("--cpu", type=float, default=1.0, show_default=True, help="CPU cores.")
+@click.option("--memory", type=float, default=2.0, show_default=True, help="Memory in GiB.")
+@click.option("--env-names", multiple=True, help="Environment variable names supplied at deployment; comma-separated.")
+@click.option("--env", "env_values", multiple=True, metavar="NAME=VALUE",
+              help="Non-secret environment value every party sees; repeatable.")
+@click.pass_context
+def add_application_command(ctx: click.Context, name: str, image: str | None, entrypoint: str | None,
+                            command_line: str, mounts: tuple[str, ...], ports: tuple[str, ...], cpu: float,
+                            memory: float, env_names: tuple[str, ...], env_values: tuple[str, ...]) -> None:
+    """Add an application (workload) this party brings to the clean room.
+
+    Exactly one of --image or --entrypoint. Mounts may name another party's datasource;
+    `config view --configs ...` checks them once all fragments are merged.
+
+    \b
+    Example:
+      cleanroom -w W/hoster config add-application --name inference \\
+        --entrypoint containers/inference_server --command "python -m server --port 8080" \\
+        --mounts src=model,dst=/mnt/model --ports 8080 --cpu 2 --memory 4 --env-names MODEL_NAME
+    """
+    try:
+        port_numbers = [int(port) for port in _split_list(ports)]
+    except ValueError:
+        raise InvalidInputError(f"--ports {', '.join(ports)} are not numbers", hint="e.g. --ports 8080") from None
+    try:
+        command = shlex.split(command_line)
+    except ValueError as exc:
+        raise InvalidInputError(f"--command cannot be split ({exc})", hint="check its quotes") from None
+    add_application(_workspace(ctx), name=name, image=image, entrypoint=entrypoint, command=command,
+                    mounts=[_mount(text) for text in mounts], ports=port_numbers, cpu=cpu, memory_gb=memory,
+                    env_names=_split_list(env_names), env=_env(env_values))
+    console.print(f"added application [bold]{name}[/]")
+
+
+@config.command("set-network-policy")
+@click.option("--allow", "routes", multiple=True, metavar='"METHOD /path"',
+              help='Inbound route let through the ingress, e.g. "POST /infer"; repeatable.')
+@click.option("--allow-all-outbound", is_flag=True, default=False,
+              help="Allow all outbound traffic (off by default: the clean room has no egress).")
+@click.pass_context
+def set_network_policy_command(ctx: click.Context, routes: tuple[str, ...], allow_all_outbound: bool) -> None:
+    """Set this party's network policy: inbound allow-list of routes, outbound denied by default.
+
+    Replaces the previous policy. Merged specs take the union of routes; outbound is allowed
+    only if a party asks for it, and every party sees that in the spec it votes on.
+
+    \b
+    Example:
+      cleanroom -w W/hoster config set-network-policy --allow "POST /infer" --allow "GET /health"
+    """
+    fragment = set_network_policy(_workspace(ctx), inbound_allow=list(routes),
+                                  allow_all_outbound=allow_all_outbound)
+    policy = fragment.network_policy
+    inbound = ", ".join(policy.inbound_allow) or "nothing"
+    console.print(f"inbound allowed: {inbound}; outbound: {'allowed' if policy.allow_all_outbound else 'denied'}")
+
+
+@config.command("view", context_settings={"ignore_unknown_options": False})
+@click.option("--configs", "configs", multiple=True, type=click.Path(path_type=Path),
+              help="Workspace folders or fragment JSON files to merge (default: this workspace).")
+@click.argument("more_configs", nargs=-1, type=click.Path(path_type=Path), metavar="")
+@OUTPUT
+@click.pass_context
+def view(ctx: click.Context, configs: tuple[Path, ...], more_configs: tuple[Path, ...], output: str) -> None:
+    """Merge config fragments into one clean-room spec and show it with its SHA-256.
+
+    Duplicate names across parties are an error. The hash is over canonical JSON, so every
+    party computes the same one for the same fragments, in any order.
+
+    \b
+    Example:
+      cleanroom -w W/consumer config view
+      cleanroom config view --configs W/hoster W/provider W/consumer --output json
+    """
+    if more_configs and not configs:
+        raise InvalidInputError("fragments given without --configs", hint="use --configs A B C")
+    paths = [*configs, *more_configs] or [_workspace(ctx).root]
+    spec = merge_paths(paths)
+    if output == "json":
+        click.echo(json.dumps({"spec_hash": spec.spec_hash, "spec": spec.document(),
+                               "unresolved_mounts": spec.unresolved_mounts()}, indent=2, sort_keys=True))
+        return
+    _render_spec(spec)
+
+
+def _render_spec(spec: MergedSpec) -> None:
+    personas = {party.member_id: party.persona for party in spec.parties}
+    parties = Table(title="parties")
+    for column in ("persona", "member id"):
+        parties.add_column(column)
+    for party in spec.parties:
+        parties.add_row(party.persona, party.member_id[:16] + "…")
+    console.print(parties)
+
+    assets = Table(title="datasources and datasinks")
+    for column in ("kind", "name", "owner", "store", "container"):
+        assets.add_column(column)
+    for kind, items in (("datasource", spec.datasources), ("datasink", spec.datasinks)):
+        for asset in items:
+            where = getattr(asset.store, "path", None) or getattr(asset.store, "account_url", None) or \
+                f"${getattr(asset.store, 'connection_string_env', '')}"
+            assets.add_row(kind, asset.name, personas.get(asset.owner, asset.owner[:12]),
+                           f"{asset.store.kind}: {where}", asset.container)
+    if spec.datasources or spec.datasinks:
+        console.print(assets)
+
+    apps = Table(title="applications")
+    for column in ("name", "owner", "runs", "command", "mounts", "ports", "cpu", "memory GiB", "env names"):
+        apps.add_column(column)
+    for app in spec.applications:
+        apps.add_row(app.name, personas.get(app.owner, app.owner[:12]),
+                     f"image {app.image}" if app.image else f"entrypoint {app.entrypoint}",
+                     shlex.join(app.command), "\n".join(f"{m.source} -> {m.target}" for m in app.mounts),
+                     ", ".join(map(str, app.ports)), f"{app.cpu:g}", f"{app.memory_gb:g}",
+                     ", ".join(app.env_names))
+    if spec.applications:
+        console.print(apps)
+
+    for kind, setting in (("logging", spec.logging), ("telemetry", spec.telemetry)):
+        state = f"enabled -> datasink {setting.datasink} ({personas.get(setting.owner or '', '?')})" \
+            if setting.enabled else "disabled"
+        console.print(f"[bold]{kind}[/]: {state}")
+    policy = spec.network_policy
+    console.print(f"[bold]inbound allowed[/]: {', '.join(policy.inbound_allow) or 'nothing'}; "
+                  f"[bold]outbound[/]: {'ALLOWED' if policy.allow_all_outbound else 'denied'}")
+    for dangling in spec.unresolved_mounts():
+        console.print(f"[yellow]unresolved mount[/] {dangling} (add the owner's fragment with --configs)")
+    console.print(f"[bold]spec sha256[/]: {spec.spec_hash}")
