@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 from azure.identity import DefaultAzureCredential
@@ -23,6 +24,7 @@ from core.runtime.aci import (
     aci_template,
     cce_policy_host_data,
     container_group,
+    write_aci_template,
 )
 
 SPEC = {
@@ -48,6 +50,17 @@ SPEC = {
         "ports": [8443],
     }],
     "network_policy": {"allow_egress": False},
+    "datasources": [
+        {"name": "model", "owner": "provider",
+         "store": {"kind": "azure_blob", "account_url": "https://prov.blob.core.windows.net"}},
+        {"name": "training-data", "owner": "consumer",
+         "store": {"kind": "azure_blob", "connection_string_env": "CONSUMER_CS",
+                   "container": "td"}},
+    ],
+    "datasinks": [
+        {"name": "trained-model", "owner": "provider",
+         "store": {"kind": "azure_blob", "account_url": "https://prov.blob.core.windows.net"}},
+    ],
 }
 
 
@@ -98,9 +111,9 @@ def test_sdk_models_are_built_from_the_template() -> None:
     assert metrics.ports[0].port == 8443 and group.ip_address.type == "Public"
     plan = json.loads(next(e.value for e in sidecar.environment_variables
                            if e.name == "CLEANROOM_MOUNT_PLAN"))
-    assert {(p["kind"], p["name"], p["owner"]) for p in plan} == {
-        ("datasource", "model", "provider"), ("datasource", "training-data", "consumer"),
-        ("datasink", "trained-model", "provider")}
+    assert {(p["kind"], p["name"], p["owner"], p["store"]["container"]) for p in plan} == {
+        ("datasource", "model", "provider", "model"), ("datasource", "training-data", "consumer", "td"),
+        ("datasink", "trained-model", "provider", "trained-model")}
     # The model serialises back to the REST body Azure receives.
     body = group.serialize()
     assert body["properties"]["sku"] == "Confidential"
@@ -159,6 +172,21 @@ def test_cce_policy_host_data_is_the_sha256_of_the_rego() -> None:
     assert required_host_data(release_policy(host_data, "sharedeus.eus.attest.azure.net")) == host_data
     with pytest.raises(InvalidInputError, match="ccePolicy is not base64"):
         cce_policy_host_data("not base64!")
+
+
+def test_local_store_mounts_are_refused_for_azure() -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["datasources"][0]["store"] = {"kind": "local", "path": "/srv/store"}
+    with pytest.raises(InvalidInputError, match="datasource 'model' lives in a local store"):
+        aci_template(spec)
+    del spec["datasources"][0]
+    with pytest.raises(InvalidInputError, match="datasource 'model' is mounted but has no store"):
+        aci_template(spec)
+
+
+def test_template_is_written_next_to_the_spec(tmp_path: Path) -> None:
+    path = write_aci_template(SPEC, tmp_path)
+    assert json.loads(path.read_text()) == aci_template(SPEC)
 
 
 def test_application_without_an_image_is_refused() -> None:
@@ -221,3 +249,25 @@ def test_live_confidential_group_start_status_logs_stop() -> None:
         deployment.stop(status.name)
     finally:
         deployment.delete(status.name)
+
+
+def test_template_from_a_generated_deployment_spec() -> None:
+    """The step-3 generator's spec (with its runtime-added env and None sizing) deploys as-is."""
+    from core.runtime.deployment import deployment_spec
+
+    merged = {
+        "applications": [{"name": "inference", "image": "acr.azurecr.io/inference:1",
+                          "command": ["python", "-m", "containers.inference_server"],
+                          "mounts": [{"source": "model", "target": "/mnt/model"}],
+                          "ports": [8000], "env_names": ["HF_TOKEN"]}],
+        "datasources": [{"name": "model", "owner": "m-provider",
+                         "store": {"kind": "azure_blob",
+                                   "account_url": "https://prov.blob.core.windows.net"}}],
+    }
+    spec = deployment_spec("inference-1", merged)
+    template = aci_template(spec)
+    assert template["outputs"]["policyHash"]["value"] == policy_hash(spec)
+    _name, group = container_group(template, location="westeurope", secrets={"HF_TOKEN": "t"})
+    inference = group.containers[0]
+    assert inference.resources.requests.cpu == 1.0
+    assert inference.volume_mounts[0].read_only is True

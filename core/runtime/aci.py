@@ -31,6 +31,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from azure.core.exceptions import (
@@ -42,6 +43,7 @@ from azure.core.exceptions import (
 )
 from azure.mgmt.containerinstance.models import ContainerGroup
 
+from core.crypto.secret_file import write_public_file
 from core.errors import (
     AccessDeniedError,
     CleanroomError,
@@ -53,6 +55,7 @@ from core.keys.measurement import policy_hash
 
 ARM_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
 ACI_API_VERSION = "2023-05-01"
+ACI_TEMPLATE_FILE = "cleanroom-aci-template.json"
 CCE_POLICY_PLACEHOLDER = "REPLACE-WITH-az-confcom-acipolicygen-OUTPUT"
 RUNTIME_SIDECAR_IMAGE = "cleanroom-console/runtime:0.1.0"
 RUNTIME_SIDECAR_NAME = "cleanroom-runtime"
@@ -93,8 +96,8 @@ def _container(app: dict[str, Any]) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "image": app["image"],
         "command": list(app["command"]),
-        "resources": {"requests": {"cpu": float(app.get("cpu", DEFAULT_CPU)),
-                                   "memoryInGB": float(app.get("memory_gb", DEFAULT_MEMORY_GB))}},
+        "resources": {"requests": {"cpu": float(app.get("cpu") or DEFAULT_CPU),
+                                   "memoryInGB": float(app.get("memory_gb") or DEFAULT_MEMORY_GB)}},
     }
     env = [{"name": k, "value": str(v)} for k, v in sorted(app.get("env", {}).items())]
     env += [{"name": k, "secureValue": f"[parameters('{_secret_parameter(k)}')]"}
@@ -112,11 +115,29 @@ def _container(app: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "properties": properties}
 
 
+def _azure_store(spec: dict[str, Any], mount: dict[str, Any]) -> dict[str, Any]:
+    """Where the sidecar fetches a mount's sealed blobs: it must be Azure Blob, not a local folder."""
+    kind, name = mount.get("kind"), mount.get("name")
+    assets = {a.get("name"): a for a in spec.get(f"{kind}s", []) if isinstance(a, dict)}
+    store = assets.get(name, {}).get("store")
+    if not isinstance(store, dict):
+        raise InvalidInputError(f"{kind} '{name}' is mounted but has no store in the deployment spec",
+                                hint="re-generate it with `cleanroom governance deployment generate`")
+    if store.get("kind") != "azure_blob":
+        raise InvalidInputError(
+            f"{kind} '{name}' lives in a {store.get('kind')} store that an Azure clean room cannot reach",
+            hint=f"declare it with `cleanroom config add-{kind} --name {name} --storage-account URL` "
+                 "and upload it again")
+    return {"account_url": store.get("account_url"), "container": store.get("container") or name,
+            "connection_string_env": store.get("connection_string_env")}
+
+
 def _sidecar(spec: dict[str, Any], measured: str, image: str,
              volumes: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The runtime: decrypts datasources into the shared volumes and seals datasinks out of them."""
     plan = [{"volume": v, "kind": m.get("kind"), "name": m.get("name"), "owner": m.get("owner"),
-             "path": f"{SIDECAR_MOUNT_ROOT}/{v}"} for v, m in sorted(volumes.items())]
+             "path": f"{SIDECAR_MOUNT_ROOT}/{v}", "store": _azure_store(spec, m)}
+            for v, m in sorted(volumes.items())]
     env = [
         {"name": "CLEANROOM_CONTRACT_ID", "value": str(spec["contract_id"])},
         {"name": "CLEANROOM_POLICY_HASH", "value": measured},
@@ -192,6 +213,15 @@ def aci_template(deployment_spec: dict[str, Any], *,
         }],
         "outputs": {"policyHash": {"type": "string", "value": measured}},
     }
+
+
+def write_aci_template(deployment_spec: dict[str, Any], output_dir: Path, *,
+                       runtime_image: str = RUNTIME_SIDECAR_IMAGE) -> Path:
+    """Write the ARM template next to the deployment spec (atomically) and return its path."""
+    path = output_dir / ACI_TEMPLATE_FILE
+    template = aci_template(deployment_spec, runtime_image=runtime_image)
+    write_public_file(path, (json.dumps(template, indent=2, sort_keys=True) + "\n").encode())
+    return path
 
 
 def _resolve(value: Any, parameters: dict[str, Any]) -> Any:
