@@ -42,4 +42,8 @@ def transfer_progress(description: str) -> Iterator[TransferProgress]:
                 finished = status.files_done == status.files_total
                 progress.update(task, completed=int(finished), total=1, files=files)
 
-        yield update
+        try:
+            yield update
+        except BaseException:
+            progress.remove_task(task)  # the error line says what happened; a half bar would only distract
+            raise
