@@ -7,6 +7,7 @@ set-telemetry, add-application, set-network-policy, view.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -44,6 +45,28 @@ def _store_option(store_path: Path | None, store_json: str | None) -> LocalStore
         raise InvalidInputError(f"--store is not a JSON object ({exc.msg})",
                                 hint='e.g. --store \'{"kind": "local", "path": "/srv/store"}\'') from None
     return parse_store_spec(document, source="--store")
+
+
+def _azure_store_option(storage_account: str | None, connection_string_env: str | None,
+                        container: str | None) -> AzureBlobStoreSpec | None:
+    """`--storage-account URL | --connection-string-env VAR`: the Azure Blob store of an asset."""
+    if storage_account is None and connection_string_env is None:
+        if container is not None:
+            raise InvalidInputError("--container needs --storage-account or --connection-string-env",
+                                    hint="it names the Azure Blob container of the asset")
+        return None
+    if storage_account is not None and connection_string_env is not None:
+        raise InvalidInputError("--storage-account and --connection-string-env both given",
+                                hint="pass one: the account URL (signs in with az login / managed identity) "
+                                     "or the NAME of a variable holding a connection string")
+    if storage_account is not None and not storage_account.startswith(("https://", "http://")):
+        raise InvalidInputError(f"--storage-account {storage_account!r} is not a URL",
+                                hint="e.g. --storage-account https://ACCOUNT.blob.core.windows.net")
+    if connection_string_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", connection_string_env):
+        raise InvalidInputError(f"--connection-string-env {connection_string_env!r} is not a variable name",
+                                hint="pass the NAME of the variable (e.g. PROVIDER_STORAGE_CS), never its value")
+    return AzureBlobStoreSpec(account_url=storage_account, connection_string_env=connection_string_env,
+                              container=container)
 
 
 @click.group()
@@ -84,10 +107,20 @@ def _asset_command(kind: str) -> click.Command:
                   help="Local blob store folder (default: the workspace's store).")
     @click.option("--store", "store_json", default=None, metavar="JSON",
                   help='Store spec as JSON, e.g. {"kind": "azure_blob", "account_url": ..., "container": ...}.')
+    @click.option("--storage-account", default=None, metavar="URL",
+                  help="Azure Blob account URL; signs in with DefaultAzureCredential (az login, managed identity).")
+    @click.option("--connection-string-env", default=None, metavar="VAR",
+                  help="Name of an environment variable holding an Azure Storage connection string.")
+    @click.option("--container", default=None, help="Azure Blob container (default: the asset name).")
     @click.pass_context
-    def command(ctx: click.Context, name: str, store_path: Path | None, store_json: str | None) -> None:
+    def command(ctx: click.Context, name: str, store_path: Path | None, store_json: str | None,
+                storage_account: str | None, connection_string_env: str | None, container: str | None) -> None:
         workspace = _workspace(ctx)
-        fragment = add_data_asset(workspace, kind, name, _store_option(store_path, store_json))
+        store = _store_option(store_path, store_json)
+        azure = _azure_store_option(storage_account, connection_string_env, container)
+        if store is not None and azure is not None:
+            raise InvalidInputError("--store-path/--store and the Azure flags both given", hint="pass only one store")
+        fragment = add_data_asset(workspace, kind, name, azure or store)
         asset = fragment.datasource(name) if kind == "datasource" else fragment.datasink(name)
         console.print(f"added {kind} [bold]{name}[/] ({asset.store.kind} store, new DEK wrapped by this party's KEK)")
 
@@ -100,6 +133,8 @@ def _asset_command(kind: str) -> click.Command:
     \b
     Example:
       cleanroom -w W/consumer config add-{kind} --name {'training-data' if kind == 'datasource' else 'consumer-output'}
+      cleanroom -w W/consumer config add-{kind} --name {'training-data' if kind == 'datasource' else 'consumer-output'} \\
+          --storage-account https://consumerstore.blob.core.windows.net
     """
     return click.command(f"add-{kind}")(command)
 

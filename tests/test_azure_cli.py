@@ -1,0 +1,91 @@
+"""The CLI with an Azure Blob datasource: config flags, upload and download through azurite."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.azurite import Azurite
+from tests.cli_runner import Outcome, cleanroom
+
+CS_VAR = "CLEANROOM_TEST_PROVIDER_CS"
+
+
+def _one_line_error(outcome: Outcome, *needles: str) -> str:
+    assert outcome.code != 0, outcome
+    lines = outcome.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), outcome.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def provider(tmp_path: Path) -> Path:
+    workspace = tmp_path / "W" / "provider"
+    assert cleanroom("-w", workspace, "config", "init", "--persona", "provider").code == 0
+    return workspace
+
+
+def test_upload_and_download_through_azurite(provider: Path, tmp_path: Path, azurite_server: Azurite,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CS_VAR, azurite_server.connection_string)
+    added = cleanroom("-w", provider, "config", "add-datasource", "--name", "model",
+                      "--connection-string-env", CS_VAR)
+    assert added.code == 0, added.stderr
+    fragment = json.loads((provider / "config.json").read_text())
+    (source,) = fragment["datasources"]
+    assert source["store"] == {"kind": "azure_blob", "account_url": None,
+                               "connection_string_env": CS_VAR, "container": None}
+    assert azurite_server.connection_string not in (provider / "config.json").read_text()
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(os.urandom(9 * 1024 * 1024 + 7))  # > one Put Blob: blocks
+    (model / "config.json").write_text('{"labels": 2}')
+    uploaded = cleanroom("-w", provider, "datasource", "upload", "--name", "model", "--dataset-folder", model)
+    assert uploaded.code == 0, uploaded.stderr
+    out = tmp_path / "out"
+    downloaded = cleanroom("-w", provider, "datasource", "download", "--name", "model",
+                           "--target-folder", out)
+    assert downloaded.code == 0, downloaded.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {
+        p.name: p.read_bytes() for p in model.iterdir()}
+
+
+def test_unset_connection_string_variable_is_one_line(provider: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CS_VAR, raising=False)
+    assert cleanroom("-w", provider, "config", "add-datasource", "--name", "model",
+                     "--connection-string-env", CS_VAR).code == 0
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.bin").write_bytes(b"x")
+    outcome = cleanroom("-w", provider, "datasource", "upload", "--name", "model",
+                        "--dataset-folder", tmp_path / "data")
+    _one_line_error(outcome, CS_VAR, "is not set")
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--storage-account", "https://a.blob.core.windows.net", "--connection-string-env", "X"],
+     "both given"),
+    (["--storage-account", "myaccount"], "is not a URL"),
+    (["--connection-string-env", "DefaultEndpointsProtocol=https;AccountKey=k"], "is not a variable name"),
+    (["--container", "models"], "--container needs"),
+    (["--storage-account", "https://a.blob.core.windows.net", "--store-path", "/tmp/s"], "both given"),
+])
+def test_bad_azure_flags_are_one_line_errors(provider: Path, flags: list[str], needle: str) -> None:
+    outcome = cleanroom("-w", provider, "config", "add-datasource", "--name", "model", *flags)
+    _one_line_error(outcome, needle)
+    assert json.loads((provider / "config.json").read_text()).get("datasources", []) == []
+
+
+def test_storage_account_is_recorded_with_its_container(provider: Path) -> None:
+    outcome = cleanroom("-w", provider, "config", "add-datasink", "--name", "trained-model",
+                        "--storage-account", "https://prov.blob.core.windows.net", "--container", "sealed")
+    assert outcome.code == 0, outcome.stderr
+    (sink,) = json.loads((provider / "config.json").read_text())["datasinks"]
+    assert sink["store"] == {"kind": "azure_blob", "account_url": "https://prov.blob.core.windows.net",
+                             "connection_string_env": None, "container": "sealed"}
