@@ -108,9 +108,11 @@ class AttestationVerifier:
     """
 
     REQUIRED = ("contract_id", "policy_hash", "report_data", "attestation_type", "iat", "exp")
+    TYPES = {ISSUER: "virtual", "cleanroom-key-service": "key-service"}
 
-    def __init__(self, public_key_pem: bytes) -> None:
+    def __init__(self, public_key_pem: bytes, *, issuer: str = ISSUER) -> None:
         self._public_key = serialization.load_pem_public_key(public_key_pem)
+        self._issuer = issuer
 
     @classmethod
     def from_state_dir(cls, state_dir: Path) -> "AttestationVerifier":
@@ -118,7 +120,7 @@ class AttestationVerifier:
 
     def __call__(self, token: str) -> dict[str, Any]:
         try:
-            claims = jwt.decode(token, self._public_key, algorithms=[ALGORITHM], issuer=ISSUER,
+            claims = jwt.decode(token, self._public_key, algorithms=[ALGORITHM], issuer=self._issuer,
                                 options={"require": list(self.REQUIRED) + ["iss"]}, leeway=5)
         except jwt.ExpiredSignatureError as exc:
             raise AccessDeniedError("attestation token has expired",
@@ -126,7 +128,7 @@ class AttestationVerifier:
         except jwt.PyJWTError as exc:
             raise AccessDeniedError(f"attestation token rejected ({exc})",
                                     hint="the token must come from this machine's clean-room runtime") from exc
-        if claims["attestation_type"] != "virtual":
+        if claims["attestation_type"] != self.TYPES[self._issuer]:
             raise AccessDeniedError(f"attestation type {claims['attestation_type']!r} is not supported here",
                                     hint="the embedded default accepts only virtual attestation")
         return claims
@@ -137,3 +139,56 @@ def verify_report_data(claims: dict[str, Any], workload_public_key_der: bytes) -
     if claims.get("report_data") != report_data_of(workload_public_key_der):
         raise AccessDeniedError("workload public key does not match the attestation's report_data",
                                 hint="release keys only to the key pair that was attested")
+
+
+SERVICE_ISSUER = "cleanroom-key-service"
+
+
+class KeyServiceAttester:
+    """Lets the key service append its release/refusal events to governance.
+
+    Governance accepts events only from an attested party of the contract, so the key service
+    presents a token signed by its own key naming the contract and the policy hash governance
+    accepted. ``attestation_type: "key-service"`` keeps it distinct from a workload's token.
+    """
+
+    def __init__(self, key: AttestationKey, *, ttl_seconds: int = 60) -> None:
+        self._key = key
+        self._ttl = ttl_seconds
+
+    def token(self, contract_id: str, accepted_policy_hash: str) -> str:
+        now = int(time.time())
+        return jwt.encode({"iss": SERVICE_ISSUER, "jti": uuid.uuid4().hex, "iat": now, "nbf": now - 5,
+                           "exp": now + self._ttl, "attestation_type": "key-service", "contract_id": contract_id,
+                           "policy_hash": accepted_policy_hash, "report_data": ""},
+                          self._key.private_key, algorithm=ALGORITHM)
+
+
+class GovernanceAttestationVerifier:
+    """The ``attestation_verifier`` governance plugs in: workload tokens from the runtime's
+    attestation key, and the key service's event tokens. Public keys are read from the two
+    state directories when first needed, so governance may start before the runtime has run."""
+
+    def __init__(self, runtime_state_dir: str, key_service_state_dir: str) -> None:
+        self._dirs = {ISSUER: Path(runtime_state_dir), SERVICE_ISSUER: Path(key_service_state_dir)}
+        self._verifiers: dict[str, AttestationVerifier] = {}
+
+    def _verifier(self, issuer: str) -> AttestationVerifier:
+        if issuer not in self._verifiers:
+            path = self._dirs[issuer] / PUBLIC_FILE
+            if not path.is_file():
+                raise AccessDeniedError(f"no {issuer} key has been created on this machine yet",
+                                        hint="run the clean room with `cleanroom deployment start`")
+            self._verifiers[issuer] = AttestationVerifier(path.read_bytes(), issuer=issuer)
+        return self._verifiers[issuer]
+
+    def __call__(self, token: str) -> dict[str, Any]:
+        try:
+            issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        except jwt.PyJWTError as exc:
+            raise AccessDeniedError(f"attestation token is malformed ({exc})",
+                                    hint="send the clean room's attestation token") from exc
+        if issuer not in self._dirs:
+            raise AccessDeniedError(f"attestation issuer {issuer!r} is not trusted here",
+                                    hint="the embedded default trusts only its runtime and key service")
+        return self._verifier(issuer)(token)

@@ -37,6 +37,12 @@ class KeyServiceClient:
             raise error(f"key service refused: {detail}")
         return response.json()
 
+    def healthy(self) -> bool:
+        try:
+            return self._http.get("/healthz", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def create_kek(self, identity: MemberIdentity, contract_id: str) -> dict[str, Any]:
         """Create (or fetch) the member's KEK for ``contract_id``; returns its public description."""
         return self._call("POST", "/keks", json=signed_kek_request(identity, contract_id))

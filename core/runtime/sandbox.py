@@ -47,6 +47,7 @@ class SandboxSpec:
     code: list[Path] = field(default_factory=list)  # read-only code dirs; the workdir itself is not shown
     mounts: list[Mount] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    allow_outbound: bool = False  # only when every party voted allow_all_outbound
 
 
 def bwrap_path() -> str | None:
@@ -74,8 +75,8 @@ def _check(spec: SandboxSpec) -> None:
 def bwrap_command(spec: SandboxSpec, bwrap: str = "bwrap") -> list[str]:
     """The bubblewrap argv that runs ``spec`` isolated (exposed for review and tests)."""
     _check(spec)
-    argv = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-            "--clearenv", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    argv = [bwrap, "--unshare-all", *(["--share-net"] if spec.allow_outbound else []), "--die-with-parent",
+            "--new-session", "--cap-drop", "ALL", "--clearenv", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for path in SYSTEM_DIRS:
         if os.path.islink(path):
             argv += ["--symlink", os.readlink(path), path]
