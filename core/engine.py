@@ -103,6 +103,7 @@ class CleanroomEvent:
     time: float
     kind: str
     data: dict[str, Any] = field(default_factory=dict)
+    category: str = "audit"  # audit | telemetry | logging, as governance classifies it
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,8 @@ class ConfirmScreen(ModalScreen[bool]):
         with Vertical(id="confirm-dialog"):
             yield from self.body()
             with Horizontal(id="confirm-buttons"):
-                yield Button(f"{self.confirm_label} [y]", id="confirm-yes", variant="primary")
-                yield Button("Cancel [n]", id="confirm-no")
+                yield Button(f"{self.confirm_label} (y)", id="confirm-yes", variant="primary")
+                yield Button("Cancel (n)", id="confirm-no")
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)

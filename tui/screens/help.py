@@ -13,7 +13,7 @@ from tui.actions import actions_for
 
 VIEW_TITLES = {"proposals": "Proposals and contracts", "deployments": "Deployments",
                "training": "Training monitor", "inference": "Inference", "data": "Data",
-               "ledger": "Ledger", "app": "Everywhere"}
+               "ledger": "Ledger", "views": "Views", "app": "Everywhere"}
 VIEW_NOTES = {
     "proposals": "Ballots per member: ✔ accept  ✖ reject  · not yet. Keys that do not apply to the "
                  "selected proposal are hidden (closed, or not yours to withdraw).",
@@ -39,7 +39,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         lines: list[Content] = []
-        for view in (self.view, "app"):
+        for view in (self.view, "views", "app"):
             lines.append(Content.styled(VIEW_TITLES.get(view, view), "bold $primary"))
             if view in VIEW_NOTES:
                 lines.append(Content.styled(VIEW_NOTES[view], "$text-muted"))

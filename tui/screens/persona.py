@@ -14,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from core.engine import CleanroomEvent, EndpointHealth, PersonaEngine
+from tui.actions import bindings_for
 from tui.widgets.context_bar import ContextBar, PersonaTabs
 from tui.widgets.data import DataView
 from tui.widgets.deployments import DeploymentsView
@@ -27,6 +28,8 @@ VIEW_TABS = (("proposals", "Proposals"), ("deployments", "Deployments"), ("train
 
 
 class PersonaScreen(Screen):
+    BINDINGS = bindings_for("views")
+
     def __init__(self, engine: PersonaEngine, *, index: int, personas: list[str], read_only: bool,
                  now: Callable[[], float] = time.time) -> None:
         super().__init__(name=f"persona-{index}", classes="persona-screen")
@@ -75,6 +78,12 @@ class PersonaScreen(Screen):
 
     def show_view(self, view: str) -> None:
         self.query_one(TabbedContent).active = f"tab-{view}"
+
+    def action_show_view(self, view: str) -> None:
+        self.show_view(view)
+        focusable = self.query_one(f"#tab-{view}").query("DataTable, Input, Log")
+        if focusable:
+            focusable.first().focus()
 
     def set_health(self, health: EndpointHealth) -> None:
         self.query_one(ContextBar).health = health

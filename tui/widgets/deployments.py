@@ -49,7 +49,10 @@ class DeploymentsView(Vertical):
         yield LogTail(id="deployment-log")
 
     def on_mount(self) -> None:
-        self.query_one(DataTable).add_columns("contract", "application", "state", "uptime", "exit code")
+        table = self.query_one(DataTable)
+        table.add_columns("contract", "application")
+        table.add_column("state", width=12)  # a Content cell: DataTable does not measure it
+        table.add_columns("uptime", "exit code")
 
     @work(thread=True, exclusive=True, group="deployments-load", exit_on_error=False)
     def load(self) -> None:

@@ -28,6 +28,7 @@ STATE_ICONS = {
     "Withdrawn": ("↩", "$text-muted"), "Failed": ("!", "$error"), "Dropped": ("–", "$text-muted"),
     "Draft": ("✎", "$text-muted"), "Proposed": ("◌", "$accent"),
 }
+STATE_WIDTH = 11
 BALLOT_MARKS = {"accept": ("✔", "$success"), "reject": ("✖", "$error")}
 
 
@@ -104,10 +105,21 @@ class ProposalsView(Vertical):
                 yield Static("Select a proposal to see its content.", id="proposal-detail-body")
 
     def on_mount(self) -> None:
+        self._add_proposal_columns()
+        contracts = self.query_one("#contracts-table", DataTable)
+        contracts.add_columns("contract")
+        contracts.add_column("state", width=STATE_WIDTH)
+        contracts.add_columns("version", "hash")
+        contracts.add_column("execution", width=11)
+
+    def _add_proposal_columns(self) -> None:
+        # Content cells are not measured by DataTable, so their columns get explicit widths.
         table = self.query_one("#proposals-table", DataTable)
-        table.add_columns("id", "action", "contract", "proposer", "state", "ballots", "age")
-        self.query_one("#contracts-table", DataTable).add_columns(
-            "contract", "state", "version", "hash", "execution")
+        table.clear(columns=True)
+        table.add_columns("id", "action", "contract", "proposer")
+        table.add_column("state", width=STATE_WIDTH)
+        table.add_column("ballots", width=max(7, 2 * len(self.members) - 1))
+        table.add_column("age")
 
     # data -------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="proposals-load", exit_on_error=False)
@@ -118,7 +130,9 @@ class ProposalsView(Vertical):
         self.app.call_from_thread(self.show, members, proposals, contracts)
 
     def show(self, members: list[Member], proposals: list[Proposal], contracts: list[Contract]) -> None:
-        self.members = members
+        if members != self.members:
+            self.members = members
+            self._add_proposal_columns()
         self.proposals = sorted(proposals, key=lambda p: p.created_at)
         self.contracts = contracts
         self._fill_proposals()

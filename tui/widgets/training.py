@@ -58,7 +58,7 @@ class TrainingMonitor(Vertical):
         self._draw_chart()
 
     def accepts(self, event: CleanroomEvent) -> bool:
-        return event.kind in TELEMETRY_KINDS
+        return event.category == "telemetry" or event.kind in TELEMETRY_KINDS
 
     def add_event(self, event: CleanroomEvent) -> None:
         data = event.data
