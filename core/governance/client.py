@@ -1,0 +1,294 @@
+"""The governance client: what the CLI, the console and the clean-room runtime call.
+
+One ``GovernanceClient`` talks to one service over TLS, trusting only the service certificate
+the workspace pinned (``client deploy``). Member writes are signed with the member identity
+given at construction; reads need no identity; clean-room calls (``endorse_csr``,
+``get_secret``, ``append_event``) carry an attestation token instead.
+
+Every failure is a ``CleanroomError`` with the service's one-line message: 400 ->
+InvalidInputError, 401/403 -> AccessDeniedError, 404 -> NotFoundError, 409 -> ConflictError,
+412 -> StaleVersionError (a ConflictError), unreachable/5xx -> ServiceUnavailableError.
+
+Example::
+
+    with GovernanceClient.from_workspace(Workspace.open(path)) as gov:
+        gov.create_contract("inference-initial", merged_spec)
+        proposal = gov.propose_contract("inference-initial", gov.contract("inference-initial")["version"])
+        gov.vote(proposal["proposalId"], "accept")
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+
+from core.config.canonical import document_hash
+from core.crypto.identity import MemberIdentity
+from core.crypto.secret_file import write_public_file
+from core.errors import (AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError,
+                         ServiceUnavailableError)
+from core.governance.models import Action, StaleVersionError
+from core.governance.signing import CONTENT_TYPE, sign_request
+
+WORKSPACE_KEY = "governance"
+
+_ERRORS: dict[int, type[CleanroomError]] = {400: InvalidInputError, 401: AccessDeniedError, 403: AccessDeniedError,
+                                            404: NotFoundError, 409: ConflictError, 412: StaleVersionError}
+
+
+def deploy_to_workspace(workspace: Any, endpoint: str, service_cert_pem: str) -> None:
+    """Record the governance endpoint and the certificate to pin in ``workspace.settings``."""
+    if not endpoint.startswith("https://"):
+        raise InvalidInputError(f"governance endpoint {endpoint!r} is not https://",
+                                hint="pass the endpoint printed by `cleanroom governance service start`")
+    ssl.create_default_context(cadata=service_cert_pem)  # refuses a PEM that is not a certificate
+    workspace.settings[WORKSPACE_KEY] = {"endpoint": endpoint.rstrip("/"), "service_cert_pem": service_cert_pem}
+    workspace.save()
+
+
+class GovernanceClient:
+    """A pinned-TLS httpx client for one governance service, optionally acting as one member."""
+
+    def __init__(self, endpoint: str, service_cert_pem: str, identity: MemberIdentity | None = None,
+                 *, timeout: float = 30.0) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.service_cert_pem = service_cert_pem
+        self.identity = identity
+        try:
+            context = ssl.create_default_context(cadata=service_cert_pem)
+        except ssl.SSLError as exc:
+            raise InvalidInputError("the pinned governance service certificate is not a PEM certificate",
+                                    hint="run `cleanroom governance client deploy` again") from exc
+        self._http = httpx.Client(base_url=self.endpoint, verify=context, timeout=timeout)
+
+    @classmethod
+    def from_workspace(cls, workspace: Any, *, with_identity: bool = True) -> "GovernanceClient":
+        """The client a persona workspace was deployed against (``client deploy`` / ``cleanroom up``)."""
+        settings = workspace.settings.get(WORKSPACE_KEY)
+        if not settings:
+            raise NotFoundError(f"workspace {workspace.root} has no governance service",
+                                hint="run `cleanroom up` or `cleanroom governance client deploy --endpoint URL "
+                                     "--service-cert PEM`")
+        identity = workspace.identity if with_identity else None
+        return cls(settings["endpoint"], settings["service_cert_pem"], identity)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "GovernanceClient":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    # -- transport ---------------------------------------------------------------------------------
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailableError(f"governance service at {self.endpoint} is not reachable ({exc})",
+                                          hint="start it with `cleanroom up` or `cleanroom governance service start`") \
+                from exc
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            error = _ERRORS.get(response.status_code, ServiceUnavailableError)
+            raise error(f"governance service refused {method} {path} ({response.status_code}): {message}")
+        return response
+
+    def _get(self, path: str, **params: Any) -> dict[str, Any]:
+        return self._send("GET", path, params={k: v for k, v in params.items() if v is not None}).json()
+
+    def _signed(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self.identity is None:
+            raise AccessDeniedError("this governance client has no member identity to sign with",
+                                    hint="open it from a persona workspace")
+        payload = sign_request(self.identity, path, body)
+        return self._send(method, path, content=payload, headers={"Content-Type": CONTENT_TYPE}).json()
+
+    def send_raw(self, method: str, path: str, content: bytes, content_type: str = CONTENT_TYPE) -> httpx.Response:
+        """Send bytes as they are (tests and tools that craft messages); raises like every call."""
+        return self._send(method, path, content=content, headers={"Content-Type": content_type})
+
+    # -- service and members -----------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return self._get("/health")
+
+    def service_info(self) -> dict[str, Any]:
+        return self._get("/service")
+
+    def members(self) -> list[dict[str, Any]]:
+        return self._get("/members")["value"]
+
+    def member(self, member_id: str) -> dict[str, Any]:
+        return self._get(f"/members/{member_id}")
+
+    def propose_member(self, cert_pem: str, name: str = "", member_data: dict[str, Any] | None = None
+                       ) -> dict[str, Any]:
+        """Open a set_member proposal; once accepted the new member runs ``activate_member``."""
+        return self.propose(Action.SET_MEMBER, {"cert": cert_pem, "name": name, "member_data": member_data or {}})
+
+    def activate_member(self) -> dict[str, Any]:
+        return self._signed("POST", "/members/activate", {})
+
+    # -- contracts and proposals -------------------------------------------------------------------
+    def contracts(self) -> list[dict[str, Any]]:
+        return self._get("/contracts")["value"]
+
+    def contract(self, contract_id: str) -> dict[str, Any]:
+        """``{id, data, version, state, proposalId, hash, createdBy}``."""
+        return self._get(f"/contracts/{contract_id}")
+
+    def create_contract(self, contract_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        return self._signed("PUT", f"/contracts/{contract_id}", {"data": data})
+
+    def update_contract(self, contract_id: str, data: dict[str, Any], version: str) -> dict[str, Any]:
+        """Replace a Draft/Proposed contract's data; ``version`` must be the current one (else 412)."""
+        return self._signed("PUT", f"/contracts/{contract_id}", {"data": data, "version": version})
+
+    def propose_contract(self, contract_id: str, version: str) -> dict[str, Any]:
+        return self.propose(Action.SET_CONTRACT, {"contract_id": contract_id, "version": version})
+
+    def propose(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Open a proposal; returns it (``proposalId``, ``proposalState``, ``ballots``...)."""
+        return self._signed("POST", "/proposals", {"action": action, "args": args})
+
+    def proposals(self, *, state: str | None = None, contract_id: str | None = None,
+                  action: str | None = None) -> list[dict[str, Any]]:
+        return self._get("/proposals", state=state, contract_id=contract_id, action=action)["value"]
+
+    def proposal(self, proposal_id: str) -> dict[str, Any]:
+        return self._get(f"/proposals/{proposal_id}")
+
+    def vote(self, proposal_id: str, ballot: str) -> dict[str, Any]:
+        """Cast ``accept`` or ``reject``; returns the proposal after the ballot (maybe now closed)."""
+        return self._signed("POST", f"/proposals/{proposal_id}/ballots", {"ballot": ballot})
+
+    def withdraw(self, proposal_id: str) -> dict[str, Any]:
+        return self._signed("POST", f"/proposals/{proposal_id}/withdraw", {})
+
+    # -- deployment spec, clean-room policy, CA, options -------------------------------------------
+    def propose_deployment_spec(self, contract_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return self.propose(Action.SET_DEPLOYMENT_SPEC, {"contract_id": contract_id, "data": spec})
+
+    def propose_clean_room_policy(self, contract_id: str, policy: dict[str, Any]) -> dict[str, Any]:
+        return self.propose(Action.SET_CLEAN_ROOM_POLICY, {"contract_id": contract_id, "data": policy})
+
+    def deployment_spec(self, contract_id: str) -> dict[str, Any]:
+        """``{data (accepted spec or None), hash, acceptedProposalId, proposalIds (open)}``."""
+        return self._get(f"/contracts/{contract_id}/documents/deployment_spec")
+
+    def clean_room_policy(self, contract_id: str) -> dict[str, Any]:
+        return self._get(f"/contracts/{contract_id}/documents/clean_room_policy")
+
+    def accepted_policy_hash(self, contract_id: str) -> str | None:
+        """The measurement attested clean rooms of this contract must present (None if no policy)."""
+        policy = self.clean_room_policy(contract_id)["data"]
+        if not policy:
+            return None
+        explicit = policy.get("policy_hash")
+        if isinstance(explicit, str):
+            return explicit
+        return document_hash(policy)
+
+    def propose_enable_ca(self, contract_id: str) -> dict[str, Any]:
+        return self.propose(Action.ENABLE_CA, {"contract_id": contract_id})
+
+    def ca(self, contract_id: str) -> dict[str, Any]:
+        """``{enabled, caCert (PEM or ""), acceptedProposalId, proposalIds (open enable_ca)}``."""
+        return self._get(f"/contracts/{contract_id}/ca")
+
+    def generate_ca_key(self, contract_id: str) -> dict[str, Any]:
+        return self._signed("POST", f"/contracts/{contract_id}/ca/generate-key", {})
+
+    def runtime_option(self, contract_id: str, option: str) -> dict[str, Any]:
+        """``{status: enabled|disabled, disabledBy (execution) or proposalIds (logging/telemetry)}``."""
+        return self._get(f"/contracts/{contract_id}/runtime-options/{option}")
+
+    def execution_enabled(self, contract_id: str) -> bool:
+        return self.runtime_option(contract_id, "execution")["status"] == "enabled"
+
+    def set_runtime_option(self, contract_id: str, option: str, enable: bool) -> dict[str, Any]:
+        """Execution: the kill switch, immediate. Logging/telemetry: opens a proposal (returned)."""
+        if option == "execution":
+            return self._signed("POST", f"/contracts/{contract_id}/runtime-options/execution",
+                                {"action": "enable" if enable else "disable"})
+        if option not in ("logging", "telemetry"):
+            raise InvalidInputError(f"runtime option {option!r} is not known", hint="use execution, logging or telemetry")
+        return self.propose(f"{'enable' if enable else 'disable'}_{option}", {"contract_id": contract_id})
+
+    # -- secrets, tokens ---------------------------------------------------------------------------
+    def put_secret(self, contract_id: str, name: str, value: bytes) -> dict[str, Any]:
+        """Store opaque bytes (e.g. a wrapped DEK) that only an attested clean room can read."""
+        return self._signed("PUT", f"/contracts/{contract_id}/secrets/{name}",
+                            {"value": base64.b64encode(value).decode()})
+
+    def secrets(self, contract_id: str) -> list[dict[str, Any]]:
+        return self._get(f"/contracts/{contract_id}/secrets")["value"]
+
+    def issue_token(self, contract_id: str) -> dict[str, Any]:
+        """``{token (ES384 JWT, aud "cleanroom:<contract>"), expiresAt, audience, issuer}``."""
+        return self._signed("POST", f"/contracts/{contract_id}/tokens", {})
+
+    def jwks(self) -> dict[str, Any]:
+        return self._get("/jwks")
+
+    # -- clean-room (attested) calls ---------------------------------------------------------------
+    def endorse_csr(self, contract_id: str, attestation: str, csr_pem: str) -> dict[str, Any]:
+        """``{certificate, caCert}``: the contract CA signs the attested clean room's CSR."""
+        return self._send("POST", f"/contracts/{contract_id}/ca/endorse",
+                          json={"attestation": attestation, "csr": csr_pem}).json()
+
+    def get_secret(self, contract_id: str, name: str, attestation: str) -> bytes:
+        response = self._send("POST", f"/contracts/{contract_id}/secrets/{name}/get",
+                              json={"attestation": attestation}).json()
+        return base64.b64decode(response["value"])
+
+    def append_event(self, contract_id: str, attestation: str, event_type: str,
+                     data: dict[str, Any] | None = None, *, category: str = "audit") -> dict[str, Any]:
+        """Record a clean-room event; ``category`` audit, telemetry or logging (the latter two
+        are shown to members only when the contract enabled them)."""
+        return self._send("POST", f"/contracts/{contract_id}/events",
+                          json={"attestation": attestation, "type": event_type, "category": category,
+                                "data": data or {}}).json()
+
+    # -- events ------------------------------------------------------------------------------------
+    def events(self, contract_id: str, from_seqno: int = 1, *, wait: float = 0.0) -> dict[str, Any]:
+        """``{events: [...], nextSeqno}``; ``wait`` > 0 long-polls up to that many seconds."""
+        return self._get(f"/contracts/{contract_id}/events", from_seqno=from_seqno, wait=wait or None)
+
+    def stream_events(self, contract_id: str, from_seqno: int = 1) -> Iterator[dict[str, Any]]:
+        """Yield events as they arrive (server-sent events); stop by closing the generator."""
+        try:
+            with self._http.stream("GET", f"/contracts/{contract_id}/events/stream",
+                                   params={"from_seqno": from_seqno}, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _ERRORS.get(response.status_code, ServiceUnavailableError)(
+                        f"governance service refused the event stream ({response.status_code})")
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        yield json.loads(line[len("data: "):])
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailableError(f"event stream from {self.endpoint} broke ({exc})",
+                                          hint="reconnect from the last seqno you saw") from exc
+
+    # -- ledger ------------------------------------------------------------------------------------
+    def ledger_head(self) -> dict[str, Any]:
+        return self._get("/ledger/head")
+
+    def export_ledger(self, path: Path) -> int:
+        """Write the ledger export to ``path`` (atomically); returns the number of bytes."""
+        content = self._send("GET", "/ledger/export").content
+        write_public_file(path, content)
+        return len(content)
+
+    def receipt(self, seqno: int) -> dict[str, Any]:
+        return self._get(f"/ledger/receipt/{seqno}")

@@ -1,0 +1,118 @@
+"""The default constitution: which proposals are valid, when they pass, and what passing does.
+
+Like CCF's JavaScript constitution it has three parts, kept pure of HTTP and SQL so the rules
+can be read in one place:
+
+* ``validate(action, args, state)``: refuse a malformed or pointless proposal up front;
+* ``resolve(ballots, active_members)``: accepted when every *active* member has accepted,
+  rejected as soon as any member rejects (a veto), otherwise still open;
+* ``apply(action, args, state, proposal_id)``: make the accepted proposal take effect. If it
+  raises, the proposal ends ``Failed`` and nothing it did is kept.
+
+``state`` is the service's transaction object (``core.governance.state.GovernanceState``); the
+constitution calls only its small read/write methods listed in ``ConstitutionState``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from core.config.canonical import document_hash
+from core.crypto.identity import load_certificate, member_id_of
+from core.errors import ConflictError, InvalidInputError, NotFoundError
+from core.governance.models import (Action, ContractState, ProposalState, StaleVersionError, Vote,
+                                    check_contract_id)
+
+
+class ConstitutionState(Protocol):
+    def contract(self, contract_id: str) -> dict[str, Any] | None: ...
+    def member(self, member_id: str) -> dict[str, Any] | None: ...
+    def mark_contract_accepted(self, contract_id: str, contract_hash: str) -> None: ...
+    def set_document(self, contract_id: str, kind: str, data: dict[str, Any], proposal_id: str) -> None: ...
+    def set_option(self, contract_id: str, option: str, status: str) -> None: ...
+    def enable_ca(self, contract_id: str, proposal_id: str) -> None: ...
+    def add_member(self, cert_pem: str, name: str, data: dict[str, Any]) -> None: ...
+
+
+def _contract_id(args: dict[str, Any]) -> str:
+    if "contract_id" not in args:
+        raise InvalidInputError("proposal args need a contract_id", hint="pass --contract-id")
+    return check_contract_id(args["contract_id"])
+
+
+def _accepted_contract(args: dict[str, Any], state: ConstitutionState, action: str) -> dict[str, Any]:
+    contract_id = _contract_id(args)
+    contract = state.contract(contract_id)
+    if contract is None:
+        raise NotFoundError(f"contract '{contract_id}' does not exist",
+                            hint="create it with `cleanroom governance contract create`")
+    if contract["state"] != ContractState.ACCEPTED:
+        raise ConflictError(f"contract '{contract_id}' is {contract['state']}, so {action} cannot be proposed yet",
+                            hint="get the contract accepted first (`cleanroom governance contract vote`)")
+    return contract
+
+
+def validate(action: str, args: dict[str, Any], state: ConstitutionState) -> None:
+    """Refuse a proposal that could never apply. Raises a CleanroomError naming the fix."""
+    if action not in Action.ALL:
+        raise InvalidInputError(f"proposal action {action!r} is not known",
+                                hint=f"use one of: {', '.join(Action.ALL)}")
+    if not isinstance(args, dict):
+        raise InvalidInputError("proposal args must be a JSON object", hint="pass the args as {...}")
+    if action == Action.SET_CONTRACT:
+        contract_id = _contract_id(args)
+        contract = state.contract(contract_id)
+        if contract is None:
+            raise NotFoundError(f"contract '{contract_id}' does not exist",
+                                hint="create it with `cleanroom governance contract create`")
+        if contract["state"] == ContractState.ACCEPTED:
+            raise ConflictError(f"contract '{contract_id}' is already accepted and immutable",
+                                hint="create a new contract id for a changed contract")
+        if contract["state"] == ContractState.PROPOSED:
+            raise ConflictError(f"contract '{contract_id}' is already proposed ({contract['proposalId']})",
+                                hint="vote on that proposal, or withdraw it first")
+        if args.get("version") != contract["version"]:
+            raise StaleVersionError(f"contract '{contract_id}' version {args.get('version')!r} is not the current one",
+                                    hint="run `cleanroom governance contract show` and propose its current version")
+    elif action in (Action.SET_DEPLOYMENT_SPEC, Action.SET_CLEAN_ROOM_POLICY):
+        _accepted_contract(args, state, action)
+        if not isinstance(args.get("data"), dict):
+            raise InvalidInputError(f"{action} needs the document as a JSON object in 'data'",
+                                    hint="pass the file produced by `cleanroom governance deployment generate`")
+    elif action == Action.ENABLE_CA or action in Action.OPTION_ACTIONS:
+        _accepted_contract(args, state, action)
+    elif action == Action.SET_MEMBER:
+        cert = load_certificate(args.get("cert", ""))
+        if state.member(member_id_of(cert)) is not None:
+            raise ConflictError(f"member {member_id_of(cert)[:16]}… is already in the consortium",
+                                hint="nothing to do")
+
+
+def resolve(ballots: dict[str, str], active_members: set[str]) -> str:
+    """Open, Accepted or Rejected from the ballots cast so far (only active members count)."""
+    votes = {member: vote for member, vote in ballots.items() if member in active_members}
+    if any(vote == Vote.REJECT for vote in votes.values()):
+        return ProposalState.REJECTED
+    if active_members and all(votes.get(member) == Vote.ACCEPT for member in active_members):
+        return ProposalState.ACCEPTED
+    return ProposalState.OPEN
+
+
+def apply(action: str, args: dict[str, Any], state: ConstitutionState, proposal_id: str) -> None:
+    """Make an accepted proposal take effect (within the ballot's transaction)."""
+    if action == Action.SET_CONTRACT:
+        contract = state.contract(args["contract_id"])
+        if contract is None or contract["version"] != args["version"]:
+            raise ConflictError("the contract changed after it was proposed", hint="propose it again")
+        state.mark_contract_accepted(args["contract_id"], document_hash(contract["data"]))
+    elif action == Action.SET_DEPLOYMENT_SPEC:
+        state.set_document(args["contract_id"], "deployment_spec", args["data"], proposal_id)
+    elif action == Action.SET_CLEAN_ROOM_POLICY:
+        state.set_document(args["contract_id"], "clean_room_policy", args["data"], proposal_id)
+    elif action == Action.ENABLE_CA:
+        state.enable_ca(args["contract_id"], proposal_id)
+    elif action in Action.OPTION_ACTIONS:
+        option, status = Action.OPTION_ACTIONS[action]
+        state.set_option(args["contract_id"], option, status)
+    elif action == Action.SET_MEMBER:
+        state.add_member(args["cert"], str(args.get("name", "")), dict(args.get("member_data", {})))

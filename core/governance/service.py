@@ -1,0 +1,324 @@
+"""The governance service over HTTPS (FastAPI + uvicorn) on loopback.
+
+Writes are ``POST``/``PUT`` with a COSE_Sign1 body (``application/cose``, see ``signing``);
+the service checks signature, membership, freshness and replay before touching state.
+Clean-room calls (CA endorsement, secret get, event append) carry an attestation token and are
+checked by the injected ``attestation_verifier``; until step 3 plugs one in, they are refused.
+Reads are plain ``GET``s over the pinned TLS connection.
+
+Errors are ``{"error": {"code", "message"}}`` with 400 (malformed), 401 (signature, membership,
+freshness, replay), 403 (not allowed), 404, 409 (state forbids it) or 412 (stale version).
+
+Run one with ``python -m core.governance.service --state-dir DIR`` (``launcher`` does this).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import importlib
+import json
+import socket
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import uvicorn
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from core.errors import (AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError)
+from core.governance.models import DOCUMENT_ACTIONS, MemberStatus, StaleVersionError
+from core.governance.service_identity import ServiceIdentity
+from core.governance.signing import SignatureRejected, VerifiedRequest, verify_request
+from core.governance.state import AttestationVerifier, GovernanceState
+
+CONFIG_FILE = "service.json"
+IDENTITY_DIR = "identity"
+CHECKPOINT_INTERVAL_SECONDS = 1.0
+LONG_POLL_MAX_SECONDS = 30.0
+
+
+def _status_of(exc: CleanroomError) -> int:
+    if isinstance(exc, StaleVersionError):
+        return 412
+    for cls, status in ((InvalidInputError, 400), (AccessDeniedError, 403), (NotFoundError, 404),
+                        (ConflictError, 409)):
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def load_attestation_verifier(spec: dict[str, Any] | None) -> AttestationVerifier | None:
+    """Resolve ``{"factory": "module:attr", "args": [str, ...]}`` to ``factory(*args)``.
+
+    The factory returns a callable ``verifier(token) -> claims`` that raises a CleanroomError
+    when the token is not good; claims must carry ``contract_id`` and ``policy_hash``.
+    """
+    if not spec:
+        return None
+    module_name, _, attribute = str(spec["factory"]).partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    return target(*spec.get("args", []))
+
+
+def create_app(state: GovernanceState) -> FastAPI:
+    """The HTTP surface over ``state``. Handlers are async and call ``state`` inline: every
+    operation is a short SQLite transaction, and one event loop with no thread hops is what
+    keeps the signed-ballot round trip in the low milliseconds."""
+    app = FastAPI(title="cleanroom governance", docs_url=None, redoc_url=None, openapi_url=None)
+    event_waiters: dict[str, asyncio.Event] = {}
+
+    def notify(contract_id: str) -> None:
+        waiter = event_waiters.pop(contract_id, None)
+        if waiter is not None:
+            waiter.set()
+
+    state.on_event = notify
+
+    @app.exception_handler(CleanroomError)
+    async def _cleanroom_error(_: Request, exc: CleanroomError) -> JSONResponse:
+        return _error(_status_of(exc), type(exc).__name__, exc.one_line())
+
+    @app.exception_handler(SignatureRejected)
+    async def _signature_error(_: Request, exc: SignatureRejected) -> JSONResponse:
+        return _error(exc.status, "SignatureRejected", exc.message)
+
+    async def signed(request: Request, *, statuses: tuple[str, ...] = (MemberStatus.ACTIVE,)) -> VerifiedRequest:
+        raw = await request.body()
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/cose":
+            raise SignatureRejected(401, "request is unsigned: send a COSE_Sign1 body with "
+                                         "Content-Type application/cose")
+        return verify_request(raw, path=request.url.path, window_seconds=state.window_seconds,
+                              member_key=lambda member_id: state.member_key(member_id, statuses=statuses))
+
+    async def json_body(request: Request) -> dict[str, Any]:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError("request body is not JSON", hint="send a JSON object") from exc
+        if not isinstance(body, dict):
+            raise InvalidInputError("request body must be a JSON object", hint="send {...}")
+        return body
+
+    # -- service ---------------------------------------------------------------------------------
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "serviceId": state.identity.service_id, "ledger": state.head()}
+
+    @app.get("/service")
+    async def service_info() -> dict[str, Any]:
+        return {"serviceId": state.identity.service_id, "serviceCert": state.identity.cert_pem,
+                "replayWindowSeconds": state.window_seconds, "checkpointEvery": state.checkpoint_every,
+                "tokenIssuer": state.token_issuer}
+
+    @app.get("/jwks")
+    async def jwks() -> dict[str, Any]:
+        return state.jwks()
+
+    # -- members ---------------------------------------------------------------------------------
+    @app.get("/members")
+    async def members() -> dict[str, Any]:
+        return {"value": state.members()}
+
+    @app.get("/members/{member_id}")
+    async def member(member_id: str) -> dict[str, Any]:
+        found = state.member(member_id)
+        if found is None:
+            raise NotFoundError(f"member {member_id[:16]}… is not in the consortium",
+                                hint="list members with `cleanroom governance member list`")
+        return found
+
+    @app.post("/members/activate")
+    async def activate(request: Request) -> dict[str, Any]:
+        return state.activate_member(await signed(request, statuses=(MemberStatus.ACCEPTED,)))
+
+    # -- contracts and proposals -----------------------------------------------------------------
+    @app.get("/contracts")
+    async def contracts() -> dict[str, Any]:
+        return {"value": state.contracts()}
+
+    @app.get("/contracts/{contract_id}")
+    async def contract(contract_id: str) -> dict[str, Any]:
+        return state.get_contract(contract_id)
+
+    @app.put("/contracts/{contract_id}")
+    async def put_contract(contract_id: str, request: Request) -> dict[str, Any]:
+        return state.put_contract(await signed(request), contract_id)
+
+    @app.post("/proposals")
+    async def propose(request: Request) -> dict[str, Any]:
+        return state.create_proposal(await signed(request))
+
+    @app.get("/proposals")
+    async def proposals(proposal_state: str | None = Query(None, alias="state"), contract_id: str | None = None,
+                        action: str | None = None) -> dict[str, Any]:
+        return {"value": state.proposals(state=proposal_state, contract_id=contract_id, action=action)}
+
+    @app.get("/proposals/{proposal_id}")
+    async def proposal(proposal_id: str) -> dict[str, Any]:
+        return state.proposal(proposal_id)
+
+    @app.post("/proposals/{proposal_id}/ballots")
+    async def ballot(proposal_id: str, request: Request) -> dict[str, Any]:
+        return state.ballot(await signed(request), proposal_id)
+
+    @app.post("/proposals/{proposal_id}/withdraw")
+    async def withdraw(proposal_id: str, request: Request) -> dict[str, Any]:
+        return state.withdraw(await signed(request), proposal_id)
+
+    @app.get("/contracts/{contract_id}/documents/{kind}")
+    async def document(contract_id: str, kind: str) -> dict[str, Any]:
+        if kind not in DOCUMENT_ACTIONS:
+            raise NotFoundError(f"document kind {kind!r} is not known", hint=f"use {', '.join(DOCUMENT_ACTIONS)}")
+        return state.document(contract_id, kind)
+
+    # -- runtime options -------------------------------------------------------------------------
+    @app.get("/contracts/{contract_id}/runtime-options/{option}")
+    async def runtime_option(contract_id: str, option: str) -> dict[str, Any]:
+        return state.runtime_option(contract_id, option)
+
+    @app.post("/contracts/{contract_id}/runtime-options/execution")
+    async def set_execution(contract_id: str, request: Request) -> dict[str, Any]:
+        return state.set_execution(await signed(request), contract_id)
+
+    # -- CA --------------------------------------------------------------------------------------
+    @app.get("/contracts/{contract_id}/ca")
+    async def ca_info(contract_id: str) -> dict[str, Any]:
+        return state.ca_info(contract_id)
+
+    @app.post("/contracts/{contract_id}/ca/generate-key")
+    async def ca_generate(contract_id: str, request: Request) -> dict[str, Any]:
+        return state.generate_ca_key(await signed(request), contract_id)
+
+    @app.post("/contracts/{contract_id}/ca/endorse")
+    async def ca_endorse(contract_id: str, request: Request) -> dict[str, Any]:
+        return state.endorse(contract_id, await json_body(request))
+
+    # -- secrets and tokens ----------------------------------------------------------------------
+    @app.put("/contracts/{contract_id}/secrets/{name}")
+    async def put_secret(contract_id: str, name: str, request: Request) -> dict[str, Any]:
+        verified = await signed(request)
+        try:
+            value = base64.b64decode(str(verified.body.get("value", "")), validate=True)
+        except ValueError as exc:
+            raise InvalidInputError("secret value must be base64", hint="send {\"value\": base64}") from exc
+        return state.put_secret(verified, contract_id, name, value)
+
+    @app.get("/contracts/{contract_id}/secrets")
+    async def secrets(contract_id: str) -> dict[str, Any]:
+        return {"value": state.secrets(contract_id)}
+
+    @app.post("/contracts/{contract_id}/secrets/{name}/get")
+    async def get_secret(contract_id: str, name: str, request: Request) -> dict[str, Any]:
+        value = state.get_secret(contract_id, name, await json_body(request))
+        return {"name": name, "value": base64.b64encode(value).decode()}
+
+    @app.post("/contracts/{contract_id}/tokens")
+    async def token(contract_id: str, request: Request) -> dict[str, Any]:
+        return state.issue_token(await signed(request), contract_id)
+
+    # -- events ----------------------------------------------------------------------------------
+    @app.post("/contracts/{contract_id}/events")
+    async def append_event(contract_id: str, request: Request) -> dict[str, Any]:
+        return state.append_event(contract_id, await json_body(request))
+
+    async def wait_for_events(contract_id: str, from_seqno: int, wait: float) -> dict[str, Any]:
+        result = state.events(contract_id, from_seqno)
+        deadline = asyncio.get_running_loop().time() + min(max(wait, 0.0), LONG_POLL_MAX_SECONDS)
+        while not result["events"] and result["nextSeqno"] == from_seqno:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            waiter = event_waiters.setdefault(contract_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(waiter.wait(), timeout=remaining)
+            except asyncio.TimeoutError:
+                break
+            result = state.events(contract_id, from_seqno)
+        return result
+
+    @app.get("/contracts/{contract_id}/events")
+    async def events(contract_id: str, from_seqno: int = 1, wait: float = 0.0) -> dict[str, Any]:
+        return await wait_for_events(contract_id, from_seqno, wait)
+
+    @app.get("/contracts/{contract_id}/events/stream")
+    async def event_stream(contract_id: str, from_seqno: int = 1) -> StreamingResponse:
+        state.get_contract(contract_id)
+
+        async def stream() -> AsyncIterator[bytes]:
+            cursor = from_seqno
+            while True:
+                batch = await wait_for_events(contract_id, cursor, LONG_POLL_MAX_SECONDS)
+                for event in batch["events"]:
+                    yield f"id: {event['seqno']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+                if not batch["events"] and batch["nextSeqno"] == cursor:
+                    yield b": keep-alive\n\n"
+                cursor = batch["nextSeqno"]
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    # -- ledger ----------------------------------------------------------------------------------
+    @app.get("/ledger/head")
+    async def ledger_head() -> dict[str, Any]:
+        return state.head()
+
+    @app.get("/ledger/export")
+    async def ledger_export() -> Response:
+        lines = state.export()
+        return Response("\n".join(lines) + "\n", media_type="application/x-ndjson")
+
+    @app.get("/ledger/receipt/{seqno}")
+    async def receipt(seqno: int) -> dict[str, Any]:
+        return state.receipt(seqno)
+
+    @app.on_event("startup")
+    async def _start_checkpointer() -> None:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(CHECKPOINT_INTERVAL_SECONDS)
+                state.checkpoint()
+                state.prune_seen()
+
+        app.state.checkpointer = asyncio.create_task(loop())
+
+    return app
+
+
+def serve(state_dir: Path) -> None:
+    """Run the service of ``state_dir`` in the foreground until SIGTERM/SIGINT."""
+    config = json.loads((state_dir / CONFIG_FILE).read_text())
+    identity = ServiceIdentity.load(state_dir / IDENTITY_DIR)
+    state = GovernanceState(state_dir, identity, window_seconds=config["window_seconds"],
+                            checkpoint_every=config["checkpoint_every"],
+                            attestation_verifier=load_attestation_verifier(config.get("attestation")))
+    # proto IPPROTO_TCP (not 0) so asyncio sets TCP_NODELAY on accepted connections; without it
+    # Nagle holds each response body ~40 ms behind its headers.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", int(config["port"])))
+    uv_config = uvicorn.Config(create_app(state), ssl_keyfile=str(identity.key_path),
+                               ssl_certfile=str(identity.cert_path), log_level="warning", access_log=False,
+                               lifespan="on")
+    server = uvicorn.Server(uv_config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        state.checkpoint()
+        state.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run a cleanroom governance service in the foreground.")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    serve(parser.parse_args(argv).state_dir.resolve())
+
+
+if __name__ == "__main__":
+    main()

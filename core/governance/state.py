@@ -1,0 +1,670 @@
+"""Governance state in SQLite: every write and its ledger entry commit in one transaction.
+
+Durability: WAL with ``synchronous=FULL``, so a write the service acknowledged survives SIGKILL
+and power loss; the replay cache lives in the same database, so a restart does not reopen the
+replay window. A single lock serialises writers (SQLite allows one anyway) and keeps the ledger
+head in memory consistent with what is on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from core.config.canonical import canonical_json, document_hash
+from core.crypto.identity import load_certificate, member_id_of
+from core.errors import AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError
+from core.governance import ca, constitution, ledger
+from core.governance.models import (DOCUMENT_ACTIONS, EVENT_CATEGORIES, Action, ContractState, MemberStatus,
+                                    ProposalState, StaleVersionError, Vote, check_contract_id)
+from core.governance.service_identity import ServiceIdentity
+from core.governance.signing import SignatureRejected, VerifiedRequest, sign_es384
+
+DB_FILE = "governance.db"
+TOKEN_TTL_SECONDS = 3600
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger (seqno INTEGER PRIMARY KEY, prev TEXT NOT NULL, digest TEXT NOT NULL,
+    signer TEXT NOT NULL, kind TEXT NOT NULL, hash TEXT NOT NULL, request BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (to_seqno INTEGER PRIMARY KEY, from_seqno INTEGER NOT NULL,
+    chain_head TEXT NOT NULL, merkle_root TEXT NOT NULL, signed BLOB NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (digest TEXT PRIMARY KEY, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS members (member_id TEXT PRIMARY KEY, name TEXT NOT NULL, cert_pem TEXT NOT NULL,
+    status TEXT NOT NULL, data TEXT NOT NULL, seqno INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS contracts (id TEXT PRIMARY KEY, data TEXT NOT NULL, version TEXT NOT NULL,
+    state TEXT NOT NULL, proposal_id TEXT, hash TEXT, created_by TEXT NOT NULL, seqno INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS proposals (id TEXT PRIMARY KEY, action TEXT NOT NULL, args TEXT NOT NULL,
+    proposer TEXT NOT NULL, state TEXT NOT NULL, contract_id TEXT, failure TEXT, seqno INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS proposals_by_contract ON proposals (contract_id, action, state);
+CREATE TABLE IF NOT EXISTS ballots (proposal_id TEXT NOT NULL, member_id TEXT NOT NULL, vote TEXT NOT NULL,
+    seqno INTEGER NOT NULL, PRIMARY KEY (proposal_id, member_id));
+CREATE TABLE IF NOT EXISTS documents (contract_id TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL,
+    proposal_id TEXT NOT NULL, PRIMARY KEY (contract_id, kind));
+CREATE TABLE IF NOT EXISTS options (contract_id TEXT NOT NULL, option TEXT NOT NULL, status TEXT NOT NULL,
+    PRIMARY KEY (contract_id, option));
+CREATE TABLE IF NOT EXISTS execution_disabled (contract_id TEXT NOT NULL, member_id TEXT NOT NULL,
+    PRIMARY KEY (contract_id, member_id));
+CREATE TABLE IF NOT EXISTS cas (contract_id TEXT PRIMARY KEY, proposal_id TEXT NOT NULL, key_pem BLOB,
+    cert_pem TEXT);
+CREATE TABLE IF NOT EXISTS secrets (contract_id TEXT NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL,
+    owner TEXT NOT NULL, seqno INTEGER NOT NULL, PRIMARY KEY (contract_id, name));
+CREATE TABLE IF NOT EXISTS events (contract_id TEXT NOT NULL, seqno INTEGER NOT NULL, ledger_seqno INTEGER NOT NULL,
+    timestamp REAL NOT NULL, type TEXT NOT NULL, category TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (contract_id, seqno));
+"""
+
+
+def _refuse_attestation(token: str) -> dict[str, Any]:
+    raise AccessDeniedError("this governance service has no attestation verifier configured",
+                            hint="start it with an attestation verifier (step 3 runtime) before clean rooms call it")
+
+
+AttestationVerifier = Callable[[str], dict[str, Any]]
+
+
+def policy_hash_of(policy: dict[str, Any]) -> str:
+    """The measurement an attested clean room must present for ``policy``.
+
+    A policy document may carry its measurement explicitly (``policy_hash``); otherwise the
+    policy *is* the measured document and its canonical hash is the measurement.
+    """
+    explicit = policy.get("policy_hash")
+    return explicit if isinstance(explicit, str) else document_hash(policy)
+
+
+class GovernanceState:
+    """All governance operations. Member writes take a ``VerifiedRequest`` (signature checked)."""
+
+    def __init__(self, state_dir: Path, identity: ServiceIdentity, *, window_seconds: int = 300,
+                 checkpoint_every: int = 100,
+                 attestation_verifier: AttestationVerifier | None = None) -> None:
+        self.identity = identity
+        self.window_seconds = window_seconds
+        self.checkpoint_every = checkpoint_every
+        self.attestation_verifier = attestation_verifier or _refuse_attestation
+        db_path = state_dir / DB_FILE
+        if not db_path.exists():  # created 0600: the database holds the contract CA keys and secrets
+            os.close(os.open(db_path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+        self._member_keys: dict[str, tuple[str, ec.EllipticCurvePublicKey]] = {}
+        last = self._db.execute("SELECT seqno, hash FROM ledger ORDER BY seqno DESC LIMIT 1").fetchone()
+        self._head = (last["seqno"], last["hash"]) if last else (0, ledger.GENESIS_PREV)
+        covered = self._db.execute("SELECT MAX(to_seqno) FROM checkpoints").fetchone()[0] or 0
+        self._covered = covered
+        self.on_event: Callable[[str], None] = lambda contract_id: None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- transactions and the ledger ----------------------------------------------------------------
+    @contextmanager
+    def _write(self, request: VerifiedRequest | None = None) -> Iterator[None]:
+        """One transaction; a member's request is checked against the replay cache first."""
+        with self._lock:
+            head, covered = self._head, self._covered
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if request is not None:
+                    self._remember(request)
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._head, self._covered = head, covered
+                self._member_keys.clear()
+                raise
+        if self._head[0] - self._covered >= self.checkpoint_every:
+            self.checkpoint()
+
+    def _append(self, kind: str, signer: str, request: bytes) -> int:
+        seqno, prev = self._head[0] + 1, self._head[1]
+        digest = ledger.payload_digest(request)
+        entry = ledger.entry_hash(seqno, prev, digest, signer, kind)
+        self._db.execute("INSERT INTO ledger VALUES (?,?,?,?,?,?,?)", (seqno, prev, digest, signer, kind, entry, request))
+        self._head = (seqno, entry)
+        return seqno
+
+    def _remember(self, request: VerifiedRequest) -> None:
+        """Refuse a byte-identical replay; remember this message until it is too old to be fresh."""
+        now = time.time()
+        try:
+            self._db.execute("INSERT INTO seen VALUES (?, ?)", (request.digest, now + 2 * self.window_seconds))
+        except sqlite3.IntegrityError:
+            raise SignatureRejected(401, "replayed request: this exact signed message was already received; "
+                                         "sign a new one") from None
+
+    def _member_write(self, request: VerifiedRequest, kind: str) -> int:
+        return self._append(kind, request.signer, request.raw)
+
+    def prune_seen(self) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM seen WHERE expires < ?", (time.time(),))
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        """Sign a checkpoint over the entries no checkpoint covers yet (if any)."""
+        with self._lock:
+            first, last = self._covered + 1, self._head[0]
+            if last < first:
+                return None
+            hashes = [row[0] for row in self._db.execute(
+                "SELECT hash FROM ledger WHERE seqno BETWEEN ? AND ? ORDER BY seqno", (first, last))]
+            body = ledger.checkpoint_body(first, last, self._head[1], ledger.merkle_root(hashes))
+            signed = ledger.sign_checkpoint(self.identity.private_key, self.identity.service_id, body)
+            self._db.execute("INSERT INTO checkpoints VALUES (?,?,?,?,?,?)",
+                             (last, first, body["chain_head"], body["merkle_root"], signed, time.time()))
+            self._covered = last
+            return body
+
+    def genesis(self, initial_member_certs: list[str]) -> None:
+        """Entry 1: the founding consortium, signed by the service identity."""
+        if self._head[0] != 0:
+            raise ConflictError("this governance service already has a consortium", hint="nothing to do")
+        if not initial_member_certs:
+            raise InvalidInputError("a consortium needs at least one initial member",
+                                    hint="pass --initial-member-cert PEM (one per party)")
+        members = []
+        for pem in initial_member_certs:
+            cert = load_certificate(pem)
+            name = cert.subject.rfc4514_string()
+            members.append({"member_id": member_id_of(cert), "name": name, "cert": pem if isinstance(pem, str) else pem.decode()})
+        if len({m["member_id"] for m in members}) != len(members):
+            raise InvalidInputError("the same member certificate was given twice", hint="pass each party's cert once")
+        body = {"members": members}
+        request = sign_es384(self.identity.private_key, kid=self.identity.service_id, path="/genesis", body=body)
+        with self._write():
+            seqno = self._append("genesis", ledger.SERVICE_SIGNER, request)
+            for m in members:
+                self._db.execute("INSERT INTO members VALUES (?,?,?,?,?,?)",
+                                 (m["member_id"], m["name"], m["cert"], MemberStatus.ACTIVE, "{}", seqno))
+        self.checkpoint()
+
+    # -- members ------------------------------------------------------------------------------------
+    def member_key(self, member_id: str, *, statuses: tuple[str, ...] = (MemberStatus.ACTIVE,)
+                   ) -> ec.EllipticCurvePublicKey | None:
+        """Public key of a member in one of ``statuses`` (the signature check's lookup)."""
+        cached = self._member_keys.get(member_id)
+        if cached is None:
+            with self._lock:
+                row = self._db.execute("SELECT status, cert_pem FROM members WHERE member_id=?", (member_id,)).fetchone()
+            if row is None:
+                return None
+            cached = (row["status"], load_certificate(row["cert_pem"]).public_key())  # type: ignore[assignment]
+            self._member_keys[member_id] = cached  # type: ignore[assignment]
+        status, key = cached  # type: ignore[misc]
+        return key if status in statuses else None
+
+    def member(self, member_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM members WHERE member_id=?", (member_id,)).fetchone()
+        return None if row is None else {"memberId": row["member_id"], "name": row["name"], "status": row["status"],
+                                         "certificate": row["cert_pem"], "memberData": json.loads(row["data"])}
+
+    def members(self) -> list[dict[str, Any]]:
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT member_id FROM members ORDER BY seqno, member_id")]
+            return [self.member(i) for i in ids]  # type: ignore[misc]
+
+    def _active_members(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT member_id FROM members WHERE status=?", (MemberStatus.ACTIVE,))}
+
+    def add_member(self, cert_pem: str, name: str, data: dict[str, Any]) -> None:
+        cert = load_certificate(cert_pem)
+        self._db.execute("INSERT INTO members VALUES (?,?,?,?,?,?)",
+                         (member_id_of(cert), name or cert.subject.rfc4514_string(), cert_pem,
+                          MemberStatus.ACCEPTED, canonical_json(data).decode(), self._head[0]))
+
+    def activate_member(self, request: VerifiedRequest) -> dict[str, Any]:
+        with self._write(request):
+            member = self.member(request.signer)
+            if member is None or member["status"] != MemberStatus.ACCEPTED:
+                raise ConflictError("only a member voted in by set_member and not yet active can activate",
+                                    hint="ask the consortium to accept a `member add` proposal for you first")
+            self._member_write(request, "member.activate")
+            self._db.execute("UPDATE members SET status=? WHERE member_id=?", (MemberStatus.ACTIVE, request.signer))
+            self._member_keys.pop(request.signer, None)
+        return self.member(request.signer)  # type: ignore[return-value]
+
+    # -- contracts ----------------------------------------------------------------------------------
+    def contract(self, contract_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM contracts WHERE id=?", (contract_id,)).fetchone()
+        if row is None:
+            return None
+        return {"id": row["id"], "data": json.loads(row["data"]), "version": row["version"], "state": row["state"],
+                "proposalId": row["proposal_id"] or "", "hash": row["hash"] or "", "createdBy": row["created_by"]}
+
+    def get_contract(self, contract_id: str) -> dict[str, Any]:
+        with self._lock:
+            contract = self.contract(contract_id)
+        if contract is None:
+            raise NotFoundError(f"contract '{contract_id}' does not exist",
+                                hint="list contracts with `cleanroom governance contract list`")
+        return contract
+
+    def contracts(self) -> list[dict[str, Any]]:
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT id FROM contracts ORDER BY seqno")]
+            return [self.contract(i) for i in ids]  # type: ignore[misc]
+
+    def put_contract(self, request: VerifiedRequest, contract_id: str) -> dict[str, Any]:
+        """Create a Draft (no version given) or update one (current version required)."""
+        check_contract_id(contract_id)
+        data, version = request.body.get("data"), request.body.get("version")
+        if not isinstance(data, dict):
+            raise InvalidInputError("contract data must be a JSON object",
+                                    hint="pass the merged spec from `cleanroom config view` as --data")
+        with self._write(request):
+            current = self.contract(contract_id)
+            if current is None and version:
+                raise NotFoundError(f"contract '{contract_id}' does not exist, so it has no version {version!r}",
+                                    hint="create it without --version")
+            if current is not None:
+                if current["state"] == ContractState.ACCEPTED:
+                    raise ConflictError(f"contract '{contract_id}' is accepted and immutable",
+                                        hint="create a new contract id for a changed contract")
+                if not version:
+                    raise ConflictError(f"contract '{contract_id}' already exists",
+                                        hint="pass --version (from `contract show`) to update it")
+                if version != current["version"]:
+                    raise StaleVersionError(f"contract '{contract_id}' was changed since version {version!r}",
+                                            hint="run `cleanroom governance contract show` and retry with its version")
+            seqno = self._member_write(request, "contract.update" if current else "contract.create")
+            new_version = ledger.payload_digest(request.raw)[:32]
+            if current is None:
+                self._db.execute("INSERT INTO contracts VALUES (?,?,?,?,?,?,?,?)",
+                                 (contract_id, canonical_json(data).decode(), new_version, ContractState.DRAFT,
+                                  None, None, request.signer, seqno))
+            else:
+                if current["state"] == ContractState.PROPOSED:
+                    self._close(current["proposalId"], ProposalState.DROPPED, "the contract was updated")
+                self._db.execute("UPDATE contracts SET data=?, version=?, state=?, proposal_id=NULL WHERE id=?",
+                                 (canonical_json(data).decode(), new_version, ContractState.DRAFT, contract_id))
+        return self.get_contract(contract_id)
+
+    def mark_contract_accepted(self, contract_id: str, contract_hash: str) -> None:
+        self._db.execute("UPDATE contracts SET state=?, hash=? WHERE id=?",
+                         (ContractState.ACCEPTED, contract_hash, contract_id))
+
+    # -- proposals ----------------------------------------------------------------------------------
+    def _proposal_row(self, proposal_id: str) -> sqlite3.Row:
+        row = self._db.execute("SELECT * FROM proposals WHERE id=?", (proposal_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"proposal {proposal_id} does not exist",
+                                hint="list proposals with `cleanroom governance proposal list`")
+        return row
+
+    def proposal(self, proposal_id: str) -> dict[str, Any]:
+        with self._lock:
+            row = self._proposal_row(proposal_id)
+            ballots = {r["member_id"]: r["vote"] for r in
+                       self._db.execute("SELECT member_id, vote FROM ballots WHERE proposal_id=?", (proposal_id,))}
+            return {"proposalId": row["id"], "action": row["action"], "args": json.loads(row["args"]),
+                    "proposerId": row["proposer"], "proposalState": row["state"], "contractId": row["contract_id"],
+                    "ballots": ballots, "failure": row["failure"], "seqno": row["seqno"]}
+
+    def proposals(self, *, state: str | None = None, contract_id: str | None = None,
+                  action: str | None = None) -> list[dict[str, Any]]:
+        query, params = "SELECT id FROM proposals WHERE 1=1", []
+        for column, value in (("state", state), ("contract_id", contract_id), ("action", action)):
+            if value:
+                query += f" AND {column}=?"
+                params.append(value)
+        with self._lock:
+            ids = [r[0] for r in self._db.execute(query + " ORDER BY seqno", params)]
+            return [self.proposal(i) for i in ids]
+
+    def _open_ids(self, contract_id: str, action: str) -> list[str]:
+        return [r[0] for r in self._db.execute(
+            "SELECT id FROM proposals WHERE contract_id=? AND action=? AND state=? ORDER BY seqno",
+            (contract_id, action, ProposalState.OPEN))]
+
+    def create_proposal(self, request: VerifiedRequest) -> dict[str, Any]:
+        action, args = request.body.get("action"), request.body.get("args", {})
+        with self._write(request):
+            constitution.validate(action, args, self)  # type: ignore[arg-type]
+            if action == Action.SET_CONTRACT:  # freeze what is being voted on
+                args = {"contract_id": args["contract_id"], "version": args["version"],
+                        "data": self.contract(args["contract_id"])["data"]}  # type: ignore[index]
+            seqno = self._member_write(request, "proposal.create")
+            proposal_id = request.digest
+            self._db.execute("INSERT INTO proposals VALUES (?,?,?,?,?,?,?,?)",
+                             (proposal_id, action, canonical_json(args).decode(), request.signer, ProposalState.OPEN,
+                              args.get("contract_id"), None, seqno))
+            if action == Action.SET_CONTRACT:
+                self._db.execute("UPDATE contracts SET state=?, proposal_id=? WHERE id=?",
+                                 (ContractState.PROPOSED, proposal_id, args["contract_id"]))
+        return self.proposal(proposal_id)
+
+    def _close(self, proposal_id: str, state: str, failure: str | None = None) -> None:
+        row = self._proposal_row(proposal_id)
+        self._db.execute("UPDATE proposals SET state=?, failure=? WHERE id=?", (state, failure, proposal_id))
+        if row["action"] == Action.SET_CONTRACT and state != ProposalState.ACCEPTED:
+            self._db.execute("UPDATE contracts SET state=?, proposal_id=NULL WHERE id=? AND proposal_id=?",
+                             (ContractState.DRAFT, row["contract_id"], proposal_id))
+
+    def ballot(self, request: VerifiedRequest, proposal_id: str) -> dict[str, Any]:
+        """Record a ballot; resolve and apply the proposal when it decides it."""
+        vote = request.body.get("ballot")
+        if vote not in Vote.ALL:
+            raise InvalidInputError(f"ballot {vote!r} is not a vote", hint="vote accept or reject")
+        with self._write(request):
+            row = self._proposal_row(proposal_id)
+            previous = self._db.execute("SELECT vote FROM ballots WHERE proposal_id=? AND member_id=?",
+                                        (proposal_id, request.signer)).fetchone()
+            if previous is not None:
+                if previous["vote"] != vote:
+                    raise ConflictError(f"you already voted {previous['vote']} on proposal {proposal_id[:16]}…",
+                                        hint="a ballot cannot be changed once cast")
+                return self.proposal(proposal_id) | {"idempotent": True}
+            if row["state"] != ProposalState.OPEN:
+                raise ConflictError(f"proposal {proposal_id[:16]}… is {row['state']}, not Open",
+                                    hint="only open proposals take ballots")
+            seqno = self._member_write(request, "ballot")
+            self._db.execute("INSERT INTO ballots VALUES (?,?,?,?)", (proposal_id, request.signer, vote, seqno))
+            ballots = {r["member_id"]: r["vote"] for r in
+                       self._db.execute("SELECT member_id, vote FROM ballots WHERE proposal_id=?", (proposal_id,))}
+            outcome = constitution.resolve(ballots, self._active_members())
+            if outcome == ProposalState.ACCEPTED:
+                self._accept(row)
+            elif outcome != ProposalState.OPEN:
+                self._close(proposal_id, outcome)
+        return self.proposal(proposal_id)
+
+    def _accept(self, row: sqlite3.Row) -> None:
+        args = json.loads(row["args"])
+        self._db.execute("SAVEPOINT apply")
+        try:
+            constitution.apply(row["action"], args, self, row["id"])  # type: ignore[arg-type]
+        except CleanroomError as exc:
+            self._db.execute("ROLLBACK TO apply")
+            self._db.execute("RELEASE apply")
+            self._close(row["id"], ProposalState.FAILED, exc.one_line())
+            return
+        self._db.execute("RELEASE apply")
+        self._db.execute("UPDATE proposals SET state=? WHERE id=?", (ProposalState.ACCEPTED, row["id"]))
+        if row["contract_id"]:  # an accepted proposal supersedes open ones for the same thing
+            for other in self._open_ids(row["contract_id"], row["action"]):
+                self._close(other, ProposalState.DROPPED, f"superseded by {row['id']}")
+
+    def withdraw(self, request: VerifiedRequest, proposal_id: str) -> dict[str, Any]:
+        with self._write(request):
+            row = self._proposal_row(proposal_id)
+            if row["proposer"] != request.signer:
+                raise AccessDeniedError("only the proposer may withdraw a proposal",
+                                        hint="vote reject instead to veto it")
+            if row["state"] != ProposalState.OPEN:
+                raise ConflictError(f"proposal {proposal_id[:16]}… is {row['state']}, not Open",
+                                    hint="only open proposals can be withdrawn")
+            self._member_write(request, "proposal.withdraw")
+            self._close(proposal_id, ProposalState.WITHDRAWN)
+        return self.proposal(proposal_id)
+
+    # -- contract documents, CA, options ------------------------------------------------------------
+    def set_document(self, contract_id: str, kind: str, data: dict[str, Any], proposal_id: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO documents VALUES (?,?,?,?)",
+                         (contract_id, kind, canonical_json(data).decode(), proposal_id))
+
+    def document(self, contract_id: str, kind: str) -> dict[str, Any]:
+        if kind not in DOCUMENT_ACTIONS:
+            raise InvalidInputError(f"document kind {kind!r} is not known", hint=f"use {', '.join(DOCUMENT_ACTIONS)}")
+        with self._lock:
+            self.get_contract(contract_id)
+            row = self._db.execute("SELECT data, proposal_id FROM documents WHERE contract_id=? AND kind=?",
+                                   (contract_id, kind)).fetchone()
+            data = json.loads(row["data"]) if row else None
+            return {"contractId": contract_id, "data": data, "hash": document_hash(data) if data else "",
+                    "acceptedProposalId": row["proposal_id"] if row else "",
+                    "proposalIds": self._open_ids(contract_id, DOCUMENT_ACTIONS[kind])}
+
+    def accepted_policy_hash(self, contract_id: str) -> str | None:
+        """The measurement an attested clean room of this contract must present (None: no policy yet)."""
+        policy = self.document(contract_id, "clean_room_policy")["data"]
+        return policy_hash_of(policy) if policy else None
+
+    def enable_ca(self, contract_id: str, proposal_id: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO cas (contract_id, proposal_id) VALUES (?,?)", (contract_id, proposal_id))
+
+    def ca_info(self, contract_id: str) -> dict[str, Any]:
+        with self._lock:
+            self.get_contract(contract_id)
+            row = self._db.execute("SELECT proposal_id, cert_pem FROM cas WHERE contract_id=?", (contract_id,)).fetchone()
+            return {"contractId": contract_id, "enabled": row is not None, "caCert": (row["cert_pem"] or "") if row else "",
+                    "acceptedProposalId": row["proposal_id"] if row else "",
+                    "proposalIds": self._open_ids(contract_id, Action.ENABLE_CA)}
+
+    def generate_ca_key(self, request: VerifiedRequest, contract_id: str) -> dict[str, Any]:
+        with self._write(request):
+            row = self._db.execute("SELECT cert_pem FROM cas WHERE contract_id=?", (contract_id,)).fetchone()
+            if row is None:
+                raise ConflictError(f"the CA of contract '{contract_id}' is not enabled",
+                                    hint="propose and accept it with `cleanroom governance ca propose-enable`")
+            if row["cert_pem"]:
+                raise ConflictError(f"contract '{contract_id}' already has a CA key", hint="show it with `ca show`")
+            self._member_write(request, "ca.generate_key")
+            key_pem, cert_pem = ca.generate_ca(contract_id)
+            self._db.execute("UPDATE cas SET key_pem=?, cert_pem=? WHERE contract_id=?",
+                             (key_pem, cert_pem.decode(), contract_id))
+        return self.ca_info(contract_id)
+
+    def set_option(self, contract_id: str, option: str, status: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO options VALUES (?,?,?)", (contract_id, option, status))
+
+    def runtime_option(self, contract_id: str, option: str) -> dict[str, Any]:
+        with self._lock:
+            contract = self.get_contract(contract_id)
+            if option == "execution":
+                disabled_by = [r[0] for r in self._db.execute(
+                    "SELECT member_id FROM execution_disabled WHERE contract_id=? ORDER BY member_id", (contract_id,))]
+                status = "enabled" if contract["state"] == ContractState.ACCEPTED and not disabled_by else "disabled"
+                return {"contractId": contract_id, "option": option, "status": status, "disabledBy": disabled_by}
+            if option not in ("logging", "telemetry"):
+                raise InvalidInputError(f"runtime option {option!r} is not known",
+                                        hint="use execution, logging or telemetry")
+            row = self._db.execute("SELECT status FROM options WHERE contract_id=? AND option=?",
+                                   (contract_id, option)).fetchone()
+            action = f"enable_{option}"
+            return {"contractId": contract_id, "option": option, "status": row["status"] if row else "disabled",
+                    "proposalIds": self._open_ids(contract_id, action) + self._open_ids(contract_id, f"disable_{option}")}
+
+    def set_execution(self, request: VerifiedRequest, contract_id: str) -> dict[str, Any]:
+        """Kill switch: any member disables alone; execution resumes when every disabler re-enables."""
+        action = request.body.get("action")
+        if action not in ("enable", "disable"):
+            raise InvalidInputError(f"runtime option action {action!r} is not valid", hint="use enable or disable")
+        with self._write(request):
+            self.get_contract(contract_id)
+            disabled = self._db.execute("SELECT 1 FROM execution_disabled WHERE contract_id=? AND member_id=?",
+                                        (contract_id, request.signer)).fetchone() is not None
+            if action == "disable" and not disabled:
+                self._member_write(request, "runtime_option.disable")
+                self._db.execute("INSERT INTO execution_disabled VALUES (?,?)", (contract_id, request.signer))
+            elif action == "enable" and disabled:
+                self._member_write(request, "runtime_option.enable")
+                self._db.execute("DELETE FROM execution_disabled WHERE contract_id=? AND member_id=?",
+                                 (contract_id, request.signer))
+        return self.runtime_option(contract_id, "execution")
+
+    def execution_enabled(self, contract_id: str) -> bool:
+        return self.runtime_option(contract_id, "execution")["status"] == "enabled"
+
+    # -- secrets, tokens ----------------------------------------------------------------------------
+    def put_secret(self, request: VerifiedRequest, contract_id: str, name: str, value: bytes) -> dict[str, Any]:
+        if not name or len(name) > 128 or "/" in name:
+            raise InvalidInputError(f"secret name {name!r} is not valid", hint="use 1-128 characters without '/'")
+        with self._write(request):
+            self.get_contract(contract_id)
+            owner = self._db.execute("SELECT owner FROM secrets WHERE contract_id=? AND name=?",
+                                     (contract_id, name)).fetchone()
+            if owner is not None and owner["owner"] != request.signer:
+                raise AccessDeniedError(f"secret '{name}' of contract '{contract_id}' belongs to another member",
+                                        hint="choose another secret name")
+            seqno = self._member_write(request, "secret.put")
+            self._db.execute("INSERT OR REPLACE INTO secrets VALUES (?,?,?,?,?)",
+                             (contract_id, name, value, request.signer, seqno))
+        return {"contractId": contract_id, "name": name, "owner": request.signer, "seqno": seqno}
+
+    def secrets(self, contract_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            self.get_contract(contract_id)
+            return [{"name": r["name"], "owner": r["owner"], "seqno": r["seqno"]} for r in self._db.execute(
+                "SELECT name, owner, seqno FROM secrets WHERE contract_id=? ORDER BY name", (contract_id,))]
+
+    def issue_token(self, request: VerifiedRequest, contract_id: str) -> dict[str, Any]:
+        """A short-lived ES384 JWT naming the member and contract, for the clean room's ingress."""
+        with self._write(request):
+            contract = self.get_contract(contract_id)
+            if contract["state"] != ContractState.ACCEPTED:
+                raise ConflictError(f"contract '{contract_id}' is {contract['state']}; tokens are for accepted contracts",
+                                    hint="get the contract accepted first")
+            self._member_write(request, "token.issue")
+        now = int(time.time())
+        claims = {"iss": self.token_issuer, "sub": request.signer, "aud": f"cleanroom:{contract_id}",
+                  "contract_id": contract_id, "iat": now, "nbf": now - 5, "exp": now + TOKEN_TTL_SECONDS}
+        token = jwt.encode(claims, self.identity.token_key, algorithm="ES384", headers={"kid": self.token_kid})
+        return {"token": token, "expiresAt": claims["exp"], "audience": claims["aud"], "issuer": self.token_issuer}
+
+    @property
+    def token_issuer(self) -> str:
+        return f"cleanroom-governance:{self.identity.service_id[:16]}"
+
+    @property
+    def token_kid(self) -> str:
+        return ledger.payload_digest(self.identity.token_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))[:32]
+
+    def jwks(self) -> dict[str, Any]:
+        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.identity.token_key.public_key()))
+        return {"keys": [jwk | {"kid": self.token_kid, "alg": "ES384", "use": "sig"}]}
+
+    # -- attested clean-room calls ------------------------------------------------------------------
+    def _attested(self, contract_id: str, token: Any) -> dict[str, Any]:
+        """Claims of a clean room of ``contract_id`` running the accepted policy, with execution on."""
+        if not isinstance(token, str) or not token:
+            raise AccessDeniedError("attestation token missing", hint="send the clean room's attestation token")
+        claims = self.attestation_verifier(token)
+        with self._lock:
+            self.get_contract(contract_id)
+            if claims.get("contract_id") != contract_id:
+                raise AccessDeniedError(f"attestation is for contract {claims.get('contract_id')!r}, not '{contract_id}'",
+                                        hint="attest the clean room of this contract")
+            expected = self.accepted_policy_hash(contract_id)
+            if expected is None:
+                raise AccessDeniedError(f"contract '{contract_id}' has no accepted clean-room policy",
+                                        hint="propose and accept one with `cleanroom governance deployment policy propose`")
+            if claims.get("policy_hash") != expected:
+                raise AccessDeniedError("the clean room's measured policy is not the accepted clean-room policy",
+                                        hint="deploy exactly the accepted deployment spec")
+            if not self.execution_enabled(contract_id):
+                raise AccessDeniedError(f"execution of contract '{contract_id}' is disabled",
+                                        hint="every member who disabled it must re-enable it")
+        return claims
+
+    def _attested_write(self, contract_id: str, kind: str, body: dict[str, Any]) -> int:
+        record = {k: v for k, v in body.items() if k != "attestation"}
+        record["attestation_sha256"] = ledger.payload_digest(str(body.get("attestation", "")).encode())
+        return self._append(kind, f"{ledger.ATTESTED_PREFIX}{contract_id}", canonical_json(record))
+
+    def get_secret(self, contract_id: str, name: str, body: dict[str, Any]) -> bytes:
+        self._attested(contract_id, body.get("attestation"))
+        with self._lock:
+            row = self._db.execute("SELECT value FROM secrets WHERE contract_id=? AND name=?",
+                                   (contract_id, name)).fetchone()
+        if row is None:
+            raise NotFoundError(f"secret '{name}' of contract '{contract_id}' does not exist",
+                                hint="the owning member must put it first")
+        return bytes(row["value"])
+
+    def endorse(self, contract_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._attested(contract_id, body.get("attestation"))
+        with self._write():
+            row = self._db.execute("SELECT key_pem, cert_pem FROM cas WHERE contract_id=?", (contract_id,)).fetchone()
+            if row is None or not row["cert_pem"]:
+                raise ConflictError(f"contract '{contract_id}' has no CA key",
+                                    hint="enable the CA and run `cleanroom governance ca generate-key`")
+            cert = ca.endorse_csr(bytes(row["key_pem"]), row["cert_pem"].encode(), str(body.get("csr", "")))
+            self._attested_write(contract_id, "ca.endorse", body)
+        return {"certificate": cert.decode(), "caCert": row["cert_pem"]}
+
+    def append_event(self, contract_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._attested(contract_id, body.get("attestation"))
+        category, kind = body.get("category", "audit"), body.get("type")
+        if category not in EVENT_CATEGORIES or not isinstance(kind, str) or not kind:
+            raise InvalidInputError("event needs a type and a category of audit, telemetry or logging",
+                                    hint="send {type, category, data}")
+        data = body.get("data", {})
+        with self._write():
+            ledger_seqno = self._attested_write(contract_id, "event.append", body)
+            seqno = (self._db.execute("SELECT MAX(seqno) FROM events WHERE contract_id=?",
+                                      (contract_id,)).fetchone()[0] or 0) + 1
+            self._db.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?)",
+                             (contract_id, seqno, ledger_seqno, time.time(), kind, category,
+                              canonical_json(data).decode()))
+        self.on_event(contract_id)
+        return {"contractId": contract_id, "seqno": seqno}
+
+    def events(self, contract_id: str, from_seqno: int = 1, limit: int = 1000) -> dict[str, Any]:
+        """Events from ``from_seqno``; telemetry/logging ones only if the contract enabled them."""
+        with self._lock:
+            self.get_contract(contract_id)
+            visible = {"audit"} | {opt for opt in ("telemetry", "logging")
+                                   if self.runtime_option(contract_id, opt)["status"] == "enabled"}
+            rows = self._db.execute("SELECT * FROM events WHERE contract_id=? AND seqno>=? ORDER BY seqno LIMIT ?",
+                                    (contract_id, from_seqno, limit)).fetchall()
+            last = self._db.execute("SELECT MAX(seqno) FROM events WHERE contract_id=?", (contract_id,)).fetchone()[0]
+        events = [{"seqno": r["seqno"], "timestamp": r["timestamp"], "type": r["type"], "category": r["category"],
+                   "data": json.loads(r["data"]), "ledgerSeqno": r["ledger_seqno"]}
+                  for r in rows if r["category"] in visible]
+        next_seqno = (rows[-1]["seqno"] + 1) if rows else max(from_seqno, (last or 0) + 1)
+        return {"contractId": contract_id, "events": events, "nextSeqno": next_seqno}
+
+    # -- ledger reads -------------------------------------------------------------------------------
+    def head(self) -> dict[str, Any]:
+        with self._lock:
+            return {"seqno": self._head[0], "hash": self._head[1], "checkpointedSeqno": self._covered}
+
+    def export(self) -> Iterator[str]:
+        """The whole ledger as JSON lines (a checkpoint is signed first so every entry is covered)."""
+        with self._lock:
+            self.checkpoint()
+            members = {r["member_id"]: r["cert_pem"] for r in self._db.execute("SELECT member_id, cert_pem FROM members")}
+            entries = [dict(r) | {"request": bytes(r["request"])} for r in
+                       self._db.execute("SELECT * FROM ledger ORDER BY seqno")]
+            checkpoints = [dict(r) | {"signed": bytes(r["signed"])} for r in
+                           self._db.execute("SELECT * FROM checkpoints ORDER BY to_seqno")]
+        return ledger.export_lines(self.identity.cert_pem, members, entries, checkpoints)
+
+    def receipt(self, seqno: int) -> dict[str, Any]:
+        with self._lock:
+            if not 1 <= seqno <= self._head[0]:
+                raise NotFoundError(f"ledger entry {seqno} does not exist",
+                                    hint=f"entries run from 1 to {self._head[0]}")
+            if seqno > self._covered:
+                self.checkpoint()
+            cp = self._db.execute("SELECT * FROM checkpoints WHERE from_seqno<=? AND to_seqno>=?",
+                                  (seqno, seqno)).fetchone()
+            rows = self._db.execute("SELECT * FROM ledger WHERE seqno BETWEEN ? AND ? ORDER BY seqno",
+                                    (cp["from_seqno"], cp["to_seqno"])).fetchall()
+        entry_row = rows[seqno - cp["from_seqno"]]
+        entry = {k: entry_row[k] for k in ("seqno", "prev", "digest", "signer", "kind", "hash")}
+        return {"entry": entry, "request": ledger.b64(bytes(entry_row["request"])),
+                "path": ledger.merkle_path([r["hash"] for r in rows], seqno - cp["from_seqno"]),
+                "checkpoint": {"from_seqno": cp["from_seqno"], "to_seqno": cp["to_seqno"],
+                               "chain_head": cp["chain_head"], "merkle_root": cp["merkle_root"],
+                               "signed": ledger.b64(bytes(cp["signed"]))},
+                "serviceCert": self.identity.cert_pem}
+
