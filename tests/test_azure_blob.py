@@ -270,3 +270,15 @@ def test_azurite_stops_cleanly() -> None:
     server.stop()
     assert server.process.returncode is not None
     assert not os.path.exists(workdir)
+
+
+def test_missing_azurite_install_is_a_reason_to_skip(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import tests.azurite as harness
+
+    monkeypatch.setattr(harness, "AZURITE_BIN", tmp_path / "absent" / "azurite-blob")
+    with pytest.raises(AzuriteUnavailable, match="run scripts/bootstrap.sh"):
+        start_azurite()
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(AzuriteUnavailable, match="node is not installed"):
+        start_azurite()
