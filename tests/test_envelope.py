@@ -164,3 +164,21 @@ def test_decrypt_to_path_round_trip(tmp_path: Path) -> None:
 
 def test_default_chunk_size_is_one_mebibyte() -> None:
     assert envelope.DEFAULT_CHUNK_SIZE == 1 << 20
+
+
+def test_sealing_reader_yields_the_same_format_in_small_reads() -> None:
+    plaintext = os.urandom(3 * CHUNK + 9)
+    reader = envelope.SealingReader(KEY, io.BytesIO(plaintext), chunk_size=CHUNK)
+    pieces = []
+    while piece := reader.read(13):
+        pieces.append(piece)
+    blob = b"".join(pieces)
+    assert reader.header == blob[:HEADER_SIZE]
+    assert len(blob) == encrypted_size(len(plaintext), CHUNK)
+    assert decrypt_bytes(KEY, blob) == plaintext
+
+
+def test_expected_header_rejects_a_valid_blob_under_another_name() -> None:
+    other = encrypt_bytes(KEY, b"other file", chunk_size=CHUNK)
+    with pytest.raises(IntegrityError, match="not the blob its manifest sealed"):
+        decrypt_stream(KEY, io.BytesIO(other), io.BytesIO(), expected_header=SEALED[:HEADER_SIZE])
