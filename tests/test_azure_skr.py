@@ -18,7 +18,9 @@ from core.keys.skr import (
     release_policy,
     release_policy_for_deployment,
     required_host_data,
+    vault_kek_name,
     wrap_deks,
+    wrap_deks_with_vault_kek,
 )
 
 MAA = "https://sharedeus.eus.attest.azure.net"
@@ -112,6 +114,19 @@ def test_kek_vault_must_be_a_key_vault_url() -> None:
         create_release_kek("https://example.com", "kek", release_policy("0" * 64, MAA))
 
 
+def test_vault_kek_names_are_valid_key_vault_names() -> None:
+    assert vault_kek_name("inference-1") == "cleanroom-inference-1-kek"
+    assert vault_kek_name("fine_tune.v2") == "cleanroom-fine-tune-v2-kek"
+    assert len(vault_kek_name("x" * 300)) == 127
+
+
+def test_wrap_with_vault_checks_inputs_before_calling_azure() -> None:
+    with pytest.raises(InvalidInputError, match="not 64 lowercase hex"):
+        wrap_deks_with_vault_kek("https://v.vault.azure.net", "c1", "nothex", MAA, {})
+    with pytest.raises(InvalidInputError, match="not a Key Vault"):
+        wrap_deks_with_vault_kek("https://v.example.com", "c1", "0" * 64, MAA, {})
+
+
 LIVE_VAULT = os.environ.get("CLEANROOM_TEST_KEK_VAULT")
 
 
@@ -123,3 +138,6 @@ def test_live_create_release_kek_carries_the_policy() -> None:
     key = create_release_kek(str(LIVE_VAULT), f"cleanroom-test-{uuid.uuid4().hex[:8]}", document)
     assert key.properties.exportable is True
     assert policy_hash(SPEC).encode() in key.properties.release_policy.encoded_policy
+    kid, wrapped = wrap_deks_with_vault_kek(str(LIVE_VAULT), f"test-{uuid.uuid4().hex[:8]}",
+                                            policy_hash(SPEC), MAA, {"model": os.urandom(32)})
+    assert kid.startswith(str(LIVE_VAULT).rstrip("/")) and len(wrapped["model"]) == 384

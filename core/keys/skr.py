@@ -110,6 +110,20 @@ def create_release_kek(vault_url: str, key_name: str, document: dict[str, Any],
     )
 
 
+def vault_kek_name(contract_id: str) -> str:
+    """One KEK per contract in the party's vault (Key Vault names: 1-127 letters, digits, '-')."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", f"cleanroom-{contract_id}-kek")[:127]
+
+
+def wrap_deks_with_vault_kek(vault_url: str, contract_id: str, accepted_policy_hash: str,
+                             maa_endpoint: str, deks: dict[str, bytes],
+                             credential: Any | None = None) -> tuple[str, dict[str, bytes]]:
+    """`wrap-deks --kek-vault`: create the contract's SKR-bound KEK, wrap the DEKs; (key id, wraps)."""
+    document = release_policy(accepted_policy_hash, maa_endpoint)
+    key = create_release_kek(vault_url, vault_kek_name(contract_id), document, credential)
+    return str(key.id), wrap_deks(key.key, deks)
+
+
 def wrap_deks(kek_public_jwk: Any, deks: dict[str, bytes]) -> dict[str, bytes]:
     """Wrap each DEK to the vault KEK's public key, locally (RSA-OAEP-256)."""
     from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
