@@ -27,12 +27,11 @@ from typing import Any, Iterator
 
 import httpx
 
-from core.config.canonical import document_hash
 from core.crypto.identity import MemberIdentity
 from core.crypto.secret_file import write_public_file
 from core.errors import (AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError,
                          ServiceUnavailableError)
-from core.governance.models import Action, StaleVersionError
+from core.governance.models import Action, StaleVersionError, policy_hash_of
 from core.governance.signing import CONTENT_TYPE, sign_request
 
 WORKSPACE_KEY = "governance"
@@ -191,12 +190,7 @@ class GovernanceClient:
     def accepted_policy_hash(self, contract_id: str) -> str | None:
         """The measurement attested clean rooms of this contract must present (None if no policy)."""
         policy = self.clean_room_policy(contract_id)["data"]
-        if not policy:
-            return None
-        explicit = policy.get("policy_hash")
-        if isinstance(explicit, str):
-            return explicit
-        return document_hash(policy)
+        return policy_hash_of(policy) if policy else None
 
     def propose_enable_ca(self, contract_id: str) -> dict[str, Any]:
         return self.propose(Action.ENABLE_CA, {"contract_id": contract_id})

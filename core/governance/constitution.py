@@ -21,7 +21,7 @@ from core.config.canonical import document_hash
 from core.crypto.identity import load_certificate, member_id_of
 from core.errors import ConflictError, InvalidInputError, NotFoundError
 from core.governance.models import (Action, ContractState, ProposalState, StaleVersionError, Vote,
-                                    check_contract_id)
+                                    check_contract_id, policy_hash_of)
 
 
 class ConstitutionState(Protocol):
@@ -79,6 +79,8 @@ def validate(action: str, args: dict[str, Any], state: ConstitutionState) -> Non
         if not isinstance(args.get("data"), dict):
             raise InvalidInputError(f"{action} needs the document as a JSON object in 'data'",
                                     hint="pass the file produced by `cleanroom governance deployment generate`")
+        if action == Action.SET_CLEAN_ROOM_POLICY:
+            policy_hash_of(args["data"])
     elif action == Action.ENABLE_CA or action in Action.OPTION_ACTIONS:
         _accepted_contract(args, state, action)
     elif action == Action.SET_MEMBER:

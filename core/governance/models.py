@@ -7,7 +7,9 @@ recognises every state; the JSON the service returns uses their camelCase field 
 from __future__ import annotations
 
 import re
+from typing import Any
 
+from core.config.canonical import document_hash
 from core.errors import ConflictError, InvalidInputError
 
 
@@ -77,3 +79,21 @@ def check_contract_id(contract_id: str) -> str:
 
 class StaleVersionError(ConflictError):
     """The caller's version token is not the current one (HTTP 412): someone else edited first."""
+
+
+def policy_hash_of(policy: dict[str, Any]) -> str:
+    """The measurement an attested clean room must present for an accepted clean-room policy.
+
+    The runtime's policy document is ``{"policy": {...}, "policy_hash": H(policy)}``: the hash is
+    always recomputed, never taken on trust, and a document whose stated hash disagrees is
+    refused. Any other document is itself the measured policy and its canonical hash counts.
+    """
+    inner = policy.get("policy")
+    if isinstance(inner, dict):
+        recomputed = document_hash(inner)
+        stated = policy.get("policy_hash")
+        if stated is not None and stated != recomputed:
+            raise InvalidInputError("clean-room policy states a policy_hash that is not the hash of its policy",
+                                    hint="re-generate it with `cleanroom governance deployment generate`")
+        return recomputed
+    return document_hash(policy)

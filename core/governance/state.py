@@ -26,7 +26,8 @@ from core.crypto.identity import load_certificate, member_id_of
 from core.errors import AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError
 from core.governance import ca, constitution, ledger
 from core.governance.models import (DOCUMENT_ACTIONS, EVENT_CATEGORIES, Action, ContractState, MemberStatus,
-                                    ProposalState, StaleVersionError, Vote, check_contract_id)
+                                    ProposalState, StaleVersionError, Vote, check_contract_id,
+                                    policy_hash_of)
 from core.governance.service_identity import ServiceIdentity
 from core.governance.signing import SignatureRejected, VerifiedRequest, sign_es384
 
@@ -71,16 +72,6 @@ def _refuse_attestation(token: str) -> dict[str, Any]:
 
 
 AttestationVerifier = Callable[[str], dict[str, Any]]
-
-
-def policy_hash_of(policy: dict[str, Any]) -> str:
-    """The measurement an attested clean room must present for ``policy``.
-
-    A policy document may carry its measurement explicitly (``policy_hash``); otherwise the
-    policy *is* the measured document and its canonical hash is the measurement.
-    """
-    explicit = policy.get("policy_hash")
-    return explicit if isinstance(explicit, str) else document_hash(policy)
 
 
 class GovernanceState:
