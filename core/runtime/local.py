@@ -25,7 +25,6 @@ refusal recorded in governance, and the workload never starts because it has no 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -49,6 +48,7 @@ from core.keys.attestation import AttestationKey, VirtualAttester
 from core.keys.client import KeyServiceClient
 from core.keys.measurement import policy_hash
 from core.keys.release import WorkloadKey
+from core.keys.wrap_deks import dek_secret_name
 from core.runtime import sandbox
 from core.runtime.deployment import RUN_DIR, TELEMETRY_FILE, accepted_policy_hash
 from core.runtime.ingress import IngressProxy, RouteAllowList, TokenPolicy
@@ -63,11 +63,6 @@ OWNER_FILE = "runtime.pid"
 KILL_SWITCH_POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 10.0
 MAX_TELEMETRY_LINE = 16 * 1024
-
-
-def dek_secret_name(asset: str) -> str:
-    """The governance secret holding an asset's DEK wrapped to its owner's contract KEK."""
-    return f"dek-{asset}"
 
 
 def env_secret_name(variable: str) -> str:
@@ -85,7 +80,7 @@ class GovernancePort(Protocol):
 
     def option_enabled(self, contract_id: str, option: str) -> bool: ...
 
-    def secret(self, contract_id: str, name: str, attestation: str) -> str: ...
+    def secret(self, contract_id: str, name: str, attestation: str) -> bytes: ...
 
     def endorse(self, contract_id: str, csr_pem: bytes, attestation: str) -> bytes: ...
 
@@ -229,17 +224,17 @@ class LocalRuntime:
         if spec.get("contract_id") != contract_id:
             raise InvalidInputError(f"deployment spec names contract '{spec.get('contract_id')}', "
                                     f"not '{contract_id}'", hint="pass the spec generated for this contract")
-        self._note(contract_id, "deploying", policy_hash=policy_hash(spec))
         outcome = DeploymentOutcome(contract_id)
-        run_dir = RunDirectory.create(self.state_dir, contract_id)
         processes: dict[str, subprocess.Popen[bytes]] = {}
         ingress: IngressProxy | None = None
-        attestation: str | None = None
         deks: dict[str, bytes] = {}
+        # governance takes events only from an attested clean room, so the measurement comes first
+        workload_key = WorkloadKey()
+        attester = VirtualAttester(AttestationKey.load_or_create(self.state_dir))
+        attestation = attester.attest(deployment_spec=spec, workload_public_key_der=workload_key.public_der)
+        self._note(contract_id, "deploying", attestation, policy_hash=policy_hash(spec))
+        run_dir = RunDirectory.create(self.state_dir, contract_id)
         try:
-            workload_key = WorkloadKey()
-            attester = VirtualAttester(AttestationKey.load_or_create(self.state_dir))
-            attestation = attester.attest(deployment_spec=spec, workload_public_key_der=workload_key.public_der)
             self._note(contract_id, "attested", attestation, policy_hash=policy_hash(spec))
             deks = self._release_deks(contract_id, spec, attestation, workload_key)
             self._note(contract_id, "keys_released", attestation, assets=sorted(deks))
@@ -279,12 +274,7 @@ class LocalRuntime:
             if owner not in keks:
                 pem = self.keys.release(owner, contract_id, attestation=attestation, workload_key=workload_key)
                 keks[owner] = Kek(serialization.load_pem_private_key(pem, password=None))
-            secret = self.governance.secret(contract_id, dek_secret_name(asset["name"]), attestation)
-            try:
-                wrapped = base64.b64decode(secret, validate=True)
-            except ValueError as exc:
-                raise InvalidInputError(f"secret {dek_secret_name(asset['name'])} is not base64",
-                                        hint="its owner runs `cleanroom config wrap-deks` again") from exc
+            wrapped = self.governance.secret(contract_id, dek_secret_name(asset["name"]), attestation)
             deks[asset["name"]] = keks[owner].unwrap(wrapped, label=f"DEK of '{asset['name']}'")
         return deks
 
@@ -315,7 +305,8 @@ class LocalRuntime:
 
         proxy = IngressProxy(upstream_socket=socket_file, cert_chain=identity.cert_chain, key_file=identity.key_file,
                              routes=RouteAllowList.from_policy(spec.get("network_policy", {}).get("inbound_allow", [])),
-                             tokens=TokenPolicy(contract_id=contract_id, jwks=self.governance.jwks), port=port,
+                             tokens=TokenPolicy(contract_id=contract_id, jwks=self.governance.jwks,
+                                                audience=f"cleanroom:{contract_id}"), port=port,
                              on_refusal=refused).start()
         self.ingress_url = proxy.url
         return proxy
@@ -323,7 +314,7 @@ class LocalRuntime:
     def _env(self, contract_id: str, app: dict[str, Any], attestation: str) -> dict[str, str]:
         env = dict(app.get("env", {}))
         for name in app.get("env_names", []):
-            env[name] = self.governance.secret(contract_id, env_secret_name(name), attestation)
+            env[name] = self.governance.secret(contract_id, env_secret_name(name), attestation).decode()
         return env
 
     def _launch(self, contract_id: str, spec: dict[str, Any], run_dir: RunDirectory,

@@ -1,0 +1,142 @@
+"""A real three-party world for runtime tests: governance and key service processes on loopback,
+provider/consumer/hoster workspaces, and a contract voted through to an accepted deployment."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.config.merge import merge_fragments
+from core.config.party import add_application, add_data_asset, init_party, party_fragment, set_network_policy
+from core.datasource import upload_datasource
+from core.governance import launcher as governance_launcher
+from core.governance.client import GovernanceClient, deploy_to_workspace
+from core.keys import launcher as key_launcher
+from core.keys.client import KeyServiceClient
+from core.keys.wrap_deks import wrap_deks
+from core.runtime.deployment import deployment_spec, policy_document
+from core.runtime.governance_port import HttpGovernance
+from core.runtime.local import LocalRuntime
+from core.storage.locator import local_store_spec
+from core.workspace import Workspace
+
+VERIFIER = "core.keys.attestation:GovernanceAttestationVerifier"
+
+
+@dataclass
+class World:
+    root: Path
+    parties: dict[str, Workspace] = field(default_factory=dict)
+    clients: dict[str, GovernanceClient] = field(default_factory=dict)
+    opened: list[Any] = field(default_factory=list)
+
+    @property
+    def runtime_state(self) -> Path:
+        return self.root / "runtime"
+
+    @property
+    def governance_state(self) -> Path:
+        return self.root / "governance"
+
+    @property
+    def key_state(self) -> Path:
+        return self.root / "keys"
+
+    @classmethod
+    def create(cls, root: Path) -> "World":
+        world = cls(root)
+        for persona in ("provider", "consumer", "hoster"):
+            world.parties[persona] = init_party(root / persona, persona)
+        certs = [ws.identity.cert_pem for ws in world.parties.values()]
+        governance_launcher.create(world.governance_state, certs, attestation={
+            "factory": VERIFIER, "args": [str(world.runtime_state), str(world.key_state)]})
+        info = governance_launcher.start(world.governance_state)
+        key_launcher.create(world.key_state, governance_state_dir=world.governance_state,
+                            runtime_state_dir=world.runtime_state)
+        key_launcher.start(world.key_state)
+        for persona, workspace in world.parties.items():
+            deploy_to_workspace(workspace, info.endpoint, info.service_cert_pem)
+            client = GovernanceClient.from_workspace(workspace)
+            try:
+                client.activate_member()
+            except Exception:  # genesis members may already be active
+                pass
+            world.clients[persona] = client
+        return world
+
+    def close(self) -> None:
+        for client in [*self.clients.values(), *self.opened]:
+            client.close()
+        key_launcher.stop(self.key_state)
+        governance_launcher.stop(self.governance_state)
+
+    # -- building blocks ----------------------------------------------------------------------
+    def keys(self) -> KeyServiceClient:
+        client = key_launcher.info(self.key_state).client()
+        self.opened.append(client)
+        return client
+
+    def governance_port(self) -> HttpGovernance:
+        info = governance_launcher.info(self.governance_state)
+        port = HttpGovernance(info.endpoint, info.service_cert_pem)
+        self.opened.append(port)
+        return port
+
+    def runtime(self, **kwargs: Any) -> LocalRuntime:
+        return LocalRuntime(self.runtime_state, self.governance_port(), self.keys(), **kwargs)
+
+    def vote_all(self, proposal: dict[str, Any]) -> None:
+        for client in self.clients.values():
+            state = client.proposal(proposal["proposalId"])["proposalState"]
+            if state != "Open":
+                break
+            client.vote(proposal["proposalId"], "accept")
+        assert self.clients["hoster"].proposal(proposal["proposalId"])["proposalState"] == "Accepted"
+
+    def setup_assets(self, source_files: dict[str, str]) -> None:
+        provider, consumer = self.parties["provider"], self.parties["consumer"]
+        add_data_asset(provider, "datasource", "model", local_store_spec(provider.root / "store"))
+        folder = self.root / "plain-model"
+        folder.mkdir()
+        for name, text in source_files.items():
+            (folder / name).write_text(text)
+        upload_datasource(provider, "model", folder)
+        add_data_asset(consumer, "datasink", "results", local_store_spec(consumer.root / "store"))
+
+    def add_app(self, command: list[str], *, ports: list[int] | None = None,
+                routes: list[str] | None = None, name: str = "app") -> None:
+        hoster = self.parties["hoster"]
+        add_application(hoster, name=name, entrypoint="containers/inference_server", command=command,
+                        mounts=[{"source": "model", "target": "/mnt/remote/model"},
+                                {"source": "results", "target": "/mnt/remote/results"}],
+                        ports=ports or [])
+        if routes:
+            set_network_policy(hoster, inbound_allow=routes, allow_all_outbound=False)
+
+    def accept_contract(self, contract_id: str, *, enable_ca: bool = False) -> dict[str, Any]:
+        merged = merge_fragments(party_fragment(ws) for ws in self.parties.values()).document()
+        hoster = self.clients["hoster"]
+        hoster.create_contract(contract_id, merged)
+        self.vote_all(hoster.propose_contract(contract_id, hoster.contract(contract_id)["version"]))
+        spec = deployment_spec(contract_id, merged)
+        self.vote_all(hoster.propose_deployment_spec(contract_id, spec))
+        self.vote_all(hoster.propose_clean_room_policy(contract_id, policy_document(spec)))
+        if enable_ca:
+            self.vote_all(hoster.propose_enable_ca(contract_id))
+            hoster.generate_ca_key(contract_id)
+        keys = self.keys()
+        for persona in ("provider", "consumer"):
+            wrap_deks(self.parties[persona], contract_id, governance=self.clients[persona], keys=keys)
+        return spec
+
+    def events(self, contract_id: str) -> list[dict[str, Any]]:
+        return self.clients["consumer"].events(contract_id)["events"]
+
+    def event_types(self, contract_id: str) -> list[str]:
+        return [event["type"] for event in self.events(contract_id)]
+
+    def dump(self, path: Path, document: dict[str, Any]) -> Path:
+        path.write_text(json.dumps(document))
+        return path
