@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from core.config.canonical import canonical_json, document_hash
 from core.crypto.identity import load_certificate, member_id_of
@@ -64,6 +65,11 @@ CREATE TABLE IF NOT EXISTS events (contract_id TEXT NOT NULL, seqno INTEGER NOT 
     timestamp REAL NOT NULL, type TEXT NOT NULL, category TEXT NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (contract_id, seqno));
 """
+
+
+def _common_name(cert: Any) -> str:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else cert.subject.rfc4514_string()
 
 
 def _refuse_attestation(token: str) -> dict[str, Any]:
@@ -173,7 +179,7 @@ class GovernanceState:
         members = []
         for pem in initial_member_certs:
             cert = load_certificate(pem)
-            name = cert.subject.rfc4514_string()
+            name = _common_name(cert)
             members.append({"member_id": member_id_of(cert), "name": name, "cert": pem if isinstance(pem, str) else pem.decode()})
         if len({m["member_id"] for m in members}) != len(members):
             raise InvalidInputError("the same member certificate was given twice", hint="pass each party's cert once")
@@ -217,7 +223,7 @@ class GovernanceState:
     def add_member(self, cert_pem: str, name: str, data: dict[str, Any]) -> None:
         cert = load_certificate(cert_pem)
         self._db.execute("INSERT INTO members VALUES (?,?,?,?,?,?)",
-                         (member_id_of(cert), name or cert.subject.rfc4514_string(), cert_pem,
+                         (member_id_of(cert), name or _common_name(cert), cert_pem,
                           MemberStatus.ACCEPTED, canonical_json(data).decode(), self._head[0]))
 
     def activate_member(self, request: VerifiedRequest) -> dict[str, Any]:

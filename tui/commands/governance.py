@@ -1,0 +1,763 @@
+"""`cleanroom governance ...`: contracts, proposals, ballots, CA, events and the ledger.
+
+Verbs mirror `az cleanroom governance`. Every write is signed with the workspace's member key;
+the workspace must have been pointed at a service (`cleanroom up` or `governance client deploy`).
+Read verbs take `--output json|table` and `--query FIELD` (dotted path, e.g. `proposalIds.0`),
+which prints that one value raw, as `az ... --query X --output tsv` does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from core import embedded
+from core.errors import InvalidInputError, NotFoundError
+from core.governance import launcher, ledger
+from core.governance.client import WORKSPACE_KEY, GovernanceClient, deploy_to_workspace
+from core.workspace import Workspace
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def _workspace(ctx: click.Context) -> Workspace:
+    return Workspace.open(ctx.obj["workspace"])
+
+
+def _client(ctx: click.Context) -> GovernanceClient:
+    return GovernanceClient.from_workspace(_workspace(ctx))
+
+
+def _read_json(value: str, what: str) -> dict[str, Any]:
+    """``value`` is inline JSON, ``@path`` or a path to a JSON file."""
+    text = value
+    candidate = Path(value[1:] if value.startswith("@") else value)
+    if value.startswith("@") or (not value.lstrip().startswith("{") and candidate.is_file()):
+        if not candidate.is_file():
+            raise NotFoundError(f"{what} file {candidate} does not exist", hint="check the path")
+        text = candidate.read_text()
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno})",
+                                hint="pass a JSON object, @file or a file path") from exc
+    if not isinstance(document, dict):
+        raise InvalidInputError(f"{what} must be a JSON object", hint="wrap it in {...}")
+    return document
+
+
+def _read_pem(value: str) -> str:
+    path = Path(value)
+    if "-----BEGIN" in value:
+        return value
+    if not path.is_file():
+        raise NotFoundError(f"certificate file {path} does not exist", hint="pass a PEM file path")
+    return path.read_text()
+
+
+def _query(document: Any, query: str) -> Any:
+    for part in query.split("."):
+        if isinstance(document, list) and part.lstrip("-").isdigit():
+            index = int(part)
+            if not -len(document) <= index < len(document):
+                raise NotFoundError(f"--query {query}: index {index} is out of range (length {len(document)})",
+                                    hint="nothing matches yet; check the proposal was made")
+            document = document[index]
+        elif isinstance(document, dict) and part in document:
+            document = document[part]
+        else:
+            raise InvalidInputError(f"--query {query}: no field {part!r}", hint="run with --output json to see fields")
+    return document
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return "" if value is None else str(value)
+
+
+def _emit(document: Any, output: str, query: str | None = None, *, columns: list[str] | None = None,
+          title: str | None = None) -> None:
+    if query:
+        value = _query(document, query)
+        click.echo(value if isinstance(value, str) else json.dumps(value))
+        return
+    if output == "json":
+        click.echo(json.dumps(document, indent=2, sort_keys=True))
+        return
+    console = Console()
+    if isinstance(document, list):
+        keys = columns or sorted({k for row in document for k in row})
+        table = Table(title=title)
+        for key in keys:
+            table.add_column(key, overflow="fold")
+        for row in document:
+            table.add_row(*(_cell(row.get(key)) for key in keys))
+    else:
+        table = Table(title=title, show_header=False)
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        for key, value in document.items():
+            table.add_row(key, _cell(value))
+    console.print(table)
+
+
+def read_verb(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --output and --query to a read verb."""
+    function = click.option("--query", default=None, help="Print only this field (dotted path, e.g. proposalIds.0).")(function)
+    return click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table",
+                        show_default=True, help="Output format.")(function)
+
+
+def _proposal_summary(proposal: dict[str, Any]) -> dict[str, Any]:
+    return {"proposalId": proposal["proposalId"], "action": proposal["action"], "state": proposal["proposalState"],
+            "contractId": proposal.get("contractId") or "", "ballots": len(proposal.get("ballots", {}))}
+
+
+@click.group("governance")
+def governance() -> None:
+    """Contracts, proposals, signed ballots, CA, events and the verifiable ledger.
+
+    \b
+    Example (the hoster proposes a contract; every party then votes):
+      cleanroom -w W/hoster governance contract create --id inference-initial --data @spec.json
+      cleanroom -w W/hoster governance contract propose --id inference-initial \\
+          --version $(cleanroom -w W/hoster governance contract show --id inference-initial --query version)
+    """
+
+
+# -- service ----------------------------------------------------------------------------------------
+@governance.group("service")
+def service() -> None:
+    """Run a governance service on loopback (the embedded default)."""
+
+
+STATE_DIR = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                         help="Service state directory (default: $CLEANROOM_HOME/governance).")
+
+
+def _state_dir(value: Path | None) -> Path:
+    return (value or embedded.governance_state_dir(embedded.home())).expanduser().resolve()
+
+
+@service.command("start")
+@STATE_DIR
+@click.option("--initial-member-cert", "certs", multiple=True, help="Founding member's certificate PEM file (repeat).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default: a free one, kept across restarts).")
+@click.option("--window-seconds", type=int, default=300, show_default=True, help="Freshness/replay window.")
+@click.option("--checkpoint-every", type=int, default=100, show_default=True, help="Entries per signed checkpoint.")
+@read_verb
+def service_start(state_dir: Path | None, certs: tuple[str, ...], port: int | None, window_seconds: int,
+                  checkpoint_every: int, output: str, query: str | None) -> None:
+    """Create (first time, with the consortium) and start the governance service.
+
+    \b
+    Example:
+      cleanroom governance service start --initial-member-cert W/hoster/identity/member_cert.pem \\
+          --initial-member-cert W/provider/identity/member_cert.pem
+    """
+    directory = _state_dir(state_dir)
+    if not launcher.exists(directory):
+        if not certs:
+            raise InvalidInputError(f"no governance service in {directory} yet, and no founding members given",
+                                    hint="pass --initial-member-cert PEM for each party")
+        launcher.create(directory, [_read_pem(c) for c in certs], port=port, window_seconds=window_seconds,
+                        checkpoint_every=checkpoint_every)
+    elif certs:
+        raise InvalidInputError(f"the service in {directory} already has its consortium",
+                                hint="add members with `cleanroom governance member add --cert PEM`")
+    info = launcher.start(directory)
+    document = info.as_dict() | {"serviceCertFile": str(directory / launcher.IDENTITY_DIR / "service_cert.pem")}
+    _emit(document, output, query, title="governance service")
+
+
+@service.command("stop")
+@STATE_DIR
+def service_stop(state_dir: Path | None) -> None:
+    """Stop the governance service (its state stays).
+
+    \b
+    Example:
+      cleanroom governance service stop
+    """
+    directory = _state_dir(state_dir)
+    click.echo("stopped" if launcher.stop(directory) else f"not running ({directory})")
+
+
+@service.command("status")
+@STATE_DIR
+@read_verb
+def service_status(state_dir: Path | None, output: str, query: str | None) -> None:
+    """Show where the service listens, its pid and whether it answers.
+
+    \b
+    Example:
+      cleanroom governance service status --output json
+    """
+    info = launcher.info(_state_dir(state_dir))
+    document = info.as_dict() | {"healthy": info.pid is not None and launcher.healthy(info.endpoint, info.service_cert_pem)}
+    _emit(document, output, query, title="governance service")
+
+
+# -- client -----------------------------------------------------------------------------------------
+@governance.group("client")
+def client_group() -> None:
+    """Point this workspace at a governance service."""
+
+
+@client_group.command("deploy")
+@click.option("--endpoint", required=True, help="https://127.0.0.1:PORT of the service.")
+@click.option("--service-cert", required=True, help="The service certificate PEM file to pin.")
+@click.pass_context
+def client_deploy(ctx: click.Context, endpoint: str, service_cert: str) -> None:
+    """Record the service endpoint and pin its certificate in this workspace.
+
+    \b
+    Example:
+      cleanroom -w W/consumer governance client deploy --endpoint https://127.0.0.1:8443 \\
+          --service-cert ~/.cleanroom/governance/identity/service_cert.pem
+    """
+    workspace = _workspace(ctx)
+    pem = _read_pem(service_cert)
+    with GovernanceClient(endpoint, pem, workspace.identity) as client:
+        client.health()
+        me = workspace.identity.member_id
+        member = next((m for m in client.members() if m["memberId"] == me), None)
+    deploy_to_workspace(workspace, endpoint, pem)
+    status = member["status"] if member else "not a member yet (ask a member to `member add` you)"
+    click.echo(f"workspace {workspace.root} now uses {endpoint} (member {me[:16]}…: {status})")
+
+
+@client_group.command("show")
+@read_verb
+@click.pass_context
+def client_show(ctx: click.Context, output: str, query: str | None) -> None:
+    """Show the governance endpoint this workspace uses and its member id.
+
+    \b
+    Example:
+      cleanroom -w W/hoster governance client show
+    """
+    workspace = _workspace(ctx)
+    settings = workspace.settings.get(WORKSPACE_KEY)
+    if not settings:
+        raise NotFoundError(f"workspace {workspace.root} has no governance service", hint="run `cleanroom up`")
+    _emit({"endpoint": settings["endpoint"], "memberId": workspace.identity.member_id}, output, query)
+
+
+# -- contracts --------------------------------------------------------------------------------------
+@governance.group("contract")
+def contract() -> None:
+    """Create, propose and vote on contracts."""
+
+
+@contract.command("create")
+@click.option("--id", "contract_id", required=True, help="Contract id.")
+@click.option("--data", required=True, help="Contract data: JSON, @file or a file (`config view --output json`).")
+@click.option("--version", default=None, help="Current version, to update an existing Draft.")
+@click.pass_context
+def contract_create(ctx: click.Context, contract_id: str, data: str, version: str | None) -> None:
+    """Create a Draft contract (or update one with --version).
+
+    \b
+    Example:
+      cleanroom config view --configs W/hoster W/provider --output json > spec.json
+      cleanroom -w W/hoster governance contract create --id inference-initial --data @spec.json
+    """
+    document = _read_json(data, "contract data")
+    with _client(ctx) as client:
+        result = (client.update_contract(contract_id, document, version) if version
+                  else client.create_contract(contract_id, document))
+    click.echo(f"contract {contract_id}: {result['state']}, version {result['version']}")
+
+
+@contract.command("show")
+@click.option("--id", "contract_id", required=True, help="Contract id.")
+@read_verb
+@click.pass_context
+def contract_show(ctx: click.Context, contract_id: str, output: str, query: str | None) -> None:
+    """Show a contract (state, version, proposalId, hash, data).
+
+    \b
+    Example:
+      cleanroom -w W/provider governance contract show --id inference-initial --query proposalId
+    """
+    with _client(ctx) as client:
+        _emit(client.contract(contract_id), output, query, title=f"contract {contract_id}")
+
+
+@contract.command("list")
+@read_verb
+@click.pass_context
+def contract_list(ctx: click.Context, output: str, query: str | None) -> None:
+    """List contracts.
+
+    \b
+    Example:
+      cleanroom -w W/hoster governance contract list --output json
+    """
+    with _client(ctx) as client:
+        contracts = client.contracts()
+    rows = contracts if output == "json" or query else [
+        {k: c[k] for k in ("id", "state", "version", "proposalId", "hash")} for c in contracts]
+    _emit(rows, output, query, columns=None if output == "json" else ["id", "state", "version", "proposalId", "hash"],
+          title="contracts")
+
+
+@contract.command("propose")
+@click.option("--id", "contract_id", required=True, help="Contract id.")
+@click.option("--version", required=True, help="The version you reviewed (from `contract show`).")
+@click.pass_context
+def contract_propose(ctx: click.Context, contract_id: str, version: str) -> None:
+    """Open a set_contract proposal for the reviewed version.
+
+    \b
+    Example:
+      cleanroom -w W/hoster governance contract propose --id inference-initial --version 3f2a...
+    """
+    with _client(ctx) as client:
+        proposal = client.propose_contract(contract_id, version)
+    click.echo(f"proposal {proposal['proposalId']} ({proposal['proposalState']})")
+
+
+def _vote(client: GovernanceClient, proposal_id: str, action: str) -> None:
+    proposal = client.vote(proposal_id, action)
+    note = " (already cast)" if proposal.get("idempotent") else ""
+    click.echo(f"voted {action}{note}; proposal {proposal_id[:16]}… is {proposal['proposalState']}")
+
+
+VOTE_ACTION = click.option("--action", type=click.Choice(["accept", "reject"]), required=True, help="Your ballot.")
+
+
+@contract.command("vote")
+@click.option("--id", "contract_id", required=True, help="Contract id.")
+@click.option("--proposal-id", required=True, help="The contract's proposalId (from `contract show`).")
+@VOTE_ACTION
+@click.pass_context
+def contract_vote(ctx: click.Context, contract_id: str, proposal_id: str, action: str) -> None:
+    """Vote on a contract's proposal.
+
+    \b
+    Example:
+      cleanroom -w W/consumer governance contract vote --id inference-initial \\
+          --proposal-id $(cleanroom -w W/consumer governance contract show --id inference-initial --query proposalId) \\
+          --action accept
+    """
+    with _client(ctx) as client:
+        current = client.contract(contract_id)
+        if current["proposalId"] and current["proposalId"] != proposal_id:
+            raise InvalidInputError(f"proposal {proposal_id[:16]}… is not the open proposal of contract '{contract_id}'",
+                                    hint=f"its open proposal is {current['proposalId']}")
+        _vote(client, proposal_id, action)
+
+
+@contract.command("withdraw")
+@click.option("--id", "contract_id", required=True, help="Contract id.")
+@click.pass_context
+def contract_withdraw(ctx: click.Context, contract_id: str) -> None:
+    """Withdraw your open proposal of a contract (it returns to Draft).
+
+    \b
+    Example:
+      cleanroom -w W/hoster governance contract withdraw --id inference-initial
+    """
+    with _client(ctx) as client:
+        proposal_id = client.contract(contract_id)["proposalId"]
+        if not proposal_id:
+            raise NotFoundError(f"contract '{contract_id}' has no open proposal", hint="nothing to withdraw")
+        client.withdraw(proposal_id)
+    click.echo(f"withdrew proposal {proposal_id}; contract {contract_id} is a Draft again")
+
+
+@contract.group("runtime-option")
+def runtime_option() -> None:
+    """The kill switch (execution) and the logging/telemetry options of a contract."""
+
+
+OPTION = click.option("--option", type=click.Choice(["execution", "logging", "telemetry"]), required=True,
+                      help="Which option.")
+
+
+@runtime_option.command("get")
+@click.option("--id", "contract_id", required=True, help="Contract id.")
+@OPTION
+@read_verb
+@click.pass_context
+def runtime_option_get(ctx: click.Context, contract_id: str, option: str, output: str, query: str | None) -> None:
+    """Show whether an option is enabled (and who disabled execution).
+
+    \b
+    Example:
+      cleanroom -w W/consumer governance contract runtime-option get --id inference-initial --option execution
+    """
+    with _client(ctx) as client:
+        _emit(client.runtime_option(contract_id, option), output, query, title=f"{option} of {contract_id}")
+
+
+@runtime_option.command("set")
+@click.option("--id", "contract_id", required=True, help="Contract id.")
+@OPTION
+@click.option("--action", type=click.Choice(["enable", "disable"]), required=True, help="enable or disable.")
+@click.pass_context
+def runtime_option_set(ctx: click.Context, contract_id: str, option: str, action: str) -> None:
+    """Disable execution alone (kill switch) or re-enable it; logging/telemetry open a proposal.
+
+    \b
+    Example (any one member stops the clean room):
+      cleanroom -w W/provider governance contract runtime-option set --id inference-initial \\
+          --option execution --action disable
+    """
+    with _client(ctx) as client:
+        result = client.set_runtime_option(contract_id, option, action == "enable")
+    if option == "execution":
+        waiting = ", ".join(m[:16] + "…" for m in result["disabledBy"]) or "nobody"
+        click.echo(f"execution of {contract_id} is {result['status']} (disabled by: {waiting})")
+    else:
+        click.echo(f"proposal {result['proposalId']} ({result['action']}) is {result['proposalState']}")
+
+
+@contract.group("event")
+def event() -> None:
+    """Events the clean room reported for a contract."""
+
+
+@event.command("list")
+@click.option("--id", "contract_id", required=True, help="Contract id.")
+@click.option("--from-seqno", type=int, default=1, show_default=True, help="First event sequence number.")
+@click.option("--follow", is_flag=True, help="Keep printing new events as they arrive (Ctrl-C stops).")
+@read_verb
+@click.pass_context
+def event_list(ctx: click.Context, contract_id: str, from_seqno: int, follow: bool, output: str,
+               query: str | None) -> None:
+    """List a contract's events (telemetry/logging only if the contract enabled them).
+
+    \b
+    Example:
+      cleanroom -w W/consumer governance contract event list --id inference-initial --output json
+    """
+    with _client(ctx) as client:
+        if follow:
+            for item in client.stream_events(contract_id, from_seqno):
+                click.echo(json.dumps(item) if output == "json" else
+                           f"{item['seqno']:>5} {item['category']:<9} {item['type']:<20} {json.dumps(item['data'])}")
+            return
+        result = client.events(contract_id, from_seqno)
+    _emit(result if output == "json" or query else result["events"], output, query,
+          columns=["seqno", "category", "type", "data"], title=f"events of {contract_id}")
+
+
+# -- proposals --------------------------------------------------------------------------------------
+@governance.group("proposal")
+def proposal() -> None:
+    """Show, list, vote on and withdraw proposals."""
+
+
+@proposal.command("show")
+@click.option("--proposal-id", required=True, help="Proposal id.")
+@read_verb
+@click.pass_context
+def proposal_show(ctx: click.Context, proposal_id: str, output: str, query: str | None) -> None:
+    """Show a proposal: action, args, state and ballots.
+
+    \b
+    Example:
+      cleanroom -w W/hoster governance proposal show --proposal-id 4c1e... --output json
+    """
+    with _client(ctx) as client:
+        _emit(client.proposal(proposal_id), output, query, title="proposal")
+
+
+@proposal.command("list")
+@click.option("--state", default=None, help="Only proposals in this state (Open, Accepted, ...).")
+@click.option("--contract-id", default=None, help="Only proposals about this contract.")
+@read_verb
+@click.pass_context
+def proposal_list(ctx: click.Context, state: str | None, contract_id: str | None, output: str,
+                  query: str | None) -> None:
+    """List proposals.
+
+    \b
+    Example:
+      cleanroom -w W/consumer governance proposal list --state Open
+    """
+    with _client(ctx) as client:
+        proposals = client.proposals(state=state, contract_id=contract_id)
+    _emit(proposals if output == "json" or query else [_proposal_summary(p) for p in proposals], output, query,
+          title="proposals")
+
+
+@proposal.command("vote")
+@click.option("--proposal-id", required=True, help="Proposal id.")
+@VOTE_ACTION
+@click.pass_context
+def proposal_vote(ctx: click.Context, proposal_id: str, action: str) -> None:
+    """Cast your signed ballot on a proposal.
+
+    \b
+    Example:
+      cleanroom -w W/provider governance proposal vote --proposal-id 4c1e... --action accept
+    """
+    with _client(ctx) as client:
+        _vote(client, proposal_id, action)
+
+
+@proposal.command("withdraw")
+@click.option("--proposal-id", required=True, help="Proposal id.")
+@click.pass_context
+def proposal_withdraw(ctx: click.Context, proposal_id: str) -> None:
+    """Withdraw a proposal you made.
+
+    \b
+    Example:
+      cleanroom -w W/hoster governance proposal withdraw --proposal-id 4c1e...
+    """
+    with _client(ctx) as client:
+        result = client.withdraw(proposal_id)
+    click.echo(f"proposal {proposal_id[:16]}… is {result['proposalState']}")
+
+
+# -- deployment template / policy -------------------------------------------------------------------
+@governance.group("deployment")
+def deployment() -> None:
+    """Propose and show a contract's deployment spec (template) and clean-room policy."""
+
+
+@deployment.group("template")
+def template() -> None:
+    """The deployment spec: what exactly runs."""
+
+
+@deployment.group("policy")
+def policy() -> None:
+    """The clean-room policy: the measurement keys are released to."""
+
+
+def _document_verbs(group: click.Group, kind: str, file_option: str, noun: str) -> None:
+    @group.command("propose", help=f"""Propose the {noun} of an accepted contract.
+
+    \b
+    Example:
+      cleanroom -w W/hoster governance deployment {group.name} propose --contract-id inference-initial \\
+          --{file_option} out/deployments/{'deployment-spec' if kind == 'deployment_spec' else 'clean-room-policy'}.json
+    """)
+    @click.option("--contract-id", required=True, help="Contract id.")
+    @click.option(f"--{file_option}", "document_file", required=True, help=f"The {noun} JSON file.")
+    @click.pass_context
+    def propose(ctx: click.Context, contract_id: str, document_file: str) -> None:
+        document = _read_json(document_file, noun)
+        with _client(ctx) as client:
+            submit = client.propose_deployment_spec if kind == "deployment_spec" else client.propose_clean_room_policy
+            result = submit(contract_id, document)
+        click.echo(f"proposal {result['proposalId']} ({result['proposalState']})")
+
+    @group.command("show", help=f"""Show the accepted {noun} and the open proposals (proposalIds).
+
+    \b
+    Example:
+      cleanroom -w W/consumer governance deployment {group.name} show --contract-id inference-initial \\
+          --query proposalIds.0
+    """)
+    @click.option("--contract-id", required=True, help="Contract id.")
+    @read_verb
+    @click.pass_context
+    def show(ctx: click.Context, contract_id: str, output: str, query: str | None) -> None:
+        with _client(ctx) as client:
+            reader = client.deployment_spec if kind == "deployment_spec" else client.clean_room_policy
+            _emit(reader(contract_id), output, query, title=f"{noun} of {contract_id}")
+
+
+_document_verbs(template, "deployment_spec", "template-file", "deployment spec")
+_document_verbs(policy, "clean_room_policy", "policy-file", "clean-room policy")
+
+
+# -- CA ---------------------------------------------------------------------------------------------
+@governance.group("ca")
+def ca() -> None:
+    """The contract's certificate authority (its key never leaves the service)."""
+
+
+@ca.command("propose-enable")
+@click.option("--contract-id", required=True, help="Contract id.")
+@click.pass_context
+def ca_propose_enable(ctx: click.Context, contract_id: str) -> None:
+    """Propose enabling the contract's CA.
+
+    \b
+    Example:
+      cleanroom -w W/hoster governance ca propose-enable --contract-id inference-initial
+    """
+    with _client(ctx) as client:
+        result = client.propose_enable_ca(contract_id)
+    click.echo(f"proposal {result['proposalId']} ({result['proposalState']})")
+
+
+@ca.command("generate-key")
+@click.option("--contract-id", required=True, help="Contract id.")
+@click.pass_context
+def ca_generate_key(ctx: click.Context, contract_id: str) -> None:
+    """Generate the contract's P-384 CA key (after enable_ca was accepted).
+
+    \b
+    Example:
+      cleanroom -w W/hoster governance ca generate-key --contract-id inference-initial
+    """
+    with _client(ctx) as client:
+        client.generate_ca_key(contract_id)
+    click.echo(f"CA key generated for {contract_id}; fetch the certificate with `ca show --query caCert`")
+
+
+@ca.command("show")
+@click.option("--contract-id", required=True, help="Contract id.")
+@read_verb
+@click.pass_context
+def ca_show(ctx: click.Context, contract_id: str, output: str, query: str | None) -> None:
+    """Show the CA state, its certificate (caCert) and open enable_ca proposals (proposalIds).
+
+    \b
+    Example:
+      cleanroom -w W/consumer governance ca show --contract-id inference-initial --query caCert > ca.crt
+    """
+    with _client(ctx) as client:
+        _emit(client.ca(contract_id), output, query, title=f"CA of {contract_id}")
+
+
+# -- members ----------------------------------------------------------------------------------------
+@governance.group("member")
+def member() -> None:
+    """The consortium's members."""
+
+
+@member.command("add")
+@click.option("--cert", required=True, help="The new member's certificate PEM file.")
+@click.option("--name", default="", help="A display name.")
+@click.pass_context
+def member_add(ctx: click.Context, cert: str, name: str) -> None:
+    """Propose a new member (set_member); once accepted it runs `member activate`.
+
+    \b
+    Example:
+      cleanroom -w W/hoster governance member add --cert W/auditor/identity/member_cert.pem --name auditor
+    """
+    with _client(ctx) as client:
+        result = client.propose_member(_read_pem(cert), name)
+    click.echo(f"proposal {result['proposalId']} ({result['proposalState']})")
+
+
+@member.command("activate")
+@click.pass_context
+def member_activate(ctx: click.Context) -> None:
+    """Activate your membership after the consortium accepted it.
+
+    \b
+    Example:
+      cleanroom -w W/auditor governance member activate
+    """
+    with _client(ctx) as client:
+        result = client.activate_member()
+    click.echo(f"member {result['memberId'][:16]}… is {result['status']}")
+
+
+@member.command("show")
+@click.option("--id", "member_id", default=None, help="Member id (default: this workspace's).")
+@read_verb
+@click.pass_context
+def member_show(ctx: click.Context, member_id: str | None, output: str, query: str | None) -> None:
+    """Show a member (default: you).
+
+    \b
+    Example:
+      cleanroom -w W/consumer governance member show --query status
+    """
+    workspace = _workspace(ctx)
+    with GovernanceClient.from_workspace(workspace) as client:
+        _emit(client.member(member_id or workspace.identity.member_id), output, query, title="member")
+
+
+@member.command("list")
+@read_verb
+@click.pass_context
+def member_list(ctx: click.Context, output: str, query: str | None) -> None:
+    """List the consortium's members.
+
+    \b
+    Example:
+      cleanroom -w W/consumer governance member list
+    """
+    with _client(ctx) as client:
+        members = client.members()
+    _emit(members if output == "json" or query else
+          [{"memberId": m["memberId"], "name": m["name"], "status": m["status"]} for m in members],
+          output, query, title="members")
+
+
+# -- ledger -----------------------------------------------------------------------------------------
+@governance.group("ledger")
+def ledger_group() -> None:
+    """Export the ledger, verify it offline, and get receipts."""
+
+
+@ledger_group.command("export")
+@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output file.")
+@click.pass_context
+def ledger_export(ctx: click.Context, path: Path) -> None:
+    """Export the whole ledger (JSON lines) for offline verification.
+
+    \b
+    Example:
+      cleanroom -w W/consumer governance ledger export --file ledger.jsonl
+    """
+    with _client(ctx) as client:
+        size = client.export_ledger(path)
+    click.echo(f"wrote {path} ({size} bytes)")
+
+
+def _pinned_cert(ctx: click.Context, service_cert: str | None) -> str | None:
+    if service_cert:
+        return _read_pem(service_cert)
+    try:
+        settings = _workspace(ctx).settings.get(WORKSPACE_KEY) or {}
+    except NotFoundError:
+        return None
+    return settings.get("service_cert_pem")
+
+
+@ledger_group.command("verify")
+@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Export file.")
+@click.option("--service-cert", default=None, help="Service certificate to check against (default: the pinned one).")
+@click.option("--full", is_flag=True, help="Also re-check every member signature (slower).")
+@read_verb
+@click.pass_context
+def ledger_verify(ctx: click.Context, path: Path, service_cert: str | None, full: bool, output: str,
+                  query: str | None) -> None:
+    """Verify an export offline: hash chain, digests, signed checkpoints (and signatures).
+
+    \b
+    Example:
+      cleanroom -w W/consumer governance ledger verify --file ledger.jsonl
+    """
+    pinned = _pinned_cert(ctx, service_cert)
+    if pinned is None:
+        click.echo("warning: no pinned service certificate; trusting the one in the export", err=True)
+    report = ledger.verify_export_file(path, expected_service_cert_pem=pinned, full=full)
+    _emit(report.as_dict(), output, query, title=f"ledger {path.name}: OK")
+
+
+@ledger_group.command("receipt")
+@click.option("--seqno", type=int, required=True, help="Ledger entry sequence number.")
+@read_verb
+@click.pass_context
+def ledger_receipt(ctx: click.Context, seqno: int, output: str, query: str | None) -> None:
+    """Fetch a receipt proving one entry, and check it against the pinned certificate.
+
+    \b
+    Example:
+      cleanroom -w W/consumer governance ledger receipt --seqno 12 --output json > receipt.json
+    """
+    with _client(ctx) as client:
+        receipt = client.receipt(seqno)
+        ledger.verify_receipt(receipt, service_cert_pem=client.service_cert_pem)
+    _emit(receipt | {"verified": True}, output, query, title=f"receipt for entry {seqno} (verified)")
