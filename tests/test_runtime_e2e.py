@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+import os
+import threading
+import time
+
 import pytest
 
+from core.crypto.kek import Kek, read_wrapped_dek
+from core.config.party import party_fragment
 from core.datasource import download_asset
+from core.errors import AccessDeniedError, IntegrityError, NotFoundError
+from core.keys.measurement import policy_hash
+from core.storage.locator import open_store
+from core.storage.transfer import read_manifest
 from tests.runtime_world import World
 
 COPY = ("import pathlib; "
@@ -32,4 +43,79 @@ def test_accepted_contract_runs_and_seals_output_to_its_owner(world, tmp_path) -
     types = world.event_types("collab1")
     for expected in ("key_released", "deploying", "attested", "keys_released", "running", "exited", "sealed"):
         assert expected in types, types
+    assert not any((world.runtime_state / "mounts").iterdir())
+
+
+@pytest.mark.parametrize("where", ["command", "mount", "entrypoint"])
+def test_one_changed_character_gets_no_keys_and_never_runs(world, tmp_path, where) -> None:
+    world.setup_assets({"weights.txt": "provider secret weights"})
+    world.add_app(["python", "-c", COPY])
+    spec = world.accept_contract("collab1")
+    changed = copy.deepcopy(spec)
+    app = changed["applications"][0]
+    if where == "command":
+        app["command"][-1] = app["command"][-1].replace("done", "d0ne")
+    elif where == "mount":
+        app["mounts"][0]["path"] = "/mnt/remote/mode1"
+    else:
+        app["entrypoint"] = "containers/inference_serveR"
+    started: list[str] = []
+    runtime = world.runtime(listener=lambda kind, _detail: started.append(kind))
+    with pytest.raises(AccessDeniedError, match="differs from the accepted"):
+        runtime.run("collab1", spec_override=changed)
+    assert "running" not in started and "first_output" not in started
+    refusals = [e for e in world.events("collab1") if e["type"] == "key_release_refused"]
+    assert refusals and refusals[-1]["data"]["policy_hash"] == policy_hash(changed)
+    with pytest.raises(NotFoundError):  # nothing was sealed: the workload never ran
+        download_asset(world.parties["consumer"], "datasink", "results", tmp_path / "got")
+    assert not any((world.runtime_state / "mounts").iterdir())
+
+
+def test_hoster_cannot_decrypt_provider_or_consumer_assets(world) -> None:
+    world.setup_assets({"weights.txt": "provider secret weights"})
+    world.add_app(["python", "-c", COPY])
+    world.accept_contract("collab1")
+    world.runtime().run("collab1")  # the consumer's datasink now holds sealed output
+    hoster = world.parties["hoster"]
+    with pytest.raises(NotFoundError, match="not in this workspace's config"):
+        download_asset(hoster, "datasource", "model", hoster.root / "stolen")
+    for owner, asset in (("provider", "model"), ("consumer", "results")):
+        workspace = world.parties[owner]
+        wrapped = read_wrapped_dek(workspace.keys_dir, asset)
+        with pytest.raises(IntegrityError, match="cannot be unwrapped with this workspace's KEK"):
+            Kek.load(hoster.keys_dir).unwrap(wrapped, label=f"{owner}'s DEK of '{asset}'")
+        # even with direct access to the owner's store, the hoster's guess of a key fails closed
+        store = open_store(party_fragment(workspace).datasource(asset).store if owner == "provider"
+                           else party_fragment(workspace).datasink(asset).store)
+        with pytest.raises(IntegrityError):
+            read_manifest(store, asset, os.urandom(32), label=asset)
+        # the wrapped DEK in governance is only for an attested clean room
+        with pytest.raises(AccessDeniedError):
+            world.clients["hoster"].get_secret("collab1", f"dek-{asset}", "not-an-attestation")
+
+
+SLEEPER = "import time, pathlib; pathlib.Path('/mnt/remote/results/partial.txt').write_text('x'); print('up', flush=True); time.sleep(300)"
+
+
+def test_kill_switch_stops_a_running_deployment_and_refuses_new_starts(world) -> None:
+    world.setup_assets({"weights.txt": "w"})
+    world.add_app(["python", "-c", SLEEPER])
+    world.accept_contract("collab1")
+    seen: list[str] = []
+    runtime = world.runtime(listener=lambda kind, _detail: seen.append(kind))
+    outcome: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=runtime.run("collab1")))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while "first_output" not in seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "first_output" in seen
+    world.clients["consumer"].set_runtime_option("collab1", "execution", enable=False)
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    result = outcome["result"]
+    assert result.stopped_by == "execution disabled by a member"
+    assert result.exit_codes["app"] != 0
+    with pytest.raises(AccessDeniedError, match="disabled"):
+        world.runtime().run("collab1")
     assert not any((world.runtime_state / "mounts").iterdir())

@@ -94,14 +94,13 @@ Listener = Callable[[str, dict[str, Any]], None]
 
 
 # -- plaintext mounts ---------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` runs (a zombie left by a killed runtime counts as gone)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def sweep_stale_mounts(state_dir: Path) -> list[str]:
@@ -115,7 +114,7 @@ def sweep_stale_mounts(state_dir: Path) -> list[str]:
             pid = int((run_dir / OWNER_FILE).read_text().strip())
         except (OSError, ValueError):
             pid = 0
-        if pid and pid != os.getpid() and _pid_alive(pid):
+        if pid and pid != os.getpid() and pid_alive(pid):
             continue
         if pid == os.getpid():
             continue
@@ -475,6 +474,6 @@ def read_status(state_dir: Path, contract_id: str) -> dict[str, Any]:
                             hint=f"start it with `cleanroom deployment start --contract-id {contract_id}`")
     status = json.loads(path.read_text())
     pid = status.get("pid")
-    if status.get("state") in ("starting", "running") and pid and not _pid_alive(int(pid)):
+    if status.get("state") in ("starting", "running") and pid and not pid_alive(int(pid)):
         status["state"] = "lost"
     return status
