@@ -5,6 +5,8 @@ Home is ``$CLEANROOM_HOME`` or ``~/.cleanroom``::
     <home>/
       services.json     name -> {endpoint, pid, stateDir, ...} of what ``up`` started
       governance/       the governance service's state directory (see core.governance.launcher)
+      keys/             the key service's state directory (see core.keys.launcher)
+      runtime/          the clean-room runtime: attestation key, deployments, private mounts
 
 Services are entries of ``SERVICES`` started in order by ``up`` and stopped in reverse by
 ``down``. An entry is three functions, so adding one (the key service) is one more
@@ -51,6 +53,20 @@ def governance_state_dir(home_dir: Path) -> Path:
     return home_dir / "governance"
 
 
+def runtime_state_dir(home_dir: Path) -> Path:
+    return home_dir / "runtime"
+
+
+def key_service_state_dir(home_dir: Path) -> Path:
+    return home_dir / "keys"
+
+
+def _attestation(home_dir: Path) -> dict[str, Any]:
+    """Governance trusts the local runtime's virtual attestation and the key service's event tokens."""
+    return {"factory": "core.keys.attestation:GovernanceAttestationVerifier",
+            "args": [str(runtime_state_dir(home_dir)), str(key_service_state_dir(home_dir))]}
+
+
 def _start_governance(home_dir: Path, workspaces: list[Workspace], _: dict[str, Record]) -> Record:
     """Create the consortium from the workspaces' members (first time), start, deploy clients."""
     state_dir = governance_state_dir(home_dir)
@@ -59,7 +75,9 @@ def _start_governance(home_dir: Path, workspaces: list[Workspace], _: dict[str, 
         if not certs:
             raise ConflictError("the first `cleanroom up` needs the parties' workspaces to form the consortium",
                                 hint="run `cleanroom up --workspace-dirs W1 W2 W3`")
-        governance_launcher.create(state_dir, certs)
+        governance_launcher.create(state_dir, certs, attestation=_attestation(home_dir))
+    elif governance_launcher.running_pid(state_dir) is None:
+        governance_launcher.set_attestation(state_dir, _attestation(home_dir))
     info = governance_launcher.start(state_dir)
     if workspaces:
         with GovernanceClient(info.endpoint, info.service_cert_pem) as client:
@@ -83,8 +101,39 @@ def _governance_healthy(record: Record) -> bool:
     return governance_launcher.healthy(record["endpoint"], record["serviceCert"])
 
 
+# -- key service (and the runtime's sweep of plaintext left by a killed deployment) ------------------
+def _start_key_service(home_dir: Path, _: list[Workspace], __: dict[str, Record]) -> Record:
+    from core.keys import launcher as key_launcher
+    from core.runtime.local import sweep_stale_mounts
+
+    swept = sweep_stale_mounts(runtime_state_dir(home_dir))
+    state_dir = key_service_state_dir(home_dir)
+    key_launcher.create(state_dir, governance_state_dir=governance_state_dir(home_dir),
+                        runtime_state_dir=runtime_state_dir(home_dir))
+    info = key_launcher.start(state_dir)
+    return {"endpoint": info.endpoint, "pid": info.pid, "stateDir": str(state_dir), "cert": str(info.cert_path),
+            "sweptMounts": swept}
+
+
+def _stop_key_service(_: Path, record: Record) -> bool:
+    from core.keys import launcher as key_launcher
+
+    return key_launcher.stop(Path(record["stateDir"]))
+
+
+def _key_service_healthy(record: Record) -> bool:
+    from core.keys.client import KeyServiceClient
+
+    client = KeyServiceClient(record["endpoint"], Path(record["cert"]))
+    try:
+        return client.healthy()
+    finally:
+        client.close()
+
+
 SERVICES: list[EmbeddedService] = [
     EmbeddedService("governance", _start_governance, _stop_governance, _governance_healthy),
+    EmbeddedService("key_service", _start_key_service, _stop_key_service, _key_service_healthy),
 ]
 
 
