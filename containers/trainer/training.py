@@ -145,11 +145,13 @@ def train(model_dir: Path, splits: dict[str, Split], config: TrainingConfig, out
     step = 0
     window_examples, window_start = 0, time.perf_counter()
     train_labels = splits["train"].labels
+    training_time = 0.0
     for epoch in range(1, config.epochs + 1):
         if step >= total_steps:
             break
         model.train()
         loss_sum, seen = 0.0, 0
+        epoch_start = time.perf_counter()
         for rows in length_grouped_batches(lengths, config.batch_size, rng):
             if step >= total_steps:
                 break
@@ -174,7 +176,10 @@ def train(model_dir: Path, splits: dict[str, Split], config: TrainingConfig, out
                               examples_per_s=window_examples / max(now - window_start, 1e-9),
                               total_steps=total_steps)
                 window_examples, window_start = 0, now
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1)}
+        epoch_time = time.perf_counter() - epoch_start
+        training_time += epoch_time
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
+                                  "train_time_s": round(epoch_time, 3)}
         if config.eval_each_epoch or epoch == config.epochs or step >= total_steps:
             stop.check()
             record["val_accuracy"], record["val_loss"] = evaluate(
@@ -186,6 +191,7 @@ def train(model_dir: Path, splits: dict[str, Split], config: TrainingConfig, out
         window_start = time.perf_counter()
 
     metrics: dict[str, Any] = {"epochs": epochs, "steps": step, "train_examples": len(train_ids),
+                               "train_time_s": round(training_time, 3),
                                "config": config.as_dict()}
     if "test" in splits:
         stop.check()
