@@ -222,6 +222,9 @@ class GovernanceState:
 
     def add_member(self, cert_pem: str, name: str, data: dict[str, Any]) -> None:
         cert = load_certificate(cert_pem)
+        if self.member(member_id_of(cert)) is not None:
+            raise ConflictError(f"member {member_id_of(cert)[:16]}… joined while this proposal was open",
+                                hint="nothing to do")
         self._db.execute("INSERT INTO members VALUES (?,?,?,?,?,?)",
                          (member_id_of(cert), name or _common_name(cert), cert_pem,
                           MemberStatus.ACCEPTED, canonical_json(data).decode(), self._head[0]))
