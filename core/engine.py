@@ -8,13 +8,15 @@ frozen records below so a front end never depends on a service's wire format.
 
 from __future__ import annotations
 
+import json
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import CleanroomError, NotFoundError, ServiceUnavailableError
+from core.errors import CleanroomError, IntegrityError, NotFoundError, ServiceUnavailableError
 from core.workspace import Workspace
 
 OPEN_STATES = frozenset({"Open"})
@@ -114,14 +116,20 @@ class EndpointHealth:
 
 
 # -- the facade -----------------------------------------------------------------------------
+LIFECYCLE = ("deploying", "attested", "keys_released", "running", "stopping", "exited", "failed")
+
+
 class PersonaEngine:
-    """One persona's view of the clean room; every method acts with that persona's keys only."""
+    """One persona's view of the clean room; every method acts with that persona's keys only.
+
+    Methods block (they are network calls): front ends call them off their UI thread.
+    """
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
-        identity = workspace.identity
-        self.member_id = identity.member_id
+        self.member_id = workspace.identity.member_id
         self._client: Any = None
+        self._ledger_times: dict[int, float] = {}
 
     @classmethod
     def open(cls, path: Path) -> "PersonaEngine":
@@ -142,33 +150,27 @@ class PersonaEngine:
 
     @property
     def governance_endpoint(self) -> str | None:
-        settings = self.workspace.settings
-        endpoint = settings.get("governance_endpoint") or settings.get("governance", {}).get("endpoint")
+        endpoint = self.workspace.settings.get("governance", {}).get("endpoint")
         return str(endpoint) if endpoint else None
 
     def close(self) -> None:
-        if self._client is not None and hasattr(self._client, "close"):
+        if self._client is not None:
             self._client.close()
         self._client = None
 
     # governance -------------------------------------------------------------------------
     def _governance(self) -> Any:
-        """The step-2 governance client for this workspace, created on first use."""
+        """The workspace's pinned-TLS governance client (step 2), created on first use."""
         if self._client is None:
-            try:
-                from core.governance import client as governance_client
-            except ModuleNotFoundError as exc:
-                raise ServiceUnavailableError(
-                    "the governance client (core.governance.client) is not available in this build",
-                    hint="install the full cleanroom-console package",
-                ) from exc
-            self._client = governance_client.GovernanceClient.for_workspace(self.workspace)
+            from core.governance.client import GovernanceClient
+
+            self._client = GovernanceClient.from_workspace(self.workspace)
         return self._client
 
     def health(self) -> EndpointHealth:
         endpoint = self.governance_endpoint
         if endpoint is None:
-            return EndpointHealth(None, False, "no governance endpoint in workspace.json")
+            return EndpointHealth(None, False, "no governance service in workspace.json")
         try:
             self._governance().health()
         except CleanroomError as exc:
@@ -176,25 +178,37 @@ class PersonaEngine:
         return EndpointHealth(endpoint, True, "ok")
 
     def members(self) -> list[Member]:
-        return [Member(m["member_id"], m.get("name", m["member_id"][:SHORT_ID]))
-                for m in self._governance().list_members()]
+        return [Member(m["memberId"], m.get("name") or m["memberId"][:SHORT_ID])
+                for m in self._governance().members()]
 
     def proposals(self) -> list[Proposal]:
-        return [self._proposal(raw) for raw in self._governance().list_proposals()]
+        """Every proposal, oldest first, each with the previous version of what it proposes."""
+        raws = sorted(self._governance().proposals(), key=lambda r: int(r.get("seqno", 0)))
+        times = self._times_of([int(r.get("seqno", 0)) for r in raws])
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        proposals = []
+        for raw in raws:
+            subject = (raw["action"], raw.get("contractId") or "")
+            previous = latest.get(subject)
+            proposals.append(Proposal(
+                proposal_id=raw["proposalId"], action=raw["action"], contract_id=raw.get("contractId") or "",
+                proposer_id=raw["proposerId"], state=raw["proposalState"],
+                created_at=times.get(int(raw.get("seqno", 0)), 0.0), ballots=dict(raw.get("ballots", {})),
+                content=dict(raw.get("args", {})), previous_content=previous))
+            latest[subject] = dict(raw.get("args", {}))
+        return proposals
 
     def _proposal(self, raw: dict[str, Any]) -> Proposal:
-        return Proposal(
-            proposal_id=raw["proposal_id"], action=raw["action"],
-            contract_id=raw.get("contract_id", ""), proposer_id=raw["proposer_id"],
-            state=raw["state"], created_at=float(raw.get("created_at", 0.0)),
-            ballots=dict(raw.get("ballots", {})), content=dict(raw.get("content", {})),
-            previous_content=raw.get("previous_content"),
-        )
+        seqno = int(raw.get("seqno", 0))
+        return Proposal(raw["proposalId"], raw["action"], raw.get("contractId") or "", raw["proposerId"],
+                        raw["proposalState"], self._times_of([seqno]).get(seqno, 0.0),
+                        dict(raw.get("ballots", {})), dict(raw.get("args", {})))
 
     def contracts(self) -> list[Contract]:
-        return [Contract(c["contract_id"], c["state"], str(c.get("version", "")),
-                         c.get("hash"), bool(c.get("execution_enabled", True)))
-                for c in self._governance().list_contracts()]
+        client = self._governance()
+        return [Contract(c["id"], c["state"], str(c.get("version", "")), c.get("hash") or None,
+                         client.execution_enabled(c["id"]) if c["state"] == "Accepted" else True)
+                for c in client.contracts()]
 
     def vote(self, proposal_id: str, accept: bool) -> Proposal:
         """Sign and submit one ballot; returns the proposal as the service now sees it."""
@@ -205,15 +219,60 @@ class PersonaEngine:
 
     def disable_execution(self, contract_id: str) -> None:
         """The kill switch: this member alone stops the contract from running."""
-        self._governance().set_runtime_option(contract_id, "execution", enabled=False)
+        self._governance().set_runtime_option(contract_id, "execution", enable=False)
+
+    # ledger -----------------------------------------------------------------------------
+    def _export_ledger(self, directory: Path) -> Path:
+        path = directory / "ledger.jsonl"
+        self._governance().export_ledger(path)
+        return path
 
     def ledger(self) -> list[LedgerEntry]:
-        return [LedgerEntry(int(e["seqno"]), float(e["time"]), e["signer"], e["action"])
-                for e in self._governance().ledger_entries()]
+        """The audit trail from a fresh export; times are the signers' ``created_at`` headers."""
+        from core.governance.ledger import unb64
+        from core.governance.signing import SignatureRejected, parse_message
+
+        with tempfile.TemporaryDirectory(prefix="cleanroom-ledger-") as tmp:
+            lines = self._export_ledger(Path(tmp)).read_text().splitlines()
+        entries = []
+        for line in lines[1:]:
+            entry = json.loads(line).get("entry")
+            if entry is None:
+                continue
+            try:
+                created = float(parse_message(unb64(entry["request"])).created_at)
+            except SignatureRejected:  # genesis and clean-room (attested) writes are not COSE
+                created = 0.0
+            self._ledger_times[int(entry["seqno"])] = created
+            entries.append(LedgerEntry(int(entry["seqno"]), created, entry["signer"], entry["kind"]))
+        return entries
+
+    def _times_of(self, seqnos: list[int]) -> dict[int, float]:
+        if any(seqno not in self._ledger_times for seqno in seqnos):
+            self.ledger()
+        return self._ledger_times
 
     def verify_ledger(self) -> LedgerVerification:
-        result = self._governance().verify_ledger()
-        return LedgerVerification(bool(result["ok"]), int(result["entries"]), str(result["detail"]))
+        """Verify a fresh export offline against the service certificate this workspace pinned."""
+        from core.governance.ledger import verify_export_file
+
+        pinned = self.workspace.settings.get("governance", {}).get("service_cert_pem")
+        with tempfile.TemporaryDirectory(prefix="cleanroom-ledger-") as tmp:
+            path = self._export_ledger(Path(tmp))
+            try:
+                report = verify_export_file(path, expected_service_cert_pem=pinned)
+            except IntegrityError as exc:
+                return LedgerVerification(False, 0, exc.one_line())
+        return LedgerVerification(True, report.entries,
+                                  f"{report.checkpoints} signed checkpoints, "
+                                  f"{report.member_signatures_checked} member signatures checked")
+
+    # events and deployments -------------------------------------------------------------
+    def events(self, contract_id: str, since: int = 1) -> list[CleanroomEvent]:
+        answer = self._governance().events(contract_id, from_seqno=since)
+        return [CleanroomEvent(contract_id, int(e["seqno"]), float(e["timestamp"]), e["type"],
+                               dict(e.get("data", {})), e.get("category", "audit"))
+                for e in answer["events"]]
 
     def follow_events(self, should_stop: Callable[[], bool],
                       poll_seconds: float = 1.0) -> Iterator[CleanroomEvent]:
@@ -223,52 +282,108 @@ class PersonaEngine:
         bar reports health), so a console opened before ``cleanroom up`` catches up on its own.
         Polls are short so a closing console never waits on a blocked read.
         """
-        seen: dict[str, int] = {}
+        next_seqno: dict[str, int] = {}
         while not should_stop():
             try:
-                for contract in self.contracts():
-                    since = seen.get(contract.contract_id, 0)
-                    for raw in self._governance().list_events(contract.contract_id, since=since):
-                        event = CleanroomEvent(contract.contract_id, int(raw["seqno"]),
-                                               float(raw.get("time", time.time())), raw["kind"],
-                                               dict(raw.get("data", {})))
-                        seen[contract.contract_id] = event.seqno + 1
+                for contract in self._governance().contracts():
+                    for event in self.events(contract["id"], next_seqno.get(contract["id"], 1)):
+                        next_seqno[contract["id"]] = event.seqno + 1
                         yield event
-            except ServiceUnavailableError:
+            except (ServiceUnavailableError, NotFoundError):
                 pass
-            time.sleep(poll_seconds)
+            deadline = time.monotonic() + poll_seconds
+            while time.monotonic() < deadline and not should_stop():
+                time.sleep(0.05)
+
+    def deployments(self) -> list[ApplicationStatus]:
+        """Each application's state, folded from the lifecycle events the runtime recorded."""
+        statuses: list[ApplicationStatus] = []
+        for contract in self.contracts():
+            if contract.state != "Accepted":
+                continue
+            lifecycle = [e for e in self.events(contract.contract_id) if e.kind in LIFECYCLE]
+            if lifecycle:
+                statuses.extend(application_statuses(contract.contract_id, lifecycle))
+        return statuses
+
+    def stop_deployment(self, contract_id: str) -> None:
+        """Stop a clean room this persona runs (the hoster); other personas use the kill switch."""
+        raise ServiceUnavailableError(
+            f"stopping contract {contract_id} from the console needs the runtime's control API",
+            hint="run `cleanroom deployment stop --contract-id {0}` as the hoster, "
+                 "or use the kill switch (k)".format(contract_id))
+
+    def ingress_endpoint(self, contract_id: str) -> str:
+        running = [e for e in self.events(contract_id) if e.kind == "running" and e.data.get("ingress")]
+        if not running:
+            raise NotFoundError(f"contract {contract_id} has no running clean room with an ingress",
+                                hint="deploy it first (`cleanroom deployment start`)")
+        return str(running[-1].data["ingress"])
 
     # data -------------------------------------------------------------------------------
     def data_assets(self) -> list[DataAsset]:
         """This persona's datasources and datasinks, from its own config fragment."""
-        import json
+        from core.config.fragment import load_fragment
 
-        path = self.workspace.fragment_path
-        if not path.is_file():
+        if not self.workspace.fragment_path.is_file():
             return []
-        fragment = json.loads(path.read_text())
+        fragment = load_fragment(self.workspace.fragment_path)
+        mounts = {m.source: m.target for app in fragment.applications for m in app.mounts}
         assets = []
-        for kind, key in (("datasource", "datasources"), ("datasink", "datasinks")):
-            for item in fragment.get(key, []):
-                assets.append(DataAsset(kind, item["name"], str(item.get("store", self.workspace.store_dir)),
-                                        item.get("mount_path")))
+        for kind, items in (("datasource", fragment.datasources), ("datasink", fragment.datasinks)):
+            for item in items:
+                store = item.store
+                where = getattr(store, "path", None) or getattr(store, "account_url", None) or store.kind
+                assets.append(DataAsset(kind, item.name, f"{store.kind}:{where}/{item.container}",
+                                        mounts.get(item.name)))
         return assets
 
-    # runtime ----------------------------------------------------------------------------
-    def deployments(self) -> list[ApplicationStatus]:
-        raise ServiceUnavailableError("the clean-room runtime (core.runtime) is not available",
-                                      hint="start it with `cleanroom up`")
-
-    def stop_deployment(self, contract_id: str) -> None:
-        raise ServiceUnavailableError("the clean-room runtime (core.runtime) is not available",
-                                      hint="start it with `cleanroom up`")
-
     # evaluation -------------------------------------------------------------------------
-    def run_evaluation(self, contract_id: str,
-                       on_progress: Callable[[int, int, int], None]) -> dict[str, Any]:
-        """Evaluate the consumer's test set; ``on_progress(done, correct, total)`` per batch."""
-        raise NotFoundError(f"no evaluation endpoint for contract {contract_id}",
-                            hint="deploy an inference contract first")
+    def run_evaluation(self, contract_id: str, on_progress: Callable[[int, int, int], None], *,
+                       dataset: str | Path = "rotten_tomatoes", split: str = "test") -> dict[str, Any]:
+        """Send this persona's test split to the contract's endpoint and score it (step 4's client).
+
+        TLS is pinned to the contract's CA and the bearer token is issued to this member by
+        governance, exactly as `cleanroom infer` does; ``on_progress(done, correct, total)``.
+        """
+        from core.ml.datasets import load_split
+        from core.ml.evaluation import evaluate
+
+        endpoint = self.ingress_endpoint(contract_id)
+        client = self._governance()
+        ca_pem = client.ca(contract_id).get("caCert")
+        if not ca_pem:
+            raise NotFoundError(f"contract {contract_id} has no CA certificate",
+                                hint="enable the CA by vote and generate its key")
+        token = client.issue_token(contract_id)["token"]
+        rows = load_split(dataset, split)
+        with tempfile.TemporaryDirectory(prefix="cleanroom-eval-") as tmp:
+            ca_path = Path(tmp) / "ca.pem"
+            ca_path.write_text(ca_pem)
+            report = evaluate(rows, endpoint, ca=ca_path, token=token,
+                              on_progress=lambda p: on_progress(p.done, p.correct, p.total))
+        return report.as_dict()
+
+
+def application_statuses(contract_id: str, lifecycle: list[CleanroomEvent]) -> list[ApplicationStatus]:
+    """Fold one contract's lifecycle events into a status per application."""
+    applications: list[str] = []
+    started: float | None = None
+    state = "deploying"
+    exit_codes: dict[str, int] = {}
+    for event in lifecycle:
+        if event.kind == "running":
+            applications = list(event.data.get("applications", [])) or applications
+            started, state = event.time, "running"
+        elif event.kind == "exited":
+            exit_codes = {k: int(v) for k, v in dict(event.data.get("exit_codes", {})).items()}
+            state = "stopped" if event.data.get("stopped_by") else "exited"
+        elif event.kind == "failed":
+            state = "failed"
+        elif event.kind in ("deploying", "attested", "keys_released"):
+            applications, started, exit_codes, state = applications, None, {}, event.kind
+    names = applications or sorted(exit_codes) or ["(starting)"]
+    return [ApplicationStatus(contract_id, name, state, started, exit_codes.get(name)) for name in names]
 
 
 def open_personas(paths: list[Path]) -> list[PersonaEngine]:

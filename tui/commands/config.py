@@ -332,3 +332,38 @@ def _render_spec(spec: MergedSpec) -> None:
     for dangling in spec.unresolved_mounts():
         console.print(f"[yellow]unresolved mount[/] {dangling} (add the owner's fragment with --configs)")
     console.print(f"[bold]spec sha256[/]: {spec.spec_hash}")
+
+
+@config.command("wrap-deks")
+@click.option("--contract-id", required=True, help="The contract whose clean room may use this party's DEKs.")
+@OUTPUT
+@click.pass_context
+def wrap_deks_verb(ctx: click.Context, contract_id: str, output: str) -> None:
+    """Wrap this party's DEKs for a contract's clean room and store them as contract secrets.
+
+    Creates (once) this party's KEK for the contract in the key service, bound to the release
+    policy "this contract + its accepted clean-room policy", re-wraps the DEKs of every
+    datasource/datasink this party owns in the contract to it, and puts them in governance.
+
+    \b
+    Example:
+      cleanroom -w W/provider config wrap-deks --contract-id inference-initial
+    """
+    from core import embedded
+    from core.governance.client import GovernanceClient
+    from core.keys import launcher as key_launcher
+    from core.keys.wrap_deks import wrap_deks
+
+    workspace = _workspace(ctx)
+    keys = key_launcher.info(embedded.key_service_state_dir(embedded.home())).client()
+    try:
+        with GovernanceClient.from_workspace(workspace) as governance:
+            result = wrap_deks(workspace, contract_id, governance=governance, keys=keys)
+    finally:
+        keys.close()
+    if output == "json":
+        click.echo(json.dumps({"contractId": result.contract_id, "kekFingerprint": result.kek_fingerprint,
+                               "assets": result.assets}))
+        return
+    console.print(f"wrapped {len(result.assets)} DEK(s) for contract [bold]{contract_id}[/] "
+                  f"to KEK {result.kek_fingerprint[:16]}…: {', '.join(result.assets)}")

@@ -574,6 +574,28 @@ _document_verbs(template, "deployment_spec", "template-file", "deployment spec")
 _document_verbs(policy, "clean_room_policy", "policy-file", "clean-room policy")
 
 
+@deployment.command("generate")
+@click.option("--contract-id", required=True, help="Contract id (must exist; its merged spec is used).")
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write deployment-spec.json and clean-room-policy.json.")
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def deployment_generate(ctx: click.Context, contract_id: str, output_dir: Path, output: str) -> None:
+    """Write the deployment spec and clean-room policy (with its hash) of a contract, for proposal.
+
+    \b
+    Example:
+      cleanroom -w W/hoster governance deployment generate --contract-id inference-initial \\
+          --output-dir out/deployments
+    """
+    from core.runtime.deployment import write_deployment
+
+    with _client(ctx) as client:
+        contract_data = client.contract(contract_id)["data"]
+    _emit(write_deployment(contract_id, contract_data, output_dir), output, None,
+          title=f"deployment of {contract_id}")
+
+
 # -- CA ---------------------------------------------------------------------------------------------
 @governance.group("ca")
 def ca() -> None:

@@ -118,7 +118,9 @@ class ProposalsView(Vertical):
         table.clear(columns=True)
         table.add_columns("id", "action", "contract", "proposer")
         table.add_column("state", width=STATE_WIDTH)
-        table.add_column("ballots", width=max(7, 2 * len(self.members) - 1))
+        # the header names each ballot column by the member's initial, aligned over its mark
+        initials = " ".join(m.name[:1] for m in self.members) or "ballots"
+        table.add_column(initials, width=max(7, 2 * len(self.members) - 1), key="ballots")
         table.add_column("age")
 
     # data -------------------------------------------------------------------------------
@@ -130,6 +132,7 @@ class ProposalsView(Vertical):
         self.app.call_from_thread(self.show, members, proposals, contracts)
 
     def show(self, members: list[Member], proposals: list[Proposal], contracts: list[Contract]) -> None:
+        members = sorted(members, key=lambda m: (m.name, m.member_id))
         if members != self.members:
             self.members = members
             self._add_proposal_columns()
