@@ -114,14 +114,16 @@ async def test_read_only_hides_every_mutating_action(engines) -> None:
 
 async def test_a_failing_worker_shows_a_toast_and_the_app_keeps_running(tmp_path: Path) -> None:
     workspace = Workspace.init(tmp_path / "consumer", "consumer")
-    workspace.settings["governance_endpoint"] = "https://127.0.0.1:9"  # nothing listens there
+    service_cert = (workspace.identity_dir / "member_cert.pem").read_text()  # any PEM certificate
+    workspace.settings["governance"] = {"endpoint": "https://127.0.0.1:9",  # nothing listens there
+                                        "service_cert_pem": service_cert}
     workspace.save()
     app = CleanroomConsole([PersonaEngine(workspace)], background=False)
     async with app.run_test(size=SIZE) as pilot:
         await app.workers.wait_for_complete()
         await pilot.pause()
-        errors = [n for n in app._notifications if n.severity == "error"]
-        assert errors, "the failed load was reported"
+        errors = [n.message for n in app._notifications if n.severity == "error"]
+        assert any("not reachable" in e for e in errors), errors
         assert app.is_running
         await pilot.press("f1")  # still answering keys
         assert isinstance(app.screen, HelpScreen)

@@ -17,15 +17,15 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.screen import Screen
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import get_current_worker
 
 from core.engine import CleanroomEvent, EndpointHealth, PersonaEngine
-from core.errors import CleanroomError
 from themes import ALIASES, CSS_PATH, DEFAULT_THEME, THEMES
 from tui.actions import ACTIONS, actions_for, is_mutating
 from tui.screens.help import HelpScreen
 from tui.screens.persona import VIEW_TABS, PersonaScreen
 from tui.widgets.proposals import ProposalsView
+from tui.widgets.worker_errors import ToastsWorkerErrors
 
 HEALTH_SECONDS = 5.0
 PROPOSALS_SECONDS = 3.0
@@ -40,7 +40,7 @@ class EngineEvent(Message):
         self.event = event
 
 
-class CleanroomConsole(App[None]):
+class CleanroomConsole(ToastsWorkerErrors, App[None]):
     TITLE = "cleanroom console"
     CSS_PATH = CSS_PATH
     ENABLE_COMMAND_PALETTE = True
@@ -203,16 +203,6 @@ class CleanroomConsole(App[None]):
         choice = "accepted" if message.accept else "rejected"
         self.notify(f"you {choice} {proposal.action} {proposal.proposal_id[:10]}; now {proposal.state}",
                     title="Ballot signed")
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """A failed background call is a toast, never a crash: the operator can retry."""
-        if event.state != WorkerState.ERROR:
-            return
-        error = event.worker.error
-        text = error.one_line() if isinstance(error, CleanroomError) else f"{type(error).__name__}: {error}"
-        if any(toast.message == text for toast in self._notifications):
-            return  # several views failing for one reason (service down) say it once
-        self.notify(text, title="error", severity="error", timeout=8)
 
     # command palette --------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

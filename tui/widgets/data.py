@@ -9,11 +9,12 @@ from textual.content import Content
 from textual.widgets import DataTable, Static
 
 from core.engine import DataAsset, PersonaEngine
+from tui.widgets.worker_errors import ToastsWorkerErrors
 
 KIND_CELLS = {"datasource": ("⇩ datasource", "read-only mount"), "datasink": ("⇧ datasink", "write-only mount")}
 
 
-class DataView(Vertical):
+class DataView(ToastsWorkerErrors, Vertical):
     VIEW_ID = "data"
 
     def __init__(self, engine: PersonaEngine) -> None:

@@ -16,6 +16,7 @@ from tui.actions import bindings_for
 from tui.screens.confirm import ConfirmScreen, KillSwitchScreen
 from tui.widgets.log_tail import LogTail
 from tui.widgets.proposals import age_text
+from tui.widgets.worker_errors import ToastsWorkerErrors
 
 APP_STATES = {
     "deploying": ("◌", "$accent"), "attested": ("◌", "$accent"), "running": ("▶", "$success"),
@@ -31,7 +32,7 @@ def app_state_cell(status: ApplicationStatus) -> Content:
     return Content.styled(f"{icon} {status.state}", style)
 
 
-class DeploymentsView(Vertical):
+class DeploymentsView(ToastsWorkerErrors, Vertical):
     VIEW_ID = "deployments"
     BINDINGS = bindings_for("deployments")
 

@@ -17,6 +17,7 @@ from textual_plotext import PlotextPlot
 
 from core.engine import PersonaEngine
 from tui.actions import bindings_for
+from tui.widgets.worker_errors import ToastsWorkerErrors
 
 
 @dataclass
@@ -32,7 +33,7 @@ class EvaluationRun:
         return self.correct / self.done if self.done else 0.0
 
 
-class InferenceView(Vertical):
+class InferenceView(ToastsWorkerErrors, Vertical):
     VIEW_ID = "inference"
     BINDINGS = bindings_for("inference")
 

@@ -12,13 +12,14 @@ from textual.widgets import DataTable, Static
 
 from core.engine import LedgerEntry, LedgerVerification, PersonaEngine
 from tui.actions import bindings_for
+from tui.widgets.worker_errors import ToastsWorkerErrors
 
 
 def clock_text(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-class LedgerView(Vertical):
+class LedgerView(ToastsWorkerErrors, Vertical):
     VIEW_ID = "ledger"
     BINDINGS = bindings_for("ledger")
 

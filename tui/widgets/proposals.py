@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Input, Static
 from core.engine import Contract, Member, PersonaEngine, Proposal
 from tui.actions import bindings_for
 from tui.screens.confirm import ConfirmScreen, VoteScreen
+from tui.widgets.worker_errors import ToastsWorkerErrors
 
 STATE_ICONS = {
     "Open": ("◌", "$accent"), "Accepted": ("✔", "$success"), "Rejected": ("✖", "$error"),
@@ -68,7 +69,7 @@ def content_diff(proposal: Proposal) -> Content:
     return Content("\n").join(lines) if lines else Content("(identical to the previous version)")
 
 
-class ProposalsView(Vertical):
+class ProposalsView(ToastsWorkerErrors, Vertical):
     """The home view of every persona: proposals with ballots, contracts, and a detail pane."""
 
     VIEW_ID = "proposals"
