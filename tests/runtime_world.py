@@ -11,8 +11,9 @@ from typing import Any
 from core.config.merge import merge_fragments
 from core.config.party import add_application, add_data_asset, init_party, party_fragment, set_network_policy
 from core.datasource import upload_datasource
+from core import embedded
 from core.governance import launcher as governance_launcher
-from core.governance.client import GovernanceClient, deploy_to_workspace
+from core.governance.client import GovernanceClient
 from core.keys import launcher as key_launcher
 from core.keys.client import KeyServiceClient
 from core.keys.wrap_deks import wrap_deks
@@ -22,9 +23,6 @@ from core.runtime.local import LocalRuntime
 from core.storage.locator import local_store_spec
 from core.workspace import Workspace
 
-VERIFIER = "core.keys.attestation:GovernanceAttestationVerifier"
-
-
 @dataclass
 class World:
     root: Path
@@ -33,31 +31,30 @@ class World:
     opened: list[Any] = field(default_factory=list)
 
     @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
     def runtime_state(self) -> Path:
-        return self.root / "runtime"
+        return embedded.runtime_state_dir(self.home)
 
     @property
     def governance_state(self) -> Path:
-        return self.root / "governance"
+        return embedded.governance_state_dir(self.home)
 
     @property
     def key_state(self) -> Path:
-        return self.root / "keys"
+        return embedded.key_service_state_dir(self.home)
 
     @classmethod
     def create(cls, root: Path) -> "World":
+        """`cleanroom up` for three fresh parties (services under ``root/home``)."""
         world = cls(root)
         for persona in ("provider", "consumer", "hoster"):
             world.parties[persona] = init_party(root / persona, persona)
-        certs = [ws.identity.cert_pem for ws in world.parties.values()]
-        governance_launcher.create(world.governance_state, certs, attestation={
-            "factory": VERIFIER, "args": [str(world.runtime_state), str(world.key_state)]})
-        info = governance_launcher.start(world.governance_state)
-        key_launcher.create(world.key_state, governance_state_dir=world.governance_state,
-                            runtime_state_dir=world.runtime_state)
-        key_launcher.start(world.key_state)
+        embedded.up(list(world.parties.values()), home_dir=world.home)
         for persona, workspace in world.parties.items():
-            deploy_to_workspace(workspace, info.endpoint, info.service_cert_pem)
+            workspace = world.parties[persona] = Workspace.open(workspace.root)  # re-read: up deployed it
             client = GovernanceClient.from_workspace(workspace)
             try:
                 client.activate_member()
@@ -69,8 +66,7 @@ class World:
     def close(self) -> None:
         for client in [*self.clients.values(), *self.opened]:
             client.close()
-        key_launcher.stop(self.key_state)
-        governance_launcher.stop(self.governance_state)
+        embedded.down(home_dir=self.home)
 
     # -- building blocks ----------------------------------------------------------------------
     def keys(self) -> KeyServiceClient:

@@ -59,8 +59,8 @@ def test_one_character_in_the_fragment_changes_the_policy(tmp_path) -> None:
 def test_write_deployment_files(tmp_path) -> None:
     merged, _ = _merged(tmp_path)
     summary = write_deployment("collab1", merged, tmp_path / "out")
-    spec = json.loads((tmp_path / "out" / "cleanroom-deployment-spec.json").read_text())
-    policy = json.loads((tmp_path / "out" / "cleanroom-governance-policy.json").read_text())
+    spec = json.loads((tmp_path / "out" / "deployment-spec.json").read_text())
+    policy = json.loads((tmp_path / "out" / "clean-room-policy.json").read_text())
     assert summary["policy_hash"] == policy["policy_hash"] == policy_hash(spec)
 
 

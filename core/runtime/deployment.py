@@ -29,8 +29,8 @@ from core.keys.measurement import clean_room_policy, policy_hash
 SPEC_VERSION = 1
 RUN_DIR = "/run/cleanroom"
 TELEMETRY_FILE = f"{RUN_DIR}/telemetry.jsonl"
-DEPLOYMENT_SPEC_FILE = "cleanroom-deployment-spec.json"
-POLICY_FILE = "cleanroom-governance-policy.json"
+DEPLOYMENT_SPEC_FILE = "deployment-spec.json"
+POLICY_FILE = "clean-room-policy.json"
 
 
 def socket_path(application: str) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import posixpath
 import ssl
 import threading
@@ -147,12 +148,18 @@ class IngressProxy:
         self._server: asyncio.base_events.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="ingress", daemon=True)
         self.port = 0
+        self._socket_dir_fd: int | None = None
+        self._upstream_path = str(upstream_socket)
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
     def start(self) -> "IngressProxy":
+        # AF_UNIX paths are limited to 108 bytes and run directories can be deep: connect through
+        # a short /proc/self/fd path to the socket's directory instead.
+        self._socket_dir_fd = os.open(self.upstream_socket.parent, os.O_RDONLY | os.O_DIRECTORY)
+        self._upstream_path = f"/proc/self/fd/{self._socket_dir_fd}/{self.upstream_socket.name}"
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(
             asyncio.start_server(self._serve, "127.0.0.1", self._requested_port, ssl=self._context,
@@ -170,6 +177,9 @@ class IngressProxy:
             self._server.close()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        if self._socket_dir_fd is not None:
+            os.close(self._socket_dir_fd)
+            self._socket_dir_fd = None
 
     # -- one client connection ---------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -243,7 +253,7 @@ class IngressProxy:
 
     async def _forward(self, request: bytes, writer: asyncio.StreamWriter, keep_alive: bool) -> bool:
         try:
-            up_reader, up_writer = await asyncio.open_unix_connection(str(self.upstream_socket))
+            up_reader, up_writer = await asyncio.open_unix_connection(self._upstream_path)
         except OSError:
             return self._refuse(writer, 502, "Bad Gateway", "the workload is not listening")
         try:
