@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import CleanroomError, IntegrityError, NotFoundError, ServiceUnavailableError
-from core.workspace import Workspace
+from core.workspace import PERSONAS, Workspace
 
 OPEN_STATES = frozenset({"Open"})
 SHORT_ID = 8
@@ -306,12 +306,20 @@ class PersonaEngine:
                 statuses.extend(application_statuses(contract.contract_id, lifecycle))
         return statuses
 
-    def stop_deployment(self, contract_id: str) -> None:
-        """Stop a clean room this persona runs (the hoster); other personas use the kill switch."""
-        raise ServiceUnavailableError(
-            f"stopping contract {contract_id} from the console needs the runtime's control API",
-            hint="run `cleanroom deployment stop --contract-id {0}` as the hoster, "
-                 "or use the kill switch (k)".format(contract_id))
+    def stop_deployment(self, contract_id: str) -> dict[str, Any]:
+        """Stop a clean room the embedded runtime on this machine runs (step 3's `deployment stop`).
+
+        Only the machine that runs the clean room can stop it this way; any member anywhere can
+        use the kill switch instead.
+        """
+        from core import embedded
+        from core.runtime import process
+
+        home = embedded.home()
+        environment = process.RuntimeEnvironment(embedded.runtime_state_dir(home),
+                                                 embedded.governance_state_dir(home),
+                                                 embedded.key_service_state_dir(home))
+        return process.stop(environment, contract_id)
 
     def ingress_endpoint(self, contract_id: str) -> str:
         running = [e for e in self.events(contract_id) if e.kind == "running" and e.data.get("ingress")]
@@ -390,12 +398,19 @@ def open_personas(paths: list[Path]) -> list[PersonaEngine]:
     return [PersonaEngine.open(path) for path in paths]
 
 
-def open_embedded_default(root: Path) -> list[PersonaEngine]:
-    """Start (or reuse) the embedded default's services and open its three personas."""
-    try:
-        from core import embedded
-    except ModuleNotFoundError as exc:
-        raise ServiceUnavailableError(
-            "the embedded default (core.embedded) is not available in this build",
-            hint="pass persona workspaces with --workspace DIR (one per persona)") from exc
-    return open_personas(embedded.persona_workspaces(root))
+def open_embedded_default(personas_dir: Path | None = None) -> list[PersonaEngine]:
+    """The embedded default's three personas, their services started on loopback (`cleanroom up`).
+
+    Persona workspaces live under ``<CLEANROOM_HOME>/personas/`` and are created on first use,
+    so a new user gets a whole consortium from one command; later runs reuse them.
+    """
+    from core import embedded
+
+    root = personas_dir or embedded.home() / "personas"
+    workspaces = []
+    for persona in PERSONAS:
+        path = root / persona
+        workspaces.append(Workspace.open(path) if (path / "workspace.json").is_file()
+                          else Workspace.init(path, persona))
+    embedded.up(workspaces)
+    return [PersonaEngine(Workspace.open(w.root)) for w in workspaces]

@@ -13,7 +13,8 @@ from core.governance import launcher
 from core.governance.client import GovernanceClient, deploy_to_workspace
 from core.workspace import Workspace
 from tui.app import CleanroomConsole
-from tui.screens.confirm import VoteScreen
+from tui.screens.confirm import KillSwitchScreen, VoteScreen
+from tui.widgets.deployments import DeploymentsView
 from tui.widgets.ledger import LedgerView
 from tui.widgets.proposals import ProposalsView
 
@@ -158,3 +159,32 @@ async def test_detail_pane_diffs_against_the_previous_version(consortium) -> Non
         assert view.selected.created_at > 0
         states = {p.proposal_id: p.state for p in view.proposals}
         assert states[first] == "Dropped" and states[second] == "Open"
+
+
+async def test_kill_switch_needs_the_typed_contract_id_then_disables_execution(consortium) -> None:
+    proposal_id = propose_contract(consortium["hoster"], "inference-1", {"applications": []})
+    for persona in PERSONAS:
+        with GovernanceClient.from_workspace(consortium[persona]) as gov:
+            gov.vote(proposal_id, "accept")
+    app = CleanroomConsole([PersonaEngine(consortium[p]) for p in PERSONAS], background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f4", "2")
+        view = app.screen.query_one(DeploymentsView)
+        view.confirm_kill("inference-1")
+        await pilot.pause()
+        assert isinstance(app.screen, KillSwitchScreen)
+        await pilot.press(*"inference-2", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, KillSwitchScreen), "a wrong id does not confirm"
+        assert "not the contract id" in app.screen.query_one("#kill-confirm-error").render().plain
+        with GovernanceClient.from_workspace(consortium["hoster"]) as gov:
+            assert gov.execution_enabled("inference-1")
+        app.screen.query_one("#kill-confirm-input").value = ""
+        await pilot.press(*"inference-1", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not isinstance(app.screen, KillSwitchScreen)
+        assert any(n.title == "Kill switch" for n in app._notifications)
+    with GovernanceClient.from_workspace(consortium["hoster"]) as gov:
+        option = gov.runtime_option("inference-1", "execution")
+    assert option["status"] == "disabled"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from core.engine import PersonaEngine, open_personas
+from core.engine import open_embedded_default, open_personas
 from core.errors import InvalidInputError
 from themes import ALIASES, THEMES
 
@@ -18,12 +18,12 @@ from themes import ALIASES, THEMES
 @click.option("--read-only", is_flag=True, help="Hide every action that changes state.")
 @click.option("--theme", default="dark", show_default=True,
               help=f"Colour theme: {', '.join([*ALIASES, *THEMES])}.")
-@click.pass_context
-def console(ctx: click.Context, workspaces: tuple[Path, ...], read_only: bool, theme: str) -> None:
+def console(workspaces: tuple[Path, ...], read_only: bool, theme: str) -> None:
     """Open the console: one tab per persona, keyboard voting, live deployments and training.
 
-    With no --workspace it starts the embedded default (governance, key service and runtime on
-    loopback, as `cleanroom demo` does) and opens its three personas.
+    With no --workspace it starts the embedded default (governance and key service on loopback,
+    as `cleanroom up` does) with three persona workspaces under $CLEANROOM_HOME/personas
+    (created on first use) and opens them.
 
     \b
     Example (three personas of a running clean room):
@@ -34,7 +34,7 @@ def console(ctx: click.Context, workspaces: tuple[Path, ...], read_only: bool, t
     if theme not in ALIASES and theme not in THEMES:
         raise InvalidInputError(f"theme {theme!r} does not exist",
                                 hint=f"choose one of {', '.join([*ALIASES, *THEMES])}")
-    engines = open_personas(list(workspaces)) if workspaces else _embedded_default(ctx)
+    engines = open_personas(list(workspaces)) if workspaces else open_embedded_default()
     from tui.app import CleanroomConsole  # textual loads only when the console really opens
 
     try:
@@ -43,8 +43,3 @@ def console(ctx: click.Context, workspaces: tuple[Path, ...], read_only: bool, t
         for engine in engines:
             engine.close()
 
-
-def _embedded_default(ctx: click.Context) -> list[PersonaEngine]:
-    from core.engine import open_embedded_default
-
-    return open_embedded_default(Path(ctx.obj["workspace"]) if ctx.obj else Path("."))

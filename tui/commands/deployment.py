@@ -22,6 +22,7 @@ from core.errors import CleanroomError
 from core.runtime import process
 from core.runtime.local import read_status
 from core.workspace import Workspace
+from tui.aci_backend import aci_backend
 
 console = Console()
 err_console = Console(stderr=True)
@@ -56,6 +57,7 @@ def deployment() -> None:
                    "keys are released only if it matches the accepted policy).")
 @click.option("--ingress-port", type=int, default=0, show_default=True, help="Loopback port of the TLS ingress (0: any free).")
 @OUTPUT
+@aci_backend("start")
 def start(contract_id: str, insecure_no_sandbox: bool, spec_file: Path | None, ingress_port: int,
           output: str) -> None:
     """Attest, get keys released, decrypt datasources into private mounts and run the workloads.
@@ -63,6 +65,9 @@ def start(contract_id: str, insecure_no_sandbox: bool, spec_file: Path | None, i
     \b
     Example:
       cleanroom -w W/hoster deployment start --contract-id inference-initial
+      cleanroom -w W/hoster deployment start --contract-id inference-initial --backend aci \\
+          --resource-group rg-cleanroom --location westeurope \\
+          --template out/cleanroom-aci-template.json --cce-policy-file out/cce-policy.b64
     """
     if insecure_no_sandbox:
         err_console.print("[bold red]WARNING: --insecure-no-sandbox: workloads run WITHOUT bubblewrap. They can "
@@ -96,6 +101,7 @@ def _governance_events(ctx: click.Context, contract_id: str) -> list[dict[str, A
 @CONTRACT
 @OUTPUT
 @click.pass_context
+@aci_backend("status")
 def status_verb(ctx: click.Context, contract_id: str, output: str) -> None:
     """Show the deployment's state here and its lifecycle events in governance.
 
@@ -130,6 +136,7 @@ def status_verb(ctx: click.Context, contract_id: str, output: str) -> None:
 @CONTRACT
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the deployment ends.")
 @OUTPUT
+@aci_backend("logs")
 def logs(contract_id: str, follow: bool, output: str) -> None:
     """Print the runtime's log (lifecycle, refusals, telemetry). Application output is not here: it
     goes to the logging datasink only when the contract enables logging.
@@ -158,6 +165,7 @@ def logs(contract_id: str, follow: bool, output: str) -> None:
 @deployment.command("stop")
 @CONTRACT
 @OUTPUT
+@aci_backend("stop")
 def stop(contract_id: str, output: str) -> None:
     """Stop the workloads, seal the datasinks to their owners and remove the plaintext mounts.
 

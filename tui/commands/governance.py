@@ -21,6 +21,7 @@ from core.errors import InvalidInputError, NotFoundError
 from core.governance import launcher, ledger
 from core.governance.client import WORKSPACE_KEY, GovernanceClient, deploy_to_workspace
 from core.workspace import Workspace
+from tui.aci_backend import generate_options, write_aci_artifacts
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -579,21 +580,27 @@ _document_verbs(policy, "clean_room_policy", "policy-file", "clean-room policy")
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where to write deployment-spec.json and clean-room-policy.json.")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@generate_options
 @click.pass_context
-def deployment_generate(ctx: click.Context, contract_id: str, output_dir: Path, output: str) -> None:
+def deployment_generate(ctx: click.Context, contract_id: str, output_dir: Path, output: str, backend: str,
+                        runtime_image: str | None, maa_endpoint: str | None) -> None:
     """Write the deployment spec and clean-room policy (with its hash) of a contract, for proposal.
 
     \b
     Example:
       cleanroom -w W/hoster governance deployment generate --contract-id inference-initial \\
           --output-dir out/deployments
+      cleanroom -w W/hoster governance deployment generate --contract-id inference-initial \\
+          --output-dir out/deployments --backend aci --maa-endpoint sharedeus.eus.attest.azure.net
     """
     from core.runtime.deployment import write_deployment
 
     with _client(ctx) as client:
         contract_data = client.contract(contract_id)["data"]
-    _emit(write_deployment(contract_id, contract_data, output_dir), output, None,
-          title=f"deployment of {contract_id}")
+    summary = write_deployment(contract_id, contract_data, output_dir)
+    if backend == "aci":
+        summary = write_aci_artifacts(summary, runtime_image=runtime_image, maa_endpoint=maa_endpoint)
+    _emit(summary, output, None, title=f"deployment of {contract_id}")
 
 
 # -- CA ---------------------------------------------------------------------------------------------

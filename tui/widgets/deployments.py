@@ -121,14 +121,15 @@ class DeploymentsView(ToastsWorkerErrors, Vertical):
 
     def action_kill_switch(self) -> None:
         status = self.selected
-        if status is None:
-            return
+        if status is not None:
+            self.confirm_kill(status.contract_id)
 
+    def confirm_kill(self, contract_id: str) -> None:
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self.kill(status.contract_id)
+                self.kill(contract_id)
 
-        self.app.push_screen(KillSwitchScreen(self.engine, status.contract_id), confirmed)
+        self.app.push_screen(KillSwitchScreen(self.engine, contract_id), confirmed)
 
     @work(thread=True, group="deployments-write", exit_on_error=False)
     def kill(self, contract_id: str) -> None:

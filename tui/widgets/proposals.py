@@ -137,6 +137,7 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
         if members != self.members:
             self.members = members
             self._add_proposal_columns()
+        self._toast_decisions(proposals)
         self.proposals = sorted(proposals, key=lambda p: p.created_at)
         self.contracts = contracts
         self._fill_proposals()
@@ -145,9 +146,22 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
         for contract in contracts:
             execution = (Content.styled("▶ enabled", "$success") if contract.execution_enabled
                          else Content.styled("■ disabled", "bold $error"))
-            contracts_table.add_row(contract.contract_id, state_cell(contract.state), contract.version,
+            contracts_table.add_row(contract.contract_id, state_cell(contract.state), contract.version[:8],
                                     (contract.contract_hash or "")[:12], execution,
                                     key=contract.contract_id)
+
+    def _toast_decisions(self, proposals: list[Proposal]) -> None:
+        """A proposal that closed since the last load is news for every persona: toast it."""
+        before = {p.proposal_id: p.state for p in self.proposals}
+        if not before:
+            return
+        for proposal in proposals:
+            if before.get(proposal.proposal_id) == "Open" and not proposal.is_open:
+                icon, _ = STATE_ICONS.get(proposal.state, ("?", ""))
+                self.notify(f"{icon} {proposal.action} {proposal.proposal_id[:10]} on "
+                            f"{proposal.contract_id or '–'} is {proposal.state}",
+                            title=f"Proposal {proposal.state.lower()}",
+                            severity="information" if proposal.state == "Accepted" else "warning")
 
     def _visible(self) -> list[Proposal]:
         needle = self.filter_text.lower()
@@ -286,5 +300,6 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
         self.app.call_from_thread(self._after_write, proposal)
 
     def _after_write(self, proposal: Proposal) -> None:
-        self.replace(proposal)
+        self.replace(proposal)  # immediate feedback, then the full picture (contracts may change)
         self.refresh_bindings()
+        self.load()
