@@ -15,7 +15,6 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,8 +104,7 @@ def seed_everything(seed: int) -> None:
 
 
 def train(model_dir: Path, splits: dict[str, Split], config: TrainingConfig, output_dir: Path,
-          progress: ProgressStream, stop: StopSignal, *, log_every: int = 10,
-          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+          progress: ProgressStream, stop: StopSignal, *, log_every: int = 10) -> dict[str, Any]:
     """Fine-tune, then write pytorch/, onnx/ and metrics.json into ``output_dir`` atomically."""
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
@@ -186,8 +184,6 @@ def train(model_dir: Path, splits: dict[str, Split], config: TrainingConfig, out
                 model, val_ids, splits["validation"].labels, pad_id, with_types)
             progress.eval(epoch=epoch, val_accuracy=record["val_accuracy"], val_loss=record["val_loss"])
         epochs.append(record)
-        if on_epoch:
-            on_epoch(record)
         window_start = time.perf_counter()
 
     metrics: dict[str, Any] = {"epochs": epochs, "steps": step, "train_examples": len(train_ids),
