@@ -89,3 +89,90 @@ def test_storage_account_is_recorded_with_its_container(provider: Path) -> None:
     (sink,) = json.loads((provider / "config.json").read_text())["datasinks"]
     assert sink["store"] == {"kind": "azure_blob", "account_url": "https://prov.blob.core.windows.net",
                              "connection_string_env": None, "container": "sealed"}
+
+
+ACI_SPEC = {
+    "contract_id": "inference-azure",
+    "applications": [{"name": "inference", "image": "acr.azurecr.io/inference:1",
+                      "command": ["python", "-m", "containers.inference_server"], "ports": [8000],
+                      "mounts": [{"kind": "datasource", "name": "model", "path": "/mnt/model",
+                                  "owner": "provider"}]}],
+    "datasources": [{"name": "model", "owner": "provider",
+                     "store": {"kind": "azure_blob", "account_url": "https://p.blob.core.windows.net"}}],
+    "network_policy": {},
+}
+
+
+def test_deployment_start_on_aci_needs_a_resource_group(tmp_path: Path) -> None:
+    outcome = cleanroom("-w", tmp_path, "deployment", "start", "--contract-id", "c1", "--backend", "aci")
+    _one_line_error(outcome, "--backend aci needs --resource-group")
+
+
+def test_deployment_start_on_aci_needs_template_and_location(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000000")
+    outcome = cleanroom("-w", tmp_path, "deployment", "start", "--contract-id", "c1", "--backend", "aci",
+                        "--resource-group", "rg")
+    _one_line_error(outcome, "needs --template FILE and --location REGION")
+
+
+def test_deployment_start_on_aci_refuses_the_placeholder_policy(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.runtime.aci import aci_template
+
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000000")
+    template = tmp_path / "cleanroom-aci-template.json"
+    template.write_text(json.dumps(aci_template(ACI_SPEC)))
+    outcome = cleanroom("-w", tmp_path, "deployment", "start", "--contract-id", "inference-azure",
+                        "--backend", "aci", "--resource-group", "rg", "--location", "westeurope",
+                        "--template", template)
+    _one_line_error(outcome, "ccePolicy placeholder", "az confcom acipolicygen")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    outcome = cleanroom("-w", tmp_path, "deployment", "start", "--contract-id", "inference-azure",
+                        "--backend", "aci", "--resource-group", "rg", "--location", "westeurope",
+                        "--template", broken)
+    _one_line_error(outcome, "cannot be read as JSON")
+
+
+def test_generate_backend_aci_writes_template_and_skr_policy(tmp_path: Path) -> None:
+    """`governance deployment generate --backend aci` against a real loopback governance service."""
+    import subprocess
+    import sys
+
+    from core.keys.skr import required_host_data
+    from core.workspace import Workspace
+
+    env = dict(os.environ, CLEANROOM_HOME=str(tmp_path / "home"))
+    hoster = Workspace.init(tmp_path / "hoster", "hoster").root
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tui.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+
+    started = run("up", "--workspace-dirs", str(hoster))
+    assert started.returncode == 0, started.stderr
+    try:
+        merged = tmp_path / "merged.json"
+        merged.write_text(json.dumps({
+            "applications": [{"name": "inference", "image": "acr.azurecr.io/inference:1",
+                              "command": ["python", "-m", "containers.inference_server"], "ports": [8000],
+                              "mounts": [{"source": "model", "target": "/mnt/model"}]}],
+            "datasources": [{"name": "model", "owner": "m-provider",
+                             "store": {"kind": "azure_blob", "account_url": "https://p.blob.core.windows.net"}}],
+        }))
+        created = run("-w", str(hoster), "governance", "contract", "create", "--id", "inference-azure",
+                      "--data", f"@{merged}")
+        assert created.returncode == 0, created.stderr
+        out = tmp_path / "out"
+        generated = run("-w", str(hoster), "governance", "deployment", "generate", "--contract-id",
+                        "inference-azure", "--output-dir", str(out), "--backend", "aci",
+                        "--maa-endpoint", "sharedeus.eus.attest.azure.net", "-o", "json")
+        assert generated.returncode == 0, generated.stderr
+    finally:
+        run("down")
+    summary = json.loads(generated.stdout)
+    template = json.loads(Path(summary["aci_template"]).read_text())
+    skr = json.loads(Path(summary["skr_policy"]).read_text())
+    assert template["resources"][0]["properties"]["sku"] == "Confidential"
+    assert template["outputs"]["policyHash"]["value"] == summary["policy_hash"] == required_host_data(skr)

@@ -83,6 +83,17 @@ def _secret_parameter(env_name: str) -> str:
     return f"secret_{env_name}"
 
 
+def container_group_name(contract_id: str) -> str:
+    """The container group a contract deploys as (the template's default name)."""
+    return _resource_name(f"cleanroom-{contract_id}")
+
+
+def secret_env_names(template: dict[str, Any]) -> list[str]:
+    """Secret environment variables the template needs values for at deployment."""
+    return sorted(name[len("secret_"):] for name, declared in template.get("parameters", {}).items()
+                  if declared.get("type") == "securestring")
+
+
 def _volume_name(mount: dict[str, Any]) -> str:
     return _resource_name(f"{mount.get('kind', 'mount')}-{mount.get('name', '')}")
 
@@ -198,8 +209,7 @@ def aci_template(deployment_spec: dict[str, Any], *,
             **{_secret_parameter(n): {"type": "securestring"}
                for n in sorted({n for a in apps for n in a.get("env_names", [])})},
             "location": {"type": "string", "defaultValue": "[resourceGroup().location]"},
-            "containerGroupName": {"type": "string",
-                                   "defaultValue": _resource_name(f"cleanroom-{contract}")},
+            "containerGroupName": {"type": "string", "defaultValue": container_group_name(contract)},
             "ccePolicy": {"type": "string", "defaultValue": CCE_POLICY_PLACEHOLDER,
                           "metadata": {"description": "base64 Rego from `az confcom acipolicygen`"}},
         },
@@ -245,11 +255,12 @@ def container_group(template: dict[str, Any], *, location: str,
     """
     declared = template.get("parameters", {})
     secrets = secrets or {}
-    wanted = sorted(p[len("secret_"):] for p, d in declared.items() if d.get("type") == "securestring")
+    wanted = secret_env_names(template)
     missing = [n for n in wanted if n not in secrets]
     if missing:
         raise InvalidInputError(f"no value for the secret environment variable(s) {', '.join(missing)}",
-                                hint="pass --secret-env NAME=VALUE for each (values are not measured)")
+                                hint="export them where `cleanroom deployment start --backend aci` runs "
+                                     "(values are not measured)")
     values = {
         **{_secret_parameter(n): secrets[n] for n in wanted},
         "location": location,
