@@ -31,10 +31,11 @@ import httpx
 
 from core.crypto.secret_file import write_public_file
 from core.errors import ConflictError, NotFoundError, ServiceUnavailableError
-from core.governance.service import CONFIG_FILE, IDENTITY_DIR
 from core.governance.service_identity import ServiceIdentity
 from core.governance.state import GovernanceState
 
+CONFIG_FILE = "service.json"
+IDENTITY_DIR = "identity"
 PID_FILE = "service.pid"
 LOG_FILE = "service.log"
 _REPO_ROOT = Path(__file__).resolve().parents[2]

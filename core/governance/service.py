@@ -20,6 +20,7 @@ import base64
 import importlib
 import json
 import socket
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -28,15 +29,15 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from core.errors import (AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError)
+from core.governance.launcher import CONFIG_FILE, IDENTITY_DIR
 from core.governance.models import DOCUMENT_ACTIONS, MemberStatus, StaleVersionError
 from core.governance.service_identity import ServiceIdentity
 from core.governance.signing import SignatureRejected, VerifiedRequest, verify_request
 from core.governance.state import AttestationVerifier, GovernanceState
 
-CONFIG_FILE = "service.json"
-IDENTITY_DIR = "identity"
 CHECKPOINT_INTERVAL_SECONDS = 1.0
 LONG_POLL_MAX_SECONDS = 30.0
+GRACEFUL_SHUTDOWN_SECONDS = 1  # idle keep-alive and event-stream connections must not hold a stop
 
 
 def _status_of(exc: CleanroomError) -> int:
@@ -72,7 +73,19 @@ def create_app(state: GovernanceState) -> FastAPI:
     """The HTTP surface over ``state``. Handlers are async and call ``state`` inline: every
     operation is a short SQLite transaction, and one event loop with no thread hops is what
     keeps the signed-ballot round trip in the low milliseconds."""
-    app = FastAPI(title="cleanroom governance", docs_url=None, redoc_url=None, openapi_url=None)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async def checkpointer() -> None:  # a checkpoint a second while entries are pending
+            while True:
+                await asyncio.sleep(CHECKPOINT_INTERVAL_SECONDS)
+                state.checkpoint()
+                state.prune_seen()
+
+        task = asyncio.create_task(checkpointer())
+        yield
+        task.cancel()
+
+    app = FastAPI(title="cleanroom governance", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     event_waiters: dict[str, asyncio.Event] = {}
 
     def notify(contract_id: str) -> None:
@@ -278,16 +291,6 @@ def create_app(state: GovernanceState) -> FastAPI:
     async def receipt(seqno: int) -> dict[str, Any]:
         return state.receipt(seqno)
 
-    @app.on_event("startup")
-    async def _start_checkpointer() -> None:
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(CHECKPOINT_INTERVAL_SECONDS)
-                state.checkpoint()
-                state.prune_seen()
-
-        app.state.checkpointer = asyncio.create_task(loop())
-
     return app
 
 
@@ -305,7 +308,7 @@ def serve(state_dir: Path) -> None:
     sock.bind(("127.0.0.1", int(config["port"])))
     uv_config = uvicorn.Config(create_app(state), ssl_keyfile=str(identity.key_path),
                                ssl_certfile=str(identity.cert_path), log_level="warning", access_log=False,
-                               lifespan="on")
+                               lifespan="on", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     server = uvicorn.Server(uv_config)
     try:
         server.run(sockets=[sock])
