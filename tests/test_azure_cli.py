@@ -176,3 +176,15 @@ def test_generate_backend_aci_writes_template_and_skr_policy(tmp_path: Path) -> 
     skr = json.loads(Path(summary["skr_policy"]).read_text())
     assert template["resources"][0]["properties"]["sku"] == "Confidential"
     assert template["outputs"]["policyHash"]["value"] == summary["policy_hash"] == required_host_data(skr)
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--kek-vault", "https://kv.vault.azure.net"], "--kek-vault and --maa-endpoint go together"),
+    (["--kek-vault", "https://kv.example.com", "--maa-endpoint", "sharedeus.eus.attest.azure.net"],
+     "not a Key Vault or managed HSM URL"),
+    (["--kek-vault", "https://kv.vault.azure.net", "--maa-endpoint", "http://maa.example"],
+     "is not an https host"),
+])
+def test_wrap_deks_to_a_vault_checks_flags_first(provider: Path, flags: list[str], needle: str) -> None:
+    outcome = cleanroom("-w", provider, "config", "wrap-deks", "--contract-id", "c1", *flags)
+    _one_line_error(outcome, needle)

@@ -83,12 +83,8 @@ def policy_bytes(document: dict[str, Any]) -> bytes:
     return canonical_json(document)
 
 
-def create_release_kek(vault_url: str, key_name: str, document: dict[str, Any],
-                       credential: Any | None = None) -> Any:
-    """Create an exportable RSA-HSM KEK in ``vault_url`` bound to the SKR policy ``document``.
-
-    Needs Key Vault premium or a managed HSM, and the Key Vault Crypto Officer role.
-    """
+def check_kek_vault(vault_url: str) -> None:
+    """SKR needs HSM-backed exportable keys: Key Vault (premium) or a managed HSM."""
     parsed = urlparse(vault_url)
     if parsed.scheme != "https" or not (parsed.hostname or "").endswith(
             (".vault.azure.net", ".managedhsm.azure.net")):
@@ -96,6 +92,15 @@ def create_release_kek(vault_url: str, key_name: str, document: dict[str, Any],
             f"key vault {vault_url!r} is not a Key Vault or managed HSM URL",
             hint="pass --kek-vault https://NAME.vault.azure.net (premium) or "
                  "https://NAME.managedhsm.azure.net")
+
+
+def create_release_kek(vault_url: str, key_name: str, document: dict[str, Any],
+                       credential: Any | None = None) -> Any:
+    """Create an exportable RSA-HSM KEK in ``vault_url`` bound to the SKR policy ``document``.
+
+    Needs Key Vault premium or a managed HSM, and the Key Vault Crypto Officer role.
+    """
+    check_kek_vault(vault_url)
     from azure.keyvault.keys import KeyClient, KeyReleasePolicy
 
     if credential is None:
@@ -136,3 +141,35 @@ def wrap_deks(kek_public_jwk: Any, deks: dict[str, bytes]) -> dict[str, bytes]:
                                     hint="regenerate it with `cleanroom config add-datasource`")
         wrapped[name] = client.wrap_key(KeyWrapAlgorithm.rsa_oaep_256, dek).encrypted_key
     return wrapped
+
+
+def wrap_deks_to_vault(workspace: Any, contract_id: str, *, governance: Any, vault_url: str,
+                       maa_endpoint: str, credential: Any | None = None) -> Any:
+    """`config wrap-deks --kek-vault`: like ``core.keys.wrap_deks`` with the KEK in Key Vault.
+
+    The KEK is bound by SKR to the contract's *accepted* clean-room policy hash, so this runs
+    after the policy vote; the wrapped DEKs go to governance as the same contract secrets.
+    """
+    from core.crypto.kek import dek_for
+    from core.errors import ConflictError
+    from core.keys.wrap_deks import WrappedDeks, dek_secret_name
+
+    check_kek_vault(vault_url)
+    maa_authority(maa_endpoint)
+    member_id = workspace.identity.member_id
+    data = governance.contract(contract_id).get("data") or {}
+    owned = [asset["name"] for asset in data.get("datasources", []) + data.get("datasinks", [])
+             if asset.get("owner") == member_id]
+    if not owned:
+        raise InvalidInputError(f"contract '{contract_id}' has no datasource or datasink owned by this workspace",
+                                hint="nothing to wrap; only parties that bring data run wrap-deks")
+    accepted = governance.accepted_policy_hash(contract_id)
+    if not accepted:
+        raise ConflictError(f"contract '{contract_id}' has no accepted clean-room policy to bind the vault KEK to",
+                            hint="propose and vote it with `cleanroom governance deployment policy propose`")
+    kid, wrapped = wrap_deks_with_vault_kek(vault_url, contract_id, accepted, maa_endpoint,
+                                            {name: dek_for(workspace.keys_dir, name) for name in owned},
+                                            credential)
+    for name, blob in wrapped.items():
+        governance.put_secret(contract_id, dek_secret_name(name), blob)
+    return WrappedDeks(contract_id=contract_id, kek_fingerprint=kid, assets=owned)

@@ -336,18 +336,27 @@ def _render_spec(spec: MergedSpec) -> None:
 
 @config.command("wrap-deks")
 @click.option("--contract-id", required=True, help="The contract whose clean room may use this party's DEKs.")
+@click.option("--kek-vault", default=None, metavar="URL",
+              help="Create the KEK in this Key Vault premium / managed HSM, released by SKR (Azure backend).")
+@click.option("--maa-endpoint", default=None, help="MAA endpoint the SKR policy trusts (with --kek-vault).")
 @OUTPUT
 @click.pass_context
-def wrap_deks_verb(ctx: click.Context, contract_id: str, output: str) -> None:
+def wrap_deks_verb(ctx: click.Context, contract_id: str, kek_vault: str | None, maa_endpoint: str | None,
+                   output: str) -> None:
     """Wrap this party's DEKs for a contract's clean room and store them as contract secrets.
 
     Creates (once) this party's KEK for the contract in the key service, bound to the release
     policy "this contract + its accepted clean-room policy", re-wraps the DEKs of every
     datasource/datasink this party owns in the contract to it, and puts them in governance.
 
+    With --kek-vault the KEK is created in Azure Key Vault instead, exportable only under a secure
+    key release policy requiring SEV-SNP attestation of the accepted clean-room policy hash.
+
     \b
     Example:
       cleanroom -w W/provider config wrap-deks --contract-id inference-initial
+      cleanroom -w W/provider config wrap-deks --contract-id inference-initial \\
+          --kek-vault https://provider-kv.vault.azure.net --maa-endpoint sharedeus.eus.attest.azure.net
     """
     from core import embedded
     from core.governance.client import GovernanceClient
@@ -355,12 +364,24 @@ def wrap_deks_verb(ctx: click.Context, contract_id: str, output: str) -> None:
     from core.keys.wrap_deks import wrap_deks
 
     workspace = _workspace(ctx)
-    keys = key_launcher.info(embedded.key_service_state_dir(embedded.home())).client()
-    try:
+    if (kek_vault is None) != (maa_endpoint is None):
+        raise InvalidInputError("--kek-vault and --maa-endpoint go together",
+                                hint="pass both to keep the KEK in Key Vault, or neither for the key service")
+    if kek_vault is not None:
+        from core.keys.skr import check_kek_vault, maa_authority, wrap_deks_to_vault
+
+        check_kek_vault(kek_vault)  # before any governance call
+        maa_authority(str(maa_endpoint))
         with GovernanceClient.from_workspace(workspace) as governance:
-            result = wrap_deks(workspace, contract_id, governance=governance, keys=keys)
-    finally:
-        keys.close()
+            result = wrap_deks_to_vault(workspace, contract_id, governance=governance, vault_url=kek_vault,
+                                        maa_endpoint=str(maa_endpoint))
+    else:
+        keys = key_launcher.info(embedded.key_service_state_dir(embedded.home())).client()
+        try:
+            with GovernanceClient.from_workspace(workspace) as governance:
+                result = wrap_deks(workspace, contract_id, governance=governance, keys=keys)
+        finally:
+            keys.close()
     if output == "json":
         click.echo(json.dumps({"contractId": result.contract_id, "kekFingerprint": result.kek_fingerprint,
                                "assets": result.assets}))
