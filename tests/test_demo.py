@@ -1,0 +1,162 @@
+"""`cleanroom demo`: the three-persona scenario end to end, and its resume/refuse behaviour.
+
+``test_quick_demo_end_to_end`` is the test that proves the whole product works: it runs the
+console script as a user would, on the real pretrained model, through real governance, key
+release, the bubblewrap runtime and TLS ingress, and checks the results the JSON reports.
+The other tests are cheap: they stop the scenario after its first steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core import embedded
+from core.scenario import PERSONAS, STATE_FILE, Scenario, build_steps
+from core.workspace import Workspace
+from tests.cli_runner import cleanroom
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_demo(*args: str | Path, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CLEANROOM_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "tui.cli", "demo", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=3000)
+
+
+@pytest.mark.smoke
+@pytest.mark.timeout(3600)
+def test_quick_demo_end_to_end(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    done = _run_demo("--workspace", root, "--quick", "--output", "json", home=tmp_path / "home")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)  # exactly one JSON document on stdout
+
+    assert result["status"] == "complete"
+    assert result["test_rows"] == 1066
+    assert result["baseline_accuracy"] < 0.6
+    assert result["finetuned_accuracy"] - result["baseline_accuracy"] >= 0.10
+    assert result["training"]["steps"] <= 100
+    assert {c["id"]: c["state"] for c in result["contracts"]} == {
+        "inference-base": "Accepted", "finetune": "Accepted", "inference-finetuned": "Accepted"}
+    assert all(len(c["hash"]) == 64 for c in result["contracts"])
+    assert result["ledger_verified"] is True
+    assert result["ledger"]["by_persona"] == {p: "ok" for p in PERSONAS}
+
+    checks = result["isolation_checks"]
+    assert checks and all(check["passed"] for check in checks), [c for c in checks if not c["passed"]]
+    assert {check["persona"] for check in checks} == set(PERSONAS)
+    assert any("blob store" in check["check"] for check in checks)
+
+    training_events = result["event_counts"]["finetune"]
+    assert training_events.get("telemetry", 0) >= 2  # progress streamed because the parties voted for it
+    for contract_id in ("inference-base", "finetune", "inference-finetuned"):
+        counts = result["event_counts"][contract_id]
+        for kind in ("attested", "keys_released", "running", "exited"):
+            assert counts.get(kind, 0) >= 1, (contract_id, counts)
+    assert result["event_counts"]["finetune"].get("sealed", 0) >= 1
+    assert set(result["durations_s"]) == {"setup", "baseline", "fine-tuning", "fine-tuned", "proofs"}
+
+    # The sealed model reached its owner only, and the services were stopped at the end.
+    assert (root / "provider" / "finetuned" / "onnx" / "model.onnx").is_file()
+    assert not (root / "consumer" / "finetuned").exists()
+    assert all(not record.get("healthy") for record in embedded.status(home_dir=root / "services").values())
+
+    # A finished demo is refused, and refusing changes nothing.
+    before = (root / STATE_FILE).read_bytes()
+    again = _run_demo("--workspace", root, "--quick", "--output", "json", home=tmp_path / "home")
+    assert again.returncode == 5
+    assert "already ran to the end" in again.stderr
+    assert (root / STATE_FILE).read_bytes() == before
+
+
+# -- cheap: resume and refuse -------------------------------------------------------------------
+def _member_ids(root: Path) -> dict[str, str]:
+    return {p: Workspace.open(root / p).identity.member_id for p in PERSONAS}
+
+
+def test_stop_after_then_resume_keeps_identities_and_consortium(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    first = cleanroom("demo", "--workspace", root, "--quick", "--stop-after", "services-up", "--output", "json")
+    assert first.code == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert summary["status"] == "running" and summary["steps_done"] == 4
+    members = _member_ids(root)
+    endpoint = Workspace.open(root / "hoster").settings["governance"]["endpoint"]
+    assert embedded.load_records(root / "services") == {}  # services stopped when the run stopped
+
+    second = cleanroom("demo", "--workspace", root, "--quick", "--stop-after", "consumer-data", "--output", "json")
+    assert second.code == 0, second.stderr
+    assert json.loads(second.stdout)["steps_done"] == 5
+    assert _member_ids(root) == members  # resumed: nothing was re-created
+    assert Workspace.open(root / "hoster").settings["governance"]["endpoint"] == endpoint
+    assert (root / "consumer" / "data" / "test.parquet").is_file()
+    state = json.loads((root / STATE_FILE).read_text())
+    assert state["completed"][:5] == ["init:hoster", "init:provider", "init:consumer", "services-up", "consumer-data"]
+
+    other_mode = cleanroom("demo", "--workspace", root, "--output", "json")
+    assert other_mode.code == 5
+    assert "was started with --quick" in other_mode.stderr
+
+
+def test_refuses_a_folder_that_holds_something_else(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    outcome = cleanroom("demo", "--workspace", tmp_path, "--quick")
+    assert outcome.code == 5
+    assert "is not empty and holds no demo" in outcome.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_refuses_while_another_run_holds_the_lock_and_takes_over_a_stale_one(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    Scenario.open(root, quick=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (root / "demo.lock").write_text(f"{sleeper.pid}\n")
+        busy = cleanroom("demo", "--workspace", root, "--quick", "--stop-after", "init:hoster")
+        assert busy.code == 5
+        assert f"another demo (pid {sleeper.pid}) is running" in busy.stderr
+        assert not (root / "hoster").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    stale = cleanroom("demo", "--workspace", root, "--quick", "--stop-after", "init:hoster", "--output", "json")
+    assert stale.code == 0, stale.stderr
+    assert json.loads(stale.stdout)["steps_done"] == 1
+    assert not (root / "demo.lock").exists()
+
+
+def test_unreadable_state_and_unknown_step_are_one_line_errors(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    Scenario.open(root, quick=True)
+    unknown = cleanroom("demo", "--workspace", root, "--quick", "--stop-after", "no-such-step")
+    assert unknown.code == 2
+    assert "step 'no-such-step' is not a step of the scenario" in unknown.stderr
+    (root / STATE_FILE).write_text("{not json")
+    broken = cleanroom("demo", "--workspace", root, "--quick")
+    assert broken.code == 2
+    assert "is not valid JSON" in broken.stderr and len(broken.stderr.strip().splitlines()) == 1
+    assert (root / STATE_FILE).read_text() == "{not json"
+
+
+def test_every_step_names_its_persona_and_the_commands_a_team_would_type(tmp_path: Path) -> None:
+    steps = build_steps()
+    assert len({s.key for s in steps}) == len(steps)
+    for step in steps:
+        assert step.persona in (*PERSONAS, "all"), step.key
+        assert step.commands, step.key
+        assert all("cleanroom" in command or command.startswith("cp ") for command in step.commands), step.key
+    # each contract is voted by all three parties, twice (contract, then deployment)
+    for contract_id in ("inference-base", "finetune", "inference-finetuned"):
+        voters = [s.persona for s in steps if s.key.startswith(f"{contract_id}:vote-")]
+        assert sorted(voters) == sorted(PERSONAS * 2), contract_id
+    scenario = Scenario.open(tmp_path / "demo", quick=True)
+    assert scenario.next_step().key == "init:hoster"
+    assert scenario.next_step("hoster").key == "init:hoster"
+    assert scenario.next_step("consumer") is None  # the hoster acts first

@@ -1,0 +1,208 @@
+"""`cleanroom demo`: the three-persona scenario, acted out for real and narrated.
+
+The steps, their personas and their equivalent commands come from ``core.scenario``; this
+module only renders: a rule and a progress display per phase (the phase's steps plus a bar for
+each long task: uploads, the evaluation, the training run), one line per step with the
+commands a team would have typed, then the summary tables. Narration goes to stderr so
+``--output json`` leaves exactly one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from core.scenario import (BASE_CONTRACT, FINETUNED_CONTRACT, PHASE_TITLES, PHASES, TRAINING_CONTRACT, Reporter,
+                           Scenario, Step, build_steps)
+
+DEFAULT_ROOT = Path("cleanroom-demo")
+PERSONA_STYLE = {"hoster": "magenta", "provider": "cyan", "consumer": "green", "all": "yellow"}
+
+
+class Narration:
+    """Turns the scenario's callbacks into rich output: one live progress display per phase."""
+
+    def __init__(self, console: Console, scenario: Scenario, *, show_commands: bool) -> None:
+        self.console = console
+        self.show_commands = show_commands
+        self.phase_steps = {phase: [s for s in scenario.steps if s.phase == phase] for phase in PHASES}
+        self.done = set(scenario.state.completed)
+        self.phase: str | None = None
+        self.progress: Progress | None = None
+        self.phase_task: TaskID | None = None
+        self.tasks: dict[str, TaskID] = {}
+
+    def reporter(self) -> Reporter:
+        return Reporter(step_started=self.step_started, step_finished=self.step_finished,
+                        step_skipped=lambda step: None, progress=self.task_progress, note=self.note)
+
+    # -- phases --------------------------------------------------------------------------------
+    def _enter(self, phase: str) -> None:
+        if phase == self.phase:
+            return
+        self.close()
+        self.phase = phase
+        self.console.rule(f"[bold]{PHASE_TITLES[phase]}")
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
+                                 console=self.console, transient=True)
+        self.progress.start()
+        steps = self.phase_steps[phase]
+        self.phase_task = self.progress.add_task(f"[bold]{phase}[/] steps", total=len(steps),
+                                                 completed=sum(s.key in self.done for s in steps), detail="")
+        self.tasks = {}
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        self.progress = None
+
+    # -- callbacks -----------------------------------------------------------------------------
+    def step_started(self, step: Step) -> None:
+        self._enter(step.phase)
+        if self.progress is not None and self.phase_task is not None:
+            self.progress.update(self.phase_task, detail=f"{step.persona}: {step.title}")
+
+    def step_finished(self, step: Step, seconds: float, summary: str) -> None:
+        self.done.add(step.key)
+        style = PERSONA_STYLE.get(step.persona, "white")
+        self.console.print(f"[{style}]{step.persona:>8}[/] [green]✓[/] {step.title} [dim]({seconds:.1f}s)[/]")
+        self.console.print(f"         [dim]→[/] {summary}", highlight=False)
+        if self.show_commands:
+            for command in step.commands:
+                self.console.print(f"         [dim]$ {command}[/]", highlight=False, soft_wrap=True)
+        if self.progress is not None and self.phase_task is not None:
+            self.progress.advance(self.phase_task)
+
+    def task_progress(self, task: str, done: float, total: float | None, detail: str) -> None:
+        if self.progress is None:
+            return
+        if task not in self.tasks:
+            self.tasks[task] = self.progress.add_task(f"  {task}", total=total, detail="")
+        self.progress.update(self.tasks[task], completed=done, total=total, detail=detail)
+
+    def note(self, text: str) -> None:
+        self.console.print(f"         [dim]· {text}[/]", highlight=False)
+
+
+# -- output --------------------------------------------------------------------------------------
+def _accuracy(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+
+def _render(console: Console, summary: dict[str, Any]) -> None:
+    contracts = {c["id"]: c for c in summary["contracts"]}
+    durations = summary["durations_s"]
+    table = Table(title="three-persona scenario")
+    for column, justify in (("phase", "left"), ("contract id", "left"), ("state", "left"),
+                            ("accuracy", "right"), ("duration", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    training = summary.get("training") or {}
+    rows = [("setup", "", "", durations.get("setup")),
+            ("baseline", BASE_CONTRACT, _accuracy(summary["baseline_accuracy"]), durations.get("baseline")),
+            ("fine-tuning", TRAINING_CONTRACT,
+             f"val {_accuracy(training.get('val_accuracy'))}" if training else "-", durations.get("fine-tuning")),
+            ("fine-tuned", FINETUNED_CONTRACT, _accuracy(summary["finetuned_accuracy"]), durations.get("fine-tuned")),
+            ("proofs", "", "", durations.get("proofs"))]
+    for phase, contract_id, accuracy, seconds in rows:
+        state = contracts.get(contract_id, {}).get("state", "") if contract_id else ""
+        table.add_row(phase, contract_id, state, accuracy, f"{seconds:.1f}s" if seconds is not None else "-")
+    table.add_row("[bold]total", "", "", "", f"[bold]{summary['total_s']:.1f}s")
+    console.print(table)
+    if summary["gain"] is not None:
+        console.print(f"accuracy on {summary['test_rows']} test rows: {_accuracy(summary['baseline_accuracy'])} → "
+                      f"{_accuracy(summary['finetuned_accuracy'])} ([bold]{summary['gain'] * 100:+.1f} points[/])")
+    checks = summary["isolation_checks"]
+    if checks:
+        proofs = Table(title="isolation checks")
+        proofs.add_column("persona")
+        proofs.add_column("attempt")
+        proofs.add_column("result")
+        for check in checks:
+            proofs.add_row(check["persona"], check["check"], "[green]refused[/]" if check["passed"] else "[red]LEAK[/]")
+        console.print(proofs)
+    if summary["ledger_verified"] is not None:
+        ledger = summary.get("ledger") or {}
+        console.print(f"ledger verified by every party: {summary['ledger_verified']} "
+                      f"({ledger.get('entries')} entries, {ledger.get('checkpoints')} signed checkpoints)")
+    for contract_id, counts in summary["event_counts"].items():
+        console.print(f"events of {contract_id}: " + ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False)
+
+
+def _list_steps(console: Console) -> None:
+    phase = None
+    for step in build_steps():
+        if step.phase != phase:
+            phase = step.phase
+            console.rule(PHASE_TITLES[phase])
+        console.print(f"[{PERSONA_STYLE.get(step.persona, 'white')}]{step.persona:>8}[/] "
+                      f"[bold]{step.key}[/]: {step.title}")
+        for command in step.commands:
+            console.print(f"         [dim]$ {command}[/]", highlight=False, soft_wrap=True)
+
+
+@click.command("demo")
+@click.option("--workspace", "-w", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder holding the three persona workspaces and the services' state "
+                   "(default: the global --workspace if given, else ./cleanroom-demo).")
+@click.option("--quick", is_flag=True, help="Train at most 100 steps (a few minutes) instead of a full epoch.")
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="json: one JSON object with the results on stdout (narration stays on stderr).")
+@click.option("--keep-running", is_flag=True, help="Leave the embedded services running at the end.")
+@click.option("--stop-after", metavar="STEP", default=None,
+              help="Stop after this step (see --list-steps); run the same command again to resume.")
+@click.option("--show-commands/--hide-commands", default=True, show_default=True,
+              help="Print the equivalent `cleanroom` commands under each step.")
+@click.option("--list-steps", is_flag=True, help="Print the scenario's steps and commands, then exit.")
+@click.pass_context
+def demo(ctx: click.Context, root: Path | None, quick: bool, output: str, keep_running: bool,
+         stop_after: str | None, show_commands: bool, list_steps: bool) -> None:
+    """Run the three-persona scenario end to end on the embedded default.
+
+    A hoster, a model provider and a model consumer each get a workspace with their own keys.
+    Acting as each in turn through governance, key release and the sandboxed runtime:
+    inference on the base model (~50%), a governed fine-tuning run sealed to the provider,
+    inference on the fine-tuned model (>= 80% with a full run), then isolation proofs and an
+    offline ledger verification. Re-running on the same folder resumes an interrupted run
+    and refuses a finished one.
+
+    \b
+    Example:
+      cleanroom demo --quick
+      cleanroom demo --workspace /tmp/demo --output json > results.json
+      cleanroom demo --workspace /tmp/demo --stop-after inference-base:evaluate --keep-running
+    """
+    console = Console(stderr=True)
+    if list_steps:
+        _list_steps(Console())
+        return
+    if root is None:
+        given = Path(ctx.obj.get("workspace", Path("."))) if ctx.obj else Path(".")
+        root = given if given != Path(".") else DEFAULT_ROOT
+    scenario = Scenario.open(root, quick=quick)
+    narration = Narration(console, scenario, show_commands=show_commands and output == "table")
+    if scenario.state.completed and not scenario.complete:
+        console.print(f"resuming the demo in {scenario.root} at step "
+                      f"[bold]{scenario.pending()[0].key}[/] ({len(scenario.state.completed)} steps done)")
+    else:
+        console.print(f"three-persona demo in {scenario.root}" + (" (--quick)" if quick else ""))
+    try:
+        scenario.run(narration.reporter(), stop_after=stop_after, keep_services=keep_running)
+    finally:
+        narration.close()
+    summary = scenario.summary()
+    if output == "json":
+        click.echo(json.dumps(summary, sort_keys=True))
+        return
+    if not scenario.complete:
+        console.print(f"stopped after {stop_after}; run the same command again to resume")
+        return
+    _render(Console(), summary)
+    if keep_running:
+        console.print(f"services left running: CLEANROOM_HOME={scenario.services_home} cleanroom down")
