@@ -137,7 +137,7 @@ def test_release_that_cannot_be_recorded_does_not_happen(service) -> None:
 def test_kek_request_must_be_signed_by_the_member(service) -> None:
     client, _, _, _ = service
     member, impostor = MemberIdentity.generate("provider"), MemberIdentity.generate("hoster")
-    from core.keys.service import signed_kek_request
+    from core.keys.kek_request import signed_kek_request
     body = signed_kek_request(impostor, "collab1")
     body["member_cert"] = member.cert_pem  # claim to be the provider
     with pytest.raises(AccessDeniedError, match="signature rejected"):

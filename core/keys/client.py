@@ -12,7 +12,7 @@ import httpx
 from core.crypto.identity import MemberIdentity
 from core.errors import AccessDeniedError, CleanroomError, NotFoundError, ServiceUnavailableError
 from core.keys.release import WorkloadKey
-from core.keys.service import signed_kek_request
+from core.keys.kek_request import signed_kek_request
 
 
 class KeyServiceClient:

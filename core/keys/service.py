@@ -18,6 +18,7 @@ recorded does not happen (fail closed), so the audit trail never misses a key le
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import threading
@@ -28,18 +29,19 @@ from typing import Any, Protocol
 
 import jwt
 import uvicorn
+from cryptography.hazmat.primitives import serialization
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
 from core.crypto.identity import load_certificate, member_id_of
-from core.crypto.kek import Kek
+from core.crypto.kek import KEK_PUBLIC_FILE, Kek, load_kek_public_key
 from core.crypto.secret_file import write_public_file
 from core.errors import AccessDeniedError, CleanroomError, NotFoundError, ServiceUnavailableError
 from core.keys.attestation import verify_report_data
+from core.keys.kek_request import AUDIENCE
 from core.keys.loopback_tls import loopback_tls
 from core.keys.release import seal_to_workload
 
-AUDIENCE = "cleanroom-key-service"
 _CONTRACT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 REQUEST_MAX_AGE_SECONDS = 300
 
@@ -60,6 +62,7 @@ class KekStore:
     def __init__(self, state_dir: Path) -> None:
         self.root = state_dir / "keks"
         self._lock = threading.Lock()
+        self._private: dict[str, bytes] = {}
 
     def _dir(self, member_id: str, contract_id: str) -> Path:
         if len(member_id) != 64 or not all(c in "0123456789abcdef" for c in member_id):
@@ -74,6 +77,7 @@ class KekStore:
             if not (directory / "release_policy.json").is_file():
                 kek = Kek.generate()
                 kek.save(directory)
+                self._private[f"{member_id}/{contract_id}"] = kek.private_key_pem
                 policy = {"contract_id": contract_id, "owner": member_id,
                           "policy_hash": "accepted-clean-room-policy", "created_at": int(time.time())}
                 # the policy is written last: its presence marks a complete KEK
@@ -85,14 +89,27 @@ class KekStore:
         if not (directory / "release_policy.json").is_file():
             raise NotFoundError(f"no KEK for member {member_id[:12]}… in contract '{contract_id}'",
                                 hint=f"the owner runs `cleanroom config wrap-deks --contract-id {contract_id}`")
-        kek = Kek.load(directory)
-        return {"kid": f"{member_id}/{contract_id}", "public_key_pem": kek.public_key_pem.decode(),
-                "fingerprint": kek.fingerprint,
+        public_pem = (directory / KEK_PUBLIC_FILE).read_bytes()
+        return {"kid": f"{member_id}/{contract_id}", "public_key_pem": public_pem.decode(),
+                "fingerprint": hashlib.sha256(load_kek_public_key(public_pem).public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest(),
                 "release_policy": json.loads((directory / "release_policy.json").read_text())}
 
+    def warm(self) -> None:
+        """Load every KEK once in the background, so the first release after a start is fast."""
+        for policy in sorted(self.root.glob("*/*/release_policy.json")):
+            try:
+                self.private_pem(policy.parent.parent.name, policy.parent.name)
+            except CleanroomError:
+                continue
+
     def private_pem(self, member_id: str, contract_id: str) -> bytes:
-        self.describe(member_id, contract_id)
-        return Kek.load(self._dir(member_id, contract_id)).private_key_pem
+        """The KEK's private key (kept in memory after first use: loading RSA keys is slow)."""
+        kid = f"{member_id}/{contract_id}"
+        if kid not in self._private:
+            self.describe(member_id, contract_id)
+            self._private[kid] = Kek.load(self._dir(member_id, contract_id)).private_key_pem
+        return self._private[kid]
 
 
 class CreateKekRequest(BaseModel):
@@ -103,13 +120,6 @@ class CreateKekRequest(BaseModel):
 class ReleaseRequest(BaseModel):
     attestation: str
     workload_public_key: str  # base64 DER SubjectPublicKeyInfo
-
-
-def signed_kek_request(identity: Any, contract_id: str) -> dict[str, str]:
-    """Body of a create-KEK call, signed by ``identity`` (a MemberIdentity)."""
-    token = jwt.encode({"aud": AUDIENCE, "action": "create_kek", "contract_id": contract_id,
-                        "iat": int(time.time())}, identity.private_key, algorithm="ES384")
-    return {"member_cert": identity.cert_pem, "request": token}
 
 
 def _verify_member_request(body: CreateKekRequest) -> tuple[str, dict[str, Any]]:
@@ -128,6 +138,7 @@ def _verify_member_request(body: CreateKekRequest) -> tuple[str, dict[str, Any]]
 def create_app(state_dir: Path, *, verifier: Callable[[str], dict[str, Any]],
                authority: ReleaseAuthority) -> FastAPI:
     store = KekStore(state_dir)
+    threading.Thread(target=store.warm, name="kek-warm", daemon=True).start()
     app = FastAPI(title="cleanroom key service", docs_url=None, redoc_url=None, openapi_url=None)
 
     def fail(exc: CleanroomError) -> HTTPException:

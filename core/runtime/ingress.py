@@ -183,12 +183,14 @@ class IngressProxy:
 
     # -- one client connection ---------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = _Upstream(self._upstream_path)
         try:
-            while await self._one_request(reader, writer):
+            while await self._one_request(reader, writer, upstream):
                 pass
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ssl.SSLError):
             pass
         finally:
+            upstream.close()
             writer.close()
 
     def _refuse(self, writer: asyncio.StreamWriter, status: int, reason: str, message: str,
@@ -198,7 +200,8 @@ class IngressProxy:
         writer.write(_response(status, reason, message))
         return False
 
-    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           upstream: "_Upstream") -> bool:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError as exc:
@@ -247,26 +250,44 @@ class IngressProxy:
         forwarded = [f"{method} {path}{'?' + query if query else ''} HTTP/1.1"]
         forwarded += [f"{n}: {v}" for n, v in headers
                       if n not in ("authorization", "connection", "x-cleanroom-member", "keep-alive")]
-        forwarded += [f"x-cleanroom-member: {claims.get('sub', '')}", "connection: close"]
+        forwarded += [f"x-cleanroom-member: {claims.get('sub', '')}"]
         return await self._forward(("\r\n".join(forwarded) + "\r\n\r\n").encode("latin-1") + body,
-                                   writer, keep_alive)
+                                   writer, keep_alive, upstream)
 
-    async def _forward(self, request: bytes, writer: asyncio.StreamWriter, keep_alive: bool) -> bool:
+    async def _forward(self, request: bytes, writer: asyncio.StreamWriter, keep_alive: bool,
+                       upstream: "_Upstream") -> bool:
+        """Send to the workload over this client's upstream connection (reused while both sides
+        keep alive: a new unix connection per request would cost the workload a new handler)."""
+        for attempt in (1, 2):
+            reused = upstream.connected
+            try:
+                up_reader, up_writer = await upstream.connect()
+            except OSError:
+                return self._refuse(writer, 502, "Bad Gateway", "the workload is not listening")
+            try:
+                up_writer.write(request)
+                head = await up_reader.readuntil(b"\r\n\r\n")
+                break
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                upstream.close()
+                partial = getattr(exc, "partial", b"")
+                if not (reused and not partial and attempt == 1):  # only an idle-closed connection is retried
+                    return self._refuse(writer, 502, "Bad Gateway", "the workload closed the connection")
+            except (asyncio.LimitOverrunError, ValueError):
+                upstream.close()
+                return self._refuse(writer, 502, "Bad Gateway", "the workload sent a malformed response")
         try:
-            up_reader, up_writer = await asyncio.open_unix_connection(self._upstream_path)
-        except OSError:
-            return self._refuse(writer, 502, "Bad Gateway", "the workload is not listening")
-        try:
-            up_writer.write(request)
-            head = await up_reader.readuntil(b"\r\n\r\n")
             lines = head[:-4].decode("latin-1").split("\r\n")
             kept = [lines[0]]
             length: int | None = None
+            upstream_close = False
             for line in lines[1:]:
                 name, _, value = line.partition(":")
                 lower = name.strip().lower()
                 if lower == "content-length":
                     length = int(value.strip())
+                elif lower == "connection" and value.strip().lower() == "close":
+                    upstream_close = True
                 if lower not in ("connection", "keep-alive"):
                     kept.append(line)
             keep_alive = keep_alive and length is not None
@@ -275,12 +296,36 @@ class IngressProxy:
             if length is not None:
                 writer.write(await up_reader.readexactly(length))
             else:
+                upstream_close = True
                 while chunk := await up_reader.read(65536):
                     writer.write(chunk)
                     await writer.drain()
             await writer.drain()
+            if upstream_close or not keep_alive:
+                upstream.close()
             return keep_alive
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, ConnectionError):
+            upstream.close()
             return self._refuse(writer, 502, "Bad Gateway", "the workload sent a malformed response")
-        finally:
-            up_writer.close()
+
+
+class _Upstream:
+    """One client connection's connection to the workload socket, opened on first use."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._streams is not None
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._streams is None:
+            self._streams = await asyncio.open_unix_connection(self.path)
+        return self._streams
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
