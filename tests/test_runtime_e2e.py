@@ -10,10 +10,11 @@ import time
 import pytest
 
 from core.crypto.kek import Kek, read_wrapped_dek
-from core.config.party import party_fragment
+from core.config.party import party_fragment, set_export
 from core.datasource import download_asset
-from core.errors import AccessDeniedError, IntegrityError, NotFoundError
+from core.errors import AccessDeniedError, ConflictError, IntegrityError, NotFoundError
 from core.keys.measurement import policy_hash
+from core.runtime import sandbox
 from core.storage.locator import open_store
 from core.storage.transfer import read_manifest
 from tests.runtime_world import World
@@ -119,3 +120,62 @@ def test_kill_switch_stops_a_running_deployment_and_refuses_new_starts(world) ->
     with pytest.raises(AccessDeniedError, match="disabled"):
         world.runtime().run("collab1")
     assert not any((world.runtime_state / "mounts").iterdir())
+
+
+CHATTY = ("import json, os; print('hello-log', flush=True); "
+          "open(os.environ['CLEANROOM_TELEMETRY_FILE'], 'a').write(json.dumps({'step': 1, 'loss': 0.5}) + '\\n')")
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_logs_and_telemetry_leave_only_when_the_contract_enables_them(world, tmp_path, enabled) -> None:
+    world.setup_assets({"weights.txt": "w"})
+    set_export(world.parties["consumer"], "logging", "app-logs")
+    world.add_app(["python", "-c", CHATTY])
+    world.accept_contract("collab1")
+    if enabled:
+        for option in ("logging", "telemetry"):
+            world.vote_all(world.clients["hoster"].set_runtime_option("collab1", option, enable=True))
+    outcome = world.runtime().run("collab1")
+    assert outcome.exit_codes == {"app": 0}
+    telemetry = [e for e in world.events("collab1") if e["type"] == "telemetry"]
+    if enabled:
+        assert [(e["data"]["step"], e["data"]["loss"]) for e in telemetry] == [(1, 0.5)]
+        download_asset(world.parties["consumer"], "datasink", "app-logs", tmp_path / "logs")
+        assert (tmp_path / "logs" / "app.log").read_text() == "hello-log\n"
+    else:
+        assert telemetry == []
+        assert "app-logs" not in outcome.sealed
+        with pytest.raises(NotFoundError):
+            download_asset(world.parties["consumer"], "datasink", "app-logs", tmp_path / "logs")
+
+
+def test_start_is_refused_for_a_contract_not_ready_to_run(world) -> None:
+    world.setup_assets({"weights.txt": "w"})
+    world.add_app(["python", "-c", COPY])
+    from core.config.merge import merge_fragments
+    merged = merge_fragments(party_fragment(ws) for ws in world.parties.values()).document()
+    hoster = world.clients["hoster"]
+    hoster.create_contract("draft1", merged)
+    with pytest.raises(ConflictError, match="is Draft, not Accepted"):
+        world.runtime().run("draft1")
+    world.vote_all(hoster.propose_contract("draft1", hoster.contract("draft1")["version"]))
+    with pytest.raises(ConflictError, match="no accepted deployment spec"):
+        world.runtime().run("draft1")
+    with pytest.raises(NotFoundError):
+        world.runtime().run("nosuchcontract")
+
+
+def test_missing_bubblewrap_is_refused_before_any_plaintext_is_used(world, monkeypatch) -> None:
+    world.setup_assets({"weights.txt": "w"})
+    world.add_app(["python", "-c", COPY])
+    world.accept_contract("collab1")
+    monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)
+    with pytest.raises(AccessDeniedError, match="--insecure-no-sandbox"):
+        world.runtime().run("collab1")
+    assert not any((world.runtime_state / "mounts").iterdir())
+    types = world.event_types("collab1")
+    assert "failed" in types and "key_released" not in types  # refused before any key left
+    outcome = world.runtime(insecure_no_sandbox=True).run("collab1")
+    assert outcome.exit_codes == {"app": 0}
+    running = [e for e in world.events("collab1") if e["type"] == "running"]
+    assert running[-1]["data"]["sandbox"] == "none (INSECURE)"

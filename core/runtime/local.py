@@ -234,6 +234,8 @@ class LocalRuntime:
         self._note(contract_id, "deploying", attestation, policy_hash=policy_hash(spec))
         run_dir = RunDirectory.create(self.state_dir, contract_id)
         try:
+            if sandbox.bwrap_path() is None and not self.insecure_no_sandbox:
+                raise sandbox.missing_bwrap_error()  # before any key is released
             self._note(contract_id, "attested", attestation, policy_hash=policy_hash(spec))
             deks = self._release_deks(contract_id, spec, attestation, workload_key)
             self._note(contract_id, "keys_released", attestation, assets=sorted(deks))

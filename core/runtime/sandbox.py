@@ -106,6 +106,13 @@ def _host_paths(spec: SandboxSpec, text: str) -> str:
     return text
 
 
+def missing_bwrap_error() -> AccessDeniedError:
+    return AccessDeniedError(
+        "bubblewrap (bwrap) is not installed, so the workload cannot be sandboxed",
+        hint="install it (apt-get install bubblewrap / scripts/bootstrap.sh) or, only for a trusted "
+             "workload, pass --insecure-no-sandbox")
+
+
 def launch(spec: SandboxSpec, *, insecure_no_sandbox: bool = False,
            stdout: int | None = subprocess.PIPE) -> subprocess.Popen[bytes]:
     """Start the application; refuse without bubblewrap unless explicitly made insecure."""
@@ -120,9 +127,6 @@ def launch(spec: SandboxSpec, *, insecure_no_sandbox: bool = False,
                **{k: _host_paths(spec, v) for k, v in spec.env.items()}}
         cwd = str(spec.workdir)
     else:
-        raise AccessDeniedError(
-            "bubblewrap (bwrap) is not installed, so the workload cannot be sandboxed",
-            hint="install it (apt-get install bubblewrap / scripts/bootstrap.sh) or, only for a trusted "
-                 "workload, pass --insecure-no-sandbox")
+        raise missing_bwrap_error()
     return subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout,
                             stderr=subprocess.STDOUT, start_new_session=True)
