@@ -35,7 +35,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
     ServiceRequestError,
 )
-from azure.storage.blob import BlobBlock, BlobServiceClient
+from azure.storage.blob import BlobBlock, BlobServiceClient, ExponentialRetry
 
 from core.errors import (
     AccessDeniedError,
@@ -102,7 +102,8 @@ class AzureBlobStore:
             )
         from azure.identity import DefaultAzureCredential
 
-        return cls(BlobServiceClient(account_url, credential=DefaultAzureCredential()), **options)
+        return cls(BlobServiceClient(account_url, credential=DefaultAzureCredential(),
+                                     retry_policy=_retry_policy()), **options)
 
     @classmethod
     def from_connection_string_env(cls, variable: str, **options: Any) -> "AzureBlobStore":
@@ -114,7 +115,7 @@ class AzureBlobStore:
                 hint=f"export {variable}='DefaultEndpointsProtocol=...;AccountName=...;...'",
             )
         try:
-            service = BlobServiceClient.from_connection_string(value)
+            service = BlobServiceClient.from_connection_string(value, retry_policy=_retry_policy())
         except ValueError as exc:
             raise InvalidInputError(f"environment variable {variable} is not a storage "
                                     f"connection string ({exc})",
@@ -314,6 +315,12 @@ class AzureBlobStore:
                 f"{self.describe()} failed on '{where}': HTTP {exc.status_code} "
                 f"{exc.error_code or exc.reason}", hint="retry; the upload resumes where it stopped",
             ) from exc
+
+
+def _retry_policy() -> ExponentialRetry:
+    """Transient faults are retried a few times within seconds; the SDK's default (15 s base,
+    cubic growth) keeps a CLI silent for over a minute on a wrong or unreachable account."""
+    return ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=1)
 
 
 def _etag(value: str) -> str:
