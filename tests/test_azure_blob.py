@@ -244,8 +244,9 @@ def test_connection_string_env_must_be_set(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_account_url_must_be_a_url() -> None:
-    with pytest.raises(InvalidInputError, match="is not a URL"):
-        AzureBlobStore.from_account_url("mystorageaccount")
+    for url in ("mystorageaccount", "http://acct.blob.core.windows.net"):
+        with pytest.raises(InvalidInputError, match="is not an https URL"):
+            AzureBlobStore.from_account_url(url)
 
 
 def test_unreachable_endpoint_is_service_unavailable(azurite_server: Azurite) -> None:

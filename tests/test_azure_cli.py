@@ -71,7 +71,8 @@ def test_unset_connection_string_variable_is_one_line(provider: Path, tmp_path: 
 @pytest.mark.parametrize(("flags", "needle"), [
     (["--storage-account", "https://a.blob.core.windows.net", "--connection-string-env", "X"],
      "both given"),
-    (["--storage-account", "myaccount"], "is not a URL"),
+    (["--storage-account", "myaccount"], "is not an https URL"),
+    (["--storage-account", "http://127.0.0.1:10000/devstoreaccount1"], "is not an https URL"),
     (["--connection-string-env", "DefaultEndpointsProtocol=https;AccountKey=k"], "is not a variable name"),
     (["--container", "models"], "--container needs"),
     (["--storage-account", "https://a.blob.core.windows.net", "--store-path", "/tmp/s"], "both given"),

@@ -94,11 +94,15 @@ class AzureBlobStore:
     # -- construction from a datasource's store spec -------------------------------------
     @classmethod
     def from_account_url(cls, account_url: str, **options: Any) -> "AzureBlobStore":
-        """Sign in the way the operator already is (az login, managed identity, env vars)."""
-        if not account_url.startswith(("https://", "http://")):
+        """Sign in the way the operator already is (az login, managed identity, env vars).
+
+        https only: Azure tokens are never sent in clear text (azurite takes a connection string).
+        """
+        if not account_url.startswith("https://"):
             raise InvalidInputError(
-                f"storage account {account_url!r} is not a URL",
-                hint="pass --storage-account https://ACCOUNT.blob.core.windows.net",
+                f"storage account {account_url!r} is not an https URL",
+                hint="pass --storage-account https://ACCOUNT.blob.core.windows.net "
+                     "(for azurite use --connection-string-env)",
             )
         from azure.identity import DefaultAzureCredential
 

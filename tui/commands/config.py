@@ -59,9 +59,10 @@ def _azure_store_option(storage_account: str | None, connection_string_env: str 
         raise InvalidInputError("--storage-account and --connection-string-env both given",
                                 hint="pass one: the account URL (signs in with az login / managed identity) "
                                      "or the NAME of a variable holding a connection string")
-    if storage_account is not None and not storage_account.startswith(("https://", "http://")):
-        raise InvalidInputError(f"--storage-account {storage_account!r} is not a URL",
-                                hint="e.g. --storage-account https://ACCOUNT.blob.core.windows.net")
+    if storage_account is not None and not storage_account.startswith("https://"):
+        raise InvalidInputError(f"--storage-account {storage_account!r} is not an https URL",
+                                hint="e.g. --storage-account https://ACCOUNT.blob.core.windows.net "
+                                     "(for azurite use --connection-string-env)")
     if connection_string_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", connection_string_env):
         raise InvalidInputError(f"--connection-string-env {connection_string_env!r} is not a variable name",
                                 hint="pass the NAME of the variable (e.g. PROVIDER_STORAGE_CS), never its value")
