@@ -189,3 +189,29 @@ def test_generate_backend_aci_writes_template_and_skr_policy(tmp_path: Path) -> 
 def test_wrap_deks_to_a_vault_checks_flags_first(provider: Path, flags: list[str], needle: str) -> None:
     outcome = cleanroom("-w", provider, "config", "wrap-deks", "--contract-id", "c1", *flags)
     _one_line_error(outcome, needle)
+
+
+def _signed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000000")
+
+
+def test_aci_status_without_sign_in_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """azure-identity's multi-line warning must not reach the terminal; our one line does."""
+    _signed_out(monkeypatch)
+    outcome = cleanroom("-w", tmp_path, "deployment", "status", "--contract-id", "c1", "--backend", "aci",
+                        "--resource-group", "rg-cleanroom")
+    _one_line_error(outcome, "cleanroom-c1", "rg-cleanroom")
+
+
+def test_storage_account_without_sign_in_is_one_line(provider: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    _signed_out(monkeypatch)
+    assert cleanroom("-w", provider, "config", "add-datasource", "--name", "model",
+                     "--storage-account", "https://127.0.0.1:9/devstoreaccount1").code == 0
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.bin").write_bytes(b"x")
+    outcome = cleanroom("-w", provider, "datasource", "upload", "--name", "model",
+                        "--dataset-folder", tmp_path / "data")
+    _one_line_error(outcome, "https://127.0.0.1:9/devstoreaccount1")

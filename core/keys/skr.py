@@ -104,9 +104,9 @@ def create_release_kek(vault_url: str, key_name: str, document: dict[str, Any],
     from azure.keyvault.keys import KeyClient, KeyReleasePolicy
 
     if credential is None:
-        from azure.identity import DefaultAzureCredential
+        from core.azure_credential import default_credential
 
-        credential = DefaultAzureCredential()
+        credential = default_credential()
     client = KeyClient(vault_url, credential)
     return client.create_rsa_key(
         key_name, size=KEK_SIZE, hardware_protected=True, exportable=True,

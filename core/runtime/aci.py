@@ -339,9 +339,9 @@ class AciDeployment:
             from azure.mgmt.containerinstance import ContainerInstanceManagementClient
 
             if credential is None:
-                from azure.identity import DefaultAzureCredential
+                from core.azure_credential import default_credential
 
-                credential = DefaultAzureCredential()
+                credential = default_credential()
             client = ContainerInstanceManagementClient(credential, subscription)
         self._client = client
 

@@ -104,9 +104,9 @@ class AzureBlobStore:
                 hint="pass --storage-account https://ACCOUNT.blob.core.windows.net "
                      "(for azurite use --connection-string-env)",
             )
-        from azure.identity import DefaultAzureCredential
+        from core.azure_credential import default_credential
 
-        return cls(BlobServiceClient(account_url, credential=DefaultAzureCredential(),
+        return cls(BlobServiceClient(account_url, credential=default_credential(),
                                      retry_policy=_retry_policy()), **options)
 
     @classmethod
