@@ -75,6 +75,7 @@ def test_unset_connection_string_variable_is_one_line(provider: Path, tmp_path: 
     (["--storage-account", "http://127.0.0.1:10000/devstoreaccount1"], "is not an https URL"),
     (["--connection-string-env", "DefaultEndpointsProtocol=https;AccountKey=k"], "is not a variable name"),
     (["--container", "models"], "--container needs"),
+    (["--connection-string-env", "CS", "--container", "My_Models"], "not a valid Azure container name"),
     (["--storage-account", "https://a.blob.core.windows.net", "--store-path", "/tmp/s"], "both given"),
 ])
 def test_bad_azure_flags_are_one_line_errors(provider: Path, flags: list[str], needle: str) -> None:

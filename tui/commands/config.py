@@ -66,6 +66,12 @@ def _azure_store_option(storage_account: str | None, connection_string_env: str 
     if connection_string_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", connection_string_env):
         raise InvalidInputError(f"--connection-string-env {connection_string_env!r} is not a variable name",
                                 hint="pass the NAME of the variable (e.g. PROVIDER_STORAGE_CS), never its value")
+    if container is not None:
+        from core.storage.azure_blob import azure_container_name
+
+        if azure_container_name(container) != container:
+            raise InvalidInputError(f"--container {container!r} is not a valid Azure container name",
+                                    hint="use 3-63 lowercase letters, digits and single hyphens")
     return AzureBlobStoreSpec(account_url=storage_account, connection_string_env=connection_string_env,
                               container=container)
 
