@@ -173,3 +173,26 @@ def test_sigkill_leaves_nothing_after_the_next_up(world, tmp_path) -> None:
         download_asset(world.parties["consumer"], "datasink", "results", tmp_path / "got")
     shown = cleanroom("deployment", "status", "--contract-id", "collab1", "-o", "json")
     assert json.loads(shown.stdout)["status"]["state"] == "lost"
+
+
+def test_deployment_verbs_bad_input(world, tmp_path) -> None:
+    world.setup_assets({"weights.txt": "w"})
+    world.add_app(["python", "-c", "print(1)"])
+    from core.config.merge import merge_fragments
+    from core.config.party import party_fragment
+    merged = merge_fragments(party_fragment(ws) for ws in world.parties.values()).document()
+    world.clients["hoster"].create_contract("draft1", merged)
+    hoster = world.parties["hoster"].root
+    refused = cleanroom("-w", hoster, "deployment", "start", "--contract-id", "draft1")
+    assert refused.code == 5 and refused.stderr.startswith("error: ") and "not Accepted" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    missing = cleanroom("deployment", "logs", "--contract-id", "nosuch")
+    assert missing.code == 3 and "deployment start --contract-id nosuch" in missing.stderr
+    assert cleanroom("deployment", "stop", "--contract-id", "nosuch").code == 3
+    shown = cleanroom("deployment", "status", "--contract-id", "nosuch", "-o", "json")
+    assert shown.code == 0 and json.loads(shown.stdout)["status"]["state"] == "not deployed on this machine"
+    no_wrap = cleanroom("-w", world.parties["hoster"].root, "config", "wrap-deks", "--contract-id", "draft1")
+    assert no_wrap.code == 2 and "no datasource or datasink owned by this workspace" in no_wrap.stderr
+    unknown = cleanroom("-w", hoster, "governance", "deployment", "generate", "--contract-id", "nosuch",
+                        "--output-dir", tmp_path / "o")
+    assert unknown.code == 3 and not (tmp_path / "o").exists()

@@ -93,6 +93,26 @@ class GovernancePort(Protocol):
 Listener = Callable[[str, dict[str, Any]], None]
 
 
+def check_ready(governance: GovernancePort, contract_id: str) -> dict[str, Any]:
+    """The accepted deployment spec, or a refusal: contract, spec and policy accepted, execution on."""
+    contract = governance.contract(contract_id)
+    if contract.get("state") != "Accepted":
+        raise ConflictError(f"contract '{contract_id}' is {contract.get('state')}, not Accepted",
+                            hint="all parties must accept it first (`cleanroom governance contract vote`)")
+    spec = governance.document(contract_id, "deployment_spec")
+    if spec is None:
+        raise ConflictError(f"contract '{contract_id}' has no accepted deployment spec",
+                            hint="propose it with `cleanroom governance deployment template propose`")
+    accepted = accepted_policy_hash(governance.document(contract_id, "clean_room_policy"))
+    if accepted is None:
+        raise ConflictError(f"contract '{contract_id}' has no accepted clean-room policy",
+                            hint="propose it with `cleanroom governance deployment policy propose`")
+    if not governance.option_enabled(contract_id, "execution"):
+        raise AccessDeniedError(f"execution of contract '{contract_id}' is disabled",
+                                hint="a member must enable execution again")
+    return spec
+
+
 # -- plaintext mounts ---------------------------------------------------------------------------
 def pid_alive(pid: int) -> bool:
     """True if ``pid`` runs (a zombie left by a killed runtime counts as gone)."""
@@ -193,32 +213,13 @@ class LocalRuntime:
             if self.listener is not None:
                 self.listener("event_not_recorded", {"type": kind, "reason": exc.one_line()})
 
-    # -- checks -----------------------------------------------------------------------------
-    def _accepted_spec(self, contract_id: str) -> tuple[dict[str, Any], str]:
-        contract = self.governance.contract(contract_id)
-        if contract.get("state") != "Accepted":
-            raise ConflictError(f"contract '{contract_id}' is {contract.get('state')}, not Accepted",
-                                hint="all parties must accept it first (`cleanroom governance contract vote`)")
-        spec = self.governance.document(contract_id, "deployment_spec")
-        if spec is None:
-            raise ConflictError(f"contract '{contract_id}' has no accepted deployment spec",
-                                hint="propose it with `cleanroom governance deployment template propose`")
-        accepted = accepted_policy_hash(self.governance.document(contract_id, "clean_room_policy"))
-        if accepted is None:
-            raise ConflictError(f"contract '{contract_id}' has no accepted clean-room policy",
-                                hint="propose it with `cleanroom governance deployment policy propose`")
-        if not self.governance.option_enabled(contract_id, "execution"):
-            raise AccessDeniedError(f"execution of contract '{contract_id}' is disabled",
-                                    hint="a member must enable execution again")
-        return spec, accepted
-
     # -- the run ----------------------------------------------------------------------------
     def run(self, contract_id: str, *, spec_override: dict[str, Any] | None = None,
             ingress_port: int = 0) -> DeploymentOutcome:
         """Run one deployment to its end. ``spec_override`` is what a hoster would actually run
         if it edited the spec: it is attested as is, so the key service refuses a changed one."""
         sweep_stale_mounts(self.state_dir)
-        accepted_spec, _ = self._accepted_spec(contract_id)
+        accepted_spec = check_ready(self.governance, contract_id)
         spec = spec_override if spec_override is not None else accepted_spec
         if spec.get("contract_id") != contract_id:
             raise InvalidInputError(f"deployment spec names contract '{spec.get('contract_id')}', "

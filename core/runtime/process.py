@@ -26,8 +26,9 @@ from typing import Any
 
 from core.errors import CleanroomError, ConflictError, NotFoundError, ServiceUnavailableError
 from core.runtime.deployment import load_document
-from core.runtime.local import (LocalRuntime, deployment_dir, pid_alive, read_status, sweep_stale_mounts,
-                                write_status)
+from core.runtime import sandbox
+from core.runtime.local import (LocalRuntime, check_ready, deployment_dir, pid_alive, read_status,
+                                sweep_stale_mounts, write_status)
 
 LOG_FILE = "runtime.log"
 ERR_FILE = "runtime.err"
@@ -103,11 +104,29 @@ def run_foreground(env: RuntimeEnvironment, contract_id: str, *, insecure_no_san
     return 0 if all(code == 0 for code in outcome.exit_codes.values()) else 1
 
 
+def _preflight(env: RuntimeEnvironment, contract_id: str, insecure_no_sandbox: bool) -> None:
+    from core.governance import launcher as governance_launcher
+    from core.runtime.governance_port import HttpGovernance
+
+    info = governance_launcher.info(env.governance_state_dir)
+    governance = HttpGovernance(info.endpoint, info.service_cert_pem)
+    try:
+        check_ready(governance, contract_id)
+    finally:
+        governance.close()
+    if sandbox.bwrap_path() is None and not insecure_no_sandbox:
+        raise sandbox.missing_bwrap_error()
+
+
 def start_background(env: RuntimeEnvironment, contract_id: str, *, insecure_no_sandbox: bool = False,
                      spec_file: Path | None = None, ingress_port: int = 0, timeout: float = 120.0
                      ) -> dict[str, Any]:
-    """Start a detached runtime; return its status once it runs, ends, or fails to start."""
+    """Start a detached runtime; return its status once it runs, ends, or fails to start.
+
+    The contract's readiness is checked here first, so a refusal is the caller's own one-line
+    error (with its exit code) rather than a failed background process."""
     sweep_stale_mounts(env.runtime_state_dir)
+    _preflight(env, contract_id, insecure_no_sandbox)
     try:
         current = read_status(env.runtime_state_dir, contract_id)
     except NotFoundError:
