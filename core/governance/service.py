@@ -25,14 +25,15 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import uvicorn
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from core.errors import (AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError)
 from core.governance.launcher import CONFIG_FILE, IDENTITY_DIR
 from core.governance.models import DOCUMENT_ACTIONS, MemberStatus, StaleVersionError
 from core.governance.service_identity import ServiceIdentity
-from core.governance.signing import SignatureRejected, VerifiedRequest, verify_request
+from core.governance.signing import CONTENT_TYPE, SignatureRejected, VerifiedRequest, verify_request
 from core.governance.state import AttestationVerifier, GovernanceState
 
 CHECKPOINT_INTERVAL_SECONDS = 1.0
@@ -70,22 +71,13 @@ def load_attestation_verifier(spec: dict[str, Any] | None) -> AttestationVerifie
 
 
 def create_app(state: GovernanceState) -> FastAPI:
-    """The HTTP surface over ``state``. Handlers are async and call ``state`` inline: every
-    operation is a short SQLite transaction, and one event loop with no thread hops is what
-    keeps the signed-ballot round trip in the low milliseconds."""
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async def checkpointer() -> None:  # a checkpoint a second while entries are pending
-            while True:
-                await asyncio.sleep(CHECKPOINT_INTERVAL_SECONDS)
-                state.checkpoint()
-                state.prune_seen()
+    """The HTTP surface over ``state``.
 
-        task = asyncio.create_task(checkpointer())
-        yield
-        task.cancel()
-
-    app = FastAPI(title="cleanroom governance", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    Handlers are plain functions, so FastAPI runs them on its thread pool: while one batch of
+    writes waits for its fsync, the next requests are verified and join the next batch
+    (``GovernanceState._write``), which is what sustains hundreds of signed ballots a second.
+    Only body reads and long-poll waits run on the event loop.
+    """
     event_waiters: dict[str, asyncio.Event] = {}
 
     def notify(contract_id: str) -> None:
@@ -93,7 +85,22 @@ def create_app(state: GovernanceState) -> FastAPI:
         if waiter is not None:
             waiter.set()
 
-    state.on_event = notify
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        state.on_event = lambda contract_id: loop.call_soon_threadsafe(notify, contract_id)
+
+        async def checkpointer() -> None:  # a checkpoint a second while entries are pending
+            while True:
+                await asyncio.sleep(CHECKPOINT_INTERVAL_SECONDS)
+                await run_in_threadpool(state.checkpoint)
+                await run_in_threadpool(state.prune_seen)
+
+        task = asyncio.create_task(checkpointer())
+        yield
+        task.cancel()
+
+    app = FastAPI(title="cleanroom governance", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
 
     @app.exception_handler(CleanroomError)
     async def _cleanroom_error(_: Request, exc: CleanroomError) -> JSONResponse:
@@ -103,13 +110,8 @@ def create_app(state: GovernanceState) -> FastAPI:
     async def _signature_error(_: Request, exc: SignatureRejected) -> JSONResponse:
         return _error(exc.status, "SignatureRejected", exc.message)
 
-    async def signed(request: Request, *, statuses: tuple[str, ...] = (MemberStatus.ACTIVE,)) -> VerifiedRequest:
-        raw = await request.body()
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/cose":
-            raise SignatureRejected(401, "request is unsigned: send a COSE_Sign1 body with "
-                                         "Content-Type application/cose")
-        return verify_request(raw, path=request.url.path, window_seconds=state.window_seconds,
-                              member_key=lambda member_id: state.member_key(member_id, statuses=statuses))
+    async def raw_body(request: Request) -> bytes:  # a dependency: reads the body on the loop
+        return await request.body()
 
     async def json_body(request: Request) -> dict[str, Any]:
         try:
@@ -120,150 +122,159 @@ def create_app(state: GovernanceState) -> FastAPI:
             raise InvalidInputError("request body must be a JSON object", hint="send {...}")
         return body
 
+    def signed(request: Request, raw: bytes, statuses: tuple[str, ...] = (MemberStatus.ACTIVE,)) -> VerifiedRequest:
+        if request.headers.get("content-type", "").split(";")[0].strip() != CONTENT_TYPE:
+            raise SignatureRejected(401, "request is unsigned: send a COSE_Sign1 body with "
+                                         f"Content-Type {CONTENT_TYPE}")
+        return verify_request(raw, path=request.url.path, window_seconds=state.window_seconds,
+                              member_key=lambda member_id: state.member_key(member_id, statuses=statuses))
+
+    RAW = Depends(raw_body)
+    JSON = Depends(json_body)
+
     # -- service ---------------------------------------------------------------------------------
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "serviceId": state.identity.service_id, "ledger": state.head()}
+    def health() -> Response:
+        return JSONResponse({"status": "ok", "serviceId": state.identity.service_id, "ledger": state.head()})
 
     @app.get("/service")
-    async def service_info() -> dict[str, Any]:
-        return {"serviceId": state.identity.service_id, "serviceCert": state.identity.cert_pem,
-                "replayWindowSeconds": state.window_seconds, "checkpointEvery": state.checkpoint_every,
-                "tokenIssuer": state.token_issuer}
+    def service_info() -> Response:
+        return JSONResponse({"serviceId": state.identity.service_id, "serviceCert": state.identity.cert_pem,
+                             "replayWindowSeconds": state.window_seconds, "checkpointEvery": state.checkpoint_every,
+                             "tokenIssuer": state.token_issuer})
 
     @app.get("/jwks")
-    async def jwks() -> dict[str, Any]:
-        return state.jwks()
+    def jwks() -> Response:
+        return JSONResponse(state.jwks())
 
     # -- members ---------------------------------------------------------------------------------
     @app.get("/members")
-    async def members() -> dict[str, Any]:
-        return {"value": state.members()}
+    def members() -> Response:
+        return JSONResponse({"value": state.members()})
 
     @app.get("/members/{member_id}")
-    async def member(member_id: str) -> dict[str, Any]:
+    def member(member_id: str) -> Response:
         found = state.member(member_id)
         if found is None:
             raise NotFoundError(f"member {member_id[:16]}… is not in the consortium",
                                 hint="list members with `cleanroom governance member list`")
-        return found
+        return JSONResponse(found)
 
     @app.post("/members/activate")
-    async def activate(request: Request) -> dict[str, Any]:
-        return state.activate_member(await signed(request, statuses=(MemberStatus.ACCEPTED,)))
+    def activate(request: Request, raw: bytes = RAW) -> Response:
+        return JSONResponse(state.activate_member(signed(request, raw, (MemberStatus.ACCEPTED,))))
 
     # -- contracts and proposals -----------------------------------------------------------------
     @app.get("/contracts")
-    async def contracts() -> dict[str, Any]:
-        return {"value": state.contracts()}
+    def contracts() -> Response:
+        return JSONResponse({"value": state.contracts()})
 
     @app.get("/contracts/{contract_id}")
-    async def contract(contract_id: str) -> dict[str, Any]:
-        return state.get_contract(contract_id)
+    def contract(contract_id: str) -> Response:
+        return JSONResponse(state.get_contract(contract_id))
 
     @app.put("/contracts/{contract_id}")
-    async def put_contract(contract_id: str, request: Request) -> dict[str, Any]:
-        return state.put_contract(await signed(request), contract_id)
+    def put_contract(contract_id: str, request: Request, raw: bytes = RAW) -> Response:
+        return JSONResponse(state.put_contract(signed(request, raw), contract_id))
 
     @app.post("/proposals")
-    async def propose(request: Request) -> dict[str, Any]:
-        return state.create_proposal(await signed(request))
+    def propose(request: Request, raw: bytes = RAW) -> Response:
+        return JSONResponse(state.create_proposal(signed(request, raw)))
 
     @app.get("/proposals")
-    async def proposals(proposal_state: str | None = Query(None, alias="state"), contract_id: str | None = None,
-                        action: str | None = None) -> dict[str, Any]:
-        return {"value": state.proposals(state=proposal_state, contract_id=contract_id, action=action)}
+    def proposals(proposal_state: str | None = Query(None, alias="state"), contract_id: str | None = None,
+                  action: str | None = None) -> Response:
+        return JSONResponse({"value": state.proposals(state=proposal_state, contract_id=contract_id, action=action)})
 
     @app.get("/proposals/{proposal_id}")
-    async def proposal(proposal_id: str) -> dict[str, Any]:
-        return state.proposal(proposal_id)
+    def proposal(proposal_id: str) -> Response:
+        return JSONResponse(state.proposal(proposal_id))
 
     @app.post("/proposals/{proposal_id}/ballots")
-    async def ballot(proposal_id: str, request: Request) -> dict[str, Any]:
-        return state.ballot(await signed(request), proposal_id)
+    def ballot(proposal_id: str, request: Request, raw: bytes = RAW) -> Response:
+        return JSONResponse(state.ballot(signed(request, raw), proposal_id))
 
     @app.post("/proposals/{proposal_id}/withdraw")
-    async def withdraw(proposal_id: str, request: Request) -> dict[str, Any]:
-        return state.withdraw(await signed(request), proposal_id)
+    def withdraw(proposal_id: str, request: Request, raw: bytes = RAW) -> Response:
+        return JSONResponse(state.withdraw(signed(request, raw), proposal_id))
 
     @app.get("/contracts/{contract_id}/documents/{kind}")
-    async def document(contract_id: str, kind: str) -> dict[str, Any]:
+    def document(contract_id: str, kind: str) -> Response:
         if kind not in DOCUMENT_ACTIONS:
             raise NotFoundError(f"document kind {kind!r} is not known", hint=f"use {', '.join(DOCUMENT_ACTIONS)}")
-        return state.document(contract_id, kind)
+        return JSONResponse(state.document(contract_id, kind))
 
     # -- runtime options -------------------------------------------------------------------------
     @app.get("/contracts/{contract_id}/runtime-options/{option}")
-    async def runtime_option(contract_id: str, option: str) -> dict[str, Any]:
-        return state.runtime_option(contract_id, option)
+    def runtime_option(contract_id: str, option: str) -> Response:
+        return JSONResponse(state.runtime_option(contract_id, option))
 
     @app.post("/contracts/{contract_id}/runtime-options/execution")
-    async def set_execution(contract_id: str, request: Request) -> dict[str, Any]:
-        return state.set_execution(await signed(request), contract_id)
+    def set_execution(contract_id: str, request: Request, raw: bytes = RAW) -> Response:
+        return JSONResponse(state.set_execution(signed(request, raw), contract_id))
 
     # -- CA --------------------------------------------------------------------------------------
     @app.get("/contracts/{contract_id}/ca")
-    async def ca_info(contract_id: str) -> dict[str, Any]:
-        return state.ca_info(contract_id)
+    def ca_info(contract_id: str) -> Response:
+        return JSONResponse(state.ca_info(contract_id))
 
     @app.post("/contracts/{contract_id}/ca/generate-key")
-    async def ca_generate(contract_id: str, request: Request) -> dict[str, Any]:
-        return state.generate_ca_key(await signed(request), contract_id)
+    def ca_generate(contract_id: str, request: Request, raw: bytes = RAW) -> Response:
+        return JSONResponse(state.generate_ca_key(signed(request, raw), contract_id))
 
     @app.post("/contracts/{contract_id}/ca/endorse")
-    async def ca_endorse(contract_id: str, request: Request) -> dict[str, Any]:
-        return state.endorse(contract_id, await json_body(request))
+    def ca_endorse(contract_id: str, body: dict[str, Any] = JSON) -> Response:
+        return JSONResponse(state.endorse(contract_id, body))
 
     # -- secrets and tokens ----------------------------------------------------------------------
     @app.put("/contracts/{contract_id}/secrets/{name}")
-    async def put_secret(contract_id: str, name: str, request: Request) -> dict[str, Any]:
-        verified = await signed(request)
+    def put_secret(contract_id: str, name: str, request: Request, raw: bytes = RAW) -> Response:
+        verified = signed(request, raw)
         try:
             value = base64.b64decode(str(verified.body.get("value", "")), validate=True)
         except ValueError as exc:
             raise InvalidInputError("secret value must be base64", hint="send {\"value\": base64}") from exc
-        return state.put_secret(verified, contract_id, name, value)
+        return JSONResponse(state.put_secret(verified, contract_id, name, value))
 
     @app.get("/contracts/{contract_id}/secrets")
-    async def secrets(contract_id: str) -> dict[str, Any]:
-        return {"value": state.secrets(contract_id)}
+    def secrets(contract_id: str) -> Response:
+        return JSONResponse({"value": state.secrets(contract_id)})
 
     @app.post("/contracts/{contract_id}/secrets/{name}/get")
-    async def get_secret(contract_id: str, name: str, request: Request) -> dict[str, Any]:
-        value = state.get_secret(contract_id, name, await json_body(request))
-        return {"name": name, "value": base64.b64encode(value).decode()}
+    def get_secret(contract_id: str, name: str, body: dict[str, Any] = JSON) -> Response:
+        value = state.get_secret(contract_id, name, body)
+        return JSONResponse({"name": name, "value": base64.b64encode(value).decode()})
 
     @app.post("/contracts/{contract_id}/tokens")
-    async def token(contract_id: str, request: Request) -> dict[str, Any]:
-        return state.issue_token(await signed(request), contract_id)
+    def token(contract_id: str, request: Request, raw: bytes = RAW) -> Response:
+        return JSONResponse(state.issue_token(signed(request, raw), contract_id))
 
     # -- events ----------------------------------------------------------------------------------
     @app.post("/contracts/{contract_id}/events")
-    async def append_event(contract_id: str, request: Request) -> dict[str, Any]:
-        return state.append_event(contract_id, await json_body(request))
+    def append_event(contract_id: str, body: dict[str, Any] = JSON) -> Response:
+        return JSONResponse(state.append_event(contract_id, body))
 
     async def wait_for_events(contract_id: str, from_seqno: int, wait: float) -> dict[str, Any]:
-        result = state.events(contract_id, from_seqno)
-        deadline = asyncio.get_running_loop().time() + min(max(wait, 0.0), LONG_POLL_MAX_SECONDS)
-        while not result["events"] and result["nextSeqno"] == from_seqno:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                break
-            waiter = event_waiters.setdefault(contract_id, asyncio.Event())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(wait, 0.0), LONG_POLL_MAX_SECONDS)
+        while True:
+            waiter = event_waiters.setdefault(contract_id, asyncio.Event())  # before reading: no lost wake-up
+            result = await run_in_threadpool(state.events, contract_id, from_seqno)
+            remaining = deadline - loop.time()
+            if result["events"] or result["nextSeqno"] != from_seqno or remaining <= 0:
+                return result
             try:
                 await asyncio.wait_for(waiter.wait(), timeout=remaining)
             except asyncio.TimeoutError:
-                break
-            result = state.events(contract_id, from_seqno)
-        return result
+                return result
 
     @app.get("/contracts/{contract_id}/events")
-    async def events(contract_id: str, from_seqno: int = 1, wait: float = 0.0) -> dict[str, Any]:
-        return await wait_for_events(contract_id, from_seqno, wait)
+    async def events(contract_id: str, from_seqno: int = 1, wait: float = 0.0) -> Response:
+        return JSONResponse(await wait_for_events(contract_id, from_seqno, wait))
 
     @app.get("/contracts/{contract_id}/events/stream")
     async def event_stream(contract_id: str, from_seqno: int = 1) -> StreamingResponse:
-        state.get_contract(contract_id)
+        await run_in_threadpool(state.get_contract, contract_id)
 
         async def stream() -> AsyncIterator[bytes]:
             cursor = from_seqno
@@ -279,17 +290,16 @@ def create_app(state: GovernanceState) -> FastAPI:
 
     # -- ledger ----------------------------------------------------------------------------------
     @app.get("/ledger/head")
-    async def ledger_head() -> dict[str, Any]:
-        return state.head()
+    def ledger_head() -> Response:
+        return JSONResponse(state.head())
 
     @app.get("/ledger/export")
-    async def ledger_export() -> Response:
-        lines = state.export()
-        return Response("\n".join(lines) + "\n", media_type="application/x-ndjson")
+    def ledger_export() -> Response:
+        return Response("\n".join(state.export()) + "\n", media_type="application/x-ndjson")
 
     @app.get("/ledger/receipt/{seqno}")
-    async def receipt(seqno: int) -> dict[str, Any]:
-        return state.receipt(seqno)
+    def receipt(seqno: int) -> Response:
+        return JSONResponse(state.receipt(seqno))
 
     return app
 

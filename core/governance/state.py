@@ -2,8 +2,10 @@
 
 Durability: WAL with ``synchronous=FULL``, so a write the service acknowledged survives SIGKILL
 and power loss; the replay cache lives in the same database, so a restart does not reopen the
-replay window. A single lock serialises writers (SQLite allows one anyway) and keeps the ledger
-head in memory consistent with what is on disk.
+replay window. Writes are serialised under one lock (SQLite allows one writer anyway) and
+group-committed (see ``_write``), so concurrent ballots share an fsync instead of queueing for
+one each. Reads use the same connection, so a read may see a write one fsync before it is
+acknowledged to its sender (as CCF reads may see uncommitted state).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from cryptography.x509.oid import NameOID
 
 from core.config.canonical import canonical_json, document_hash
 from core.crypto.identity import load_certificate, member_id_of
-from core.errors import AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError
+from core.errors import (AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError,
+                         ServiceUnavailableError)
 from core.governance import ca, constitution, ledger
 from core.governance.models import (DOCUMENT_ACTIONS, EVENT_CATEGORIES, Action, ContractState, MemberStatus,
                                     ProposalState, StaleVersionError, Vote, check_contract_id,
@@ -98,12 +101,13 @@ class GovernanceState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()          # the connection and the in-memory ledger head
+        self._commit_lock = threading.Lock()    # one committer at a time (group commit)
+        self._in_transaction = False
+        self._batch = self._committed_batch = 0
+        self._failed_batches: set[int] = set()
         self._member_keys: dict[str, tuple[str, ec.EllipticCurvePublicKey]] = {}
-        last = self._db.execute("SELECT seqno, hash FROM ledger ORDER BY seqno DESC LIMIT 1").fetchone()
-        self._head = (last["seqno"], last["hash"]) if last else (0, ledger.GENESIS_PREV)
-        covered = self._db.execute("SELECT MAX(to_seqno) FROM checkpoints").fetchone()[0] or 0
-        self._covered = covered
+        self._load_head()
         self.on_event: Callable[[str], None] = lambda contract_id: None
 
     def close(self) -> None:
@@ -113,22 +117,60 @@ class GovernanceState:
     # -- transactions and the ledger ----------------------------------------------------------------
     @contextmanager
     def _write(self, request: VerifiedRequest | None = None) -> Iterator[None]:
-        """One transaction; a member's request is checked against the replay cache first."""
+        """Run the block as one atomic step of the current batch; return once the batch is durable.
+
+        Group commit: steps run one at a time under the lock, each in a savepoint of a shared
+        transaction; the first finished step to reach ``_commit`` commits every step done so far
+        with one fsync, while later arrivals already run in the next batch. A failing step rolls
+        back to its savepoint only. A member's request is checked against the replay cache first.
+        """
         with self._lock:
-            head, covered = self._head, self._covered
-            self._db.execute("BEGIN IMMEDIATE")
+            if not self._in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._in_transaction = True
+                self._batch += 1
+            batch, head, covered = self._batch, self._head, self._covered
+            self._db.execute("SAVEPOINT step")
             try:
                 if request is not None:
                     self._remember(request)
                 yield
-                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("ROLLBACK TO step")
+                self._db.execute("RELEASE step")
                 self._head, self._covered = head, covered
                 self._member_keys.clear()
                 raise
+            self._db.execute("RELEASE step")
+        self._commit(batch)
         if self._head[0] - self._covered >= self.checkpoint_every:
             self.checkpoint()
+
+    def _commit(self, batch: int) -> None:
+        with self._commit_lock:
+            if batch in self._failed_batches:
+                raise ServiceUnavailableError("the governance database could not commit this write",
+                                              hint="check the disk, then retry")
+            if self._committed_batch >= batch:
+                return
+            with self._lock:
+                try:
+                    self._db.execute("COMMIT")
+                    self._committed_batch = self._batch
+                except sqlite3.Error as exc:
+                    self._db.execute("ROLLBACK")
+                    self._failed_batches.add(self._batch)
+                    self._load_head()
+                    raise ServiceUnavailableError(f"the governance database could not commit ({exc})",
+                                                  hint="check the disk, then retry") from exc
+                finally:
+                    self._in_transaction = False
+
+    def _load_head(self) -> None:
+        last = self._db.execute("SELECT seqno, hash FROM ledger ORDER BY seqno DESC LIMIT 1").fetchone()
+        self._head = (last["seqno"], last["hash"]) if last else (0, ledger.GENESIS_PREV)
+        self._covered = self._db.execute("SELECT MAX(to_seqno) FROM checkpoints").fetchone()[0] or 0
+        self._member_keys.clear()
 
     def _append(self, kind: str, signer: str, request: bytes) -> int:
         seqno, prev = self._head[0] + 1, self._head[1]
@@ -151,12 +193,12 @@ class GovernanceState:
         return self._append(kind, request.signer, request.raw)
 
     def prune_seen(self) -> None:
-        with self._lock:
+        with self._write():
             self._db.execute("DELETE FROM seen WHERE expires < ?", (time.time(),))
 
     def checkpoint(self) -> dict[str, Any] | None:
         """Sign a checkpoint over the entries no checkpoint covers yet (if any)."""
-        with self._lock:
+        with self._write():
             first, last = self._covered + 1, self._head[0]
             if last < first:
                 return None
@@ -208,7 +250,8 @@ class GovernanceState:
         return key if status in statuses else None
 
     def member(self, member_id: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT * FROM members WHERE member_id=?", (member_id,)).fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT * FROM members WHERE member_id=?", (member_id,)).fetchone()
         return None if row is None else {"memberId": row["member_id"], "name": row["name"], "status": row["status"],
                                          "certificate": row["cert_pem"], "memberData": json.loads(row["data"])}
 
@@ -242,7 +285,8 @@ class GovernanceState:
 
     # -- contracts ----------------------------------------------------------------------------------
     def contract(self, contract_id: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT * FROM contracts WHERE id=?", (contract_id,)).fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT * FROM contracts WHERE id=?", (contract_id,)).fetchone()
         if row is None:
             return None
         return {"id": row["id"], "data": json.loads(row["data"]), "version": row["version"], "state": row["state"],
@@ -639,8 +683,8 @@ class GovernanceState:
 
     def export(self) -> Iterator[str]:
         """The whole ledger as JSON lines (a checkpoint is signed first so every entry is covered)."""
+        self.checkpoint()
         with self._lock:
-            self.checkpoint()
             members = {r["member_id"]: r["cert_pem"] for r in self._db.execute("SELECT member_id, cert_pem FROM members")}
             entries = [dict(r) | {"request": bytes(r["request"])} for r in
                        self._db.execute("SELECT * FROM ledger ORDER BY seqno")]
@@ -649,12 +693,11 @@ class GovernanceState:
         return ledger.export_lines(self.identity.cert_pem, members, entries, checkpoints)
 
     def receipt(self, seqno: int) -> dict[str, Any]:
+        if not 1 <= seqno <= self._head[0]:
+            raise NotFoundError(f"ledger entry {seqno} does not exist", hint=f"entries run from 1 to {self._head[0]}")
+        if seqno > self._covered:
+            self.checkpoint()
         with self._lock:
-            if not 1 <= seqno <= self._head[0]:
-                raise NotFoundError(f"ledger entry {seqno} does not exist",
-                                    hint=f"entries run from 1 to {self._head[0]}")
-            if seqno > self._covered:
-                self.checkpoint()
             cp = self._db.execute("SELECT * FROM checkpoints WHERE from_seqno<=? AND to_seqno>=?",
                                   (seqno, seqno)).fetchone()
             rows = self._db.execute("SELECT * FROM ledger WHERE seqno BETWEEN ? AND ? ORDER BY seqno",
