@@ -91,13 +91,15 @@ class World:
             client.vote(proposal["proposalId"], "accept")
         assert self.clients["hoster"].proposal(proposal["proposalId"])["proposalState"] == "Accepted"
 
-    def setup_assets(self, source_files: dict[str, str]) -> None:
+    def setup_assets(self, source_files: dict[str, str] | None = None, *, source_folder: Path | None = None) -> None:
+        """Provider datasource "model" (the given files or folder), consumer datasink "results"."""
         provider, consumer = self.parties["provider"], self.parties["consumer"]
         add_data_asset(provider, "datasource", "model", local_store_spec(provider.root / "store"))
-        folder = self.root / "plain-model"
-        folder.mkdir()
-        for name, text in source_files.items():
-            (folder / name).write_text(text)
+        folder = source_folder or self.root / "plain-model"
+        if source_folder is None:
+            folder.mkdir()
+            for name, text in (source_files or {}).items():
+                (folder / name).write_text(text)
         upload_datasource(provider, "model", folder)
         add_data_asset(consumer, "datasink", "results", local_store_spec(consumer.root / "store"))
 
