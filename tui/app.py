@@ -8,6 +8,7 @@ app keeps running.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import ClassVar
@@ -59,6 +60,9 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
         self.read_only = read_only
         self.now = now
         self.background = background
+        if "TEXTUAL_ANIMATIONS" not in os.environ:
+            # tab underline slides cost a frame budget per key; operators want the answer now
+            self.animation_level = "none"
         self.live = True
         self.health: dict[int, EndpointHealth] = {}
         self.paused_events: list[EngineEvent] = []

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import TabbedContent, TabPane, Tabs
 
 from core.engine import CleanroomEvent, EndpointHealth, PersonaEngine
 from tui.actions import bindings_for
@@ -19,6 +19,7 @@ from tui.widgets.context_bar import ContextBar, PersonaTabs
 from tui.widgets.data import DataView
 from tui.widgets.deployments import DeploymentsView
 from tui.widgets.inference import InferenceView
+from tui.widgets.key_bar import KeyBar
 from tui.widgets.ledger import LedgerView
 from tui.widgets.proposals import ProposalsView
 from tui.widgets.training import TrainingMonitor
@@ -55,7 +56,7 @@ class PersonaScreen(Screen):
                 yield DataView(self.engine)
             with TabPane("Ledger", id="tab-ledger"):
                 yield LedgerView(self.engine)
-        yield Footer()
+        yield KeyBar(classes="key-bar")
 
     def on_mount(self) -> None:
         bar = self.query_one(ContextBar)
@@ -77,13 +78,19 @@ class PersonaScreen(Screen):
         return active.removeprefix("tab-")
 
     def show_view(self, view: str) -> None:
-        self.query_one(TabbedContent).active = f"tab-{view}"
+        """Show a view and focus its first table/log (or the tab bar).
+
+        Focus moves first: a focused widget left in a now-hidden pane would make the tabs
+        switch straight back to the pane that holds it.
+        """
+        tabs = self.query_one(TabbedContent)
+        focusable = self.query_one(f"#tab-{view}").query("DataTable, Log")
+        target = focusable.first() if focusable else tabs.query_one(Tabs)
+        self.set_focus(target, scroll_visible=False)
+        tabs.active = f"tab-{view}"
 
     def action_show_view(self, view: str) -> None:
         self.show_view(view)
-        focusable = self.query_one(f"#tab-{view}").query("DataTable, Input, Log")
-        if focusable:
-            focusable.first().focus()
 
     def set_health(self, health: EndpointHealth) -> None:
         self.query_one(ContextBar).health = health
