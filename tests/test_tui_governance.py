@@ -188,3 +188,18 @@ async def test_kill_switch_needs_the_typed_contract_id_then_disables_execution(c
     with GovernanceClient.from_workspace(consortium["hoster"]) as gov:
         option = gov.runtime_option("inference-1", "execution")
     assert option["status"] == "disabled"
+
+
+async def test_evaluating_a_contract_that_is_not_running_says_so(consortium) -> None:
+    propose_contract(consortium["hoster"], "inference-1", {"applications": []})
+    app = CleanroomConsole([PersonaEngine(consortium["consumer"])], background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        app.screen.query_one("#inference-contract").focus()
+        await pilot.press(*"inference-1", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        errors = [n.message for n in app._notifications if n.severity == "error"]
+        assert errors == ["contract inference-1 has no running clean room with an ingress; "
+                          "deploy it first (`cleanroom deployment start`)"]
+        assert app.is_running

@@ -194,13 +194,15 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
             self._toast_for(event)
 
     def _toast_for(self, event: CleanroomEvent) -> None:
-        if event.kind in ("exited", "deployment.exited"):
-            code = event.data.get("exit_code", "?")
-            self.notify(f"contract {event.contract_id} exited with code {code}",
-                        title="Deployment exited", severity="information" if code == 0 else "error")
-        elif event.kind in ("accuracy", "evaluation.accuracy"):
-            self.notify(f"accuracy {float(event.data.get('accuracy', 0)):.2%} on contract "
-                        f"{event.contract_id}", title="Accuracy measured")
+        if event.kind == "exited":
+            codes = dict(event.data.get("exit_codes", {}))
+            failed = {app: code for app, code in codes.items() if code != 0}
+            detail = ", ".join(f"{app} {code}" for app, code in sorted(codes.items())) or "no applications"
+            self.notify(f"contract {event.contract_id} exited ({detail})", title="Deployment exited",
+                        severity="error" if failed else "information")
+        elif event.kind == "failed":
+            self.notify(f"contract {event.contract_id}: {event.data.get('reason', 'failed')}",
+                        title="Deployment failed", severity="error")
 
     def on_proposals_view_voted(self, message: ProposalsView.Voted) -> None:
         proposal = message.proposal

@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import TabbedContent, TabPane, Tabs
 
-from core.engine import CleanroomEvent, EndpointHealth, PersonaEngine
+from core.engine import LIFECYCLE, CleanroomEvent, EndpointHealth, PersonaEngine
 from tui.actions import bindings_for
 from tui.widgets.context_bar import ContextBar, PersonaTabs
 from tui.widgets.data import DataView
@@ -102,5 +102,8 @@ class PersonaScreen(Screen):
         training = self.query_one(TrainingMonitor)
         if training.accepts(event):
             training.add_event(event)
-        else:
-            self.query_one(DeploymentsView).add_event(event)
+            return
+        deployments = self.query_one(DeploymentsView)
+        deployments.add_event(event)
+        if event.kind in LIFECYCLE:
+            deployments.load()
