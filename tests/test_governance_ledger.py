@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import IntegrityError, ServiceUnavailableError
+from core.errors import IntegrityError, InvalidInputError, ServiceUnavailableError
 from core.governance import launcher, ledger
 from core.governance.service_identity import ServiceIdentity
 from core.governance.state import DB_FILE
@@ -143,6 +143,8 @@ def test_verify_names_the_first_altered_entry(gov: Consortium, tmp_path: Path) -
 
     fails(_tampered(lines, 5, rewrite), "ledger entry 5 was altered: its hash is not the previous hash")
     fails([line for line in lines if '"seqno": 3,' not in line], "ledger entry 3 is missing")
+    with pytest.raises(InvalidInputError, match="malformed after entry"):
+        ledger.verify_export(lines[:4] + ['{"entry": {"seqno": 4, "request": "'], expected_service_cert_pem=pinned)
     other = ServiceIdentity.create(tmp_path / "other")
     with pytest.raises(IntegrityError, match="different governance service"):
         ledger.verify_export(lines, expected_service_cert_pem=other.cert_pem)

@@ -24,6 +24,7 @@ auditor who trusts nothing the service signed.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -45,10 +46,15 @@ ATTESTED_PREFIX = "attested:"
 CHECKPOINT_PATH = "/ledger/checkpoint"
 
 
+# canonical_json's exact settings, as one reusable encoder: building an encoder per entry was a
+# fifth of the verification time
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def entry_hash(seqno: int, prev: str, digest: str, signer: str, kind: str) -> str:
     """The hash of a ledger entry: SHA-256 of the canonical JSON of its five fields."""
     header = {"digest": digest, "kind": kind, "prev": prev, "seqno": seqno, "signer": signer}
-    return hashlib.sha256(canonical_json(header)).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(header).encode("utf-8")).hexdigest()
 
 
 def payload_digest(request: bytes) -> str:
@@ -124,7 +130,10 @@ def b64(data: bytes) -> str:
 
 
 def unb64(text: str) -> bytes:
-    return base64.b64decode(text, validate=True)
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except binascii.Error as exc:
+        raise ValueError(f"not base64 ({exc})") from exc
 
 
 # -- export ---------------------------------------------------------------------------------------
@@ -210,50 +219,54 @@ def verify_export(lines: Iterable[str], *, expected_service_cert_pem: str | None
     prev, expected = GENESIS_PREV, 1
     window: list[str] = []          # entry hashes since the last checkpoint
     window_requests: list[tuple[int, str, bytes]] = []
-    for line in iterator:
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        entry = record.get("entry")
-        if entry is not None:
-            seqno = entry["seqno"]
-            if seqno != expected:
-                raise _bad(expected, f"is missing (found {seqno} next)")
-            if entry["prev"] != prev:
-                raise _bad(seqno - 1, f"was altered: its hash is not the previous hash recorded by entry {seqno}")
-            request = unb64(entry["request"])
-            if hashlib.sha256(request).hexdigest() != entry["digest"]:
-                raise _bad(seqno, "was altered: its request does not match its payload digest")
-            recomputed = entry_hash(seqno, entry["prev"], entry["digest"], entry["signer"], entry["kind"])
-            if recomputed != entry["hash"]:
-                raise _bad(seqno, "was altered: its fields do not match its hash")
-            if full:
-                _check_signer(seqno, entry["signer"], request, member_keys, service_key)
-                report.member_signatures_checked += 1
-            else:
-                window_requests.append((seqno, entry["signer"], request))
-            window.append(recomputed)
-            prev, expected = recomputed, seqno + 1
-            report.entries += 1
-            continue
-        cp = record.get("checkpoint")
-        if cp is None:
-            raise InvalidInputError(f"unknown record after entry {expected - 1} in the ledger export",
-                                    hint="re-export the ledger")
-        first, last = cp["from_seqno"], cp["to_seqno"]
-        where = f"checkpoint for entries {first}..{last}"
-        if last != expected - 1 or first != report.last_checkpoint_seqno + 1 or len(window) != last - first + 1:
-            raise IntegrityError(f"{where} does not cover the entries before it",
-                                 hint="entries were inserted or removed after the checkpoint was signed")
-        if cp["chain_head"] != prev or cp["merkle_root"] != merkle_root(window):
-            raise _bad(first, f"..{last} do not match their signed checkpoint (an entry was rewritten)")
-        reason = verify_checkpoint(unb64(cp["signed"]), checkpoint_body(first, last, cp["chain_head"],
-                                                                         cp["merkle_root"]), service_key)
-        if reason:
-            raise IntegrityError(f"{where} is not valid: {reason}", hint="the ledger export was altered")
-        report.checkpoints += 1
-        report.last_checkpoint_seqno = last
-        window, window_requests = [], []
+    try:
+        for line in iterator:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            entry = record.get("entry")
+            if entry is not None:
+                seqno = entry["seqno"]
+                if seqno != expected:
+                    raise _bad(expected, f"is missing (found {seqno} next)")
+                if entry["prev"] != prev:
+                    raise _bad(seqno - 1, f"was altered: its hash is not the previous hash recorded by entry {seqno}")
+                request = unb64(entry["request"])
+                if hashlib.sha256(request).hexdigest() != entry["digest"]:
+                    raise _bad(seqno, "was altered: its request does not match its payload digest")
+                recomputed = entry_hash(seqno, entry["prev"], entry["digest"], entry["signer"], entry["kind"])
+                if recomputed != entry["hash"]:
+                    raise _bad(seqno, "was altered: its fields do not match its hash")
+                if full:
+                    _check_signer(seqno, entry["signer"], request, member_keys, service_key)
+                    report.member_signatures_checked += 1
+                else:
+                    window_requests.append((seqno, entry["signer"], request))
+                window.append(recomputed)
+                prev, expected = recomputed, seqno + 1
+                report.entries += 1
+                continue
+            cp = record.get("checkpoint")
+            if cp is None:
+                raise InvalidInputError(f"unknown record after entry {expected - 1} in the ledger export",
+                                        hint="re-export the ledger")
+            first, last = cp["from_seqno"], cp["to_seqno"]
+            where = f"checkpoint for entries {first}..{last}"
+            if last != expected - 1 or first != report.last_checkpoint_seqno + 1 or len(window) != last - first + 1:
+                raise IntegrityError(f"{where} does not cover the entries before it",
+                                     hint="entries were inserted or removed after the checkpoint was signed")
+            if cp["chain_head"] != prev or cp["merkle_root"] != merkle_root(window):
+                raise _bad(first, f"..{last} do not match their signed checkpoint (an entry was rewritten)")
+            reason = verify_checkpoint(unb64(cp["signed"]), checkpoint_body(first, last, cp["chain_head"],
+                                                                             cp["merkle_root"]), service_key)
+            if reason:
+                raise IntegrityError(f"{where} is not valid: {reason}", hint="the ledger export was altered")
+            report.checkpoints += 1
+            report.last_checkpoint_seqno = last
+            window, window_requests = [], []
+    except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise InvalidInputError(f"ledger export is malformed after entry {expected - 1} ({exc})",
+                                hint="re-export it with `cleanroom governance ledger export`") from exc
     for seqno, signer, request in window_requests:  # not yet vouched for by a checkpoint
         _check_signer(seqno, signer, request, member_keys, service_key)
         report.member_signatures_checked += 1
