@@ -106,6 +106,7 @@ class GovernanceState:
         self._in_transaction = False
         self._batch = self._committed_batch = 0
         self._failed_batches: set[int] = set()
+        self._last_prune = 0.0
         self._member_keys: dict[str, tuple[str, ec.EllipticCurvePublicKey]] = {}
         self._load_head()
         self.on_event: Callable[[str], None] = lambda contract_id: None
@@ -193,11 +194,18 @@ class GovernanceState:
         return self._append(kind, request.signer, request.raw)
 
     def prune_seen(self) -> None:
+        """Forget replay digests too old to pass the freshness check (at most once a minute)."""
+        now = time.time()
+        if now - self._last_prune < 60:
+            return
+        self._last_prune = now
         with self._write():
             self._db.execute("DELETE FROM seen WHERE expires < ?", (time.time(),))
 
     def checkpoint(self) -> dict[str, Any] | None:
         """Sign a checkpoint over the entries no checkpoint covers yet (if any)."""
+        if self._head[0] <= self._covered:  # nothing pending: no transaction, no fsync
+            return None
         with self._write():
             first, last = self._covered + 1, self._head[0]
             if last < first:
