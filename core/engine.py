@@ -260,7 +260,7 @@ class PersonaEngine:
         with tempfile.TemporaryDirectory(prefix="cleanroom-ledger-") as tmp:
             path = self._export_ledger(Path(tmp))
             try:
-                report = verify_export_file(path, expected_service_cert_pem=pinned)
+                report = verify_export_file(path, expected_service_cert_pem=pinned, full=True)
             except IntegrityError as exc:
                 return LedgerVerification(False, 0, exc.one_line())
         return LedgerVerification(True, report.entries,

@@ -25,6 +25,12 @@ APP_STATES = {
 }
 
 
+def short(value: object) -> str:
+    """Hashes and ids are long; the first 12 characters identify them in a log line."""
+    text = str(value)
+    return f"{text[:12]}…" if len(text) > 24 and all(c in "0123456789abcdef" for c in text) else text
+
+
 def app_state_cell(status: ApplicationStatus) -> Content:
     icon, style = APP_STATES.get(status.state, ("?", "$text-muted"))
     if status.state == "exited" and status.exit_code not in (None, 0):
@@ -78,7 +84,7 @@ class DeploymentsView(ToastsWorkerErrors, Vertical):
         if "line" in event.data:
             tail.append(str(event.data["line"]))
         else:
-            details = " ".join(f"{k}={v}" for k, v in sorted(event.data.items()))
+            details = " ".join(f"{k}={short(v)}" for k, v in sorted(event.data.items()))
             tail.append(f"[{event.contract_id} #{event.seqno}] {event.kind} {details}".rstrip())
 
     @property

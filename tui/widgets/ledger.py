@@ -39,15 +39,21 @@ class LedgerView(ToastsWorkerErrors, Vertical):
 
     @work(thread=True, exclusive=True, group="ledger-load", exit_on_error=False)
     def load(self) -> None:
+        names = {m.member_id: m.name for m in self.engine.members()}
         entries = self.engine.ledger()
-        self.app.call_from_thread(self.show, entries)
+        self.app.call_from_thread(self.show, entries, names)
 
-    def show(self, entries: list[LedgerEntry]) -> None:
+    def show(self, entries: list[LedgerEntry], names: dict[str, str] | None = None) -> None:
         self.entries = entries
+        names = names or {}
         table = self.query_one(DataTable)
         table.clear()
         for entry in entries:
-            table.add_row(str(entry.seqno), clock_text(entry.time), entry.signer_id[:12], entry.action)
+            signer = entry.signer_id[:8]
+            if entry.signer_id in names:
+                signer = f"{names[entry.signer_id]} {signer}"
+            time_text = clock_text(entry.time) if entry.time else "–"
+            table.add_row(str(entry.seqno), time_text, signer, entry.action)
 
     def action_verify(self) -> None:
         self.query_one("#ledger-result", Static).update(Content.styled("… verifying", "$text-muted"))

@@ -218,7 +218,7 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
             body.update("No proposals yet." if not self.proposals else "No proposal matches the filter.")
             return
         header = Content.assemble(
-            Content.styled(f"{proposal.action}", "bold"), f"  {proposal.proposal_id}\n",
+            Content.styled(f"{proposal.action}", "bold"), f"  {proposal.proposal_id[:16]}…\n",
             "contract ", proposal.contract_id or "–", "   state ", state_cell(proposal.state), "\n",
             "proposer ", self._member_name(proposal.proposer_id), "\n",
             "ballots  ", Content(", ").join(
