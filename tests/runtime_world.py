@@ -3,15 +3,15 @@ provider/consumer/hoster workspaces, and a contract voted through to an accepted
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import embedded
 from core.config.merge import merge_fragments
 from core.config.party import add_application, add_data_asset, init_party, party_fragment, set_network_policy
 from core.datasource import upload_datasource
-from core import embedded
+from core.errors import CleanroomError
 from core.governance import launcher as governance_launcher
 from core.governance.client import GovernanceClient
 from core.keys import launcher as key_launcher
@@ -58,7 +58,7 @@ class World:
             client = GovernanceClient.from_workspace(workspace)
             try:
                 client.activate_member()
-            except Exception:  # genesis members may already be active
+            except CleanroomError:  # genesis members are already active
                 pass
             world.clients[persona] = client
         return world
@@ -134,7 +134,3 @@ class World:
 
     def event_types(self, contract_id: str) -> list[str]:
         return [event["type"] for event in self.events(contract_id)]
-
-    def dump(self, path: Path, document: dict[str, Any]) -> Path:
-        path.write_text(json.dumps(document))
-        return path

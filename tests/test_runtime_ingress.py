@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import json
-import socket
 import socketserver
 import ssl
 import threading
