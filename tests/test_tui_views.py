@@ -104,3 +104,26 @@ async def test_paused_feed_holds_events_and_delivers_them_on_resume(app: Cleanro
         await pilot.press("f5")
         await pilot.pause()
         assert monitor.steps == [1] and app.paused_events == []
+
+
+async def test_inference_chart_grows_and_shows_baseline_next_to_fine_tuned(tmp_path: Path) -> None:
+    from tests.tui_seeded import EvaluatingPersona
+    from tui.widgets.inference import InferenceView
+
+    app = CleanroomConsole([EvaluatingPersona(tmp_path, 2)], background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        view = app.screen.query_one(InferenceView)
+        for contract_id in ("inference-1", "inference-2"):
+            box = view.query_one("#inference-contract")
+            box.value = contract_id
+            box.focus()
+            await pilot.press("enter")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert [done for done, _ in view.points] == [50, 100, 150, 200]
+        assert "200/200 rows · 170 correct · accuracy 85.00%" in view.query_one("#inference-counter").render().plain
+        compare = view.query_one("#inference-compare").render().plain
+        assert "baseline" in compare and "50.00%" in compare and "fine-tuned" in compare and "85.00%" in compare
+        assert "+35.0 points" in compare
+        assert [n.title for n in app._notifications].count("Accuracy measured") == 2

@@ -105,3 +105,16 @@ def training_events() -> list[CleanroomEvent]:
                                          {"event": "eval", "epoch": 1, "val_accuracy": 0.8115},
                                          category="telemetry"))
     return events
+
+
+class EvaluatingPersona(SeededPersona):
+    """Scores a fixed 200-row run in batches of 50, the way the evaluation client reports it."""
+
+    accuracy_by_contract = {"inference-1": 0.5, "inference-2": 0.85}
+
+    def run_evaluation(self, contract_id: str, on_progress: Callable[[int, int, int], None], *,
+                       dataset: str | Path = "rotten_tomatoes", split: str = "test") -> dict:
+        accuracy = self.accuracy_by_contract[contract_id]
+        for done in range(50, 201, 50):
+            on_progress(done, round(done * accuracy), 200)
+        return {"total": 200, "correct": round(200 * accuracy), "accuracy": accuracy}
