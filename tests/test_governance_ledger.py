@@ -203,7 +203,8 @@ def test_sigkill_mid_voting_keeps_every_acknowledged_write(gov: Consortium, tmp_
     threads = [threading.Thread(target=voter, args=(i,)) for i in range(3)]
     for thread in threads:
         thread.start()
-    while len(acknowledged) < 30:
+    deadline = time.monotonic() + 120
+    while len(acknowledged) < 30 and time.monotonic() < deadline and any(t.is_alive() for t in threads):
         time.sleep(0.005)
     os.kill(gov.info.pid, signal.SIGKILL)  # mid-round: the voters are still sending
     stop.set()
