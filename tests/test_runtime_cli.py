@@ -196,3 +196,25 @@ def test_deployment_verbs_bad_input(world, tmp_path) -> None:
     unknown = cleanroom("-w", hoster, "governance", "deployment", "generate", "--contract-id", "nosuch",
                         "--output-dir", tmp_path / "o")
     assert unknown.code == 3 and not (tmp_path / "o").exists()
+
+
+def _state(contract_id: str) -> str:
+    shown = cleanroom("deployment", "status", "--contract-id", contract_id, "-o", "json")
+    return json.loads(shown.stdout)["status"]["state"]
+
+
+def test_insecure_no_sandbox_is_said_loudly(world, tmp_path) -> None:
+    world.setup_assets({"weights.txt": "w"})
+    world.add_app(["python", "-c", "print('plain process', flush=True)"])
+    world.accept_contract("collab1")
+    started = cleanroom("-w", world.parties["hoster"].root, "deployment", "start", "--contract-id", "collab1",
+                        "--insecure-no-sandbox", "-o", "json")
+    assert started.code == 0, started.stderr
+    assert "WARNING: --insecure-no-sandbox" in started.stderr and "not a clean room" in started.stderr
+    assert json.loads(started.stdout)["sandbox"] == "none (INSECURE)"
+    deadline = time.monotonic() + 30
+    while _state("collab1") not in ("exited", "failed") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _state("collab1") == "exited"
+    running = [e for e in world.events("collab1") if e["type"] == "running"]
+    assert running and running[-1]["data"]["sandbox"] == "none (INSECURE)"
