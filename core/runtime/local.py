@@ -44,7 +44,7 @@ from core.config.fragment import DataAsset
 from core.crypto.kek import Kek
 from core.crypto.secret_file import write_public_file
 from core.errors import AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError
-from core.keys.attestation import AttestationKey, VirtualAttester
+from core.keys.attestation import DEFAULT_TTL_SECONDS, AttestationKey, VirtualAttester
 from core.keys.client import KeyServiceClient
 from core.keys.measurement import policy_hash
 from core.keys.release import WorkloadKey
@@ -63,6 +63,7 @@ OWNER_FILE = "runtime.pid"
 KILL_SWITCH_POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 10.0
 MAX_TELEMETRY_LINE = 16 * 1024
+REATTEST_AFTER_SECONDS = DEFAULT_TTL_SECONDS / 2
 
 
 def env_secret_name(variable: str) -> str:
@@ -196,6 +197,9 @@ class LocalRuntime:
         self._stop = threading.Event()
         self._stop_reason: str | None = None
         self.ingress_url: str | None = None
+        self._reattest: Callable[[], str] | None = None
+        self._token: str | None = None
+        self._attested_at = 0.0
 
     # -- control ----------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -208,10 +212,20 @@ class LocalRuntime:
         if self.listener is not None:
             self.listener(kind, event)
         try:
-            self.governance.record_event(contract_id, event, category="audit", attestation=attestation)
+            self.governance.record_event(contract_id, event, category="audit", attestation=self._fresh(attestation))
         except CleanroomError as exc:
             if self.listener is not None:
                 self.listener("event_not_recorded", {"type": kind, "reason": exc.one_line()})
+
+    def _fresh(self, attestation: str | None) -> str | None:
+        """A run can outlive its token (a training epoch takes longer than the TTL): events are
+        sent with a token re-attested from the same spec and workload key once it is half-way
+        to expiry, so governance keeps taking telemetry, ``exited`` and ``sealed``."""
+        if attestation is None or self._reattest is None:
+            return attestation
+        if time.monotonic() - self._attested_at > REATTEST_AFTER_SECONDS:
+            self._token, self._attested_at = self._reattest(), time.monotonic()
+        return self._token
 
     # -- the run ----------------------------------------------------------------------------
     def run(self, contract_id: str, *, spec_override: dict[str, Any] | None = None,
@@ -232,6 +246,8 @@ class LocalRuntime:
         workload_key = WorkloadKey()
         attester = VirtualAttester(AttestationKey.load_or_create(self.state_dir))
         attestation = attester.attest(deployment_spec=spec, workload_public_key_der=workload_key.public_der)
+        self._reattest = lambda: attester.attest(deployment_spec=spec, workload_public_key_der=workload_key.public_der)
+        self._token, self._attested_at = attestation, time.monotonic()
         self._note(contract_id, "deploying", attestation, policy_hash=policy_hash(spec))
         run_dir = RunDirectory.create(self.state_dir, contract_id)
         try:
@@ -380,7 +396,7 @@ class LocalRuntime:
             self.listener("telemetry", record)
         try:
             self.governance.record_event(contract_id, {"type": "telemetry", **record}, category="telemetry",
-                                         attestation=attestation)
+                                         attestation=self._fresh(attestation))
         except CleanroomError:
             pass
 
