@@ -139,8 +139,11 @@ class Scenario:
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
-    def open(cls, root: Path, *, quick: bool) -> "Scenario":
-        """Open a scenario root: new (missing or empty folder) or one a previous run left."""
+    def open(cls, root: Path, *, quick: bool | None = None) -> "Scenario":
+        """Open a scenario root: new (missing or empty folder) or one a previous run left.
+
+        ``quick`` None accepts whichever mode an existing root was started in (a new one is
+        a full run); True/False refuses a root started in the other mode."""
         root = root.expanduser().resolve()
         state_path = root / STATE_FILE
         if state_path.is_file():
@@ -150,7 +153,7 @@ class Scenario:
                 raise InvalidInputError(f"{state_path} is not valid JSON ({exc.msg})",
                                         hint="run the demo in a new --workspace directory") from exc
             state = ScenarioState.from_dict(document, state_path)
-            if state.quick != quick:
+            if quick is not None and state.quick != quick:
                 was = "with" if state.quick else "without"
                 raise ConflictError(f"the demo in {root} was started {was} --quick",
                                     hint=f"run it again {was} --quick to resume, or use a new --workspace")
@@ -159,7 +162,7 @@ class Scenario:
             raise ConflictError(f"{root} is not empty and holds no demo",
                                 hint="pass a new or empty --workspace directory for the demo")
         root.mkdir(parents=True, exist_ok=True)
-        scenario = cls(root, ScenarioState(quick=quick))
+        scenario = cls(root, ScenarioState(quick=bool(quick)))
         scenario.save()
         return scenario
 
@@ -313,6 +316,24 @@ class Scenario:
             finally:
                 self.release()
 
+    def perform_next(self, persona: str, reporter: Reporter) -> str:
+        """Do the next step if ``persona`` (or every party) acts next; services are left running.
+
+        What the console calls for "the next step for the current persona"."""
+        step = self.next_step(persona)
+        if step is None:
+            upcoming = self.next_step()
+            raise ConflictError(f"it is not {persona}'s turn" + (
+                f": {upcoming.persona} must '{upcoming.title}' first" if upcoming else ": the scenario is complete"),
+                hint="switch to that persona")
+        self.acquire()
+        try:
+            if self.services_started():
+                self.ensure_services(reporter)
+            return self.run_step(step, reporter)
+        finally:
+            self.release()
+
     # -- results -------------------------------------------------------------------------------
     def phase_durations(self) -> dict[str, float]:
         totals: dict[str, float] = {}
@@ -444,7 +465,7 @@ def _review(scenario: Scenario, persona: str, proposal: dict[str, Any]) -> str |
     return None
 
 
-def _vote_open(scenario: Scenario, persona: str, contract_id: str, reporter: Reporter) -> str:
+def _vote_open(scenario: Scenario, persona: str, contract_id: str) -> str:
     client = scenario.governance(persona)
     me = client.identity.member_id if client.identity else ""
     cast = []
@@ -457,9 +478,7 @@ def _vote_open(scenario: Scenario, persona: str, contract_id: str, reporter: Rep
             raise IntegrityError(f"{persona} rejected {proposal['action']} on '{contract_id}': {reason}",
                                  hint="the hoster must propose the document generated from the accepted contract")
         after = client.vote(proposal["proposalId"], "accept")
-        cast.append(f"{proposal['action']} -> {after['proposalState']}")
-        reporter.note(f"{persona} accepts {proposal['action']} ({proposal['proposalId'][:12]}): "
-                      f"{after['proposalState']}")
+        cast.append(f"{proposal['action']} {proposal['proposalId'][:8]} -> {after['proposalState']}")
     return "; ".join(cast) if cast else "nothing open to vote on"
 
 
@@ -581,7 +600,7 @@ def _endpoint_of(client: GovernanceClient, contract_id: str) -> str:
 
 def _evaluate(scenario: Scenario, contract_id: str, reporter: Reporter) -> str:
     from core.ml.datasets import load_split
-    from core.ml.evaluation import InferenceClient, evaluate
+    from core.ml.evaluation import evaluate
 
     consumer = scenario.governance("consumer")
     endpoint = _endpoint_of(consumer, contract_id)
@@ -706,7 +725,7 @@ def _propose(contract_id: str, applications: list[str]) -> Callable[[Scenario, R
 
 
 def _vote(persona: str, contract_id: str) -> Callable[[Scenario, Reporter], str]:
-    return lambda scenario, reporter: _vote_open(scenario, persona, contract_id, reporter)
+    return lambda scenario, reporter: _vote_open(scenario, persona, contract_id)
 
 
 def _deploy_proposals(contract_id: str, *, enable_ca: bool, telemetry: bool) -> Callable[[Scenario, Reporter], str]:

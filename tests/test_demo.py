@@ -160,3 +160,17 @@ def test_every_step_names_its_persona_and_the_commands_a_team_would_type(tmp_pat
     assert scenario.next_step().key == "init:hoster"
     assert scenario.next_step("hoster").key == "init:hoster"
     assert scenario.next_step("consumer") is None  # the hoster acts first
+
+
+def test_perform_next_acts_only_on_the_persona_whose_turn_it_is(tmp_path: Path) -> None:
+    from core.errors import ConflictError
+    from core.scenario import Reporter
+
+    scenario = Scenario.open(tmp_path / "demo")
+    with pytest.raises(ConflictError, match="not provider's turn: hoster must"):
+        scenario.perform_next("provider", Reporter())
+    assert "member" in scenario.perform_next("hoster", Reporter())
+    assert scenario.next_step("provider").key == "init:provider"
+    reopened = Scenario.open(tmp_path / "demo")  # any mode: resumes whatever was started
+    assert reopened.state.completed == ["init:hoster"] and reopened.state.quick is False
+    assert not (tmp_path / "demo" / "demo.lock").exists()
