@@ -868,7 +868,15 @@ def _contracts_summary(scenario: Scenario, reporter: Reporter) -> str:
     return ", ".join(f"{c['id']} {c['state']} {str(c['hash'])[:12]}" for c in scenario.state.results["contracts"])
 
 
-# -- proofs ----------------------------------------------------------------------------------------
+# -- proofs ------------------------------------------------------------------------------------------
+# What each isolation check attempts (the console and the demo's table group checks by these).
+KIND_SECRET = "wrapped DEK from governance with a self-made attestation"
+KIND_RELEASE = "KEK release from the key service with a self-made attestation"
+KIND_DECRYPT = "decrypt another party's blobs with its own DEKs"
+KIND_STORES = "find plaintext in any blob store on the hoster's machine"
+KIND_MOUNTS = "find a decrypted mount left after the runs"
+
+
 def _forged_attestation(contract_id: str, policy: str | None) -> str:
     """What a party without the clean room's attestation key can produce: a well-formed token
     with the right claims, signed by a key of its own."""
@@ -882,19 +890,19 @@ def _forged_attestation(contract_id: str, policy: str | None) -> str:
     return jwt.encode(claims, ec.generate_private_key(ec.SECP384R1()), algorithm="ES384")
 
 
-def _check(checks: list[dict[str, Any]], persona: str, name: str, attempt: Callable[[], Any],
+def _check(checks: list[dict[str, Any]], persona: str, kind: str, name: str, attempt: Callable[[], Any],
            refused: tuple[type[CleanroomError], ...]) -> None:
     """Run ``attempt``; the check passes only if it is refused with one of ``refused``."""
+    record = {"persona": persona, "kind": kind, "check": name}
     try:
         attempt()
     except refused as exc:
-        checks.append({"persona": persona, "check": name, "passed": True, "detail": f"refused: {exc.one_line()[:160]}"})
+        checks.append(record | {"passed": True, "detail": f"refused: {exc.one_line()[:160]}"})
         return
     except CleanroomError as exc:
-        checks.append({"persona": persona, "check": name, "passed": False,
-                       "detail": f"unexpected {type(exc).__name__}: {exc.one_line()[:160]}"})
+        checks.append(record | {"passed": False, "detail": f"unexpected {type(exc).__name__}: {exc.one_line()[:160]}"})
         return
-    checks.append({"persona": persona, "check": name, "passed": False, "detail": "it succeeded"})
+    checks.append(record | {"passed": False, "detail": "it succeeded"})
 
 
 def _contract_assets(scenario: Scenario, owner_persona: str) -> list[tuple[str, dict[str, Any]]]:
@@ -944,8 +952,12 @@ def _isolation(persona: str) -> Callable[[Scenario, Reporter], str]:
         checks = _isolation_checks(scenario, persona)
         kept = [c for c in scenario.state.results.get("isolation_checks", []) if c["persona"] != persona]
         scenario.state.results["isolation_checks"] = kept + checks
+        for kind in dict.fromkeys(c["kind"] for c in checks):
+            group = [c for c in checks if c["kind"] == kind]
+            reporter.note(f"{persona} tries to {kind}: {sum(c['passed'] for c in group)}/{len(group)} refused")
         for check in checks:
-            reporter.note(f"{'PASS' if check['passed'] else 'FAIL'} {persona}: {check['check']}")
+            if not check["passed"]:
+                reporter.note(f"LEAK {persona}: {check['check']} ({check['detail']})")
         passed = sum(c["passed"] for c in checks)
         return f"{passed}/{len(checks)} isolation checks passed"
     return perform
@@ -959,11 +971,11 @@ def _isolation_checks(scenario: Scenario, persona: str) -> list[dict[str, Any]]:
         for contract_id, asset in _contract_assets(scenario, owner):
             secret = f"dek-{asset['name']}"
             policy = client.accepted_policy_hash(contract_id)
-            _check(checks, persona, f"cannot get {owner}'s wrapped DEK '{secret}' of '{contract_id}' from governance "
+            _check(checks, persona, KIND_SECRET, f"cannot get {owner}'s wrapped DEK '{secret}' of '{contract_id}' from governance "
                    "with a self-made attestation",
                    lambda c=contract_id, s=secret, p=policy: client.get_secret(c, s, _forged_attestation(c, p)),
                    (AccessDeniedError,))
-            _check(checks, persona, f"cannot decrypt {owner}'s '{asset['name']}' blobs with its own DEKs",
+            _check(checks, persona, KIND_DECRYPT, f"cannot decrypt {owner}'s '{asset['name']}' blobs with its own DEKs",
                    lambda a=asset: _try_decrypt(scenario, persona, a), (IntegrityError, AccessDeniedError))
         owner_id = scenario.governance(owner).identity.member_id  # type: ignore[union-attr]
         contracts = sorted({c for c, _ in _contract_assets(scenario, owner)})
@@ -979,7 +991,7 @@ def _isolation_checks(scenario: Scenario, persona: str) -> list[dict[str, Any]]:
                 finally:
                     keys.close()
 
-            _check(checks, persona, f"key service refuses to release {owner}'s KEK of '{contract_id}' "
+            _check(checks, persona, KIND_RELEASE, f"key service refuses to release {owner}'s KEK of '{contract_id}' "
                    "to a self-made attestation", release, (AccessDeniedError,))
     if persona == "hoster":
         checks.append(_stores_hold_no_plaintext(scenario))
@@ -1003,7 +1015,7 @@ def _stores_hold_no_plaintext(scenario: Scenario) -> dict[str, Any]:
             data = path.read_bytes()
             scanned += len(data)
             found += [f"{what} in {path.name}" for what, needle in needles.items() if needle in data]
-    return {"persona": "hoster", "check": f"no plaintext in any party's blob store ({scanned / 1e6:.0f} MB scanned)",
+    return {"persona": "hoster", "kind": KIND_STORES, "check": f"no plaintext in any party's blob store ({scanned / 1e6:.0f} MB scanned)",
             "passed": not found, "detail": "; ".join(found) or "only ciphertext"}
 
 
@@ -1019,7 +1031,7 @@ def _no_plaintext_mounts(scenario: Scenario) -> dict[str, Any]:
 
     mounts = scenario.runtime_environment().runtime_state_dir / MOUNTS_DIR
     left = [p.name for p in mounts.iterdir()] if mounts.is_dir() else []
-    return {"persona": "hoster", "check": "no decrypted mount left on the hoster's machine after the runs",
+    return {"persona": "hoster", "kind": KIND_MOUNTS, "check": "no decrypted mount left on the hoster's machine after the runs",
             "passed": not left, "detail": ", ".join(left) or f"{mounts} is empty"}
 
 

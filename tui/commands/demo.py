@@ -120,13 +120,21 @@ def _render(console: Console, summary: dict[str, Any]) -> None:
                       f"{_accuracy(summary['finetuned_accuracy'])} ([bold]{summary['gain'] * 100:+.1f} points[/])")
     checks = summary["isolation_checks"]
     if checks:
-        proofs = Table(title="isolation checks")
+        proofs = Table(title="isolation checks: every attempt must be refused")
         proofs.add_column("persona")
-        proofs.add_column("attempt")
-        proofs.add_column("result")
+        proofs.add_column("tries to")
+        proofs.add_column("refused", justify="right")
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for check in checks:
-            proofs.add_row(check["persona"], check["check"], "[green]refused[/]" if check["passed"] else "[red]LEAK[/]")
+            groups.setdefault((check["persona"], check.get("kind", check["check"])), []).append(check)
+        for (persona, kind), group in groups.items():
+            passed = sum(c["passed"] for c in group)
+            style = "green" if passed == len(group) else "red"
+            proofs.add_row(persona, kind, f"[{style}]{passed}/{len(group)}[/]")
         console.print(proofs)
+        for check in checks:
+            if not check["passed"]:
+                console.print(f"[red]LEAK[/] {check['persona']}: {check['check']} ({check['detail']})")
     if summary["ledger_verified"] is not None:
         ledger = summary.get("ledger") or {}
         console.print(f"ledger verified by every party: {summary['ledger_verified']} "
