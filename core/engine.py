@@ -85,6 +85,9 @@ class DataAsset:
     name: str
     store: str
     mount_path: str | None
+    uploaded: bool = False
+    files: int = 0
+    plaintext_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -330,21 +333,35 @@ class PersonaEngine:
 
     # data -------------------------------------------------------------------------------
     def data_assets(self) -> list[DataAsset]:
-        """This persona's datasources and datasinks, from its own config fragment."""
-        from core.config.fragment import load_fragment
+        """This persona's datasources and datasinks with what their current upload holds."""
+        from core.config.party import party_fragment
+        from core.datasource import KINDS, list_assets
 
         if not self.workspace.fragment_path.is_file():
             return []
-        fragment = load_fragment(self.workspace.fragment_path)
+        fragment = party_fragment(self.workspace)
         mounts = {m.source: m.target for app in fragment.applications for m in app.mounts}
-        assets = []
-        for kind, items in (("datasource", fragment.datasources), ("datasink", fragment.datasinks)):
-            for item in items:
-                store = item.store
-                where = getattr(store, "path", None) or getattr(store, "account_url", None) or store.kind
-                assets.append(DataAsset(kind, item.name, f"{store.kind}:{where}/{item.container}",
-                                        mounts.get(item.name)))
-        return assets
+        return [DataAsset(status.kind, status.name, status.location, mounts.get(status.name),
+                          status.uploaded, status.files, status.plaintext_bytes)
+                for kind in KINDS for status in list_assets(self.workspace, kind)]
+
+    def upload_datasource(self, name: str, folder: Path,
+                          on_progress: Callable[[int, int], None]) -> int:
+        """Encrypt and upload ``folder`` as datasource ``name``; ``on_progress(bytes_done, total)``."""
+        from core.datasource import upload_datasource
+
+        manifest = upload_datasource(self.workspace, name, folder,
+                                     progress=lambda s: on_progress(s.bytes_done, s.bytes_total))
+        return len(manifest.files)
+
+    def download_asset(self, kind: str, name: str, target: Path,
+                       on_progress: Callable[[int, int], None]) -> int:
+        """Download and decrypt a datasource or datasink of this persona into ``target``."""
+        from core.datasource import download_asset
+
+        manifest = download_asset(self.workspace, kind, name, target,
+                                  progress=lambda s: on_progress(s.bytes_done, s.bytes_total))
+        return len(manifest.files)
 
     # evaluation -------------------------------------------------------------------------
     def run_evaluation(self, contract_id: str, on_progress: Callable[[int, int, int], None], *,

@@ -41,6 +41,46 @@ async def test_data_view_lists_the_personas_datasources_and_datasinks(tmp_path: 
         table = view.query_one("#data-table")
         assert table.row_count == 2
         assert "read-only mount" in str(table.get_row_at(0)[2]) and "write-only" in str(table.get_row_at(1)[2])
+        assert not view.assets[0].uploaded
+        assert view.check_action("download", ()) is None, "nothing uploaded yet: download is dimmed"
+
+
+async def test_upload_then_download_from_the_data_view_round_trips_the_bytes(tmp_path: Path) -> None:
+    provider = tmp_path / "provider"
+    ok("-w", provider, "config", "init", "--persona", "provider")
+    ok("-w", provider, "config", "add-datasource", "--name", "model")
+    source = tmp_path / "plain-model"
+    (source / "onnx").mkdir(parents=True)
+    (source / "onnx" / "model.onnx").write_bytes(bytes(range(256)) * 4096)
+    (source / "config.json").write_text('{"labels": 2}')
+    target = tmp_path / "downloaded"
+    app = CleanroomConsole([PersonaEngine(Workspace.open(provider))], background=False)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.press("5")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        view = app.screen.query_one(DataView)
+        await pilot.press("u")
+        await pilot.pause()
+        app.screen.query_one("#folder-input").value = str(source)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        assert view.assets[0].uploaded and view.assets[0].files == 2
+        assert view.assets[0].plaintext_bytes == 256 * 4096 + len('{"labels": 2}')
+        assert view.query_one("#transfer-progress").percentage == 1.0
+        stored = [p for p in (provider / "store").rglob("*") if p.is_file()]
+        assert stored and not any(bytes(range(32)) in p.read_bytes() for p in stored), "ciphertext only"
+        await pilot.press("d")
+        await pilot.pause()
+        app.screen.query_one("#folder-input").value = str(target)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert [n.title for n in app._notifications].count("Transfer done") == 2
+    assert (target / "onnx" / "model.onnx").read_bytes() == (source / "onnx" / "model.onnx").read_bytes()
+    assert (target / "config.json").read_text() == '{"labels": 2}'
 
 
 def test_console_refuses_an_unknown_theme(tmp_path: Path) -> None:

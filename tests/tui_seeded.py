@@ -77,9 +77,11 @@ class SeededPersona(PersonaEngine):
 
     def data_assets(self) -> list[DataAsset]:
         return {"hoster": [],
-                "provider": [DataAsset("datasource", "model", "store/provider", "/mnt/remote/model"),
+                "provider": [DataAsset("datasource", "model", "store/provider", "/mnt/remote/model",
+                                       True, 7, 91_234_567),
                              DataAsset("datasink", "trained-model", "store/provider", "/mnt/remote/output")],
-                "consumer": [DataAsset("datasource", "training-data", "store/consumer", "/mnt/remote/data")],
+                "consumer": [DataAsset("datasource", "training-data", "store/consumer", "/mnt/remote/data",
+                                       True, 2, 1_456_789)],
                 }[self.persona]
 
     def deployments(self) -> list[ApplicationStatus]:

@@ -71,6 +71,11 @@ ACTIONS: tuple[ConsoleAction, ...] = (
     # ledger
     ConsoleAction("ledger.verify", "v", "verify", "Verify",
                   "Verify the whole ledger chain and its signed checkpoints."),
+    # data
+    ConsoleAction("data.upload", "u", "upload", "Upload",
+                  "Encrypt a local folder and upload it as the selected datasource.", mutating=True),
+    ConsoleAction("data.download", "d", "download", "Download",
+                  "Download and decrypt the selected datasource or datasink into a folder."),
     # deployments
     ConsoleAction("deployments.stop", "s", "stop", "Stop",
                   "Stop the selected deployment (asks for confirmation).", mutating=True),

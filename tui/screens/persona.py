@@ -53,7 +53,7 @@ class PersonaScreen(Screen):
             with TabPane("Inference", id="tab-inference"):
                 yield InferenceView(self.engine, read_only=self.read_only)
             with TabPane("Data", id="tab-data"):
-                yield DataView(self.engine)
+                yield DataView(self.engine, read_only=self.read_only)
             with TabPane("Ledger", id="tab-ledger"):
                 yield LedgerView(self.engine)
         yield KeyBar(classes="key-bar")
