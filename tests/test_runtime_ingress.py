@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import json
+import socket
 import socketserver
 import ssl
 import threading
@@ -95,7 +96,7 @@ def ingress(tmp_path_factory):
                           key, algorithm="ES256", headers={"kid": kid})
 
     client = httpx.Client(base_url=proxy.url, verify=ssl.create_default_context(cafile=str(tmp_path / "ca.pem")))
-    yield proxy, client, token, refusals
+    yield proxy, client, token, refusals, tmp_path / "ca.pem"
     client.close()
     proxy.stop()
     workload.shutdown()
@@ -106,7 +107,7 @@ def _auth(token: str) -> dict[str, str]:
 
 
 def test_allowed_request_is_forwarded_without_the_token(ingress) -> None:
-    _, client, token, _ = ingress
+    _, client, token, _, _ = ingress
     for _ in range(3):  # keep-alive: several requests on one TLS connection
         answer = client.post("/infer?x=1", content=b'{"text": "hi"}', headers=_auth(token()))
         assert answer.status_code == 200
@@ -117,26 +118,26 @@ def test_allowed_request_is_forwarded_without_the_token(ingress) -> None:
 
 
 def test_no_token_is_refused(ingress) -> None:
-    _, client, _, refusals = ingress
+    _, client, _, refusals, _ = ingress
     answer = client.post("/infer", content=b"{}")
     assert answer.status_code == 401 and "bearer token" in answer.json()["error"]
     assert refusals[-1][1] == "401"
 
 
 def test_token_for_another_contract_is_refused(ingress) -> None:
-    _, client, token, _ = ingress
+    _, client, token, _, _ = ingress
     answer = client.post("/infer", content=b"{}", headers=_auth(token(contract="collab2")))
     assert answer.status_code == 403 and "collab2" in answer.json()["error"]
 
 
 def test_expired_token_is_refused(ingress) -> None:
-    _, client, token, _ = ingress
+    _, client, token, _, _ = ingress
     answer = client.post("/infer", content=b"{}", headers=_auth(token(exp_in=-60)))
     assert answer.status_code == 401 and "expired" in answer.json()["error"]
 
 
 def test_token_signed_by_another_key_is_refused(ingress) -> None:
-    _, client, token, _ = ingress
+    _, client, token, _, _ = ingress
     forged = token(key=ec.generate_private_key(ec.SECP256R1()))
     assert client.post("/infer", content=b"{}", headers=_auth(forged)).status_code == 403
     assert client.post("/infer", content=b"{}", headers=_auth(token(kid="unknown"))).status_code == 403
@@ -145,19 +146,19 @@ def test_token_signed_by_another_key_is_refused(ingress) -> None:
 @pytest.mark.parametrize("method, path", [("GET", "/infer"), ("POST", "/admin"), ("POST", "/infer/../admin"),
                                           ("POST", "/%2e%2e/admin"), ("POST", "/health/live")])
 def test_route_outside_the_policy_is_refused(ingress, method, path) -> None:
-    _, client, token, _ = ingress
+    _, client, token, _, _ = ingress
     answer = client.request(method, path, content=b"{}", headers=_auth(token()))
     assert answer.status_code == 404 and "network policy" in answer.json()["error"]
 
 
 def test_plain_http_is_refused(ingress) -> None:
-    proxy, _, token, _ = ingress
+    proxy, _, token, _, _ = ingress
     with pytest.raises(httpx.HTTPError):
         httpx.post(f"http://127.0.0.1:{proxy.port}/infer", content=b"{}", headers=_auth(token()), timeout=5)
 
 
 def test_server_certificate_not_from_the_contract_ca_is_rejected_by_clients(ingress, tmp_path) -> None:
-    proxy, _, token, _ = ingress
+    proxy, _, token, _, _ = ingress
     other_ca = tmp_path / "other"
     other_ca.mkdir()
     _make_ca(other_ca)
@@ -181,3 +182,24 @@ def test_path_normalisation() -> None:
     assert normalised_path("/a%00b") is None
     assert RouteAllowList.from_policy(["POST /infer"]).allows("POST", "/infer")
     assert not RouteAllowList.from_policy(["POST /infer"]).allows("POST", "/inferX")
+
+
+def _raw(proxy, request: bytes, ca: str) -> bytes:
+    context = ssl.create_default_context(cafile=ca)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(request)
+            chunks = []
+            while chunk := tls.recv(65536):
+                chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("lengths", [("5", "30"), ("1_0",), ("+5",)])
+def test_ambiguous_body_framing_is_refused(ingress, lengths) -> None:
+    proxy, _, token, _, ca = ingress
+    smuggled = b"GET /admin HTTP/1.1\r\nhost: x\r\n\r\n"
+    head = (f"POST /infer HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token()}\r\n"
+            + "".join(f"content-length: {value}\r\n" for value in lengths) + "connection: close\r\n\r\n")
+    answer = _raw(proxy, head.encode() + b"hello" + smuggled, str(ca))
+    assert answer.startswith(b"HTTP/1.1 400") and b"/admin" not in answer

@@ -37,6 +37,9 @@ from core.errors import AccessDeniedError, InvalidInputError, ServiceUnavailable
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
+# never forwarded as the client sent them: credentials, framing and connection management are ours
+HOP_BY_HOP = frozenset({"authorization", "connection", "keep-alive", "content-length", "te", "trailer", "upgrade",
+                        "proxy-connection", "proxy-authorization", "x-cleanroom-member"})
 TOKEN_ALGORITHMS = ["ES256", "ES384", "RS256", "PS256", "EdDSA"]
 
 
@@ -249,19 +252,20 @@ class IngressProxy:
                                 method, path)
         if "transfer-encoding" in fields:
             return self._refuse(writer, 411, "Length Required", "chunked request bodies are not accepted")
-        try:
-            length = int(fields.get("content-length", "0"))
-        except ValueError:
-            return self._refuse(writer, 400, "Bad Request", "content-length is not a number")
+        # exactly one plain decimal length: anything else could frame the body differently for
+        # the workload and smuggle a second request past the route check
+        lengths = [value for name, value in headers if name == "content-length"]
+        if len(lengths) > 1 or (lengths and not lengths[0].isdigit()) or (lengths and not lengths[0].isascii()):
+            return self._refuse(writer, 400, "Bad Request", "content-length must be given once, as a number")
+        length = int(lengths[0]) if lengths else 0
         if not 0 <= length <= MAX_BODY:
             return self._refuse(writer, 413, "Payload Too Large", f"body above {MAX_BODY} bytes")
         body = await reader.readexactly(length) if length else b""
         keep_alive = version == "HTTP/1.1" and fields.get("connection", "").lower() != "close"
         query = target.partition("?")[2].partition("#")[0]
         forwarded = [f"{method} {path}{'?' + query if query else ''} HTTP/1.1"]
-        forwarded += [f"{n}: {v}" for n, v in headers
-                      if n not in ("authorization", "connection", "x-cleanroom-member", "keep-alive")]
-        forwarded += [f"x-cleanroom-member: {claims.get('sub', '')}"]
+        forwarded += [f"{n}: {v}" for n, v in headers if n not in HOP_BY_HOP]
+        forwarded += [f"content-length: {length}", f"x-cleanroom-member: {claims.get('sub', '')}"]
         return await self._forward(("\r\n".join(forwarded) + "\r\n\r\n").encode("latin-1") + body,
                                    writer, keep_alive, upstream)
 
