@@ -100,3 +100,20 @@ def test_console_refuses_a_missing_workspace(tmp_path: Path) -> None:
 def test_console_help_has_an_example() -> None:
     outcome = cleanroom("console", "--help")
     assert outcome.code == 0 and "Example" in outcome.stdout and "--read-only" in outcome.stdout
+
+
+async def test_palette_offers_the_next_scenario_step(tmp_path: Path) -> None:
+    provider = tmp_path / "provider"
+    ok("-w", provider, "config", "init", "--persona", "provider")
+    ok("-w", provider, "config", "add-datasource", "--name", "model")
+    app = CleanroomConsole([PersonaEngine(Workspace.open(provider))], background=False)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        assert "Next: upload datasource model" in titles
+        await pilot.press("ctrl+p", *"Next: upload")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen.active_view == "data"

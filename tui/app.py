@@ -18,6 +18,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.screen import Screen
+from textual.widgets import Input
 from textual.worker import get_current_worker
 
 from core.engine import CleanroomEvent, EndpointHealth, PersonaEngine
@@ -25,6 +26,8 @@ from themes import ALIASES, CSS_PATH, DEFAULT_THEME, THEMES
 from tui.actions import ACTIONS, actions_for, is_mutating
 from tui.screens.help import HelpScreen
 from tui.screens.persona import VIEW_TABS, PersonaScreen
+from tui.widgets.data import DataView
+from tui.widgets.deployments import DeploymentsView
 from tui.widgets.proposals import ProposalsView
 from tui.widgets.worker_errors import ToastsWorkerErrors
 
@@ -231,17 +234,34 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
         yield SystemCommand("Quit", "Quit the console", self.exit)
 
     def _scenario_steps(self, screen: PersonaScreen) -> Iterable[SystemCommand]:
-        """The next step of the scenario for this persona: a proposal still waiting for its ballot."""
+        """The scenario's next steps for this persona, from what its views last loaded:
+        ballots still owed, datasources not uploaded yet, running clean rooms to evaluate."""
         if self.read_only:
             return
-        view = screen.query_one(ProposalsView)
         me = screen.engine.member_id
-        for proposal in view.proposals:
+        for proposal in screen.query_one(ProposalsView).proposals:
             if proposal.is_open and me not in proposal.ballots:
                 yield SystemCommand(
                     f"Next: vote on {proposal.action} {proposal.proposal_id[:10]}",
                     f"contract {proposal.contract_id}: still waiting for your ballot",
                     lambda p=proposal, s=screen: self._select_proposal(s, p.proposal_id))
+        for asset in screen.query_one(DataView).assets:
+            if asset.kind == "datasource" and not asset.uploaded:
+                yield SystemCommand(f"Next: upload datasource {asset.name}",
+                                    "encrypt a local folder with its DEK and upload it",
+                                    lambda s=screen: s.show_view("data"))
+        for status in screen.query_one(DeploymentsView).statuses:
+            if status.state == "running":
+                yield SystemCommand(f"Next: evaluate {status.contract_id}",
+                                    "run your test set against its endpoint and watch accuracy",
+                                    lambda c=status.contract_id, s=screen: self._prepare_evaluation(s, c))
+
+    @staticmethod
+    def _prepare_evaluation(screen: PersonaScreen, contract_id: str) -> None:
+        screen.show_view("inference")
+        box = screen.query_one("#inference-contract", Input)
+        box.value = contract_id
+        box.focus()
 
     @staticmethod
     def _select_proposal(screen: PersonaScreen, proposal_id: str) -> None:
