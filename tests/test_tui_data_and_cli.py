@@ -117,3 +117,12 @@ async def test_palette_offers_the_next_scenario_step(tmp_path: Path) -> None:
         await pilot.press("enter")
         await pilot.pause()
         assert app.screen.active_view == "data"
+
+
+def test_docs_list_every_console_action() -> None:
+    from tui.actions import ACTIONS
+    from tui.screens.help import key_label
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "console.md").read_text()
+    for action in ACTIONS:
+        assert f"| `{key_label(action.key)}` | {action.view} | {action.title} |" in doc, action.action_id
