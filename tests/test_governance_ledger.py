@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from core.config.canonical import canonical_json
 from core.errors import IntegrityError, InvalidInputError, ServiceUnavailableError
 from core.governance import launcher, ledger
 from core.governance.service_identity import ServiceIdentity
@@ -53,6 +54,18 @@ def test_documented_example_recomputes() -> None:
         path = ledger.merkle_path(hashes, index)
         assert json.dumps(path) in text.replace("\n", " ")
         assert ledger.root_from_path(hashes[index], path) == root
+
+
+@pytest.mark.parametrize("fields", [
+    (7, "0" * 64, "ab" * 32, "attested:inference-initial", "event.append"),
+    (7, "0" * 64, "ab" * 32, 'signer "with" quotes', "kind"),
+    (7, "0" * 64, "ab" * 32, "ünïcode", "kind\n"),
+    (True, "0" * 64, "ab" * 32, "s", "k"),
+])
+def test_entry_hash_is_always_the_hash_of_canonical_json(fields) -> None:
+    seqno, prev, digest, signer, kind = fields
+    header = {"seqno": seqno, "prev": prev, "digest": digest, "signer": signer, "kind": kind}
+    assert ledger.entry_hash(*fields) == hashlib.sha256(canonical_json(header)).hexdigest()
 
 
 def canonical_example(text: str) -> str:
