@@ -14,8 +14,8 @@ Format (docs/formats/ledger.md has a worked example that a test recomputes):
 * A **receipt** proves one entry: the entry, its Merkle path and the signed checkpoint.
 
 Verification cost, measured (benchmarks/governance.py): chain links, digests and checkpoint
-signatures run at well over 20,000 entries/s; an ECDSA P-384 check of every member request
-runs at ~2,000/s. The service already checked each request's signature before appending it, and
+signatures ran at 23,000-32,000 entries/s on the shared 2-core build machine (12,500 when it
+was overloaded); an ECDSA P-384 check of every member request runs at ~800-1,400/s there. The service already checked each request's signature before appending it, and
 the signed checkpoint vouches for the whole range, so ``verify_export`` checks member signatures
 only for entries no checkpoint covers yet; ``full=True`` re-checks every member signature for an
 auditor who trusts nothing the service signed.
