@@ -188,7 +188,8 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
                 proposer += " (you)"
             table.add_row(proposal.proposal_id[:10], proposal.action, proposal.contract_id, proposer,
                           state_cell(proposal.state), ballots_cell(proposal, self.members),
-                          age_text(now - proposal.created_at), key=proposal.proposal_id)
+                          age_text(now - proposal.created_at) if proposal.created_at else "–",
+                          key=proposal.proposal_id)
         if selected is not None and selected.proposal_id in table.rows:
             table.move_cursor(row=table.get_row_index(selected.proposal_id))
         self._show_detail()
