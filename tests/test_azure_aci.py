@@ -16,11 +16,12 @@ from azure.mgmt.containerinstance.models import Container, ContainerGroup
 
 from core.errors import InvalidInputError
 from core.keys.measurement import policy_hash
-from core.keys.skr import release_policy, release_policy_for_deployment, required_host_data
+from core.keys.skr import release_policy, release_policy_for_clean_room_policy, required_host_data
 from core.runtime.aci import (
     CCE_POLICY_PLACEHOLDER,
     RUNTIME_SIDECAR_NAME,
     AciDeployment,
+    WAIT_FOR_DATA,
     aci_template,
     cce_policy_host_data,
     container_group,
@@ -86,6 +87,11 @@ def test_template_is_a_confidential_group_with_the_runtime_sidecar() -> None:
     assert resource["tags"]["cleanroom-policy-hash"] == measured
     assert template["outputs"]["policyHash"]["value"] == measured
     assert properties["ipAddress"]["ports"] == [{"port": 8443, "protocol": "TCP"}]
+    # each workload waits for its decrypted data, then reports its exit code to the sidecar
+    trainer = properties["containers"][0]["properties"]
+    assert trainer["command"] == ["/bin/sh", "-c", WAIT_FOR_DATA, "trainer", *SPEC["applications"][0]["command"]]
+    assert {"name": "cleanroom-run", "mountPath": "/run/cleanroom", "readOnly": False} in trainer["volumeMounts"]
+    assert {"name": "CLEANROOM_APPLICATIONS", "value": '["trainer","metrics"]'} in sidecar["environmentVariables"]
     # JSON all the way (what `az deployment group create` reads) and deterministic.
     assert json.loads(json.dumps(template)) == aci_template(
         SPEC, runtime_image="cleanroomacr.azurecr.io/runtime:0.1.0")
@@ -103,7 +109,7 @@ def test_sdk_models_are_built_from_the_template() -> None:
     assert all(isinstance(c, Container) for c in group.containers)
     assert trainer.resources.requests.cpu == 2 and trainer.resources.requests.memory_in_gb == 8
     assert {m.mount_path: m.read_only for m in trainer.volume_mounts} == {
-        "/mnt/model": True, "/mnt/data": True, "/mnt/out": False}
+        "/mnt/model": True, "/mnt/data": True, "/mnt/out": False, "/run/cleanroom": False}
     assert {v.name for v in group.volumes} == {m.name for m in sidecar.volume_mounts}
     assert all(v.empty_dir == {} for v in group.volumes)
     assert [(e.name, e.value, e.secure_value) for e in trainer.environment_variables] == [
@@ -159,10 +165,53 @@ def test_what_runs_changes_the_policy_hash_in_the_template() -> None:
             != _resource(aci_template(SPEC))["tags"]["cleanroom-policy-hash"])
 
 
-def test_skr_policy_and_template_require_the_same_hash() -> None:
-    template = aci_template(SPEC)
-    document = release_policy_for_deployment(SPEC, "sharedeus.eus.attest.azure.net")
-    assert required_host_data(document) == template["outputs"]["policyHash"]["value"]
+REGO = b'package policy\napi_version := "0.10.0"\n'
+CCE = base64.b64encode(REGO).decode()
+
+
+def test_voted_policy_skr_policy_and_template_agree_on_the_host_data() -> None:
+    from core.runtime.deployment import accepted_policy_hash, policy_document
+
+    voted = policy_document(SPEC, cce_policy=CCE)
+    template = aci_template(SPEC, cce_policy=CCE)
+    skr = release_policy_for_clean_room_policy(voted, "sharedeus.eus.attest.azure.net")
+    host_data = hashlib.sha256(REGO).hexdigest()
+    assert voted["cce_policy"] == CCE and voted["attestation_type"] == "sevsnpvm"
+    assert voted["host_data"] == required_host_data(skr) == host_data
+    assert template["parameters"]["ccePolicy"]["defaultValue"] == CCE
+    assert template["outputs"]["hostData"]["value"] == _resource(template)["tags"]["cleanroom-host-data"] == host_data
+    assert template["metadata"]["cleanroom"]["host_data"] == host_data
+    # the template the SDK gets carries that same ccePolicy, so SEV-SNP reports that host data
+    _name, group = container_group(template, location="westeurope", secrets={"WANDB_API_KEY": "x"})
+    assert cce_policy_host_data(group.confidential_compute_properties.cce_policy) == host_data
+    # governance still checks the clean-room measurement of the same document
+    assert accepted_policy_hash(voted) == policy_hash(SPEC)
+
+
+def test_a_changed_cce_policy_changes_the_hash_and_the_skr_policy_no_longer_matches() -> None:
+    from core.runtime.deployment import policy_document
+
+    voted = policy_document(SPEC, cce_policy=CCE)
+    skr = release_policy_for_clean_room_policy(voted, "sharedeus.eus.attest.azure.net")
+    changed = base64.b64encode(REGO + b'allow_stdio_access := true\n').decode()
+    template = aci_template(SPEC, cce_policy=changed)
+    assert template["outputs"]["hostData"]["value"] == cce_policy_host_data(changed) != required_host_data(skr)
+    # deploying a ccePolicy other than the one the template (and the vote) carries is refused
+    deployment = AciDeployment("rg-cleanroom", subscription_id=str(uuid.uuid4()),
+                               credential=DefaultAzureCredential())
+    with pytest.raises(InvalidInputError, match="not the one the template is bound to"):
+        deployment.start(aci_template(SPEC, cce_policy=CCE), location="westeurope", cce_policy=changed,
+                         secrets={"WANDB_API_KEY": "x"})
+
+
+def test_placeholder_cce_policy_is_not_a_policy_to_bind_keys_to() -> None:
+    from core.runtime.deployment import policy_document
+
+    for bad in (CCE_POLICY_PLACEHOLDER, ""):
+        with pytest.raises(InvalidInputError, match="acipolicygen"):
+            policy_document(SPEC, cce_policy=bad)
+        with pytest.raises(InvalidInputError, match="acipolicygen"):
+            aci_template(SPEC, cce_policy=bad)
 
 
 def test_cce_policy_host_data_is_the_sha256_of_the_rego() -> None:

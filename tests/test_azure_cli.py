@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -142,7 +143,7 @@ def test_generate_backend_aci_writes_template_and_skr_policy(tmp_path: Path) -> 
     import subprocess
     import sys
 
-    from core.keys.skr import required_host_data
+    from core.keys.skr import cce_policy_host_data, required_host_data
     from core.workspace import Workspace
 
     env = dict(os.environ, CLEANROOM_HOME=str(tmp_path / "home"))
@@ -167,17 +168,42 @@ def test_generate_backend_aci_writes_template_and_skr_policy(tmp_path: Path) -> 
                       "--data", f"@{merged}")
         assert created.returncode == 0, created.stderr
         out = tmp_path / "out"
-        generated = run("-w", str(hoster), "governance", "deployment", "generate", "--contract-id",
-                        "inference-azure", "--output-dir", str(out), "--backend", "aci",
-                        "--maa-endpoint", "sharedeus.eus.attest.azure.net", "-o", "json")
+        generate = ("-w", str(hoster), "governance", "deployment", "generate", "--contract-id",
+                    "inference-azure", "--output-dir", str(out), "--backend", "aci", "-o", "json")
+        # an SKR policy for the placeholder would bind keys to a host data no group reports
+        refused = run(*generate, "--maa-endpoint", "sharedeus.eus.attest.azure.net")
+        refused_wrote_nothing = not out.exists()
+        first = run(*generate)  # step 1: the template `az confcom acipolicygen` reads
+        cce_file = tmp_path / "cce-policy.b64"
+        cce_file.write_text(base64.b64encode(b"package policy\napi_version := \"0.10.0\"\n").decode() + "\n")
+        generated = run(*generate, "--cce-policy", str(cce_file), "--maa-endpoint",
+                        "sharedeus.eus.attest.azure.net", "--kek-vault", "m-provider=https://pkv.vault.azure.net")
+        bad_vault = run(*generate, "--cce-policy", str(cce_file), "--kek-vault", "https://pkv.vault.azure.net")
         assert generated.returncode == 0, generated.stderr
     finally:
         run("down")
+    assert refused.returncode != 0 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "no SKR policy without the real ccePolicy" in refused.stderr and "--cce-policy" in refused.stderr
+    assert refused_wrote_nothing
+    assert bad_vault.returncode != 0 and "is not MEMBER=URL" in bad_vault.stderr
+    assert first.returncode == 0, first.stderr
+    placeholder = json.loads(first.stdout)
+    assert "skr_policy" not in placeholder and "az confcom acipolicygen" in placeholder["next_step"]
+
     summary = json.loads(generated.stdout)
     template = json.loads(Path(summary["aci_template"]).read_text())
     skr = json.loads(Path(summary["skr_policy"]).read_text())
+    voted = json.loads(Path(summary["policy"]).read_text())
     assert template["resources"][0]["properties"]["sku"] == "Confidential"
-    assert template["outputs"]["policyHash"]["value"] == summary["policy_hash"] == required_host_data(skr)
+    assert template["outputs"]["policyHash"]["value"] == summary["policy_hash"] == voted["policy_hash"]
+    assert (voted["host_data"] == summary["host_data"] == required_host_data(skr)
+            == template["outputs"]["hostData"]["value"] == cce_policy_host_data(voted["cce_policy"]))
+    assert template["parameters"]["ccePolicy"]["defaultValue"] == voted["cce_policy"]
+    sidecar = {e["name"]: e["value"] for e in template["resources"][0]["properties"]["containers"][-1]
+               ["properties"]["environmentVariables"]}
+    assert sidecar["CLEANROOM_GOVERNANCE_URL"].startswith("https://127.0.0.1:")
+    assert "BEGIN CERTIFICATE" in sidecar["CLEANROOM_GOVERNANCE_CERT"]
+    assert json.loads(sidecar["CLEANROOM_KEK_VAULTS"]) == {"m-provider": "https://pkv.vault.azure.net"}
 
 
 @pytest.mark.parametrize(("flags", "needle"), [

@@ -1,8 +1,10 @@
-"""Key Vault secure key release: the policy requires exactly the accepted policy hash."""
+"""Key Vault secure key release: the policy requires exactly the host data of the voted ccePolicy."""
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import os
 import uuid
 
@@ -11,12 +13,12 @@ from azure.keyvault.keys import JsonWebKey
 
 from core.crypto.kek import Kek
 from core.errors import InvalidInputError
-from core.keys.measurement import policy_hash
 from core.keys.skr import (
+    accepted_host_data,
     create_release_kek,
     maa_authority,
     release_policy,
-    release_policy_for_deployment,
+    release_policy_for_clean_room_policy,
     required_host_data,
     vault_kek_name,
     wrap_deks,
@@ -38,10 +40,18 @@ SPEC = {
     }],
     "network_policy": {"allow_egress": False},
 }
+REGO = b'package policy\napi_version := "0.10.0"\ncontainers := [{"id": "cleanroom/inference-server:1"}]\n'
+CCE = base64.b64encode(REGO).decode()
 
 
-def test_policy_requires_the_accepted_hash_on_sev_snp() -> None:
-    document = release_policy_for_deployment(SPEC, MAA)
+def _voted(spec: dict = SPEC, cce: str = CCE) -> dict:
+    from core.runtime.deployment import policy_document
+
+    return policy_document(spec, cce_policy=cce)
+
+
+def test_policy_requires_the_voted_host_data_on_sev_snp() -> None:
+    document = release_policy_for_clean_room_policy(_voted(), MAA)
     assert document["version"] == "1.0.0"
     (rule,) = document["anyOf"]
     assert rule["authority"] == MAA
@@ -49,22 +59,30 @@ def test_policy_requires_the_accepted_hash_on_sev_snp() -> None:
     assert claims == {
         "x-ms-attestation-type": "sevsnpvm",
         "x-ms-compliance-status": "azure-compliant-uvm",
-        "x-ms-sevsnpvm-hostdata": policy_hash(SPEC),
+        "x-ms-sevsnpvm-hostdata": hashlib.sha256(REGO).hexdigest(),
     }
-    assert required_host_data(document) == policy_hash(SPEC)
 
 
-def test_what_runs_changes_the_required_hash_but_sizing_does_not() -> None:
-    changed_command = copy.deepcopy(SPEC)
-    changed_command["applications"][0]["command"].append("--debug")
-    changed_env = copy.deepcopy(SPEC)
-    changed_env["applications"][0]["env"]["MODEL_DIR"] = "/elsewhere"
+def test_a_changed_cce_policy_changes_the_required_host_data() -> None:
+    base = required_host_data(release_policy_for_clean_room_policy(_voted(), MAA))
+    other = base64.b64encode(REGO.replace(b"inference-server:1", b"inference-server:2")).decode()
+    assert required_host_data(release_policy_for_clean_room_policy(_voted(cce=other), MAA)) != base
     resized = copy.deepcopy(SPEC)
-    resized["applications"][0]["cpu"] = 4  # Azure sizing decides nothing about what runs
-    base = required_host_data(release_policy_for_deployment(SPEC, MAA))
-    assert required_host_data(release_policy_for_deployment(changed_command, MAA)) != base
-    assert required_host_data(release_policy_for_deployment(changed_env, MAA)) != base
-    assert required_host_data(release_policy_for_deployment(resized, MAA)) == base
+    resized["applications"][0]["cpu"] = 4  # Azure sizing is not in the voted document's host data
+    assert required_host_data(release_policy_for_clean_room_policy(_voted(resized), MAA)) == base
+
+
+def test_a_policy_without_a_consistent_cce_policy_yields_no_skr_policy() -> None:
+    from core.runtime.deployment import policy_document
+
+    with pytest.raises(InvalidInputError, match="carries no ccePolicy"):
+        release_policy_for_clean_room_policy(policy_document(SPEC), MAA)
+    lying = {**_voted(), "host_data": "0" * 64}  # a stated host data is never trusted alone
+    assert accepted_host_data(lying) is None
+    swapped = {**_voted(), "cce_policy": base64.b64encode(b"package other").decode()}
+    assert accepted_host_data(swapped) is None
+    with pytest.raises(InvalidInputError, match="carries no ccePolicy"):
+        release_policy_for_clean_room_policy(swapped, MAA)
 
 
 @pytest.mark.parametrize("endpoint", ["sharedeus.eus.attest.azure.net",
@@ -134,10 +152,11 @@ LIVE_VAULT = os.environ.get("CLEANROOM_TEST_KEK_VAULT")
 @pytest.mark.skipif(not LIVE_VAULT, reason="live Key Vault test: set CLEANROOM_TEST_KEK_VAULT to a "
                     "premium vault URL and sign in (az login or AZURE_CLIENT_ID/SECRET/TENANT_ID)")
 def test_live_create_release_kek_carries_the_policy() -> None:
-    document = release_policy_for_deployment(SPEC, MAA)
+    document = release_policy_for_clean_room_policy(_voted(), MAA)
     key = create_release_kek(str(LIVE_VAULT), f"cleanroom-test-{uuid.uuid4().hex[:8]}", document)
     assert key.properties.exportable is True
-    assert policy_hash(SPEC).encode() in key.properties.release_policy.encoded_policy
+    host_data = hashlib.sha256(REGO).hexdigest()
+    assert host_data.encode() in key.properties.release_policy.encoded_policy
     kid, wrapped = wrap_deks_with_vault_kek(str(LIVE_VAULT), f"test-{uuid.uuid4().hex[:8]}",
-                                            policy_hash(SPEC), MAA, {"model": os.urandom(32)})
+                                            host_data, MAA, {"model": os.urandom(32)})
     assert kid.startswith(str(LIVE_VAULT).rstrip("/")) and len(wrapped["model"]) == 384

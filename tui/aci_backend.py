@@ -131,29 +131,84 @@ def aci_backend(verb: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
 
 def generate_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """`governance deployment generate` options for the ACI template and the SKR policy."""
+    f = click.option("--kek-vault", "kek_vaults", multiple=True, metavar="MEMBER=URL",
+                     help="(aci) Where the runtime sidecar asks for MEMBER's KEK (repeat per data owner).")(f)
+    f = click.option("--cce-policy", "cce_policy_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                     default=None, help="(aci) base64 ccePolicy from `az confcom acipolicygen` for the written "
+                                        "template; the policy to vote then carries it and its host data.")(f)
     f = click.option("--maa-endpoint", default=None,
                      help="(aci) MAA endpoint the Key Vault release policy trusts, e.g. sharedeus.eus.attest.azure.net.")(f)
     f = click.option("--runtime-image", default=None,
                      help="(aci) Runtime sidecar image (default: cleanroom-console/runtime of this version).")(f)
     return click.option("--backend", type=click.Choice(["local", "aci"]), default="local", show_default=True,
-                        help="aci: also write the confidential container group ARM template (and the SKR policy "
-                             "with --maa-endpoint).")(f)
+                        help="aci: also write the confidential container group ARM template (and, with "
+                             "--cce-policy and --maa-endpoint, the SKR policy).")(f)
 
 
-def write_aci_artifacts(summary: dict[str, Any], *, runtime_image: str | None,
-                        maa_endpoint: str | None) -> dict[str, Any]:
-    """Add the ARM template (and SKR policy) next to the deployment spec `write_deployment` wrote."""
+def check_aci_options(backend: str, *, maa_endpoint: str | None, cce_policy_file: Path | None,
+                      kek_vaults: tuple[str, ...], **_: Any) -> None:
+    """Refuse before anything is written: an SKR policy needs the real ccePolicy's host data."""
+    from core.keys.skr import ACIPOLICYGEN_HINT, cce_policy_host_data, maa_authority
+
+    if backend != "aci":
+        if cce_policy_file or maa_endpoint or kek_vaults:
+            raise InvalidInputError("--cce-policy, --maa-endpoint and --kek-vault are for --backend aci",
+                                    hint="add --backend aci")
+        return
+    if maa_endpoint:
+        maa_authority(maa_endpoint)
+        if cce_policy_file is None:
+            raise InvalidInputError("no SKR policy without the real ccePolicy: the template still has the "
+                                    "placeholder, whose host data no SEV-SNP group reports", hint=ACIPOLICYGEN_HINT)
+    if cce_policy_file is not None:
+        cce_policy_host_data(cce_policy_file.read_text())
+    _vaults(kek_vaults)
+
+
+def _vaults(kek_vaults: tuple[str, ...]) -> dict[str, str]:
+    from core.keys.skr import check_kek_vault
+
+    vaults = {}
+    for item in kek_vaults:
+        member, _, url = item.partition("=")
+        if not member or not url:
+            raise InvalidInputError(f"--kek-vault {item!r} is not MEMBER=URL",
+                                    hint="e.g. --kek-vault m-provider=https://provider-kv.vault.azure.net")
+        check_kek_vault(url)
+        vaults[member] = url
+    return vaults
+
+
+def write_aci_artifacts(summary: dict[str, Any], *, governance: Any, runtime_image: str | None,
+                        maa_endpoint: str | None, cce_policy_file: Path | None,
+                        kek_vaults: tuple[str, ...]) -> dict[str, Any]:
+    """Add the ARM template (and, with the ccePolicy, the policy to vote and the SKR policy)
+    next to the deployment spec `write_deployment` wrote; ``governance`` is where the sidecar
+    reports (endpoint and pinned service certificate)."""
     from core.crypto.secret_file import write_public_file
-    from core.keys.skr import policy_bytes, release_policy_for_deployment
+    from core.keys.skr import ACIPOLICYGEN_HINT, policy_bytes, release_policy_for_clean_room_policy
     from core.runtime.aci import RUNTIME_SIDECAR_IMAGE, write_aci_template
-    from core.runtime.deployment import load_document
+    from core.runtime.deployment import load_document, policy_document
+    from core.runtime.sidecar import sidecar_environment
 
     spec_path = Path(summary["deployment_spec"])
     spec = load_document(spec_path, "deployment spec")
-    template = write_aci_template(spec, spec_path.parent, runtime_image=runtime_image or RUNTIME_SIDECAR_IMAGE)
+    cce_policy = cce_policy_file.read_text().strip() if cce_policy_file else None
+    sidecar_env = sidecar_environment(governance_url=governance.endpoint,
+                                      governance_cert_pem=governance.service_cert_pem,
+                                      maa_endpoint=maa_endpoint, kek_vaults=_vaults(kek_vaults))
+    template = write_aci_template(spec, spec_path.parent, runtime_image=runtime_image or RUNTIME_SIDECAR_IMAGE,
+                                  cce_policy=cce_policy, sidecar_env=sidecar_env)
     result = {**summary, "aci_template": str(template)}
+    if cce_policy is None:
+        result["next_step"] = ACIPOLICYGEN_HINT.replace("cleanroom-aci-template.json", str(template)) + \
+            " to `governance deployment generate` again, then propose the policy"
+        return result
+    document = policy_document(spec, cce_policy=cce_policy)
+    write_public_file(Path(summary["policy"]), (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
+    result["host_data"] = document["host_data"]
     if maa_endpoint:
         skr_path = spec_path.parent / "cleanroom-skr-policy.json"
-        write_public_file(skr_path, policy_bytes(release_policy_for_deployment(spec, maa_endpoint)) + b"\n")
+        write_public_file(skr_path, policy_bytes(release_policy_for_clean_room_policy(document, maa_endpoint)) + b"\n")
         result["skr_policy"] = str(skr_path)
     return result

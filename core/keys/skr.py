@@ -10,26 +10,66 @@ against a Microsoft Azure Attestation (MAA) token whose claims match. The claims
 - ``x-ms-sevsnpvm-hostdata = <policy hash>``: the HOST_DATA field fixed at launch, which ACI
   sets to the SHA-256 of the container group's ccePolicy (see ``core.runtime.aci``).
 
-So the same accepted policy hash that the governance vote fixed is what the hardware must
-report before Key Vault lets the KEK out. DEKs are wrapped to that KEK's public key locally
+HOST_DATA is not our clean-room policy hash: it is fixed by the ccePolicy (the Rego that
+``az confcom acipolicygen`` derives from the ARM template). So for ``--backend aci`` the voted
+clean-room policy document carries that ccePolicy and its host data (``aci_policy_fields``),
+and the SKR policy requires exactly the host data of the *accepted* document: the hardware must
+report the policy the parties voted before Key Vault lets the KEK out. DEKs are wrapped to that KEK's public key locally
 (RSA-OAEP-256, the same wrap format as ``core.crypto.kek``), so no DEK ever travels to Azure.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import re
 from typing import Any
 from urllib.parse import urlparse
 
 from core.config.canonical import canonical_json
 from core.errors import InvalidInputError
-from core.keys.measurement import policy_hash
-
 SKR_POLICY_VERSION = "1.0.0"
 ATTESTATION_TYPE = "sevsnpvm"
 COMPLIANCE_STATUS = "azure-compliant-uvm"
 KEK_SIZE = 3072
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+CCE_POLICY_PLACEHOLDER = "REPLACE-WITH-az-confcom-acipolicygen-OUTPUT"
+ACIPOLICYGEN_HINT = ("run `az confcom acipolicygen -a cleanroom-aci-template.json --print-policy > cce-policy.b64` "
+                     "and pass --cce-policy cce-policy.b64")
+
+
+def cce_policy_host_data(cce_policy_b64: str) -> str:
+    """SEV-SNP HOST_DATA for a ccePolicy: SHA-256 of the decoded Rego (what SKR must require)."""
+    if not cce_policy_b64 or cce_policy_b64.strip() == CCE_POLICY_PLACEHOLDER:
+        raise InvalidInputError("the ccePolicy is still the placeholder, so no key could ever be released to it",
+                                hint=ACIPOLICYGEN_HINT)
+    try:
+        rego = base64.b64decode(cce_policy_b64.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInputError("ccePolicy is not base64",
+                                hint="pass the output of `az confcom acipolicygen`") from exc
+    if not rego:
+        raise InvalidInputError("ccePolicy is empty", hint=ACIPOLICYGEN_HINT)
+    return hashlib.sha256(rego).hexdigest()
+
+
+def aci_policy_fields(cce_policy_b64: str) -> dict[str, str]:
+    """What an ACI clean-room policy document adds to the measured policy, for the vote."""
+    cce = cce_policy_b64.strip()
+    return {"attestation_type": ATTESTATION_TYPE, "cce_policy": cce, "host_data": cce_policy_host_data(cce)}
+
+
+def accepted_host_data(document: dict[str, Any] | None) -> str | None:
+    """The HOST_DATA a clean-room policy document binds keys to, recomputed from its ccePolicy
+    (a stated value is never trusted alone); None when it carries no (consistent) ccePolicy."""
+    if not isinstance(document, dict) or not isinstance(document.get("cce_policy"), str):
+        return None
+    try:
+        recomputed = cce_policy_host_data(document["cce_policy"])
+    except InvalidInputError:
+        return None
+    return recomputed if document.get("host_data") == recomputed else None
 
 
 def maa_authority(endpoint: str) -> str:
@@ -43,12 +83,12 @@ def maa_authority(endpoint: str) -> str:
     return f"https://{parsed.hostname}"
 
 
-def release_policy(accepted_policy_hash: str, maa_endpoint: str) -> dict[str, Any]:
-    """The Key Vault SKR policy that releases only to the accepted, SEV-SNP-attested policy."""
-    if not _HASH_RE.match(accepted_policy_hash or ""):
+def release_policy(host_data: str, maa_endpoint: str) -> dict[str, Any]:
+    """The Key Vault SKR policy that releases only to a SEV-SNP group launched with ``host_data``."""
+    if not _HASH_RE.match(host_data or ""):
         raise InvalidInputError(
-            f"policy hash {accepted_policy_hash!r} is not 64 lowercase hex characters",
-            hint="use the hash from `cleanroom governance deployment show` of the accepted spec")
+            f"host data {host_data!r} is not 64 lowercase hex characters",
+            hint="use the host_data of the accepted clean-room policy (`cleanroom governance deployment policy show`)")
     return {
         "version": SKR_POLICY_VERSION,
         "anyOf": [{
@@ -56,16 +96,19 @@ def release_policy(accepted_policy_hash: str, maa_endpoint: str) -> dict[str, An
             "allOf": [
                 {"claim": "x-ms-attestation-type", "equals": ATTESTATION_TYPE},
                 {"claim": "x-ms-compliance-status", "equals": COMPLIANCE_STATUS},
-                {"claim": "x-ms-sevsnpvm-hostdata", "equals": accepted_policy_hash},
+                {"claim": "x-ms-sevsnpvm-hostdata", "equals": host_data},
             ],
         }],
     }
 
 
-def release_policy_for_deployment(deployment_spec: dict[str, Any],
-                                  maa_endpoint: str) -> dict[str, Any]:
-    """The SKR policy for an accepted deployment spec (hash measured the same way as locally)."""
-    return release_policy(policy_hash(deployment_spec), maa_endpoint)
+def release_policy_for_clean_room_policy(document: dict[str, Any], maa_endpoint: str) -> dict[str, Any]:
+    """The SKR policy for a clean-room policy document: exactly the host data of its ccePolicy."""
+    host_data = accepted_host_data(document)
+    if host_data is None:
+        raise InvalidInputError("the clean-room policy carries no ccePolicy, so SEV-SNP's HOST_DATA is unknown "
+                                "and Key Vault would refuse every release", hint=ACIPOLICYGEN_HINT)
+    return release_policy(host_data, maa_endpoint)
 
 
 def required_host_data(document: dict[str, Any]) -> str:
@@ -120,11 +163,11 @@ def vault_kek_name(contract_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", f"cleanroom-{contract_id}-kek")[:127]
 
 
-def wrap_deks_with_vault_kek(vault_url: str, contract_id: str, accepted_policy_hash: str,
+def wrap_deks_with_vault_kek(vault_url: str, contract_id: str, accepted_host_data: str,
                              maa_endpoint: str, deks: dict[str, bytes],
                              credential: Any | None = None) -> tuple[str, dict[str, bytes]]:
     """`wrap-deks --kek-vault`: create the contract's SKR-bound KEK, wrap the DEKs; (key id, wraps)."""
-    document = release_policy(accepted_policy_hash, maa_endpoint)
+    document = release_policy(accepted_host_data, maa_endpoint)
     key = create_release_kek(vault_url, vault_kek_name(contract_id), document, credential)
     return str(key.id), wrap_deks(key.key, deks)
 
@@ -147,8 +190,9 @@ def wrap_deks_to_vault(workspace: Any, contract_id: str, *, governance: Any, vau
                        maa_endpoint: str, credential: Any | None = None) -> Any:
     """`config wrap-deks --kek-vault`: like ``core.keys.wrap_deks`` with the KEK in Key Vault.
 
-    The KEK is bound by SKR to the contract's *accepted* clean-room policy hash, so this runs
-    after the policy vote; the wrapped DEKs go to governance as the same contract secrets.
+    The KEK is bound by SKR to the host data of the ccePolicy in the contract's *accepted*
+    clean-room policy, so this runs after the policy vote; the wrapped DEKs go to governance as
+    the same contract secrets.
     """
     from core.crypto.kek import dek_for
     from core.errors import ConflictError
@@ -163,10 +207,15 @@ def wrap_deks_to_vault(workspace: Any, contract_id: str, *, governance: Any, vau
     if not owned:
         raise InvalidInputError(f"contract '{contract_id}' has no datasource or datasink owned by this workspace",
                                 hint="nothing to wrap; only parties that bring data run wrap-deks")
-    accepted = governance.accepted_policy_hash(contract_id)
-    if not accepted:
+    document = governance.clean_room_policy(contract_id).get("data")
+    if not document:
         raise ConflictError(f"contract '{contract_id}' has no accepted clean-room policy to bind the vault KEK to",
                             hint="propose and vote it with `cleanroom governance deployment policy propose`")
+    accepted = accepted_host_data(document)
+    if accepted is None:
+        raise ConflictError(f"the accepted clean-room policy of '{contract_id}' carries no ccePolicy, so Key Vault "
+                            "would refuse every release", hint="generate it with `governance deployment generate "
+                            "--backend aci --cce-policy FILE`, then propose and vote it")
     kid, wrapped = wrap_deks_with_vault_kek(vault_url, contract_id, accepted, maa_endpoint,
                                             {name: dek_for(workspace.keys_dir, name) for name in owned},
                                             credential)

@@ -10,10 +10,15 @@ drop a mount or a port), and ``AciDeployment`` maps start/status/logs/stop onto 
 
 The ccePolicy is the confidential computing enforcement policy (a Rego document, base64) that
 ``az confcom acipolicygen`` derives from the template. SEV-SNP reports its SHA-256 as HOST_DATA,
-which is what the Key Vault release policy checks (``core.keys.skr``). The template carries a
-placeholder until that tool has run; :func:`cce_policy_host_data` gives the hash to vote on once
-it has. Until then the clean-room policy hash in the template's tags and the sidecar's
-environment is the measurement the SKR policy is generated from.
+which is what the Key Vault release policy checks (``core.keys.skr``). Generation is two-step:
+without a ccePolicy the template carries a placeholder (the input of that tool, not deployable);
+with the tool's output (``cce_policy``) it carries that ccePolicy and its host data, the same
+value the voted clean-room policy document and the SKR policy carry.
+
+Workload containers start with the sidecar, before their datasources are decrypted, so each
+command is wrapped: it waits for ``/run/cleanroom/ready`` (written by the sidecar once every
+datasource is in place; ``failed`` makes it give up) and records its exit code in
+``/run/cleanroom/exit-<container>``, which is how the sidecar knows when to seal the datasinks.
 
 Deployment spec fields used (per application): ``name``, ``image``, ``command``, ``env`` (voted
 names and values), ``env_names`` (secrets: securestring parameters, values given at deployment),
@@ -23,9 +28,6 @@ and ``memory_gb`` (default 2), which are not measured.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import json
 import os
 import re
@@ -52,14 +54,22 @@ from core.errors import (
     ServiceUnavailableError,
 )
 from core.keys.measurement import policy_hash
+from core.keys.skr import CCE_POLICY_PLACEHOLDER, cce_policy_host_data
+from core.runtime.deployment import RUN_DIR
 
 ARM_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
 ACI_API_VERSION = "2023-05-01"
 ACI_TEMPLATE_FILE = "cleanroom-aci-template.json"
-CCE_POLICY_PLACEHOLDER = "REPLACE-WITH-az-confcom-acipolicygen-OUTPUT"
 RUNTIME_SIDECAR_IMAGE = "cleanroom-console/runtime:0.1.0"
 RUNTIME_SIDECAR_NAME = "cleanroom-runtime"
 SIDECAR_MOUNT_ROOT = "/mnt/cleanroom"
+RUN_VOLUME = "cleanroom-run"
+READY_FILE = "ready"
+FAILED_FILE = "failed"
+EXIT_FILE_PREFIX = "exit-"
+# $0 is the container name, "$@" the voted command (passed as arguments, never re-parsed).
+WAIT_FOR_DATA = (f'r={RUN_DIR}; while [ ! -e "$r/{READY_FILE}" ]; do [ -e "$r/{FAILED_FILE}" ] && exit 70; '
+                 f'sleep 1; done; "$@"; code=$?; echo "$code" > "$r/{EXIT_FILE_PREFIX}$0"; exit "$code"')
 DEFAULT_CPU = 1.0
 DEFAULT_MEMORY_GB = 2.0
 _NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -106,7 +116,7 @@ def _container(app: dict[str, Any]) -> dict[str, Any]:
             hint="set its image (REGISTRY/IMAGE:TAG) before generating and voting the deployment spec")
     properties: dict[str, Any] = {
         "image": app["image"],
-        "command": list(app["command"]),
+        "command": ["/bin/sh", "-c", WAIT_FOR_DATA, name, *app["command"]],
         "resources": {"requests": {"cpu": float(app.get("cpu") or DEFAULT_CPU),
                                    "memoryInGB": float(app.get("memory_gb") or DEFAULT_MEMORY_GB)}},
     }
@@ -117,12 +127,10 @@ def _container(app: dict[str, Any]) -> dict[str, Any]:
         properties["environmentVariables"] = env
     if app.get("ports"):
         properties["ports"] = [{"port": int(p), "protocol": "TCP"} for p in sorted(app["ports"])]
-    mounts = app.get("mounts", [])
-    if mounts:
-        properties["volumeMounts"] = [
-            {"name": _volume_name(m), "mountPath": m["path"],
-             "readOnly": bool(m.get("read_only", m.get("kind") == "datasource"))}
-            for m in mounts]
+    properties["volumeMounts"] = [
+        {"name": _volume_name(m), "mountPath": m["path"],
+         "readOnly": bool(m.get("read_only", m.get("kind") == "datasource"))}
+        for m in app.get("mounts", [])] + [{"name": RUN_VOLUME, "mountPath": RUN_DIR, "readOnly": False}]
     return {"name": name, "properties": properties}
 
 
@@ -143,8 +151,8 @@ def _azure_store(spec: dict[str, Any], mount: dict[str, Any]) -> dict[str, Any]:
             "connection_string_env": store.get("connection_string_env")}
 
 
-def _sidecar(spec: dict[str, Any], measured: str, image: str,
-             volumes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _sidecar(spec: dict[str, Any], measured: str, image: str, volumes: dict[str, dict[str, Any]],
+             applications: list[str], extra_env: dict[str, str]) -> dict[str, Any]:
     """The runtime: decrypts datasources into the shared volumes and seals datasinks out of them."""
     plan = [{"volume": v, "kind": m.get("kind"), "name": m.get("name"), "owner": m.get("owner"),
              "path": f"{SIDECAR_MOUNT_ROOT}/{v}", "store": _azure_store(spec, m)}
@@ -154,26 +162,30 @@ def _sidecar(spec: dict[str, Any], measured: str, image: str,
         {"name": "CLEANROOM_POLICY_HASH", "value": measured},
         {"name": "CLEANROOM_MOUNT_PLAN", "value": json.dumps(plan, sort_keys=True,
                                                              separators=(",", ":"))},
+        {"name": "CLEANROOM_APPLICATIONS", "value": json.dumps(applications, separators=(",", ":"))},
     ]
+    env += [{"name": k, "value": v} for k, v in sorted(extra_env.items())]
     properties: dict[str, Any] = {
         "image": image,
         "command": ["python", "-m", "core.runtime.sidecar"],
         "environmentVariables": env,
         "resources": {"requests": {"cpu": 0.5, "memoryInGB": 1.0}},
     }
-    if volumes:
-        properties["volumeMounts"] = [{"name": v, "mountPath": f"{SIDECAR_MOUNT_ROOT}/{v}",
-                                        "readOnly": False} for v in sorted(volumes)]
+    properties["volumeMounts"] = [{"name": v, "mountPath": f"{SIDECAR_MOUNT_ROOT}/{v}",
+                                    "readOnly": False} for v in [*sorted(volumes), RUN_VOLUME]]
     return {"name": RUNTIME_SIDECAR_NAME, "properties": properties}
 
 
-def aci_template(deployment_spec: dict[str, Any], *,
-                 runtime_image: str = RUNTIME_SIDECAR_IMAGE) -> dict[str, Any]:
+def aci_template(deployment_spec: dict[str, Any], *, runtime_image: str = RUNTIME_SIDECAR_IMAGE,
+                 cce_policy: str | None = None, sidecar_env: dict[str, str] | None = None) -> dict[str, Any]:
     """The ARM template for ``deployment_spec`` as a confidential container group.
 
     It is what `az deployment group create --template-file` and `az confcom acipolicygen`
     take; :func:`container_group` builds the SDK model from the very same document.
+    ``cce_policy`` is that tool's output (None: the placeholder); ``sidecar_env`` is where the
+    runtime sidecar reaches governance and key release (``core.runtime.sidecar``).
     """
+    host_data = cce_policy_host_data(cce_policy) if cce_policy is not None else None
     measured = policy_hash(deployment_spec)  # validates the spec the same way as the local runtime
     apps = deployment_spec["applications"]
     names = [_resource_name(str(a["name"])) for a in apps]
@@ -186,7 +198,8 @@ def aci_template(deployment_spec: dict[str, Any], *,
         for mount in app.get("mounts", []):
             volumes.setdefault(_volume_name(mount), mount)
     containers = [_container(a) for a in apps]
-    containers.append(_sidecar(deployment_spec, measured, runtime_image, volumes))
+    containers.append(_sidecar(deployment_spec, measured, runtime_image, volumes,
+                               [c["name"] for c in containers], sidecar_env or {}))
     ports = sorted({int(p) for a in apps for p in a.get("ports", [])})
     properties: dict[str, Any] = {
         "sku": "Confidential",
@@ -195,22 +208,23 @@ def aci_template(deployment_spec: dict[str, Any], *,
         "osType": "Linux",
         "restartPolicy": "Never",
     }
-    if volumes:
-        properties["volumes"] = [{"name": v, "emptyDir": {}} for v in sorted(volumes)]
+    properties["volumes"] = [{"name": v, "emptyDir": {}} for v in [*sorted(volumes), RUN_VOLUME]]
     if ports:
         properties["ipAddress"] = {"type": "Public",
                                     "ports": [{"port": p, "protocol": "TCP"} for p in ports]}
     contract = str(deployment_spec["contract_id"])
+    bound = {"host_data": host_data} if host_data else {}
     return {
         "$schema": ARM_SCHEMA,
         "contentVersion": "1.0.0.0",
-        "metadata": {"cleanroom": {"contract_id": contract, "policy_hash": measured}},
+        "metadata": {"cleanroom": {"contract_id": contract, "policy_hash": measured, **bound}},
         "parameters": {
             **{_secret_parameter(n): {"type": "securestring"}
                for n in sorted({n for a in apps for n in a.get("env_names", [])})},
             "location": {"type": "string", "defaultValue": "[resourceGroup().location]"},
             "containerGroupName": {"type": "string", "defaultValue": container_group_name(contract)},
-            "ccePolicy": {"type": "string", "defaultValue": CCE_POLICY_PLACEHOLDER,
+            "ccePolicy": {"type": "string",
+                          "defaultValue": cce_policy.strip() if cce_policy else CCE_POLICY_PLACEHOLDER,
                           "metadata": {"description": "base64 Rego from `az confcom acipolicygen`"}},
         },
         "resources": [{
@@ -218,18 +232,22 @@ def aci_template(deployment_spec: dict[str, Any], *,
             "apiVersion": ACI_API_VERSION,
             "name": "[parameters('containerGroupName')]",
             "location": "[parameters('location')]",
-            "tags": {"cleanroom-contract": contract, "cleanroom-policy-hash": measured},
+            "tags": {"cleanroom-contract": contract, "cleanroom-policy-hash": measured,
+                     **({"cleanroom-host-data": host_data} if host_data else {})},
             "properties": properties,
         }],
-        "outputs": {"policyHash": {"type": "string", "value": measured}},
+        "outputs": {"policyHash": {"type": "string", "value": measured},
+                    **({"hostData": {"type": "string", "value": host_data}} if host_data else {})},
     }
 
 
 def write_aci_template(deployment_spec: dict[str, Any], output_dir: Path, *,
-                       runtime_image: str = RUNTIME_SIDECAR_IMAGE) -> Path:
+                       runtime_image: str = RUNTIME_SIDECAR_IMAGE, cce_policy: str | None = None,
+                       sidecar_env: dict[str, str] | None = None) -> Path:
     """Write the ARM template next to the deployment spec (atomically) and return its path."""
     path = output_dir / ACI_TEMPLATE_FILE
-    template = aci_template(deployment_spec, runtime_image=runtime_image)
+    template = aci_template(deployment_spec, runtime_image=runtime_image, cce_policy=cce_policy,
+                            sidecar_env=sidecar_env)
     write_public_file(path, (json.dumps(template, indent=2, sort_keys=True) + "\n").encode())
     return path
 
@@ -302,16 +320,6 @@ def _check_round_trip(expected: Any, actual: Any, path: str = "containerGroup") 
                                 hint="use the type the ContainerGroup API expects")
 
 
-def cce_policy_host_data(cce_policy_b64: str) -> str:
-    """SEV-SNP HOST_DATA for a ccePolicy: SHA-256 of the decoded Rego (what SKR must require)."""
-    try:
-        rego = base64.b64decode(cce_policy_b64, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidInputError("ccePolicy is not base64",
-                                hint="pass the output of `az confcom acipolicygen`") from exc
-    return hashlib.sha256(rego).hexdigest()
-
-
 @dataclass
 class GroupStatus:
     name: str
@@ -348,16 +356,24 @@ class AciDeployment:
     def start(self, template: dict[str, Any], *, location: str, cce_policy: str | None = None,
               name: str | None = None, secrets: dict[str, str] | None = None,
               allow_debug_policy: bool = False) -> GroupStatus:
-        """Deploy and wait for provisioning. Refuses the placeholder ccePolicy.
+        """Deploy and wait for provisioning. Refuses the placeholder ccePolicy, and a ccePolicy
+        other than the one the template (and so the vote) is bound to.
 
         ``allow_debug_policy`` deploys without a ccePolicy (ACI then enforces nothing): the
         hardware still attests, but its HOST_DATA will not match any accepted SKR policy.
         """
-        policy = cce_policy
+        policy = cce_policy.strip() if cce_policy is not None else None
+        if policy is None and not allow_debug_policy:
+            policy = template.get("parameters", {}).get("ccePolicy", {}).get("defaultValue")
         if not allow_debug_policy and (policy is None or policy == CCE_POLICY_PLACEHOLDER):
             raise InvalidInputError(
                 "the ACI template still has the ccePolicy placeholder",
                 hint="generate it with `az confcom acipolicygen -a template.json` and pass --cce-policy")
+        bound = template.get("metadata", {}).get("cleanroom", {}).get("host_data")
+        if policy and bound and cce_policy_host_data(policy) != bound:
+            raise InvalidInputError(
+                f"the ccePolicy given is not the one the template is bound to (host data {bound[:12]}…)",
+                hint="deploy with the ccePolicy the parties voted, or generate and vote again")
         group_name, group = container_group(template, location=location, cce_policy=policy or "",
                                             name=name, secrets=secrets)
         if allow_debug_policy and not policy:

@@ -25,6 +25,7 @@ from core.config.canonical import document_hash
 from core.crypto.secret_file import write_public_file
 from core.errors import InvalidInputError
 from core.keys.measurement import clean_room_policy, policy_hash
+from core.keys.skr import aci_policy_fields
 
 SPEC_VERSION = 1
 RUN_DIR = "/run/cleanroom"
@@ -82,9 +83,16 @@ def deployment_spec(contract_id: str, merged_spec: dict[str, Any]) -> dict[str, 
     }
 
 
-def policy_document(spec: dict[str, Any]) -> dict[str, Any]:
-    """The clean-room policy proposal document: the measured policy and its hash."""
-    return {"attestation_type": "virtual", "policy_hash": policy_hash(spec), "policy": clean_room_policy(spec)}
+def policy_document(spec: dict[str, Any], *, cce_policy: str | None = None) -> dict[str, Any]:
+    """The clean-room policy proposal document: the measured policy and its hash.
+
+    On Azure (``cce_policy`` given) the document also carries the ccePolicy and its SEV-SNP host
+    data, so the parties vote on exactly what the hardware will report and Key Vault will check.
+    """
+    document = {"attestation_type": "virtual", "policy_hash": policy_hash(spec), "policy": clean_room_policy(spec)}
+    if cce_policy is not None:
+        document.update(aci_policy_fields(cce_policy))
+    return document
 
 
 def accepted_policy_hash(document: dict[str, Any] | None) -> str | None:

@@ -21,7 +21,7 @@ from core.errors import InvalidInputError, NotFoundError
 from core.governance import launcher, ledger
 from core.governance.client import WORKSPACE_KEY, GovernanceClient, deploy_to_workspace
 from core.workspace import Workspace
-from tui.aci_backend import generate_options, write_aci_artifacts
+from tui.aci_backend import check_aci_options, generate_options, write_aci_artifacts
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -583,7 +583,7 @@ _document_verbs(policy, "clean_room_policy", "policy-file", "clean-room policy")
 @generate_options
 @click.pass_context
 def deployment_generate(ctx: click.Context, contract_id: str, output_dir: Path, output: str, backend: str,
-                        runtime_image: str | None, maa_endpoint: str | None) -> None:
+                        **aci_options: Any) -> None:
     """Write the deployment spec and clean-room policy (with its hash) of a contract, for proposal.
 
     \b
@@ -591,15 +591,17 @@ def deployment_generate(ctx: click.Context, contract_id: str, output_dir: Path, 
       cleanroom -w W/hoster governance deployment generate --contract-id inference-initial \\
           --output-dir out/deployments
       cleanroom -w W/hoster governance deployment generate --contract-id inference-initial \\
-          --output-dir out/deployments --backend aci --maa-endpoint sharedeus.eus.attest.azure.net
+          --output-dir out/deployments --backend aci --cce-policy out/deployments/cce-policy.b64 \\
+          --maa-endpoint sharedeus.eus.attest.azure.net
     """
     from core.runtime.deployment import write_deployment
 
+    check_aci_options(backend, **aci_options)
     with _client(ctx) as client:
         contract_data = client.contract(contract_id)["data"]
-    summary = write_deployment(contract_id, contract_data, output_dir)
-    if backend == "aci":
-        summary = write_aci_artifacts(summary, runtime_image=runtime_image, maa_endpoint=maa_endpoint)
+        summary = write_deployment(contract_id, contract_data, output_dir)
+        if backend == "aci":
+            summary = write_aci_artifacts(summary, governance=client, **aci_options)
     _emit(summary, output, None, title=f"deployment of {contract_id}")
 
 

@@ -1,0 +1,281 @@
+"""The runtime sidecar of a confidential container group: ``python -m core.runtime.sidecar``.
+
+It does inside ACI what ``LocalRuntime`` does on one machine, with the same pieces:
+
+1. read the accepted deployment spec from governance (contract, spec, policy accepted and
+   execution on) and refuse unless its measurement is the ``CLEANROOM_POLICY_HASH`` this group
+   was built for;
+2. attest (``KeyRelease``: MAA via the SKR sidecar on Azure), fetch each mount's wrapped DEK from
+   governance with that attestation, get each owner's KEK released and unwrap the DEKs;
+3. download and decrypt every datasource from its owner's blob store into the shared in-memory
+   volume, then write ``ready`` into the run volume: the workload containers were waiting for it
+   (see the command wrapper in ``core.runtime.aci``);
+4. wait until every workload has written its exit code (or SIGTERM: ACI stop), forwarding
+   telemetry when the contract enables it;
+5. seal every datasink back to its owner's store, then wipe the plaintext volumes.
+
+Every step is a lifecycle event in governance, as for the local runtime. Configuration comes
+from the container's environment, which the ARM template fixes (and the ccePolicy measures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.config.fragment import DataAsset
+from core.crypto.kek import Kek
+from core.errors import CleanroomError, ConflictError, InvalidInputError
+from core.keys.attestation import DEFAULT_TTL_SECONDS
+from core.keys.measurement import policy_hash
+from core.keys.wrap_deks import dek_secret_name
+from core.runtime.aci import EXIT_FILE_PREFIX, FAILED_FILE, READY_FILE, RUN_VOLUME, SIDECAR_MOUNT_ROOT
+from core.runtime.deployment import TELEMETRY_FILE
+from core.runtime.governance_port import HttpGovernance
+from core.runtime.key_release import DEFAULT_ATTESTATION_URL, AzureKeyRelease, KeyRelease, VirtualKeyRelease
+from core.runtime.local import GovernancePort, _TelemetryTail, check_ready
+from core.storage.locator import open_store
+from core.storage.transfer import dataset_files, download_folder, upload_folder
+
+POLL_SECONDS = 0.5
+REATTEST_AFTER_SECONDS = DEFAULT_TTL_SECONDS / 2
+
+
+def sidecar_environment(*, governance_url: str, governance_cert_pem: str, maa_endpoint: str | None,
+                        kek_vaults: dict[str, str],
+                        attestation_url: str = DEFAULT_ATTESTATION_URL) -> dict[str, str]:
+    """The sidecar variables the ARM template carries besides the contract, hash and mount plan."""
+    env = {"CLEANROOM_GOVERNANCE_URL": governance_url, "CLEANROOM_GOVERNANCE_CERT": governance_cert_pem,
+           "CLEANROOM_KEY_RELEASE": "azure", "CLEANROOM_ATTESTATION_URL": attestation_url,
+           "CLEANROOM_KEK_VAULTS": json.dumps(kek_vaults, sort_keys=True, separators=(",", ":"))}
+    if maa_endpoint:
+        env["CLEANROOM_MAA_ENDPOINT"] = maa_endpoint
+    return env
+
+
+def _required(env: dict[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if not value:
+        raise InvalidInputError(f"the runtime sidecar has no {name}",
+                                hint="generate the template with `cleanroom governance deployment generate --backend aci`")
+    return value
+
+
+def _json(env: dict[str, str], name: str) -> Any:
+    try:
+        return json.loads(_required(env, name))
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{name} is not JSON ({exc.msg})", hint="re-generate the ARM template") from exc
+
+
+@dataclass
+class SidecarConfig:
+    contract_id: str
+    policy_hash: str
+    mount_plan: list[dict[str, Any]]
+    applications: list[str]
+    mount_root: Path
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> "SidecarConfig":
+        plan, apps = _json(env, "CLEANROOM_MOUNT_PLAN"), _json(env, "CLEANROOM_APPLICATIONS")
+        if not isinstance(plan, list) or not isinstance(apps, list) or not apps:
+            raise InvalidInputError("CLEANROOM_MOUNT_PLAN/CLEANROOM_APPLICATIONS are not lists",
+                                    hint="re-generate the ARM template")
+        return cls(contract_id=_required(env, "CLEANROOM_CONTRACT_ID"),
+                   policy_hash=_required(env, "CLEANROOM_POLICY_HASH"), mount_plan=plan,
+                   applications=[str(a) for a in apps],
+                   mount_root=Path(env.get("CLEANROOM_MOUNT_ROOT") or SIDECAR_MOUNT_ROOT))
+
+    @property
+    def run_dir(self) -> Path:
+        return self.mount_root / RUN_VOLUME
+
+    def volume(self, entry: dict[str, Any]) -> Path:
+        return self.mount_root / str(entry["volume"])
+
+
+def key_release_from_env(env: dict[str, str]) -> tuple[KeyRelease, list[Any]]:
+    """The platform's KeyRelease (and what to close after): ``azure`` in ACI, ``virtual`` for the
+    embedded default's attestation key and key service (the sidecar's tests run this way)."""
+    kind = env.get("CLEANROOM_KEY_RELEASE", "azure")
+    if kind == "azure":
+        return AzureKeyRelease(attestation_url=env.get("CLEANROOM_ATTESTATION_URL") or DEFAULT_ATTESTATION_URL,
+                               maa_endpoint=_required(env, "CLEANROOM_MAA_ENDPOINT"),
+                               kek_vaults=_json(env, "CLEANROOM_KEK_VAULTS")), []
+    if kind == "virtual":
+        from core.keys import launcher
+
+        keys = launcher.info(Path(_required(env, "CLEANROOM_KEY_SERVICE_STATE_DIR"))).client()
+        return VirtualKeyRelease(Path(_required(env, "CLEANROOM_RUNTIME_STATE_DIR")), keys), [keys]
+    raise InvalidInputError(f"CLEANROOM_KEY_RELEASE {kind!r} is not 'azure' or 'virtual'",
+                            hint="re-generate the ARM template")
+
+
+class RuntimeSidecar:
+    """One deployment of a contract inside a container group."""
+
+    def __init__(self, config: SidecarConfig, governance: GovernancePort, keys: KeyRelease) -> None:
+        self.config = config
+        self.governance = governance
+        self.keys = keys
+        self._stop = threading.Event()
+        self._spec: dict[str, Any] = {}
+        self._token: str | None = None
+        self._attested_at = 0.0
+
+    def request_stop(self) -> None:
+        """SIGTERM (ACI stop): stop waiting, seal what the workloads wrote, wipe plaintext."""
+        self._stop.set()
+
+    def _attestation(self) -> str:
+        if self._token is None or time.monotonic() - self._attested_at > REATTEST_AFTER_SECONDS:
+            self._token, self._attested_at = self.keys.attest(self._spec), time.monotonic()
+        return self._token
+
+    def _note(self, kind: str, *, category: str = "audit", **detail: Any) -> None:
+        try:
+            self.governance.record_event(self.config.contract_id, {"type": kind, **detail}, category=category,
+                                         attestation=self._attestation())
+        except CleanroomError as exc:
+            print(f"cleanroom-runtime: event {kind} not recorded: {exc.one_line()}", file=sys.stderr)
+
+    def _asset(self, entry: dict[str, Any]) -> DataAsset:
+        documents = self._spec.get(f"{entry['kind']}s", [])
+        document = next((d for d in documents if d.get("name") == entry["name"]), None)
+        if document is None:
+            raise ConflictError(f"{entry['kind']} '{entry['name']}' of the mount plan is not in the accepted spec",
+                                hint="re-generate the ARM template from the accepted deployment spec")
+        return DataAsset.model_validate(document)
+
+    def run(self) -> dict[str, int]:
+        """The whole deployment; returns each workload's exit code."""
+        contract_id = self.config.contract_id
+        self._spec = check_ready(self.governance, contract_id)
+        measured = policy_hash(self._spec)
+        if measured != self.config.policy_hash:
+            raise ConflictError(f"the accepted deployment spec of '{contract_id}' measures {measured[:12]}…, not the "
+                                f"{self.config.policy_hash[:12]}… this container group was built for",
+                                hint="re-generate and deploy the template of the accepted spec")
+        self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        self._note("deploying", policy_hash=measured)
+        deks: dict[str, bytes] = {}
+        ready = False
+        try:
+            self._note("attested", policy_hash=measured)
+            deks = self._release_deks()
+            self._note("keys_released", assets=sorted(deks))
+            for entry in self.config.mount_plan:
+                if entry["kind"] == "datasource":
+                    asset = self._asset(entry)
+                    download_folder(open_store(asset.store), asset.container, deks[asset.name],
+                                    self.config.volume(entry), label=f"datasource '{asset.name}'")
+            (self.config.run_dir / READY_FILE).write_text(measured)
+            ready = True
+            self._note("running", applications=self.config.applications, sandbox="confidential container group")
+            codes = self._wait_for_workloads()
+            self._note("exited", exit_codes=codes, stopped_by="SIGTERM" if self._stop.is_set() else None)
+            return codes
+        except BaseException as exc:
+            (self.config.run_dir / FAILED_FILE).write_text("1")
+            reason = exc.one_line() if isinstance(exc, CleanroomError) else f"{type(exc).__name__}: {exc}"
+            self._note("failed", reason=reason)
+            raise
+        finally:
+            try:
+                if ready:  # only workloads that ran can have produced outputs
+                    self._seal(deks)
+            finally:
+                self._wipe()
+
+    def _release_deks(self) -> dict[str, bytes]:
+        keks: dict[str, Kek] = {}
+        deks: dict[str, bytes] = {}
+        for entry in self.config.mount_plan:
+            owner, name = str(entry["owner"]), str(entry["name"])
+            if owner not in keks:
+                keks[owner] = self.keys.release_kek(owner, self.config.contract_id, self._attestation())
+            wrapped = self.governance.secret(self.config.contract_id, dek_secret_name(name), self._attestation())
+            deks[name] = keks[owner].unwrap(wrapped, label=f"DEK of '{name}'")
+        return deks
+
+    def _wait_for_workloads(self) -> dict[str, int]:
+        telemetry_on = self.governance.option_enabled(self.config.contract_id, "telemetry")
+        telemetry = _TelemetryTail(self.config.run_dir / Path(TELEMETRY_FILE).name)
+        exits = {app: self.config.run_dir / f"{EXIT_FILE_PREFIX}{app}" for app in self.config.applications}
+        while not self._stop.is_set() and not all(path.exists() for path in exits.values()):
+            if telemetry_on:
+                self._forward(telemetry)
+            self._stop.wait(POLL_SECONDS)
+        if telemetry_on:
+            self._forward(telemetry)
+        codes = {}
+        for app, path in exits.items():
+            try:
+                codes[app] = int(path.read_text().strip())
+            except (OSError, ValueError):
+                codes[app] = -int(signal.SIGTERM)  # stopped before it finished
+        return codes
+
+    def _forward(self, telemetry: _TelemetryTail) -> None:
+        for record in telemetry.read_new():
+            self._note("telemetry", category="telemetry", **record)
+
+    def _seal(self, deks: dict[str, bytes]) -> None:
+        for entry in self.config.mount_plan:
+            if entry["kind"] != "datasink":
+                continue
+            asset, folder = self._asset(entry), self.config.volume(entry)
+            try:
+                dataset_files(folder)
+            except InvalidInputError:
+                continue  # nothing written: the owner's previous outputs stay as they are
+            manifest = upload_folder(open_store(asset.store), asset.container, deks[asset.name], folder,
+                                     label=f"datasink '{asset.name}'")
+            self._note("sealed", datasink=asset.name, owner=asset.owner, files=len(manifest.files),
+                       bytes=manifest.total_bytes)
+
+    def _wipe(self) -> None:
+        """No plaintext outlives the run in the group's memory-backed volumes."""
+        for entry in self.config.mount_plan:
+            folder = self.config.volume(entry)
+            if folder.is_dir():
+                for child in folder.iterdir():
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
+
+
+def main(env: dict[str, str] | None = None) -> int:
+    env = dict(os.environ) if env is None else env
+    governance: HttpGovernance | None = None
+    opened: list[Any] = []
+    try:
+        config = SidecarConfig.from_env(env)
+        keys, opened = key_release_from_env(env)
+        governance = HttpGovernance(_required(env, "CLEANROOM_GOVERNANCE_URL"),
+                                    _required(env, "CLEANROOM_GOVERNANCE_CERT"))
+        sidecar = RuntimeSidecar(config, governance, keys)
+        signal.signal(signal.SIGTERM, lambda *_: sidecar.request_stop())
+        codes = sidecar.run()
+    except CleanroomError as exc:
+        print(f"cleanroom-runtime: error: {exc.one_line()}", file=sys.stderr)
+        return 1
+    finally:
+        for closable in [*opened, *([governance] if governance else [])]:
+            closable.close()
+    print(f"cleanroom-runtime: workloads exited {json.dumps(codes, sort_keys=True)}", file=sys.stderr)
+    return 0 if all(code == 0 for code in codes.values()) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
