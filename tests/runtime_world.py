@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from core import embedded
+from core.config.fragment import StoreSpec
 from core.config.merge import merge_fragments
 from core.config.party import add_application, add_data_asset, init_party, party_fragment, set_network_policy
 from core.datasource import upload_datasource
@@ -91,17 +92,19 @@ class World:
             client.vote(proposal["proposalId"], "accept")
         assert self.clients["hoster"].proposal(proposal["proposalId"])["proposalState"] == "Accepted"
 
-    def setup_assets(self, source_files: dict[str, str] | None = None, *, source_folder: Path | None = None) -> None:
-        """Provider datasource "model" (the given files or folder), consumer datasink "results"."""
+    def setup_assets(self, source_files: dict[str, str] | None = None, *, source_folder: Path | None = None,
+                     store: StoreSpec | None = None) -> None:
+        """Provider datasource "model" (the given files or folder), consumer datasink "results";
+        both in each party's local store folder unless ``store`` names another (e.g. azurite)."""
         provider, consumer = self.parties["provider"], self.parties["consumer"]
-        add_data_asset(provider, "datasource", "model", local_store_spec(provider.root / "store"))
+        add_data_asset(provider, "datasource", "model", store or local_store_spec(provider.root / "store"))
         folder = source_folder or self.root / "plain-model"
         if source_folder is None:
             folder.mkdir()
             for name, text in (source_files or {}).items():
                 (folder / name).write_text(text)
         upload_datasource(provider, "model", folder)
-        add_data_asset(consumer, "datasink", "results", local_store_spec(consumer.root / "store"))
+        add_data_asset(consumer, "datasink", "results", store or local_store_spec(consumer.root / "store"))
 
     def add_app(self, command: list[str], *, ports: list[int] | None = None,
                 routes: list[str] | None = None, name: str = "app") -> None:
