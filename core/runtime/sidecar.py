@@ -178,6 +178,7 @@ class RuntimeSidecar:
                     asset = self._asset(entry)
                     download_folder(open_store(asset.store), asset.container, deks[asset.name],
                                     self.config.volume(entry), label=f"datasource '{asset.name}'")
+            self._open_volumes_to_workloads()
             (self.config.run_dir / READY_FILE).write_text(measured)
             ready = True
             self._note("running", applications=self.config.applications, sandbox="confidential container group")
@@ -195,6 +196,19 @@ class RuntimeSidecar:
                     self._seal(deks)
             finally:
                 self._wipe()
+
+    def _open_volumes_to_workloads(self) -> None:
+        """Workload images run as their own users, and the group's volumes are memory inside the
+        TEE shared only by its containers: datasources readable, datasinks and run volume writable."""
+        for entry in self.config.mount_plan:
+            folder = self.config.volume(entry)
+            folder.mkdir(parents=True, exist_ok=True)
+            if entry["kind"] == "datasink":
+                folder.chmod(0o1777)
+                continue
+            for path in [folder, *folder.rglob("*")]:
+                path.chmod(0o755 if path.is_dir() else 0o644)
+        self.config.run_dir.chmod(0o1777)
 
     def _release_deks(self) -> dict[str, bytes]:
         keks: dict[str, Kek] = {}
