@@ -397,3 +397,41 @@ def test_pinning_refuses_another_services_certificate(gov: Consortium, tmp_path:
     with GovernanceClient(gov.info.endpoint, impostor.cert_pem) as client:
         with pytest.raises(ServiceUnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
             client.health()
+
+
+def test_events_are_kept_while_execution_is_disabled(gov: Consortium, attester: Attester,
+                                                     running_contract: tuple[str, str]) -> None:
+    """The kill switch stops execution and key release, not the audit trail of the stopped run."""
+    contract_id, policy_hash = running_contract
+    token = attester.token(contract_id, policy_hash)
+    gov.clients[1].put_secret(contract_id, "after-kill", b"wrapped")
+    gov.clients[1].set_runtime_option(contract_id, "execution", False)
+    try:
+        with gov.client() as cleanroom:
+            start = gov.clients[2].events(contract_id)["nextSeqno"]
+            cleanroom.append_event(contract_id, token, "stopping", {"reason": "execution disabled by a member"})
+            cleanroom.append_event(contract_id, token, "exited", {"exit_codes": {"app": -15}})
+            _refused(lambda: cleanroom.get_secret(contract_id, "after-kill", token), 403, "disabled")
+            _refused(lambda: cleanroom.endorse_csr(contract_id, token, "csr"), 403, "disabled")
+            _refused(lambda: cleanroom.append_event(contract_id, token, "x", [1]), 400, "JSON object",  # type: ignore[arg-type]
+                     InvalidInputError)
+        listed = gov.clients[2].events(contract_id, start)["events"]
+        assert [(e["type"], e["data"]) for e in listed] == [
+            ("stopping", {"reason": "execution disabled by a member"}), ("exited", {"exit_codes": {"app": -15}})]
+    finally:
+        gov.clients[1].set_runtime_option(contract_id, "execution", True)
+
+
+def test_event_of_an_unaccepted_measurement_is_kept_and_marked(gov: Consortium, attester: Attester,
+                                                               running_contract: tuple[str, str]) -> None:
+    """A changed spec gets no keys, but its `failed` event reaches the members, marked."""
+    contract_id, _ = running_contract
+    changed = "e" * 64
+    with gov.client() as cleanroom:
+        start = gov.clients[0].events(contract_id)["nextSeqno"]
+        cleanroom.append_event(contract_id, attester.token(contract_id, changed), "failed", {"reason": "no keys"})
+        _refused(lambda: cleanroom.append_event(contract_id, attester.token("other", changed), "failed"), 403,
+                 "not 'attested'")
+    [event] = gov.clients[0].events(contract_id, start)["events"]
+    assert event["type"] == "failed"
+    assert event["data"] == {"reason": "no keys", "unaccepted_policy_hash": changed}

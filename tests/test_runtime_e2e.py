@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import threading
 import time
@@ -17,6 +18,7 @@ from core.keys.measurement import policy_hash
 from core.runtime import sandbox
 from core.storage.locator import open_store
 from core.storage.transfer import read_manifest
+from tests.cli_runner import cleanroom
 from tests.runtime_world import World
 
 COPY = ("import pathlib; "
@@ -67,6 +69,9 @@ def test_one_changed_character_gets_no_keys_and_never_runs(world, tmp_path, wher
     assert "running" not in started and "first_output" not in started
     refusals = [e for e in world.events("collab1") if e["type"] == "key_release_refused"]
     assert refusals and refusals[-1]["data"]["policy_hash"] == policy_hash(changed)
+    # the runtime's own word on the failure reaches governance too, marked as the changed measurement
+    failed = [e for e in world.events("collab1") if e["type"] == "failed"]
+    assert failed and failed[-1]["data"]["unaccepted_policy_hash"] == policy_hash(changed)
     with pytest.raises(NotFoundError):  # nothing was sealed: the workload never ran
         download_asset(world.parties["consumer"], "datasink", "results", tmp_path / "got")
     assert not any((world.runtime_state / "mounts").iterdir())
@@ -117,6 +122,15 @@ def test_kill_switch_stops_a_running_deployment_and_refuses_new_starts(world) ->
     result = outcome["result"]
     assert result.stopped_by == "execution disabled by a member"
     assert result.exit_codes["app"] != 0
+    # the kill switch stops execution, not the audit trail: the stopped run's end reaches governance
+    listed = cleanroom("-w", world.parties["provider"].root, "governance", "contract", "event", "list",
+                       "--id", "collab1", "--output", "json")
+    assert listed.code == 0, listed.stderr
+    ending = {e["type"]: e["data"] for e in json.loads(listed.stdout)["events"]}
+    assert ending["stopping"]["reason"] == "execution disabled by a member"
+    assert ending["exited"]["stopped_by"] == "execution disabled by a member"
+    assert ending["sealed"]["datasink"] == "results"
+    assert "unaccepted_policy_hash" not in ending["exited"]
     with pytest.raises(AccessDeniedError, match="disabled"):
         world.runtime().run("collab1")
     assert not any((world.runtime_state / "mounts").iterdir())

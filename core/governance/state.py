@@ -29,9 +29,9 @@ from core.crypto.identity import load_certificate, member_id_of
 from core.errors import (AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError,
                          ServiceUnavailableError)
 from core.governance import ca, constitution, ledger
-from core.governance.models import (DOCUMENT_ACTIONS, EVENT_CATEGORIES, Action, ContractState, MemberStatus,
-                                    ProposalState, StaleVersionError, Vote, check_contract_id,
-                                    policy_hash_of)
+from core.governance.models import (DOCUMENT_ACTIONS, EVENT_CATEGORIES, Action, ContractState,
+                                    MemberStatus, ProposalState, StaleVersionError, Vote,
+                                    check_contract_id, policy_hash_of)
 from core.governance.service_identity import ServiceIdentity
 from core.governance.signing import SignatureRejected, VerifiedRequest, sign_es384
 
@@ -604,8 +604,16 @@ class GovernanceState:
         return {"keys": [jwk | {"kid": self.token_kid, "alg": "ES384", "use": "sig"}]}
 
     # -- attested clean-room calls ------------------------------------------------------------------
-    def _attested(self, contract_id: str, token: Any) -> dict[str, Any]:
-        """Claims of a clean room of ``contract_id`` running the accepted policy, with execution on."""
+    def _attested(self, contract_id: str, token: Any, *, purpose: str) -> dict[str, Any]:
+        """Claims of a clean room of ``contract_id`` running the accepted policy, with execution on.
+
+        ``purpose`` "secret" and "endorse" hand out what only a running workload may have, so
+        they need a workload attestation, the accepted policy and execution enabled. "event"
+        is the audit trail: the kill switch stops execution, not the record of how a run
+        ended, and a clean room measured with another policy (a changed spec) may still say
+        that it failed; its events are kept, marked with the policy hash it did run (see
+        ``append_event``).
+        """
         if not isinstance(token, str) or not token:
             raise AccessDeniedError("attestation token missing", hint="send the clean room's attestation token")
         claims = self.attestation_verifier(token)
@@ -618,6 +626,8 @@ class GovernanceState:
             if expected is None:
                 raise AccessDeniedError(f"contract '{contract_id}' has no accepted clean-room policy",
                                         hint="propose and accept one with `cleanroom governance deployment policy propose`")
+            if purpose == "event":
+                return claims
             if claims.get("policy_hash") != expected:
                 raise AccessDeniedError("the clean room's measured policy is not the accepted clean-room policy",
                                         hint="deploy exactly the accepted deployment spec")
@@ -632,7 +642,7 @@ class GovernanceState:
         return self._append(kind, f"{ledger.ATTESTED_PREFIX}{contract_id}", canonical_json(record))
 
     def get_secret(self, contract_id: str, name: str, body: dict[str, Any]) -> bytes:
-        self._attested(contract_id, body.get("attestation"))
+        self._attested(contract_id, body.get("attestation"), purpose="secret")
         with self._lock:
             row = self._db.execute("SELECT value FROM secrets WHERE contract_id=? AND name=?",
                                    (contract_id, name)).fetchone()
@@ -642,7 +652,7 @@ class GovernanceState:
         return bytes(row["value"])
 
     def endorse(self, contract_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        self._attested(contract_id, body.get("attestation"))
+        self._attested(contract_id, body.get("attestation"), purpose="endorse")
         with self._write():
             row = self._db.execute("SELECT key_pem, cert_pem FROM cas WHERE contract_id=?", (contract_id,)).fetchone()
             if row is None or not row["cert_pem"]:
@@ -653,12 +663,20 @@ class GovernanceState:
         return {"certificate": cert.decode(), "caCert": row["cert_pem"]}
 
     def append_event(self, contract_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        self._attested(contract_id, body.get("attestation"))
+        """Record a clean-room event, also while execution is disabled (a stopped run still
+        reports stopping, exited and sealed). An event from a clean room measured with a policy
+        other than the accepted one is kept with ``data.unaccepted_policy_hash`` naming what it
+        ran, so nobody can mistake it for the accepted clean room's word."""
+        claims = self._attested(contract_id, body.get("attestation"), purpose="event")
         category, kind = body.get("category", "audit"), body.get("type")
         if category not in EVENT_CATEGORIES or not isinstance(kind, str) or not kind:
             raise InvalidInputError("event needs a type and a category of audit, telemetry or logging",
                                     hint="send {type, category, data}")
         data = body.get("data", {})
+        if not isinstance(data, dict):
+            raise InvalidInputError("event data must be a JSON object", hint="send {type, category, data: {...}}")
+        if claims.get("policy_hash") != self.accepted_policy_hash(contract_id):
+            data = {**data, "unaccepted_policy_hash": str(claims.get("policy_hash"))}
         with self._write():
             ledger_seqno = self._attested_write(contract_id, "event.append", body)
             seqno = (self._db.execute("SELECT MAX(seqno) FROM events WHERE contract_id=?",
