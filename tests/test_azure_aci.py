@@ -65,6 +65,9 @@ SPEC = {
 }
 
 
+SECRETS = {"WANDB_API_KEY": "x", "CONSUMER_CS": "AccountKey=k"}
+
+
 def _resource(template: dict) -> dict:
     (resource,) = template["resources"]
     return resource
@@ -100,7 +103,7 @@ def test_template_is_a_confidential_group_with_the_runtime_sidecar() -> None:
 def test_sdk_models_are_built_from_the_template() -> None:
     name, group = container_group(aci_template(SPEC), location="westeurope",
                                   cce_policy=base64.b64encode(b"package policy").decode(),
-                                  secrets={"WANDB_API_KEY": "s3cret"})
+                                  secrets={"WANDB_API_KEY": "s3cret", "CONSUMER_CS": "AccountKey=k"})
     assert name == "cleanroom-finetune-1"
     assert isinstance(group, ContainerGroup) and group.sku == "Confidential"
     assert group.location == "westeurope" and group.os_type == "Linux"
@@ -117,6 +120,9 @@ def test_sdk_models_are_built_from_the_template() -> None:
     assert metrics.ports[0].port == 8443 and group.ip_address.type == "Public"
     plan = json.loads(next(e.value for e in sidecar.environment_variables
                            if e.name == "CLEANROOM_MOUNT_PLAN"))
+    # the consumer's store is reached by connection string: the sidecar gets it as a secure value
+    assert [(e.name, e.secure_value) for e in sidecar.environment_variables if e.secure_value] == [
+        ("CONSUMER_CS", "AccountKey=k")]
     assert {(p["kind"], p["name"], p["owner"], p["store"]["container"]) for p in plan} == {
         ("datasource", "model", "provider", "model"), ("datasource", "training-data", "consumer", "td"),
         ("datasink", "trained-model", "provider", "trained-model")}
@@ -148,14 +154,14 @@ def test_a_misspelt_property_is_refused_by_the_model_check() -> None:
     container = _resource(template)["properties"]["containers"][0]["properties"]
     container["volumeMount"] = container.pop("volumeMounts")
     with pytest.raises(InvalidInputError, match=r"containers\[0\]\.properties\.volumeMount is not"):
-        container_group(template, location="westeurope", secrets={"WANDB_API_KEY": "x"})
+        container_group(template, location="westeurope", secrets=SECRETS)
 
 
 def test_a_wrongly_typed_property_is_refused() -> None:
     template = aci_template(SPEC)
     _resource(template)["properties"]["containers"][0]["properties"]["ports"] = "8443"
     with pytest.raises(InvalidInputError, match="ACI template"):
-        container_group(template, location="westeurope", secrets={"WANDB_API_KEY": "x"})
+        container_group(template, location="westeurope", secrets=SECRETS)
 
 
 def test_what_runs_changes_the_policy_hash_in_the_template() -> None:
@@ -182,7 +188,7 @@ def test_voted_policy_skr_policy_and_template_agree_on_the_host_data() -> None:
     assert template["outputs"]["hostData"]["value"] == _resource(template)["tags"]["cleanroom-host-data"] == host_data
     assert template["metadata"]["cleanroom"]["host_data"] == host_data
     # the template the SDK gets carries that same ccePolicy, so SEV-SNP reports that host data
-    _name, group = container_group(template, location="westeurope", secrets={"WANDB_API_KEY": "x"})
+    _name, group = container_group(template, location="westeurope", secrets=SECRETS)
     assert cce_policy_host_data(group.confidential_compute_properties.cce_policy) == host_data
     # governance still checks the clean-room measurement of the same document
     assert accepted_policy_hash(voted) == policy_hash(SPEC)
@@ -201,7 +207,7 @@ def test_a_changed_cce_policy_changes_the_hash_and_the_skr_policy_no_longer_matc
                                credential=DefaultAzureCredential())
     with pytest.raises(InvalidInputError, match="not the one the template is bound to"):
         deployment.start(aci_template(SPEC, cce_policy=CCE), location="westeurope", cce_policy=changed,
-                         secrets={"WANDB_API_KEY": "x"})
+                         secrets=SECRETS)
 
 
 def test_placeholder_cce_policy_is_not_a_policy_to_bind_keys_to() -> None:
@@ -271,7 +277,7 @@ def test_placeholder_cce_policy_is_refused_before_deploying() -> None:
                                credential=DefaultAzureCredential())
     with pytest.raises(InvalidInputError, match="ccePolicy placeholder"):
         deployment.start(aci_template(SPEC), location="westeurope",
-                         secrets={"WANDB_API_KEY": "x"})
+                         secrets=SECRETS)
 
 
 LIVE = {k: os.environ.get(k) for k in ("AZURE_SUBSCRIPTION_ID", "CLEANROOM_TEST_RESOURCE_GROUP",

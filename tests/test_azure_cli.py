@@ -138,6 +138,22 @@ def test_deployment_start_on_aci_refuses_the_placeholder_policy(tmp_path: Path,
     _one_line_error(outcome, "cannot be read as JSON")
 
 
+def test_deployment_start_on_aci_refuses_a_cce_policy_other_than_the_voted_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.runtime.aci import aci_template
+
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000000")
+    voted = base64.b64encode(b"package policy\n").decode()
+    template = tmp_path / "cleanroom-aci-template.json"
+    template.write_text(json.dumps(aci_template(ACI_SPEC, cce_policy=voted)))
+    other = tmp_path / "other.b64"
+    other.write_text(base64.b64encode(b"package policy\nallow_all := true\n").decode())
+    outcome = cleanroom("-w", tmp_path, "deployment", "start", "--contract-id", "inference-azure",
+                        "--backend", "aci", "--resource-group", "rg", "--location", "westeurope",
+                        "--template", template, "--cce-policy-file", other)
+    _one_line_error(outcome, "not the one the template is bound to", "deploy with the ccePolicy the parties voted")
+
+
 def test_generate_backend_aci_writes_template_and_skr_policy(tmp_path: Path) -> None:
     """`governance deployment generate --backend aci` against a real loopback governance service."""
     import subprocess

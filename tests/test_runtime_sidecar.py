@@ -30,7 +30,7 @@ from core.datasource import download_asset
 from core.errors import ConflictError, IntegrityError, InvalidInputError
 from core.governance import launcher as governance_launcher
 from core.keys.skr import wrap_deks_to_vault
-from core.runtime.aci import RUNTIME_SIDECAR_NAME, aci_template
+from core.runtime.aci import RUNTIME_SIDECAR_NAME, aci_template, container_group, secret_env_names
 from core.runtime.deployment import deployment_spec, policy_document
 from core.runtime.key_release import AzureKeyRelease, TransferKey
 from core.runtime.sidecar import sidecar_environment
@@ -64,17 +64,22 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, azurite_server: Azurite):
 
 
 def _sidecar_env(world: World, spec: dict, mount_root: Path, **overrides: str) -> dict[str, str]:
+    """The sidecar's environment exactly as ACI gets it: from the SDK model of the template, with
+    the connection string of the azurite stores as the secure value `deployment start` sends."""
     info = governance_launcher.info(world.governance_state)
     template = aci_template(spec, cce_policy=CCE, sidecar_env=sidecar_environment(
         governance_url=info.endpoint, governance_cert_pem=info.service_cert_pem, maa_endpoint=None, kek_vaults={}))
-    sidecar = template["resources"][0]["properties"]["containers"][-1]
-    assert sidecar["name"] == RUNTIME_SIDECAR_NAME
-    env = {e["name"]: e["value"] for e in sidecar["properties"]["environmentVariables"]}
+    assert secret_env_names(template) == [CS_VAR]
+    _name, group = container_group(template, location="westeurope", secrets={CS_VAR: os.environ[CS_VAR]})
+    sidecar = group.containers[-1]
+    assert sidecar.name == RUNTIME_SIDECAR_NAME
+    env = {e.name: e.value if e.value is not None else e.secure_value for e in sidecar.environment_variables}
     # the embedded default's key release instead of MAA + Key Vault; the group's volumes in a folder
     env.update(CLEANROOM_KEY_RELEASE="virtual", CLEANROOM_RUNTIME_STATE_DIR=str(world.runtime_state),
                CLEANROOM_KEY_SERVICE_STATE_DIR=str(world.key_state), CLEANROOM_MOUNT_ROOT=str(mount_root))
     env.update(overrides)
-    return {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    host = {k: v for k, v in os.environ.items() if k != CS_VAR}
+    return {**host, "PYTHONPATH": str(ROOT), **env}
 
 
 def _workload(template: dict, mount_root: Path) -> subprocess.Popen[bytes]:

@@ -151,6 +151,12 @@ def _azure_store(spec: dict[str, Any], mount: dict[str, Any]) -> dict[str, Any]:
             "connection_string_env": store.get("connection_string_env")}
 
 
+def _store_secret_names(plan: list[dict[str, Any]]) -> list[str]:
+    """Connection strings of stores reached by connection string: the sidecar needs their values
+    (secure values given at deployment). Stores named by account URL need none (managed identity)."""
+    return sorted({str(p["store"]["connection_string_env"]) for p in plan if p["store"].get("connection_string_env")})
+
+
 def _sidecar(spec: dict[str, Any], measured: str, image: str, volumes: dict[str, dict[str, Any]],
              applications: list[str], extra_env: dict[str, str]) -> dict[str, Any]:
     """The runtime: decrypts datasources into the shared volumes and seals datasinks out of them."""
@@ -165,6 +171,8 @@ def _sidecar(spec: dict[str, Any], measured: str, image: str, volumes: dict[str,
         {"name": "CLEANROOM_APPLICATIONS", "value": json.dumps(applications, separators=(",", ":"))},
     ]
     env += [{"name": k, "value": v} for k, v in sorted(extra_env.items())]
+    env += [{"name": k, "secureValue": f"[parameters('{_secret_parameter(k)}')]"}
+            for k in _store_secret_names(plan)]
     properties: dict[str, Any] = {
         "image": image,
         "command": ["python", "-m", "core.runtime.sidecar"],
@@ -219,8 +227,9 @@ def aci_template(deployment_spec: dict[str, Any], *, runtime_image: str = RUNTIM
         "contentVersion": "1.0.0.0",
         "metadata": {"cleanroom": {"contract_id": contract, "policy_hash": measured, **bound}},
         "parameters": {
-            **{_secret_parameter(n): {"type": "securestring"}
-               for n in sorted({n for a in apps for n in a.get("env_names", [])})},
+            **{_secret_parameter(e["name"]): {"type": "securestring"}
+               for c in containers for e in c["properties"].get("environmentVariables", [])
+               if "secureValue" in e},
             "location": {"type": "string", "defaultValue": "[resourceGroup().location]"},
             "containerGroupName": {"type": "string", "defaultValue": container_group_name(contract)},
             "ccePolicy": {"type": "string",
