@@ -107,3 +107,47 @@ def test_sealed_key_opens_only_for_its_workload() -> None:
         stranger.open(sealed, aad=b"m/c")
     with pytest.raises(IntegrityError):
         workload.open(sealed, aad=b"m/other")
+
+
+def test_key_service_token_appends_events_only(tmp_path) -> None:
+    """Governance with the embedded verifier: the key service's own token records events, but only a
+    workload attestation gets secrets or an endorsed ingress certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from core.keys.attestation import KeyServiceAttester
+    from core.runtime.deployment import policy_document
+    from tests.governance_support import start_consortium
+
+    runtime_dir, key_dir = tmp_path / "runtime", tmp_path / "keys"
+    runtime_dir.mkdir()
+    key_dir.mkdir()
+    runtime_key, key_service_key = AttestationKey.load_or_create(runtime_dir), AttestationKey.load_or_create(key_dir)
+    gov = start_consortium(tmp_path / "governance", names=("solo",), attestation={
+        "factory": "core.keys.attestation:GovernanceAttestationVerifier", "args": [str(runtime_dir), str(key_dir)]})
+    try:
+        gov.accepted_contract("collab1")
+        gov.pass_proposal(gov.clients[0].propose_clean_room_policy("collab1", policy_document(SPEC)))
+        gov.pass_proposal(gov.clients[0].propose_enable_ca("collab1"))
+        gov.clients[0].generate_ca_key("collab1")
+        gov.clients[0].put_secret("collab1", "dek-model", b"wrapped")
+        csr = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ingress")]))
+               .sign(ec.generate_private_key(ec.SECP384R1()), hashes.SHA384())
+               .public_bytes(serialization.Encoding.PEM).decode())
+        service_token = KeyServiceAttester(key_service_key).token("collab1", policy_hash(SPEC))
+        workload_token = VirtualAttester(runtime_key).attest(deployment_spec=SPEC,
+                                                             workload_public_key_der=WorkloadKey().public_der)
+        with gov.client() as caller:
+            with pytest.raises(AccessDeniedError, match="key-service token may only append events"):
+                caller.get_secret("collab1", "dek-model", service_token)
+            with pytest.raises(AccessDeniedError, match="key-service token may only append events"):
+                caller.endorse_csr("collab1", service_token, csr)
+            caller.append_event("collab1", service_token, "key_released", {"owner": "p"})
+            assert caller.get_secret("collab1", "dek-model", workload_token) == b"wrapped"
+            assert "BEGIN CERTIFICATE" in caller.endorse_csr("collab1", workload_token, csr)["certificate"]
+        assert [e["type"] for e in gov.clients[0].events("collab1")["events"]] == ["key_released"]
+    finally:
+        gov.close()

@@ -66,6 +66,9 @@ DOCUMENT_ACTIONS = {"deployment_spec": Action.SET_DEPLOYMENT_SPEC,
                     "clean_room_policy": Action.SET_CLEAN_ROOM_POLICY}
 RUNTIME_OPTIONS = ("execution", "logging", "telemetry")
 EVENT_CATEGORIES = ("audit", "telemetry", "logging")
+# ``attestation_type`` claims of services acting beside the clean room (the key service recording
+# releases): they vouch for an event, never for a workload, so they get no secrets or certificates
+SERVICE_ATTESTATION_TYPES = frozenset({"key-service"})
 
 _CONTRACT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 

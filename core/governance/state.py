@@ -29,8 +29,8 @@ from core.crypto.identity import load_certificate, member_id_of
 from core.errors import (AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError,
                          ServiceUnavailableError)
 from core.governance import ca, constitution, ledger
-from core.governance.models import (DOCUMENT_ACTIONS, EVENT_CATEGORIES, Action, ContractState,
-                                    MemberStatus, ProposalState, StaleVersionError, Vote,
+from core.governance.models import (DOCUMENT_ACTIONS, EVENT_CATEGORIES, SERVICE_ATTESTATION_TYPES, Action,
+                                    ContractState, MemberStatus, ProposalState, StaleVersionError, Vote,
                                     check_contract_id, policy_hash_of)
 from core.governance.service_identity import ServiceIdentity
 from core.governance.signing import SignatureRejected, VerifiedRequest, sign_es384
@@ -612,11 +612,14 @@ class GovernanceState:
         is the audit trail: the kill switch stops execution, not the record of how a run
         ended, and a clean room measured with another policy (a changed spec) may still say
         that it failed; its events are kept, marked with the policy hash it did run (see
-        ``append_event``).
+        ``append_event``). Service tokens (``SERVICE_ATTESTATION_TYPES``) may only append events.
         """
         if not isinstance(token, str) or not token:
             raise AccessDeniedError("attestation token missing", hint="send the clean room's attestation token")
         claims = self.attestation_verifier(token)
+        if purpose != "event" and claims.get("attestation_type") in SERVICE_ATTESTATION_TYPES:
+            raise AccessDeniedError(f"a {claims['attestation_type']} token may only append events, not {purpose}",
+                                    hint="secrets and CA endorsement need the workload's own attestation")
         with self._lock:
             self.get_contract(contract_id)
             if claims.get("contract_id") != contract_id:

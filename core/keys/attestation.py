@@ -167,7 +167,10 @@ class KeyServiceAttester:
 class GovernanceAttestationVerifier:
     """The ``attestation_verifier`` governance plugs in: workload tokens from the runtime's
     attestation key, and the key service's event tokens. Public keys are read from the two
-    state directories when first needed, so governance may start before the runtime has run."""
+    state directories when first needed, so governance may start before the runtime has run.
+
+    Each issuer's tokens must carry its own ``attestation_type`` (``AttestationVerifier.TYPES``):
+    governance lets ``key-service`` tokens append events only, never get secrets or certificates."""
 
     def __init__(self, runtime_state_dir: str, key_service_state_dir: str) -> None:
         self._dirs = {ISSUER: Path(runtime_state_dir), SERVICE_ISSUER: Path(key_service_state_dir)}
