@@ -136,3 +136,52 @@ def test_service_status_and_help_have_examples(world) -> None:
     for verb in (("governance", "contract", "create"), ("governance", "ledger", "verify"), ("up",),
                  ("governance", "deployment", "policy", "show")):
         assert "Example" in run(env, *verb, "--help").stdout
+
+
+def test_contract_token_verifies_with_the_jwks_and_only_for_named_parties(world) -> None:
+    """`contract token` prints a JWT the ingress accepts (JWKS, audience, contract claim); the
+    consortium's consumer is refused for a contract naming only hoster and provider, and so is a
+    workspace that is no member at all."""
+    import jwt
+
+    from core.governance.client import GovernanceClient
+
+    env, ws, root = world
+    ids = {p: Workspace.open(ws[p]).identity.member_id for p in PERSONAS}
+    data = {"parties": [{"persona": p, "member_id": ids[p]} for p in ("hoster", "provider")]}
+    run(env, "governance", "contract", "create", "--id", "two-party", "--data", json.dumps(data), workspace=ws["hoster"])
+    version = run(env, "governance", "contract", "show", "--id", "two-party", "--query", "version",
+                  workspace=ws["hoster"]).stdout.strip()
+    run(env, "governance", "contract", "propose", "--id", "two-party", "--version", version, workspace=ws["hoster"])
+    proposal_id = run(env, "governance", "contract", "show", "--id", "two-party", "--query", "proposalId",
+                      workspace=ws["hoster"]).stdout.strip()
+    for persona in PERSONAS:
+        run(env, "governance", "contract", "vote", "--id", "two-party", "--proposal-id", proposal_id,
+            "--action", "accept", workspace=ws[persona])
+
+    token = run(env, "governance", "contract", "token", "--id", "two-party", workspace=ws["provider"]).stdout.strip()
+    with GovernanceClient.from_workspace(Workspace.open(ws["consumer"]), with_identity=False) as reader:
+        jwks = reader.jwks()
+    key = jwt.PyJWKSet.from_dict(jwks)[jwt.get_unverified_header(token)["kid"]].key
+    claims = jwt.decode(token, key, algorithms=["ES384"], audience="cleanroom:two-party")
+    assert claims["contract_id"] == "two-party" and claims["sub"] == ids["provider"]
+    described = json.loads(run(env, "governance", "contract", "token", "--contract-id", "two-party", "-o", "json",
+                               workspace=ws["hoster"]).stdout)
+    assert described["contractId"] == "two-party" and described["audience"] == "cleanroom:two-party"
+    assert jwt.decode(described["token"], key, algorithms=["ES384"], audience="cleanroom:two-party")["sub"] == \
+        ids["hoster"]
+
+    refused = run(env, "governance", "contract", "token", "--id", "two-party", workspace=ws["consumer"], check=False)
+    assert refused.returncode == 6 and "is not a party of contract 'two-party'" in refused.stderr, refused
+    assert refused.stdout == ""
+    stranger = Workspace.init(root / "stranger", "auditor").root
+    service = json.loads((root / "home" / "services.json").read_text())["governance"]
+    cert = root / "governance-cert.pem"
+    cert.write_text(service["serviceCert"])
+    run(env, "governance", "client", "deploy", "--endpoint", service["endpoint"], "--service-cert", str(cert),
+        workspace=stranger)
+    refused = run(env, "governance", "contract", "token", "--id", "two-party", workspace=stranger, check=False)
+    assert refused.returncode == 6 and "401" in refused.stderr, refused
+    missing = run(env, "governance", "contract", "token", "--id", "nope", workspace=ws["provider"], check=False)
+    assert missing.returncode == 3 and "does not exist" in missing.stderr
+    assert "Example" in run(env, "governance", "contract", "token", "--help").stdout

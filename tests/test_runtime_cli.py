@@ -106,7 +106,9 @@ def test_deployment_verbs_ingress_and_no_egress(world, tmp_path) -> None:
     consumer = world.clients["consumer"]
     ca_pem = consumer.ca("collab1")["caCert"]
     client = httpx.Client(base_url=ingress, verify=ssl.create_default_context(cadata=ca_pem), timeout=10)
-    token = consumer.issue_token("collab1")["token"]
+    issued = cleanroom("-w", world.parties["consumer"].root, "governance", "contract", "token", "--id", "collab1")
+    assert issued.code == 0, issued.stderr
+    token = issued.stdout.strip()  # what the consumer passes to `cleanroom infer --token`
     bearer = {"authorization": f"Bearer {token}"}
     deadline = time.monotonic() + 30
     answer = client.post("/infer", content=b"12345", headers=bearer)

@@ -576,6 +576,18 @@ class GovernanceState:
             return [{"name": r["name"], "owner": r["owner"], "seqno": r["seqno"]} for r in self._db.execute(
                 "SELECT name, owner, seqno FROM secrets WHERE contract_id=? ORDER BY name", (contract_id,))]
 
+    def contract_parties(self, contract: dict[str, Any]) -> set[str]:
+        """Members an accepted contract lets call its clean room: the ``parties`` its data names
+        (the merged spec lists each party's ``member_id``), else the members who accepted it. A
+        member who joined the consortium later is neither, so it gets no token for the contract."""
+        parties = contract["data"].get("parties")
+        named = {p["member_id"] for p in parties if isinstance(p, dict) and isinstance(p.get("member_id"), str)} \
+            if isinstance(parties, list) else set()
+        if named:
+            return named
+        return {r[0] for r in self._db.execute("SELECT member_id FROM ballots WHERE proposal_id=? AND vote=?",
+                                                (contract["proposalId"], Vote.ACCEPT))}
+
     def issue_token(self, request: VerifiedRequest, contract_id: str) -> dict[str, Any]:
         """A short-lived ES384 JWT naming the member and contract, for the clean room's ingress."""
         with self._write(request):
@@ -583,6 +595,9 @@ class GovernanceState:
             if contract["state"] != ContractState.ACCEPTED:
                 raise ConflictError(f"contract '{contract_id}' is {contract['state']}; tokens are for accepted contracts",
                                     hint="get the contract accepted first")
+            if request.signer not in self.contract_parties(contract):
+                raise AccessDeniedError(f"member {request.signer[:12]}… is not a party of contract '{contract_id}'",
+                                        hint="tokens are issued only to the parties the contract names")
             self._member_write(request, "token.issue")
         now = int(time.time())
         claims = {"iss": self.token_issuer, "sub": request.signer, "aud": f"cleanroom:{contract_id}",

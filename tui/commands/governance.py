@@ -374,6 +374,30 @@ def contract_withdraw(ctx: click.Context, contract_id: str) -> None:
     click.echo(f"withdrew proposal {proposal_id}; contract {contract_id} is a Draft again")
 
 
+@contract.command("token")
+@click.option("--id", "--contract-id", "contract_id", required=True, help="Contract id.")
+@click.option("--output", "-o", type=click.Choice(["token", "json"]), default="token", show_default=True,
+              help="token: the bare JWT (for $(...)); json: token, expiresAt, audience, issuer.")
+@click.pass_context
+def contract_token(ctx: click.Context, contract_id: str, output: str) -> None:
+    """Get a bearer token (ES384 JWT, one hour) for the contract's clean-room ingress.
+
+    Only a party the accepted contract names gets one; the ingress checks it against the
+    governance JWKS and refuses a token of another contract.
+
+    \b
+    Example (the consumer calls the running clean room):
+      TOKEN=$(cleanroom -w W/consumer governance contract token --id inference-initial)
+      cleanroom infer --endpoint https://127.0.0.1:8443 --ca ca.pem --token "$TOKEN" --dataset D
+    """
+    with _client(ctx) as client:
+        issued = client.issue_token(contract_id)
+    if output == "json":
+        click.echo(json.dumps({"contractId": contract_id, **issued}, indent=2, sort_keys=True))
+    else:
+        click.echo(issued["token"])
+
+
 @contract.group("runtime-option")
 def runtime_option() -> None:
     """The kill switch (execution) and the logging/telemetry options of a contract."""
