@@ -305,6 +305,7 @@ class Scenario:
         try:
             if self.services_started():
                 self.ensure_services(reporter)
+                self._reopen_stopped_deployment(reporter)
             for step in self.pending():
                 self.run_step(step, reporter)
                 if step.key == stop_after:
@@ -315,6 +316,25 @@ class Scenario:
                     self.stop_services()
             finally:
                 self.release()
+
+    def _reopen_stopped_deployment(self, reporter: Reporter) -> None:
+        """An interrupted run stops its clean rooms with the services; if the step to resume is
+        an evaluation, the hoster's start is done again first (the endpoint must be live)."""
+        from core.runtime.local import read_status
+
+        pending = self.pending()
+        contract_id, _, action = pending[0].key.partition(":") if pending else ("", "", "")
+        start = f"{contract_id}:start"
+        if action != "evaluate" or start not in self.state.completed:
+            return
+        try:
+            state = read_status(self.runtime_environment().runtime_state_dir, contract_id).get("state")
+        except NotFoundError:
+            state = None
+        if state not in ("starting", "running"):
+            reporter.note(f"the clean room of '{contract_id}' stopped with the interrupted run; starting it again")
+            self.state.completed.remove(start)
+            self.save()
 
     def perform_next(self, persona: str, reporter: Reporter) -> str:
         """Do the next step if ``persona`` (or every party) acts next; services are left running.

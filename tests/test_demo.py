@@ -174,3 +174,22 @@ def test_perform_next_acts_only_on_the_persona_whose_turn_it_is(tmp_path: Path) 
     reopened = Scenario.open(tmp_path / "demo")  # any mode: resumes whatever was started
     assert reopened.state.completed == ["init:hoster"] and reopened.state.quick is False
     assert not (tmp_path / "demo" / "demo.lock").exists()
+
+
+@pytest.mark.smoke
+@pytest.mark.timeout(1800)
+def test_resuming_at_the_evaluation_restarts_the_clean_room_the_interruption_stopped(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    first = cleanroom("demo", "--workspace", root, "--quick", "--stop-after", "inference-base:start", "--output", "json")
+    assert first.code == 0, first.stderr
+    status = json.loads((root / "services" / "runtime" / "deployments" / "inference-base" / "status.json").read_text())
+    assert status["state"] == "exited"  # stopping the services at the pause stopped the clean room too
+
+    resumed = cleanroom("demo", "--workspace", root, "--quick", "--stop-after", "inference-base:evaluate",
+                        "--output", "json")
+    assert resumed.code == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert summary["baseline_accuracy"] < 0.6 and summary["test_rows"] == 1066
+    state = json.loads((root / STATE_FILE).read_text())
+    assert state["results"]["evaluation"]["inference-base"]["total_rows"] == 1066
+    assert state["completed"][-2:] == ["inference-base:start", "inference-base:evaluate"]
