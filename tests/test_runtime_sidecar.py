@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,17 +83,19 @@ def _sidecar_env(world: World, spec: dict, mount_root: Path, **overrides: str) -
     return {**host, "PYTHONPATH": str(ROOT), **env}
 
 
-def _workload(template: dict, mount_root: Path) -> subprocess.Popen[bytes]:
-    """The template's workload container: its exact command, the group's volumes bound at the
-    container's mount paths (read-only where the template says so)."""
+def _workload(template: dict, mount_root: Path, runs: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """The template's workload container: its exact command (or, with ``runs``, the template's
+    wrapper around another program), the group's volumes bound at the container's mount paths
+    (read-only where the template says so)."""
     container = template["resources"][0]["properties"]["containers"][0]["properties"]
+    command = container["command"] if runs is None else [*container["command"][:4], *runs]
     binds: list[str] = []
     for mount in container["volumeMounts"]:
         binds += ["--ro-bind" if mount["readOnly"] else "--bind", str(mount_root / mount["name"]), mount["mountPath"]]
     for mount in container["volumeMounts"]:
         (mount_root / mount["name"]).mkdir(parents=True, exist_ok=True)
     return subprocess.Popen([str(shutil.which("bwrap")), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                             "--tmpfs", "/mnt", "--tmpfs", "/run", *binds, *container["command"]],
+                             "--tmpfs", "/mnt", "--tmpfs", "/run", *binds, *command],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -138,6 +141,39 @@ def test_sidecar_refuses_a_spec_other_than_the_one_its_group_was_built_for(deplo
     (line,) = refused.stderr.strip().splitlines()
     assert line.startswith("cleanroom-runtime: error: ") and "this container group was built for" in line
     assert not (tmp_path / "group" / "datasource-model").exists()
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+def test_kill_switch_stops_the_workload_and_what_it_wrote_is_sealed(deployed, tmp_path: Path) -> None:
+    world, spec = deployed
+    consumer = world.clients["consumer"]
+    mount_root = tmp_path / "group"
+    running_before = world.event_types(CONTRACT).count("running")
+    workload = _workload(aci_template(spec, cce_policy=CCE), mount_root,
+                         ["sh", "-c", "echo partial > /mnt/remote/results/partial.txt; exec sleep 300"])
+    sidecar = subprocess.Popen([sys.executable, "-m", "core.runtime.sidecar"], cwd=ROOT, text=True,
+                               env=_sidecar_env(world, spec, mount_root), stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while world.event_types(CONTRACT).count("running") == running_before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert world.event_types(CONTRACT).count("running") > running_before
+        consumer.set_runtime_option(CONTRACT, "execution", enable=False)
+        _out, errors = sidecar.communicate(timeout=90)
+        assert workload.wait(timeout=30) == 143  # SIGTERM reached the workload through the wrapper
+    finally:
+        for process in (sidecar, workload):
+            if process.poll() is None:
+                process.kill()
+        consumer.set_runtime_option(CONTRACT, "execution", enable=True)
+    assert sidecar.returncode == 2, errors
+    events = world.events(CONTRACT)
+    stopping = [e for e in events if e["type"] == "stopping"]
+    assert stopping and stopping[-1]["data"]["reason"] == "execution disabled by a member"
+    assert [e for e in events if e["type"] == "exited"][-1]["data"]["exit_codes"] == {"app": 143}
+    download_asset(world.parties["consumer"], "datasink", "results", tmp_path / "got")
+    assert (tmp_path / "got" / "partial.txt").read_text() == "partial\n"
+    assert not any((mount_root / "datasink-results").iterdir())
 
 
 def test_sidecar_without_its_configuration_is_one_line(tmp_path: Path) -> None:

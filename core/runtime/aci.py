@@ -18,7 +18,8 @@ value the voted clean-room policy document and the SKR policy carry.
 Workload containers start with the sidecar, before their datasources are decrypted, so each
 command is wrapped: it waits for ``/run/cleanroom/ready`` (written by the sidecar once every
 datasource is in place; ``failed`` makes it give up) and records its exit code in
-``/run/cleanroom/exit-<container>``, which is how the sidecar knows when to seal the datasinks.
+``/run/cleanroom/exit-<container>``, which is how the sidecar knows when to seal the datasinks;
+``stop`` (the kill switch, written by the sidecar) terminates the command.
 
 Deployment spec fields used (per application): ``name``, ``image``, ``command``, ``env`` (voted
 names and values), ``env_names`` (secrets: securestring parameters, values given at deployment),
@@ -67,9 +68,17 @@ RUN_VOLUME = "cleanroom-run"
 READY_FILE = "ready"
 FAILED_FILE = "failed"
 EXIT_FILE_PREFIX = "exit-"
-# $0 is the container name, "$@" the voted command (passed as arguments, never re-parsed).
-WAIT_FOR_DATA = (f'r={RUN_DIR}; while [ ! -e "$r/{READY_FILE}" ]; do [ -e "$r/{FAILED_FILE}" ] && exit 70; '
-                 f'sleep 1; done; "$@"; code=$?; echo "$code" > "$r/{EXIT_FILE_PREFIX}$0"; exit "$code"')
+STOP_FILE = "stop"
+# $0 is the container name, "$@" the voted command (passed as arguments, never re-parsed). The
+# command runs in the background so that `stop` (the kill switch) and SIGTERM reach it; the
+# loop around `wait` outlasts a wait interrupted by the trap.
+WAIT_FOR_DATA = (
+    f'r={RUN_DIR}; while [ ! -e "$r/{READY_FILE}" ]; do [ -e "$r/{FAILED_FILE}" ] && exit 70; sleep 1; done; '
+    '"$@" & pid=$!; trap \'kill -TERM $pid 2>/dev/null\' TERM; '
+    f'( while [ ! -e "$r/{STOP_FILE}" ]; do sleep 1; kill -0 $pid 2>/dev/null || exit 0; done; '
+    'kill -TERM $pid 2>/dev/null ) & '
+    'wait $pid; code=$?; while kill -0 $pid 2>/dev/null; do wait $pid; code=$?; done; '
+    f'echo "$code" > "$r/{EXIT_FILE_PREFIX}$0"; exit "$code"')
 DEFAULT_CPU = 1.0
 DEFAULT_MEMORY_GB = 2.0
 _NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")

@@ -10,8 +10,9 @@ It does inside ACI what ``LocalRuntime`` does on one machine, with the same piec
 3. download and decrypt every datasource from its owner's blob store into the shared in-memory
    volume, then write ``ready`` into the run volume: the workload containers were waiting for it
    (see the command wrapper in ``core.runtime.aci``);
-4. wait until every workload has written its exit code (or SIGTERM: ACI stop), forwarding
-   telemetry when the contract enables it;
+4. wait until every workload has written its exit code, forwarding telemetry when the contract
+   enables it; the kill switch (execution disabled in governance) or SIGTERM (ACI stop) writes
+   ``stop``, which the workloads' command wrapper turns into SIGTERM for the workload;
 5. seal every datasink back to its owner's store, then wipe the plaintext volumes.
 
 Every step is a lifecycle event in governance, as for the local runtime. Configuration comes
@@ -37,7 +38,7 @@ from core.errors import CleanroomError, ConflictError, InvalidInputError
 from core.keys.attestation import DEFAULT_TTL_SECONDS
 from core.keys.measurement import policy_hash
 from core.keys.wrap_deks import dek_secret_name
-from core.runtime.aci import EXIT_FILE_PREFIX, FAILED_FILE, READY_FILE, RUN_VOLUME, SIDECAR_MOUNT_ROOT
+from core.runtime.aci import EXIT_FILE_PREFIX, FAILED_FILE, READY_FILE, RUN_VOLUME, SIDECAR_MOUNT_ROOT, STOP_FILE
 from core.runtime.deployment import TELEMETRY_FILE
 from core.runtime.governance_port import HttpGovernance
 from core.runtime.key_release import DEFAULT_ATTESTATION_URL, AzureKeyRelease, KeyRelease, VirtualKeyRelease
@@ -46,6 +47,8 @@ from core.storage.locator import open_store
 from core.storage.transfer import dataset_files, download_folder, upload_folder
 
 POLL_SECONDS = 0.5
+KILL_SWITCH_POLL_SECONDS = 1.0
+STOP_GRACE_SECONDS = 20.0
 REATTEST_AFTER_SECONDS = DEFAULT_TTL_SECONDS / 2
 
 
@@ -128,12 +131,14 @@ class RuntimeSidecar:
         self.governance = governance
         self.keys = keys
         self._stop = threading.Event()
+        self._stop_reason: str | None = None
         self._spec: dict[str, Any] = {}
         self._token: str | None = None
         self._attested_at = 0.0
 
-    def request_stop(self) -> None:
-        """SIGTERM (ACI stop): stop waiting, seal what the workloads wrote, wipe plaintext."""
+    def request_stop(self, reason: str) -> None:
+        """Kill switch or SIGTERM (ACI stop): stop the workloads, seal what they wrote, wipe plaintext."""
+        self._stop_reason = self._stop_reason or reason
         self._stop.set()
 
     def _attestation(self) -> str:
@@ -183,7 +188,7 @@ class RuntimeSidecar:
             ready = True
             self._note("running", applications=self.config.applications, sandbox="confidential container group")
             codes = self._wait_for_workloads()
-            self._note("exited", exit_codes=codes, stopped_by="SIGTERM" if self._stop.is_set() else None)
+            self._note("exited", exit_codes=codes, stopped_by=self._stop_reason)
             return codes
         except BaseException as exc:
             (self.config.run_dir / FAILED_FILE).write_text("1")
@@ -222,13 +227,29 @@ class RuntimeSidecar:
         return deks
 
     def _wait_for_workloads(self) -> dict[str, int]:
-        telemetry_on = self.governance.option_enabled(self.config.contract_id, "telemetry")
+        contract_id = self.config.contract_id
+        telemetry_on = self.governance.option_enabled(contract_id, "telemetry")
         telemetry = _TelemetryTail(self.config.run_dir / Path(TELEMETRY_FILE).name)
         exits = {app: self.config.run_dir / f"{EXIT_FILE_PREFIX}{app}" for app in self.config.applications}
-        while not self._stop.is_set() and not all(path.exists() for path in exits.values()):
+        next_poll = time.monotonic() + KILL_SWITCH_POLL_SECONDS
+        deadline: float | None = None
+        while not all(path.exists() for path in exits.values()):
             if telemetry_on:
                 self._forward(telemetry)
-            self._stop.wait(POLL_SECONDS)
+            if time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + KILL_SWITCH_POLL_SECONDS
+                try:
+                    if not self.governance.option_enabled(contract_id, "execution"):
+                        self.request_stop("execution disabled by a member")
+                except CleanroomError:
+                    pass  # governance briefly unreachable: keep running, poll again
+            if self._stop.is_set() and deadline is None:
+                (self.config.run_dir / STOP_FILE).write_text(self._stop_reason or "stop")
+                self._note("stopping", reason=self._stop_reason)
+                deadline = time.monotonic() + STOP_GRACE_SECONDS
+            if deadline is not None and time.monotonic() > deadline:
+                break  # a workload ignoring SIGTERM: seal what is there, ACI kills the rest
+            time.sleep(POLL_SECONDS)
         if telemetry_on:
             self._forward(telemetry)
         codes = {}
@@ -236,7 +257,7 @@ class RuntimeSidecar:
             try:
                 codes[app] = int(path.read_text().strip())
             except (OSError, ValueError):
-                codes[app] = -int(signal.SIGTERM)  # stopped before it finished
+                codes[app] = -int(signal.SIGTERM)  # did not finish within the stop grace
         return codes
 
     def _forward(self, telemetry: _TelemetryTail) -> None:
@@ -279,7 +300,7 @@ def main(env: dict[str, str] | None = None) -> int:
         governance = HttpGovernance(_required(env, "CLEANROOM_GOVERNANCE_URL"),
                                     _required(env, "CLEANROOM_GOVERNANCE_CERT"))
         sidecar = RuntimeSidecar(config, governance, keys)
-        signal.signal(signal.SIGTERM, lambda *_: sidecar.request_stop())
+        signal.signal(signal.SIGTERM, lambda *_: sidecar.request_stop("SIGTERM (container group stopped)"))
         codes = sidecar.run()
     except CleanroomError as exc:
         print(f"cleanroom-runtime: error: {exc.one_line()}", file=sys.stderr)
