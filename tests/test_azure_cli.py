@@ -195,13 +195,17 @@ def test_generate_backend_aci_writes_template_and_skr_policy(tmp_path: Path) -> 
         generated = run(*generate, "--cce-policy", str(cce_file), "--maa-endpoint",
                         "sharedeus.eus.attest.azure.net", "--kek-vault", "m-provider=https://pkv.vault.azure.net")
         bad_vault = run(*generate, "--cce-policy", str(cce_file), "--kek-vault", "https://pkv.vault.azure.net")
+        no_vault = run(*generate, "--cce-policy", str(cce_file), "--maa-endpoint", "sharedeus.eus.attest.azure.net")
+        no_maa = run(*generate, "--cce-policy", str(cce_file), "--kek-vault", "m-provider=https://pkv.vault.azure.net")
         assert generated.returncode == 0, generated.stderr
     finally:
         run("down")
     assert refused.returncode != 0 and refused.stderr.count("\n") == 1, refused.stderr
     assert "no SKR policy without the real ccePolicy" in refused.stderr and "--cce-policy" in refused.stderr
     assert refused_wrote_nothing
-    assert bad_vault.returncode != 0 and "is not MEMBER=URL" in bad_vault.stderr
+    for refusal, needle in ((bad_vault, "is not MEMBER=URL"), (no_maa, "needs --maa-endpoint"),
+                            (no_vault, "no --kek-vault for data owner(s) m-provider")):
+        assert refusal.returncode != 0 and refusal.stderr.count("\n") == 1 and needle in refusal.stderr, refusal.stderr
     assert first.returncode == 0, first.stderr
     placeholder = json.loads(first.stdout)
     assert "skr_policy" not in placeholder and "az confcom acipolicygen" in placeholder["next_step"]
@@ -220,6 +224,16 @@ def test_generate_backend_aci_writes_template_and_skr_policy(tmp_path: Path) -> 
     assert sidecar["CLEANROOM_GOVERNANCE_URL"].startswith("https://127.0.0.1:")
     assert "BEGIN CERTIFICATE" in sidecar["CLEANROOM_GOVERNANCE_CERT"]
     assert json.loads(sidecar["CLEANROOM_KEK_VAULTS"]) == {"m-provider": "https://pkv.vault.azure.net"}
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--maa-endpoint", "sharedeus.eus.attest.azure.net"], "are for --backend aci"),
+    (["--backend", "aci", "--maa-endpoint", "http://maa.example"], "is not an https host"),
+])
+def test_generate_checks_azure_flags_before_asking_governance(tmp_path: Path, flags: list[str], needle: str) -> None:
+    outcome = cleanroom("-w", tmp_path, "governance", "deployment", "generate", "--contract-id", "c1",
+                        "--output-dir", tmp_path / "out", *flags)
+    _one_line_error(outcome, needle)
 
 
 @pytest.mark.parametrize(("flags", "needle"), [

@@ -141,6 +141,7 @@ def test_sidecar_refuses_a_spec_other_than_the_one_its_group_was_built_for(deplo
     (line,) = refused.stderr.strip().splitlines()
     assert line.startswith("cleanroom-runtime: error: ") and "this container group was built for" in line
     assert not (tmp_path / "group" / "datasource-model").exists()
+    assert (tmp_path / "group" / "cleanroom-run" / "failed").exists()  # the waiting workloads give up
 
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")

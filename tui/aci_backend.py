@@ -145,9 +145,9 @@ def generate_options(f: Callable[..., Any]) -> Callable[..., Any]:
                              "--cce-policy and --maa-endpoint, the SKR policy).")(f)
 
 
-def check_aci_options(backend: str, *, maa_endpoint: str | None, cce_policy_file: Path | None,
-                      kek_vaults: tuple[str, ...], **_: Any) -> None:
-    """Refuse before anything is written: an SKR policy needs the real ccePolicy's host data."""
+def check_aci_flags(backend: str, *, maa_endpoint: str | None, cce_policy_file: Path | None,
+                    kek_vaults: tuple[str, ...], **_: Any) -> None:
+    """The Azure flags on their own, before governance is asked anything."""
     from core.keys.skr import ACIPOLICYGEN_HINT, cce_policy_host_data, maa_authority
 
     if backend != "aci":
@@ -160,9 +160,30 @@ def check_aci_options(backend: str, *, maa_endpoint: str | None, cce_policy_file
         if cce_policy_file is None:
             raise InvalidInputError("no SKR policy without the real ccePolicy: the template still has the "
                                     "placeholder, whose host data no SEV-SNP group reports", hint=ACIPOLICYGEN_HINT)
+    _vaults(kek_vaults)
     if cce_policy_file is not None:
         cce_policy_host_data(cce_policy_file.read_text())
-    _vaults(kek_vaults)
+        if not maa_endpoint:
+            raise InvalidInputError("a deployable template needs --maa-endpoint (where the runtime sidecar attests)",
+                                    hint="add --maa-endpoint sharedeus.eus.attest.azure.net (or your own MAA)")
+
+
+def check_aci_spec(contract_id: str, contract_data: dict[str, Any], *, cce_policy_file: Path | None,
+                   kek_vaults: tuple[str, ...], **_: Any) -> None:
+    """Before anything is written: the template must be buildable, and a deployable one (with the
+    real ccePolicy) needs every data owner's vault, or the sidecar could release no key."""
+    from core.runtime.aci import aci_template
+    from core.runtime.deployment import deployment_spec
+
+    spec = deployment_spec(contract_id, contract_data)
+    aci_template(spec)  # images, stores and names an Azure clean room can use
+    if cce_policy_file is None:
+        return
+    owners = sorted({m["owner"] for app in spec["applications"] for m in app["mounts"]} - set(_vaults(kek_vaults)))
+    if owners:
+        raise InvalidInputError(f"no --kek-vault for data owner(s) {', '.join(owners)}: the runtime sidecar "
+                                "could not get their KEKs released",
+                                hint=f"add --kek-vault {owners[0]}=https://NAME.vault.azure.net")
 
 
 def _vaults(kek_vaults: tuple[str, ...]) -> dict[str, str]:

@@ -164,13 +164,17 @@ class RuntimeSidecar:
     def run(self) -> dict[str, int]:
         """The whole deployment; returns each workload's exit code."""
         contract_id = self.config.contract_id
-        self._spec = check_ready(self.governance, contract_id)
-        measured = policy_hash(self._spec)
-        if measured != self.config.policy_hash:
-            raise ConflictError(f"the accepted deployment spec of '{contract_id}' measures {measured[:12]}…, not the "
-                                f"{self.config.policy_hash[:12]}… this container group was built for",
-                                hint="re-generate and deploy the template of the accepted spec")
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._spec = check_ready(self.governance, contract_id)
+            measured = policy_hash(self._spec)
+            if measured != self.config.policy_hash:
+                raise ConflictError(f"the accepted deployment spec of '{contract_id}' measures {measured[:12]}…, not "
+                                    f"the {self.config.policy_hash[:12]}… this container group was built for",
+                                    hint="re-generate and deploy the template of the accepted spec")
+        except BaseException:
+            (self.config.run_dir / FAILED_FILE).write_text("1")  # the waiting workloads give up
+            raise
         self._note("deploying", policy_hash=measured)
         deks: dict[str, bytes] = {}
         ready = False

@@ -21,7 +21,7 @@ from core.errors import InvalidInputError, NotFoundError
 from core.governance import launcher, ledger
 from core.governance.client import WORKSPACE_KEY, GovernanceClient, deploy_to_workspace
 from core.workspace import Workspace
-from tui.aci_backend import check_aci_options, generate_options, write_aci_artifacts
+from tui.aci_backend import check_aci_flags, check_aci_spec, generate_options, write_aci_artifacts
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -620,9 +620,11 @@ def deployment_generate(ctx: click.Context, contract_id: str, output_dir: Path, 
     """
     from core.runtime.deployment import write_deployment
 
-    check_aci_options(backend, **aci_options)
+    check_aci_flags(backend, **aci_options)
     with _client(ctx) as client:
         contract_data = client.contract(contract_id)["data"]
+        if backend == "aci":
+            check_aci_spec(contract_id, contract_data, **aci_options)
         summary = write_deployment(contract_id, contract_data, output_dir)
         if backend == "aci":
             summary = write_aci_artifacts(summary, governance=client, **aci_options)
