@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from core import embedded
+from core.config.canonical import document_hash
 from core.config.merge import merge_fragments
 from core.config.party import add_application, add_data_asset, init_party, party_fragment, set_network_policy
 from core.crypto.kek import dek_for
@@ -458,12 +459,9 @@ def _propose_contract(scenario: Scenario, contract_id: str, applications: list[s
         current = hoster.contract(contract_id)
     if current["state"] == "Draft":
         proposal = hoster.propose_contract(contract_id, current["version"])
-        return f"contract '{contract_id}' proposed ({proposal['proposalId'][:12]}), hash {_short(hoster, contract_id)}"
+        return (f"contract '{contract_id}' proposed ({proposal['proposalId'][:8]}); every party can recompute "
+                f"its hash {document_hash(current['data'])[:16]} from the three fragments")
     return f"contract '{contract_id}' is already {current['state']}"
-
-
-def _short(client: GovernanceClient, contract_id: str) -> str:
-    return str(client.contract(contract_id).get("hash") or "")[:16]
 
 
 def _review(scenario: Scenario, persona: str, proposal: dict[str, Any]) -> str | None:
