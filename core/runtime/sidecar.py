@@ -34,7 +34,7 @@ from typing import Any
 
 from core.config.fragment import DataAsset
 from core.crypto.kek import Kek
-from core.errors import CleanroomError, ConflictError, InvalidInputError
+from core.errors import AccessDeniedError, CleanroomError, ConflictError, InvalidInputError
 from core.keys.attestation import DEFAULT_TTL_SECONDS
 from core.keys.measurement import policy_hash
 from core.keys.wrap_deks import dek_secret_name
@@ -187,6 +187,8 @@ class RuntimeSidecar:
                     asset = self._asset(entry)
                     download_folder(open_store(asset.store), asset.container, deks[asset.name],
                                     self.config.volume(entry), label=f"datasource '{asset.name}'")
+            if self._stop.is_set():
+                raise AccessDeniedError(f"deployment of '{contract_id}' stopped before it ran ({self._stop_reason})")
             self._open_volumes_to_workloads()
             (self.config.run_dir / READY_FILE).write_text(measured)
             ready = True
