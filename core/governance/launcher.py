@@ -32,7 +32,6 @@ import httpx
 from core.crypto.secret_file import write_public_file
 from core.errors import ConflictError, NotFoundError, ServiceUnavailableError
 from core.governance.service_identity import ServiceIdentity
-from core.governance.state import GovernanceState
 
 CONFIG_FILE = "service.json"
 IDENTITY_DIR = "identity"
@@ -82,6 +81,10 @@ def create(state_dir: Path, initial_member_certs: list[str], *, port: int | None
         raise ConflictError(f"a governance service already exists in {state_dir}",
                             hint="start it with `cleanroom governance service start`, or choose another --state-dir")
     state_dir.mkdir(parents=True, exist_ok=True)
+    # the state engine (ledger, constitution, CA, SQLite) is imported only here: clients of a
+    # running service (the detached runtime reads ``info``) should not pay for loading it
+    from core.governance.state import GovernanceState
+
     identity = ServiceIdentity.create(state_dir / IDENTITY_DIR)
     state = GovernanceState(state_dir, identity)
     try:
