@@ -32,7 +32,7 @@ from core.errors import ConflictError, IntegrityError, InvalidInputError
 from core.governance import launcher as governance_launcher
 from core.keys.skr import wrap_deks_to_vault
 from core.runtime.aci import RUNTIME_SIDECAR_NAME, aci_template, container_group, secret_env_names
-from core.runtime.deployment import deployment_spec, policy_document
+from core.runtime.deployment import policy_document
 from core.runtime.key_release import AzureKeyRelease, TransferKey
 from core.runtime.sidecar import sidecar_environment
 from tests.azurite import Azurite
