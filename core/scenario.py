@@ -427,27 +427,10 @@ def _upload(scenario: Scenario, reporter: Reporter, persona: str, name: str, fol
 
 
 def contract_document(scenario: Scenario, applications: list[str]) -> dict[str, Any]:
-    """The merged spec of the three fragments, scoped to the applications this contract runs.
-
-    Fragments accumulate over the collaboration (the hoster's fragment holds every application
-    it ever brought); a contract carries only its applications and the datasources/datasinks
-    they mount, so a clean room never receives data it does not use.
-    """
+    """What ``config view --configs W/hoster W/provider W/consumer --application A`` prints:
+    the three fragments merged, scoped to the applications this contract runs."""
     fragments = [party_fragment(scenario.workspace(p)) for p in PERSONAS]
-    merged = merge_fragments(fragments).document()
-    apps = [app for app in merged["applications"] if app["name"] in applications]
-    missing = sorted(set(applications) - {app["name"] for app in apps})
-    if missing:
-        raise NotFoundError(f"application '{missing[0]}' is in no party's config",
-                            hint="the hoster adds it with `cleanroom config add-application`")
-    mounted = {mount["source"] for app in apps for mount in app.get("mounts", [])}
-    merged["applications"] = apps
-    merged["datasources"] = [a for a in merged["datasources"] if a["name"] in mounted]
-    merged["datasinks"] = [a for a in merged["datasinks"] if a["name"] in mounted]
-    for export in ("logging", "telemetry"):
-        if merged[export].get("datasink") not in mounted:
-            merged[export] = {"enabled": False, "datasink": None, "owner": None}
-    return merged
+    return merge_fragments(fragments).for_applications(applications).document()
 
 
 def _propose_contract(scenario: Scenario, contract_id: str, applications: list[str]) -> str:
@@ -1094,17 +1077,18 @@ def _contract_steps(phase: str, contract_id: str, applications: list[str], *, se
                     data_owners: list[str], telemetry: bool = False) -> list[Step]:
     """Propose, vote, deploy-propose, vote, (CA), wrap DEKs: the governance of one contract."""
     w = {p: f"cleanroom -w W/{p}" for p in PERSONAS}
-    views = " ".join(f"W/{p}/config.json" for p in PERSONAS)
+    views = " ".join(f"W/{p}" for p in PERSONAS)
     steps = [Step(f"{contract_id}:propose", phase, "hoster", f"propose contract '{contract_id}'", (
-        f"{w['hoster']} config view --configs {views} --output json > {contract_id}.json",
-        f"{w['hoster']} governance contract create --contract-id {contract_id} --data @{contract_id}.json",
-        f"{w['hoster']} governance contract propose --contract-id {contract_id} --version VERSION"),
+        f"{w['hoster']} config view --configs {views} {' '.join(f'--application {a}' for a in applications)} "
+        f"--output json > {contract_id}.json",
+        f"{w['hoster']} governance contract create --id {contract_id} --data @{contract_id}.json",
+        f"{w['hoster']} governance contract propose --id {contract_id} --version VERSION"),
         _propose(contract_id, applications))]
     for persona in ("provider", "consumer", "hoster"):
         steps.append(Step(f"{contract_id}:vote-contract:{persona}", phase, persona,
                           f"review and accept contract '{contract_id}'", (
-                              f"{w[persona]} governance contract show --contract-id {contract_id}",
-                              f"{w[persona]} governance contract vote --contract-id {contract_id} "
+                              f"{w[persona]} governance contract show --id {contract_id}",
+                              f"{w[persona]} governance contract vote --id {contract_id} "
                               f"--proposal-id ID --action accept"),
                           _vote(persona, contract_id)))
     proposals = [f"{w['hoster']} governance deployment generate --contract-id {contract_id} --output-dir {contract_id}",
@@ -1115,7 +1099,7 @@ def _contract_steps(phase: str, contract_id: str, applications: list[str], *, se
     if serves:
         proposals.append(f"{w['hoster']} governance ca propose-enable --contract-id {contract_id}")
     if telemetry:
-        proposals.append(f"{w['hoster']} governance contract runtime-option set --contract-id {contract_id} "
+        proposals.append(f"{w['hoster']} governance contract runtime-option set --id {contract_id} "
                          "--option telemetry --action enable")
     steps.append(Step(f"{contract_id}:propose-deployment", phase, "hoster",
                       "propose the deployment spec, clean-room policy" + (" and CA" if serves else "")
@@ -1147,9 +1131,9 @@ def _inference_steps(phase: str, contract_id: str, application: str) -> list[Ste
              _serve(contract_id)),
         Step(f"{contract_id}:evaluate", phase, "consumer", "evaluate its 1,066 test rows through the endpoint", (
             f"{w['consumer']} governance ca show --contract-id {contract_id} --query caCert > ca.crt",
-            f"{w['consumer']} governance contract event list --contract-id {contract_id}   # the ingress URL",
+            f"{w['consumer']} governance contract event list --id {contract_id}   # the ingress URL",
             f"{w['consumer']} infer --dataset W/consumer/data/test.parquet --endpoint URL --ca ca.crt "
-            "--token $(TOKEN)"), _evaluate_step(contract_id)),
+            f"--token $({w['consumer']} governance contract token --id {contract_id})"), _evaluate_step(contract_id)),
         Step(f"{contract_id}:stop", phase, "hoster", "stop the clean room (plaintext mounts removed)",
              (f"CLEANROOM_HOME=W/services {w['hoster']} deployment stop --contract-id {contract_id}",),
              _stop(contract_id)),
@@ -1211,7 +1195,7 @@ def build_steps() -> list[Step]:
         Step(f"{TRAINING_CONTRACT}:train", "fine-tuning", "hoster",
              "run the training clean room; every party watches its telemetry", (
                  f"CLEANROOM_HOME=W/services {w['hoster']} deployment start --contract-id {TRAINING_CONTRACT}",
-                 f"{w['consumer']} governance contract event list --contract-id {TRAINING_CONTRACT} --follow"),
+                 f"{w['consumer']} governance contract event list --id {TRAINING_CONTRACT} --follow"),
              _train),
         Step("download-trained-model", "fine-tuning", "provider", "download and decrypt the sealed trained model",
              (f"{w['provider']} datasink download --name trained-model --target-folder W/provider/finetuned",),
@@ -1243,6 +1227,6 @@ def build_steps() -> list[Step]:
         f"{w['consumer']} governance ledger export --file ledger.jsonl",
         f"{w['consumer']} governance ledger verify --file ledger.jsonl --full"), _ledger))
     steps.append(Step("event-counts", "proofs", "consumer", "count every contract's events and record the contracts",
-                      tuple(f"{w['consumer']} governance contract event list --contract-id {c}"
+                      tuple(f"{w['consumer']} governance contract event list --id {c}"
                             for c in (BASE_CONTRACT, TRAINING_CONTRACT, FINETUNED_CONTRACT)), _events))
     return steps

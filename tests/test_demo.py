@@ -46,6 +46,13 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     assert {c["id"]: c["state"] for c in result["contracts"]} == {
         "inference-base": "Accepted", "finetune": "Accepted", "inference-finetuned": "Accepted"}
     assert all(len(c["hash"]) == 64 for c in result["contracts"])
+    # each party can recompute every contract's hash from the three fragments with the CLI
+    hashes = {c["id"]: c["hash"] for c in result["contracts"]}
+    for contract_id, application in (("inference-base", "inference"), ("finetune", "trainer"),
+                                     ("inference-finetuned", "inference-finetuned")):
+        view = cleanroom("config", "view", "--configs", root / "hoster", root / "provider", root / "consumer",
+                         "--application", application, "--output", "json")
+        assert json.loads(view.stdout)["spec_hash"] == hashes[contract_id]
     assert result["ledger_verified"] is True
     assert result["ledger"]["by_persona"] == {p: "ok" for p in PERSONAS}
 
@@ -193,3 +200,26 @@ def test_resuming_at_the_evaluation_restarts_the_clean_room_the_interruption_sto
     state = json.loads((root / STATE_FILE).read_text())
     assert state["results"]["evaluation"]["inference-base"]["total_rows"] == 1066
     assert state["completed"][-2:] == ["inference-base:start", "inference-base:evaluate"]
+
+
+def test_config_view_scopes_the_merged_spec_to_one_contracts_applications(tmp_path: Path) -> None:
+    from core.config.party import add_application, add_data_asset, init_party
+
+    parties = {p: init_party(tmp_path / p, p) for p in PERSONAS}
+    for name in ("base-onnx", "base-pytorch"):
+        add_data_asset(parties["provider"], "datasource", name)
+    add_data_asset(parties["consumer"], "datasource", "training-data")
+    add_application(parties["hoster"], name="inference", entrypoint="containers/inference_server", command=["x"],
+                    mounts=[{"source": "base-onnx", "target": "/mnt/remote/model"}])
+    add_application(parties["hoster"], name="trainer", entrypoint="containers/trainer", command=["y"],
+                    mounts=[{"source": "base-pytorch", "target": "/mnt/remote/model"},
+                            {"source": "training-data", "target": "/mnt/remote/data"}])
+    configs = ["--configs", *(tmp_path / p for p in PERSONAS)]
+    view = cleanroom("config", "view", *configs, "--application", "inference", "--output", "json")
+    assert view.code == 0, view.stderr
+    spec = json.loads(view.stdout)["spec"]
+    assert [a["name"] for a in spec["applications"]] == ["inference"]
+    assert [a["name"] for a in spec["datasources"]] == ["base-onnx"]  # the consumer's data stays out
+    assert len(spec["parties"]) == 3
+    unknown = cleanroom("config", "view", *configs, "--application", "nope")
+    assert unknown.code == 3 and "application 'nope' is in no party's config" in unknown.stderr

@@ -86,6 +86,28 @@ class MergedSpec(SpecModel):
         return [f"{app.name} -> {mount.source}" for app in self.applications
                 for mount in app.mounts if mount.source not in known]
 
+    def for_applications(self, names: Iterable[str]) -> "MergedSpec":
+        """The spec of one contract: only these applications and the assets they mount.
+
+        Fragments accumulate over a collaboration (a hoster's holds every application it ever
+        brought); a contract carries only what its clean room runs, so the clean room never
+        receives data it does not use. An export (logging/telemetry) survives only if its
+        datasink is mounted."""
+        wanted = set(names)
+        applications = [app for app in self.applications if app.name in wanted]
+        missing = sorted(wanted - {app.name for app in applications})
+        if missing:
+            raise NotFoundError(f"application '{missing[0]}' is in no party's config",
+                                hint="the hoster adds it with `cleanroom config add-application`")
+        mounted = {mount.source for app in applications for mount in app.mounts}
+        return self.model_copy(update={
+            "applications": applications,
+            "datasources": [a for a in self.datasources if a.name in mounted],
+            "datasinks": [a for a in self.datasinks if a.name in mounted],
+            "logging": self.logging if self.logging.datasink in mounted else ExportSetting(),
+            "telemetry": self.telemetry if self.telemetry.datasink in mounted else ExportSetting(),
+        })
+
     def check_complete(self) -> None:
         """Raise if the spec cannot be deployed as is (dangling mounts)."""
         dangling = self.unresolved_mounts()

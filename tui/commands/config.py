@@ -272,9 +272,12 @@ def set_network_policy_command(ctx: click.Context, routes: tuple[str, ...], allo
 @click.option("--configs", "configs", multiple=True, type=click.Path(path_type=Path),
               help="Workspace folders or fragment JSON files to merge (default: this workspace).")
 @click.argument("more_configs", nargs=-1, type=click.Path(path_type=Path), metavar="")
+@click.option("--application", "applications", multiple=True,
+              help="Keep only this application and the assets it mounts (repeatable): one contract's spec.")
 @OUTPUT
 @click.pass_context
-def view(ctx: click.Context, configs: tuple[Path, ...], more_configs: tuple[Path, ...], output: str) -> None:
+def view(ctx: click.Context, configs: tuple[Path, ...], more_configs: tuple[Path, ...],
+         applications: tuple[str, ...], output: str) -> None:
     """Merge config fragments into one clean-room spec and show it with its SHA-256.
 
     Duplicate names across parties are an error. The hash is over canonical JSON, so every
@@ -284,11 +287,14 @@ def view(ctx: click.Context, configs: tuple[Path, ...], more_configs: tuple[Path
     Example:
       cleanroom -w W/consumer config view
       cleanroom config view --configs W/hoster W/provider W/consumer --output json
+      cleanroom config view --configs W/hoster W/provider W/consumer --application trainer --output json
     """
     if more_configs and not configs:
         raise InvalidInputError("fragments given without --configs", hint="use --configs A B C")
     paths = [*configs, *more_configs] or [_workspace(ctx).root]
     spec = merge_paths(paths)
+    if applications:
+        spec = spec.for_applications(applications)
     if output == "json":
         click.echo(json.dumps({"spec_hash": spec.spec_hash, "spec": spec.document(),
                                "unresolved_mounts": spec.unresolved_mounts()}, indent=2, sort_keys=True))

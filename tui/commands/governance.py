@@ -270,6 +270,8 @@ def contract_create(ctx: click.Context, contract_id: str, data: str, version: st
       cleanroom -w W/hoster governance contract create --id inference-initial --data @spec.json
     """
     document = _read_json(data, "contract data")
+    if {"spec", "spec_hash"} <= set(document):  # `config view --output json` wraps the spec with its hash
+        document = document["spec"]
     with _client(ctx) as client:
         result = (client.update_contract(contract_id, document, version) if version
                   else client.create_contract(contract_id, document))
