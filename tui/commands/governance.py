@@ -618,7 +618,8 @@ def deployment_generate(ctx: click.Context, contract_id: str, output_dir: Path, 
           --output-dir out/deployments
       cleanroom -w W/hoster governance deployment generate --contract-id inference-initial \\
           --output-dir out/deployments --backend aci --cce-policy out/deployments/cce-policy.b64 \\
-          --maa-endpoint sharedeus.eus.attest.azure.net
+          --maa-endpoint sharedeus.eus.attest.azure.net \\
+          --kek-vault m-provider=https://provider-kv.vault.azure.net
     """
     from core.runtime.deployment import write_deployment
 
