@@ -117,12 +117,9 @@ class TlsIngress:
         sock = self.folder / "infer.sock"
         command = [sys.executable, "-m", "containers.inference_server", "--model-dir", str(model), "--uds", str(sock),
                    "--threads", str(threads)] + (["--quantised"] if quantised else [])
+        sock.unlink(missing_ok=True)  # a socket left by an earlier run would look like a ready server
         self.server = subprocess.Popen(command, cwd=ROOT)
-        deadline = time.monotonic() + 120
-        while not sock.exists():
-            if self.server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("inference server did not start")
-            time.sleep(0.1)
+        self._wait_healthy(sock)
         signing = ec.generate_private_key(ec.SECP256R1())
         jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(signing.public_key())) | {"kid": "bench", "alg": "ES256"}
         now = int(time.time())
@@ -131,6 +128,20 @@ class TlsIngress:
         routes = RouteAllowList.from_policy(["POST /infer", "GET /metadata", "GET /healthz"])
         self.proxy = IngressProxy(upstream_socket=sock, cert_chain=cert, key_file=key, routes=routes,
                                   tokens=TokenPolicy(contract_id="benchmark", jwks=lambda: {"keys": [jwk]})).start()
+
+    def _wait_healthy(self, sock: Path) -> None:
+        import httpx
+
+        deadline = time.monotonic() + 120
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://workload") as local:
+            while True:
+                if self.server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("inference server did not start")
+                try:
+                    if local.get("/healthz").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    time.sleep(0.1)
 
     def _certificates(self) -> tuple[Path, Path, Path]:
         from cryptography import x509
