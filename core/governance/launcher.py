@@ -3,7 +3,8 @@
 A service lives in a state directory::
 
     <state_dir>/
-      service.json     port, replay window, checkpoint interval, attestation verifier
+      service.json     port, replay window, checkpoint interval, attestation verifier,
+                       allowed MAA endpoints (Azure clean rooms)
       identity/        service_privk.pem (0600), token_privk.pem (0600), service_cert.pem
       governance.db    SQLite (WAL) state and ledger, 0600
       service.pid      pid of the running process
@@ -101,6 +102,34 @@ def set_attestation(state_dir: Path, attestation: dict[str, Any] | None) -> None
     config = _config(state_dir)
     config["attestation"] = attestation
     write_public_file(state_dir / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+
+
+def maa_settings(endpoints: list[str], ca_file: str | None = None) -> tuple[list[str], str | None]:
+    """Checked MAA issuers and trust store path, so a caller can refuse before writing anything."""
+    from core.keys.maa import maa_issuer
+
+    issuers = list(dict.fromkeys(maa_issuer(e) for e in endpoints))
+    ca = str(Path(ca_file).expanduser().resolve()) if ca_file else None
+    if ca is not None and not Path(ca).is_file():
+        raise NotFoundError(f"MAA trust store {ca} does not exist", hint="pass a PEM file of CA certificates")
+    return issuers, ca
+
+
+def set_maa_endpoints(state_dir: Path, endpoints: list[str], ca_file: str | None = None) -> bool:
+    """Record the MAA endpoints whose tokens governance accepts from Azure clean rooms (and the
+    trust store for reaching them, default the system's); effective at the next start. True if
+    the configuration changed."""
+    config = _config(state_dir)
+    issuers, ca = maa_settings(endpoints, ca_file)
+    if config.get("maa_endpoints") == issuers and config.get("maa_ca_file") == ca:
+        return False
+    config["maa_endpoints"], config["maa_ca_file"] = issuers, ca
+    write_public_file(state_dir / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+    return True
+
+
+def maa_endpoints(state_dir: Path) -> list[str]:
+    return list(_config(state_dir.expanduser().resolve()).get("maa_endpoints") or [])
 
 
 def _pid_alive(pid: int, state_dir: Path) -> bool:

@@ -308,9 +308,23 @@ def serve(state_dir: Path) -> None:
     """Run the service of ``state_dir`` in the foreground until SIGTERM/SIGINT."""
     config = json.loads((state_dir / CONFIG_FILE).read_text())
     identity = ServiceIdentity.load(state_dir / IDENTITY_DIR)
+    verifier = load_attestation_verifier(config.get("attestation"))
+    maa = None
+    if config.get("maa_endpoints"):  # Azure: the sidecar's MAA tokens, besides the configured verifier
+        from core.keys.maa import CompositeAttestationVerifier, MaaAttestationVerifier
+
+        maa = MaaAttestationVerifier(config["maa_endpoints"], ca_file=config.get("maa_ca_file"))
+        verifier = CompositeAttestationVerifier(maa, verifier)
     state = GovernanceState(state_dir, identity, window_seconds=config["window_seconds"],
-                            checkpoint_every=config["checkpoint_every"],
-                            attestation_verifier=load_attestation_verifier(config.get("attestation")))
+                            checkpoint_every=config["checkpoint_every"], attestation_verifier=verifier)
+    if maa is not None:
+        def accepted_policy(contract_id: str) -> dict[str, Any] | None:
+            try:
+                return state.document(contract_id, "clean_room_policy")["data"]
+            except NotFoundError:  # a token naming an unknown contract has no accepted policy either
+                return None
+
+        maa.bind_accepted_policy(accepted_policy)
     # proto IPPROTO_TCP (not 0) so asyncio sets TCP_NODELAY on accepted connections; without it
     # Nagle holds each response body ~40 ms behind its headers.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

@@ -88,13 +88,18 @@ class TransferKey:
     def __repr__(self) -> str:
         return "TransferKey(<ephemeral RSA>)"
 
-    def runtime_data(self) -> bytes:
-        """``{"keys": [JWK]}``, which MAA copies into the token's ``x-ms-runtime`` claim."""
+    def runtime_data(self, contract_id: str | None = None) -> bytes:
+        """``{"contract_id": C, "keys": [JWK]}``, which MAA copies into the token's
+        ``x-ms-runtime`` claim: Key Vault wraps to the key, governance
+        (``core.keys.maa``) checks the host data against contract C's accepted policy."""
         numbers = self._private.public_key().public_numbers()
         jwk = {"kid": "cleanroom-transfer-key", "kty": "RSA", "key_ops": ["encrypt"],
                "n": _b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
                "e": _b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"))}
-        return json.dumps({"keys": [jwk]}, sort_keys=True).encode()
+        document: dict[str, Any] = {"keys": [jwk]}
+        if contract_id is not None:
+            document["contract_id"] = contract_id
+        return json.dumps(document, sort_keys=True).encode()
 
     def open_release(self, released: str) -> Kek:
         """The KEK inside Key Vault's release result (a JWS whose payload holds ``key_hsm``:
@@ -137,7 +142,8 @@ class AzureKeyRelease:
         """The SKR sidecar's MAA token for this group's SEV-SNP report (the spec is measured by
         the hardware, via the ccePolicy, not by us)."""
         body = {"maa_endpoint": self._maa.removeprefix("https://"),
-                "runtime_data": base64.b64encode(self._transfer_key.runtime_data()).decode()}
+                "runtime_data": base64.b64encode(
+                    self._transfer_key.runtime_data(str(deployment_spec.get("contract_id", "")))).decode()}
         try:
             response = httpx.post(self._attestation_url, json=body, timeout=60.0)
         except httpx.HTTPError as exc:

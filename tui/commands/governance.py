@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core import embedded
-from core.errors import InvalidInputError, NotFoundError
+from core.errors import ConflictError, InvalidInputError, NotFoundError
 from core.governance import launcher, ledger
 from core.governance.client import WORKSPACE_KEY, GovernanceClient, deploy_to_workspace
 from core.workspace import Workspace
@@ -151,17 +151,26 @@ def _state_dir(value: Path | None) -> Path:
 @click.option("--port", type=int, default=None, help="Port to listen on (default: a free one, kept across restarts).")
 @click.option("--window-seconds", type=int, default=300, show_default=True, help="Freshness/replay window.")
 @click.option("--checkpoint-every", type=int, default=100, show_default=True, help="Entries per signed checkpoint.")
+@click.option("--maa-endpoint", "maa_endpoints", multiple=True,
+              help="MAA endpoint whose SEV-SNP tokens Azure clean rooms present (repeat); recorded in the config.")
+@click.option("--maa-ca-file", default=None, help="CA bundle for reaching the MAA endpoint (default: system trust).")
 @read_verb
 def service_start(state_dir: Path | None, certs: tuple[str, ...], port: int | None, window_seconds: int,
-                  checkpoint_every: int, output: str, query: str | None) -> None:
+                  checkpoint_every: int, maa_endpoints: tuple[str, ...], maa_ca_file: str | None,
+                  output: str, query: str | None) -> None:
     """Create (first time, with the consortium) and start the governance service.
 
     \b
     Example:
       cleanroom governance service start --initial-member-cert W/hoster/identity/member_cert.pem \\
-          --initial-member-cert W/provider/identity/member_cert.pem
+          --initial-member-cert W/provider/identity/member_cert.pem \\
+          --maa-endpoint sharedeus.eus.attest.azure.net
     """
     directory = _state_dir(state_dir)
+    if maa_ca_file and not maa_endpoints:
+        raise InvalidInputError("--maa-ca-file is only used to reach an MAA endpoint", hint="add --maa-endpoint HOST")
+    if maa_endpoints:
+        launcher.maa_settings(list(maa_endpoints), maa_ca_file)  # refuse bad flags before creating anything
     if not launcher.exists(directory):
         if not certs:
             raise InvalidInputError(f"no governance service in {directory} yet, and no founding members given",
@@ -171,8 +180,13 @@ def service_start(state_dir: Path | None, certs: tuple[str, ...], port: int | No
     elif certs:
         raise InvalidInputError(f"the service in {directory} already has its consortium",
                                 hint="add members with `cleanroom governance member add --cert PEM`")
+    if maa_endpoints and launcher.set_maa_endpoints(directory, list(maa_endpoints), maa_ca_file) \
+            and launcher.running_pid(directory) is not None:
+        raise ConflictError(f"the service in {directory} is running; the MAA endpoints apply at its next start",
+                            hint="run `cleanroom governance service stop`, then start it again")
     info = launcher.start(directory)
-    document = info.as_dict() | {"serviceCertFile": str(directory / launcher.IDENTITY_DIR / "service_cert.pem")}
+    document = info.as_dict() | {"maaEndpoints": launcher.maa_endpoints(directory),
+                                 "serviceCertFile": str(directory / launcher.IDENTITY_DIR / "service_cert.pem")}
     _emit(document, output, query, title="governance service")
 
 
