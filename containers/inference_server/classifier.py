@@ -3,6 +3,8 @@
 Sorting a batch by token length before cutting it into sub-batches means each sub-batch is
 padded only to its own longest text, so short sentences do not pay for long ones: on the
 rotten_tomatoes test set this is most of the speed-up over a padded per-request approach.
+Sub-batches of 8 sorted texts measured fastest here for MiniLM on 1-2 cores (fp32 and int8:
+larger ones pay for more padding, single rows for more per-call overhead).
 The tokenizer is the Rust ``tokenizers`` one read from ``tokenizer.json``, so the serving image
 needs neither torch nor transformers.
 """
@@ -22,7 +24,7 @@ from tokenizers import Tokenizer
 
 SERVING_FILE = "serving.json"
 DEFAULT_MAX_LENGTH = 128
-SUB_BATCH = 32
+SUB_BATCH = 8
 
 
 class ModelFolderError(ValueError):
