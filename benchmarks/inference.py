@@ -13,7 +13,11 @@ It needs a fine-tuned model: ``--model DIR`` (a trainer output or prepared model
 and onnx/), or it fine-tunes the offline MiniLM itself with ``containers.trainer`` (one epoch;
 with ``--quick`` on 1,000 rows only and timing 300 test rows).
 
-    python benchmarks/inference.py [--quick] [--model DIR] [--work-dir DIR]
+    python benchmarks/inference.py [--quick] [--model DIR] [--work-dir DIR] [--threads N]
+
+Every path uses the same thread count (default: the CPUs this process may use). On a machine
+shared with other busy processes use ``--threads 1``: with 2 threads on oversubscribed cores,
+torch's per-row forward collapses (spinning thread pools), which would flatter our figures.
 
 The last line is one JSON object with the figures, the targets and ``targets_met``.
 """
