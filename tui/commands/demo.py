@@ -212,5 +212,6 @@ def demo(ctx: click.Context, root: Path | None, quick: bool, output: str, keep_r
         console.print(f"stopped after {stop_after}; run the same command again to resume")
         return
     _render(Console(), summary)
+    console.print(f"results kept in {scenario.root / 'demo.json'}; `--output json` prints them as one document")
     if keep_running:
         console.print(f"services left running: CLEANROOM_HOME={scenario.services_home} cleanroom down")
