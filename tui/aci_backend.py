@@ -138,6 +138,11 @@ def generate_options(f: Callable[..., Any]) -> Callable[..., Any]:
                                         "template; the policy to vote then carries it and its host data.")(f)
     f = click.option("--maa-endpoint", default=None,
                      help="(aci) MAA endpoint the Key Vault release policy trusts, e.g. sharedeus.eus.attest.azure.net.")(f)
+    f = click.option("--identity-client-id", default=None, metavar="GUID",
+                     help="(aci) Client id of --identity (`az identity show --query clientId`).")(f)
+    f = click.option("--identity", "identity_id", default=None, metavar="RESOURCE_ID",
+                     help="(aci) User-assigned managed identity the group runs as; the sidecar reaches "
+                          "--storage-account stores with it (AZURE_CLIENT_ID).")(f)
     f = click.option("--runtime-image", default=None,
                      help="(aci) Runtime sidecar image (default: cleanroom-console/runtime of this version).")(f)
     return click.option("--backend", type=click.Choice(["local", "aci"]), default="local", show_default=True,
@@ -145,16 +150,28 @@ def generate_options(f: Callable[..., Any]) -> Callable[..., Any]:
                              "--cce-policy and --maa-endpoint, the SKR policy).")(f)
 
 
+def _identity(identity_id: str | None, identity_client_id: str | None) -> Any:
+    """The group's user-assigned managed identity (None without --identity); both flags or neither."""
+    from core.runtime.aci import ManagedIdentity
+
+    if bool(identity_id) != bool(identity_client_id):
+        raise InvalidInputError("--identity and --identity-client-id go together",
+                                hint="pass both, from `az identity show --ids RESOURCE_ID --query '[id,clientId]'`")
+    return ManagedIdentity(identity_id, identity_client_id) if identity_id and identity_client_id else None
+
+
 def check_aci_flags(backend: str, *, maa_endpoint: str | None, cce_policy_file: Path | None,
-                    kek_vaults: tuple[str, ...], **_: Any) -> None:
+                    kek_vaults: tuple[str, ...], identity_id: str | None = None,
+                    identity_client_id: str | None = None, **_: Any) -> None:
     """The Azure flags on their own, before governance is asked anything."""
     from core.keys.skr import ACIPOLICYGEN_HINT, cce_policy_host_data, maa_authority
 
     if backend != "aci":
-        if cce_policy_file or maa_endpoint or kek_vaults:
-            raise InvalidInputError("--cce-policy, --maa-endpoint and --kek-vault are for --backend aci",
+        if cce_policy_file or maa_endpoint or kek_vaults or identity_id or identity_client_id:
+            raise InvalidInputError("--cce-policy, --maa-endpoint, --kek-vault and --identity are for --backend aci",
                                     hint="add --backend aci")
         return
+    _identity(identity_id, identity_client_id)
     if maa_endpoint:
         maa_authority(maa_endpoint)
         if cce_policy_file is None:
@@ -202,7 +219,8 @@ def _vaults(kek_vaults: tuple[str, ...]) -> dict[str, str]:
 
 def write_aci_artifacts(summary: dict[str, Any], *, governance: Any, runtime_image: str | None,
                         maa_endpoint: str | None, cce_policy_file: Path | None,
-                        kek_vaults: tuple[str, ...]) -> dict[str, Any]:
+                        kek_vaults: tuple[str, ...], identity_id: str | None = None,
+                        identity_client_id: str | None = None) -> dict[str, Any]:
     """Add the ARM template (and, with the ccePolicy, the policy to vote and the SKR policy)
     next to the deployment spec `write_deployment` wrote; ``governance`` is where the sidecar
     reports (endpoint and pinned service certificate)."""
@@ -219,8 +237,11 @@ def write_aci_artifacts(summary: dict[str, Any], *, governance: Any, runtime_ima
                                       governance_cert_pem=governance.service_cert_pem,
                                       maa_endpoint=maa_endpoint, kek_vaults=_vaults(kek_vaults))
     template = write_aci_template(spec, spec_path.parent, runtime_image=runtime_image or RUNTIME_SIDECAR_IMAGE,
-                                  cce_policy=cce_policy, sidecar_env=sidecar_env)
+                                  cce_policy=cce_policy, sidecar_env=sidecar_env,
+                                  identity=_identity(identity_id, identity_client_id))
     result = {**summary, "aci_template": str(template)}
+    if identity_id:
+        result["identity"] = identity_id
     if cce_policy is None:
         result["next_step"] = ACIPOLICYGEN_HINT.replace("cleanroom-aci-template.json", str(template)) + \
             " to `governance deployment generate` again, then propose the policy"

@@ -82,7 +82,34 @@ WAIT_FOR_DATA = (
 DEFAULT_CPU = 1.0
 DEFAULT_MEMORY_GB = 2.0
 _NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_IDENTITY_RE = re.compile(rf"^/subscriptions/{_GUID}/resourceGroups/[-\w.()]{{1,90}}/providers/"
+                          r"Microsoft\.ManagedIdentity/userAssignedIdentities/[-\w]{3,128}$", re.IGNORECASE)
 _PARAMETER_RE = re.compile(r"^\[parameters\('([A-Za-z0-9_]+)'\)\]$")
+
+
+@dataclass(frozen=True)
+class ManagedIdentity:
+    """A user-assigned managed identity the container group runs as.
+
+    Stores named by account URL (``--storage-account``) are reached with DefaultAzureCredential;
+    inside the group that is this identity, selected by ``AZURE_CLIENT_ID`` in the sidecar's
+    environment. The client id must be known when the template is generated: the ccePolicy
+    measures the sidecar's environment, so it cannot be an ARM ``reference()`` resolved later.
+    """
+
+    resource_id: str
+    client_id: str
+
+    def __post_init__(self) -> None:
+        if not _IDENTITY_RE.match(self.resource_id):
+            raise InvalidInputError(
+                f"{self.resource_id!r} is not a user-assigned managed identity resource id",
+                hint="pass --identity /subscriptions/SUB/resourceGroups/RG/providers/"
+                     "Microsoft.ManagedIdentity/userAssignedIdentities/NAME (`az identity show --query id`)")
+        if not re.fullmatch(_GUID, self.client_id):
+            raise InvalidInputError(f"identity client id {self.client_id!r} is not a GUID",
+                                    hint="pass --identity-client-id from `az identity show --query clientId`")
 
 
 def _resource_name(text: str) -> str:
@@ -194,13 +221,15 @@ def _sidecar(spec: dict[str, Any], measured: str, image: str, volumes: dict[str,
 
 
 def aci_template(deployment_spec: dict[str, Any], *, runtime_image: str = RUNTIME_SIDECAR_IMAGE,
-                 cce_policy: str | None = None, sidecar_env: dict[str, str] | None = None) -> dict[str, Any]:
+                 cce_policy: str | None = None, sidecar_env: dict[str, str] | None = None,
+                 identity: ManagedIdentity | None = None) -> dict[str, Any]:
     """The ARM template for ``deployment_spec`` as a confidential container group.
 
     It is what `az deployment group create --template-file` and `az confcom acipolicygen`
     take; :func:`container_group` builds the SDK model from the very same document.
     ``cce_policy`` is that tool's output (None: the placeholder); ``sidecar_env`` is where the
-    runtime sidecar reaches governance and key release (``core.runtime.sidecar``).
+    runtime sidecar reaches governance and key release (``core.runtime.sidecar``); ``identity``
+    is the user-assigned managed identity the group (so the sidecar's storage calls) runs as.
     """
     host_data = cce_policy_host_data(cce_policy) if cce_policy is not None else None
     measured = policy_hash(deployment_spec)  # validates the spec the same way as the local runtime
@@ -215,8 +244,11 @@ def aci_template(deployment_spec: dict[str, Any], *, runtime_image: str = RUNTIM
         for mount in app.get("mounts", []):
             volumes.setdefault(_volume_name(mount), mount)
     containers = [_container(a) for a in apps]
+    extra_env = dict(sidecar_env or {})
+    if identity is not None:
+        extra_env["AZURE_CLIENT_ID"] = identity.client_id
     containers.append(_sidecar(deployment_spec, measured, runtime_image, volumes,
-                               [c["name"] for c in containers], sidecar_env or {}))
+                               [c["name"] for c in containers], extra_env))
     ports = sorted({int(p) for a in apps for p in a.get("ports", [])})
     properties: dict[str, Any] = {
         "sku": "Confidential",
@@ -252,6 +284,8 @@ def aci_template(deployment_spec: dict[str, Any], *, runtime_image: str = RUNTIM
             "location": "[parameters('location')]",
             "tags": {"cleanroom-contract": contract, "cleanroom-policy-hash": measured,
                      **({"cleanroom-host-data": host_data} if host_data else {})},
+            **({"identity": {"type": "UserAssigned", "userAssignedIdentities": {identity.resource_id: {}}}}
+               if identity is not None else {}),
             "properties": properties,
         }],
         "outputs": {"policyHash": {"type": "string", "value": measured},
@@ -261,11 +295,12 @@ def aci_template(deployment_spec: dict[str, Any], *, runtime_image: str = RUNTIM
 
 def write_aci_template(deployment_spec: dict[str, Any], output_dir: Path, *,
                        runtime_image: str = RUNTIME_SIDECAR_IMAGE, cce_policy: str | None = None,
-                       sidecar_env: dict[str, str] | None = None) -> Path:
+                       sidecar_env: dict[str, str] | None = None,
+                       identity: ManagedIdentity | None = None) -> Path:
     """Write the ARM template next to the deployment spec (atomically) and return its path."""
     path = output_dir / ACI_TEMPLATE_FILE
     template = aci_template(deployment_spec, runtime_image=runtime_image, cce_policy=cce_policy,
-                            sidecar_env=sidecar_env)
+                            sidecar_env=sidecar_env, identity=identity)
     write_public_file(path, (json.dumps(template, indent=2, sort_keys=True) + "\n").encode())
     return path
 

@@ -633,7 +633,9 @@ def deployment_generate(ctx: click.Context, contract_id: str, output_dir: Path, 
       cleanroom -w W/hoster governance deployment generate --contract-id inference-initial \\
           --output-dir out/deployments --backend aci --cce-policy out/deployments/cce-policy.b64 \\
           --maa-endpoint sharedeus.eus.attest.azure.net \\
-          --kek-vault m-provider=https://provider-kv.vault.azure.net
+          --kek-vault m-provider=https://provider-kv.vault.azure.net \\
+          --identity /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.ManagedIdentity/userAssignedIdentities/MI \\
+          --identity-client-id 6c0a9f0e-3f5b-4f7e-9a43-4a9d8d1f2b7c
     """
     from core.runtime.deployment import write_deployment
 
