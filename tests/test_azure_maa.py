@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from core.errors import AccessDeniedError, InvalidInputError
+from core.errors import AccessDeniedError, InvalidInputError, ServiceUnavailableError
 from core.governance import launcher
 from core.governance.models import policy_hash_of
 from core.keys.loopback_tls import loopback_tls
@@ -191,7 +191,7 @@ def test_a_policy_without_cce_policy_and_an_unbound_verifier_are_refused(maa: Jw
 
 def test_the_jwks_is_fetched_only_over_verified_tls(maa: JwksServer, signer: MaaSigner) -> None:
     untrusting = MaaAttestationVerifier([maa.endpoint], accepted_policy=lambda _: ACCEPTED)  # system CAs only
-    with pytest.raises(Exception, match=f"MAA signing keys at {maa.issuer}/certs could not be fetched"):
+    with pytest.raises(ServiceUnavailableError, match=f"MAA signing keys at {maa.issuer}/certs could not be fetched"):
         untrusting(signer.token(maa.issuer))
 
 
