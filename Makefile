@@ -11,4 +11,4 @@ console: bootstrap
 	.venv/bin/cleanroom console
 
 test: bootstrap
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q --durations=15
