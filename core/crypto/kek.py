@@ -178,7 +178,7 @@ def dek_for(keys_dir: Path, name: str, *, create: bool = False) -> bytes:
                             hint=f"declare it with `cleanroom config add-datasource --name {name}`")
     kek = Kek.load_or_create(keys_dir)
     dek = os.urandom(DEK_SIZE)
-    write_public_file(path, kek.wrap(dek))  # the wrap is ciphertext: no secrecy needed on disk
+    write_secret_file(path, kek.wrap(dek))  # ciphertext, but kept private as defence in depth
     return dek
 
 

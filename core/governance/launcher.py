@@ -17,13 +17,7 @@ across restarts (including after a crash).
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import ssl
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,14 +25,12 @@ from typing import Any
 import httpx
 
 from core.crypto.secret_file import write_public_file
-from core.errors import ConflictError, NotFoundError, ServiceUnavailableError
+from core.errors import ConflictError, NotFoundError
 from core.governance.service_identity import ServiceIdentity
+from core.service_process import ServiceProcess, free_loopback_port
 
 CONFIG_FILE = "service.json"
 IDENTITY_DIR = "identity"
-PID_FILE = "service.pid"
-LOG_FILE = "service.log"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -53,12 +45,6 @@ class ServiceInfo:
     def as_dict(self) -> dict[str, Any]:
         return {"stateDir": str(self.state_dir), "endpoint": self.endpoint,
                 "serviceCert": self.service_cert_pem, "pid": self.pid, "running": self.pid is not None}
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _config(state_dir: Path) -> dict[str, Any]:
@@ -92,7 +78,7 @@ def create(state_dir: Path, initial_member_certs: list[str], *, port: int | None
         state.genesis(initial_member_certs)
     finally:
         state.close()
-    config = {"port": port or _free_port(), "window_seconds": window_seconds,
+    config = {"port": port or free_loopback_port(), "window_seconds": window_seconds,
               "checkpoint_every": checkpoint_every, "attestation": attestation}
     write_public_file(state_dir / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
 
@@ -132,27 +118,12 @@ def maa_endpoints(state_dir: Path) -> list[str]:
     return list(_config(state_dir.expanduser().resolve()).get("maa_endpoints") or [])
 
 
-def _pid_alive(pid: int, state_dir: Path) -> bool:
-    """True if ``pid`` is a running governance service for ``state_dir`` (not a recycled pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    if str(state_dir).encode() not in cmdline:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+def _process(state_dir: Path) -> ServiceProcess:
+    return ServiceProcess("core.governance.service", state_dir, "governance service")
 
 
 def running_pid(state_dir: Path) -> int | None:
-    try:
-        pid = int((state_dir / PID_FILE).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if _pid_alive(pid, state_dir) else None
+    return _process(state_dir.expanduser().resolve()).running_pid()
 
 
 def info(state_dir: Path) -> ServiceInfo:
@@ -175,41 +146,11 @@ def healthy(endpoint: str, service_cert_pem: str, *, timeout: float = 2.0) -> bo
 def start(state_dir: Path, *, timeout: float = 30.0) -> ServiceInfo:
     """Start the service in the background (no-op if it already runs); wait until it answers."""
     current = info(state_dir)
-    if current.pid is not None:
-        return current
-    state_dir = current.state_dir
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
-    with (state_dir / LOG_FILE).open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "core.governance.service", "--state-dir", str(state_dir)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env, cwd=_REPO_ROOT)
-    write_public_file(state_dir / PID_FILE, f"{process.pid}\n".encode())
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = (state_dir / LOG_FILE).read_text(errors="replace").strip().splitlines()[-3:]
-            raise ServiceUnavailableError(f"governance service in {state_dir} exited at start ({' | '.join(tail)})",
-                                          hint=f"see {state_dir / LOG_FILE}")
-        if healthy(current.endpoint, current.service_cert_pem, timeout=1.0):
-            return info(state_dir)
-        time.sleep(0.1)
-    process.kill()
-    raise ServiceUnavailableError(f"governance service in {state_dir} did not answer within {timeout:.0f}s",
-                                  hint=f"see {state_dir / LOG_FILE}")
+    _process(current.state_dir).start(
+        lambda: healthy(current.endpoint, current.service_cert_pem, timeout=1.0), timeout=timeout)
+    return info(state_dir)
 
 
 def stop(state_dir: Path, *, timeout: float = 10.0) -> bool:
     """Stop the service gracefully (SIGTERM, then SIGKILL after ``timeout``). False if not running."""
-    state_dir = state_dir.expanduser().resolve()
-    pid = running_pid(state_dir)
-    if pid is None:
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid_alive(pid, state_dir):
-        time.sleep(0.05)
-    if _pid_alive(pid, state_dir):
-        os.kill(pid, signal.SIGKILL)
-    (state_dir / PID_FILE).unlink(missing_ok=True)
-    return True
+    return _process(state_dir.expanduser().resolve()).stop(timeout=timeout)

@@ -15,26 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.crypto.secret_file import write_public_file
-from core.errors import NotFoundError, ServiceUnavailableError
+from core.errors import NotFoundError
 from core.keys.attestation import AttestationKey, AttestationVerifier, KeyServiceAttester
 from core.keys.client import KeyServiceClient
 from core.keys.loopback_tls import loopback_tls
+from core.service_process import ServiceProcess, free_loopback_port
 
 CONFIG_FILE = "key_service.json"
-PID_FILE = "service.pid"
-LOG_FILE = "service.log"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -52,17 +45,11 @@ class KeyServiceInfo:
                 "pid": self.pid, "running": self.pid is not None}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def create(state_dir: Path, *, governance_state_dir: Path, runtime_state_dir: Path, port: int | None = None) -> None:
     """Write the configuration (idempotent: an existing port is kept so endpoints stay valid)."""
     state_dir = state_dir.expanduser().resolve()
     previous = json.loads((state_dir / CONFIG_FILE).read_text()) if (state_dir / CONFIG_FILE).is_file() else {}
-    config = {"port": port or previous.get("port") or _free_port(),
+    config = {"port": port or previous.get("port") or free_loopback_port(),
               "governance_state_dir": str(governance_state_dir.expanduser().resolve()),
               "runtime_state_dir": str(runtime_state_dir.expanduser().resolve())}
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -78,13 +65,12 @@ def _config(state_dir: Path) -> dict[str, str]:
     return json.loads(path.read_text())
 
 
+def _process(state_dir: Path) -> ServiceProcess:
+    return ServiceProcess("core.keys.launcher", state_dir, "key service")
+
+
 def running_pid(state_dir: Path) -> int | None:
-    try:
-        pid = int((state_dir / PID_FILE).read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    return pid if str(state_dir).encode() in cmdline and b"core.keys.launcher" in cmdline else None
+    return _process(state_dir.expanduser().resolve()).running_pid()
 
 
 def info(state_dir: Path) -> KeyServiceInfo:
@@ -97,45 +83,16 @@ def info(state_dir: Path) -> KeyServiceInfo:
 def start(state_dir: Path, *, timeout: float = 30.0) -> KeyServiceInfo:
     """Start the key service in the background (no-op if running); wait until it answers."""
     current = info(state_dir)
-    if current.pid is not None:
-        return current
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
-    with (current.state_dir / LOG_FILE).open("ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "core.keys.launcher", "--state-dir", str(current.state_dir)],
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                                   env=env, cwd=_REPO_ROOT)
-    write_public_file(current.state_dir / PID_FILE, f"{process.pid}\n".encode())
     client = current.client()
-    deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise ServiceUnavailableError(f"key service in {current.state_dir} exited at start",
-                                              hint=f"see {current.state_dir / LOG_FILE}")
-            if client.healthy():
-                return info(state_dir)
-            time.sleep(0.1)
+        _process(current.state_dir).start(client.healthy, timeout=timeout)
     finally:
         client.close()
-    process.kill()
-    raise ServiceUnavailableError(f"key service did not answer within {timeout:.0f}s",
-                                  hint=f"see {current.state_dir / LOG_FILE}")
+    return info(state_dir)
 
 
 def stop(state_dir: Path, *, timeout: float = 10.0) -> bool:
-    state_dir = state_dir.expanduser().resolve()
-    pid = running_pid(state_dir)
-    if pid is None:
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and running_pid(state_dir) is not None:
-        time.sleep(0.05)
-    if running_pid(state_dir) is not None:
-        os.kill(pid, signal.SIGKILL)
-    (state_dir / PID_FILE).unlink(missing_ok=True)
-    return True
+    return _process(state_dir.expanduser().resolve()).stop(timeout=timeout)
 
 
 def serve(state_dir: Path) -> None:
