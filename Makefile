@@ -4,8 +4,10 @@
 bootstrap:
 	./scripts/bootstrap.sh
 
+# Each run gets its own folder, so `make demo` can always be run again (a finished demo
+# folder is refused rather than overwritten).
 demo: bootstrap
-	.venv/bin/cleanroom demo
+	.venv/bin/cleanroom demo --workspace demo-runs/$$(date +%Y%m%d-%H%M%S)
 
 console: bootstrap
 	.venv/bin/cleanroom console
