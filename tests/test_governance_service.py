@@ -91,6 +91,31 @@ def test_message_signed_for_another_path_is_refused(gov: Consortium) -> None:
     _refused(lambda: gov.clients[0].send_raw("PUT", "/contracts/p2", message), 401, "signed for")
 
 
+def test_ballot_route_makes_every_authentication_check(gov: Consortium) -> None:
+    """Ballots are served ahead of FastAPI's routing (``SignedBallotRoute``): same checks, same errors."""
+    hoster, client = gov.members[0], gov.clients[0]
+    created = client.create_contract("ballot-auth", {"a": 1})
+    proposal_id = client.propose_contract("ballot-auth", created["version"])["proposalId"]
+    path = f"/proposals/{proposal_id}/ballots"
+    ballot = {"ballot": "accept"}
+    _refused(lambda: client.send_raw("POST", path, b'{"ballot": "accept"}', "application/json"), 401, "unsigned")
+    _refused(lambda: client.send_raw("POST", path, b"\xff\x00 not cbor"), 400, "not CBOR", InvalidInputError)
+    forged = sign_es384(ec.generate_private_key(ec.SECP384R1()), kid=hoster.member_id, path=path, body=ballot)
+    _refused(lambda: client.send_raw("POST", path, forged), 401, "does not verify")
+    outsider = sign_request(MemberIdentity.generate("outsider"), path, ballot)
+    _refused(lambda: client.send_raw("POST", path, outsider), 401, "not a member")
+    stale = sign_request(hoster, path, ballot, created_at=int(time.time()) - 3600)
+    _refused(lambda: client.send_raw("POST", path, stale), 401, "freshness window")
+    elsewhere = sign_request(hoster, f"/proposals/{'0' * 64}/ballots", ballot)
+    _refused(lambda: client.send_raw("POST", path, elsewhere), 401, "signed for")
+    _refused(lambda: client.send_raw("POST", path, sign_request(hoster, path, {"ballot": "maybe"})), 400,
+             "not a vote", InvalidInputError)
+    assert client.proposal(proposal_id)["ballots"] == {}
+    message = sign_request(hoster, path, ballot)
+    assert client.send_raw("POST", path, message).json()["ballots"] == {hoster.member_id: "accept"}
+    _refused(lambda: client.send_raw("POST", path, message), 401, "replayed")
+
+
 # -- contracts and the constitution ------------------------------------------------------------------
 def test_contract_lifecycle_accepts_when_every_member_accepts(gov: Consortium) -> None:
     hoster, provider, consumer = gov.clients
