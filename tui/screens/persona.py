@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import cached_property
 
 from textual.app import ComposeResult
 from textual.screen import Screen
@@ -98,12 +99,21 @@ class PersonaScreen(Screen):
     def set_live(self, live: bool) -> None:
         self.query_one(ContextBar).live = live
 
+    @cached_property
+    def _training(self) -> TrainingMonitor:
+        # the event feed routes hundreds of events a second: look its targets up once
+        return self.query_one(TrainingMonitor)
+
+    @cached_property
+    def _deployments(self) -> DeploymentsView:
+        return self.query_one(DeploymentsView)
+
     def route_event(self, event: CleanroomEvent) -> None:
-        training = self.query_one(TrainingMonitor)
+        training = self._training
         if training.accepts(event):
             training.add_event(event)
             return
-        deployments = self.query_one(DeploymentsView)
+        deployments = self._deployments
         deployments.add_event(event)
         if event.kind in LIFECYCLE:
             deployments.load()

@@ -2,7 +2,9 @@
 
 It is fed only by telemetry events (the clean room reports them when the contract's telemetry
 option was voted on), so what the operator sees is exactly what governance recorded. The chart
-is redrawn at most a few times a second however fast events arrive, so keys stay responsive.
+is redrawn at most a few times a second however fast events arrive, and not at all while the
+monitor is off screen (its auto-sized labels would re-lay out the whole screen each time): it
+catches up the moment it is shown, so keys stay responsive while a run streams.
 """
 
 from __future__ import annotations
@@ -91,8 +93,11 @@ class TrainingMonitor(Vertical):
             return None
         return (self.total_steps - self._latest["step"]) * elapsed / done
 
+    def on_show(self) -> None:
+        self._redraw()
+
     def _redraw(self) -> None:
-        if self._dirty:
+        if self._dirty and self.is_on_screen:
             self._dirty = False
             self.redraw()
 
