@@ -69,10 +69,10 @@ class SignedBallotRoute:
     middleware layers, dependency solving and response classes cost a ballot about as much CPU
     as its ECDSA check. The checks are the routed endpoint's, unchanged: COSE content type,
     ``verify_request`` (signature, membership, freshness, path), then ``GovernanceState.ballot``
-    (replay, one ballot per member, durable group commit) on the same thread pool; errors have
-    the same statuses and ``{"error": {...}}`` bodies. Everything else goes to ``app``.
-    Its own thread pool hands work over through a C ``SimpleQueue`` rather than anyio's
-    ``queue.Queue``, whose Python-level condition variable was a measurable share of a ballot.
+    (replay, one ballot per member, durable group commit) on a thread; errors have the same
+    statuses and ``{"error": {...}}`` bodies. Everything else goes to ``app``. Its own thread
+    pool hands work over through a C ``SimpleQueue`` rather than anyio's ``queue.Queue``, whose
+    Python-level condition variable was a measurable share of a ballot.
     """
 
     def __init__(self, app: FastAPI, state: GovernanceState, *, threads: int = BALLOT_THREADS) -> None:
@@ -441,6 +441,7 @@ def serve(state_dir: Path) -> None:
     uv_config = uvicorn.Config(app, http=CoalescingHttpProtocol,
                                ssl_keyfile=str(identity.key_path), ssl_certfile=str(identity.cert_path),
                                log_level="warning", access_log=False, lifespan="on",
+                               proxy_headers=False,  # nothing proxies it: no X-Forwarded-* to trust or parse
                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     server = uvicorn.Server(uv_config)
     try:
