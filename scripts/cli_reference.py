@@ -30,7 +30,8 @@ def _walk(command: click.Command, path: list[str], ctx: click.Context):
 
 def render() -> str:
     # A fixed width: help text must not depend on the terminal that regenerates it.
-    root_ctx = click.Context(cli, info_name="cleanroom", terminal_width=100, max_content_width=100)
+    root_ctx = click.Context(cli, info_name="cleanroom", terminal_width=100, max_content_width=100,
+                             **cli.context_settings)
     parts = [
         "# `cleanroom` CLI reference\n",
         "Generated from the command tree by `scripts/cli_reference.py`; do not edit by hand.",
