@@ -88,6 +88,8 @@ class PersonaScreen(Screen):
         focusable = self.query_one(f"#tab-{view}").query("DataTable, Log")
         target = focusable.first() if focusable else tabs.query_one(Tabs)
         self.set_focus(target, scroll_visible=False)
+        if view == TrainingMonitor.VIEW_ID:
+            self._training.catch_up()
         tabs.active = f"tab-{view}"
 
     def action_show_view(self, view: str) -> None:

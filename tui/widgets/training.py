@@ -94,12 +94,18 @@ class TrainingMonitor(Vertical):
         return (self.total_steps - self._latest["step"]) * elapsed / done
 
     def on_show(self) -> None:
-        self._redraw()
+        self.catch_up()
 
-    def _redraw(self) -> None:
-        if self._dirty and self.is_on_screen:
+    def catch_up(self) -> None:
+        """Redraw now if events arrived while off screen. Called just before the tab is shown,
+        the label resizes join the tab switch's own layout pass instead of costing a second."""
+        if self._dirty:
             self._dirty = False
             self.redraw()
+
+    def _redraw(self) -> None:
+        if self.is_on_screen:
+            self.catch_up()
 
     def redraw(self) -> None:
         latest = self._latest
