@@ -182,8 +182,9 @@ def create_app(state: GovernanceState) -> FastAPI:
 
     Handlers are plain functions, so FastAPI runs them on its thread pool: while one batch of
     writes waits for its fsync, the next requests are verified and join the next batch
-    (``GovernanceState._write``), which is what sustains hundreds of signed ballots a second.
-    Only body reads and long-poll waits run on the event loop.
+    (``GovernanceState._write``). Ballots, the hot write, are served by ``SignedBallotRoute``
+    in front of this app with the same checks; their route here stays so the endpoint is in
+    the OpenAPI schema. Only body reads and long-poll waits run on the event loop.
     """
     event_waiters: dict[str, asyncio.Event] = {}
 
