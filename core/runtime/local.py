@@ -368,18 +368,13 @@ class LocalRuntime:
         for pump in pumps:
             pump.start()
         telemetry = _TelemetryTail(run_dir.run / Path(TELEMETRY_FILE).relative_to(RUN_DIR))
-        next_poll = time.monotonic()
+        kill_switch = KillSwitch(self.governance, contract_id)
         while any(process.poll() is None for process in processes.values()):
             if telemetry_on:
                 for record in telemetry.read_new():
                     self._forward_telemetry(contract_id, record, attestation)
-            if time.monotonic() >= next_poll:
-                next_poll = time.monotonic() + KILL_SWITCH_POLL_SECONDS
-                try:
-                    if not self.governance.option_enabled(contract_id, "execution"):
-                        self.request_stop("execution disabled by a member")
-                except CleanroomError:
-                    pass  # governance briefly unreachable: keep running, poll again
+            if kill_switch.tripped():
+                self.request_stop("execution disabled by a member")
             if self._stop.wait(0.1):
                 self._note(contract_id, "stopping", attestation, reason=self._stop_reason)
                 self._terminate(processes)
@@ -446,6 +441,28 @@ class LocalRuntime:
             self._note(contract_id, "sealed", attestation, datasink=asset.name, owner=asset.owner,
                        files=len(manifest.files), bytes=manifest.total_bytes)
         return sealed
+
+
+class KillSwitch:
+    """Polls a contract's execution option (at most once a second) while its workloads run.
+
+    Any member can disable execution on its own; both runtimes (local and the Azure sidecar)
+    stop their workloads when this trips. A governance hiccup does not trip it.
+    """
+
+    def __init__(self, governance: GovernancePort, contract_id: str) -> None:
+        self._governance = governance
+        self._contract_id = contract_id
+        self._next_poll = time.monotonic()
+
+    def tripped(self) -> bool:
+        if time.monotonic() < self._next_poll:
+            return False
+        self._next_poll = time.monotonic() + KILL_SWITCH_POLL_SECONDS
+        try:
+            return not self._governance.option_enabled(self._contract_id, "execution")
+        except CleanroomError:
+            return False  # governance briefly unreachable: keep running, poll again
 
 
 class _TelemetryTail:

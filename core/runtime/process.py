@@ -24,12 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__":
-    # The detached runtime talks HTTP through httpx but never runs httpx's own command line,
-    # whose module httpx imports eagerly when click/rich/pygments are installed (~0.15 s of a
-    # start): a None entry makes that import fail, which httpx handles by leaving it out.
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-
 from core.errors import CleanroomError, ConflictError, NotFoundError, ServiceUnavailableError
 from core.runtime.deployment import load_document
 from core.runtime import sandbox

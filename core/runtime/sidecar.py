@@ -42,12 +42,11 @@ from core.runtime.aci import EXIT_FILE_PREFIX, FAILED_FILE, READY_FILE, RUN_VOLU
 from core.runtime.deployment import TELEMETRY_FILE
 from core.runtime.governance_port import HttpGovernance
 from core.runtime.key_release import DEFAULT_ATTESTATION_URL, AzureKeyRelease, KeyRelease, VirtualKeyRelease
-from core.runtime.local import GovernancePort, _TelemetryTail, check_ready
+from core.runtime.local import GovernancePort, KillSwitch, _TelemetryTail, check_ready
 from core.storage.locator import open_store
 from core.storage.transfer import dataset_files, download_folder, upload_folder
 
 POLL_SECONDS = 0.5
-KILL_SWITCH_POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 20.0
 REATTEST_AFTER_SECONDS = DEFAULT_TTL_SECONDS / 2
 
@@ -237,18 +236,13 @@ class RuntimeSidecar:
         telemetry_on = self.governance.option_enabled(contract_id, "telemetry")
         telemetry = _TelemetryTail(self.config.run_dir / Path(TELEMETRY_FILE).name)
         exits = {app: self.config.run_dir / f"{EXIT_FILE_PREFIX}{app}" for app in self.config.applications}
-        next_poll = time.monotonic() + KILL_SWITCH_POLL_SECONDS
+        kill_switch = KillSwitch(self.governance, contract_id)
         deadline: float | None = None
         while not all(path.exists() for path in exits.values()):
             if telemetry_on:
                 self._forward(telemetry)
-            if time.monotonic() >= next_poll:
-                next_poll = time.monotonic() + KILL_SWITCH_POLL_SECONDS
-                try:
-                    if not self.governance.option_enabled(contract_id, "execution"):
-                        self.request_stop("execution disabled by a member")
-                except CleanroomError:
-                    pass  # governance briefly unreachable: keep running, poll again
+            if kill_switch.tripped():
+                self.request_stop("execution disabled by a member")
             if self._stop.is_set() and deadline is None:
                 (self.config.run_dir / STOP_FILE).write_text(self._stop_reason or "stop")
                 self._note("stopping", reason=self._stop_reason)
