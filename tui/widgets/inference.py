@@ -13,10 +13,11 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.widgets import Input, ProgressBar, Static
-from textual_plotext import PlotextPlot
 
 from core.engine import PersonaEngine
 from tui.actions import bindings_for
+from tui.widgets.chart_series import ChartSeries
+from tui.widgets.line_chart import LineChart
 from tui.widgets.worker_errors import ToastsWorkerErrors
 
 
@@ -42,7 +43,7 @@ class InferenceView(ToastsWorkerErrors, Vertical):
         self.engine = engine
         self.read_only = read_only
         self.runs: list[EvaluationRun] = []
-        self.points: list[tuple[int, float]] = []
+        self.accuracy = ChartSeries()  # running accuracy of the current run, by rows done
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="contract id of an inference deployment, then Enter (or e)",
@@ -51,11 +52,8 @@ class InferenceView(ToastsWorkerErrors, Vertical):
             yield ProgressBar(total=None, show_eta=False, id="inference-progress")
             yield Static("no evaluation yet", id="inference-counter")
         with Horizontal():
-            yield PlotextPlot(id="accuracy-chart")
+            yield LineChart("running accuracy", "rows", y_range=(0.0, 1.0), id="accuracy-chart")
             yield Static("", id="inference-compare")
-
-    def on_mount(self) -> None:
-        self._draw_chart()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "run_evaluation":
@@ -73,7 +71,7 @@ class InferenceView(ToastsWorkerErrors, Vertical):
             return
         run = EvaluationRun(contract_id)
         self.runs.append(run)
-        self.points = []
+        self.accuracy = ChartSeries()
         self.evaluate(run)
 
     @work(thread=True, exclusive=True, group="evaluation", exit_on_error=False)
@@ -87,7 +85,7 @@ class InferenceView(ToastsWorkerErrors, Vertical):
 
     def add_progress(self, run: EvaluationRun, done: int, correct: int, total: int) -> None:
         run.done, run.correct, run.total = done, correct, total
-        self.points.append((done, run.accuracy))
+        self.accuracy.append(done, run.accuracy)
         self.query_one(ProgressBar).update(total=total, progress=done)
         self.query_one("#inference-counter", Static).update(
             f"{done}/{total} rows · {correct} correct · accuracy {run.accuracy:.2%}")
@@ -114,12 +112,5 @@ class InferenceView(ToastsWorkerErrors, Vertical):
         self.query_one("#inference-compare", Static).update(Content("\n").join(lines))
 
     def _draw_chart(self) -> None:
-        chart = self.query_one("#accuracy-chart", PlotextPlot)
-        plt = chart.plt
-        plt.clear_data()
-        plt.title("running accuracy")
-        plt.xlabel("rows")
-        plt.ylim(0, 1)
-        if self.points:
-            plt.plot([p[0] for p in self.points], [p[1] for p in self.points], marker="braille")
-        chart.refresh()
+        chart = self.query_one("#accuracy-chart", LineChart)
+        chart.plot(*self.accuracy.points(2 * max(chart.size.width, 40)))

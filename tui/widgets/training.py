@@ -13,9 +13,10 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.widgets import ProgressBar, Static
-from textual_plotext import PlotextPlot
 
 from core.engine import CleanroomEvent
+from tui.widgets.chart_series import ChartSeries
+from tui.widgets.line_chart import LineChart
 
 REDRAW_SECONDS = 0.25
 TELEMETRY_KINDS = frozenset({"telemetry", "progress", "training.step", "training.epoch"})
@@ -33,15 +34,15 @@ class TrainingMonitor(Vertical):
 
     def __init__(self) -> None:
         super().__init__(id="training-view")
-        self.steps: list[float] = []
-        self.losses: list[float] = []
-        self.learning_rates: list[float] = []
+        self.loss = ChartSeries()
+        self.learning_rate: float | None = None
         self.epoch_accuracy: dict[int, float] = {}
         self.total_steps: int | None = None
         self.contract_id: str | None = None
         self._first: tuple[float, int] | None = None  # (time, step) of the first step event
         self._latest: dict[str, float] = {}
         self._dirty = False
+        self._epochs_drawn: list[tuple[int, float]] = []
 
     def compose(self) -> ComposeResult:
         yield Static(Content.styled("Waiting for telemetry (enable it on the contract by vote).",
@@ -50,14 +51,13 @@ class TrainingMonitor(Vertical):
             yield ProgressBar(total=None, show_eta=False, id="training-progress")
             yield Static(eta_text(None), id="training-eta")
         with Horizontal():
-            yield PlotextPlot(id="loss-chart")
+            yield LineChart("training loss", "step", id="loss-chart")
             with Vertical(id="training-side"):
                 yield Static("", id="training-stats")
                 yield Static("", id="training-epochs")
 
     def on_mount(self) -> None:
         self.set_interval(REDRAW_SECONDS, self._redraw)
-        self._draw_chart()
 
     def accepts(self, event: CleanroomEvent) -> bool:
         return event.category == "telemetry" or event.kind in TELEMETRY_KINDS
@@ -72,10 +72,9 @@ class TrainingMonitor(Vertical):
             self.epoch_accuracy[epoch] = float(data.get("eval_accuracy", data.get("val_accuracy")))
         if "step" in data and "loss" in data:
             step = int(data["step"])
-            self.steps.append(step)
-            self.losses.append(float(data["loss"]))
+            self.loss.append(step, float(data["loss"]))
             if "learning_rate" in data:
-                self.learning_rates.append(float(data["learning_rate"]))
+                self.learning_rate = float(data["learning_rate"])
             if self._first is None:
                 self._first = (event.time, step)
             self._latest = {"time": event.time, "step": step,
@@ -97,8 +96,8 @@ class TrainingMonitor(Vertical):
         self.catch_up()
 
     def catch_up(self) -> None:
-        """Redraw now if events arrived while off screen. Called just before the tab is shown,
-        the label resizes join the tab switch's own layout pass instead of costing a second."""
+        """Redraw now if events arrived while off screen. Called just before the view is
+        shown, so the redraw joins the switch's own repaint instead of costing a second."""
         if self._dirty:
             self._dirty = False
             self.redraw()
@@ -108,33 +107,32 @@ class TrainingMonitor(Vertical):
             self.catch_up()
 
     def redraw(self) -> None:
+        """Repaint the figures. The labels have fixed sizes (see the theme's stylesheet), so
+        they update without a layout pass; only a new epoch line re-lays out the screen."""
         latest = self._latest
         progress = self.query_one(ProgressBar)
         if self.total_steps:
             progress.update(total=self.total_steps, progress=latest.get("step", 0))
-        self.query_one("#training-eta", Static).update(eta_text(self.eta_seconds()))
+        self.query_one("#training-eta", Static).update(eta_text(self.eta_seconds()), layout=False)
         if latest:
             total = f"/{self.total_steps}" if self.total_steps else ""
             self.query_one("#training-headline", Static).update(Content.assemble(
                 Content.styled("▶ training", "bold $success"), f"  contract {self.contract_id}  ",
-                f"epoch {latest['epoch']:.2f}  step {int(latest['step'])}{total}"))
-            lr = f"{self.learning_rates[-1]:.2e}" if self.learning_rates else "–"
+                f"epoch {latest['epoch']:.2f}  step {int(latest['step'])}{total}"), layout=False)
+            lr = "–" if self.learning_rate is None else f"{self.learning_rate:.2e}"
+            loss = self.loss.last[1] if self.loss.last else float("nan")
             self.query_one("#training-stats", Static).update(
-                f"loss        {self.losses[-1]:.4f}\n"
+                f"loss        {loss:.4f}\n"
                 f"lr          {lr}\n"
-                f"examples/s  {latest['examples_per_s']:.1f}")
-        if self.epoch_accuracy:
-            lines = ["validation accuracy"] + [f"  epoch {epoch}: {acc:.2%}"
-                                              for epoch, acc in sorted(self.epoch_accuracy.items())]
+                f"examples/s  {latest['examples_per_s']:.1f}", layout=False)
+        epochs = sorted(self.epoch_accuracy.items())
+        if epochs != self._epochs_drawn:
+            self._epochs_drawn = epochs
+            lines = ["validation accuracy"] + [f"  epoch {epoch}: {acc:.2%}" for epoch, acc in epochs]
             self.query_one("#training-epochs", Static).update("\n".join(lines))
         self._draw_chart()
 
     def _draw_chart(self) -> None:
-        chart = self.query_one("#loss-chart", PlotextPlot)
-        plt = chart.plt
-        plt.clear_data()
-        plt.title("training loss")
-        plt.xlabel("step")
-        if self.steps:
-            plt.plot(self.steps, self.losses, marker="braille")
-        chart.refresh()
+        chart = self.query_one("#loss-chart", LineChart)
+        # braille packs two points per cell across: more would only cost drawing time
+        chart.plot(*self.loss.points(2 * max(chart.size.width, 40)))
