@@ -1,15 +1,20 @@
-"""Live views fed by the event feed: the deployment log tail and the training monitor."""
+"""Live views: the log tail and training monitor fed by events, view switching, quiet reloads."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from textual.widgets import DataTable
+from textual.widgets.data_table import RowKey
 
-from core.engine import CleanroomEvent, PersonaEngine
+from core.engine import CleanroomEvent, Member, PersonaEngine, Proposal
 from core.workspace import Workspace
 from tui.app import CleanroomConsole, EngineEvent
+from tui.widgets.context_bar import ViewTabs
 from tui.widgets.log_tail import FollowingLog, LogTail
+from tui.widgets.proposals import ProposalsView
 from tui.widgets.training import TrainingMonitor
 
 SIZE = (140, 40)
@@ -77,14 +82,14 @@ async def test_training_chart_grows_with_telemetry_events(app: CleanroomConsole)
         for n in range(1, 11):
             app.post_message(EngineEvent(0, step(n, n, 0.7 - n * 0.02)))
         await pilot.pause()
-        assert monitor.steps == list(range(1, 11))
-        first = len(monitor.losses)
+        assert monitor.loss.points()[0] == list(range(1, 11))
+        first = monitor.loss.count
         for n in range(11, 21):
             app.post_message(EngineEvent(0, step(n, n, 0.7 - n * 0.02)))
         app.post_message(EngineEvent(0, CleanroomEvent("finetune-1", 99, 1_700_000_100.0, "telemetry",
                                                        {"event": "eval", "epoch": 1, "val_accuracy": 0.83})))
         await pilot.pause()
-        assert len(monitor.losses) == first + 10 == 20
+        assert monitor.loss.count == first + 10 == 20
         assert monitor.epoch_accuracy == {1: 0.83}
         # 19 steps took 38 s of event time: 80 steps left at 2 s each
         assert monitor.eta_seconds() == pytest.approx(160.0)
@@ -100,10 +105,10 @@ async def test_paused_feed_holds_events_and_delivers_them_on_resume(app: Cleanro
         await pilot.press("f5")
         app.post_message(EngineEvent(0, step(1, 1, 0.69)))
         await pilot.pause()
-        assert monitor.steps == [] and len(app.paused_events) == 1
+        assert monitor.loss.count == 0 and len(app.paused_events) == 1
         await pilot.press("f5")
         await pilot.pause()
-        assert monitor.steps == [1] and app.paused_events == []
+        assert monitor.loss.points() == ([1], [0.69]) and app.paused_events == []
 
 
 async def test_inference_chart_grows_and_shows_baseline_next_to_fine_tuned(tmp_path: Path) -> None:
@@ -121,9 +126,52 @@ async def test_inference_chart_grows_and_shows_baseline_next_to_fine_tuned(tmp_p
             await pilot.press("enter")
             await app.workers.wait_for_complete()
             await pilot.pause()
-            assert [done for done, _ in view.points] == [50, 100, 150, 200]
+            assert view.accuracy.points()[0] == [50, 100, 150, 200]
         assert "200/200 rows · 170 correct · accuracy 85.00%" in view.query_one("#inference-counter").render().plain
         compare = view.query_one("#inference-compare").render().plain
         assert "baseline" in compare and "50.00%" in compare and "fine-tuned" in compare and "85.00%" in compare
         assert "+35.0 points" in compare
         assert [n.title for n in app._notifications].count("Accuracy measured") == 2
+
+
+async def test_a_view_switch_shows_exactly_one_view_and_focus_goes_with_it(app: CleanroomConsole) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        for key, view in (("3", "training"), ("4", "inference"), ("6", "ledger"), ("2", "deployments"),
+                          ("5", "data"), ("1", "proposals")):
+            await pilot.press(key)
+            await pilot.pause()
+            shown = [v.VIEW_ID for v in screen.query_one("#views").children if v.visible]
+            assert shown == [view] and screen.active_view == view
+            assert app.focused_view() == view, "keys go to the view on screen, never a hidden one"
+            assert screen.query_one(ViewTabs).active == view
+        await pilot.click(ViewTabs, offset=(32, 0))  # " 1 Proposals   2 Deployments   3 Training "
+        await pilot.pause()
+        assert screen.active_view == "training" and app.focused_view() == "training"
+
+
+async def test_an_unchanged_reload_moves_only_the_age_column(tmp_path: Path) -> None:
+    clock = [1_700_000_100.0]
+    engine = PersonaEngine(Workspace.init(tmp_path / "hoster", "hoster"))
+    app = CleanroomConsole([engine], background=False, now=lambda: clock[0])
+    members = [Member(engine.member_id, "hoster")]
+
+    def proposal() -> Proposal:
+        return Proposal("p-0001", "set_contract", "contract-1", engine.member_id, "Open",
+                        1_700_000_090.0, {}, {"data": "x"})
+
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.screen.query_one(ProposalsView)
+        view.show(members, [proposal()], [])
+        await pilot.pause()
+        table = view.query_one("#proposals-table", DataTable)
+        row = table.rows[RowKey("p-0001")]
+        assert table.get_cell("p-0001", "age") == "10s"
+        clock[0] += 120
+        view.show(members, [proposal()], [])  # the periodic reload: equal, not the same objects
+        await pilot.pause()
+        assert table.get_cell("p-0001", "age") == "2m"
+        assert table.rows[RowKey("p-0001")] is row, "not refilled"
+        view.show(members, [replace(proposal(), state="Accepted")], [])
+        await pilot.pause()
+        assert table.rows[RowKey("p-0001")] is not row and "Accepted" in str(table.get_row("p-0001")[4])

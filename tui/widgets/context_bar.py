@@ -1,7 +1,8 @@
-"""The two lines every persona screen starts with: the persona tabs and the context bar.
+"""The lines every persona screen starts with: persona tabs, context bar and view tabs.
 
 The context bar answers "who am I acting as, against what, and is it current?" before any
-keystroke: persona, short member id, governance endpoint health and LIVE/PAUSED.
+keystroke: persona, short member id, governance endpoint health and LIVE/PAUSED. The tab lines
+are single widgets that only repaint: a tab switch restyles nothing and lays nothing out.
 """
 
 from __future__ import annotations
@@ -32,6 +33,25 @@ class PersonaTabs(Static):
             parts.append(Content.from_markup(
                 f"[@click=app.switch_persona({index})][{style}]{marker} {key} $persona [/][/]",
                 persona=persona))
+        return Content(" ").join(parts)
+
+
+class ViewTabs(Static):
+    """The persona's views with their digit keys; click or press the digit to switch."""
+
+    active: reactive[str] = reactive("")
+
+    def __init__(self, views: tuple[tuple[str, str], ...], active: str) -> None:
+        super().__init__(classes="view-tabs")
+        self.views = views
+        self.set_reactive(ViewTabs.active, active)
+
+    def render(self) -> Content:
+        parts: list[Content] = []
+        for key, (view, title) in enumerate(self.views, start=1):
+            style = "reverse bold $accent" if view == self.active else "$text-muted"
+            parts.append(Content.from_markup(
+                f"[@click=screen.show_view('{view}')][{style}] {key} {title} [/][/]"))
         return Content(" ").join(parts)
 
 

@@ -93,6 +93,7 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
         self.contracts: list[Contract] = []
         self.members: list[Member] = []
         self.filter_text = ""
+        self._loaded = False
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter: id, action, contract, proposer or state (Esc clears)",
@@ -122,7 +123,7 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
         # the header names each ballot column by the member's initial, aligned over its mark
         initials = " ".join(m.name[:1] for m in self.members) or "ballots"
         table.add_column(initials, width=max(7, 2 * len(self.members) - 1), key="ballots")
-        table.add_column("age")
+        table.add_column("age", key="age")
 
     # data -------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="proposals-load", exit_on_error=False)
@@ -134,11 +135,18 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
 
     def show(self, members: list[Member], proposals: list[Proposal], contracts: list[Contract]) -> None:
         members = sorted(members, key=lambda m: (m.name, m.member_id))
+        proposals = sorted(proposals, key=lambda p: p.created_at)
+        if self._loaded and (members, proposals, contracts) == (self.members, self.proposals, self.contracts):
+            # the periodic reload found nothing new: refilling would repaint (and re-lay out)
+            # the view every few seconds, so only the age column moves
+            self._refresh_ages()
+            return
+        self._loaded = True
         if members != self.members:
             self.members = members
             self._add_proposal_columns()
         self._toast_decisions(proposals)
-        self.proposals = sorted(proposals, key=lambda p: p.created_at)
+        self.proposals = proposals
         self.contracts = contracts
         self._fill_proposals()
         contracts_table = self.query_one("#contracts-table", DataTable)
@@ -193,6 +201,15 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
         if selected is not None and selected.proposal_id in table.rows:
             table.move_cursor(row=table.get_row_index(selected.proposal_id))
         self._show_detail()
+
+    def _refresh_ages(self) -> None:
+        table = self.query_one("#proposals-table", DataTable)
+        now = self.now()
+        for proposal in self._visible():
+            if proposal.created_at and proposal.proposal_id in table.rows:
+                age = age_text(now - proposal.created_at)
+                if table.get_cell(proposal.proposal_id, "age") != age:
+                    table.update_cell(proposal.proposal_id, "age", age)
 
     def replace(self, proposal: Proposal) -> None:
         self.proposals = [proposal if p.proposal_id == proposal.proposal_id else p
