@@ -14,10 +14,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import CleanroomError, IntegrityError, NotFoundError, ServiceUnavailableError
 from core.workspace import PERSONAS, Workspace
+
+if TYPE_CHECKING:  # the scenario pulls in the services; only the embedded console needs it
+    from core.scenario import Reporter, Scenario
 
 OPEN_STATES = frozenset({"Open"})
 SHORT_ID = 8
@@ -128,8 +131,9 @@ class PersonaEngine:
     Methods block (they are network calls): front ends call them off their UI thread.
     """
 
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(self, workspace: Workspace, *, services_home: Path | None = None) -> None:
         self.workspace = workspace
+        self.services_home = services_home  # the embedded services' home; None: $CLEANROOM_HOME
         self.member_id = workspace.identity.member_id
         self._client: Any = None
         self._ledger_times: dict[int, float] = {}
@@ -318,7 +322,7 @@ class PersonaEngine:
         from core import embedded
         from core.runtime import process
 
-        home = embedded.home()
+        home = self.services_home or embedded.home()
         environment = process.RuntimeEnvironment(embedded.runtime_state_dir(home),
                                                  embedded.governance_state_dir(home),
                                                  embedded.key_service_state_dir(home))
@@ -415,19 +419,18 @@ def open_personas(paths: list[Path]) -> list[PersonaEngine]:
     return [PersonaEngine.open(path) for path in paths]
 
 
-def open_embedded_default(personas_dir: Path | None = None) -> list[PersonaEngine]:
-    """The embedded default's three personas, their services started on loopback (`cleanroom up`).
+def open_embedded_scenario(root: Path | None = None, *, quick: bool | None = None,
+                           reporter: Reporter | None = None) -> tuple[Scenario, list[PersonaEngine]]:
+    """The embedded default as the console opens it: the three-persona scenario of `cleanroom
+    demo`, under ``<CLEANROOM_HOME>/scenario`` unless ``root`` says otherwise.
 
-    Persona workspaces live under ``<CLEANROOM_HOME>/personas/`` and are created on first use,
-    so a new user gets a whole consortium from one command; later runs reuse them.
+    Its workspaces are created and its services started on loopback on first use; later runs
+    resume where the last one stopped. Every step after that is left to the operators.
     """
     from core import embedded
+    from core.scenario import Reporter, Scenario
 
-    root = personas_dir or embedded.home() / "personas"
-    workspaces = []
-    for persona in PERSONAS:
-        path = root / persona
-        workspaces.append(Workspace.open(path) if (path / "workspace.json").is_file()
-                          else Workspace.init(path, persona))
-    embedded.up(workspaces)
-    return [PersonaEngine(Workspace.open(w.root)) for w in workspaces]
+    scenario = Scenario.open(root or embedded.home() / "scenario", quick=quick)
+    scenario.open_consortium(reporter or Reporter())
+    return scenario, [PersonaEngine(scenario.workspace(persona), services_home=scenario.services_home)
+                      for persona in PERSONAS]

@@ -54,6 +54,8 @@ SERVICES_DIR = "services"
 STATE_VERSION = 1
 PERSONAS = ("hoster", "provider", "consumer")
 PHASES = ("setup", "baseline", "fine-tuning", "fine-tuned", "proofs")
+# the steps without which no persona can be opened: workspaces, then the services they talk to
+CONSORTIUM_STEPS = frozenset({*(f"init:{persona}" for persona in PERSONAS), "services-up"})
 PHASE_TITLES = {
     "setup": "Setup: three organisations, three workspaces, one consortium",
     "baseline": "1. Inference on the base model",
@@ -88,6 +90,8 @@ class Reporter:
     step_skipped: Callable[["Step"], None] = lambda step: None
     progress: Callable[[str, float, float | None, str], None] = lambda task, done, total, detail: None
     note: Callable[[str], None] = lambda text: None
+    # an evaluation's running score: (contract id, rows done, rows correct, rows in all)
+    evaluation: Callable[[str, int, int, int], None] = lambda contract_id, done, correct, total: None
 
 
 # -- the state kept between runs -----------------------------------------------------------------
@@ -245,6 +249,23 @@ class Scenario:
         if self._lock_held:
             (self.root / LOCK_FILE).unlink(missing_ok=True)
             self._lock_held = False
+
+    def open_consortium(self, reporter: Reporter) -> None:
+        """Create the three workspaces and start the services, whatever of that is not done yet.
+
+        What the console does before it opens: it needs every persona's workspace, and every
+        later step is the operators' to take, one at a time, from the palette."""
+        self.acquire()
+        try:
+            if self.services_started():
+                self.ensure_services(reporter)
+                self._reopen_stopped_deployment(reporter)
+            for step in self.pending():
+                if step.key not in CONSORTIUM_STEPS:
+                    break
+                self.run_step(step, reporter)
+        finally:
+            self.release()
 
     def services_started(self) -> bool:
         return "services-up" in self.state.completed
@@ -615,8 +636,11 @@ def _evaluate(scenario: Scenario, contract_id: str, reporter: Reporter) -> str:
         ca_path.write_text(ca_pem)
         _wait_until_serving(endpoint, ca_path, token, reporter)
         task = f"consumer: evaluate {len(rows)} test rows on '{contract_id}'"
-        report = evaluate(rows, endpoint, ca=ca_path, token=token,
-                          on_progress=lambda p: reporter.progress(task, p.done, p.total, f"accuracy {p.accuracy:.3f}"))
+        def on_progress(p: Any) -> None:
+            reporter.progress(task, p.done, p.total, f"accuracy {p.accuracy:.3f}")
+            reporter.evaluation(contract_id, p.done, p.correct, p.total)
+
+        report = evaluate(rows, endpoint, ca=ca_path, token=token, on_progress=on_progress)
     scenario.state.results.setdefault("evaluation", {})[contract_id] = {
         "accuracy": round(report.accuracy, 6), "total_rows": report.total, "correct": report.correct,
         "rows_per_s": report.as_dict()["rows_per_s"], "endpoint": endpoint}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -28,11 +28,18 @@ from tui.screens.help import HelpScreen
 from tui.screens.persona import VIEW_TABS, PersonaScreen
 from tui.widgets.data import DataView
 from tui.widgets.deployments import DeploymentsView
+from tui.widgets.inference import InferenceView
 from tui.widgets.proposals import ProposalsView
 from tui.widgets.worker_errors import ToastsWorkerErrors
 
+if TYPE_CHECKING:
+    from core.scenario import Scenario, Step
+
 HEALTH_SECONDS = 5.0
 PROPOSALS_SECONDS = 3.0
+PROGRESS_SECONDS = 0.25  # a running step's progress reaches the context bar at most this often
+# scenario steps worth watching: the view that shows them live (by the last part of the step key)
+STEP_VIEWS = {"train": "training", "evaluate": "inference"}
 
 
 class EngineEvent(Message):
@@ -55,11 +62,13 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
 
     def __init__(self, engines: list[PersonaEngine], *, read_only: bool = False,
                  theme: str | None = None, now: Callable[[], float] = time.time,
-                 background: bool = True) -> None:
+                 background: bool = True, scenario: Scenario | None = None) -> None:
         super().__init__()
         if not engines:
             raise ValueError("the console needs at least one persona workspace")
         self.engines = engines
+        self.scenario = scenario  # the embedded default's scenario, driven step by step
+        self.running_step: Step | None = None
         self.read_only = read_only
         self.now = now
         self.background = background
@@ -166,6 +175,31 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
         except LookupError:
             return
 
+    def _opened_screens(self) -> Iterable[PersonaScreen]:
+        for index in range(len(self.engines)):
+            try:
+                yield self.persona_screen(index)
+            except LookupError:
+                continue
+
+    def scenario_status(self) -> str:
+        """The context bar's scenario part: how far along, and what runs now."""
+        scenario = self.scenario
+        if scenario is None:
+            return ""
+        done, total = len(scenario.state.completed), len(scenario.steps)
+        if self.running_step is not None:
+            return f"scenario {done}/{total} ▶ {self.running_step.persona}: {self.running_step.title}"
+        upcoming = scenario.next_step()
+        if upcoming is None:
+            return f"scenario {done}/{total} ✔ complete"
+        return f"scenario {done}/{total} · next: {upcoming.persona}"
+
+    def _show_scenario_status(self, detail: str = "") -> None:
+        text = self.scenario_status() + (f" · {detail}" if detail else "")
+        for screen in self._opened_screens():
+            screen.set_scenario_status(text)
+
     def refresh_proposals(self) -> None:
         if not self.live:
             return
@@ -213,6 +247,57 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
         self.notify(f"you {choice} {proposal.action} {proposal.proposal_id[:10]}; now {proposal.state}",
                     title="Ballot signed")
 
+    # the embedded scenario ---------------------------------------------------------------
+    def run_scenario_step(self, persona: str) -> None:
+        """Take the scenario's next step as ``persona`` in a worker: only one step runs at a time,
+        the context bar follows it, and the views reload when it is done."""
+        if self.scenario is None or self.running_step is not None:
+            return
+        step = self.scenario.next_step(persona)
+        if step is None:
+            return
+        self.running_step = step
+        self._show_scenario_status()
+        self.notify(f"{persona}: {step.title}", title="Scenario step started")
+        view = STEP_VIEWS.get(step.key.rpartition(":")[2])
+        if view and isinstance(self.screen, PersonaScreen):
+            self.screen.show_view(view)
+        self._perform_step(persona, step)
+
+    @work(thread=True, group="scenario", exit_on_error=False)
+    def _perform_step(self, persona: str, step: Step) -> None:
+        from core.scenario import Reporter
+
+        assert self.scenario is not None
+        last = [0.0]
+
+        def progress(task: str, done: float, total: float | None, detail: str) -> None:
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_SECONDS or (total and done >= total):
+                last[0] = now
+                share = f" {done / total:.0%}" if total else ""
+                self.call_from_thread(self._show_scenario_status, f"{task}{share} {detail}".strip())
+
+        def evaluation(contract_id: str, done: int, correct: int, total: int) -> None:
+            self.call_from_thread(self._follow_evaluation, persona, contract_id, done, correct, total)
+
+        try:
+            summary = self.scenario.perform_next(persona, Reporter(progress=progress, evaluation=evaluation))
+        finally:
+            self.call_from_thread(self._step_ended)
+        self.call_from_thread(self.notify, summary, title=f"✔ {step.persona}: {step.title}")
+
+    def _follow_evaluation(self, persona: str, contract_id: str, done: int, correct: int, total: int) -> None:
+        for screen in self._opened_screens():
+            if screen.engine.persona == persona:
+                screen.query_one(InferenceView).follow(contract_id, done, correct, total)
+
+    def _step_ended(self) -> None:
+        self.running_step = None
+        self._show_scenario_status()
+        for screen in self._opened_screens():
+            screen.refresh_views()
+
     # command palette --------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         for index, engine in enumerate(self.engines):
@@ -234,10 +319,13 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
         yield SystemCommand("Quit", "Quit the console", self.exit)
 
     def _scenario_steps(self, screen: PersonaScreen) -> Iterable[SystemCommand]:
-        """The scenario's next steps for this persona, from what its views last loaded:
-        ballots still owed, datasources not uploaded yet, running clean rooms to evaluate."""
+        """The next steps for this persona: on the embedded default, the scenario's own next step
+        (or whose turn it is); then, from what its views last loaded, ballots still owed,
+        datasources not uploaded yet and running clean rooms to evaluate."""
         if self.read_only:
             return
+        if self.scenario is not None:
+            yield from self._scenario_next(screen)
         me = screen.engine.member_id
         for proposal in screen.query_one(ProposalsView).proposals:
             if proposal.is_open and me not in proposal.ballots:
@@ -255,6 +343,28 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
                 yield SystemCommand(f"Next: evaluate {status.contract_id}",
                                     "run your test set against its endpoint and watch accuracy",
                                     lambda c=status.contract_id, s=screen: self._prepare_evaluation(s, c))
+
+    def _scenario_next(self, screen: PersonaScreen) -> Iterable[SystemCommand]:
+        assert self.scenario is not None
+        persona = screen.engine.persona
+        done, total = len(self.scenario.state.completed), len(self.scenario.steps)
+        if self.running_step is not None:
+            yield SystemCommand(f"Scenario: {self.running_step.title} is running",
+                                f"step {done + 1}/{total}; the context bar shows its progress", lambda: None)
+            return
+        step = self.scenario.next_step()
+        if step is None:
+            yield SystemCommand("Scenario: complete", f"all {total} steps done; results in "
+                                f"{self.scenario.root / 'demo.json'}", lambda: None)
+        elif step.persona in (persona, "all"):
+            yield SystemCommand(f"Next: {step.title}", f"step {done + 1}/{total} ({step.phase}) as {persona}: "
+                                f"{step.commands[0]}", lambda: self.run_scenario_step(persona))
+        else:
+            index = next((i for i, e in enumerate(self.engines) if e.persona == step.persona), None)
+            if index is not None:
+                yield SystemCommand(f"Next: switch to {step.persona} to {step.title}",
+                                    f"step {done + 1}/{total} is {step.persona}'s to take",
+                                    lambda: self.action_switch_persona(index))
 
     @staticmethod
     def _prepare_evaluation(screen: PersonaScreen, contract_id: str) -> None:

@@ -65,6 +65,8 @@ class PersonaScreen(Screen):
         bar = self.query_one(ContextBar)
         bar.live = getattr(self.app, "live", True)
         bar.health = getattr(self.app, "health", {}).get(self.index)
+        status = getattr(self.app, "scenario_status", None)
+        bar.scenario = status() if status else ""
         self.show_view(VIEW_TABS[0][0])
         self.refresh_views()
 
@@ -110,6 +112,9 @@ class PersonaScreen(Screen):
 
     def set_live(self, live: bool) -> None:
         self.query_one(ContextBar).live = live
+
+    def set_scenario_status(self, text: str) -> None:
+        self.query_one(ContextBar).scenario = text
 
     @cached_property
     def _training(self) -> TrainingMonitor:

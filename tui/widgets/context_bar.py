@@ -56,10 +56,11 @@ class ViewTabs(Static):
 
 
 class ContextBar(Static):
-    """Persona · member · governance endpoint health · LIVE/PAUSED (· READ-ONLY)."""
+    """Persona · member · governance endpoint health · LIVE/PAUSED (· READ-ONLY) (· scenario)."""
 
     health: reactive[EndpointHealth | None] = reactive(None)
     live: reactive[bool] = reactive(True)
+    scenario: reactive[str] = reactive("")  # the embedded scenario's progress, when there is one
 
     def __init__(self, engine: PersonaEngine, *, read_only: bool) -> None:
         super().__init__(classes="context-bar")
@@ -88,4 +89,6 @@ class ContextBar(Static):
         ]
         if self.read_only:
             pieces.append(Content.styled("READ-ONLY", "bold $warning"))
+        if self.scenario:
+            pieces.append(Content.styled(self.scenario, "$accent"))
         return Content(" │ ").join(pieces)

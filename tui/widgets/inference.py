@@ -91,6 +91,18 @@ class InferenceView(ToastsWorkerErrors, Vertical):
             f"{done}/{total} rows · {correct} correct · accuracy {run.accuracy:.2%}")
         self._draw_chart()
 
+    def follow(self, contract_id: str, done: int, correct: int, total: int) -> None:
+        """Show an evaluation that runs elsewhere (the scenario's step) as if it ran here."""
+        run = self.runs[-1] if self.runs else None
+        if run is None or run.finished or run.contract_id != contract_id:
+            run = EvaluationRun(contract_id)
+            self.runs.append(run)
+            self.accuracy = ChartSeries()
+        self.add_progress(run, done, correct, total)
+        if done >= total:
+            run.finished = True
+            self._finished(run)
+
     def _finished(self, run: EvaluationRun) -> None:
         self.notify(f"accuracy {run.accuracy:.2%} on {run.done} rows (contract {run.contract_id})",
                     title="Accuracy measured")
