@@ -95,7 +95,14 @@ async def test_training_chart_grows_with_telemetry_events(app: CleanroomConsole)
         assert monitor.eta_seconds() == pytest.approx(160.0)
         monitor.redraw()
         await pilot.pause()
-        assert "step 20/100" in monitor.query_one("#training-headline").render().plain
+        headline = monitor.query_one("#training-headline").render().plain
+        assert "▶ training" in headline and "step 20/100" in headline
+        for n in range(21, 101):
+            app.post_message(EngineEvent(0, step(n + 100, n, 0.3)))
+        await pilot.pause()
+        monitor.redraw()
+        await pilot.pause()
+        assert "✔ trained" in monitor.query_one("#training-headline").render().plain
         assert "83.00%" in monitor.query_one("#training-epochs").render().plain
 
 

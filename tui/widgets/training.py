@@ -116,8 +116,10 @@ class TrainingMonitor(Vertical):
         self.query_one("#training-eta", Static).update(eta_text(self.eta_seconds()), layout=False)
         if latest:
             total = f"/{self.total_steps}" if self.total_steps else ""
+            finished = bool(self.total_steps) and latest["step"] >= (self.total_steps or 0)
             self.query_one("#training-headline", Static).update(Content.assemble(
-                Content.styled("▶ training", "bold $success"), f"  contract {self.contract_id}  ",
+                Content.styled("✔ trained" if finished else "▶ training", "bold $success"),
+                f"  contract {self.contract_id}  ",
                 f"epoch {latest['epoch']:.2f}  step {int(latest['step'])}{total}"), layout=False)
             lr = "–" if self.learning_rate is None else f"{self.learning_rate:.2e}"
             loss = self.loss.last[1] if self.loss.last else float("nan")
