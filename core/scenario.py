@@ -257,9 +257,7 @@ class Scenario:
         later step is the operators' to take, one at a time, from the palette."""
         self.acquire()
         try:
-            if self.services_started():
-                self.ensure_services(reporter)
-                self._reopen_stopped_deployment(reporter)
+            self._resume_services(reporter)
             for step in self.pending():
                 if step.key not in CONSORTIUM_STEPS:
                     break
@@ -325,9 +323,7 @@ class Scenario:
                                     hint=f"use one of: {', '.join(s.key for s in self.steps)}")
         self.acquire()
         try:
-            if self.services_started():
-                self.ensure_services(reporter)
-                self._reopen_stopped_deployment(reporter)
+            self._resume_services(reporter)
             for step in self.pending():
                 self.run_step(step, reporter)
                 if step.key == stop_after:
@@ -338,6 +334,13 @@ class Scenario:
                     self.stop_services()
             finally:
                 self.release()
+
+    def _resume_services(self, reporter: Reporter) -> None:
+        """A root whose services were started before gets them back, and the clean room an
+        interrupted evaluation needs."""
+        if self.services_started():
+            self.ensure_services(reporter)
+            self._reopen_stopped_deployment(reporter)
 
     def _reopen_stopped_deployment(self, reporter: Reporter) -> None:
         """An interrupted run stops its clean rooms with the services; if the step to resume is
