@@ -148,9 +148,12 @@ async def test_a_view_switch_shows_exactly_one_view_and_focus_goes_with_it(app: 
                           ("5", "data"), ("1", "proposals")):
             await pilot.press(key)
             await pilot.pause()
-            shown = [v.VIEW_ID for v in screen.query_one("#views").children if v.visible]
+            shown = [v.VIEW_ID for v in screen.query_one("#views").children if v.region.overlaps(screen.region)]
             assert shown == [view] and screen.active_view == view
             assert app.focused_view() == view, "keys go to the view on screen, never a hidden one"
+            for _ in range(4):
+                await pilot.press("tab")
+                assert app.focused_view() == view, "Tab cycles within the view on screen"
             assert screen.query_one(ViewTabs).active == view
         await pilot.click(ViewTabs, offset=(32, 0))  # " 1 Proposals   2 Deployments   3 Training "
         await pilot.pause()

@@ -3,11 +3,12 @@
 The screen owns the persona's live state: it loads each view through workers (a slow or
 failing service never blocks a key) and routes the persona's event feed to the views.
 
-The six views are stacked in one place and switched by visibility, not held in tab panes and
-switched by display: a hidden view keeps its size, no tab widgets are restyled, and the tab
-line is one widget that repaints. With the bounded charts this took a view switch from about
-36 to 24 ms of CPU idle (and from 128 to 29 ms while a long run streams), which is what keeps
-keys under 100 ms (docs/console.md, Performance).
+The six views are stacked in one place; the one shown sits on stage and the others wait just
+off it, laid out at their size but never drawn. A switch moves two views: nothing is shown or
+hidden, so no widget gets Show, Hide or Resize (a DataTable re-renders every row on a resize),
+no tab widgets are restyled, and the tab line is one widget that repaints. Measured side by
+side in tmux, tab panes switched by display took 53-61 ms of CPU a switch and this takes 32-33
+(docs/console.md, Performance).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from tui.widgets.ledger import LedgerView
 from tui.widgets.proposals import ProposalsView
 from tui.widgets.training import TrainingMonitor
 
+# where views wait while another is shown: still laid out at their size, never drawn
+OFF_STAGE = (0, 10_000)
 VIEW_TABS = (("proposals", "Proposals"), ("deployments", "Deployments"), ("training", "Training"),
              ("inference", "Inference"), ("data", "Data"), ("ledger", "Ledger"))
 
@@ -90,18 +93,19 @@ class PersonaScreen(Screen):
         return {view.VIEW_ID: view for view in self.query_one("#views").children}  # type: ignore[attr-defined]
 
     def show_view(self, view: str) -> None:
-        """Show a view and focus its first table, log or chart (the view itself if none).
+        """Put a view on stage and focus its first table, log or chart.
 
-        Visibility is set inline, so it applies at once (no stylesheet pass) and the focus
-        that follows can only land on the view being shown: keys never reach a hidden one.
+        Offsets are set inline, so they apply at once (no stylesheet pass), and views off stage
+        offer no focus, so neither this nor Tab can leave keys with a view that is not shown.
         """
         shown = self._views[view]
         for widget in self._views.values():
-            widget.styles.visibility = "visible" if widget is shown else "hidden"
+            on_stage = widget is shown
+            widget.styles.offset = (0, 0) if on_stage else OFF_STAGE
+            widget.can_focus_children = on_stage
         if view == TrainingMonitor.VIEW_ID:
             self._training.catch_up()
-        focusable = shown.query("DataTable, Log, LineChart")
-        self.set_focus(focusable.first() if focusable else shown, scroll_visible=False)
+        self.set_focus(shown.query("DataTable, Log, LineChart").first(), scroll_visible=False)
         self._view_tabs.active = view
 
     def action_show_view(self, view: str) -> None:

@@ -92,9 +92,6 @@ class TrainingMonitor(Vertical):
             return None
         return (self.total_steps - self._latest["step"]) * elapsed / done
 
-    def on_show(self) -> None:
-        self.catch_up()
-
     def catch_up(self) -> None:
         """Redraw now if events arrived while off screen. Called just before the view is
         shown, so the redraw joins the switch's own repaint instead of costing a second."""
@@ -103,7 +100,8 @@ class TrainingMonitor(Vertical):
             self.redraw()
 
     def _redraw(self) -> None:
-        if self.is_on_screen:
+        screen = self.screen
+        if screen.is_current and getattr(screen, "active_view", None) == self.VIEW_ID:
             self.catch_up()
 
     def redraw(self) -> None:
