@@ -1,4 +1,4 @@
-"""Pixel snapshots: each persona's home, the vote modal and the training monitor, in two themes.
+"""Pixel snapshots: each persona's home, the vote modal and the training monitor, in all three themes.
 
 Deterministic by construction: seeded data (tests/tui_seeded.py), a fixed clock, a fixed
 terminal size, no background feeds, and focus on a table (no blinking cursor).
@@ -15,7 +15,7 @@ from tui.app import CleanroomConsole, EngineEvent
 from tui.widgets.training import TrainingMonitor
 
 SIZE = (140, 40)
-THEMES = ("cleanroom-dark", "cleanroom-light")
+THEMES = ("cleanroom-dark", "cleanroom-light", "cleanroom-high-contrast")
 
 
 def seeded_app(tmp_path: Path, theme: str) -> CleanroomConsole:
