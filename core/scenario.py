@@ -209,6 +209,11 @@ class Scenario:
     def complete(self) -> bool:
         return self.state.status == "complete"
 
+    @property
+    def progress(self) -> tuple[int, int]:
+        """(steps done, steps in all)."""
+        return len(self.state.completed), len(self.steps)
+
     def pending(self) -> list[Step]:
         return [step for step in self.steps if step.key not in self.state.completed]
 

@@ -198,7 +198,7 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
         scenario = self.scenario
         if scenario is None:
             return ""
-        done, total = len(scenario.state.completed), len(scenario.steps)
+        done, total = scenario.progress
         if self.running_step is not None:
             return f"scenario {done}/{total} ▶ {self.running_step.persona}: {self.running_step.title}"
         upcoming = scenario.next_step()
@@ -357,7 +357,7 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
     def _scenario_next(self, screen: PersonaScreen) -> Iterable[SystemCommand]:
         assert self.scenario is not None
         persona = screen.engine.persona
-        done, total = len(self.scenario.state.completed), len(self.scenario.steps)
+        done, total = self.scenario.progress
         if self.running_step is not None:
             yield SystemCommand(f"Scenario: {self.running_step.title} is running",
                                 f"step {done + 1}/{total}; the context bar shows its progress", lambda: None)

@@ -54,7 +54,7 @@ from core.runtime.deployment import RUN_DIR, TELEMETRY_FILE, accepted_policy_has
 from core.runtime.ingress import IngressProxy, RouteAllowList, TokenPolicy
 from core.runtime.ingress_cert import endorsed_ingress_identity
 from core.storage.locator import open_store
-from core.storage.transfer import dataset_files, download_folder, upload_folder
+from core.storage.transfer import Manifest, dataset_files, download_folder, upload_folder
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MOUNTS_DIR = "mounts"
@@ -92,6 +92,18 @@ class GovernancePort(Protocol):
 
 
 Listener = Callable[[str, dict[str, Any]], None]
+
+
+def seal_datasink(asset: DataAsset, folder: Path, dek: bytes) -> Manifest | None:
+    """Encrypt what the workload wrote to a datasink and upload it to its owner's store.
+
+    None when it wrote nothing: the owner's previous outputs then stay as they are, rather
+    than being replaced by an empty upload."""
+    try:
+        dataset_files(folder)
+    except InvalidInputError:
+        return None
+    return upload_folder(open_store(asset.store), asset.container, dek, folder, label=f"datasink '{asset.name}'")
 
 
 def check_ready(governance: GovernancePort, contract_id: str) -> dict[str, Any]:
@@ -430,13 +442,9 @@ class LocalRuntime:
         sealed = []
         for document in spec.get("datasinks", []):
             asset = DataAsset.model_validate(document)
-            folder = run_dir.asset(asset.name)
-            try:
-                dataset_files(folder)
-            except InvalidInputError:
-                continue  # nothing written: the owner's previous outputs stay as they are
-            manifest = upload_folder(open_store(asset.store), asset.container, deks[asset.name], folder,
-                                     label=f"datasink '{asset.name}'")
+            manifest = seal_datasink(asset, run_dir.asset(asset.name), deks[asset.name])
+            if manifest is None:
+                continue
             sealed.append(asset.name)
             self._note(contract_id, "sealed", attestation, datasink=asset.name, owner=asset.owner,
                        files=len(manifest.files), bytes=manifest.total_bytes)

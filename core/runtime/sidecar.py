@@ -42,9 +42,9 @@ from core.runtime.aci import EXIT_FILE_PREFIX, FAILED_FILE, READY_FILE, RUN_VOLU
 from core.runtime.deployment import TELEMETRY_FILE
 from core.runtime.governance_port import HttpGovernance
 from core.runtime.key_release import DEFAULT_ATTESTATION_URL, AzureKeyRelease, KeyRelease, VirtualKeyRelease
-from core.runtime.local import GovernancePort, KillSwitch, _TelemetryTail, check_ready
+from core.runtime.local import GovernancePort, KillSwitch, _TelemetryTail, check_ready, seal_datasink
 from core.storage.locator import open_store
-from core.storage.transfer import dataset_files, download_folder, upload_folder
+from core.storage.transfer import download_folder
 
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 20.0
@@ -268,13 +268,10 @@ class RuntimeSidecar:
         for entry in self.config.mount_plan:
             if entry["kind"] != "datasink":
                 continue
-            asset, folder = self._asset(entry), self.config.volume(entry)
-            try:
-                dataset_files(folder)
-            except InvalidInputError:
-                continue  # nothing written: the owner's previous outputs stay as they are
-            manifest = upload_folder(open_store(asset.store), asset.container, deks[asset.name], folder,
-                                     label=f"datasink '{asset.name}'")
+            asset = self._asset(entry)
+            manifest = seal_datasink(asset, self.config.volume(entry), deks[asset.name])
+            if manifest is None:
+                continue
             self._note("sealed", datasink=asset.name, owner=asset.owner, files=len(manifest.files),
                        bytes=manifest.total_bytes)
 

@@ -60,6 +60,6 @@ def console(workspaces: tuple[Path, ...], read_only: bool, theme: str, quick: bo
             engine.close()
         if scenario is not None:
             scenario.stop_services()
-            done, total = len(scenario.state.completed), len(scenario.steps)
+            done, total = scenario.progress
             click.echo(f"scenario {scenario.root}: {done}/{total} steps done; services stopped. "
                        "`cleanroom console` resumes it.", err=True)

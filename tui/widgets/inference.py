@@ -69,10 +69,13 @@ class InferenceView(ToastsWorkerErrors, Vertical):
         if not contract_id:
             self.notify("type the contract id of an inference deployment first", severity="warning")
             return
+        self.evaluate(self._new_run(contract_id))
+
+    def _new_run(self, contract_id: str) -> EvaluationRun:
         run = EvaluationRun(contract_id)
         self.runs.append(run)
         self.accuracy = ChartSeries()
-        self.evaluate(run)
+        return run
 
     @work(thread=True, exclusive=True, group="evaluation", exit_on_error=False)
     def evaluate(self, run: EvaluationRun) -> None:
@@ -95,9 +98,7 @@ class InferenceView(ToastsWorkerErrors, Vertical):
         """Show an evaluation that runs elsewhere (the scenario's step) as if it ran here."""
         run = self.runs[-1] if self.runs else None
         if run is None or run.finished or run.contract_id != contract_id:
-            run = EvaluationRun(contract_id)
-            self.runs.append(run)
-            self.accuracy = ChartSeries()
+            run = self._new_run(contract_id)
         self.add_progress(run, done, correct, total)
         if done >= total:
             run.finished = True
@@ -124,5 +125,4 @@ class InferenceView(ToastsWorkerErrors, Vertical):
         self.query_one("#inference-compare", Static).update(Content("\n").join(lines))
 
     def _draw_chart(self) -> None:
-        chart = self.query_one("#accuracy-chart", LineChart)
-        chart.plot(*self.accuracy.points(2 * max(chart.size.width, 40)))
+        self.query_one("#accuracy-chart", LineChart).plot_series(self.accuracy)

@@ -15,10 +15,13 @@ from rich.segment import Segment
 from textual.strip import Strip
 from textual.widget import Widget
 
+from tui.widgets.chart_series import ChartSeries
+
 BRAILLE_BLANK = 0x2800
 # the dot bit for (column 0..1, row 0..3) of a braille cell (Unicode's dot numbering)
 DOT_BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
 MIN_PLOT_WIDTH, MIN_PLOT_HEIGHT = 8, 2
+MIN_SERIES_COLUMNS = 40  # a chart not laid out yet still gets a curve worth drawing
 
 
 def axis_number(value: float) -> str:
@@ -71,6 +74,11 @@ class LineChart(Widget):
         self.xs, self.ys = list(xs), list(ys)
         self._strips = None
         self.refresh()
+
+    def plot_series(self, series: ChartSeries) -> None:
+        """Plot a live series at this chart's resolution: braille packs two points per cell
+        across, so more would only cost drawing time."""
+        self.plot(*series.points(2 * max(self.size.width, MIN_SERIES_COLUMNS)))
 
     def notify_style_update(self) -> None:
         super().notify_style_update()

@@ -71,14 +71,14 @@ class TrainingMonitor(Vertical):
             epoch = int(float(data.get("epoch", len(self.epoch_accuracy) + 1)))
             self.epoch_accuracy[epoch] = float(data.get("eval_accuracy", data.get("val_accuracy")))
         if "step" in data and "loss" in data:
-            step = int(data["step"])
-            self.loss.append(step, float(data["loss"]))
+            step, loss = int(data["step"]), float(data["loss"])
+            self.loss.append(step, loss)
             if "learning_rate" in data:
                 self.learning_rate = float(data["learning_rate"])
             if self._first is None:
                 self._first = (event.time, step)
             self._latest = {"time": event.time, "step": step,
-                            "epoch": float(data.get("epoch", 0.0)),
+                            "epoch": float(data.get("epoch", 0.0)), "loss": loss,
                             "examples_per_s": float(data.get("examples_per_s", 0.0))}
         self._dirty = True
 
@@ -120,9 +120,8 @@ class TrainingMonitor(Vertical):
                 f"  contract {self.contract_id}  ",
                 f"epoch {latest['epoch']:.2f}  step {int(latest['step'])}{total}"), layout=False)
             lr = "–" if self.learning_rate is None else f"{self.learning_rate:.2e}"
-            loss = self.loss.last[1] if self.loss.last else float("nan")
             self.query_one("#training-stats", Static).update(
-                f"loss        {loss:.4f}\n"
+                f"loss        {latest['loss']:.4f}\n"
                 f"lr          {lr}\n"
                 f"examples/s  {latest['examples_per_s']:.1f}", layout=False)
         epochs = sorted(self.epoch_accuracy.items())
@@ -133,6 +132,4 @@ class TrainingMonitor(Vertical):
         self._draw_chart()
 
     def _draw_chart(self) -> None:
-        chart = self.query_one("#loss-chart", LineChart)
-        # braille packs two points per cell across: more would only cost drawing time
-        chart.plot(*self.loss.points(2 * max(chart.size.width, 40)))
+        self.query_one("#loss-chart", LineChart).plot_series(self.loss)
