@@ -240,23 +240,23 @@ def test_governance_service_gives_secrets_ca_and_events_to_the_sidecars_maa_toke
         gov.pass_proposal(gov.clients[0].propose_clean_room_policy("collab-az", ACCEPTED))
         gov.pass_proposal(gov.clients[0].propose_enable_ca("collab-az"))
         gov.clients[0].generate_ca_key("collab-az")
-        gov.clients[0].put_secret("collab-az", "dek-model", b"wrapped-to-vault-kek")
+        gov.clients[0].put_secret("collab-az", "model-secret", b"wrapped-to-vault-kek")
         csr = (x509.CertificateSigningRequestBuilder()
                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ingress")]))
                .sign(ec.generate_private_key(ec.SECP384R1()), hashes.SHA384())
                .public_bytes(serialization.Encoding.PEM).decode())
         token = signer.token(maa.issuer)
         with gov.client() as sidecar:
-            assert sidecar.get_secret("collab-az", "dek-model", token) == b"wrapped-to-vault-kek"
+            assert sidecar.get_secret("collab-az", "model-secret", token) == b"wrapped-to-vault-kek"
             assert "BEGIN CERTIFICATE" in sidecar.endorse_csr("collab-az", token, csr)["certificate"]
             sidecar.append_event("collab-az", token, "attested", {"backend": "aci"})
             with pytest.raises(AccessDeniedError, match="is not the host data"):
-                sidecar.get_secret("collab-az", "dek-model",
+                sidecar.get_secret("collab-az", "model-secret",
                                    signer.token(maa.issuer, **{"x-ms-sevsnpvm-hostdata": "1" * 64}))
             with pytest.raises(AccessDeniedError, match="is not an allowed MAA endpoint"):
-                sidecar.get_secret("collab-az", "dek-model", signer.token("https://other.attest.azure.net"))
+                sidecar.get_secret("collab-az", "model-secret", signer.token("https://other.attest.azure.net"))
             with pytest.raises(AccessDeniedError, match="contract 'collab-other' has no accepted clean-room policy"):
-                sidecar.get_secret("collab-az", "dek-model", signer.token(maa.issuer, contract_id="collab-other"))
+                sidecar.get_secret("collab-az", "model-secret", signer.token(maa.issuer, contract_id="collab-other"))
         events = gov.clients[0].events("collab-az")["events"]
         assert [(e["type"], "unaccepted_policy_hash" in e["data"]) for e in events] == [("attested", False)]
     finally:

@@ -16,7 +16,7 @@ from pycose.messages import Sign1Message
 
 from core.config.canonical import canonical_json
 from core.crypto.identity import MemberIdentity
-from core.governance.signing import CREATED_AT, PATH, SignatureRejected, sign_request, verify_request
+from core.governance.signing import CREATED_AT, NONCE, PATH, SignatureRejected, sign_request, verify_request
 
 
 def _pycose_key(private_key: ec.EllipticCurvePrivateKey) -> EC2Key:
@@ -49,7 +49,9 @@ def test_our_message_is_a_tagged_cose_sign1_with_the_documented_header(member: M
     tag = cbor2.loads(raw)
     assert tag.tag == 18
     protected, unprotected, payload, signature = tag.value
-    header = cbor2.loads(protected)
+    header = dict(cbor2.loads(protected))
+    nonce = header.pop(NONCE)  # random per message: two identical requests are two requests
+    assert isinstance(nonce, bytes) and len(nonce) == 16
     assert header == {1: -35, 4: member.member_id.encode(), CREATED_AT: 1_700_000_000, PATH: "/contracts/x"}
     assert unprotected == {} and payload == b'{"data":{"a":2,"b":1}}' and len(signature) == 96
     assert json.loads(payload) == {"data": {"a": 2, "b": 1}}

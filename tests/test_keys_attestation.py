@@ -46,9 +46,10 @@ def test_voted_env_is_measured_and_deployment_secrets_only_by_name() -> None:
     changed["applications"][0]["env"]["MODEL_DIR"] = "/elsewhere"
     assert policy_hash(changed) != policy_hash(SPEC)
     changed = copy.deepcopy(SPEC)
-    changed["applications"][0]["secret_env_values_are_never_here"] = True
-    assert policy_hash(changed) == policy_hash(SPEC)
     changed["applications"][0]["env_names"].append("EXTRA")
+    assert policy_hash(changed) != policy_hash(SPEC)
+    changed = copy.deepcopy(SPEC)  # the whole spec is measured: any field, even one nothing reads
+    changed["applications"][0]["any_other_field"] = True
     assert policy_hash(changed) != policy_hash(SPEC)
 
 
@@ -132,7 +133,7 @@ def test_key_service_token_appends_events_only(tmp_path) -> None:
         gov.pass_proposal(gov.clients[0].propose_clean_room_policy("collab1", policy_document(SPEC)))
         gov.pass_proposal(gov.clients[0].propose_enable_ca("collab1"))
         gov.clients[0].generate_ca_key("collab1")
-        gov.clients[0].put_secret("collab1", "dek-model", b"wrapped")
+        gov.clients[0].put_secret("collab1", "model-secret", b"wrapped")
         csr = (x509.CertificateSigningRequestBuilder()
                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ingress")]))
                .sign(ec.generate_private_key(ec.SECP384R1()), hashes.SHA384())
@@ -142,11 +143,11 @@ def test_key_service_token_appends_events_only(tmp_path) -> None:
                                                              workload_public_key_der=WorkloadKey().public_der)
         with gov.client() as caller:
             with pytest.raises(AccessDeniedError, match="key-service token may only append events"):
-                caller.get_secret("collab1", "dek-model", service_token)
+                caller.get_secret("collab1", "model-secret", service_token)
             with pytest.raises(AccessDeniedError, match="key-service token may only append events"):
                 caller.endorse_csr("collab1", service_token, csr)
             caller.append_event("collab1", service_token, "key_released", {"owner": "p"})
-            assert caller.get_secret("collab1", "dek-model", workload_token) == b"wrapped"
+            assert caller.get_secret("collab1", "model-secret", workload_token) == b"wrapped"
             assert "BEGIN CERTIFICATE" in caller.endorse_csr("collab1", workload_token, csr)["certificate"]
         assert [e["type"] for e in gov.clients[0].events("collab1")["events"]] == ["key_released"]
     finally:

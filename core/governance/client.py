@@ -2,7 +2,8 @@
 
 One ``GovernanceClient`` talks to one service over TLS, trusting only the service certificate
 the workspace pinned (``client deploy``). Member writes are signed with the member identity
-given at construction; reads need no identity; clean-room calls (``endorse_csr``,
+given at construction; reads need no identity except the members-only ones (events, their
+stream, secret names), which carry a signed read header; clean-room calls (``endorse_csr``,
 ``get_secret``, ``append_event``) carry an attestation token instead.
 
 Every failure is a ``CleanroomError`` with the service's one-line message: 400 ->
@@ -32,7 +33,7 @@ from core.crypto.secret_file import write_public_file
 from core.errors import (AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError,
                          ServiceUnavailableError)
 from core.governance.models import Action, StaleVersionError, policy_hash_of
-from core.governance.signing import CONTENT_TYPE, sign_request
+from core.governance.signing import CONTENT_TYPE, sign_read, sign_request, sign_secret_put
 
 WORKSPACE_KEY = "governance"
 
@@ -104,6 +105,17 @@ class GovernanceClient:
 
     def _get(self, path: str, **params: Any) -> dict[str, Any]:
         return self._send("GET", path, params={k: v for k, v in params.items() if v is not None}).json()
+
+    def _read_headers(self, path: str) -> dict[str, str]:
+        """``Authorization`` for a members-only read: a fresh read signed for ``path``."""
+        if self.identity is None:
+            raise AccessDeniedError(f"reading {path} needs a member identity (events and secret names are "
+                                    "for members only)", hint="open the client from a member's workspace")
+        return {"Authorization": sign_read(self.identity, path)}
+
+    def _member_get(self, path: str, **params: Any) -> dict[str, Any]:
+        return self._send("GET", path, params={k: v for k, v in params.items() if v is not None},
+                          headers=self._read_headers(path)).json()
 
     def _signed(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.identity is None:
@@ -221,11 +233,16 @@ class GovernanceClient:
     # -- secrets, tokens ---------------------------------------------------------------------------
     def put_secret(self, contract_id: str, name: str, value: bytes) -> dict[str, Any]:
         """Store opaque bytes (e.g. a wrapped DEK) that only an attested clean room can read."""
-        return self._signed("PUT", f"/contracts/{contract_id}/secrets/{name}",
-                            {"value": base64.b64encode(value).decode()})
+        if self.identity is None:
+            raise AccessDeniedError("this governance client has no member identity to sign with",
+                                    hint="open it from a persona workspace")
+        path = f"/contracts/{contract_id}/secrets/{name}"
+        return self._send("PUT", path, content=sign_secret_put(self.identity, path, value),
+                          headers={"Content-Type": CONTENT_TYPE}).json()
 
     def secrets(self, contract_id: str) -> list[dict[str, Any]]:
-        return self._get(f"/contracts/{contract_id}/secrets")["value"]
+        """Names, owners and seqnos of a contract's secrets (members only; never values)."""
+        return self._member_get(f"/contracts/{contract_id}/secrets")["value"]
 
     def issue_token(self, contract_id: str) -> dict[str, Any]:
         """``{token (ES384 JWT, aud "cleanroom:<contract>"), expiresAt, audience, issuer}``."""
@@ -241,9 +258,13 @@ class GovernanceClient:
                           json={"attestation": attestation, "csr": csr_pem}).json()
 
     def get_secret(self, contract_id: str, name: str, attestation: str) -> bytes:
+        return self.get_secret_with_writer(contract_id, name, attestation)[0]
+
+    def get_secret_with_writer(self, contract_id: str, name: str, attestation: str) -> tuple[bytes, str]:
+        """The secret and the member id that wrote it (a DEK counts only if its asset's owner did)."""
         response = self._send("POST", f"/contracts/{contract_id}/secrets/{name}/get",
                               json={"attestation": attestation}).json()
-        return base64.b64decode(response["value"])
+        return base64.b64decode(response["value"]), str(response.get("writer", ""))
 
     def append_event(self, contract_id: str, attestation: str, event_type: str,
                      data: dict[str, Any] | None = None, *, category: str = "audit") -> dict[str, Any]:
@@ -255,14 +276,16 @@ class GovernanceClient:
 
     # -- events ------------------------------------------------------------------------------------
     def events(self, contract_id: str, from_seqno: int = 1, *, wait: float = 0.0) -> dict[str, Any]:
-        """``{events: [...], nextSeqno}``; ``wait`` > 0 long-polls up to that many seconds."""
-        return self._get(f"/contracts/{contract_id}/events", from_seqno=from_seqno, wait=wait or None)
+        """``{events: [...], nextSeqno}``; ``wait`` > 0 long-polls up to that many seconds (members only)."""
+        return self._member_get(f"/contracts/{contract_id}/events", from_seqno=from_seqno, wait=wait or None)
 
     def stream_events(self, contract_id: str, from_seqno: int = 1) -> Iterator[dict[str, Any]]:
-        """Yield events as they arrive (server-sent events); stop by closing the generator."""
+        """Yield events as they arrive (server-sent events, members only); stop by closing the generator."""
+        path = f"/contracts/{contract_id}/events/stream"
+        headers = self._read_headers(path)
         try:
-            with self._http.stream("GET", f"/contracts/{contract_id}/events/stream",
-                                   params={"from_seqno": from_seqno}, timeout=None) as response:
+            with self._http.stream("GET", path, params={"from_seqno": from_seqno}, headers=headers,
+                                   timeout=None) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise _ERRORS.get(response.status_code, ServiceUnavailableError)(

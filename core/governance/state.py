@@ -33,9 +33,11 @@ from core.governance.models import (DOCUMENT_ACTIONS, EVENT_CATEGORIES, SERVICE_
                                     ContractState, MemberStatus, ProposalState, StaleVersionError, Vote,
                                     check_contract_id, policy_hash_of)
 from core.governance.service_identity import ServiceIdentity
-from core.governance.signing import SignatureRejected, VerifiedRequest, sign_es384
+from core.governance.signing import (SECRET_NONCE, SECRET_NONCE_BYTES, SECRET_VALUE, SignatureRejected,
+                                     VerifiedRequest, secret_commitment, sign_es384)
 
 DB_FILE = "governance.db"
+DEK_SECRET_PREFIX = "dek-"  # ``core.keys.wrap_deks.dek_secret_name``: the DEK of a named asset
 TOKEN_TTL_SECONDS = 3600
 
 _SCHEMA = """
@@ -182,16 +184,20 @@ class GovernanceState:
         return seqno
 
     def _remember(self, request: VerifiedRequest) -> None:
-        """Refuse a byte-identical replay; remember this message until it is too old to be fresh."""
+        """Refuse a replay; remember this request until it is too old to be fresh.
+
+        The key is the digest of what was signed (``VerifiedRequest.digest``), so a re-encoded
+        or re-signed copy of a request already received is a replay as much as its exact bytes."""
         now = time.time()
         try:
             self._db.execute("INSERT INTO seen VALUES (?, ?)", (request.digest, now + 2 * self.window_seconds))
         except sqlite3.IntegrityError:
-            raise SignatureRejected(401, "replayed request: this exact signed message was already received; "
-                                         "sign a new one") from None
+            raise SignatureRejected(401, "replayed request: this signed request was already received (in this "
+                                         "or another encoding); sign a new one") from None
 
     def _member_write(self, request: VerifiedRequest, kind: str) -> int:
-        return self._append(kind, request.signer, request.raw)
+        """Ledger the request as signed, without its unprotected header (a secret's value)."""
+        return self._append(kind, request.signer, request.ledger_record or request.raw)
 
     def prune_seen(self) -> None:
         """Forget replay digests too old to pass the freshness check (at most once a minute)."""
@@ -320,6 +326,7 @@ class GovernanceState:
         if not isinstance(data, dict):
             raise InvalidInputError("contract data must be a JSON object",
                                     hint="pass the merged spec from `cleanroom config view` as --data")
+        constitution.check_contract_data(data)  # a spec the runtime reads must be a valid one
         with self._write(request):
             current = self.contract(contract_id)
             if current is None and version:
@@ -555,20 +562,65 @@ class GovernanceState:
         return self.runtime_option(contract_id, "execution")["status"] == "enabled"
 
     # -- secrets, tokens ----------------------------------------------------------------------------
-    def put_secret(self, request: VerifiedRequest, contract_id: str, name: str, value: bytes) -> dict[str, Any]:
+    def put_secret(self, request: VerifiedRequest, contract_id: str, name: str) -> dict[str, Any]:
+        """Store a secret sent as ``signing.sign_secret_put`` does: the value rides in the unprotected
+        header and the signed payload commits to it, so the ledger entry holds no value.
+
+        Who may write: ``dek-<asset>`` only the asset's owner as the contract names it (the
+        runtime seals that asset with this DEK, so nobody else may choose it); any other name
+        its first writer."""
         if not name or len(name) > 128 or "/" in name:
             raise InvalidInputError(f"secret name {name!r} is not valid", hint="use 1-128 characters without '/'")
+        value = self._secret_value(request)
         with self._write(request):
-            self.get_contract(contract_id)
+            contract = self.get_contract(contract_id)
+            dek = name.startswith(DEK_SECRET_PREFIX)
+            if dek:  # the owner the contract names, even over a row squatted before this rule existed
+                self._check_asset_owner(contract, name[len(DEK_SECRET_PREFIX):], request.signer)
             owner = self._db.execute("SELECT owner FROM secrets WHERE contract_id=? AND name=?",
                                      (contract_id, name)).fetchone()
-            if owner is not None and owner["owner"] != request.signer:
-                raise AccessDeniedError(f"secret '{name}' of contract '{contract_id}' belongs to another member",
-                                        hint="choose another secret name")
+            if owner is not None and owner["owner"] != request.signer and not dek:
+                raise AccessDeniedError(f"secret '{name}' of contract '{contract_id}' belongs to another member, "
+                                        f"{self._member_label(owner['owner'])}", hint="choose another secret name")
             seqno = self._member_write(request, "secret.put")
             self._db.execute("INSERT OR REPLACE INTO secrets VALUES (?,?,?,?,?)",
                              (contract_id, name, value, request.signer, seqno))
         return {"contractId": contract_id, "name": name, "owner": request.signer, "seqno": seqno}
+
+    @staticmethod
+    def _secret_value(request: VerifiedRequest) -> bytes:
+        header = request.unprotected or {}
+        value, nonce = header.get(SECRET_VALUE), header.get(SECRET_NONCE)
+        if "value" in request.body:
+            raise InvalidInputError("secret value is in the signed payload, which the public ledger keeps",
+                                    hint="send it as `cleanroom` clients do: value and nonce in the unprotected "
+                                         "header, {value_commitment} signed")
+        if not isinstance(value, bytes) or not isinstance(nonce, bytes) or len(nonce) != SECRET_NONCE_BYTES:
+            raise InvalidInputError(f"secret PUT needs {SECRET_VALUE!r} (bytes) and a {SECRET_NONCE_BYTES}-byte "
+                                    f"{SECRET_NONCE!r} in the COSE unprotected header",
+                                    hint="send it with GovernanceClient.put_secret")
+        if request.body.get("value_commitment") != secret_commitment(nonce, value):
+            raise InvalidInputError("secret value does not match the signed value_commitment",
+                                    hint="sign SHA-256(nonce || value) of the value you send")
+        return value
+
+    def _member_label(self, member_id: str) -> str:
+        member = self._db.execute("SELECT name FROM members WHERE member_id=?", (member_id,)).fetchone()
+        return f"{member['name'] if member else 'unknown'} ({member_id[:16]}…)"
+
+    def _check_asset_owner(self, contract: dict[str, Any], asset: str, signer: str) -> None:
+        data = contract["data"]
+        assets = [a for kind in ("datasources", "datasinks") for a in (data.get(kind) or [])
+                  if isinstance(a, dict) and a.get("name") == asset]
+        if not assets:
+            raise AccessDeniedError(f"contract '{contract['id']}' names no datasource or datasink '{asset}', "
+                                    f"so nobody may put '{DEK_SECRET_PREFIX}{asset}'",
+                                    hint="put the DEK of an asset the contract names, as its owner")
+        owner = assets[0].get("owner")
+        if owner != signer:
+            raise AccessDeniedError(f"'{DEK_SECRET_PREFIX}{asset}' of contract '{contract['id']}' is the DEK of "
+                                    f"'{asset}', owned by {self._member_label(str(owner))}; only its owner may put it",
+                                    hint="each party wraps only its own assets (`cleanroom config wrap-deks`)")
 
     def secrets(self, contract_id: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -659,15 +711,17 @@ class GovernanceState:
         record["attestation_sha256"] = ledger.payload_digest(str(body.get("attestation", "")).encode())
         return self._append(kind, f"{ledger.ATTESTED_PREFIX}{contract_id}", canonical_json(record))
 
-    def get_secret(self, contract_id: str, name: str, body: dict[str, Any]) -> bytes:
+    def get_secret(self, contract_id: str, name: str, body: dict[str, Any]) -> tuple[bytes, str]:
+        """The secret's value and the member who wrote it (the runtime checks a DEK's writer is
+        the asset's owner before it uses it)."""
         self._attested(contract_id, body.get("attestation"), purpose="secret")
         with self._lock:
-            row = self._db.execute("SELECT value FROM secrets WHERE contract_id=? AND name=?",
+            row = self._db.execute("SELECT value, owner FROM secrets WHERE contract_id=? AND name=?",
                                    (contract_id, name)).fetchone()
         if row is None:
             raise NotFoundError(f"secret '{name}' of contract '{contract_id}' does not exist",
                                 hint="the owning member must put it first")
-        return bytes(row["value"])
+        return bytes(row["value"]), str(row["owner"])
 
     def endorse(self, contract_id: str, body: dict[str, Any]) -> dict[str, Any]:
         self._attested(contract_id, body.get("attestation"), purpose="endorse")

@@ -1,11 +1,15 @@
 """Measuring a deployment: the clean-room policy and its hash.
 
-The policy keeps exactly what decides what runs and what it can touch: each application's
-image/entrypoint, command, mounts, its voted non-secret environment (names and values), the
-NAMES of the variables supplied at deployment (their values are secrets and must not change
-the measurement) and ports, plus the network policy. Anything else in the
-deployment spec (display names, timestamps) is deliberately left out, so re-generating a
-spec does not invalidate votes, while a one-character change to what runs does.
+The policy lists, for a reader, what decides what runs and what it can touch: each
+application's image/entrypoint, command, mounts, its voted non-secret environment (names and
+values), the NAMES of the variables supplied at deployment (their values are secrets and are
+not in the spec at all) and ports, plus the network policy. It also carries
+``deployment_spec_sha256``, the hash of the canonical JSON of the WHOLE deployment spec, so
+everything a key release depends on is measured: asset owners and stores, datasinks, logging
+and telemetry export settings, resources. A spec that differs from the accepted one in any
+field measures differently and gets no key (a hoster editing where outputs or logs go is
+refused exactly like one editing the command). The spec is generated deterministically from
+the contract (no timestamps), so re-generating it does not invalidate votes.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 from core.config.canonical import document_hash
 from core.errors import InvalidInputError
 
-POLICY_VERSION = 1
+POLICY_VERSION = 2  # 2: the whole deployment spec is measured (deployment_spec_sha256)
 
 
 def _application_policy(app: Any) -> dict[str, Any]:
@@ -63,6 +67,7 @@ def clean_room_policy(deployment_spec: dict[str, Any]) -> dict[str, Any]:
         "contract_id": deployment_spec["contract_id"],
         "applications": sorted((_application_policy(a) for a in apps), key=lambda a: a["name"]),
         "network_policy": deployment_spec.get("network_policy", {}),
+        "deployment_spec_sha256": document_hash(deployment_spec),
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.errors import AccessDeniedError, ConflictError
+from core.errors import AccessDeniedError, ConflictError, NotFoundError
 from core.governance.client import GovernanceClient
 from core.keys.attestation import KeyServiceAttester
 from core.runtime.deployment import accepted_policy_hash
@@ -40,6 +40,9 @@ class HttpGovernance:
     def secret(self, contract_id: str, name: str, attestation: str) -> bytes:
         return self.client.get_secret(contract_id, name, attestation)
 
+    def secret_with_writer(self, contract_id: str, name: str, attestation: str) -> tuple[bytes, str]:
+        return self.client.get_secret_with_writer(contract_id, name, attestation)
+
     def endorse(self, contract_id: str, csr_pem: bytes, attestation: str) -> bytes:
         answer = self.client.endorse_csr(contract_id, attestation, csr_pem.decode())
         return (answer["certificate"].rstrip("\n") + "\n" + answer.get("caCert", "")).encode()
@@ -57,6 +60,19 @@ class HttpGovernance:
     def execution_enabled(self, contract_id: str) -> bool:
         return self.option_enabled(contract_id, "execution")
 
+    def member_active(self, member_id: str) -> bool:
+        try:
+            return self.client.member(member_id).get("status") == "Active"
+        except NotFoundError:
+            return False
+
+    def contract_exists(self, contract_id: str) -> bool:
+        try:
+            self.client.contract(contract_id)
+        except NotFoundError:
+            return False
+        return True
+
 
 class KeyServiceAuthority:
     """The key service's ReleaseAuthority: governance reads, events signed as the key service."""
@@ -70,6 +86,12 @@ class KeyServiceAuthority:
 
     def execution_enabled(self, contract_id: str) -> bool:
         return self.governance.execution_enabled(contract_id)
+
+    def member_active(self, member_id: str) -> bool:
+        return self.governance.member_active(member_id)
+
+    def contract_exists(self, contract_id: str) -> bool:
+        return self.governance.contract_exists(contract_id)
 
     def record_event(self, contract_id: str, event: dict[str, Any]) -> None:
         accepted = self.accepted_policy_hash(contract_id)
