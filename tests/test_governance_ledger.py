@@ -100,7 +100,9 @@ def test_export_verifies_default_and_full(gov: Consortium, tmp_path: Path) -> No
     assert report.entries == head["seqno"] and report.last_checkpoint_seqno == head["seqno"]
     assert report.checkpoints >= 2 and report.member_signatures_checked == 0
     full = ledger.verify_export(lines, expected_service_cert_pem=gov.info.service_cert_pem, full=True)
-    assert full.member_signatures_checked == head["seqno"]
+    # every entry but the service-signed genesis carries a member's signature (no clean-room writes here)
+    assert full.member_signatures_checked == head["seqno"] - 1
+    assert full.service_signatures_checked == full.checkpoints + 1
     kinds = [json.loads(line)["entry"]["kind"] for line in lines[1:] if '"entry"' in line]
     assert kinds[:3] == ["genesis", "contract.create", "proposal.create"] and "runtime_option.disable" in kinds
 
@@ -154,7 +156,9 @@ def test_verify_names_the_first_altered_entry(gov: Consortium, tmp_path: Path) -
         entry["digest"] = hashlib.sha256(base64.b64decode(entry["request"])).hexdigest()
         entry["hash"] = ledger.entry_hash(entry["seqno"], entry["prev"], entry["digest"], entry["signer"], entry["kind"])
 
-    fails(_tampered(lines, 5, rewrite), "ledger entry 5 was altered: its hash is not the previous hash")
+    # the chain breaks at entry 6, whose prev no longer matches: that entry is named, and entry 5 as the suspect
+    fails(_tampered(lines, 5, rewrite), r"ledger entry 6 has a broken prev: it is not the hash of entry 5 "
+                                        r"\(entry 6's prev or entry 5 was altered\)")
     fails([line for line in lines if '"seqno": 3,' not in line], "ledger entry 3 is missing")
     with pytest.raises(InvalidInputError, match="malformed after entry"):
         ledger.verify_export(lines[:4] + ['{"entry": {"seqno": 4, "request": "'], expected_service_cert_pem=pinned)

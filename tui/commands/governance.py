@@ -17,7 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from core import embedded
-from core.errors import ConflictError, InvalidInputError, NotFoundError
+from core.crypto.identity import load_certificate
+from core.crypto.secret_file import write_public_file
+from core.errors import ConflictError, InvalidInputError, NotFoundError, ServiceUnavailableError
 from core.governance import launcher, ledger
 from core.governance.client import WORKSPACE_KEY, GovernanceClient, deploy_to_workspace
 from core.workspace import Workspace
@@ -403,8 +405,8 @@ def contract_token(ctx: click.Context, contract_id: str, output: str) -> None:
 
     \b
     Example (the consumer calls the running clean room):
-      TOKEN=$(cleanroom -w W/consumer governance contract token --id inference-initial)
-      cleanroom infer --endpoint https://127.0.0.1:8443 --ca ca.pem --token "$TOKEN" --dataset D
+      export CLEANROOM_TOKEN=$(cleanroom -w W/consumer governance contract token --id inference-initial)
+      cleanroom infer --endpoint https://127.0.0.1:8443 --ca ca.pem --dataset D
     """
     with _client(ctx) as client:
         issued = client.issue_token(contract_id)
@@ -801,24 +803,97 @@ def _pinned_cert(ctx: click.Context, service_cert: str | None) -> str | None:
     return settings.get("service_cert_pem")
 
 
+def _deployed(ctx: click.Context) -> bool:
+    """Whether the workspace points at a governance service (so a signed head can be fetched)."""
+    try:
+        return bool(_workspace(ctx).settings.get(WORKSPACE_KEY))
+    except NotFoundError:
+        return False
+
+
+def _service_head(client: GovernanceClient) -> ledger.SignedHead:
+    """The service's latest signed checkpoint, checked against the pinned certificate.
+
+    It is the checkpoint of a receipt for the newest entry: the service signs a checkpoint over
+    any uncovered tail before it answers, so this head covers every entry written so far."""
+    receipt = client.receipt(client.ledger_head()["seqno"])
+    head = ledger.SignedHead.from_checkpoint(receipt.get("checkpoint"), f"the service at {client.endpoint}")
+    head.verify(load_certificate(client.service_cert_pem).public_key())  # type: ignore[arg-type]
+    return head
+
+
+def _against(ctx: click.Context, against: str | None, service_cert: str | None) -> ledger.SignedHead | None:
+    """Resolve ``--against``: a head file, ``service``, ``none``, or (unset) the service when deployed."""
+    if against is None:
+        against = "service" if service_cert is None and _deployed(ctx) else "none"
+    if against == "none":
+        return None
+    if against != "service":
+        return ledger.load_signed_head(Path(against))
+    try:
+        with _client(ctx) as client:
+            return _service_head(client)
+    except ServiceUnavailableError as exc:
+        raise ServiceUnavailableError(f"cannot fetch the service's signed head to verify against ({exc.message})",
+                                      hint="pass --against FILE (a head saved with `ledger head --file`) or "
+                                           "--against none to verify offline") from exc
+
+
+@ledger_group.command("head")
+@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Save the signed head here, to verify a later export against it.")
+@read_verb
+@click.pass_context
+def ledger_head(ctx: click.Context, path: Path | None, output: str, query: str | None) -> None:
+    """Fetch the service's latest signed checkpoint (seqno, chain head, signature) and keep it.
+
+    A head you saved proves how far the ledger had reached: `ledger verify --against FILE`
+    then refuses an export that stops earlier (entries cut at a checkpoint boundary).
+
+    \b
+    Example:
+      cleanroom -w W/consumer governance ledger head --file head.json
+      cleanroom -w W/consumer governance ledger verify --file ledger.jsonl --against head.json
+    """
+    with _client(ctx) as client:
+        head = _service_head(client)
+    if path is not None:
+        write_public_file(path, (json.dumps(head.document(), indent=2, sort_keys=True) + "\n").encode())
+    _emit({"seqno": head.seqno, "fromSeqno": head.from_seqno, "chainHead": head.chain_head,
+           "merkleRoot": head.merkle_root, "verified": True, "file": str(path) if path else None},
+          output, query, title=f"signed ledger head: entry {head.seqno}")
+
+
 @ledger_group.command("verify")
 @click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Export file.")
 @click.option("--service-cert", default=None, help="Service certificate to check against (default: the pinned one).")
 @click.option("--full", is_flag=True, help="Also re-check every member signature (slower).")
+@click.option("--against", default=None, metavar="FILE|service|none",
+              help="Signed head the export must reach: a file from `ledger head --file` or a saved receipt, "
+                   "`service` (fetch it now) or `none`. Default: service if the workspace has one, else none.")
 @read_verb
 @click.pass_context
-def ledger_verify(ctx: click.Context, path: Path, service_cert: str | None, full: bool, output: str,
-                  query: str | None) -> None:
-    """Verify an export offline: hash chain, digests, signed checkpoints (and signatures).
+def ledger_verify(ctx: click.Context, path: Path, service_cert: str | None, full: bool, against: str | None,
+                  output: str, query: str | None) -> None:
+    """Verify an export: hash chain, digests, signed checkpoints, its end (and signatures).
+
+    The export must end at a signed checkpoint and reach the signed head it is checked against,
+    so a cut or extended export fails, saying how many entries could not be vouched for.
 
     \b
     Example:
       cleanroom -w W/consumer governance ledger verify --file ledger.jsonl
+      cleanroom -w W/consumer governance ledger verify --file ledger.jsonl --against head.json --full
     """
     pinned = _pinned_cert(ctx, service_cert)
     if pinned is None:
         click.echo("warning: no pinned service certificate; trusting the one in the export", err=True)
-    report = ledger.verify_export_file(path, expected_service_cert_pem=pinned, full=full)
+    head = _against(ctx, against, service_cert)
+    report = ledger.verify_export_file(path, expected_service_cert_pem=pinned, full=full, against=head)
+    if head is None:  # after the checks, so that a failure stays one line
+        click.echo("warning: not checked against a signed head, so an export cut at a checkpoint boundary "
+                   "would pass; pass --against service or --against FILE (saved with `ledger head --file`)",
+                   err=True)
     _emit(report.as_dict(), output, query, title=f"ledger {path.name}: OK")
 
 
