@@ -6,9 +6,11 @@ import base64
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from core.crypto.identity import MemberIdentity
 from tests.azurite import Azurite
 from tests.cli_runner import Outcome, cleanroom
 
@@ -173,13 +175,8 @@ def test_generate_backend_aci_writes_template_and_skr_policy(tmp_path: Path) -> 
     assert started.returncode == 0, started.stderr
     try:
         merged = tmp_path / "merged.json"
-        merged.write_text(json.dumps({
-            "applications": [{"name": "inference", "image": "acr.azurecr.io/inference:1",
-                              "command": ["python", "-m", "containers.inference_server"], "ports": [8000],
-                              "mounts": [{"source": "model", "target": "/mnt/model"}]}],
-            "datasources": [{"name": "model", "owner": "m-provider",
-                             "store": {"kind": "azure_blob", "account_url": "https://p.blob.core.windows.net"}}],
-        }))
+        owner = Workspace.open(hoster).identity
+        merged.write_text(json.dumps(azure_contract_data(owner)))
         created = run("-w", str(hoster), "governance", "contract", "create", "--id", "inference-azure",
                       "--data", f"@{merged}")
         assert created.returncode == 0, created.stderr
@@ -193,10 +190,10 @@ def test_generate_backend_aci_writes_template_and_skr_policy(tmp_path: Path) -> 
         cce_file = tmp_path / "cce-policy.b64"
         cce_file.write_text(base64.b64encode(b"package policy\napi_version := \"0.10.0\"\n").decode() + "\n")
         generated = run(*generate, "--cce-policy", str(cce_file), "--maa-endpoint",
-                        "sharedeus.eus.attest.azure.net", "--kek-vault", "m-provider=https://pkv.vault.azure.net")
+                        "sharedeus.eus.attest.azure.net", "--kek-vault", f"{owner.member_id}=https://pkv.vault.azure.net")
         bad_vault = run(*generate, "--cce-policy", str(cce_file), "--kek-vault", "https://pkv.vault.azure.net")
         no_vault = run(*generate, "--cce-policy", str(cce_file), "--maa-endpoint", "sharedeus.eus.attest.azure.net")
-        no_maa = run(*generate, "--cce-policy", str(cce_file), "--kek-vault", "m-provider=https://pkv.vault.azure.net")
+        no_maa = run(*generate, "--cce-policy", str(cce_file), "--kek-vault", f"{owner.member_id}=https://pkv.vault.azure.net")
         assert generated.returncode == 0, generated.stderr
     finally:
         run("down")
@@ -204,7 +201,7 @@ def test_generate_backend_aci_writes_template_and_skr_policy(tmp_path: Path) -> 
     assert "no SKR policy without the real ccePolicy" in refused.stderr and "--cce-policy" in refused.stderr
     assert refused_wrote_nothing
     for refusal, needle in ((bad_vault, "is not MEMBER=URL"), (no_maa, "needs --maa-endpoint"),
-                            (no_vault, "no --kek-vault for data owner(s) m-provider")):
+                            (no_vault, f"no --kek-vault for data owner(s) {owner.member_id}")):
         assert refusal.returncode != 0 and refusal.stderr.count("\n") == 1 and needle in refusal.stderr, refusal.stderr
     assert first.returncode == 0, first.stderr
     placeholder = json.loads(first.stdout)
@@ -223,7 +220,7 @@ def test_generate_backend_aci_writes_template_and_skr_policy(tmp_path: Path) -> 
                ["properties"]["environmentVariables"]}
     assert sidecar["CLEANROOM_GOVERNANCE_URL"].startswith("https://127.0.0.1:")
     assert "BEGIN CERTIFICATE" in sidecar["CLEANROOM_GOVERNANCE_CERT"]
-    assert json.loads(sidecar["CLEANROOM_KEK_VAULTS"]) == {"m-provider": "https://pkv.vault.azure.net"}
+    assert json.loads(sidecar["CLEANROOM_KEK_VAULTS"]) == {owner.member_id: "https://pkv.vault.azure.net"}
 
 
 @pytest.mark.parametrize(("flags", "needle"), [
@@ -272,3 +269,15 @@ def test_storage_account_without_sign_in_is_one_line(provider: Path, tmp_path: P
     outcome = cleanroom("-w", provider, "datasource", "upload", "--name", "model",
                         "--dataset-folder", tmp_path / "data")
     _one_line_error(outcome, "https://127.0.0.1:9/devstoreaccount1")
+
+
+def azure_contract_data(owner: MemberIdentity) -> dict[str, Any]:
+    """A one-party contract (governance validates contract data against the merged-spec schema)."""
+    return {
+        "parties": [{"persona": "hoster", "member_id": owner.member_id, "member_cert": owner.cert_pem}],
+        "applications": [{"name": "inference", "owner": owner.member_id, "image": "acr.azurecr.io/inference:1",
+                          "command": ["python", "-m", "containers.inference_server"], "ports": [8000],
+                          "mounts": [{"source": "model", "target": "/mnt/model"}]}],
+        "datasources": [{"name": "model", "owner": owner.member_id,
+                         "store": {"kind": "azure_blob", "account_url": "https://p.blob.core.windows.net"}}],
+    }

@@ -13,6 +13,7 @@ from core.errors import InvalidInputError
 from core.runtime.aci import ManagedIdentity, aci_template, container_group
 from tests.cli_runner import cleanroom
 from tests.test_azure_aci import SECRETS, SPEC
+from tests.test_azure_cli import azure_contract_data
 
 IDENTITY_ID = ("/subscriptions/0b1f6471-1bf0-4dda-aec3-cb9272f09590/resourceGroups/rg-cleanroom/providers/"
                "Microsoft.ManagedIdentity/userAssignedIdentities/cleanroom-runtime")
@@ -104,13 +105,7 @@ def test_generate_writes_the_identity_into_the_template(tmp_path: Path, monkeypa
     assert cleanroom("up", "--workspace-dirs", hoster).code == 0
     try:
         merged = tmp_path / "merged.json"
-        merged.write_text(json.dumps({
-            "applications": [{"name": "inference", "image": "acr.azurecr.io/inference:1",
-                              "command": ["python", "-m", "containers.inference_server"], "ports": [8000],
-                              "mounts": [{"source": "model", "target": "/mnt/model"}]}],
-            "datasources": [{"name": "model", "owner": "m-provider",
-                             "store": {"kind": "azure_blob", "account_url": "https://p.blob.core.windows.net"}}],
-        }))
+        merged.write_text(json.dumps(azure_contract_data(Workspace.open(hoster).identity)))
         created = cleanroom("-w", hoster, "governance", "contract", "create", "--id", "mi-azure", "--data", f"@{merged}")
         assert created.code == 0, created.stderr
         generated = cleanroom("-w", hoster, "governance", "deployment", "generate", "--contract-id", "mi-azure",
@@ -125,3 +120,4 @@ def test_generate_writes_the_identity_into_the_template(tmp_path: Path, monkeypa
     _, group = container_group(template, location="westeurope", cce_policy=CCE)
     assert list(group.identity.user_assigned_identities) == [IDENTITY_ID]
     assert _sidecar_env(group)["AZURE_CLIENT_ID"] == CLIENT_ID
+

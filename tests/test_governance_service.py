@@ -119,7 +119,7 @@ def test_ballot_route_makes_every_authentication_check(gov: Consortium) -> None:
 # -- contracts and the constitution ------------------------------------------------------------------
 def test_contract_lifecycle_accepts_when_every_member_accepts(gov: Consortium) -> None:
     hoster, provider, consumer = gov.clients
-    data = {"datasources": ["model"], "applications": ["inference"]}
+    data = {"purpose": "inference", "rev": 1}  # opaque: a spec-shaped document must be a valid spec
     created = hoster.create_contract("lifecycle", data)
     assert created["state"] == "Draft" and created["version"]
     proposal = hoster.propose_contract("lifecycle", created["version"])

@@ -145,9 +145,9 @@ async def test_closed_proposals_offer_no_vote_and_only_the_proposer_may_withdraw
 
 async def test_detail_pane_diffs_against_the_previous_version(consortium) -> None:
     with GovernanceClient.from_workspace(consortium["hoster"]) as gov:
-        contract = gov.create_contract("finetune-1", {"applications": [{"name": "trainer-v1"}]})
+        contract = gov.create_contract("finetune-1", {"drafts": [{"name": "trainer-v1"}]})
         first = gov.propose_contract("finetune-1", contract["version"])["proposalId"]
-        contract = gov.update_contract("finetune-1", {"applications": [{"name": "trainer-v2"}]},
+        contract = gov.update_contract("finetune-1", {"drafts": [{"name": "trainer-v2"}]},
                                        gov.contract("finetune-1")["version"])
         second = gov.propose_contract("finetune-1", contract["version"])["proposalId"]
     app = CleanroomConsole([PersonaEngine(consortium[p]) for p in PERSONAS], background=False)

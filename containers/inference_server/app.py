@@ -2,7 +2,10 @@
 
 Request bodies are parsed by hand rather than by pydantic so every bad input gets one plain
 sentence naming the field and the fix (the consumer reads these through the ingress), and no
-bad request can take the server down.
+bad request can take the server down or make it answer 500: the body is read with a size cap
+(``Content-Length`` checked before reading), must be ``application/json`` (415), strict UTF-8,
+nested at most ``MAX_JSON_DEPTH`` deep, and its texts must be encodable (no lone surrogates
+such as ``"\\ud800"``, which JSON allows and the tokenizer cannot encode).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from containers.inference_server.classifier import OnnxClassifier
 
 DEFAULT_MAX_BATCH = 256
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_JSON_DEPTH = 32  # the request shapes nest 2 deep; the cap keeps the parser off the stack limit
 
 
 class BadRequest(Exception):
@@ -53,10 +57,11 @@ def create_app(classifier: OnnxClassifier, *, max_batch: int = DEFAULT_MAX_BATCH
 
     @app.post("/infer")
     async def infer(request: Request) -> dict[str, Any]:
-        body = await request.body()
-        if len(body) > max_body_bytes:
-            raise BadRequest(413, f"request body of {len(body)} bytes is over the limit of "
-                                  f"{max_body_bytes}; send fewer or shorter texts per request")
+        body = await read_capped_body(request, max_body_bytes)
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise BadRequest(415, f"Content-Type {media_type or 'none'!r} is not application/json; "
+                                  "send the request as JSON with Content-Type: application/json")
         single, texts = parse_request(body, max_batch)
         predictions = await run_in_threadpool(classifier.classify, texts)
         truncated = [i for i, p in enumerate(predictions) if p.truncated]
@@ -78,13 +83,55 @@ def create_app(classifier: OnnxClassifier, *, max_batch: int = DEFAULT_MAX_BATCH
     return app
 
 
+async def read_capped_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` (never held whole)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BadRequest(413, f"request body of {int(declared)} bytes is over the limit of "
+                              f"{limit}; send fewer or shorter texts per request")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(413, f"request body is over the limit of {limit} bytes; "
+                                  "send fewer or shorter texts per request")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _nests_deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest(400, f"{where} has a lone surrogate ({text[exc.start]!r} at character {exc.start}); "
+                              "send valid Unicode text") from None
+
+
 def parse_request(body: bytes, max_batch: int) -> tuple[bool, list[str]]:
     """Return (is the single-text shape, texts) or raise BadRequest with a one-line reason."""
+    shapes = 'send {"data": "<text>"} or {"inputs": ["<text>", ...]}'
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(400, f"request body is not valid JSON ({exc}); "
-                              'send {"data": "<text>"} or {"inputs": ["<text>", ...]}') from exc
+        document = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BadRequest(400, f"request body is not valid JSON (not UTF-8: bad byte at offset {exc.start}); "
+                              f"{shapes}") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(400, f"request body is not valid JSON ({exc}); {shapes}") from None
+    except RecursionError:
+        raise BadRequest(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels; {shapes}") from None
+    if _nests_deeper_than(document, MAX_JSON_DEPTH):
+        raise BadRequest(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels; {shapes}")
     if not isinstance(document, dict) or ("data" in document) == ("inputs" in document):
         raise BadRequest(422, 'request must be a JSON object with exactly one of "data" (a text) '
                               'or "inputs" (a list of texts)')
@@ -94,6 +141,7 @@ def parse_request(body: bytes, max_batch: int) -> tuple[bool, list[str]]:
             raise BadRequest(422, f'"data" must be a string, not {type(text).__name__}')
         if not text.strip():
             raise BadRequest(422, '"data" is empty; send a non-empty text')
+        _check_text(text, '"data"')
         return True, [text]
     texts = document["inputs"]
     if not isinstance(texts, list):
@@ -108,4 +156,5 @@ def parse_request(body: bytes, max_batch: int) -> tuple[bool, list[str]]:
             raise BadRequest(422, f'"inputs"[{index}] must be a string, not {type(text).__name__}')
         if not text.strip():
             raise BadRequest(422, f'"inputs"[{index}] is empty; every text must be non-empty')
+        _check_text(text, f'"inputs"[{index}]')
     return False, texts

@@ -28,7 +28,8 @@ from pydantic import Field
 
 from core.config.canonical import canonical_json, document_hash
 from core.config.fragment import (Application, DataAsset, Fragment, NetworkPolicy, SpecModel,
-                                  load_fragment)
+                                  load_fragment, parse_model)
+from core.crypto.identity import load_certificate, member_id_of
 from core.errors import ConflictError, InvalidInputError, NotFoundError
 
 
@@ -170,6 +171,60 @@ def merge_fragments(fragments: Iterable[Fragment]) -> MergedSpec:
             allow_all_outbound=any(f.network_policy.allow_all_outbound for f in fragments),
         ),
     )
+
+
+SPEC_FIELDS = frozenset(MergedSpec.model_fields) - {"parties"}
+"""Fields the runtime reads from a contract: a document with any of them is a clean-room spec."""
+
+
+def parse_contract_spec(document: object, *, source: str = "contract data") -> MergedSpec:
+    """Validate a merged spec received from elsewhere (a contract created at governance).
+
+    ``merge_fragments`` builds a spec that is consistent by construction; a document sent over
+    the wire is not, so besides the models' own checks (names, routes, mount targets, unknown
+    fields) this checks what merging guarantees: every asset and application is owned by a
+    listed party, names are unique, logging/telemetry sinks are datasinks of their owner, and
+    every mount names a declared datasource or datasink. Errors are one InvalidInputError line
+    naming the field.
+    """
+    spec = parse_model(MergedSpec, document, source=source)
+
+    def refuse(where: str, problem: str) -> None:
+        raise InvalidInputError(f"{source} is not valid: {where}: {problem}",
+                                hint="create the contract from `cleanroom config view` output")
+
+    if not spec.parties:
+        refuse("parties", "a contract needs at least one party")
+    party_ids = [party.member_id for party in spec.parties]
+    if len(set(party_ids)) != len(party_ids):
+        refuse("parties", "a member is listed twice")
+    for index, party in enumerate(spec.parties):
+        try:
+            certificate = load_certificate(party.member_cert)
+        except InvalidInputError:
+            refuse(f"parties.{index}.member_cert", "not a PEM X.509 certificate")
+        if member_id_of(certificate) != party.member_id:
+            refuse(f"parties.{index}.member_id", "not the SHA-256 of member_cert")
+    names: set[str] = set()
+    for kind in ("datasources", "datasinks", "applications"):
+        if kind == "applications":
+            names = set()  # applications have their own namespace
+        for index, item in enumerate(getattr(spec, kind)):
+            if item.owner not in party_ids:
+                refuse(f"{kind}.{index}.owner", f"{item.owner[:16]!r} is not one of the contract's parties")
+            if item.name in names:
+                refuse(f"{kind}.{index}.name", f"{item.name!r} is declared twice")
+            names.add(item.name)
+    sinks = {asset.name: asset.owner for asset in spec.datasinks}
+    for kind in ("logging", "telemetry"):
+        setting: ExportSetting = getattr(spec, kind)
+        if setting.enabled and (setting.datasink not in sinks or sinks[setting.datasink] != setting.owner):
+            refuse(f"{kind}.datasink", f"{setting.datasink!r} is not a datasink of its owner")
+    try:
+        spec.check_complete()
+    except InvalidInputError as exc:
+        refuse("applications.mounts", exc.message)
+    return spec
 
 
 def merge_paths(paths: Iterable[Path]) -> MergedSpec:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from core.config.canonical import document_hash
+from core.config.merge import SPEC_FIELDS, parse_contract_spec
 from core.crypto.identity import load_certificate, member_id_of
 from core.errors import ConflictError, InvalidInputError, NotFoundError
 from core.governance.models import (Action, ContractState, ProposalState, StaleVersionError, Vote,
@@ -52,6 +53,25 @@ def _accepted_contract(args: dict[str, Any], state: ConstitutionState, action: s
     return contract
 
 
+def check_contract_data(data: object) -> None:
+    """Refuse contract data the runtime would act on unless it is a valid clean-room spec.
+
+    Why here: the runtime turns an accepted contract's spec into routes, mounts and asset
+    names; validated only by the CLI that built it, a member sending the document directly
+    could put a prefix route (``POST /*``) or a path-like asset name in front of voters and the
+    runtime. So a document carrying any field the runtime reads (applications, datasources,
+    datasinks, network_policy, logging, telemetry, schema_version) with a non-empty value must
+    pass the same pydantic models as ``cleanroom config view`` plus the consistency merging
+    guarantees. A document without them is an opaque draft: with no applications, no
+    deployment spec can be generated from it (``core.runtime.deployment.deployment_spec``).
+    """
+    if not isinstance(data, dict):
+        raise InvalidInputError("contract data must be a JSON object",
+                                hint="pass the merged spec from `cleanroom config view` as --data")
+    if any(data.get(key) not in (None, [], {}) for key in SPEC_FIELDS):
+        parse_contract_spec(data, source="contract data")
+
+
 def validate(action: str, args: dict[str, Any], state: ConstitutionState) -> None:
     """Refuse a proposal that could never apply. Raises a CleanroomError naming the fix."""
     if action not in Action.ALL:
@@ -74,6 +94,7 @@ def validate(action: str, args: dict[str, Any], state: ConstitutionState) -> Non
         if args.get("version") != contract["version"]:
             raise StaleVersionError(f"contract '{contract_id}' version {args.get('version')!r} is not the current one",
                                     hint="run `cleanroom governance contract show` and propose its current version")
+        check_contract_data(contract["data"])  # drafts stored before validation existed
     elif action in (Action.SET_DEPLOYMENT_SPEC, Action.SET_CLEAN_ROOM_POLICY):
         _accepted_contract(args, state, action)
         if not isinstance(args.get("data"), dict):

@@ -4,7 +4,9 @@ A service lives in a state directory::
 
     <state_dir>/
       service.json     port, replay window, checkpoint interval, attestation verifier,
-                       allowed MAA endpoints (Azure clean rooms)
+                       allowed MAA endpoints (Azure clean rooms), and optionally the
+                       connection limits (header_timeout_seconds, max_connections; defaults
+                       in ``core.http_guard``)
       identity/        service_privk.pem (0600), token_privk.pem (0600), service_cert.pem
       governance.db    SQLite (WAL) state and ledger, 0600
       service.pid      pid of the running process
@@ -25,7 +27,7 @@ from typing import Any
 import httpx
 
 from core.crypto.secret_file import write_public_file
-from core.errors import ConflictError, NotFoundError
+from core.errors import ConflictError, InvalidInputError, NotFoundError
 from core.governance.service_identity import ServiceIdentity
 from core.service_process import ServiceProcess, free_loopback_port
 
@@ -61,8 +63,18 @@ def exists(state_dir: Path) -> bool:
 
 def create(state_dir: Path, initial_member_certs: list[str], *, port: int | None = None,
            window_seconds: int = 300, checkpoint_every: int = 100,
-           attestation: dict[str, Any] | None = None) -> None:
-    """Make a new service: identity, configuration, and the genesis entry naming the consortium."""
+           attestation: dict[str, Any] | None = None, header_timeout_seconds: float | None = None,
+           max_connections: int | None = None) -> None:
+    """Make a new service: identity, configuration, and the genesis entry naming the consortium.
+
+    ``header_timeout_seconds`` (how long a client may take to send a request head, and stay
+    idle before its first one) and ``max_connections`` override ``core.http_guard``'s defaults.
+    """
+    if header_timeout_seconds is not None and not 0 < header_timeout_seconds <= 300:
+        raise InvalidInputError(f"header timeout {header_timeout_seconds} s is not in (0, 300]",
+                                hint="give a few seconds")
+    if max_connections is not None and not 1 <= max_connections <= 100_000:
+        raise InvalidInputError(f"connection cap {max_connections} is not in 1..100000", hint="give a few hundred")
     state_dir = state_dir.expanduser().resolve()
     if exists(state_dir):
         raise ConflictError(f"a governance service already exists in {state_dir}",
@@ -80,6 +92,10 @@ def create(state_dir: Path, initial_member_certs: list[str], *, port: int | None
         state.close()
     config = {"port": port or free_loopback_port(), "window_seconds": window_seconds,
               "checkpoint_every": checkpoint_every, "attestation": attestation}
+    if header_timeout_seconds is not None:
+        config["header_timeout_seconds"] = header_timeout_seconds
+    if max_connections is not None:
+        config["max_connections"] = max_connections
     write_public_file(state_dir / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
 
 

@@ -4,7 +4,9 @@ Writes are ``POST``/``PUT`` with a COSE_Sign1 body (``application/cose``, see ``
 the service checks signature, membership, freshness and replay before touching state.
 Clean-room calls (CA endorsement, secret get, event append) carry an attestation token and are
 checked by the injected ``attestation_verifier``; until step 3 plugs one in, they are refused.
-Reads are plain ``GET``s over the pinned TLS connection.
+Reads are plain ``GET``s over the pinned TLS connection; the members-only ones (a contract's
+events and their stream, its secret names) also need ``Authorization: COSE-Sign1 <message>``, a
+fresh signed read bound to the path, from an active member (``signing.verify_read``).
 
 Errors are ``{"error": {"code", "message"}}`` with 400 (malformed), 401 (signature, membership,
 freshness, replay), 403 (not allowed), 404, 409 (state forbids it) or 412 (stale version).
@@ -27,22 +29,24 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import uvicorn
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path as PathParam, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from core import http_guard
 from core.errors import (AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError)
 from core.governance.launcher import CONFIG_FILE, IDENTITY_DIR
 from core.governance.models import DOCUMENT_ACTIONS, MemberStatus, StaleVersionError
 from core.governance.service_identity import ServiceIdentity
-from core.governance.signing import CONTENT_TYPE, SignatureRejected, VerifiedRequest, verify_request
+from core.governance.signing import CONTENT_TYPE, SignatureRejected, VerifiedRequest, verify_read, verify_request
 from core.governance.state import AttestationVerifier, GovernanceState
 
 CHECKPOINT_INTERVAL_SECONDS = 1.0
 LONG_POLL_MAX_SECONDS = 30.0
 GRACEFUL_SHUTDOWN_SECONDS = 1  # idle keep-alive and event-stream connections must not hold a stop
 BALLOT_THREADS = 40  # as many as FastAPI's pool: ballots wait on a group commit's fsync in them
+MAX_SEQNO = 2**63 - 1  # SQLite's INTEGER: a larger seqno cannot name an entry, and overflows the driver
 
 
 def _status_of(exc: CleanroomError) -> int:
@@ -87,21 +91,26 @@ class SignedBallotRoute:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         match = _BALLOT_PATH.fullmatch(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" \
             else None
-        if match is None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # every body is read here, capped in size and time, before any route or signature check:
+        # an unauthenticated client can make the service hold at most MAX_BODY_BYTES per request
+        try:
+            raw = await http_guard.read_body(scope, receive)
+        except http_guard.HttpRefusal as refusal:
+            await http_guard.send_json(send, refusal.status, {"error": {"code": "HttpRefusal",
+                                                                        "message": refusal.message}})
+            return
+        if raw is None:  # the client went away
+            return
+        if match is None:
+            await self.app(scope, http_guard.replay(raw, receive), send)
+            return
         content_type = next((value for name, value in scope["headers"] if name == b"content-type"), b"")
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
         try:
             payload = await asyncio.get_running_loop().run_in_executor(
-                self._pool, self._ballot, content_type, b"".join(chunks), scope["path"], match.group(1))
+                self._pool, self._ballot, content_type, raw, scope["path"], match.group(1))
             status = 200
         except CleanroomError as exc:
             status, payload = _status_of(exc), {"error": {"code": type(exc).__name__, "message": exc.one_line()}}
@@ -155,8 +164,9 @@ class _CoalescingTransport:
         return getattr(self._transport, name)
 
 
-class CoalescingHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol over a ``_CoalescingTransport``."""
+class CoalescingHttpProtocol(http_guard.GuardedHttpProtocol):
+    """uvicorn's httptools protocol over a ``_CoalescingTransport``, with the head timeout, head
+    size cap and connection cap of ``http_guard.GuardedHttpProtocol``."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
@@ -218,14 +228,22 @@ def create_app(state: GovernanceState) -> FastAPI:
     async def _signature_error(_: Request, exc: SignatureRejected) -> JSONResponse:
         return _error(exc.status, "SignatureRejected", exc.message)
 
+    @app.exception_handler(RequestValidationError)
+    async def _parameter_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """A bad path or query parameter (``from_seqno=1e30``, ``wait=nan``): one line naming it."""
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("query", "path")) or "request"
+        value = first.get("input")
+        shown = "" if value is None else f" {str(value)[:40]!r}"
+        message = f"parameter {where}{shown} is not valid: {str(first.get('msg', 'invalid')).removeprefix('Value error, ')}"
+        return _error(400, "InvalidInputError", " ".join(message.split()))
+
     async def raw_body(request: Request) -> bytes:  # a dependency: reads the body on the loop
         return await request.body()
 
     async def json_body(request: Request) -> dict[str, Any]:
-        try:
-            body = json.loads(await request.body() or b"{}")
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError("request body is not JSON", hint="send a JSON object") from exc
+        # strict UTF-8, no NaN, nesting capped: these bodies come before the caller is verified
+        body = http_guard.loads_json(await request.body() or b"{}")
         if not isinstance(body, dict):
             raise InvalidInputError("request body must be a JSON object", hint="send {...}")
         return body
@@ -236,6 +254,11 @@ def create_app(state: GovernanceState) -> FastAPI:
                                          f"Content-Type {CONTENT_TYPE}")
         return verify_request(raw, path=request.url.path, window_seconds=state.window_seconds,
                               member_key=lambda member_id: state.member_key(member_id, statuses=statuses))
+
+    def member_read(request: Request) -> str:
+        """The active member a members-only read (events, secret names) is signed by, else 401."""
+        return verify_read(request.headers.get("authorization"), path=request.url.path,
+                           window_seconds=state.window_seconds, member_key=state.member_key)
 
     RAW = Depends(raw_body)
     JSON = Depends(json_body)
@@ -337,21 +360,17 @@ def create_app(state: GovernanceState) -> FastAPI:
     # -- secrets and tokens ----------------------------------------------------------------------
     @app.put("/contracts/{contract_id}/secrets/{name}")
     def put_secret(contract_id: str, name: str, request: Request, raw: bytes = RAW) -> Response:
-        verified = signed(request, raw)
-        try:
-            value = base64.b64decode(str(verified.body.get("value", "")), validate=True)
-        except ValueError as exc:
-            raise InvalidInputError("secret value must be base64", hint="send {\"value\": base64}") from exc
-        return JSONResponse(state.put_secret(verified, contract_id, name, value))
+        return JSONResponse(state.put_secret(signed(request, raw), contract_id, name))
 
     @app.get("/contracts/{contract_id}/secrets")
-    def secrets(contract_id: str) -> Response:
+    def secrets(contract_id: str, request: Request) -> Response:
+        member_read(request)
         return JSONResponse({"value": state.secrets(contract_id)})
 
     @app.post("/contracts/{contract_id}/secrets/{name}/get")
     def get_secret(contract_id: str, name: str, body: dict[str, Any] = JSON) -> Response:
-        value = state.get_secret(contract_id, name, body)
-        return JSONResponse({"name": name, "value": base64.b64encode(value).decode()})
+        value, writer = state.get_secret(contract_id, name, body)
+        return JSONResponse({"name": name, "value": base64.b64encode(value).decode(), "writer": writer})
 
     @app.post("/contracts/{contract_id}/tokens")
     def token(contract_id: str, request: Request, raw: bytes = RAW) -> Response:
@@ -377,11 +396,15 @@ def create_app(state: GovernanceState) -> FastAPI:
                 return result
 
     @app.get("/contracts/{contract_id}/events")
-    async def events(contract_id: str, from_seqno: int = 1, wait: float = 0.0) -> Response:
+    async def events(contract_id: str, request: Request, from_seqno: int = Query(1, ge=0, le=MAX_SEQNO),
+                     wait: float = Query(0.0, ge=0.0, le=LONG_POLL_MAX_SECONDS, allow_inf_nan=False)) -> Response:
+        await run_in_threadpool(member_read, request)
         return JSONResponse(await wait_for_events(contract_id, from_seqno, wait))
 
     @app.get("/contracts/{contract_id}/events/stream")
-    async def event_stream(contract_id: str, from_seqno: int = 1) -> StreamingResponse:
+    async def event_stream(contract_id: str, request: Request,
+                           from_seqno: int = Query(1, ge=0, le=MAX_SEQNO)) -> StreamingResponse:
+        await run_in_threadpool(member_read, request)
         await run_in_threadpool(state.get_contract, contract_id)
 
         async def stream() -> AsyncIterator[bytes]:
@@ -406,7 +429,7 @@ def create_app(state: GovernanceState) -> FastAPI:
         return Response("\n".join(state.export()) + "\n", media_type="application/x-ndjson")
 
     @app.get("/ledger/receipt/{seqno}")
-    def receipt(seqno: int) -> Response:
+    def receipt(seqno: int = PathParam(ge=0, le=MAX_SEQNO)) -> Response:
         return JSONResponse(state.receipt(seqno))
 
     return app
@@ -439,7 +462,14 @@ def serve(state_dir: Path) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", int(config["port"])))
     app = SignedBallotRoute(create_app(state), state)
-    uv_config = uvicorn.Config(app, http=CoalescingHttpProtocol,
+    header_timeout = float(config.get("header_timeout_seconds", http_guard.HEADER_TIMEOUT_SECONDS))
+    max_connections = int(config.get("max_connections", http_guard.MAX_CONNECTIONS))
+    protocol = http_guard.guarded_protocol(CoalescingHttpProtocol, header_timeout=header_timeout,
+                                           max_connections=max_connections)
+    http_guard.limit_tls_handshakes(header_timeout)  # this process serves only governance
+    uv_config = uvicorn.Config(app, http=protocol,
+                               **http_guard.uvicorn_limits(header_timeout=header_timeout,
+                                                           max_connections=max_connections),
                                ssl_keyfile=str(identity.key_path), ssl_certfile=str(identity.cert_path),
                                log_level="warning", access_log=False, lifespan="on",
                                proxy_headers=False,  # nothing proxies it: no X-Forwarded-* to trust or parse

@@ -20,6 +20,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import http_guard
 from core.crypto.secret_file import write_public_file
 from core.errors import NotFoundError
 from core.keys.attestation import AttestationKey, AttestationVerifier, KeyServiceAttester
@@ -106,6 +107,7 @@ def serve(state_dir: Path) -> None:
     governance = HttpGovernance(governance_info.endpoint, governance_info.service_cert_pem)
     authority = KeyServiceAuthority(governance, KeyServiceAttester(AttestationKey.load_or_create(state_dir)))
     runtime_key = AttestationKey.load_or_create(Path(config["runtime_state_dir"]))
+    http_guard.limit_tls_handshakes(http_guard.HEADER_TIMEOUT_SECONDS)  # this process serves only keys
     server = KeyServiceServer(state_dir, verifier=AttestationVerifier(runtime_key.public_pem), authority=authority,
                               port=int(config["port"])).start()
     stopped = threading.Event()
