@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import signal
 import ssl
 import time
@@ -47,7 +48,10 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
 print("serving", flush=True)
-Server(os.environ["CLEANROOM_UDS"], Handler).serve_forever()
+server = Server(os.environ["CLEANROOM_UDS"], Handler, bind_and_activate=False)  # the runtime bound it:
+server.socket.close()
+server.socket = socket.socket(fileno=int(os.environ["CLEANROOM_LISTEN_FD"]))  # serve on the fd it passed
+server.serve_forever()
 """
 
 
@@ -160,17 +164,22 @@ def test_sigkill_leaves_nothing_after_the_next_up(world, tmp_path) -> None:
     pid = json.loads(started.stdout)["pid"]
     mounts = world.runtime_state / "mounts"
     deadline = time.monotonic() + 30
-    while not list(mounts.rglob("partial.txt")) and time.monotonic() < deadline:
+    while not list(mounts.glob("*/plaintext.path")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert [p.read_text() for p in mounts.rglob("weights.txt")] == ["plaintext-weights"]
-    assert all(oct(d.stat().st_mode & 0o777) == "0o700" for d in mounts.iterdir())
+    # the plaintext sits at a neutral path (not under the state dir, see RunDirectory), recorded here
+    plaintext = [pathlib.Path(p.read_text()) for p in mounts.glob("*/plaintext.path")]
+    while not [f for d in plaintext for f in d.rglob("partial.txt")] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p.read_text() for d in plaintext for p in d.rglob("weights.txt")] == ["plaintext-weights"]
+    assert all(oct(d.stat().st_mode & 0o777) == "0o700" for d in [*mounts.iterdir(), *plaintext])
 
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    assert list(mounts.rglob("weights.txt"))  # a killed runtime cannot clean up...
+    assert [f for d in plaintext for f in d.rglob("weights.txt")]  # a killed runtime cannot clean up...
     up = cleanroom("up", "-o", "json")
     assert up.code == 0, up.stderr
     assert not list(mounts.rglob("*"))  # ...the next `cleanroom up` sweeps it
+    assert not any(d.exists() for d in plaintext)
     with pytest.raises(NotFoundError):  # and the datasink was never half-sealed
         download_asset(world.parties["consumer"], "datasink", "results", tmp_path / "got")
     shown = cleanroom("deployment", "status", "--contract-id", "collab1", "-o", "json")

@@ -31,10 +31,12 @@ from core.datasource import download_asset
 from core.errors import ConflictError, IntegrityError, InvalidInputError
 from core.governance import launcher as governance_launcher
 from core.keys.skr import wrap_deks_to_vault
-from core.runtime.aci import RUNTIME_SIDECAR_NAME, aci_template, container_group, secret_env_names
-from core.runtime.deployment import policy_document
+from core.runtime.aci import (EXIT_FILE_PREFIX, KILL_FILE, READY_FILE, RUNTIME_SIDECAR_NAME, STOP_FILE,
+                             WAIT_FOR_DATA, WRAPPER_KILL_GRACE_SECONDS, WRAPPER_STOP_GRACE_SECONDS,
+                             aci_template, container_group, secret_env_names)
+from core.runtime.deployment import RUN_DIR, policy_document
 from core.runtime.key_release import AzureKeyRelease, TransferKey
-from core.runtime.sidecar import sidecar_environment
+from core.runtime.sidecar import read_exit_code, sidecar_environment, write_control_file
 from tests.azurite import Azurite
 from tests.runtime_world import World
 
@@ -175,6 +177,129 @@ def test_kill_switch_stops_the_workload_and_what_it_wrote_is_sealed(deployed, tm
     download_asset(world.parties["consumer"], "datasink", "results", tmp_path / "got")
     assert (tmp_path / "got" / "partial.txt").read_text() == "partial\n"
     assert not any((mount_root / "datasink-results").iterdir())
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+def test_kill_switch_sigkills_a_workload_ignoring_sigterm_within_its_short_grace(deployed, tmp_path: Path) -> None:
+    """The sidecar writes `kill` on the kill switch; the wrapper SIGKILLs a workload that ignores
+    SIGTERM 0.5 s after it, instead of leaving it to run until ACI stops the group."""
+    world, spec = deployed
+    consumer = world.clients["consumer"]
+    mount_root = tmp_path / "group"
+    running_before = world.event_types(CONTRACT).count("running")
+    workload = _workload(aci_template(spec, cce_policy=CCE), mount_root,
+                         ["sh", "-c", "trap '' TERM; echo partial > /mnt/remote/results/partial.txt; exec sleep 300"])
+    sidecar = subprocess.Popen([sys.executable, "-m", "core.runtime.sidecar"], cwd=ROOT, text=True,
+                               env=_sidecar_env(world, spec, mount_root), stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while world.event_types(CONTRACT).count("running") == running_before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert world.event_types(CONTRACT).count("running") > running_before
+        consumer.set_runtime_option(CONTRACT, "execution", enable=False)
+        disabled = time.monotonic()
+        assert workload.wait(timeout=30) == 128 + 9  # SIGKILLed by the wrapper: it ignored SIGTERM
+        # requirement: gone within 2 s (sidecar poll + wrapper poll + grace); asserted with a margin
+        assert time.monotonic() - disabled < 5.0
+        _out, errors = sidecar.communicate(timeout=90)
+    finally:
+        for process in (sidecar, workload):
+            if process.poll() is None:
+                process.kill()
+        consumer.set_runtime_option(CONTRACT, "execution", enable=True)
+    assert sidecar.returncode == 2, errors
+    events = world.events(CONTRACT)
+    assert [e for e in events if e["type"] == "exited"][-1]["data"]["exit_codes"] == {"app": 137}
+    download_asset(world.parties["consumer"], "datasink", "results", tmp_path / "got")
+    assert (tmp_path / "got" / "partial.txt").read_text() == "partial\n"
+
+
+# -- the workload wrapper alone (WAIT_FOR_DATA): stop and kill-switch markers --------------------------
+def _wrapped(run_dir: Path, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """The template's wrapper around ``command``, the run volume bound where ACI mounts it, data
+    ready; returns once the command has printed its first line (its traps are set by then)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_control_file(run_dir, READY_FILE, "ready")
+    process = subprocess.Popen([str(shutil.which("bwrap")), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+                                "--tmpfs", "/run", "--bind", str(run_dir), RUN_DIR,
+                                "/bin/sh", "-c", WAIT_FOR_DATA, "app", *command],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    assert process.stdout is not None and process.stdout.readline() == b"up\n"
+    return process
+
+
+IGNORES_TERM = ["sh", "-c", "trap '' TERM; echo up; exec sleep 300"]
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+def test_the_wrapper_sigkills_a_command_ignoring_sigterm_soon_after_kill(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    process = _wrapped(run_dir, IGNORES_TERM)
+    try:
+        write_control_file(run_dir, KILL_FILE, "execution disabled by a member")
+        killed = time.monotonic()
+        assert process.wait(timeout=30) == 137
+        # poll 0.2 s + grace 0.5 s; asserted with a safe margin
+        assert time.monotonic() - killed < 3.0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert read_exit_code(run_dir / f"{EXIT_FILE_PREFIX}app") == 137  # what the sidecar then reports
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+def test_the_wrapper_gives_a_normal_stop_its_grace_then_kill_cuts_it(tmp_path: Path) -> None:
+    """`stop` alone: SIGTERM, and the long grace (a workload writing its last checkpoint is not
+    SIGKILLed after 0.5 s); `kill` during that grace cuts it to the kill switch's."""
+    run_dir = tmp_path / "run"
+    process = _wrapped(run_dir, IGNORES_TERM)
+    try:
+        write_control_file(run_dir, STOP_FILE, "SIGTERM (container group stopped)")
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(timeout=2.0)  # well past the kill switch's grace: still in the stop's
+        assert WRAPPER_STOP_GRACE_SECONDS > 2.0 > WRAPPER_KILL_GRACE_SECONDS
+        write_control_file(run_dir, KILL_FILE, "execution disabled by a member")
+        killed = time.monotonic()
+        assert process.wait(timeout=30) == 137
+        assert time.monotonic() - killed < 3.0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+def test_the_wrapper_lets_a_command_finish_its_checkpoint_after_sigterm(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    process = _wrapped(run_dir, ["sh", "-c", f"trap 'sleep 1.5; echo saved > {RUN_DIR}/saved; exit 0' TERM; echo up; "
+                                             "while :; do sleep 0.1; done"])
+    try:
+        write_control_file(run_dir, STOP_FILE, "SIGTERM (container group stopped)")
+        assert process.wait(timeout=30) == 0  # its own exit, 1.5 s after SIGTERM: not SIGKILLed
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert (run_dir / "saved").read_text() == "saved\n"
+    assert read_exit_code(run_dir / f"{EXIT_FILE_PREFIX}app") == 0
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+def test_the_wrapper_still_kills_where_sleep_takes_whole_seconds_only(tmp_path: Path) -> None:
+    """An image whose `sleep` refuses "0.1" (a strict POSIX sleep): the wrapper falls back to 1 s
+    ticks instead of spinning, and still SIGKILLs after `kill` (1 s poll + 1 s grace)."""
+    strict = tmp_path / "bin"
+    strict.mkdir()
+    (strict / "sleep").write_text('#!/bin/sh\ncase "$1" in *[!0-9]*) exit 1;; esac\nexec /bin/sleep "$1"\n')
+    (strict / "sleep").chmod(0o755)
+    run_dir = tmp_path / "run"
+    process = _wrapped(run_dir, IGNORES_TERM, env={**os.environ, "PATH": f"{strict}:{os.environ['PATH']}"})
+    try:
+        write_control_file(run_dir, KILL_FILE, "execution disabled by a member")
+        killed = time.monotonic()
+        assert process.wait(timeout=30) == 137
+        assert time.monotonic() - killed < 5.0
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 def test_sidecar_without_its_configuration_is_one_line(tmp_path: Path) -> None:

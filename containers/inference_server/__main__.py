@@ -1,15 +1,24 @@
-"""Command line: ``python -m containers.inference_server --model-dir DIR (--uds PATH | --host H --port P)``."""
+"""Command line: ``python -m containers.inference_server --model-dir DIR (--uds PATH | --host H --port P)``.
+
+Under the clean-room runtime the server does not bind anything itself: the runtime has already
+bound and listened on the socket the ingress connects to, and passes it in as an inherited fd
+named by ``CLEANROOM_LISTEN_FD`` (then ``--uds`` only documents the spec's socket name). A
+socket bound by the workload in a folder it can write is never what the ingress talks to.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import stat
 import sys
 from pathlib import Path
 
 from containers.inference_server.app import DEFAULT_MAX_BATCH, create_app
 from containers.inference_server.classifier import ModelFolderError, OnnxClassifier
+
+LISTEN_FD_ENV = "CLEANROOM_LISTEN_FD"  # set by core.runtime.sandbox (not imported: the image ships without core)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,6 +45,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def inherited_listener() -> int | None:
+    """The listening unix socket the runtime handed in (``CLEANROOM_LISTEN_FD``), checked to be one."""
+    value = os.environ.get(LISTEN_FD_ENV)
+    if not value:
+        return None
+    if not value.isdigit():
+        raise SystemExit(f"error: {LISTEN_FD_ENV}={value!r} is not a file descriptor number")
+    fd = int(value)
+    try:
+        probe = socket.socket(fileno=os.dup(fd))
+    except OSError as exc:
+        raise SystemExit(f"error: {LISTEN_FD_ENV}={fd} is not an open socket ({exc.strerror})") from exc
+    with probe:
+        if probe.family != socket.AF_UNIX or not probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            raise SystemExit(f"error: {LISTEN_FD_ENV}={fd} is not a listening unix socket")
+    return fd
+
+
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
@@ -47,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     app = create_app(classifier, max_batch=args.max_batch)
-    if args.uds:
+    listen_fd = inherited_listener()
+    if listen_fd is not None:
+        uvicorn.run(app, fd=listen_fd, log_level=args.log_level)
+    elif args.uds:
         if args.uds.exists() and stat.S_ISSOCK(args.uds.stat().st_mode):
             os.unlink(args.uds)  # a socket left by a previous run would make bind fail
         uvicorn.run(app, uds=str(args.uds), log_level=args.log_level)

@@ -18,8 +18,11 @@ value the voted clean-room policy document and the SKR policy carry.
 Workload containers start with the sidecar, before their datasources are decrypted, so each
 command is wrapped: it waits for ``/run/cleanroom/ready`` (written by the sidecar once every
 datasource is in place; ``failed`` makes it give up) and records its exit code in
-``/run/cleanroom/exit-<container>``, which is how the sidecar knows when to seal the datasinks;
-``stop`` (the kill switch, written by the sidecar) terminates the command.
+``/run/cleanroom/exit-<container>``, which is how the sidecar knows when to seal the datasinks.
+The sidecar writes ``stop`` for a stop (SIGTERM of the sidecar: ACI stop), and ``kill`` then
+``stop`` for the kill switch; the wrapper checks for them every 0.2 s, sends the command SIGTERM,
+and SIGKILLs it if it is still there after the grace: 10 s for a stop (a last checkpoint), 0.5 s
+once ``kill`` is there, so the kill switch wins within 2 s on Azure as it does locally.
 
 Deployment spec fields used (per application): ``name``, ``image``, ``command``, ``env`` (voted
 names and values), ``env_names`` (secrets: securestring parameters, values given at deployment),
@@ -68,15 +71,31 @@ RUN_VOLUME = "cleanroom-run"
 READY_FILE = "ready"
 FAILED_FILE = "failed"
 EXIT_FILE_PREFIX = "exit-"
-STOP_FILE = "stop"
+STOP_FILE = "stop"  # the sidecar asks the workloads to stop: SIGTERM, SIGKILL after WRAPPER_STOP_GRACE_SECONDS
+KILL_FILE = "kill"  # ... because of the kill switch: the grace is WRAPPER_KILL_GRACE_SECONDS
+WRAPPER_POLL_SECONDS = 0.2
+WRAPPER_KILL_GRACE_SECONDS = 0.5  # with the sidecar's poll of the kill switch: gone within 2 s
+WRAPPER_STOP_GRACE_SECONDS = 10  # a normal stop: time for a last checkpoint, as in the local runtime
+_TICK_SECONDS = 0.1  # the grace is counted in ticks of this length
 # $0 is the container name, "$@" the voted command (passed as arguments, never re-parsed). The
-# command runs in the background so that `stop` (the kill switch) and SIGTERM reach it; the
-# loop around `wait` outlasts a wait interrupted by the trap.
+# command runs in the background so that `stop`/`kill` and SIGTERM reach it; the loop around
+# `wait` outlasts a wait interrupted by the trap. A watcher checks for `stop` or `kill` every
+# 0.2 s, sends the command SIGTERM, and SIGKILLs it when it is still there after the grace
+# (cut to the kill switch's if `kill` appears during a normal stop's). The grace is counted in
+# ticks of 0.1 s; an image whose `sleep` takes whole seconds only gets 1 s ticks (1 s polls, a
+# 10 s or 1 s grace). Only existence is tested (`-e`): nothing in the run volume, which every
+# workload can write, is opened, so a FIFO planted at a name cannot block the watcher.
 WAIT_FOR_DATA = (
     f'r={RUN_DIR}; while [ ! -e "$r/{READY_FILE}" ]; do [ -e "$r/{FAILED_FILE}" ] && exit 70; sleep 1; done; '
     '"$@" & pid=$!; trap \'kill -TERM $pid 2>/dev/null\' TERM; '
-    f'( while [ ! -e "$r/{STOP_FILE}" ]; do sleep 1; kill -0 $pid 2>/dev/null || exit 0; done; '
-    'kill -TERM $pid 2>/dev/null ) & '
+    f'( if sleep {_TICK_SECONDS} 2>/dev/null; then p={WRAPPER_POLL_SECONDS} t={_TICK_SECONDS} '
+    f'g={round(WRAPPER_STOP_GRACE_SECONDS / _TICK_SECONDS)} k={round(WRAPPER_KILL_GRACE_SECONDS / _TICK_SECONDS)}; '
+    f'else p=1 t=1 g={WRAPPER_STOP_GRACE_SECONDS} k=1; fi; '
+    f'while [ ! -e "$r/{STOP_FILE}" ] && [ ! -e "$r/{KILL_FILE}" ]; do '
+    'kill -0 $pid 2>/dev/null || exit 0; sleep $p; done; '
+    'kill -TERM $pid 2>/dev/null; '
+    f'while kill -0 $pid 2>/dev/null; do [ -e "$r/{KILL_FILE}" ] && [ $g -gt $k ] && g=$k; '
+    '[ $g -gt 0 ] || { kill -KILL $pid 2>/dev/null; exit 0; }; sleep $t; g=$((g-1)); done ) & '
     'wait $pid; code=$?; while kill -0 $pid 2>/dev/null; do wait $pid; code=$?; done; '
     f'echo "$code" > "$r/{EXIT_FILE_PREFIX}$0"; exit "$code"')
 DEFAULT_CPU = 1.0

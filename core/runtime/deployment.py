@@ -12,7 +12,17 @@ fragments) into two documents the parties then vote on:
 
 The runtime adds two variables to every application and they are part of the measured
 ``env``: ``CLEANROOM_TELEMETRY_FILE`` (where a workload appends JSON-lines progress) and,
-for an application that serves, ``CLEANROOM_UDS`` (the unix socket the ingress forwards to).
+for an application that serves, ``CLEANROOM_UDS``, which only *names* the spec's socket.
+
+A serving workload does not bind ``CLEANROOM_UDS``: the local runtime binds and listens on the
+unix socket itself, before the workload starts and outside the sandbox (in a 0700 directory no
+sandbox mounts), and hands the listening socket in as an inherited file descriptor whose number
+is in ``CLEANROOM_LISTEN_FD`` (set at launch by ``core.runtime.sandbox``, not measured: it is a
+descriptor number, not a choice). The workload serves on that fd (uvicorn:
+``uvicorn.run(app, fd=int(os.environ["CLEANROOM_LISTEN_FD"]))``; socketserver: construct with
+``bind_and_activate=False`` and set ``server.socket = socket.socket(fileno=fd)``). The ingress
+connects only to the socket the runtime bound, so a socket the workload binds at
+``CLEANROOM_UDS`` (or a link it plants there) is never reached.
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ POLICY_FILE = "clean-room-policy.json"
 
 
 def socket_path(application: str) -> str:
+    """The socket a serving application's spec names (``CLEANROOM_UDS``): measured, so the spec
+    says which application serves; the runtime serves it through ``CLEANROOM_LISTEN_FD``."""
     return f"{RUN_DIR}/{application}.sock"
 
 

@@ -14,6 +14,13 @@ A small asyncio HTTP/1.1 reverse proxy on 127.0.0.1 that
 Bodies are passed through by Content-Length (chunked requests are refused with 411); a
 response without Content-Length is streamed until the workload closes, then the client
 connection is closed too.
+
+Before any token is looked at, a request must be plain HTTP/1.1 the workload cannot read
+differently: CRLF line ends only (a bare LF could start a header such as
+``X-Cleanroom-Member`` on a lenient workload parser), no control characters in the head or
+the decoded path (a decoded CR/LF would split the forwarded request line), a head within
+``MAX_HEAD`` bytes (431) and ``header_timeout`` seconds (408), one Authorization header. A
+connection idle for ``idle_timeout`` is closed, and at most ``max_connections`` are open.
 """
 
 from __future__ import annotations
@@ -22,21 +29,32 @@ import asyncio
 import json
 import os
 import posixpath
+import re
+import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import jwt
 
-from core.errors import AccessDeniedError, InvalidInputError, ServiceUnavailableError
+from core.errors import AccessDeniedError, CleanroomError, InvalidInputError, ServiceUnavailableError
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
+HEADER_TIMEOUT_SECONDS = 10.0  # a request head must arrive this fast (slowloris)
+IDLE_TIMEOUT_SECONDS = 30.0  # a keep-alive connection may wait this long for its next request
+BODY_TIMEOUT_SECONDS = 60.0  # a request body (up to MAX_BODY) must arrive this fast
+MAX_CONNECTIONS = 256
+JWKS_REFETCH_SECONDS = 10.0  # an unknown kid refetches governance's JWKS at most this often
+_TOKEN_CHARS = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 field-name token
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # HTAB is allowed in field values, nothing else
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"  # re-encoded on the way out: '%' too, so nothing is decoded twice
 # never forwarded as the client sent them: credentials, framing and connection management are ours
 HOP_BY_HOP = frozenset({"authorization", "connection", "keep-alive", "content-length", "te", "trailer", "upgrade",
                         "proxy-connection", "proxy-authorization", "x-cleanroom-member"})
@@ -78,49 +96,118 @@ def normalised_path(target: str) -> str | None:
     path = unquote(target.partition("?")[0].partition("#")[0])
     if "\x00" in path or "\\" in path:
         return None
+    if _CONTROL.search(path) or "\t" in path:  # a decoded CR/LF could split the forwarded request line
+        return None
     normal = "/" + posixpath.normpath(path).lstrip("/")  # normpath keeps a leading '//'
     return normal + ("/" if path.endswith("/") and normal != "/" else "")
 
 
+class TokenRejected(AccessDeniedError):
+    """A bearer token refused by ``TokenPolicy``, with the HTTP status the ingress answers.
+
+    401: no usable credentials (malformed, wrong algorithm, expired); 403: a well-formed token
+    this clean room does not accept (unknown key, bad signature, another contract).
+    """
+
+    def __init__(self, status: int, message: str, *, hint: str = "ask governance for a new token") -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
 @dataclass
 class TokenPolicy:
-    """Who may call: bearer JWTs from governance's JWKS that name this contract."""
+    """Who may call: bearer JWTs from governance's JWKS that name this contract.
+
+    Each key is used only with its own algorithm (an EC key never verifies an RS256, HS256 or
+    ``none`` token). A ``kid`` governance does not publish refetches the JWKS at most once per
+    ``refetch_seconds`` and is then remembered as unknown for as long, so a flood of made-up
+    kids costs one fetch, not one per request. ``verify`` may block on that fetch: the ingress
+    calls it off its event loop, after ``cached`` (the hot path) missed.
+    """
 
     contract_id: str
     jwks: Callable[[], dict[str, Any]]
     issuer: str | None = None
     audience: str | None = None
     contract_claim: str = "contract_id"
-    _keys: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    refetch_seconds: float = JWKS_REFETCH_SECONDS
+    _keys: dict[str, tuple[Any, str]] = field(default_factory=dict, init=False, repr=False)
     _cache: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict, init=False, repr=False)
+    _unknown: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _fetched_at: float = field(default=float("-inf"), init=False, repr=False)
+    _fetch_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def _signing_key(self, kid: str | None) -> Any:
-        if kid not in self._keys:  # unknown kid: governance may have rotated, so refetch once
-            self._keys = {k.key_id: k.key for k in jwt.PyJWKSet.from_dict(self.jwks()).keys}
-        if kid not in self._keys:
-            raise AccessDeniedError("token is signed by a key governance does not publish",
-                                    hint="ask governance for a new token")
-        return self._keys[kid]
+    def _fetch(self) -> None:
+        try:
+            keys = jwt.PyJWKSet.from_dict(self.jwks()).keys
+        except (CleanroomError, jwt.PyJWTError, OSError, ValueError, KeyError, TypeError) as exc:
+            raise ServiceUnavailableError(f"governance signing keys cannot be fetched ({exc})",
+                                          hint="check that governance is reachable, then retry") from exc
+        self._keys = {k.key_id: (k.key, k.algorithm_name) for k in keys
+                      if isinstance(k.key_id, str) and k.algorithm_name in TOKEN_ALGORITHMS}
+
+    def _signing_key(self, kid: str) -> tuple[Any, str]:
+        known = self._keys.get(kid)
+        if known is not None:
+            return known
+        now = time.monotonic()
+        with self._fetch_lock:  # one fetch at a time; waiters then see its result
+            known = self._keys.get(kid)
+            if known is None and self._unknown.get(kid, float("-inf")) <= now \
+                    and now - self._fetched_at >= self.refetch_seconds:
+                self._fetched_at = now  # governance may have rotated: refetch, at most this often
+                self._fetch()
+                known = self._keys.get(kid)
+            if known is None:
+                if len(self._unknown) > 4096:
+                    self._unknown.clear()
+                self._unknown[kid] = now + self.refetch_seconds
+                raise TokenRejected(403, "token is signed by a key governance does not publish")
+        return known
+
+    def cached(self, token: str) -> dict[str, Any] | None:
+        """Claims of a token already verified and not yet expired (never blocks)."""
+        cached = self._cache.get(token)
+        if cached is not None and cached[0] > time.time():
+            return cached[1]
+        return None
 
     def verify(self, token: str) -> dict[str, Any]:
         """Claims of a valid token; a verified token is cached until it expires (hot path)."""
-        now = time.time()
-        cached = self._cache.get(token)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        claims = self.cached(token)
+        if claims is not None:
+            return claims
         try:
-            kid = jwt.get_unverified_header(token).get("kid")
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise TokenRejected(401, f"bearer token is not a JWT ({exc})",
+                                hint="use a token issued by governance") from None
+        kid, algorithm = header.get("kid"), header.get("alg")
+        if not isinstance(kid, str) or not kid or len(kid) > 256:
+            raise TokenRejected(401, "token has no key id (kid)", hint="use a token issued by governance")
+        key, key_algorithm = self._signing_key(kid)
+        if algorithm != key_algorithm:
+            raise TokenRejected(401, f"token algorithm {str(algorithm)[:16]!r} is not {key_algorithm}, the "
+                                     "algorithm of its key", hint="use a token issued by governance")
+        try:
             options = {"require": ["exp", "iat"], "verify_aud": self.audience is not None}
-            claims = jwt.decode(token, self._signing_key(kid), algorithms=TOKEN_ALGORITHMS,
-                                audience=self.audience, issuer=self.issuer, options=options, leeway=5)
+            claims = jwt.decode(token, key, algorithms=[key_algorithm], audience=self.audience,
+                                issuer=self.issuer, options=options, leeway=5)
         except jwt.ExpiredSignatureError as exc:
-            raise AccessDeniedError("token has expired", hint="ask governance for a new token") from exc
-        except (jwt.PyJWTError, ValueError) as exc:
-            raise AccessDeniedError(f"token rejected ({exc})", hint="use a token issued by governance") from exc
+            raise TokenRejected(401, "token has expired") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise TokenRejected(403, f"token rejected ({exc})", hint="use a token issued by governance") from exc
+        except jwt.InvalidAudienceError as exc:  # a valid token of governance, for another contract
+            raise TokenRejected(403, f"token is not for contract '{self.contract_id}' ({exc})",
+                                hint="ask governance for a token for this contract") from exc
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise TokenRejected(401, f"token rejected ({exc})", hint="use a token issued by governance") from exc
         named = claims.get(self.contract_claim)
         if named != self.contract_id and not (isinstance(named, list) and self.contract_id in named):
-            raise AccessDeniedError(f"token is for contract {named!r}, not '{self.contract_id}'",
-                                    hint="ask governance for a token for this contract")
+            raise TokenRejected(403, f"token is for contract {str(named)[:64]!r}, not '{self.contract_id}'",
+                                hint="ask governance for a token for this contract")
+        if not isinstance(claims.get("exp"), (int, float)):
+            raise TokenRejected(401, "token expiry is not a number", hint="use a token issued by governance")
         if len(self._cache) > 4096:
             self._cache.clear()
         self._cache[token] = (float(claims["exp"]), claims)
@@ -134,12 +221,25 @@ def _response(status: int, reason: str, message: str) -> bytes:
 
 
 class IngressProxy:
-    """The proxy, running its own event loop in a daemon thread so callers stay synchronous."""
+    """The proxy, running its own event loop in a daemon thread so callers stay synchronous.
+
+    The limits below are class attributes so a test (or a caller) can tighten one instance.
+    """
+
+    header_timeout: float = HEADER_TIMEOUT_SECONDS
+    idle_timeout: float = IDLE_TIMEOUT_SECONDS
+    body_timeout: float = BODY_TIMEOUT_SECONDS
+    max_connections: int = MAX_CONNECTIONS
+    _connections: int = 0  # open client connections (only touched on the proxy's loop)
 
     def __init__(self, *, upstream_socket: Path, cert_chain: Path, key_file: Path,
                  routes: RouteAllowList, tokens: TokenPolicy, port: int = 0,
-                 on_refusal: Callable[[str, str, str], None] | None = None) -> None:
+                 on_refusal: Callable[[str, str, str], None] | None = None,
+                 upstream_pid: int | None = None) -> None:
         self.upstream_socket = upstream_socket
+        # the pid that listen()ed on the upstream socket: the runtime binds it itself and hands
+        # the workload only the fd, so every connection's SO_PEERCRED must name the runtime
+        self.upstream_pid = upstream_pid
         self.routes = routes
         self.tokens = tokens
         self.on_refusal = on_refusal
@@ -160,8 +260,16 @@ class IngressProxy:
 
     def start(self) -> "IngressProxy":
         # AF_UNIX paths are limited to 108 bytes and run directories can be deep: connect through
-        # a short /proc/self/fd path to the socket's directory instead.
-        self._socket_dir_fd = os.open(self.upstream_socket.parent, os.O_RDONLY | os.O_DIRECTORY)
+        # a short /proc/self/fd path to the socket's directory instead. That directory must be
+        # private to the runtime (a real directory, ours, 0700): in a folder a workload can write,
+        # the socket's name could be a symlink to any host socket (governance's, another room's).
+        self._socket_dir_fd = os.open(self.upstream_socket.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        info = os.fstat(self._socket_dir_fd)
+        if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            os.close(self._socket_dir_fd)
+            self._socket_dir_fd = None
+            raise AccessDeniedError(f"the workload socket's directory {self.upstream_socket.parent} is not private "
+                                    "to the runtime", hint="the runtime binds the socket in a 0700 directory of its own")
         self._upstream_path = f"/proc/self/fd/{self._socket_dir_fd}/{self.upstream_socket.name}"
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(
@@ -197,13 +305,20 @@ class IngressProxy:
 
     # -- one client connection ---------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream = _Upstream(self._upstream_path)
+        if self._connections >= self.max_connections:
+            self._refuse(writer, 503, "Service Unavailable", "too many open connections; retry shortly")
+            writer.close()
+            return
+        self._connections += 1
+        upstream = _Upstream(self._upstream_path, self.upstream_pid)
         try:
-            while await self._one_request(reader, writer, upstream):
-                pass
+            first = True
+            while await self._one_request(reader, writer, upstream, first=first):
+                first = False
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ssl.SSLError):
             pass
         finally:
+            self._connections -= 1
             upstream.close()
             writer.close()
 
@@ -214,42 +329,102 @@ class IngressProxy:
         writer.write(_response(status, reason, message))
         return False
 
-    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           upstream: "_Upstream") -> bool:
+    async def _refuse_unread(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int,
+                             reason: str, message: str) -> bool:
+        """Refuse while the client may still be sending: answer, then read and drop what it sends
+        for a moment (bounded), so closing does not reset the connection before it reads why."""
+        self._refuse(writer, status, reason, message)
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
-                return self._refuse(writer, 400, "Bad Request", "incomplete request head")
+            await asyncio.wait_for(writer.drain(), timeout=1.0)
+            loop = asyncio.get_running_loop()
+            deadline, dropped = loop.time() + 1.0, 0
+            while dropped < 4 * MAX_HEAD and (remaining := deadline - loop.time()) > 0:
+                chunk = await asyncio.wait_for(reader.read(65536), timeout=remaining)
+                if not chunk:
+                    break
+                dropped += len(chunk)
+        except (TimeoutError, ConnectionError, ssl.SSLError, asyncio.LimitOverrunError):
+            pass
+        return False
+
+    async def _read_head(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         first: bool) -> bytes | None:
+        """The next request head (ending CRLF CRLF), or None after refusing it or on a quiet close.
+
+        An idle keep-alive connection gets ``idle_timeout`` for its next first byte (a new one
+        ``header_timeout``); from that byte the whole head must arrive within ``header_timeout``.
+        """
+        try:
+            start = await asyncio.wait_for(reader.readexactly(1), self.header_timeout if first else self.idle_timeout)
+        except (TimeoutError, asyncio.IncompleteReadError):
+            return None  # idle or closed: nothing to answer
+        try:
+            return start + await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.header_timeout)
+        except TimeoutError:
+            await self._refuse_unread(reader, writer, 408, "Request Timeout",
+                                      f"request head did not arrive within {self.header_timeout:g} s")
+        except asyncio.LimitOverrunError:
+            await self._refuse_unread(reader, writer, 431, "Request Header Fields Too Large",
+                                      f"request head is over {MAX_HEAD} bytes; send fewer or shorter headers")
+        except asyncio.IncompleteReadError:
+            self._refuse(writer, 400, "Bad Request", "incomplete request head")
+        return None
+
+    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           upstream: "_Upstream", *, first: bool = True) -> bool:
+        head = await self._read_head(reader, writer, first)
+        if head is None:
             return False
         if len(head) > MAX_HEAD:
-            return self._refuse(writer, 431, "Request Header Fields Too Large", "request head too large")
-        lines = head[:-4].decode("latin-1").split("\r\n")
+            return await self._refuse_unread(reader, writer, 431, "Request Header Fields Too Large",
+                                             f"request head is over {MAX_HEAD} bytes; send fewer or shorter headers")
+        text = head[:-4].decode("latin-1")
+        if text.count("\n") != text.count("\r\n") or text.count("\r") != text.count("\r\n"):
+            # a bare LF ends a line for lenient parsers: it could start a header only the workload sees
+            return self._refuse(writer, 400, "Bad Request", "request head has a bare CR or LF; end lines with CRLF")
+        lines = text.split("\r\n")
         parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or _CONTROL.search(lines[0]) or "\t" in lines[0]:
             return self._refuse(writer, 400, "Bad Request", "not an HTTP/1.x request line")
         method, target, version = parts
         headers: list[tuple[str, str]] = []
         for line in lines[1:]:
             name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
+            if not sep or not _TOKEN_CHARS.match(name):
                 return self._refuse(writer, 400, "Bad Request", "malformed header line")
-            headers.append((name.lower(), value.strip()))
+            if _CONTROL.search(value):
+                return self._refuse(writer, 400, "Bad Request", f"header {name[:40]} has a control character")
+            headers.append((name.lower(), value.strip(" \t")))
         fields = dict(headers)
+        decoded = unquote(target.partition("?")[0])
+        if _CONTROL.search(decoded) or "\t" in decoded:
+            return self._refuse(writer, 400, "Bad Request", "request path has an encoded control character "
+                                "(such as %0d%0a); remove it", method, target[:200])
         path = normalised_path(target)
         if path is None or not self.routes.allows(method, path):
-            return self._refuse(writer, 404, "Not Found", f"route {method} {target} is not allowed by the "
-                                "contract's network policy", method, target)
+            return self._refuse(writer, 404, "Not Found", f"route {method} {target[:200]} is not allowed by the "
+                                "contract's network policy", method, target[:200])
+        if sum(1 for name, _ in headers if name == "authorization") > 1:
+            return self._refuse(writer, 400, "Bad Request", "send one Authorization header, not several",
+                                method, path)
         authorization = fields.get("authorization", "")
         if not authorization.lower().startswith("bearer "):
             return self._refuse(writer, 401, "Unauthorized", "a bearer token from governance is required",
                                 method, path)
+        token = authorization[7:].strip()
         try:
-            claims = self.tokens.verify(authorization[7:].strip())
+            claims = self.tokens.cached(token)
+            if claims is None:  # verifying may fetch governance's JWKS: never on the event loop
+                claims = await asyncio.get_running_loop().run_in_executor(None, self.tokens.verify, token)
+        except ServiceUnavailableError as exc:
+            return self._refuse(writer, 503, "Service Unavailable", exc.one_line(), method, path)
         except AccessDeniedError as exc:
-            return self._refuse(writer, 401 if "expired" in exc.message else 403,
-                                "Unauthorized" if "expired" in exc.message else "Forbidden", exc.one_line(),
+            status = exc.status if isinstance(exc, TokenRejected) else (401 if "expired" in exc.message else 403)
+            return self._refuse(writer, status, "Unauthorized" if status == 401 else "Forbidden", exc.one_line(),
                                 method, path)
+        member = str(claims.get("sub", ""))
+        if _CONTROL.search(member) or "\t" in member:
+            return self._refuse(writer, 403, "Forbidden", "token subject has a control character", method, path)
         if "transfer-encoding" in fields:
             return self._refuse(writer, 411, "Length Required", "chunked request bodies are not accepted")
         # exactly one plain decimal length: anything else could frame the body differently for
@@ -260,12 +435,16 @@ class IngressProxy:
         length = int(lengths[0]) if lengths else 0
         if not 0 <= length <= MAX_BODY:
             return self._refuse(writer, 413, "Payload Too Large", f"body above {MAX_BODY} bytes")
-        body = await reader.readexactly(length) if length else b""
+        try:
+            body = await asyncio.wait_for(reader.readexactly(length), self.body_timeout) if length else b""
+        except TimeoutError:
+            return self._refuse(writer, 408, "Request Timeout",
+                                f"request body did not arrive within {self.body_timeout:g} s", method, path)
         keep_alive = version == "HTTP/1.1" and fields.get("connection", "").lower() != "close"
         query = target.partition("?")[2].partition("#")[0]
-        forwarded = [f"{method} {path}{'?' + query if query else ''} HTTP/1.1"]
+        forwarded = [f"{method} {quote(path, safe=_PATH_SAFE)}{'?' + query if query else ''} HTTP/1.1"]
         forwarded += [f"{n}: {v}" for n, v in headers if n not in HOP_BY_HOP]
-        forwarded += [f"content-length: {length}", f"x-cleanroom-member: {claims.get('sub', '')}"]
+        forwarded += [f"content-length: {length}", f"x-cleanroom-member: {member}"]
         return await self._forward(("\r\n".join(forwarded) + "\r\n\r\n").encode("latin-1") + body,
                                    writer, keep_alive, upstream)
 
@@ -325,10 +504,16 @@ class IngressProxy:
 
 
 class _Upstream:
-    """One client connection's connection to the workload socket, opened on first use."""
+    """One client connection's connection to the workload socket, opened on first use.
 
-    def __init__(self, path: str) -> None:
+    With ``expected_pid`` the connection is dropped (an OSError, so a 502) unless the listening
+    end was last listen()ed by that pid or one of its descendants (a server such as uvicorn calls
+    listen() again on the socket it was handed, and the kernel then reports the workload's pid):
+    a socket made by a process outside the runtime's own tree, reached however, is never used."""
+
+    def __init__(self, path: str, expected_pid: int | None = None) -> None:
         self.path = path
+        self.expected_pid = expected_pid
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     @property
@@ -337,10 +522,33 @@ class _Upstream:
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self._streams is None:
-            self._streams = await asyncio.open_unix_connection(self.path)
+            streams = await asyncio.open_unix_connection(self.path)
+            if self.expected_pid is not None:
+                peer = streams[1].get_extra_info("socket")
+                pid = struct.unpack("3i", peer.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                          struct.calcsize("3i")))[0]
+                if not _descends_from(pid, self.expected_pid):
+                    streams[1].close()
+                    raise ConnectionRefusedError(f"upstream socket listened on by pid {pid}, outside the runtime")
+            self._streams = streams
         return self._streams
 
     def close(self) -> None:
         if self._streams is not None:
             self._streams[1].close()
             self._streams = None
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """True if ``pid`` is ``ancestor`` or below it in the process tree (walks /proc parents)."""
+    for _ in range(64):  # a sandbox is a few levels deep; a cycle or a very deep chain is refused
+        if pid == ancestor:
+            return True
+        if pid <= 1:
+            return False
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return False

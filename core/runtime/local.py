@@ -6,7 +6,7 @@ One call of :meth:`LocalRuntime.run` is one deployment:
    execution is enabled;
 2. attest the spec it is about to run (virtual attestation, ephemeral workload key), get the
    contract's secrets (wrapped DEKs) and each owner's KEK released by the key service, and
-   decrypt every datasource into a private mount (0700, under the runtime state dir);
+   decrypt every datasource into a private mount (0700, a neutral temp dir: see RunDirectory);
 3. run each application in the bubblewrap sandbox (no network, read-only sources, writable
    sinks only) behind the TLS ingress when it serves;
 4. while running, follow the kill switch, forward telemetry only if enabled and application
@@ -14,6 +14,25 @@ One call of :meth:`LocalRuntime.run` is one deployment:
 5. on exit (normal, failure, kill switch or SIGTERM) seal each datasink with its owner's DEK
    into the owner's blob store (all-or-nothing per datasink: the sealed manifest is written
    last), then remove every plaintext mount.
+
+The runtime never follows a path a workload could have written (DESIGN.md section 7):
+
+* a datasink is sealed only if it holds nothing but directories and regular files with one
+  link, walked beneath the sink through directory descriptors with O_NOFOLLOW and read through
+  the descriptor that was checked (``core.storage.transfer.upload_untrusted_folder``); anything
+  else refuses that sink (``seal_refused`` event) and nothing of it is sealed;
+* application output goes to ``<run>/logs/<app>.log`` (private: no sandbox sees it), created
+  O_EXCL|O_NOFOLLOW, and is copied into the logging sink's sealed output; lines are cut at
+  :data:`MAX_LOG_LINE` and read in bounded chunks;
+* the telemetry file is opened O_NONBLOCK|O_NOFOLLOW and read only if it is a regular file, on
+  its own thread, queued (bounded) and forwarded at a bounded rate, so neither a FIFO nor a
+  flood can hold the control loop that polls the kill switch;
+* the kill switch wins within 2 s: it is polled every :data:`KILL_SWITCH_POLL_SECONDS` and a
+  workload still there :data:`KILL_SWITCH_GRACE_SECONDS` after SIGTERM is SIGKILLed (process
+  group). A normal stop (``deployment stop``, the runtime's SIGTERM) gives the longer
+  :data:`STOP_GRACE_SECONDS`, so a cooperative workload can write its last checkpoint. The
+  SIGTERM goes to the workload's own processes inside the sandbox (found by host pid:
+  ``sandbox.signal_workload``), once; bwrap's process group only gets the final SIGKILL.
 
 A SIGKILLed runtime cannot clean up; :func:`sweep_stale_mounts` removes the plaintext of
 every run whose runtime is gone, and runs at every start (and ``cleanroom up``).
@@ -29,14 +48,17 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from cryptography.hazmat.primitives import serialization
 
@@ -54,15 +76,29 @@ from core.runtime.deployment import RUN_DIR, TELEMETRY_FILE, accepted_policy_has
 from core.runtime.ingress import IngressProxy, RouteAllowList, TokenPolicy
 from core.runtime.ingress_cert import endorsed_ingress_identity
 from core.storage.locator import open_store
-from core.storage.transfer import Manifest, dataset_files, download_folder, upload_folder
+from core.storage.transfer import Manifest, UntrustedEntryError, download_folder, upload_untrusted_folder
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MOUNTS_DIR = "mounts"
 DEPLOYMENTS_DIR = "deployments"
 OWNER_FILE = "runtime.pid"
-KILL_SWITCH_POLL_SECONDS = 1.0
+LOCATION_FILE = "plaintext.path"  # in a run's record: where its plaintext directory is
+PLAINTEXT_PREFIX = "cleanroom-run-"
+# The kill switch must stop a workload within 2 s whatever it does: poll + SIGTERM grace + the
+# SIGKILL of the process group must fit, with room for a governance round trip (~10 ms).
+KILL_SWITCH_POLL_SECONDS = 0.5
+KILL_SWITCH_GRACE_SECONDS = 0.5
+# A normal stop (`deployment stop`, SIGTERM of the runtime) lets a workload write its last checkpoint.
 STOP_GRACE_SECONDS = 10.0
 MAX_TELEMETRY_LINE = 16 * 1024
+MAX_TELEMETRY_READ = 1 << 20          # bytes read from the telemetry file per poll
+TELEMETRY_POLL_SECONDS = 0.2
+TELEMETRY_QUEUE = 100                 # records waiting to be forwarded; the oldest are dropped
+TELEMETRY_EVENTS_PER_SECOND = 50.0    # what one run may send governance as telemetry
+TELEMETRY_DRAIN_SECONDS = 2.0         # how long the end of a run waits for queued records
+MAX_LOG_LINE = 64 * 1024              # a longer application output line is cut here
+OUTPUT_CHUNK = 64 * 1024              # bytes read from a workload's stdout at a time
+LOGS_DIR = "logs"
 REATTEST_AFTER_SECONDS = DEFAULT_TTL_SECONDS / 2
 
 
@@ -83,6 +119,10 @@ class GovernancePort(Protocol):
 
     def secret(self, contract_id: str, name: str, attestation: str) -> bytes: ...
 
+    def secret_with_writer(self, contract_id: str, name: str, attestation: str) -> tuple[bytes, str]:
+        """The secret and the member who wrote it (a DEK is used only if its asset's owner wrote it)."""
+        ...
+
     def endorse(self, contract_id: str, csr_pem: bytes, attestation: str) -> bytes: ...
 
     def jwks(self) -> dict[str, Any]: ...
@@ -94,16 +134,30 @@ class GovernancePort(Protocol):
 Listener = Callable[[str, dict[str, Any]], None]
 
 
-def seal_datasink(asset: DataAsset, folder: Path, dek: bytes) -> Manifest | None:
-    """Encrypt what the workload wrote to a datasink and upload it to its owner's store.
+def seal_datasink(asset: DataAsset, folder: Path, dek: bytes, *,
+                  extra_files: dict[str, Path] | None = None) -> Manifest | None:
+    """Encrypt what the workload wrote to a datasink (plus the runtime's own ``extra_files``,
+    the application logs of the logging sink) and upload it to its owner's store.
 
-    None when it wrote nothing: the owner's previous outputs then stay as they are, rather
-    than being replaced by an empty upload."""
-    try:
-        dataset_files(folder)
-    except InvalidInputError:
-        return None
-    return upload_folder(open_store(asset.store), asset.container, dek, folder, label=f"datasink '{asset.name}'")
+    None when there is nothing: the owner's previous outputs then stay as they are, rather than
+    being replaced by an empty upload. Raises :class:`UntrustedEntryError` (and seals nothing)
+    when the sink holds anything but directories and regular files: see
+    :func:`core.storage.transfer.upload_untrusted_folder`."""
+    return upload_untrusted_folder(open_store(asset.store), asset.container, dek, folder,
+                                   label=f"datasink '{asset.name}'", extra_files=extra_files)
+
+
+def owned_dek(governance: GovernancePort, contract_id: str, asset: str, owner: str, attestation: str) -> bytes:
+    """The wrapped DEK of ``asset``, refused unless ``owner`` (the accepted spec's) wrote it.
+
+    Governance already lets only the owner put ``dek-<asset>``; checking the recorded writer
+    here too means a datasink is never sealed with a DEK another party chose (and knows)."""
+    wrapped, writer = governance.secret_with_writer(contract_id, dek_secret_name(asset), attestation)
+    if writer != owner:
+        raise AccessDeniedError(f"the DEK of '{asset}' was written by member {writer[:16]}…, not by its owner "
+                                f"{owner[:16]}…", hint=f"the owner runs `cleanroom config wrap-deks --contract-id "
+                                                      f"{contract_id}`")
+    return wrapped
 
 
 def check_ready(governance: GovernancePort, contract_id: str) -> dict[str, Any]:
@@ -151,6 +205,7 @@ def sweep_stale_mounts(state_dir: Path) -> list[str]:
             continue
         if pid == os.getpid():
             continue
+        RunDirectory.remove_plaintext_of(run_dir)  # sandbox: the plaintext is outside the state dir
         shutil.rmtree(run_dir, ignore_errors=True)
         removed.append(run_dir.name)
     return removed
@@ -158,21 +213,45 @@ def sweep_stale_mounts(state_dir: Path) -> list[str]:
 
 @dataclass
 class RunDirectory:
-    """One deployment's private plaintext area: ``<state>/mounts/<contract>-<id>/`` (0700)."""
+    """One deployment's private plaintext area: a randomly named 0700 directory under the system
+    temp dir, recorded in ``<state>/mounts/<contract>-<id>/`` (owner pid + location).
+
+    The plaintext is not kept under the state dir because a bind mount shows its source path in
+    the sandbox's /proc/self/mountinfo (the path within its filesystem, whatever path it was
+    bound through): a source under the state dir would tell the workload where the runtime keeps
+    its state, in whose home, and the contract id. ``/tmp/cleanroom-run-x1y2z3/assets/model``
+    tells it nothing. The record lets :func:`sweep_stale_mounts` remove a killed run's plaintext."""
 
     path: Path
+    record: Path | None = None
 
     @classmethod
     def create(cls, state_dir: Path, contract_id: str) -> "RunDirectory":
         root = state_dir / MOUNTS_DIR
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(root, 0o700)
-        path = root / f"{contract_id}-{uuid.uuid4().hex[:8]}"
-        path.mkdir(mode=0o700)
-        (path / OWNER_FILE).write_text(str(os.getpid()))
-        for sub in ("assets", "run", "logs"):
+        record = root / f"{contract_id}-{uuid.uuid4().hex[:8]}"
+        record.mkdir(mode=0o700)
+        (record / OWNER_FILE).write_text(str(os.getpid()))
+        path = Path(tempfile.mkdtemp(prefix=PLAINTEXT_PREFIX))  # 0700, random, created exclusively
+        (record / LOCATION_FILE).write_text(str(path))
+        for sub in ("assets", "run", LOGS_DIR):
             (path / sub).mkdir(mode=0o700)
-        return cls(path)
+        return cls(path, record)
+
+    @staticmethod
+    def remove_plaintext_of(record: Path) -> None:
+        """Remove the plaintext directory a record names, if it is really one of ours: an absolute
+        ``cleanroom-run-*`` directory (not a link) owned by this user. Its parent is not compared
+        with today's temp dir: a sweep from a shell with another TMPDIR must still remove it."""
+        try:
+            location = Path((record / LOCATION_FILE).read_text().strip())
+            info = os.lstat(location)
+        except (OSError, ValueError):
+            return
+        if (location.is_absolute() and location.name.startswith(PLAINTEXT_PREFIX)
+                and stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()):
+            shutil.rmtree(location, ignore_errors=True)
 
     def asset(self, name: str) -> Path:
         directory = self.path / "assets" / name
@@ -183,8 +262,19 @@ class RunDirectory:
     def run(self) -> Path:
         return self.path / "run"
 
+    def log(self, application: str) -> Path:
+        """Where the runtime writes an application's output: in ``logs/``, which no sandbox sees
+        (a log in a writable sink could be a link the workload planted to any host file)."""
+        return self.path / LOGS_DIR / f"{application}.log"
+
+    def logs(self) -> dict[str, Path]:
+        """The application logs to seal into the logging sink, by their name there."""
+        return {path.name: path for path in sorted((self.path / LOGS_DIR).glob("*.log"))}
+
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        if self.record is not None:
+            shutil.rmtree(self.record, ignore_errors=True)
 
 
 # -- one deployment -----------------------------------------------------------------------------
@@ -212,6 +302,9 @@ class LocalRuntime:
         self._reattest: Callable[[], str] | None = None
         self._token: str | None = None
         self._attested_at = 0.0
+        self._listening: dict[str, sandbox.ListeningSocket] = {}  # serving application -> its socket
+        self._token_lock = threading.Lock()  # the telemetry thread sends events too
+        self._kill_switch_tripped = False
 
     # -- control ----------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -219,15 +312,15 @@ class LocalRuntime:
         self._stop_reason = self._stop_reason or reason
         self._stop.set()
 
-    def _note(self, contract_id: str, kind: str, attestation: str | None = None, **detail: Any) -> None:
-        event = {"type": kind, **detail}
+    def _note(self, contract_id: str, event_type: str, attestation: str | None = None, /, **detail: Any) -> None:
+        event = {"type": event_type, **detail}
         if self.listener is not None:
-            self.listener(kind, event)
+            self.listener(event_type, event)
         try:
             self.governance.record_event(contract_id, event, category="audit", attestation=self._fresh(attestation))
         except CleanroomError as exc:
             if self.listener is not None:
-                self.listener("event_not_recorded", {"type": kind, "reason": exc.one_line()})
+                self.listener("event_not_recorded", {"type": event_type, "reason": exc.one_line()})
 
     def _fresh(self, attestation: str | None) -> str | None:
         """A run can outlive its token (a training epoch takes longer than the TTL): events are
@@ -235,9 +328,10 @@ class LocalRuntime:
         to expiry, so governance keeps taking telemetry, ``exited`` and ``sealed``."""
         if attestation is None or self._reattest is None:
             return attestation
-        if time.monotonic() - self._attested_at > REATTEST_AFTER_SECONDS:
-            self._token, self._attested_at = self._reattest(), time.monotonic()
-        return self._token
+        with self._token_lock:
+            if time.monotonic() - self._attested_at > REATTEST_AFTER_SECONDS:
+                self._token, self._attested_at = self._reattest(), time.monotonic()
+            return self._token
 
     # -- the run ----------------------------------------------------------------------------
     def run(self, contract_id: str, *, spec_override: dict[str, Any] | None = None,
@@ -277,6 +371,7 @@ class LocalRuntime:
                        ingress=self.ingress_url, sandbox="none (INSECURE)" if self.insecure_no_sandbox
                        else "bubblewrap")
             outcome.exit_codes = self._supervise(contract_id, spec, run_dir, processes, attestation)
+            sandbox.raise_if_over_limits(processes)  # a workload killed for its memory is a failed run
             outcome.stopped_by = self._stop_reason
             self._note(contract_id, "exited", attestation, exit_codes=outcome.exit_codes,
                        stopped_by=outcome.stopped_by)
@@ -288,6 +383,9 @@ class LocalRuntime:
         finally:
             if ingress is not None:
                 ingress.stop()
+            for listening in self._listening.values():
+                listening.close()
+            self._listening.clear()
             try:
                 if processes:  # only a workload that ran can have produced outputs
                     outcome.sealed = self._seal(contract_id, spec, run_dir, deks, attestation)
@@ -307,7 +405,7 @@ class LocalRuntime:
                 # when it made it; re-validating an RSA-3072 key costs ~0.3 s per owner at every start
                 keks[owner] = Kek(serialization.load_pem_private_key(pem, password=None,
                                                                      unsafe_skip_rsa_key_validation=True))
-            wrapped = self.governance.secret(contract_id, dek_secret_name(asset["name"]), attestation)
+            wrapped = owned_dek(self.governance, contract_id, asset["name"], owner, attestation)
             deks[asset["name"]] = keks[owner].unwrap(wrapped, label=f"DEK of '{asset['name']}'")
         return deks
 
@@ -330,7 +428,11 @@ class LocalRuntime:
         app = serving[0]
         identity = endorsed_ingress_identity(run_dir.path, contract_id,
                                              lambda csr: self.governance.endorse(contract_id, csr, attestation))
-        socket_file = run_dir.run / Path(app["socket"]).relative_to(RUN_DIR)
+        # the runtime binds the workload's socket where no sandbox sees it and hands in the fd
+        # (core.runtime.sandbox.ListeningSocket): no workload-written path is ever connected to
+        listening = self._listening[app["name"]] = sandbox.ListeningSocket(run_dir.path / "ingress",
+                                                                           f"{app['name']}.sock")
+        socket_file = listening.path
 
         def refused(route: str, status: str, reason: str) -> None:
             if self.listener is not None:
@@ -340,7 +442,7 @@ class LocalRuntime:
                              routes=RouteAllowList.from_policy(spec.get("network_policy", {}).get("inbound_allow", [])),
                              tokens=TokenPolicy(contract_id=contract_id, jwks=self.governance.jwks,
                                                 audience=f"cleanroom:{contract_id}"), port=port,
-                             on_refusal=refused).start()
+                             on_refusal=refused, upstream_pid=os.getpid()).start()
         self.ingress_url = proxy.url
         return proxy
 
@@ -365,35 +467,50 @@ class LocalRuntime:
                                         hint="the local runtime runs workloads from the project's containers/")
             sandbox_spec = sandbox.SandboxSpec(name=app["name"], command=list(app["command"]), workdir=PROJECT_ROOT,
                                                code=code, mounts=mounts, env=self._env(contract_id, app, attestation),
-                                               allow_outbound=outbound)
+                                               allow_outbound=outbound,
+                                               limits=sandbox.ResourceLimits.for_application(app),
+                                               listen_fd=self._listening[app["name"]].fileno()
+                                               if app["name"] in self._listening else None)
             processes[app["name"]] = sandbox.launch(sandbox_spec, insecure_no_sandbox=self.insecure_no_sandbox)
         return processes
 
     def _supervise(self, contract_id: str, spec: dict[str, Any], run_dir: RunDirectory,
                    processes: dict[str, subprocess.Popen[bytes]], attestation: str) -> dict[str, int]:
+        """The control loop: only the kill switch and stop requests run here. Output and telemetry,
+        which the workload controls, are read on their own threads and cannot hold it."""
         logging_on = self.governance.option_enabled(contract_id, "logging")
         telemetry_on = self.governance.option_enabled(contract_id, "telemetry")
-        log_sink = spec.get("logging", {}).get("datasink") if logging_on else None
-        pumps = [threading.Thread(target=self._pump_output, daemon=True,
-                                  args=(name, process, run_dir.asset(log_sink) if log_sink else None))
+        pumps = [threading.Thread(target=self._pump_output, daemon=True, name=f"output-{name}",
+                                  args=(name, process, run_dir.log(name) if logging_on else None))
                  for name, process in processes.items()]
         for pump in pumps:
             pump.start()
-        telemetry = _TelemetryTail(run_dir.run / Path(TELEMETRY_FILE).relative_to(RUN_DIR))
-        kill_switch = KillSwitch(self.governance, contract_id)
-        while any(process.poll() is None for process in processes.values()):
-            if telemetry_on:
-                for record in telemetry.read_new():
-                    self._forward_telemetry(contract_id, record, attestation)
-            if kill_switch.tripped():
-                self.request_stop("execution disabled by a member")
-            if self._stop.wait(0.1):
-                self._note(contract_id, "stopping", attestation, reason=self._stop_reason)
-                self._terminate(processes)
-                break
+        telemetry: TelemetryForwarder | None = None
         if telemetry_on:
-            for record in telemetry.read_new():
-                self._forward_telemetry(contract_id, record, attestation)
+            telemetry = TelemetryForwarder(
+                _TelemetryTail(run_dir.run / Path(TELEMETRY_FILE).relative_to(RUN_DIR)),
+                forward=lambda record: self._forward_telemetry(contract_id, record, attestation),
+                refused=lambda kind: self._note(contract_id, "telemetry_refused", attestation, kind=kind),
+                dropped=lambda count: self._note(contract_id, "telemetry_dropped", attestation, records=count))
+            telemetry.start()
+        kill_switch = KillSwitch(self.governance, contract_id)
+        try:
+            while any(process.poll() is None for process in processes.values()):
+                if kill_switch.tripped():
+                    self._kill_switch_tripped = True
+                    self.request_stop("execution disabled by a member")
+                if self._stop.wait(0.05):
+                    grace = KILL_SWITCH_GRACE_SECONDS if self._kill_switch_tripped else STOP_GRACE_SECONDS
+                    self._signal(processes, signal.SIGTERM)  # before the note: that is a governance round trip
+                    started = time.monotonic()
+                    self._note(contract_id, "stopping", attestation, reason=self._stop_reason)
+                    # the grace counts from the SIGTERM, which is not sent twice
+                    self._terminate(processes, grace=grace - (time.monotonic() - started), signalled=True,
+                                    kill_switch=None if self._kill_switch_tripped else kill_switch)
+                    break
+        finally:
+            if telemetry is not None:
+                telemetry.stop()
         for pump in pumps:
             pump.join(timeout=5)
         return {name: process.wait() for name, process in processes.items()}
@@ -407,42 +524,82 @@ class LocalRuntime:
         except CleanroomError:
             pass
 
-    def _pump_output(self, name: str, process: subprocess.Popen[bytes], sink: Path | None) -> None:
-        """Application output goes to the logging sink if enabled, else it is read and dropped."""
+    def _pump_output(self, name: str, process: subprocess.Popen[bytes], log: Path | None) -> None:
+        """Application output goes to its private log if logging is enabled, else it is read and
+        dropped. Read in bounded chunks and cut at :data:`MAX_LOG_LINE` per line, so a workload
+        printing a gigabyte without a newline costs the runtime neither memory nor a huge line."""
         assert process.stdout is not None
-        handle = open(sink / f"{name}.log", "ab") if sink is not None else None
+        source = process.stdout.fileno()
+        handle = _create_private(log) if log is not None else None
+        lines = LineCutter(MAX_LOG_LINE)
         try:
             first = True
-            for line in process.stdout:
+            while chunk := os.read(source, OUTPUT_CHUNK):
                 if first and self.listener is not None:
                     self.listener("first_output", {"application": name, "at": time.time()})
                     first = False
                 if handle is not None:
-                    handle.write(line)
+                    handle.write(lines.feed(chunk))
                     handle.flush()
+            if handle is not None:
+                handle.write(lines.end())
         finally:
             if handle is not None:
                 handle.close()
 
     @staticmethod
-    def _terminate(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    def _signal(processes: dict[str, subprocess.Popen[bytes]], signum: int) -> None:
+        """Signal each running workload's own processes: in bubblewrap they are in a pid namespace
+        and session of their own, out of reach of bwrap's process group (``sandbox.signal_workload``)."""
         for process in processes.values():
+            sandbox.signal_workload(process, signum)
+
+    @staticmethod
+    def _terminate(processes: dict[str, subprocess.Popen[bytes]], *, grace: float = STOP_GRACE_SECONDS,
+                   signalled: bool = False, kill_switch: KillSwitch | None = None) -> None:
+        """SIGTERM each workload's processes, then SIGKILL each workload still there after ``grace``.
+
+        ``signalled``: the caller has sent the SIGTERM already; it is not sent twice, since a
+        workload that takes a second SIGTERM as "quit now" would lose the checkpoint it is
+        writing. ``kill_switch``: still polled during a normal stop's grace; once it trips, what
+        is left of the grace is cut to :data:`KILL_SWITCH_GRACE_SECONDS` (the kill switch wins
+        within 2 s, also over a stop under way). The SIGKILL goes to bwrap's process group: bwrap
+        dies and ``--die-with-parent`` takes the whole sandbox with it (without a sandbox, the
+        group is the workload's)."""
+        if not signalled:
+            LocalRuntime._signal(processes, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in processes.values():
+            while (left := deadline - time.monotonic()) > 0:
+                try:  # in slices while the kill switch is still to be watched
+                    process.wait(timeout=min(left, 0.05) if kill_switch is not None else left)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if kill_switch is not None and kill_switch.tripped():
+                    deadline = min(deadline, time.monotonic() + KILL_SWITCH_GRACE_SECONDS)
+                    kill_switch = None
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for process in processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
                 process.wait()
 
     def _seal(self, contract_id: str, spec: dict[str, Any], run_dir: RunDirectory, deks: dict[str, bytes],
               attestation: str | None) -> list[str]:
         sealed = []
+        log_sink = spec.get("logging", {}).get("datasink")
+        logs = run_dir.logs() if log_sink else {}
         for document in spec.get("datasinks", []):
             asset = DataAsset.model_validate(document)
-            manifest = seal_datasink(asset, run_dir.asset(asset.name), deks[asset.name])
+            try:
+                manifest = seal_datasink(asset, run_dir.asset(asset.name), deks[asset.name],
+                                         extra_files=logs if asset.name == log_sink else None)
+            except UntrustedEntryError as refused:
+                self._note(contract_id, "seal_refused", attestation, datasink=asset.name, owner=asset.owner,
+                           entry=refused.entry, kind=refused.kind, reason=refused.one_line())
+                continue
             if manifest is None:
                 continue
             sealed.append(asset.name)
@@ -451,8 +608,53 @@ class LocalRuntime:
         return sealed
 
 
+def _create_private(path: Path) -> BinaryIO:
+    """A new file for the runtime's own writing: O_CREAT|O_EXCL|O_NOFOLLOW never opens what is there."""
+    return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "wb")
+
+
+class LineCutter:
+    """Passes output through, cutting every line at ``limit`` bytes (with a marker), so no line
+    is ever held or written longer than that; it keeps no more than the current line's length."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._length = 0   # bytes of the current line written so far
+        self._cut = False  # the current line was cut: drop up to its newline
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = bytearray()
+        start = 0
+        while start < len(chunk):
+            end = chunk.find(b"\n", start)
+            stop = len(chunk) if end < 0 else end
+            out += self._take(chunk[start:stop])
+            if end < 0:
+                break
+            out += b"\n"
+            self._length, self._cut = 0, False
+            start = end + 1
+        return bytes(out)
+
+    def _take(self, piece: bytes) -> bytes:
+        if self._cut:
+            return b""
+        room = self.limit - self._length
+        if len(piece) <= room:
+            self._length += len(piece)
+            return piece
+        self._cut = True
+        self._length = self.limit
+        return piece[:room] + f" [line cut at {self.limit} bytes]".encode()
+
+    def end(self) -> bytes:
+        """A last line without newline gets one, so the log ends with a complete line."""
+        return b"\n" if self._length else b""
+
+
 class KillSwitch:
-    """Polls a contract's execution option (at most once a second) while its workloads run.
+    """Polls a contract's execution option (every :data:`KILL_SWITCH_POLL_SECONDS`) while its
+    workloads run.
 
     Any member can disable execution on its own; both runtimes (local and the Azure sidecar)
     stop their workloads when this trips. A governance hiccup does not trip it.
@@ -474,21 +676,43 @@ class KillSwitch:
 
 
 class _TelemetryTail:
-    """Reads complete new JSON lines from the workload's telemetry file (bounded per line)."""
+    """Reads complete new JSON lines from the workload's telemetry file (bounded per line and per read).
+
+    The workload owns the folder the file is in, so what is at the path may be a FIFO (an open
+    for reading would block), a link (to a host file, whose lines would leave as events) or a
+    device. It is opened O_NONBLOCK|O_NOFOLLOW and read only if fstat says regular file; the
+    descriptor is then kept, so a later swap of the path changes nothing. ``refused`` is the
+    kind of what was found instead (then nothing is read any more)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.offset = 0
         self.partial = b""
+        self.refused: str | None = None
+        self._fd: int | None = None
+
+    def _open(self) -> int | None:
+        if self._fd is None and self.refused is None:
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:  # ELOOP: a link at the path
+                self.refused = "symbolic link" if os.path.islink(self.path) else f"unreadable ({exc.strerror})"
+                return None
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                os.close(fd)
+                self.refused = "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else \
+                    "folder" if stat.S_ISDIR(mode) else "device or special file"
+                return None
+            self._fd = fd
+        return self._fd
 
     def read_new(self) -> list[dict[str, Any]]:
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read(1 << 20)
-        except FileNotFoundError:
+        fd = self._open()
+        if fd is None:
             return []
-        self.offset += len(data)
+        data = os.read(fd, MAX_TELEMETRY_READ)
         lines = (self.partial + data).split(b"\n")
         self.partial = lines.pop()[-MAX_TELEMETRY_LINE:]
         records = []
@@ -497,11 +721,105 @@ class _TelemetryTail:
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
             if isinstance(record, dict):
                 records.append(record)
         return records
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class TelemetryForwarder:
+    """Telemetry off the control loop: a reader thread tails the file into a bounded queue (the
+    oldest records are dropped when it is full: the latest progress matters most), a sender
+    thread forwards at most :data:`TELEMETRY_EVENTS_PER_SECOND`. A workload flooding its
+    telemetry file therefore costs one thread a bounded read per poll and governance a bounded
+    event rate, and never delays the kill switch. Used by the local runtime and the sidecar."""
+
+    def __init__(self, tail: _TelemetryTail, *, forward: Callable[[dict[str, Any]], None],
+                 refused: Callable[[str], None] | None = None, dropped: Callable[[int], None] | None = None) -> None:
+        self._tail = tail
+        self._forward = forward
+        self._refused = refused
+        self._dropped_report = dropped
+        self._queue: deque[dict[str, Any]] = deque()
+        self._ready = threading.Condition()
+        self._reading = threading.Event()
+        self._sending = threading.Event()
+        self.dropped = 0
+        self._reader = threading.Thread(target=self._read_loop, daemon=True, name="telemetry-read")
+        self._sender = threading.Thread(target=self._send_loop, daemon=True, name="telemetry-send")
+
+    def start(self) -> "TelemetryForwarder":
+        self._reader.start()
+        self._sender.start()
+        return self
+
+    def stop(self) -> None:
+        """Read what the workload wrote last, forward what is queued (for at most
+        :data:`TELEMETRY_DRAIN_SECONDS`), and report how many records were dropped."""
+        self._reading.set()
+        self._reader.join(timeout=TELEMETRY_DRAIN_SECONDS)
+        with self._ready:
+            self._sending.set()
+            self._ready.notify_all()
+        self._sender.join(timeout=TELEMETRY_DRAIN_SECONDS + 1)
+        self._tail.close()
+        if self.dropped and self._dropped_report is not None:
+            self._dropped_report(self.dropped)
+
+    def _read_once(self) -> None:
+        records = self._tail.read_new()
+        if records:
+            with self._ready:
+                for record in records:
+                    if len(self._queue) >= TELEMETRY_QUEUE:
+                        self._queue.popleft()
+                        self.dropped += 1
+                    self._queue.append(record)
+                self._ready.notify()
+
+    def _read_loop(self) -> None:
+        reported = False
+        while True:
+            stopping = self._reading.wait(TELEMETRY_POLL_SECONDS)
+            try:
+                self._read_once()
+            except OSError:
+                pass
+            if self._tail.refused and not reported and self._refused is not None:
+                reported = True
+                self._refused(self._tail.refused)
+            if stopping:
+                return
+
+    def _send_loop(self) -> None:
+        interval = 1.0 / TELEMETRY_EVENTS_PER_SECOND
+        next_send = time.monotonic()
+        drain_until: float | None = None
+        while True:
+            with self._ready:
+                while not self._queue and not self._sending.is_set():
+                    self._ready.wait()
+                if not self._queue:
+                    return
+                if self._sending.is_set() and drain_until is None:
+                    drain_until = time.monotonic() + TELEMETRY_DRAIN_SECONDS
+                if drain_until is not None and time.monotonic() > drain_until:
+                    self.dropped += len(self._queue)
+                    self._queue.clear()
+                    return
+                record = self._queue.popleft()
+            time.sleep(max(0.0, next_send - time.monotonic()))
+            next_send = max(next_send + interval, time.monotonic())
+            try:
+                self._forward(record)
+            except Exception:  # noqa: BLE001, S110 - a failing forward drops the record, not the run
+                pass
 
 
 # -- where a deployment's status lives -------------------------------------------------------

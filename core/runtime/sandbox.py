@@ -1,11 +1,32 @@
-"""Running an application as untrusted code: bubblewrap with no network and minimal mounts.
+"""Running an application as untrusted code: bubblewrap with no network, minimal mounts and bounds.
 
 The sandbox sees only: the system directories Python needs (read-only), the Python runtime and
 the project's virtual environment (read-only), the application's code (read-only), its
-datasource mounts (read-only), its datasink mounts and its socket directory (writable), and a
-private /tmp. It gets fresh namespaces for everything (``--unshare-all``), so its network
-namespace has no route out: it cannot reach the internet, the host's loopback services, or
-another party. It dies with the runtime (``--die-with-parent``) and holds no capabilities.
+datasource mounts (read-only), its datasink mounts and its run directory (writable), a
+size-limited private /tmp and /dev/shm, and nothing else writable (the root and /dev are
+remounted read-only, so neither can be used to fill the host's RAM). It gets fresh namespaces
+for everything (``--unshare-all``), so its network namespace has no route out: it cannot reach
+the internet, the host's loopback services, or another party. It dies with the runtime
+(``--die-with-parent``) and holds no capabilities.
+
+Stopping: bubblewrap runs the workload in a pid namespace and a session of its own, so a signal
+to bwrap's process group never reaches it (bwrap would just die, and ``--die-with-parent`` then
+SIGKILLs the workload: no clean exit, no last checkpoint). :func:`signal_workload` therefore
+signals the workload's processes themselves, by host pid, found by walking the sandbox's
+process tree (the walk the memory guard uses); a SIGKILL of bwrap's group stays the last word.
+
+A serving application does not bind its own socket: the runtime binds and listens on a unix
+socket in a directory the workload cannot see (:class:`ListeningSocket`) and hands the
+listening fd in (``CLEANROOM_LISTEN_FD``). The ingress then connects to a path only the
+runtime could have created, never to a name the workload could have replaced with a symlink
+to some other host socket.
+
+Resource bounds (:class:`ResourceLimits`, from the contract's ``cpu`` / ``memory_gb``): the
+process tree's proportional memory is watched by :class:`MemoryGuard`, which kills the sandbox
+when it passes the limit and says so (``limit_exceeded``); a per-process ``RLIMIT_DATA``
+backstop keeps a single burst from taking the host's RAM between two samples. CPU is a
+placement (``sched_setaffinity`` to ``ceil(cpu)`` cores); without a delegated cgroup it is not
+a hard quota. ``RLIMIT_NOFILE`` / ``RLIMIT_NPROC`` bound descriptors and fork bombs.
 
 Without bubblewrap the runtime refuses, unless the operator passes ``--insecure-no-sandbox``;
 then the application runs as a plain process (paths rewritten to the host mounts) and the
@@ -14,20 +35,50 @@ runtime says so loudly in its output and in governance events.
 
 from __future__ import annotations
 
+import math
 import os
+import resource
 import shutil
+import signal
+import socket
+import stat
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from core.errors import AccessDeniedError, InvalidInputError
+from core.errors import AccessDeniedError, CleanroomError, InvalidInputError
 
 # System paths Python and common native wheels need; missing ones are skipped (--ro-bind-try).
 SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/bin", "/sbin")
 SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/ssl", "/etc/ca-certificates",
                 "/etc/localtime", "/etc/nsswitch.conf", "/etc/alternatives")
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+LISTEN_FD_ENV = "CLEANROOM_LISTEN_FD"
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+DEFAULT_CPU = 1.0  # what an application fragment declares when it says nothing (core.config.fragment)
+DEFAULT_MEMORY_GB = 2.0
+TMP_SHARE = 4  # /tmp may hold a quarter of the memory limit ...
+MIN_TMP_BYTES = 64 * MIB  # ... but never less than this
+SHM_BYTES = 64 * MIB
+# the per-process RLIMIT_DATA backstop sits above the watched limit: the guard, not the rlimit,
+# is what ends a workload that grows past its limit, so the failure is reported as such
+DATA_BACKSTOP_FACTOR = 2
+DATA_BACKSTOP_EXTRA = 256 * MIB
+MAX_OPEN_FILES = 4096
+MAX_PROCESSES = 8192  # counts every process of the uid; high enough for a user's own, low for a fork bomb
+GUARD_INTERVAL_SECONDS = 0.05
+
+
+class LimitExceededError(CleanroomError):
+    """A workload was stopped because it went past a resource limit its contract declares."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -39,6 +90,41 @@ class Mount:
     writable: bool = False
 
 
+@dataclass(frozen=True)
+class ResourceLimits:
+    """What one application may use: memory (bytes), CPU cores, and the size of its tmpfs."""
+
+    memory_bytes: int
+    cpus: int
+    tmp_bytes: int
+    shm_bytes: int = SHM_BYTES
+    open_files: int = MAX_OPEN_FILES
+    processes: int = MAX_PROCESSES
+
+    @classmethod
+    def for_application(cls, app: dict[str, Any]) -> ResourceLimits:
+        """The limits the deployment spec declares for ``app`` (the fragment defaults if absent)."""
+        memory_gb = app.get("memory_gb") or DEFAULT_MEMORY_GB
+        cpu = app.get("cpu") or DEFAULT_CPU
+        if not (isinstance(memory_gb, (int, float)) and isinstance(cpu, (int, float)) and memory_gb > 0 and cpu > 0):
+            raise InvalidInputError(f"application '{app.get('name')}' declares cpu={cpu!r}, memory_gb={memory_gb!r}",
+                                    hint="both must be positive numbers (cores, GiB)")
+        memory = int(memory_gb * GIB)
+        return cls(memory_bytes=memory, cpus=max(1, math.ceil(cpu)), tmp_bytes=max(MIN_TMP_BYTES, memory // TMP_SHARE))
+
+    @property
+    def data_backstop(self) -> int:
+        return self.memory_bytes * DATA_BACKSTOP_FACTOR + DATA_BACKSTOP_EXTRA
+
+    def describe_memory(self) -> str:
+        return f"{self.memory_bytes / GIB:g} GiB" if self.memory_bytes >= GIB else f"{self.memory_bytes // MIB} MiB"
+
+    def cpu_set(self) -> set[int]:
+        """The first ``cpus`` cores this process may use (all of them if it asks for more)."""
+        available = sorted(os.sched_getaffinity(0))
+        return set(available[:self.cpus])
+
+
 @dataclass
 class SandboxSpec:
     name: str
@@ -48,6 +134,42 @@ class SandboxSpec:
     mounts: list[Mount] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     allow_outbound: bool = False  # only when every party voted allow_all_outbound
+    limits: ResourceLimits | None = None
+    listen_fd: int | None = None  # a listening socket the runtime made; inherited, named in CLEANROOM_LISTEN_FD
+
+
+class ListeningSocket:
+    """A unix socket the runtime binds and listens on before the workload starts.
+
+    It lives in a 0700 directory of the runtime's own that is never mounted into a sandbox,
+    so the ingress connects to exactly this socket: the workload only receives the listening
+    fd, and has no path it could swap for a symlink to another host socket. ``os.getpid()``
+    called ``listen()``, which is what the ingress checks with ``SO_PEERCRED`` on every
+    connection (see ``core.runtime.ingress``)."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        directory.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(directory)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            raise AccessDeniedError(f"socket directory {directory} is not a private directory of the runtime",
+                                    hint="it must be a real 0700 directory owned by the runtime's user")
+        self.path = directory / name
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # AF_UNIX paths are limited to 108 bytes: bind through a short /proc/self/fd path
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            self._socket.bind(f"/proc/self/fd/{dir_fd}/{name}")
+        finally:
+            os.close(dir_fd)
+        self._socket.listen(128)
+        os.set_inheritable(self._socket.fileno(), False)  # inherited only through pass_fds
+
+    def fileno(self) -> int:
+        return self._socket.fileno()
+
+    def close(self) -> None:
+        self._socket.close()
+        self.path.unlink(missing_ok=True)
 
 
 def bwrap_path() -> str | None:
@@ -72,11 +194,30 @@ def _check(spec: SandboxSpec) -> None:
                                     hint="the runtime prepares mounts before launching")
 
 
+def _environment(spec: SandboxSpec) -> dict[str, str]:
+    env = dict(spec.env)
+    if spec.listen_fd is not None:
+        env[LISTEN_FD_ENV] = str(spec.listen_fd)
+    return env
+
+
 def bwrap_command(spec: SandboxSpec, bwrap: str = "bwrap") -> list[str]:
-    """The bubblewrap argv that runs ``spec`` isolated (exposed for review and tests)."""
+    """The bubblewrap argv that runs ``spec`` isolated (exposed for review and tests).
+
+    :func:`launch` passes the same options through a memfd (``--args``) instead, so neither the
+    environment's values (``env_names`` secrets) nor the mount sources are in a command line
+    every local user can read with ``ps``."""
+    return [bwrap, *_bwrap_options(spec), "--", *spec.command]
+
+
+def _bwrap_options(spec: SandboxSpec) -> list[str]:
     _check(spec)
-    argv = [bwrap, "--unshare-all", *(["--share-net"] if spec.allow_outbound else []), "--die-with-parent",
-            "--new-session", "--cap-drop", "ALL", "--clearenv", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    limits = spec.limits
+    tmp_size = ["--size", str(limits.tmp_bytes)] if limits else []
+    shm_size = ["--size", str(limits.shm_bytes if limits else SHM_BYTES)]
+    argv = ["--unshare-all", *(["--share-net"] if spec.allow_outbound else []), "--die-with-parent",
+            "--new-session", "--cap-drop", "ALL", "--clearenv", "--proc", "/proc", "--dev", "/dev",
+            *shm_size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev", *tmp_size, "--tmpfs", "/tmp"]
     for path in SYSTEM_DIRS:
         if os.path.islink(path):
             argv += ["--symlink", os.readlink(path), path]
@@ -92,11 +233,13 @@ def bwrap_command(spec: SandboxSpec, bwrap: str = "bwrap") -> list[str]:
         argv += ["--ro-bind", str(code.resolve()), str(code.resolve())]
     for mount in spec.mounts:
         argv += ["--bind" if mount.writable else "--ro-bind", str(mount.source.resolve()), mount.target]
+    # the sandbox's root is a tmpfs of its own: read-only, so it cannot be used to fill the host's RAM
+    argv += ["--remount-ro", "/"]
     env = {"PATH": f"{Path(sys.executable).parent}:{SANDBOX_PATH}", "HOME": "/tmp", "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1", **spec.env}
+           "PYTHONDONTWRITEBYTECODE": "1", **_environment(spec)}
     for key, value in sorted(env.items()):
         argv += ["--setenv", key, value]
-    return argv + ["--chdir", workdir, "--"] + spec.command
+    return argv + ["--chdir", workdir]
 
 
 def _host_paths(spec: SandboxSpec, text: str) -> str:
@@ -113,20 +256,227 @@ def missing_bwrap_error() -> AccessDeniedError:
              "workload, pass --insecure-no-sandbox")
 
 
+def _lowered(which: int, value: int) -> tuple[int, int]:
+    """``value`` as soft and hard limit, never above the hard limit already in force (raising
+    it would fail without privileges)."""
+    hard = resource.getrlimit(which)[1]
+    bound = value if hard == resource.RLIM_INFINITY else min(value, hard)
+    return bound, bound
+
+
+def _apply_limits(limits: ResourceLimits) -> Callable[[], None]:
+    """The child-side half of the bounds, run between fork and exec of bwrap (so the sandbox
+    and everything it starts inherit them). It only makes system calls on precomputed values:
+    no imports, no locks, which is what keeps a preexec_fn safe in a threaded runtime."""
+    data = (limits.data_backstop, limits.data_backstop)
+    files = _lowered(resource.RLIMIT_NOFILE, limits.open_files)
+    nproc = _lowered(resource.RLIMIT_NPROC, limits.processes)
+    cpus = limits.cpu_set()
+    setrlimit, setaffinity = resource.setrlimit, os.sched_setaffinity
+    r_data, r_files, r_nproc = resource.RLIMIT_DATA, resource.RLIMIT_NOFILE, resource.RLIMIT_NPROC
+
+    def apply() -> None:
+        setrlimit(r_data, data)
+        setrlimit(r_files, files)
+        setrlimit(r_nproc, nproc)
+        setaffinity(0, cpus)
+    return apply
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and its descendants (through /proc/<pid>/task/<tid>/children)."""
+    pids, queue = [], [root]
+    while queue:
+        pid = queue.pop()
+        pids.append(pid)
+        queue.extend(_children(pid))
+    return pids
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (all its threads' children); none for a process that is gone."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as handle:
+                found.extend(int(child) for child in handle.read().split())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _pid_namespace(pid: int | str) -> int | None:
+    """The inode of ``pid``'s pid namespace (None if it is gone or not ours to inspect)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def _innermost_pid(pid: int) -> int | None:
+    """``pid`` as its own pid namespace numbers it (the last field of ``NSpid``)."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _signal_if_in(pid: int, namespace: int, signum: int) -> bool:
+    """Signal ``pid`` if it is (still) a workload process of the sandbox whose pid namespace is
+    ``namespace``, and not its init.
+
+    The check is made through a pidfd opened first: if the pid was reused by another host
+    process after the tree walk, that process is in another namespace and is left alone, and a
+    process that exits after the check cannot be confused with its pid's next owner."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return False  # gone
+    try:
+        if _pid_namespace(pid) != namespace or _innermost_pid(pid) in (None, 1):
+            return False  # not the sandbox's any more, or bwrap's init (pid 1 ignores SIGTERM anyway)
+        signal.pidfd_send_signal(pidfd, signum)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(pidfd)
+
+
+def signal_workload(process: subprocess.Popen[bytes], signum: int) -> int:
+    """Deliver ``signum`` to the workload's own processes; returns how many were signalled.
+
+    In bubblewrap the workload is in a pid namespace and a session of its own, so bwrap's
+    process group holds only bwrap: a SIGTERM there would kill bwrap, and ``--die-with-parent``
+    would SIGKILL the workload with no chance to exit cleanly. The workload's processes are
+    found by walking the process tree under bwrap (by host pid) and each one that is in the
+    sandbox's pid namespace is signalled through a pidfd; bwrap and the sandbox's init are not
+    signalled, so the sandbox ends when the workload's main process exits (bwrap's init then
+    exits and the kernel ends what is left in the namespace). Processes the workload put in a
+    pid namespace of their own are not signalled: they end with the sandbox.
+
+    Without a sandbox the workload leads its own process group, which is signalled as a whole.
+    When bwrap has not started the workload yet there is nothing to stop cleanly: the signal
+    goes to bwrap's group then, which ends the sandbox at once."""
+    if process.poll() is not None:
+        return 0
+    if getattr(process, "sandboxed", False):
+        host = _pid_namespace("self")
+        namespaces = {ns for child in _children(process.pid) if (ns := _pid_namespace(child)) not in (None, host)}
+        if len(namespaces) == 1:  # bwrap's one child, the sandbox's init, is in the sandbox's namespace
+            (namespace,) = namespaces
+            signalled = sum(_signal_if_in(pid, namespace, signum) for pid in _tree(process.pid)[1:])
+            if signalled:
+                return signalled
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        return 0
+    return 1
+
+
+def _memory_of(pid: int) -> int:
+    """Proportional set size of ``pid`` in bytes (shared library pages split between sharers, so
+    a tree of forked workers is not counted many times over); 0 for a process that is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(f"/proc/{pid}/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class MemoryGuard(threading.Thread):
+    """Watches one sandbox's process tree and kills it once its memory passes the limit.
+
+    The runtime, not the workload, measures and decides, so the reason it then reports ("exceeded
+    its memory limit of 512 MiB") is the runtime's own word, not something the workload printed."""
+
+    def __init__(self, process: SandboxProcess, name: str, limits: ResourceLimits) -> None:
+        super().__init__(name=f"memory-guard-{name}", daemon=True)
+        self.process = process
+        self.application = name
+        self.limits = limits
+
+    def run(self) -> None:
+        while self.process.poll() is None:
+            used = sum(_memory_of(pid) for pid in _tree(self.process.pid))
+            if used > self.limits.memory_bytes:
+                self.process.limit_exceeded = (f"application '{self.application}' exceeded its memory limit of "
+                                               f"{self.limits.describe_memory()}")
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)  # bwrap; --die-with-parent takes the rest
+                except ProcessLookupError:
+                    pass
+                return
+            try:
+                self.process.wait(timeout=GUARD_INTERVAL_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+class SandboxProcess(subprocess.Popen[bytes]):
+    """A launched application: a Popen that also says whether the runtime stopped it for a limit."""
+
+    limit_exceeded: str | None = None
+    guard: MemoryGuard | None = None
+    sandboxed: bool = False  # in bubblewrap: stop signals go to the workload's processes (signal_workload)
+
+
+def raise_if_over_limits(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    """A workload the runtime killed for its resources is a failed run, named as such."""
+    for process in processes.values():
+        reason = getattr(process, "limit_exceeded", None)
+        if reason:
+            raise LimitExceededError(reason, hint="raise memory_gb in the application's contract, "
+                                                  "or make the workload use less")
+
+
 def launch(spec: SandboxSpec, *, insecure_no_sandbox: bool = False,
-           stdout: int | None = subprocess.PIPE) -> subprocess.Popen[bytes]:
-    """Start the application; refuse without bubblewrap unless explicitly made insecure."""
+           stdout: int | None = subprocess.PIPE) -> SandboxProcess:
+    """Start the application within its bounds; refuse without bubblewrap unless explicitly made insecure."""
     bwrap = bwrap_path()
+    options_fd: int | None = None
     if bwrap is not None and not insecure_no_sandbox:
-        argv, env, cwd = bwrap_command(spec, bwrap), {}, None
+        options = b"".join(option.encode() + b"\0" for option in _bwrap_options(spec))
+        options_fd = os.memfd_create("bwrap-options")
+        with open(options_fd, "wb", closefd=False) as handle:  # a file object writes it all
+            handle.write(options)
+        os.lseek(options_fd, 0, os.SEEK_SET)
+        argv, env, cwd = [bwrap, "--args", str(options_fd), "--", *spec.command], {}, None
     elif insecure_no_sandbox:
         _check(spec)
         argv = [_host_paths(spec, part) for part in spec.command]
         env = {"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', SANDBOX_PATH)}",
                "HOME": os.environ.get("HOME", "/tmp"),
-               **{k: _host_paths(spec, v) for k, v in spec.env.items()}}
+               **{k: _host_paths(spec, v) for k, v in _environment(spec).items()}}
         cwd = str(spec.workdir)
     else:
         raise missing_bwrap_error()
-    return subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    inherited = tuple(fd for fd in (spec.listen_fd, options_fd) if fd is not None)
+    try:
+        process = SandboxProcess(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout,
+                                 stderr=subprocess.STDOUT, start_new_session=True, pass_fds=inherited,
+                                 preexec_fn=_apply_limits(spec.limits) if spec.limits else None)
+    finally:
+        if options_fd is not None:
+            os.close(options_fd)  # bwrap reads it at start; the sandbox never sees it
+    process.sandboxed = options_fd is not None
+    if spec.limits is not None:
+        process.guard = MemoryGuard(process, spec.name, spec.limits)
+        process.guard.start()
+    return process

@@ -12,19 +12,29 @@ It does inside ACI what ``LocalRuntime`` does on one machine, with the same piec
    (see the command wrapper in ``core.runtime.aci``);
 4. wait until every workload has written its exit code, forwarding telemetry when the contract
    enables it; the kill switch (execution disabled in governance) or SIGTERM (ACI stop) writes
-   ``stop``, which the workloads' command wrapper turns into SIGTERM for the workload;
+   ``stop``, which the workloads' command wrapper turns into SIGTERM for the workload and, after
+   the grace, SIGKILL; the kill switch also writes ``kill``, which cuts the grace to 0.5 s;
 5. seal every datasink back to its owner's store, then wipe the plaintext volumes.
 
 Every step is a lifecycle event in governance, as for the local runtime. Configuration comes
 from the container's environment, which the ARM template fixes (and the ccePolicy measures).
+
+The run volume and the datasinks are writable by the workloads (and the run volume is shared by
+all of them from the start), so the sidecar follows nothing there (DESIGN.md section 7): it
+seals datasinks with the same no-follow walk as the local runtime (``seal_refused`` when a sink
+holds a link, FIFO, socket, device or hard-linked file), reads telemetry on its own thread from
+a regular file only, writes ``ready``/``failed``/``stop`` by creating a fresh file and renaming
+it over whatever is at the name, and reads exit codes without blocking or following links.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
+import stat
 import sys
 import threading
 import time
@@ -37,18 +47,54 @@ from core.crypto.kek import Kek
 from core.errors import AccessDeniedError, CleanroomError, ConflictError, InvalidInputError
 from core.keys.attestation import DEFAULT_TTL_SECONDS
 from core.keys.measurement import policy_hash
-from core.keys.wrap_deks import dek_secret_name
-from core.runtime.aci import EXIT_FILE_PREFIX, FAILED_FILE, READY_FILE, RUN_VOLUME, SIDECAR_MOUNT_ROOT, STOP_FILE
+from core.runtime.aci import (EXIT_FILE_PREFIX, FAILED_FILE, KILL_FILE, READY_FILE, RUN_VOLUME, SIDECAR_MOUNT_ROOT,
+                              STOP_FILE)
 from core.runtime.deployment import TELEMETRY_FILE
 from core.runtime.governance_port import HttpGovernance
 from core.runtime.key_release import DEFAULT_ATTESTATION_URL, AzureKeyRelease, KeyRelease, VirtualKeyRelease
-from core.runtime.local import GovernancePort, KillSwitch, _TelemetryTail, check_ready, seal_datasink
+from core.runtime.local import (GovernancePort, KillSwitch, TelemetryForwarder, _TelemetryTail, check_ready,
+                                owned_dek, seal_datasink)
 from core.storage.locator import open_store
-from core.storage.transfer import download_folder
+from core.storage.transfer import UntrustedEntryError, download_folder
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.1
 STOP_GRACE_SECONDS = 20.0
 REATTEST_AFTER_SECONDS = DEFAULT_TTL_SECONDS / 2
+MAX_EXIT_FILE = 64
+
+
+def write_control_file(folder: Path, name: str, text: str) -> None:
+    """Write ``folder/name`` where workloads can write too: a fresh file (O_EXCL|O_NOFOLLOW) renamed
+    over whatever is at the name, so a planted link is replaced, never written through, and a
+    planted FIFO cannot block the sidecar."""
+    temporary = f".{name}.{secrets.token_hex(6)}"
+    fd = os.open(folder / temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    try:
+        os.replace(folder / temporary, folder / name)
+    except OSError:
+        os.unlink(folder / temporary)
+        raise
+
+
+def read_exit_code(path: Path) -> int | None:
+    """A workload's exit code from its exit file, or None: regular files only, opened without
+    following a link or blocking on a FIFO, and no more than a few bytes read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return int(os.read(fd, MAX_EXIT_FILE).decode().strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def sidecar_environment(*, governance_url: str, governance_cert_pem: str, maa_endpoint: str | None,
@@ -134,6 +180,7 @@ class RuntimeSidecar:
         self._spec: dict[str, Any] = {}
         self._token: str | None = None
         self._attested_at = 0.0
+        self._token_lock = threading.Lock()  # the telemetry thread sends events too
 
     def request_stop(self, reason: str) -> None:
         """Kill switch or SIGTERM (ACI stop): stop the workloads, seal what they wrote, wipe plaintext."""
@@ -141,16 +188,17 @@ class RuntimeSidecar:
         self._stop.set()
 
     def _attestation(self) -> str:
-        if self._token is None or time.monotonic() - self._attested_at > REATTEST_AFTER_SECONDS:
-            self._token, self._attested_at = self.keys.attest(self._spec), time.monotonic()
-        return self._token
+        with self._token_lock:
+            if self._token is None or time.monotonic() - self._attested_at > REATTEST_AFTER_SECONDS:
+                self._token, self._attested_at = self.keys.attest(self._spec), time.monotonic()
+            return self._token
 
-    def _note(self, kind: str, *, category: str = "audit", **detail: Any) -> None:
+    def _note(self, event_type: str, /, *, category: str = "audit", **detail: Any) -> None:
         try:
-            self.governance.record_event(self.config.contract_id, {"type": kind, **detail}, category=category,
+            self.governance.record_event(self.config.contract_id, {"type": event_type, **detail}, category=category,
                                          attestation=self._attestation())
         except CleanroomError as exc:
-            print(f"cleanroom-runtime: event {kind} not recorded: {exc.one_line()}", file=sys.stderr)
+            print(f"cleanroom-runtime: event {event_type} not recorded: {exc.one_line()}", file=sys.stderr)
 
     def _asset(self, entry: dict[str, Any]) -> DataAsset:
         documents = self._spec.get(f"{entry['kind']}s", [])
@@ -172,7 +220,7 @@ class RuntimeSidecar:
                                     f"the {self.config.policy_hash[:12]}… this container group was built for",
                                     hint="re-generate and deploy the template of the accepted spec")
         except BaseException:
-            (self.config.run_dir / FAILED_FILE).write_text("1")  # the waiting workloads give up
+            write_control_file(self.config.run_dir, FAILED_FILE, "1")  # the waiting workloads give up
             raise
         self._note("deploying", policy_hash=measured)
         deks: dict[str, bytes] = {}
@@ -189,14 +237,14 @@ class RuntimeSidecar:
             if self._stop.is_set():
                 raise AccessDeniedError(f"deployment of '{contract_id}' stopped before it ran ({self._stop_reason})")
             self._open_volumes_to_workloads()
-            (self.config.run_dir / READY_FILE).write_text(measured)
+            write_control_file(self.config.run_dir, READY_FILE, measured)
             ready = True
             self._note("running", applications=self.config.applications, sandbox="confidential container group")
             codes = self._wait_for_workloads()
             self._note("exited", exit_codes=codes, stopped_by=self._stop_reason)
             return codes
         except BaseException as exc:
-            (self.config.run_dir / FAILED_FILE).write_text("1")
+            write_control_file(self.config.run_dir, FAILED_FILE, "1")
             reason = exc.one_line() if isinstance(exc, CleanroomError) else f"{type(exc).__name__}: {exc}"
             self._note("failed", reason=reason)
             raise
@@ -224,52 +272,63 @@ class RuntimeSidecar:
         keks: dict[str, Kek] = {}
         deks: dict[str, bytes] = {}
         for entry in self.config.mount_plan:
-            owner, name = str(entry["owner"]), str(entry["name"])
+            name = str(entry["name"])
+            owner = str(self._asset(entry).owner)  # the accepted spec's owner, not the template's word
             if owner not in keks:
                 keks[owner] = self.keys.release_kek(owner, self.config.contract_id, self._attestation())
-            wrapped = self.governance.secret(self.config.contract_id, dek_secret_name(name), self._attestation())
+            wrapped = owned_dek(self.governance, self.config.contract_id, name, owner, self._attestation())
             deks[name] = keks[owner].unwrap(wrapped, label=f"DEK of '{name}'")
         return deks
 
     def _wait_for_workloads(self) -> dict[str, int]:
+        """The control loop: the kill switch, stop requests and exit files only; telemetry, which
+        the workloads control, is read and forwarded on its own threads."""
         contract_id = self.config.contract_id
-        telemetry_on = self.governance.option_enabled(contract_id, "telemetry")
-        telemetry = _TelemetryTail(self.config.run_dir / Path(TELEMETRY_FILE).name)
+        telemetry: TelemetryForwarder | None = None
+        if self.governance.option_enabled(contract_id, "telemetry"):
+            telemetry = TelemetryForwarder(
+                _TelemetryTail(self.config.run_dir / Path(TELEMETRY_FILE).name),
+                forward=lambda record: self._note("telemetry", category="telemetry", **record),
+                refused=lambda kind: self._note("telemetry_refused", kind=kind),
+                dropped=lambda count: self._note("telemetry_dropped", records=count)).start()
         exits = {app: self.config.run_dir / f"{EXIT_FILE_PREFIX}{app}" for app in self.config.applications}
         kill_switch = KillSwitch(self.governance, contract_id)
         deadline: float | None = None
-        while not all(path.exists() for path in exits.values()):
-            if telemetry_on:
-                self._forward(telemetry)
-            if kill_switch.tripped():
-                self.request_stop("execution disabled by a member")
-            if self._stop.is_set() and deadline is None:
-                (self.config.run_dir / STOP_FILE).write_text(self._stop_reason or "stop")
-                self._note("stopping", reason=self._stop_reason)
-                deadline = time.monotonic() + STOP_GRACE_SECONDS
-            if deadline is not None and time.monotonic() > deadline:
-                break  # a workload ignoring SIGTERM: seal what is there, ACI kills the rest
-            time.sleep(POLL_SECONDS)
-        if telemetry_on:
-            self._forward(telemetry)
+        killing = False
+        try:
+            while not all(os.path.lexists(path) for path in exits.values()):
+                if not killing and kill_switch.tripped():
+                    self.request_stop("execution disabled by a member")
+                    # first: the wrappers then use the kill switch's short grace, also in a stop under way
+                    write_control_file(self.config.run_dir, KILL_FILE, "execution disabled by a member")
+                    killing = True
+                if self._stop.is_set() and deadline is None:
+                    write_control_file(self.config.run_dir, STOP_FILE, self._stop_reason or "stop")
+                    self._note("stopping", reason=self._stop_reason)
+                    deadline = time.monotonic() + STOP_GRACE_SECONDS
+                if deadline is not None and time.monotonic() > deadline:
+                    break  # a workload ignoring SIGTERM: seal what is there, ACI kills the rest
+                time.sleep(POLL_SECONDS)
+        finally:
+            if telemetry is not None:
+                telemetry.stop()
         codes = {}
         for app, path in exits.items():
-            try:
-                codes[app] = int(path.read_text().strip())
-            except (OSError, ValueError):
-                codes[app] = -int(signal.SIGTERM)  # did not finish within the stop grace
+            code = read_exit_code(path)
+            codes[app] = -int(signal.SIGTERM) if code is None else code  # None: not finished within the grace
         return codes
-
-    def _forward(self, telemetry: _TelemetryTail) -> None:
-        for record in telemetry.read_new():
-            self._note("telemetry", category="telemetry", **record)
 
     def _seal(self, deks: dict[str, bytes]) -> None:
         for entry in self.config.mount_plan:
             if entry["kind"] != "datasink":
                 continue
             asset = self._asset(entry)
-            manifest = seal_datasink(asset, self.config.volume(entry), deks[asset.name])
+            try:
+                manifest = seal_datasink(asset, self.config.volume(entry), deks[asset.name])
+            except UntrustedEntryError as refused:
+                self._note("seal_refused", datasink=asset.name, owner=asset.owner, entry=refused.entry,
+                           kind=refused.kind, reason=refused.one_line())
+                continue
             if manifest is None:
                 continue
             self._note("sealed", datasink=asset.name, owner=asset.owner, files=len(manifest.files),

@@ -10,17 +10,22 @@ blobs swapped between names. The manifest lists every file with its size and its
 header (whose nonce prefix is random per blob), so download detects deletion and swapping too.
 Why an upload id: a new upload writes beside the old one and only the manifest write switches
 readers over, so an interrupted upload never leaves a mix of old and new files. The runtime
-seals datasinks with the same :func:`upload_folder`, so ``datasink download`` is the same code.
+seals datasinks with :func:`upload_untrusted_folder`, the same upload (so ``datasink download``
+is the same code) over a folder a workload wrote: see there for why it walks differently.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import secrets
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from core.crypto.envelope import (DEFAULT_CHUNK_SIZE, SealingReader, decrypt_bytes,
                                   decrypt_to_path, encrypt_bytes, encrypted_size)
@@ -114,27 +119,44 @@ def read_manifest(store: BlobStore, container: str, dek: bytes, *, label: str) -
 def upload_folder(store: BlobStore, container: str, dek: bytes, folder: Path, *,
                   label: str, progress: TransferProgress | None = None,
                   chunk_size: int = DEFAULT_CHUNK_SIZE) -> Manifest:
-    """Seal every file of ``folder`` into ``container``; readers switch over only when all are stored."""
+    """Seal every file of ``folder`` into ``container``; readers switch over only when all are stored.
+
+    For a party's own dataset folder: links are followed (a Hugging Face snapshot is links into
+    its blob cache). A folder a workload wrote goes through :func:`upload_untrusted_folder`."""
     files = dataset_files(folder)
-    sizes = [path.stat().st_size for _, path in files]
-    total = sum(sizes)
+    sources = [_Source(relative, path.stat().st_size, lambda path=path: open(path, "rb")) for relative, path in files]
+    return _upload(store, container, dek, sources, progress=progress, chunk_size=chunk_size)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One file to seal: its name in the dataset, its size, and how to open it for reading."""
+
+    relative: str
+    size: int
+    open: Callable[[], BinaryIO]
+
+
+def _upload(store: BlobStore, container: str, dek: bytes, files: list[_Source], *,
+            progress: TransferProgress | None, chunk_size: int) -> Manifest:
+    total = sum(source.size for source in files)
     store.ensure_container(container)
     previous = next((info for info in store.list(container, MANIFEST_BLOB) if info.name == MANIFEST_BLOB), None)
     upload_id = secrets.token_hex(8)
     entries: list[ManifestEntry] = []
     done = 0
     try:
-        for index, ((relative, path), size) in enumerate(zip(files, sizes)):
-            def advance(file_done: int, base: int = done, index: int = index, relative: str = relative) -> None:
+        for index, source in enumerate(files):
+            def advance(file_done: int, base: int = done, index: int = index, relative: str = source.relative) -> None:
                 if progress is not None:
                     progress(TransferStatus(base + file_done, total, index, len(files), relative))
 
-            with open(path, "rb") as source:
-                reader = SealingReader(dek, source, chunk_size=chunk_size, progress=advance)
-                store.put(container, f"{DATA_PREFIX}{upload_id}/{relative}", reader,
-                          length=encrypted_size(size, chunk_size))
-            entries.append(ManifestEntry(path=relative, size=size, header=reader.header.hex()))
-            done += size
+            with source.open() as handle:
+                reader = SealingReader(dek, handle, chunk_size=chunk_size, progress=advance)
+                store.put(container, f"{DATA_PREFIX}{upload_id}/{source.relative}", reader,
+                          length=encrypted_size(source.size, chunk_size))
+            entries.append(ManifestEntry(path=source.relative, size=source.size, header=reader.header.hex()))
+            done += source.size
         manifest = Manifest(upload_id=upload_id, files=tuple(entries))
         store.put(container, MANIFEST_BLOB, io.BytesIO(encrypt_bytes(dek, manifest.to_bytes())),
                   if_match=previous.etag if previous else None)
@@ -148,6 +170,179 @@ def upload_folder(store: BlobStore, container: str, dek: bytes, folder: Path, *,
     for name in stale:
         store.delete(container, name)
     return manifest
+
+
+# -- folders a workload wrote ---------------------------------------------------------------------
+MAX_UNTRUSTED_DEPTH = 64
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO swapped in after the walk must not block the open; fstat then refuses it
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class UntrustedEntryError(InvalidInputError):
+    """A folder a workload wrote holds something other than directories and regular files.
+
+    The whole folder is refused (nothing of it is sealed): a link could name another party's
+    key or the runtime's attestation key, a FIFO would block the runtime, a device or socket is
+    not data, and a file with other hard links may be a host file linked in."""
+
+    def __init__(self, label: str, entry: str, kind: str) -> None:
+        self.entry = entry
+        self.kind = kind
+        super().__init__(f"{label} holds {entry!r}, a {kind}, so none of it is sealed",
+                         hint="a workload's outputs must be regular files and directories only")
+
+
+@dataclass(frozen=True)
+class UntrustedFile:
+    """A regular file found by the no-follow walk; ``identity`` is (st_dev, st_ino) at walk time."""
+
+    relative: str
+    size: int
+    identity: tuple[int, int]
+
+
+def _kind(mode: int, links: int = 1) -> str | None:
+    """What a walk must refuse, or None for a directory or a lone regular file."""
+    if stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISREG(mode):
+        return None if links == 1 else f"regular file with {links} hard links"
+    for test, name in ((stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "file of unknown type"
+
+
+def untrusted_files(folder: Path, *, label: str) -> list[UntrustedFile]:
+    """Every regular file under ``folder`` (sorted), walked without following anything.
+
+    Each directory is opened relative to its parent's descriptor with O_NOFOLLOW, and entries
+    are lstat'ed relative to it, so a path component swapped for a link during the walk is
+    refused, never followed. Raises :class:`UntrustedEntryError` at the first entry that is not
+    a directory or a regular file with one link."""
+    found: list[UntrustedFile] = []
+    try:
+        root = os.open(folder, _DIR_FLAGS)
+    except FileNotFoundError:  # a sink no workload mounted: nothing written
+        return found
+    stack: list[tuple[int, str, int]] = [(root, "", 0)]
+    try:
+        while stack:
+            directory, prefix, depth = stack.pop()
+            try:
+                for name in sorted(os.listdir(directory)):
+                    relative = f"{prefix}{name}"
+                    info = os.stat(name, dir_fd=directory, follow_symlinks=False)
+                    kind = _kind(info.st_mode, info.st_nlink)
+                    if kind is not None:
+                        raise UntrustedEntryError(label, relative, kind)
+                    if stat.S_ISREG(info.st_mode):
+                        found.append(UntrustedFile(relative, info.st_size, (info.st_dev, info.st_ino)))
+                        continue
+                    if depth + 1 >= MAX_UNTRUSTED_DEPTH:
+                        raise UntrustedEntryError(label, relative, f"folder nested deeper than {MAX_UNTRUSTED_DEPTH}")
+                    try:
+                        child = os.open(name, _DIR_FLAGS, dir_fd=directory)
+                    except OSError:  # swapped for a link (ELOOP/ENOTDIR) or removed since the lstat
+                        raise UntrustedEntryError(label, relative, "entry that changed during the walk") from None
+                    stack.append((child, f"{relative}/", depth + 1))
+            finally:
+                os.close(directory)
+    finally:
+        for directory, _prefix, _depth in stack:
+            os.close(directory)
+    return sorted(found, key=lambda file: file.relative)
+
+
+@contextmanager
+def open_untrusted(folder: Path, file: UntrustedFile, *, label: str) -> Iterator[BinaryIO]:
+    """``file`` opened for reading beneath ``folder``, component by component with O_NOFOLLOW,
+    and checked (fstat on the descriptor that is read) to be the very regular file the walk saw;
+    the reader stops at the size the walk saw, so a file growing meanwhile cannot overrun."""
+    parts = file.relative.split("/")
+    directory = os.open(folder, _DIR_FLAGS)
+    try:
+        for part in parts[:-1]:
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=directory)
+            except OSError:
+                raise UntrustedEntryError(label, file.relative, "path that changed after the walk") from None
+            os.close(directory)
+            directory = child
+        try:
+            fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=directory)
+        except OSError:
+            raise UntrustedEntryError(label, file.relative, "path that changed after the walk") from None
+    finally:
+        os.close(directory)
+    try:
+        info = os.fstat(fd)
+        kind = _kind(info.st_mode, info.st_nlink) or ("directory" if stat.S_ISDIR(info.st_mode) else None)
+        if kind is None and (info.st_dev, info.st_ino) != file.identity:
+            kind = "file replaced after the walk"
+        if kind is not None:
+            raise UntrustedEntryError(label, file.relative, kind)
+        os.set_blocking(fd, True)
+        raw = io.FileIO(fd, "rb", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+    with raw:
+        yield _AtMost(raw, file.size)  # type: ignore[misc]
+
+
+class _AtMost(io.RawIOBase):
+    """Reads at most ``limit`` bytes of ``source``: the size the manifest promises."""
+
+    def __init__(self, source: io.FileIO, limit: int) -> None:
+        super().__init__()
+        self._source = source
+        self._left = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
+        if self._left <= 0:
+            return 0
+        view = memoryview(buffer)[:self._left]
+        size = self._source.readinto(view) or 0
+        self._left -= size
+        return size
+
+
+def upload_untrusted_folder(store: BlobStore, container: str, dek: bytes, folder: Path, *, label: str,
+                            extra_files: dict[str, Path] | None = None,
+                            chunk_size: int = DEFAULT_CHUNK_SIZE) -> Manifest | None:
+    """Seal a folder a workload wrote (a datasink), plus the runtime's own ``extra_files``
+    (relative name -> file in a folder no workload sees, e.g. application logs).
+
+    Why not :func:`upload_folder`: it follows links, so a link planted in a datasink would seal
+    a host file (another party's KEK, the attestation key) for the sink's owner. Here every
+    entry is checked first (:func:`untrusted_files`; anything but directories and lone regular
+    files refuses the whole folder) and each file is then read through the O_NOFOLLOW
+    descriptor that :func:`open_untrusted` verified. None when there is nothing to seal."""
+    files = untrusted_files(folder, label=label)
+    extra = extra_files or {}
+    taken = {file.relative for file in files}
+    for relative in extra:
+        if relative in taken:
+            raise UntrustedEntryError(label, relative, "file named like the runtime's application log")
+    sources = [_Source(file.relative, file.size, lambda file=file: open_untrusted(folder, file, label=label))
+               for file in files]
+    for relative, path in sorted(extra.items()):
+        fd = os.open(path, _FILE_FLAGS)
+        try:
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        sources.append(_Source(relative, size, lambda path=path: open(os.open(path, _FILE_FLAGS & ~os.O_NONBLOCK), "rb")))
+    if not sources:
+        return None
+    return _upload(store, container, dek, sorted(sources, key=lambda source: source.relative),
+                   progress=None, chunk_size=chunk_size)
 
 
 def download_folder(store: BlobStore, container: str, dek: bytes, target: Path, *,
