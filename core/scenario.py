@@ -318,14 +318,23 @@ class Scenario:
         reporter.step_finished(step, seconds, summary)
         return summary
 
+    def stopped_at(self, stop_after: str | None) -> bool:
+        """True when ``stop_after`` names a step this root has already done: a run asked to stop
+        there has nothing to do (re-running `--stop-after STEP` must not run past STEP)."""
+        return stop_after is not None and stop_after in self.state.completed
+
     def run(self, reporter: Reporter, *, stop_after: str | None = None, keep_services: bool = False) -> None:
-        """Run every pending step in order (resuming), then stop the services unless asked not to."""
+        """Run every pending step in order (resuming) up to and including ``stop_after``, then stop
+        the services unless asked not to. A ``stop_after`` already done runs nothing: the
+        resumed run stops where it was asked to, instead of never meeting its step again."""
         if self.complete:
             raise ConflictError(f"the demo in {self.root} already ran to the end",
                                 hint="read its results in demo.json, or run it again in a new --workspace")
         if stop_after is not None and stop_after not in {s.key for s in self.steps}:
             raise InvalidInputError(f"step '{stop_after}' is not a step of the scenario",
                                     hint=f"use one of: {', '.join(s.key for s in self.steps)}")
+        if self.stopped_at(stop_after):
+            return
         self.acquire()
         try:
             self._resume_services(reporter)
@@ -1164,8 +1173,10 @@ def _inference_steps(phase: str, contract_id: str, application: str) -> list[Ste
         Step(f"{contract_id}:evaluate", phase, "consumer", "evaluate its 1,066 test rows through the endpoint", (
             f"{w['consumer']} governance ca show --contract-id {contract_id} --query caCert > ca.crt",
             f"{w['consumer']} governance contract event list --id {contract_id}   # the ingress URL",
-            f"{w['consumer']} infer --dataset W/consumer/data/test.parquet --endpoint URL --ca ca.crt "
-            f"--token $({w['consumer']} governance contract token --id {contract_id})"), _evaluate_step(contract_id)),
+            # the token goes through the environment, not argv: `ps` shows every user a command line
+            f"export CLEANROOM_TOKEN=$({w['consumer']} governance contract token --id {contract_id})",
+            f"{w['consumer']} infer --dataset W/consumer/data/test.parquet --endpoint URL --ca ca.crt"),
+            _evaluate_step(contract_id)),
         Step(f"{contract_id}:stop", phase, "hoster", "stop the clean room (plaintext mounts removed)",
              (f"CLEANROOM_HOME=W/services {w['hoster']} deployment stop --contract-id {contract_id}",),
              _stop(contract_id)),

@@ -25,6 +25,7 @@ from textual.worker import get_current_worker
 from core.engine import CleanroomEvent, EndpointHealth, PersonaEngine
 from themes import ALIASES, CSS_PATH, DEFAULT_THEME, THEMES
 from tui.actions import ACTIONS, actions_for, is_mutating
+from tui.screens.confirm import QuitScreen
 from tui.screens.help import HelpScreen
 from tui.screens.persona import VIEW_TABS, PersonaScreen
 from tui.widgets.data import DataView
@@ -77,6 +78,11 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
             # tab underline slides cost a frame budget per key; operators want the answer now
             self.animation_level = "none"
         self.live = True
+        # how the session ended, for `cleanroom console` to act on after the app returns:
+        # "stop" (the operator chose to stop the running work), "leave" (leave it running),
+        # None (nothing was running: the services stop as usual)
+        self.exit_choice: str | None = None
+        self.exit_signal: str | None = None  # SIGTERM / SIGHUP, when one ended the session
         self.health: dict[int, EndpointHealth] = {}
         self.paused_events: list[EngineEvent] = []
         for definition in THEMES.values():
@@ -308,6 +314,46 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
         for screen in self._opened_screens():
             screen.refresh_views()
 
+    # quitting -------------------------------------------------------------------------
+    def work_in_progress(self) -> list[str]:
+        """What quitting the scenario console would stop: its clean rooms that are running and
+        the step in progress. Outside the embedded scenario the console stops nothing."""
+        if self.scenario is None:
+            return []
+        from tui.scenario_session import running_deployments
+
+        running = [f"clean room '{contract_id}' ({state})" for contract_id, state in running_deployments(self.scenario)]
+        if self.running_step is not None:
+            running.append(f"step {self.running_step.key!r}: {self.running_step.persona} "
+                           f"{self.running_step.title}")
+        return running
+
+    async def action_quit(self) -> None:
+        """Ctrl+Q: quit at once when nothing runs, else ask (stop all, leave running, stay)."""
+        self.request_quit()
+
+    def request_quit(self) -> None:
+        running = self.work_in_progress()
+        if not running:
+            self.exit()
+            return
+        if isinstance(self.screen, QuitScreen):
+            return
+        self.push_screen(QuitScreen(running), self._quit_answered)
+
+    def _quit_answered(self, choice: str | None) -> None:
+        if choice in ("stop", "leave"):
+            self.exit_choice = choice
+            self.exit()
+
+    def terminate(self, signal_name: str) -> None:
+        """SIGTERM / SIGHUP (the terminal closed): nobody can answer a modal, so the choice that
+        destroys nothing is taken: running work is left running and `cleanroom console` says
+        so (on stderr and in the scenario folder); with nothing running it stops cleanly."""
+        self.exit_signal = signal_name
+        self.exit_choice = "leave" if self.work_in_progress() else None
+        self.exit()
+
     # command palette --------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         for index, engine in enumerate(self.engines):
@@ -326,7 +372,7 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
             if action.view == "app" and not (self.read_only and action.mutating):
                 yield SystemCommand(action.title, action.help,
                                     lambda a=action: self.run_action(a.method))
-        yield SystemCommand("Quit", "Quit the console", self.exit)
+        yield SystemCommand("Quit", "Quit the console (asks first while clean rooms run)", self.request_quit)
 
     def _scenario_steps(self, screen: PersonaScreen) -> Iterable[SystemCommand]:
         """The next steps for this persona: on the embedded default, the scenario's own next step

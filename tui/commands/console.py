@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from core.engine import open_embedded_scenario, open_personas
+from core.engine import PersonaEngine, open_embedded_scenario, open_personas
 from core.errors import InvalidInputError
 from themes import ALIASES, THEMES
 
@@ -27,7 +33,10 @@ def console(workspaces: tuple[Path, ...], read_only: bool, theme: str, quick: bo
     With no --workspace it opens the embedded default as the three-persona scenario of
     `cleanroom demo`, under $CLEANROOM_HOME/scenario: the first run creates the workspaces and
     starts governance and the key service on loopback; then Ctrl+P offers each persona its next
-    step, and a later run resumes where this one stopped (its services stop when it closes).
+    step, and a later run resumes where this one stopped. Quitting (Ctrl+Q) stops its services;
+    while a clean room or a step is running it asks first: stop all, leave running, or stay.
+    SIGTERM or a closed terminal (SIGHUP) leaves running work running and says so (on stderr
+    and, for the next console, in the scenario folder). One console per scenario at a time.
 
     \b
     Example (three personas of a running clean room):
@@ -41,25 +50,93 @@ def console(workspaces: tuple[Path, ...], read_only: bool, theme: str, quick: bo
     if workspaces and quick is not None:
         raise InvalidInputError("--quick/--full choose the embedded scenario's variant",
                                 hint="drop --quick/--full, or drop --workspace to open the embedded scenario")
-    scenario = None
     if workspaces:
         engines = open_personas(list(workspaces))
-    else:
-        from core.scenario import Reporter
+        _run_console(engines, read_only=read_only, theme=theme)
+        return
+    _run_scenario_console(quick=quick, read_only=read_only, theme=theme)
 
-        scenario, engines = open_embedded_scenario(quick=quick, reporter=Reporter(
-            note=lambda text: click.echo(text, err=True),
-            step_finished=lambda step, seconds, summary: click.echo(
-                f"done: {step.persona}: {step.title} ({seconds:.1f} s)", err=True)))
-    from tui.app import CleanroomConsole  # textual loads only when the console really opens
+
+def _run_console(engines: list[PersonaEngine], *, read_only: bool, theme: str) -> None:
+    """Persona workspaces given on the command line: the console starts and stops nothing."""
+    from tui.app import (
+        CleanroomConsole,  # textual loads only when the console really opens
+    )
 
     try:
-        CleanroomConsole(engines, read_only=read_only, theme=theme, scenario=scenario).run()
+        CleanroomConsole(engines, read_only=read_only, theme=theme).run()
     finally:
         for engine in engines:
             engine.close()
-        if scenario is not None:
-            scenario.stop_services()
-            done, total = scenario.progress
-            click.echo(f"scenario {scenario.root}: {done}/{total} steps done; services stopped. "
-                       "`cleanroom console` resumes it.", err=True)
+
+
+def _run_scenario_console(*, quick: bool | None, read_only: bool, theme: str) -> None:
+    """The embedded scenario: one console per scenario (session lock), a quit that asks before
+    it stops running clean rooms, and SIGTERM/SIGHUP that end the session without destroying
+    work or leaving it running unannounced (see tui.scenario_session)."""
+    from core import embedded
+    from core.scenario import Reporter, Scenario
+    from tui.scenario_session import end_session, previous_note, say
+    from tui.session_lock import SessionLock
+
+    root = Scenario.open(embedded.home() / "scenario", quick=quick).root
+    with SessionLock(root, "console"):
+        note = previous_note(root)
+        if note:
+            say(note)
+        with _stop_if_signalled_while_opening(root):
+            scenario, engines = open_embedded_scenario(root, quick=quick, reporter=Reporter(
+                note=lambda text: click.echo(text, err=True),
+                step_finished=lambda step, seconds, summary: click.echo(
+                    f"done: {step.persona}: {step.title} ({seconds:.1f} s)", err=True)))
+        # textual loads only when the console really opens
+        from tui.app import CleanroomConsole
+
+        app = CleanroomConsole(engines, read_only=read_only, theme=theme, scenario=scenario)
+        # our own loop: asyncio.run() would wait, after the app closed, for a step's worker
+        # thread (a training run: an hour) before anything below could say or stop anything
+        loop = asyncio.new_event_loop()
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, app.terminate, signal.Signals(signum).name)
+        try:
+            app.run(loop=loop)
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+            loop.close()  # a running step's thread is not waited for (shutdown(wait=False))
+            for engine in engines:
+                engine.close()
+            say(end_session(scenario, choice=app.exit_choice, signal_name=app.exit_signal))
+        abandoned = app.running_step is not None
+    if abandoned:
+        # a step's worker thread cannot be interrupted and the interpreter would wait for it
+        # at exit; what it was driving was stopped or left running (and said so) above
+        sys.stdout.flush()
+        os._exit(0)
+
+
+class _Signalled(Exception):
+    """SIGTERM/SIGHUP while the consortium was being opened (before the app could handle it)."""
+
+
+@contextlib.contextmanager
+def _stop_if_signalled_while_opening(root: Path) -> Iterator[None]:
+    """While the services start, SIGTERM/SIGHUP stop what was started and say so, instead of
+    killing the console between two services and orphaning the first one silently."""
+    from core.scenario import Scenario
+    from tui.scenario_session import say
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise _Signalled(signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, interrupted) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    except _Signalled as exc:
+        stopped = Scenario.open(root).stop_services()
+        say(f"{exc} received while opening {root}: stopped {', '.join(stopped) or 'nothing'}; "
+            "`cleanroom console` resumes it")
+        raise SystemExit(1) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

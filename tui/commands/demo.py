@@ -10,16 +10,36 @@ commands a team would have typed, then the summary tables. Narration goes to std
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
-from core.scenario import (BASE_CONTRACT, FINETUNED_CONTRACT, PHASE_TITLES, PHASES, TRAINING_CONTRACT, Reporter,
-                           Scenario, Step, build_steps)
+from core.errors import InvalidInputError
+from core.scenario import (
+    BASE_CONTRACT,
+    FINETUNED_CONTRACT,
+    PHASE_TITLES,
+    PHASES,
+    TRAINING_CONTRACT,
+    Reporter,
+    Scenario,
+    Step,
+    build_steps,
+)
+from tui.session_lock import SessionLock
 
 DEFAULT_ROOT = Path("cleanroom-demo")
 PERSONA_STYLE = {"hoster": "magenta", "provider": "cyan", "consumer": "green", "all": "yellow"}
@@ -143,6 +163,30 @@ def _render(console: Console, summary: dict[str, Any]) -> None:
         console.print(f"events of {contract_id}: " + ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False)
 
 
+def private_folder(root: Path) -> Path:
+    """The demo's folder, made (0700) if missing, refused unless only this user can write it.
+
+    It holds three members' private keys, their DEKs and the services' state, and the demo
+    runs what it finds there: a folder another user owns, or one group or world can write,
+    lets them swap a workspace, a model or a service binary path under us."""
+    root = root.expanduser()
+    if not root.exists():
+        root.mkdir(parents=True, mode=0o700)
+    resolved = root.resolve()
+    info = os.stat(resolved)
+    if not stat.S_ISDIR(info.st_mode):
+        raise InvalidInputError(f"demo workspace {resolved} is not a folder", hint="pass a folder to --workspace")
+    if info.st_uid != os.getuid():
+        raise InvalidInputError(f"demo workspace {resolved} is owned by uid {info.st_uid}, not by you "
+                                f"(uid {os.getuid()})", hint="pass a folder you own to --workspace, "
+                                "e.g. --workspace ~/cleanroom-demo")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise InvalidInputError(f"demo workspace {resolved} is writable by others (mode "
+                                f"{stat.S_IMODE(info.st_mode):04o})",
+                                hint=f"run `chmod go-w {resolved}` or pass a folder only you can write to")
+    return resolved
+
+
 def _list_steps(console: Console) -> None:
     phase = None
     for step in build_steps():
@@ -164,7 +208,8 @@ def _list_steps(console: Console) -> None:
               help="json: one JSON object with the results on stdout (narration stays on stderr).")
 @click.option("--keep-running", is_flag=True, help="Leave the embedded services running at the end.")
 @click.option("--stop-after", metavar="STEP", default=None,
-              help="Stop after this step (see --list-steps); run the same command again to resume.")
+              help="Stop after this step (see --list-steps). Run again with a later step, or without "
+                   "--stop-after, to continue; the same step again does nothing.")
 @click.option("--show-commands/--hide-commands", default=True, show_default=True,
               help="Print the equivalent `cleanroom` commands under each step.")
 @click.option("--list-steps", is_flag=True, help="Print the scenario's steps and commands, then exit.")
@@ -178,7 +223,7 @@ def demo(ctx: click.Context, root: Path | None, quick: bool, output: str, keep_r
     inference on the base model (~50%), a governed fine-tuning run sealed to the provider,
     inference on the fine-tuned model (>= 80% with a full run), then isolation proofs and an
     offline ledger verification. Re-running on the same folder resumes an interrupted run
-    and refuses a finished one.
+    and refuses a finished one. The folder must be yours and writable by you alone.
 
     \b
     Example:
@@ -193,9 +238,21 @@ def demo(ctx: click.Context, root: Path | None, quick: bool, output: str, keep_r
     if root is None:
         given = Path(ctx.obj.get("workspace", Path("."))) if ctx.obj else Path(".")
         root = given if given != Path(".") else DEFAULT_ROOT
-    scenario = Scenario.open(root, quick=quick)
+    scenario = Scenario.open(private_folder(root), quick=quick)
+    with SessionLock(scenario.root, "demo"):  # not while a console drives the same scenario
+        _run(console, scenario, quick=quick, output=output, keep_running=keep_running, stop_after=stop_after,
+             show_commands=show_commands)
+
+
+def _run(console: Console, scenario: Scenario, *, quick: bool, output: str, keep_running: bool,
+         stop_after: str | None, show_commands: bool) -> None:
     narration = Narration(console, scenario, show_commands=show_commands and output == "table")
-    if scenario.state.completed and not scenario.complete:
+    already = scenario.stopped_at(stop_after) and not scenario.complete
+    if already:
+        done, total = scenario.progress
+        console.print(f"the demo in {scenario.root} is already past {stop_after} ({done}/{total} steps done); "
+                      "nothing to run. Run it without --stop-after, or with a later step, to continue", highlight=False)
+    elif scenario.state.completed and not scenario.complete:
         console.print(f"resuming the demo in {scenario.root} at step "
                       f"[bold]{scenario.pending()[0].key}[/] ({len(scenario.state.completed)} steps done)")
     else:
@@ -209,7 +266,9 @@ def demo(ctx: click.Context, root: Path | None, quick: bool, output: str, keep_r
         click.echo(json.dumps(summary, sort_keys=True))
         return
     if not scenario.complete:
-        console.print(f"stopped after {stop_after}; run the same command again to resume")
+        if not already:
+            console.print(f"stopped after {stop_after}; run it again without --stop-after, or with a later "
+                          "step, to continue", highlight=False)
         return
     _render(Console(), summary)
     console.print(f"results kept in {scenario.root / 'demo.json'}; `--output json` prints them as one document")

@@ -90,7 +90,7 @@ def _governance_events(ctx: click.Context, contract_id: str) -> list[dict[str, A
     from core.governance.client import GovernanceClient
 
     try:
-        with GovernanceClient.from_workspace(Workspace.open(ctx.obj["workspace"]), with_identity=False) as client:
+        with GovernanceClient.from_workspace(Workspace.open(ctx.obj["workspace"])) as client:  # events: members only
             events = client.events(contract_id)["events"]
     except CleanroomError:
         return []

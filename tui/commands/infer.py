@@ -7,9 +7,16 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
+from core.errors import InvalidInputError
 from core.ml.evaluation import DEFAULT_BATCH_SIZE, EvaluationReport
 
 
@@ -22,27 +29,36 @@ from core.ml.evaluation import DEFAULT_BATCH_SIZE, EvaluationReport
 @click.option("--ca", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="PEM of the clean room's CA; the endpoint's certificate must chain to it.")
 @click.option("--token", envvar="CLEANROOM_TOKEN", default=None,
-              help="Bearer token for the endpoint (env CLEANROOM_TOKEN).")
+              help="Bearer token for the endpoint. On the command line every local user can read it "
+                   "(ps, /proc): prefer env CLEANROOM_TOKEN or --token-file.")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Read the bearer token from this file (yours, mode 0600) instead of --token.")
 @click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=int,
               help="Texts per request.")
 @click.option("--per-row", is_flag=True, help="One request per row, as the field's sample client does.")
 @click.option("--limit", type=int, default=None, help="Send only the first N rows.")
 @click.option("--output", "output_format", type=click.Choice(["table", "json"]), default="table",
               show_default=True, help="table: totals; json: also per-class precision/recall and confusion.")
-def infer(dataset: str, split: str, endpoint: str, ca: Path | None, token: str | None, batch_size: int,
-          per_row: bool, limit: int | None, output_format: str) -> None:
+def infer(dataset: str, split: str, endpoint: str, ca: Path | None, token: str | None, token_file: Path | None,
+          batch_size: int, per_row: bool, limit: int | None, output_format: str) -> None:
     """Send a labelled split to the endpoint and print Total rows, Correct and Accuracy.
 
     \b
     Example:
+      export CLEANROOM_TOKEN=$(cleanroom -w W/consumer governance contract token --id C)
       cleanroom infer --dataset rotten_tomatoes --split test \\
-        --endpoint https://127.0.0.1:8443 --ca W/consumer/ca.pem --token "$TOKEN"
+        --endpoint https://127.0.0.1:8443 --ca W/consumer/ca.pem
+    Example (the token in a file only you can read, never on a command line):
+      (umask 077; cleanroom -w W/consumer governance contract token --id C > token)
+      cleanroom infer --dataset ./data --endpoint https://127.0.0.1:8443 --ca ca.pem --token-file token
     Example (the sample's one-request-per-row protocol, JSON report):
       cleanroom infer --dataset ./data --endpoint https://127.0.0.1:8443 --ca ca.pem --per-row --output json
     """
     from core.ml.datasets import LabelledRows, load_split
     from core.ml.evaluation import EvaluationRun, InferenceClient
 
+    if token_file is not None:
+        token = read_token_file(token_file, also_given=token is not None)
     rows = load_split(dataset, split)
     if limit is not None:
         rows = LabelledRows(texts=rows.texts[:limit], labels=rows.labels[:limit])
@@ -59,6 +75,37 @@ def infer(dataset: str, split: str, endpoint: str, ca: Path | None, token: str |
         click.echo(json.dumps(report.as_dict()))
     else:
         _print_table(report)
+
+
+def read_token_file(path: Path, *, also_given: bool) -> str:
+    """The bearer token in ``path``: one line, in a regular file no other user can read.
+
+    A token is a credential for the clean room's endpoint; a file group or world can read
+    leaks it as surely as ``--token`` on a command line does."""
+    import os
+    import stat
+
+    if also_given:
+        raise InvalidInputError("--token (or CLEANROOM_TOKEN) and --token-file both give a token",
+                                hint="pass only one of them")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read token file {path} ({exc.strerror})",
+                                hint="write it with `cleanroom governance contract token --id C > FILE`") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidInputError(f"token file {path} is not a regular file", hint="pass the file holding the token")
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) or info.st_uid != os.getuid():
+            raise InvalidInputError(f"token file {path} can be read by other users (mode "
+                                    f"{stat.S_IMODE(info.st_mode):04o}, uid {info.st_uid})",
+                                    hint=f"run `chmod 600 {path}` (it must be yours)")
+        text = handle.read(16_384).decode(errors="replace").strip()
+    if not text or len(text.splitlines()) != 1:
+        raise InvalidInputError(f"token file {path} does not hold one token line",
+                                hint="write it with `cleanroom governance contract token --id C > FILE`")
+    return text
 
 
 def _print_table(report: EvaluationReport) -> None:

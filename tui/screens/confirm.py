@@ -19,8 +19,13 @@ from core.engine import PersonaEngine, Proposal
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Yes/no for a mutating action: `y` confirms, `n` or Esc cancels."""
+    """Yes/no for a mutating action: `y` confirms, `n`, Esc or Enter cancels.
 
+    Focus starts on Cancel and the confirm button cannot take focus at all: Enter is the key
+    a hurried operator presses to get past a dialog, so it must never be the key that signs or
+    stops something. Only the typed `y` (or a deliberate click) confirms."""
+
+    AUTO_FOCUS = "#confirm-no"
     BINDINGS = [
         Binding("y", "answer(True)", "Yes", id="confirm.yes"),
         Binding("n", "answer(False)", "No", id="confirm.no"),
@@ -39,7 +44,9 @@ class ConfirmScreen(ModalScreen[bool]):
         with Vertical(id="confirm-dialog"):
             yield from self.body()
             with Horizontal(id="confirm-buttons"):
-                yield Button(f"{self.confirm_label} (y)", id="confirm-yes", variant="primary")
+                confirm = Button(f"{self.confirm_label} (y)", id="confirm-yes", variant="primary")
+                confirm.can_focus = False  # neither Enter nor Tab+Enter may confirm: only `y`
+                yield confirm
                 yield Button("Cancel (n)", id="confirm-no")
 
     def action_answer(self, yes: bool) -> None:
@@ -134,3 +141,48 @@ class FolderPromptScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class QuitScreen(ModalScreen[str | None]):
+    """Quitting the scenario console while clean rooms run: stop them, leave them, or stay.
+
+    Quitting used to stop every deployment, a training run an hour in included, on one key.
+    Now the modal lists what is running and waits for a letter: `s` stops it all (and seals
+    the datasinks), `l` leaves it running and says how to stop it later; Esc, `n` and Enter
+    (focus starts on Stay) keep the console open."""
+
+    BINDINGS = [
+        Binding("s", "answer('stop')", "Stop all and quit", id="quit.stop"),
+        Binding("l", "answer('leave')", "Leave running and quit", id="quit.leave"),
+        Binding("n", "answer(None)", "Stay", id="quit.stay"),
+        Binding("escape", "answer(None)", "Stay", show=False, id="quit.cancel"),
+    ]
+    AUTO_FOCUS = "#quit-stay"
+
+    def __init__(self, running: list[str]) -> None:
+        super().__init__(classes="confirm-modal")
+        self.running = running
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-dialog"):
+            yield Static(Content.styled("Quit the console?", "bold"), classes="modal-title")
+            yield Static("Still running:\n" + "\n".join(f"  • {item}" for item in self.running), id="quit-running")
+            yield Static(Content.styled("s stops them (datasinks are sealed; a training run is lost); "
+                                        "l leaves them running; a later `cleanroom console` resumes."
+                                        + (" A step in progress here is interrupted either way and "
+                                           "done again on resume." if any(item.startswith("step ")
+                                                                          for item in self.running) else ""),
+                                        "$text-muted"))
+            with Horizontal(id="confirm-buttons"):
+                for label, button_id in (("Stop all (s)", "quit-stop"), ("Leave running (l)", "quit-leave")):
+                    button = Button(label, id=button_id, variant="error" if button_id == "quit-stop" else "default")
+                    button.can_focus = False  # Enter never stops work: only the letters do
+                    yield button
+                yield Button("Stay (n)", id="quit-stay")
+
+    def action_answer(self, choice: str | None) -> None:
+        self.dismiss(choice)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss({"quit-stop": "stop", "quit-leave": "leave"}.get(event.button.id or ""))
