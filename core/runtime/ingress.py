@@ -238,8 +238,11 @@ class IngressProxy:
                  upstream_pid: int | None = None) -> None:
         self.upstream_socket = upstream_socket
         # the pid that listen()ed on the upstream socket: the runtime binds it itself and hands
-        # the workload only the fd, so every connection's SO_PEERCRED must name the runtime
+        # the workload only the fd, so every connection's SO_PEERCRED must name the runtime or a
+        # process of the workload's own sandbox (a server calls listen() again on the fd it was
+        # handed, and the kernel then names it); the runtime adds each sandbox with allow_workload
         self.upstream_pid = upstream_pid
+        self.workload_roots: set[int] = set()
         self.routes = routes
         self.tokens = tokens
         self.on_refusal = on_refusal
@@ -257,6 +260,11 @@ class IngressProxy:
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
+
+    def allow_workload(self, pid: int) -> None:
+        """Accept an upstream socket last listen()ed by ``pid`` (a sandbox the runtime started)
+        or by one of its descendants."""
+        self.workload_roots.add(pid)
 
     def start(self) -> "IngressProxy":
         # AF_UNIX paths are limited to 108 bytes and run directories can be deep: connect through
@@ -310,7 +318,7 @@ class IngressProxy:
             writer.close()
             return
         self._connections += 1
-        upstream = _Upstream(self._upstream_path, self.upstream_pid)
+        upstream = _Upstream(self._upstream_path, self.upstream_pid, self.workload_roots)
         try:
             first = True
             while await self._one_request(reader, writer, upstream, first=first):
@@ -507,13 +515,14 @@ class _Upstream:
     """One client connection's connection to the workload socket, opened on first use.
 
     With ``expected_pid`` the connection is dropped (an OSError, so a 502) unless the listening
-    end was last listen()ed by that pid or one of its descendants (a server such as uvicorn calls
-    listen() again on the socket it was handed, and the kernel then reports the workload's pid):
-    a socket made by a process outside the runtime's own tree, reached however, is never used."""
+    end was last listen()ed by that pid or by a process of one of the ``workload_roots`` trees (a
+    server such as uvicorn calls listen() again on the socket it was handed, and the kernel then
+    reports the workload's pid): a socket anyone else made, reached however, is never used."""
 
-    def __init__(self, path: str, expected_pid: int | None = None) -> None:
+    def __init__(self, path: str, expected_pid: int | None = None, workload_roots: set[int] | None = None) -> None:
         self.path = path
         self.expected_pid = expected_pid
+        self.workload_roots = workload_roots if workload_roots is not None else set()
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     @property
@@ -527,7 +536,7 @@ class _Upstream:
                 peer = streams[1].get_extra_info("socket")
                 pid = struct.unpack("3i", peer.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                           struct.calcsize("3i")))[0]
-                if not _descends_from(pid, self.expected_pid):
+                if pid != self.expected_pid and not any(_descends_from(pid, root) for root in self.workload_roots):
                     streams[1].close()
                     raise ConnectionRefusedError(f"upstream socket listened on by pid {pid}, outside the runtime")
             self._streams = streams

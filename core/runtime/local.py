@@ -32,7 +32,8 @@ The runtime never follows a path a workload could have written (DESIGN.md sectio
   group). A normal stop (``deployment stop``, the runtime's SIGTERM) gives the longer
   :data:`STOP_GRACE_SECONDS`, so a cooperative workload can write its last checkpoint. The
   SIGTERM goes to the workload's own processes inside the sandbox (found by host pid:
-  ``sandbox.signal_workload``), once; bwrap's process group only gets the final SIGKILL.
+  ``sandbox.signal_workload``), once; bwrap's process group only gets the final SIGKILL. The
+  kill switch is still polled during a stop's grace and cuts it short.
 
 A SIGKILLed runtime cannot clean up; :func:`sweep_stale_mounts` removes the plaintext of
 every run whose runtime is gone, and runs at every start (and ``cleanroom up``).
@@ -367,6 +368,9 @@ class LocalRuntime:
                 raise AccessDeniedError(f"deployment of '{contract_id}' stopped before it ran ({self._stop_reason})")
             ingress = self._start_ingress(contract_id, spec, run_dir, attestation, ingress_port)
             processes = self._launch(contract_id, spec, run_dir, attestation)
+            if ingress is not None:
+                for process in processes.values():
+                    ingress.allow_workload(process.pid)
             self._note(contract_id, "running", attestation, applications=sorted(processes),
                        ingress=self.ingress_url, sandbox="none (INSECURE)" if self.insecure_no_sandbox
                        else "bubblewrap")
