@@ -1,5 +1,5 @@
 # The two commands of the README. Each one sets up everything it needs first.
-.PHONY: demo test console bootstrap
+.PHONY: demo test console bootstrap lint
 
 bootstrap:
 	./scripts/bootstrap.sh
@@ -14,3 +14,11 @@ console: bootstrap
 
 test: bootstrap
 	.venv/bin/python -m pytest -q --durations=15
+
+# The gates CI holds the tree to: lint, format, types (strict for core/), import contracts.
+# Every gate runs even when an earlier one fails, so one run lists all the findings.
+LINT_GATES = "ruff check ." "ruff format --check ." "mypy" "lint-imports"
+lint: bootstrap
+	@status=0; for gate in $(LINT_GATES); do \
+	    echo "lint: $$gate" >&2; .venv/bin/$$gate || status=1; \
+	done; exit $$status

@@ -30,10 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.engine import CleanroomEvent, PersonaEngine  # noqa: E402
-from core.governance import launcher  # noqa: E402
-from core.governance.client import deploy_to_workspace  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
+from core.engine import CleanroomEvent, PersonaEngine
+from core.governance import launcher
+from core.governance.client import deploy_to_workspace
+from core.workspace import Workspace
 
 SESSION = "cleanroom-console-bench"
 PERSONAS = ("hoster", "provider", "consumer")
@@ -42,11 +42,22 @@ POLL_SECONDS = 0.002
 
 
 def training_step(step: int, started: float, rate: float) -> CleanroomEvent:
-    return CleanroomEvent("finetune-bench", step, started + step / rate, "telemetry",
-                          {"event": "step", "step": step, "epoch": step / 500,
-                           "loss": 0.1 + 0.6 * 0.9995 ** step, "learning_rate": 5e-5,
-                           "examples_per_s": 40.0, "total_steps": 10_000_000},
-                          category="telemetry")
+    return CleanroomEvent(
+        "finetune-bench",
+        step,
+        started + step / rate,
+        "telemetry",
+        {
+            "event": "step",
+            "step": step,
+            "epoch": step / 500,
+            "loss": 0.1 + 0.6 * 0.9995**step,
+            "learning_rate": 5e-5,
+            "examples_per_s": 40.0,
+            "total_steps": 10_000_000,
+        },
+        category="telemetry",
+    )
 
 
 def serve(workspaces: list[Path], rate: float, backlog: int) -> None:
@@ -153,8 +164,16 @@ def harness_floor(rounds: int) -> list[float]:
 
 
 def run_console(workspaces: list[Path], rate: float) -> tuple[float, float, float, list[float]]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--serve", "--rate", str(rate),
-               "--backlog", str(ARGS.backlog), *[str(w) for w in workspaces]]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--serve",
+        "--rate",
+        str(rate),
+        "--backlog",
+        str(ARGS.backlog),
+        *[str(w) for w in workspaces],
+    ]
     began = time.perf_counter()
     tmux("new-session", "-d", "-s", SESSION, "-x", "140", "-y", "40", " ".join(command))
     try:
@@ -170,7 +189,7 @@ def run_console(workspaces: list[Path], rate: float) -> tuple[float, float, floa
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -191,36 +210,60 @@ def main() -> None:
             stream_paint, stream_rss, stream_cpu, streaming = run_console(paths, ARGS.rate)
         finally:
             launcher.stop(state)
-    rows = [("idle", idle_paint, idle_rss, idle_cpu, idle),
-            (f"streaming {ARGS.rate:.0f} ev/s", stream_paint, stream_rss, stream_cpu, streaming)]
-    print(f"{'console':<22}{'first paint s':>14}{'RSS MiB':>10}{'CPU ms/key':>11}{'key p50 ms':>12}"
-          f"{'key p95 ms':>12}{'max ms':>9}")
-    print(f"{'tmux echo (harness)':<22}{'':>14}{'':>10}{'':>11}{statistics.median(floor):>12.1f}"
-          f"{percentile(floor, 0.95):>12.1f}{max(floor):>9.1f}")
+    rows = [
+        ("idle", idle_paint, idle_rss, idle_cpu, idle),
+        (f"streaming {ARGS.rate:.0f} ev/s", stream_paint, stream_rss, stream_cpu, streaming),
+    ]
+    print(
+        f"{'console':<22}{'first paint s':>14}{'RSS MiB':>10}{'CPU ms/key':>11}{'key p50 ms':>12}"
+        f"{'key p95 ms':>12}{'max ms':>9}"
+    )
+    print(
+        f"{'tmux echo (harness)':<22}{'':>14}{'':>10}{'':>11}{statistics.median(floor):>12.1f}"
+        f"{percentile(floor, 0.95):>12.1f}{max(floor):>9.1f}"
+    )
     for name, paint, rss, cpu, samples in rows:
-        print(f"{name:<22}{paint:>14.2f}{rss:>10.1f}{cpu:>11.1f}{statistics.median(samples):>12.1f}"
-              f"{percentile(samples, 0.95):>12.1f}{max(samples):>9.1f}")
+        print(
+            f"{name:<22}{paint:>14.2f}{rss:>10.1f}{cpu:>11.1f}{statistics.median(samples):>12.1f}"
+            f"{percentile(samples, 0.95):>12.1f}{max(samples):>9.1f}"
+        )
     p95 = percentile(streaming, 0.95)
-    print(json.dumps({
-        "launch_to_first_paint_s": round(idle_paint, 3), "rss_mib_idle": round(idle_rss, 1),
-        "rss_mib_streaming": round(stream_rss, 1),
-        "key_to_paint_ms_idle": {"p50": round(statistics.median(idle), 1), "p95": round(percentile(idle, 0.95), 1)},
-        "key_to_paint_ms_streaming": {"p50": round(statistics.median(streaming), 1), "p95": round(p95, 1)},
-        "cpu_ms_per_key_idle": round(idle_cpu, 1), "cpu_ms_per_key_streaming": round(stream_cpu, 1),
-        "harness_floor_ms": {"p50": round(statistics.median(floor), 1), "p95": round(percentile(floor, 0.95), 1)},
-        "stream_rate_events_per_s": ARGS.rate, "backlog_steps": ARGS.backlog, "load_average_1m": round(os.getloadavg()[0], 2),
-        "cpus": os.cpu_count(), "samples_per_mode": len(streaming),
-        "targets": {"key_to_paint_p95_ms_streaming": TARGET_KEY_TO_PAINT_P95_MS},
-        "targets_met": p95 < TARGET_KEY_TO_PAINT_P95_MS,
-    }))
+    print(
+        json.dumps(
+            {
+                "launch_to_first_paint_s": round(idle_paint, 3),
+                "rss_mib_idle": round(idle_rss, 1),
+                "rss_mib_streaming": round(stream_rss, 1),
+                "key_to_paint_ms_idle": {
+                    "p50": round(statistics.median(idle), 1),
+                    "p95": round(percentile(idle, 0.95), 1),
+                },
+                "key_to_paint_ms_streaming": {"p50": round(statistics.median(streaming), 1), "p95": round(p95, 1)},
+                "cpu_ms_per_key_idle": round(idle_cpu, 1),
+                "cpu_ms_per_key_streaming": round(stream_cpu, 1),
+                "harness_floor_ms": {
+                    "p50": round(statistics.median(floor), 1),
+                    "p95": round(percentile(floor, 0.95), 1),
+                },
+                "stream_rate_events_per_s": ARGS.rate,
+                "backlog_steps": ARGS.backlog,
+                "load_average_1m": round(os.getloadavg()[0], 2),
+                "cpus": os.cpu_count(),
+                "samples_per_mode": len(streaming),
+                "targets": {"key_to_paint_p95_ms_streaming": TARGET_KEY_TO_PAINT_P95_MS},
+                "targets_met": p95 < TARGET_KEY_TO_PAINT_P95_MS,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer key rounds")
     parser.add_argument("--rate", type=float, default=200.0, help="telemetry events per second while streaming")
-    parser.add_argument("--backlog", type=int, default=20_000,
-                        help="training steps the console catches up on before streaming")
+    parser.add_argument(
+        "--backlog", type=int, default=20_000, help="training steps the console catches up on before streaming"
+    )
     parser.add_argument("--rounds", type=int, default=None, help="key round trips per mode")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("workspaces", nargs="*", type=Path, help=argparse.SUPPRESS)

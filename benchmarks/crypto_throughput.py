@@ -23,10 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from core.crypto.envelope import (DEFAULT_CHUNK_SIZE, decrypt_stream, encrypt_stream,  # noqa: E402
-                                  encrypted_size)
+from core.crypto.envelope import (
+    DEFAULT_CHUNK_SIZE,
+    decrypt_stream,
+    encrypt_stream,
+    encrypted_size,
+)
 
 MiB = 1 << 20
 TARGET_RATIO = 0.6
@@ -46,7 +50,7 @@ class MemorySink:
 
     def write(self, data: bytes | memoryview) -> int:
         end = self.offset + len(data)
-        self._view[self.offset:end] = data
+        self._view[self.offset : end] = data
         self.offset = end
         return len(data)
 
@@ -74,17 +78,14 @@ def main() -> None:
     sealed_raw = raw.encrypt(nonce, data, None)
     raw_encrypt = best_seconds(lambda: raw.encrypt(nonce, data, None), args.repeat)
     raw_decrypt = best_seconds(lambda: raw.decrypt(nonce, sealed_raw, None), args.repeat)
-    del sealed_raw
 
     sealed_size = encrypted_size(size)
     sink = MemorySink(sealed_size)
     encrypt_stream(key, io.BytesIO(data), sink)
     sealed = bytes(sink.buffer)
     del sink
-    env_encrypt = best_seconds(
-        lambda: encrypt_stream(key, io.BytesIO(data), MemorySink(sealed_size)), args.repeat)
-    env_decrypt = best_seconds(
-        lambda: decrypt_stream(key, io.BytesIO(sealed), MemorySink(size)), args.repeat)
+    env_encrypt = best_seconds(lambda: encrypt_stream(key, io.BytesIO(data), MemorySink(sealed_size)), args.repeat)
+    env_decrypt = best_seconds(lambda: decrypt_stream(key, io.BytesIO(sealed), MemorySink(size)), args.repeat)
     check = MemorySink(size)
     decrypt_stream(key, io.BytesIO(sealed), check)
     assert check.buffer == data, "envelope round trip failed"
@@ -107,11 +108,12 @@ def main() -> None:
 
     print(f"{'operation':<10} {'raw AES-GCM GB/s':>17} {'envelope GB/s':>14} {'ratio':>6}  (target >= {TARGET_RATIO})")
     for op in ("encrypt", "decrypt"):
-        print(f"{op:<10} {figures[f'raw_{op}_gbps']:>17.3f} {figures[f'envelope_{op}_gbps']:>14.3f} "
-              f"{figures[f'{op}_ratio']:>6.2f}")
+        print(
+            f"{op:<10} {figures[f'raw_{op}_gbps']:>17.3f} {figures[f'envelope_{op}_gbps']:>14.3f} "
+            f"{figures[f'{op}_ratio']:>6.2f}"
+        )
     print(f"{size // MiB} MiB, {DEFAULT_CHUNK_SIZE // MiB} MiB chunks, best of {args.repeat}")
-    print(json.dumps({"benchmark": "crypto_throughput", "figures": figures, "targets": targets,
-                      "targets_met": met}))
+    print(json.dumps({"benchmark": "crypto_throughput", "figures": figures, "targets": targets, "targets_met": met}))
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.crypto.identity import MemberIdentity  # noqa: E402
-from core.governance import launcher, ledger  # noqa: E402
-from core.governance.client import GovernanceClient  # noqa: E402
+from core.crypto.identity import MemberIdentity
+from core.governance import launcher, ledger
+from core.governance.client import GovernanceClient
 
 TARGETS = {"ballot_p50_ms": 10.0, "ballots_per_second": 500.0, "verify_entries_per_second": 20_000.0}
 
@@ -49,8 +49,15 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _voter_process(endpoint: str, cert_pem: str, key_dir: str, proposal_ids: list[str], connections: int,
-                   start_at: float, results: "multiprocessing.Queue[tuple[int, float]]") -> None:
+def _voter_process(
+    endpoint: str,
+    cert_pem: str,
+    key_dir: str,
+    proposal_ids: list[str],
+    connections: int,
+    start_at: float,
+    results: multiprocessing.Queue[tuple[int, float]],
+) -> None:
     """One member: ``connections`` threads, each with its own keep-alive connection, vote on a share."""
     identity = MemberIdentity.load(Path(key_dir))
     shares = [proposal_ids[i::connections] for i in range(connections)]
@@ -116,9 +123,21 @@ def main() -> None:
             cpu_before = _cpu_seconds(info.pid)
             results: multiprocessing.Queue = multiprocessing.Queue()
             start_at = time.time() + 1.5
-            processes = [multiprocessing.Process(target=_voter_process, args=(
-                info.endpoint, info.service_cert_pem, str(root / m.name), sustained_ids, 4, start_at, results))
-                for m in members]
+            processes = [
+                multiprocessing.Process(
+                    target=_voter_process,
+                    args=(
+                        info.endpoint,
+                        info.service_cert_pem,
+                        str(root / m.name),
+                        sustained_ids,
+                        4,
+                        start_at,
+                        results,
+                    ),
+                )
+                for m in members
+            ]
             for process in processes:
                 process.start()
             finished = [results.get(timeout=600) for _ in processes]
@@ -160,22 +179,37 @@ def main() -> None:
         "ledger_entries": report.entries,
     }
     rows = [
-        ("signed ballot round trip p50", f"{figures['ballot_p50_ms']} ms",
-         f"unsigned GET p50 {figures['baseline_unsigned_get_p50_ms']} ms", "< 10 ms"),
-        ("sustained signed ballots", f"{figures['ballots_per_second']}/s",
-         f"sequential {figures['baseline_sequential_ballots_per_second']}/s", ">= 500/s"),
-        ("ledger verification", f"{figures['verify_entries_per_second']} entries/s",
-         f"every signature {figures['baseline_full_signature_verify_entries_per_second']} entries/s", ">= 20,000/s"),
+        (
+            "signed ballot round trip p50",
+            f"{figures['ballot_p50_ms']} ms",
+            f"unsigned GET p50 {figures['baseline_unsigned_get_p50_ms']} ms",
+            "< 10 ms",
+        ),
+        (
+            "sustained signed ballots",
+            f"{figures['ballots_per_second']}/s",
+            f"sequential {figures['baseline_sequential_ballots_per_second']}/s",
+            ">= 500/s",
+        ),
+        (
+            "ledger verification",
+            f"{figures['verify_entries_per_second']} entries/s",
+            f"every signature {figures['baseline_full_signature_verify_entries_per_second']} entries/s",
+            ">= 20,000/s",
+        ),
     ]
     print(f"{'measure':<30} {'ours':>20}   {'baseline':<36} target")
     for name, ours, baseline, target in rows:
         print(f"{name:<30} {ours:>20}   {baseline:<36} {target}")
-    met = (figures["ballot_p50_ms"] < TARGETS["ballot_p50_ms"]
-           and figures["ballots_per_second"] >= TARGETS["ballots_per_second"]
-           and figures["verify_entries_per_second"] >= TARGETS["verify_entries_per_second"]
-           and accepted == len(sustained_ids))
-    print(json.dumps({"benchmark": "governance", "quick": args.quick, **figures, "targets": TARGETS,
-                      "targets_met": met}))
+    met = (
+        figures["ballot_p50_ms"] < TARGETS["ballot_p50_ms"]
+        and figures["ballots_per_second"] >= TARGETS["ballots_per_second"]
+        and figures["verify_entries_per_second"] >= TARGETS["verify_entries_per_second"]
+        and accepted == len(sustained_ids)
+    )
+    print(
+        json.dumps({"benchmark": "governance", "quick": args.quick, **figures, "targets": TARGETS, "targets_met": met})
+    )
 
 
 if __name__ == "__main__":

@@ -39,9 +39,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.datasource import upload_datasource  # noqa: E402
-from core.runtime.local import KILL_SWITCH_GRACE_SECONDS, KILL_SWITCH_POLL_SECONDS, pid_alive  # noqa: E402
-from tests.runtime_world import World  # noqa: E402  (the same real world the runtime tests use)
+from core.datasource import upload_datasource
+from core.runtime.local import KILL_SWITCH_GRACE_SECONDS, KILL_SWITCH_POLL_SECONDS, pid_alive
+from tests.runtime_world import World
 
 TARGET_SECONDS = 2.0
 CASES = ("cooperative", "blocks", "flood", "fifo", "blocks-unsandboxed")
@@ -103,14 +103,16 @@ def one_stop(world: World, mode: str) -> float:
     set_mode(world, mode.removesuffix("-unsandboxed"))
     started = threading.Event()
     before = set(_children().get(os.getpid(), []))
-    runtime = world.runtime(listener=lambda kind, _d: started.set() if kind == "first_output" else None,
-                            insecure_no_sandbox=mode.endswith("-unsandboxed"))
+    runtime = world.runtime(
+        listener=lambda kind, _d: started.set() if kind == "first_output" else None,
+        insecure_no_sandbox=mode.endswith("-unsandboxed"),
+    )
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
             runtime.run(CONTRACT)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             failure.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -147,8 +149,10 @@ def measure(work: Path, repeat: int) -> dict[str, dict[str, float]]:
         for _ in range(repeat):
             for case in CASES:  # interleaved, so a slow moment of the machine hits every case
                 samples[case].append(one_stop(world, case))
-        return {case: {"median_s": statistics.median(values), "max_s": max(values), "runs": len(values)}
-                for case, values in samples.items()}
+        return {
+            case: {"median_s": statistics.median(values), "max_s": max(values), "runs": len(values)}
+            for case, values in samples.items()
+        }
     finally:
         world.close()
 
@@ -160,19 +164,31 @@ def main() -> None:
     repeat = 2 if args.quick else 5
     with tempfile.TemporaryDirectory() as tmp:
         figures = measure(Path(tmp), repeat)
-    rows = [(f"{case}{' (baseline)' if case == 'cooperative' else ''}",
-             (f"median {figures[case]['median_s']:.3f} s, max {figures[case]['max_s']:.3f} s "
-              f"({figures[case]['runs']} runs, target max < {TARGET_SECONDS} s)")) for case in CASES]
+    rows = [
+        (
+            f"{case}{' (baseline)' if case == 'cooperative' else ''}",
+            (
+                f"median {figures[case]['median_s']:.3f} s, max {figures[case]['max_s']:.3f} s "
+                f"({figures[case]['runs']} runs, target max < {TARGET_SECONDS} s)"
+            ),
+        )
+        for case in CASES
+    ]
     rows.append(("kill-switch poll + SIGTERM grace", f"{KILL_SWITCH_POLL_SECONDS} s + {KILL_SWITCH_GRACE_SECONDS} s"))
     width = max(len(name) for name, _ in rows)
     print("disable execution -> workload gone")
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     met = all(figures[case]["max_s"] < TARGET_SECONDS for case in CASES)
-    result: dict[str, Any] = {"benchmark": "kill_switch", "quick": args.quick,
-                              **{f"{case}_{key}": value for case in CASES for key, value in figures[case].items()},
-                              "poll_s": KILL_SWITCH_POLL_SECONDS, "grace_s": KILL_SWITCH_GRACE_SECONDS,
-                              "targets": {f"{case}_max_s": TARGET_SECONDS for case in CASES}, "targets_met": met}
+    result: dict[str, Any] = {
+        "benchmark": "kill_switch",
+        "quick": args.quick,
+        **{f"{case}_{key}": value for case in CASES for key, value in figures[case].items()},
+        "poll_s": KILL_SWITCH_POLL_SECONDS,
+        "grace_s": KILL_SWITCH_GRACE_SECONDS,
+        "targets": {f"{case}_max_s": TARGET_SECONDS for case in CASES},
+        "targets_met": met,
+    }
     print(json.dumps(result, sort_keys=True))
 
 

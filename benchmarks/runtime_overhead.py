@@ -31,21 +31,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
-import jwt  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from core.config.party import party_fragment  # noqa: E402
-from core.crypto.kek import dek_for  # noqa: E402
-from core.governance.ca import endorse_csr, generate_ca  # noqa: E402
-from core.runtime.ingress_cert import endorsed_ingress_identity  # noqa: E402
-from core.runtime import process  # noqa: E402
-from core.runtime.ingress import IngressProxy, RouteAllowList, TokenPolicy  # noqa: E402
-from core.runtime.local import read_status  # noqa: E402
-from core.runtime.process import RuntimeEnvironment  # noqa: E402
-from core.storage.locator import open_store  # noqa: E402
-from core.storage.transfer import download_folder  # noqa: E402
-from tests.runtime_world import World  # noqa: E402  (the same real world the runtime tests use)
+from core.config.party import party_fragment
+from core.crypto.kek import dek_for
+from core.governance.ca import endorse_csr, generate_ca
+from core.runtime import process
+from core.runtime.ingress import IngressProxy, RouteAllowList, TokenPolicy
+from core.runtime.ingress_cert import endorsed_ingress_identity
+from core.runtime.local import read_status
+from core.runtime.process import RuntimeEnvironment
+from core.storage.locator import open_store
+from core.storage.transfer import download_folder
+from tests.runtime_world import World
 
 START_TARGET_SECONDS = 2.0
 INGRESS_TARGET_MS = 1.0
@@ -68,8 +68,11 @@ def measure_start(work: Path, repeat: int, datasource_mib: int) -> dict[str, flo
             download_folder(open_store(asset.store), asset.container, dek, target, label="model")
             decrypts.append(time.perf_counter() - begin)
             first: list[float] = []
-            runtime = world.runtime(listener=lambda kind, _d: first.append(time.perf_counter())
-                                    if kind == "first_output" and not first else None)
+            runtime = world.runtime(
+                listener=lambda kind, _d, first=first: (
+                    first.append(time.perf_counter()) if kind == "first_output" and not first else None
+                )
+            )
             begin = time.perf_counter()
             runtime.run("bench")
             starts.append(first[0] - begin)
@@ -84,8 +87,12 @@ def measure_start(work: Path, repeat: int, datasource_mib: int) -> dict[str, flo
                     raise RuntimeError("the benchmark deployment did not finish")
                 time.sleep(0.02)
             detached.append(read_status(world.runtime_state, "bench")["first_output_at"] - begin)
-        return {"start_to_first_line_s": statistics.median(starts), "decrypt_s": statistics.median(decrypts),
-                "detached_start_to_first_line_s": statistics.median(detached), "datasource_mib": datasource_mib}
+        return {
+            "start_to_first_line_s": statistics.median(starts),
+            "decrypt_s": statistics.median(decrypts),
+            "detached_start_to_first_line_s": statistics.median(detached),
+            "datasource_mib": datasource_mib,
+        }
     finally:
         world.close()
 
@@ -130,18 +137,27 @@ def measure_ingress(work: Path, count: int) -> dict[str, float]:
     server = _UnixServer(str(sock), _Echo)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     ca_key, ca_cert = generate_ca("bench")  # the governance CA code, as the runtime gets endorsed
-    identity = endorsed_ingress_identity(work, "bench",
-                                         lambda csr: endorse_csr(ca_key, ca_cert, csr.decode()) + ca_cert)
+    identity = endorsed_ingress_identity(
+        work, "bench", lambda csr: endorse_csr(ca_key, ca_cert, csr.decode()) + ca_cert
+    )
     ca_pem = ca_cert.decode()
     issuer = ec.generate_private_key(ec.SECP384R1())
     jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(issuer.public_key()))
     jwks = {"keys": [{**jwk, "kid": "gov", "alg": "ES384"}]}
     now = int(time.time())
-    token = jwt.encode({"sub": "consumer", "contract_id": "bench", "aud": "cleanroom:bench", "iat": now,
-                        "exp": now + 3600}, issuer, algorithm="ES384", headers={"kid": "gov"})
-    proxy = IngressProxy(upstream_socket=sock, cert_chain=identity.cert_chain, key_file=identity.key_file,
-                         routes=RouteAllowList.from_policy(["POST /infer"]),
-                         tokens=TokenPolicy(contract_id="bench", jwks=lambda: jwks, audience="cleanroom:bench")).start()
+    token = jwt.encode(
+        {"sub": "consumer", "contract_id": "bench", "aud": "cleanroom:bench", "iat": now, "exp": now + 3600},
+        issuer,
+        algorithm="ES384",
+        headers={"kid": "gov"},
+    )
+    proxy = IngressProxy(
+        upstream_socket=sock,
+        cert_chain=identity.cert_chain,
+        key_file=identity.key_file,
+        routes=RouteAllowList.from_policy(["POST /infer"]),
+        tokens=TokenPolicy(contract_id="bench", jwks=lambda: jwks, audience="cleanroom:bench"),
+    ).start()
     try:
         direct = httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), timeout=10)
         proxied = httpx.Client(verify=ssl.create_default_context(cadata=ca_pem), timeout=10)
@@ -153,8 +169,12 @@ def measure_ingress(work: Path, count: int) -> dict[str, float]:
         proxy.stop()
         server.shutdown()
     direct_ms, proxy_ms = statistics.median(direct_samples) * 1e3, statistics.median(proxy_samples) * 1e3
-    return {"direct_median_ms": direct_ms, "proxy_median_ms": proxy_ms, "added_median_ms": proxy_ms - direct_ms,
-            "requests": count}
+    return {
+        "direct_median_ms": direct_ms,
+        "proxy_median_ms": proxy_ms,
+        "added_median_ms": proxy_ms - direct_ms,
+        "requests": count,
+    }
 
 
 def main() -> None:
@@ -181,10 +201,20 @@ def main() -> None:
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     met = start_overhead < START_TARGET_SECONDS and ingress["added_median_ms"] < INGRESS_TARGET_MS
-    print(json.dumps({"benchmark": "runtime_overhead", "quick": args.quick, **start,
-                      "start_overhead_s": start_overhead, **ingress,
-                      "targets": {"start_overhead_s": START_TARGET_SECONDS, "added_median_ms": INGRESS_TARGET_MS},
-                      "targets_met": met}, sort_keys=True))
+    print(
+        json.dumps(
+            {
+                "benchmark": "runtime_overhead",
+                "quick": args.quick,
+                **start,
+                "start_overhead_s": start_overhead,
+                **ingress,
+                "targets": {"start_overhead_s": START_TARGET_SECONDS, "added_median_ms": INGRESS_TARGET_MS},
+                "targets_met": met,
+            },
+            sort_keys=True,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -102,8 +102,12 @@ def measure(store: BlobStore, source: Path, work: Path, size: int) -> dict[str, 
     for shard in shards:
         store.delete(raw_container, shard.name)
     mib = size / MiB
-    return {"upload_mib_s": mib / up, "download_mib_s": mib / down,
-            "raw_put_mib_s": mib / raw_up, "raw_get_mib_s": mib / raw_down}
+    return {
+        "upload_mib_s": mib / up,
+        "download_mib_s": mib / down,
+        "raw_put_mib_s": mib / raw_up,
+        "raw_get_mib_s": mib / raw_down,
+    }
 
 
 def main() -> int:
@@ -121,8 +125,9 @@ def main() -> int:
         source = work / "datasource"
         make_datasource(source, size)
         local = measure(LocalBlobStore(work / "store"), source, work, size)
-        azure = measure(AzureBlobStore(BlobServiceClient.from_connection_string(
-            azurite.connection_string)), source, work, size)
+        azure = measure(
+            AzureBlobStore(BlobServiceClient.from_connection_string(azurite.connection_string)), source, work, size
+        )
     finally:
         azurite.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -132,17 +137,23 @@ def main() -> int:
     print(f"{'measure':<16}{'local MiB/s':>14}{'azurite MiB/s':>16}{'azurite/local':>16}")
     for key in local:
         label = key.replace("_mib_s", "")
-        print(f"{label:<16}{local[key]:>14.1f}{azure[key]:>16.1f}"
-              f"{ratios[key.replace('_mib_s', '_ratio')]:>16.2f}")
+        print(f"{label:<16}{local[key]:>14.1f}{azure[key]:>16.1f}{ratios[key.replace('_mib_s', '_ratio')]:>16.2f}")
     targets = {"upload_ratio_min": TARGET_RATIO, "download_ratio_min": TARGET_RATIO}
-    met = (ratios["upload_ratio"] >= TARGET_RATIO and ratios["download_ratio"] >= TARGET_RATIO)
-    print(json.dumps({
-        "benchmark": "storage", "datasource_mib": size // MiB,
-        "local": {k: round(v, 1) for k, v in local.items()},
-        "azurite": {k: round(v, 1) for k, v in azure.items()},
-        "ratios": {k: round(v, 3) for k, v in ratios.items()},
-        "targets": targets, "targets_met": met,
-    }, sort_keys=True))
+    met = ratios["upload_ratio"] >= TARGET_RATIO and ratios["download_ratio"] >= TARGET_RATIO
+    print(
+        json.dumps(
+            {
+                "benchmark": "storage",
+                "datasource_mib": size // MiB,
+                "local": {k: round(v, 1) for k, v in local.items()},
+                "azurite": {k: round(v, 1) for k, v in azure.items()},
+                "ratios": {k: round(v, 3) for k, v in ratios.items()},
+                "targets": targets,
+                "targets_met": met,
+            },
+            sort_keys=True,
+        )
+    )
     return 0
 
 

@@ -31,8 +31,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-CONFIG = {"epochs": 1, "learning_rate": 5e-5, "batch_size": 32, "max_length": 64, "warmup_ratio": 0.1,
-          "weight_decay": 0.01, "seed": 42, "eval_each_epoch": True}
+CONFIG = {
+    "epochs": 1,
+    "learning_rate": 5e-5,
+    "batch_size": 32,
+    "max_length": 64,
+    "warmup_ratio": 0.1,
+    "weight_decay": 0.01,
+    "seed": 42,
+    "eval_each_epoch": True,
+}
 QUICK_ROWS = {"train": 480, "validation": 200, "test": 300}
 TARGET_RATIO = 1.1
 TARGET_EPOCH_S = 360.0
@@ -59,8 +67,9 @@ def write_data(work: Path, quick: bool) -> Path:
     dataset = load("rotten_tomatoes")
     for split, part in dataset.items():
         rows = part.shuffle(seed=0).select(range(QUICK_ROWS[split])) if quick else part
-        pq.write_table(pa.table({"text": rows["text"], "label": [int(v) for v in rows["label"]]}),
-                       folder / f"{split}.parquet")
+        pq.write_table(
+            pa.table({"text": rows["text"], "label": [int(v) for v in rows["label"]]}), folder / f"{split}.parquet"
+        )
     return folder
 
 
@@ -69,14 +78,36 @@ def run_ours(base: Path, data: Path, work: Path, threads: int) -> dict:
     (run / "config").mkdir(parents=True)
     (run / "config" / "training_config.json").write_text(json.dumps(CONFIG))
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "containers.trainer", "--model-dir", str(base), "--data-dir", str(data),
-                    "--config-dir", str(run / "config"), "--output-dir", str(run / "output"),
-                    "--progress-file", str(run / "progress.jsonl"), "--threads", str(threads)],
-                   cwd=ROOT, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "containers.trainer",
+            "--model-dir",
+            str(base),
+            "--data-dir",
+            str(data),
+            "--config-dir",
+            str(run / "config"),
+            "--output-dir",
+            str(run / "output"),
+            "--progress-file",
+            str(run / "progress.jsonl"),
+            "--threads",
+            str(threads),
+        ],
+        cwd=ROOT,
+        check=True,
+    )
     total = time.perf_counter() - started
     metrics = json.loads((run / "output" / "metrics.json").read_text())
-    return {"train_s": metrics["train_time_s"], "total_s": total, "test_accuracy": metrics.get("test_accuracy"),
-            "val_accuracy": metrics["epochs"][-1].get("val_accuracy"), "output": str(run / "output")}
+    return {
+        "train_s": metrics["train_time_s"],
+        "total_s": total,
+        "test_accuracy": metrics.get("test_accuracy"),
+        "val_accuracy": metrics["epochs"][-1].get("val_accuracy"),
+        "output": str(run / "output"),
+    }
 
 
 def run_plain(base: Path, data: Path, threads: int) -> dict:
@@ -84,8 +115,12 @@ def run_plain(base: Path, data: Path, threads: int) -> dict:
     import torch
     import transformers
     from torch.utils.data import DataLoader
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                              get_linear_schedule_with_warmup)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        get_linear_schedule_with_warmup,
+    )
 
     started = time.perf_counter()
     torch.set_num_threads(threads)
@@ -96,12 +131,14 @@ def run_plain(base: Path, data: Path, threads: int) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(base / "pytorch")
     model = AutoModelForSequenceClassification.from_pretrained(base / "pytorch")
     raw = datasets.load_dataset("parquet", data_files={s: str(data / f"{s}.parquet") for s in ("train", "test")})
-    encoded = raw.map(lambda b: tokenizer(b["text"], truncation=True, max_length=CONFIG["max_length"]),
-                      batched=True, remove_columns=["text"]).rename_column("label", "labels")
+    encoded = raw.map(
+        lambda b: tokenizer(b["text"], truncation=True, max_length=CONFIG["max_length"]),
+        batched=True,
+        remove_columns=["text"],
+    ).rename_column("label", "labels")
     collator = DataCollatorWithPadding(tokenizer)
     loader = DataLoader(encoded["train"], batch_size=CONFIG["batch_size"], shuffle=True, collate_fn=collator)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=CONFIG["learning_rate"],
-                                  weight_decay=CONFIG["weight_decay"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=CONFIG["learning_rate"], weight_decay=CONFIG["weight_decay"])
     steps = len(loader) * CONFIG["epochs"]
     scheduler = get_linear_schedule_with_warmup(optimizer, int(CONFIG["warmup_ratio"] * steps), steps)
     train_start = time.perf_counter()
@@ -119,8 +156,11 @@ def run_plain(base: Path, data: Path, threads: int) -> dict:
     with torch.no_grad():
         for batch in DataLoader(encoded["test"], batch_size=64, collate_fn=collator):
             correct += int((model(**batch).logits.argmax(-1) == batch["labels"]).sum())
-    return {"train_s": train_s, "total_s": time.perf_counter() - started,
-            "test_accuracy": correct / len(encoded["test"])}
+    return {
+        "train_s": train_s,
+        "total_s": time.perf_counter() - started,
+        "test_accuracy": correct / len(encoded["test"]),
+    }
 
 
 def main() -> int:
@@ -137,23 +177,38 @@ def main() -> int:
     ratio = ours["train_s"] / plain["train_s"]
     rows = QUICK_ROWS["train"] if args.quick else 8530
     print(f"{'':28}{'train loop s':>14}{'end to end s':>14}{'test acc':>10}")
-    print(f"{'plain transformers loop':28}{plain['train_s']:>14.1f}{plain['total_s']:>14.1f}{plain['test_accuracy']:>10.3f}")
-    print(f"{'containers.trainer':28}{ours['train_s']:>14.1f}{ours['total_s']:>14.1f}{ours['test_accuracy']:>10.3f}")
-    print(f"ours/plain training-loop time: {ratio:.3f} (target <= {TARGET_RATIO}); "
-          "ours end to end also validates, exports ONNX fp32 + int8 and writes atomically")
+    for name, row in (("plain transformers loop", plain), ("containers.trainer", ours)):
+        print(f"{name:28}{row['train_s']:>14.1f}{row['total_s']:>14.1f}{row['test_accuracy']:>10.3f}")
+    print(
+        f"ours/plain training-loop time: {ratio:.3f} (target <= {TARGET_RATIO}); "
+        "ours end to end also validates, exports ONNX fp32 + int8 and writes atomically"
+    )
     targets = {"ours_over_plain_max": TARGET_RATIO}
     met = ratio <= TARGET_RATIO
     if not args.quick:
         targets |= {"epoch_s_max": TARGET_EPOCH_S, "test_accuracy_min": TARGET_ACCURACY}
         met = met and ours["train_s"] <= TARGET_EPOCH_S and ours["test_accuracy"] >= TARGET_ACCURACY
-    print(json.dumps({
-        "benchmark": "training", "quick": args.quick, "train_rows": rows, "threads": args.threads,
-        "config": CONFIG, "plain_train_s": round(plain["train_s"], 2), "ours_train_s": round(ours["train_s"], 2),
-        "plain_total_s": round(plain["total_s"], 2), "ours_total_s": round(ours["total_s"], 2),
-        "ours_over_plain": round(ratio, 3), "plain_test_accuracy": round(plain["test_accuracy"], 4),
-        "ours_test_accuracy": round(ours["test_accuracy"], 4),
-        "ours_epoch_s_extrapolated": round(ours["train_s"] * 8530 / rows, 1),
-        "targets": targets, "targets_met": met}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "training",
+                "quick": args.quick,
+                "train_rows": rows,
+                "threads": args.threads,
+                "config": CONFIG,
+                "plain_train_s": round(plain["train_s"], 2),
+                "ours_train_s": round(ours["train_s"], 2),
+                "plain_total_s": round(plain["total_s"], 2),
+                "ours_total_s": round(ours["total_s"], 2),
+                "ours_over_plain": round(ratio, 3),
+                "plain_test_accuracy": round(plain["test_accuracy"], 4),
+                "ours_test_accuracy": round(ours["test_accuracy"], 4),
+                "ours_epoch_s_extrapolated": round(ours["train_s"] * 8530 / rows, 1),
+                "targets": targets,
+                "targets_met": met,
+            }
+        )
+    )
     return 0
 
 

@@ -38,22 +38,26 @@ def _asset(workspace: Workspace, kind: str, name: str) -> DataAsset:
     return fragment.datasource(name) if kind == "datasource" else fragment.datasink(name)
 
 
-def upload_datasource(workspace: Workspace, name: str, folder: Path, *,
-                      progress: TransferProgress | None = None) -> Manifest:
+def upload_datasource(
+    workspace: Workspace, name: str, folder: Path, *, progress: TransferProgress | None = None
+) -> Manifest:
     """Encrypt every file of ``folder`` with the datasource's DEK and upload it to its store."""
     asset = _asset(workspace, "datasource", name)
     dek = dek_for(workspace.keys_dir, name)
-    return upload_folder(open_store(asset.store), asset.container, dek, folder,
-                         label=f"datasource '{name}'", progress=progress)
+    return upload_folder(
+        open_store(asset.store), asset.container, dek, folder, label=f"datasource '{name}'", progress=progress
+    )
 
 
-def download_asset(workspace: Workspace, kind: str, name: str, target: Path, *,
-                   progress: TransferProgress | None = None) -> Manifest:
+def download_asset(
+    workspace: Workspace, kind: str, name: str, target: Path, *, progress: TransferProgress | None = None
+) -> Manifest:
     """Download and decrypt a datasource or datasink into ``target``, file by file, atomically per file."""
     asset = _asset(workspace, kind, name)
     dek = dek_for(workspace.keys_dir, name)
-    return download_folder(open_store(asset.store), asset.container, dek, target,
-                           label=f"{kind} '{name}'", progress=progress)
+    return download_folder(
+        open_store(asset.store), asset.container, dek, target, label=f"{kind} '{name}'", progress=progress
+    )
 
 
 def list_assets(workspace: Workspace, kind: str) -> list[AssetStatus]:
@@ -64,11 +68,11 @@ def list_assets(workspace: Workspace, kind: str) -> list[AssetStatus]:
         store = open_store(asset.store)
         location = f"{store.describe().rstrip('/')}/{asset.container}"
         try:
-            manifest = read_manifest(store, asset.container, dek_for(workspace.keys_dir, asset.name),
-                                     label=f"{kind} '{asset.name}'")
+            manifest = read_manifest(
+                store, asset.container, dek_for(workspace.keys_dir, asset.name), label=f"{kind} '{asset.name}'"
+            )
         except NotFoundError:
             statuses.append(AssetStatus(kind, asset.name, location, False, 0, 0))
             continue
-        statuses.append(AssetStatus(kind, asset.name, location, True,
-                                    len(manifest.files), manifest.total_bytes))
+        statuses.append(AssetStatus(kind, asset.name, location, True, len(manifest.files), manifest.total_bytes))
     return statuses

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.crypto.secret_file import write_public_file
 from core.errors import ConflictError
@@ -63,8 +64,10 @@ def key_service_state_dir(home_dir: Path) -> Path:
 
 def _attestation(home_dir: Path) -> dict[str, Any]:
     """Governance trusts the local runtime's virtual attestation and the key service's event tokens."""
-    return {"factory": "core.keys.attestation:GovernanceAttestationVerifier",
-            "args": [str(runtime_state_dir(home_dir)), str(key_service_state_dir(home_dir))]}
+    return {
+        "factory": "core.keys.attestation:GovernanceAttestationVerifier",
+        "args": [str(runtime_state_dir(home_dir)), str(key_service_state_dir(home_dir))],
+    }
 
 
 def _start_governance(home_dir: Path, workspaces: list[Workspace], _: dict[str, Record]) -> Record:
@@ -73,8 +76,10 @@ def _start_governance(home_dir: Path, workspaces: list[Workspace], _: dict[str, 
     certs = [w.identity.cert_pem for w in workspaces]
     if not governance_launcher.exists(state_dir):
         if not certs:
-            raise ConflictError("the first `cleanroom up` needs the parties' workspaces to form the consortium",
-                                hint="run `cleanroom up --workspace-dirs W1 W2 W3`")
+            raise ConflictError(
+                "the first `cleanroom up` needs the parties' workspaces to form the consortium",
+                hint="run `cleanroom up --workspace-dirs W1 W2 W3`",
+            )
         governance_launcher.create(state_dir, certs, attestation=_attestation(home_dir))
     elif governance_launcher.running_pid(state_dir) is None:
         governance_launcher.set_attestation(state_dir, _attestation(home_dir))
@@ -84,13 +89,18 @@ def _start_governance(home_dir: Path, workspaces: list[Workspace], _: dict[str, 
             members = {m["memberId"] for m in client.members()}
         strangers = [w for w in workspaces if w.identity.member_id not in members]
         if strangers:
-            raise ConflictError(f"workspace {strangers[0].root} is not a member of the running consortium",
-                                hint="have a member run `cleanroom governance member add --cert` for it, "
-                                     "or use a fresh CLEANROOM_HOME")
+            raise ConflictError(
+                f"workspace {strangers[0].root} is not a member of the running consortium",
+                hint="have a member run `cleanroom governance member add --cert` for it, or use a fresh CLEANROOM_HOME",
+            )
         for workspace in workspaces:
             deploy_to_workspace(workspace, info.endpoint, info.service_cert_pem)
-    return {"endpoint": info.endpoint, "pid": info.pid, "stateDir": str(state_dir),
-            "serviceCert": info.service_cert_pem}
+    return {
+        "endpoint": info.endpoint,
+        "pid": info.pid,
+        "stateDir": str(state_dir),
+        "serviceCert": info.service_cert_pem,
+    }
 
 
 def _stop_governance(_: Path, record: Record) -> bool:
@@ -108,11 +118,17 @@ def _start_key_service(home_dir: Path, _: list[Workspace], __: dict[str, Record]
 
     swept = sweep_stale_mounts(runtime_state_dir(home_dir))
     state_dir = key_service_state_dir(home_dir)
-    key_launcher.create(state_dir, governance_state_dir=governance_state_dir(home_dir),
-                        runtime_state_dir=runtime_state_dir(home_dir))
+    key_launcher.create(
+        state_dir, governance_state_dir=governance_state_dir(home_dir), runtime_state_dir=runtime_state_dir(home_dir)
+    )
     info = key_launcher.start(state_dir)
-    return {"endpoint": info.endpoint, "pid": info.pid, "stateDir": str(state_dir), "cert": str(info.cert_path),
-            "sweptMounts": swept}
+    return {
+        "endpoint": info.endpoint,
+        "pid": info.pid,
+        "stateDir": str(state_dir),
+        "cert": str(info.cert_path),
+        "sweptMounts": swept,
+    }
 
 
 def _stop_key_service(_: Path, record: Record) -> bool:
@@ -151,8 +167,9 @@ def _save_records(home_dir: Path, records: dict[str, Record]) -> None:
     write_public_file(_services_path(home_dir), (json.dumps(records, indent=2, sort_keys=True) + "\n").encode())
 
 
-def up(workspaces: list[Workspace], *, home_dir: Path | None = None,
-       progress: Callable[[str], None] = lambda name: None) -> dict[str, Record]:
+def up(
+    workspaces: list[Workspace], *, home_dir: Path | None = None, progress: Callable[[str], None] = lambda name: None
+) -> dict[str, Record]:
     """Start every embedded service (idempotent); returns and records name -> record."""
     home_dir = home_dir or home()
     home_dir.mkdir(parents=True, exist_ok=True)
@@ -184,5 +201,7 @@ def status(*, home_dir: Path | None = None) -> dict[str, Record]:
     """Each recorded service with ``healthy`` filled in by a live check."""
     records = load_records(home_dir)
     by_name = {s.name: s for s in SERVICES}
-    return {name: record | {"healthy": name in by_name and by_name[name].healthy(record)}
-            for name, record in records.items()}
+    return {
+        name: record | {"healthy": name in by_name and by_name[name].healthy(record)}
+        for name, record in records.items()
+    }

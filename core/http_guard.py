@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -55,13 +55,19 @@ def governance_error(status: int, message: str) -> dict[str, Any]:
 async def send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
     """Send a whole JSON response (used for refusals made outside the application)."""
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
-async def read_body(scope: dict[str, Any], receive: Receive, *, limit: int = MAX_BODY_BYTES,
-                    timeout: float = BODY_TIMEOUT_SECONDS) -> bytes | None:
+async def read_body(
+    scope: dict[str, Any], receive: Receive, *, limit: int = MAX_BODY_BYTES, timeout: float = BODY_TIMEOUT_SECONDS
+) -> bytes | None:
     """The whole request body, or None if the client went away.
 
     Raises ``HttpRefusal`` 413 when ``Content-Length`` announces more than ``limit`` bytes
@@ -74,8 +80,10 @@ async def read_body(scope: dict[str, Any], receive: Receive, *, limit: int = MAX
             if not value.isdigit():
                 raise HttpRefusal(400, "Content-Length must be a decimal number")
             if int(value) > limit:
-                raise HttpRefusal(413, f"request body of {int(value)} bytes is over the limit of {limit} bytes; "
-                                       "send a smaller request")
+                raise HttpRefusal(
+                    413,
+                    f"request body of {int(value)} bytes is over the limit of {limit} bytes; send a smaller request",
+                )
     chunks: list[bytes] = []
     size = 0
     try:
@@ -87,8 +95,7 @@ async def read_body(scope: dict[str, Any], receive: Receive, *, limit: int = MAX
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
-                    raise HttpRefusal(413, f"request body is over the limit of {limit} bytes; "
-                                           "send a smaller request")
+                    raise HttpRefusal(413, f"request body is over the limit of {limit} bytes; send a smaller request")
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -118,9 +125,15 @@ class BodyLimit:
     bodies are all JSON: the refusal then says what is wrong, not just that parsing failed).
     """
 
-    def __init__(self, app: Any, *, limit: int = MAX_BODY_BYTES, timeout: float = BODY_TIMEOUT_SECONDS,
-                 error: Callable[[int, str], dict[str, Any]] = lambda status, message: {"detail": message},
-                 json_bodies: bool = False) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        limit: int = MAX_BODY_BYTES,
+        timeout: float = BODY_TIMEOUT_SECONDS,
+        error: Callable[[int, str], dict[str, Any]] = lambda status, message: {"detail": message},
+        json_bodies: bool = False,
+    ) -> None:
         self.app = app
         self.limit = limit
         self.timeout = timeout
@@ -150,6 +163,7 @@ def _depth_at_most(value: Any, limit: int) -> bool:
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(item, dict):
             children = item.values()
         elif isinstance(item, list):
@@ -171,8 +185,9 @@ def loads_json(raw: bytes, *, what: str = "request body", max_depth: int = MAX_J
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"{what} is not UTF-8 (bad byte at offset {exc.start})",
-                                hint="send UTF-8 encoded JSON") from None
+        raise InvalidInputError(
+            f"{what} is not UTF-8 (bad byte at offset {exc.start})", hint="send UTF-8 encoded JSON"
+        ) from None
 
     def refuse_constant(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
@@ -180,11 +195,13 @@ def loads_json(raw: bytes, *, what: str = "request body", max_depth: int = MAX_J
     try:
         value = json.loads(text, parse_constant=refuse_constant)
     except RecursionError:
-        raise InvalidInputError(f"{what} nests deeper than {max_depth} levels",
-                                hint="send a flatter JSON document") from None
+        raise InvalidInputError(
+            f"{what} nests deeper than {max_depth} levels", hint="send a flatter JSON document"
+        ) from None
     except ValueError as exc:  # JSONDecodeError and the constants above
-        raise InvalidInputError(f"{what} is not JSON ({' '.join(str(exc).split())})",
-                                hint="send a JSON object") from None
+        raise InvalidInputError(
+            f"{what} is not JSON ({' '.join(str(exc).split())})", hint="send a JSON object"
+        ) from None
     if not _depth_at_most(value, max_depth):
         raise InvalidInputError(f"{what} nests deeper than {max_depth} levels", hint="send a flatter JSON document")
     return value
@@ -205,7 +222,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     max_head_bytes: int = MAX_HEAD_BYTES
     max_connections: int = MAX_CONNECTIONS
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._in_head = True
         self._head_bytes = 0  # bytes received while a head is incomplete (a head trickled in parts)
@@ -232,15 +249,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         if self._in_head and not self.transport.is_closing():
             if self._head_bytes:
-                self._refuse(408, "Request Timeout",
-                             f"request head did not arrive within {self.header_timeout:g} s")
+                self._refuse(408, "Request Timeout", f"request head did not arrive within {self.header_timeout:g} s")
             else:  # idle: nothing to answer
                 self.transport.close()
 
     def _refuse(self, status: int, reason: str, message: str) -> None:
         body = json.dumps({"error": {"code": "HttpRefusal", "message": message}, "detail": message}).encode()
-        self.transport.write(f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-                             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
+        self.transport.write(
+            f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+            + body
+        )
         self.transport.close()
 
     def data_received(self, data: bytes) -> None:
@@ -253,8 +272,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self._in_head and self._head_bytes > self.max_head_bytes and not self.transport.is_closing():
             self._cancel_head_timer()
-            self._refuse(431, "Request Header Fields Too Large",
-                         f"request head is over the limit of {self.max_head_bytes} bytes")
+            self._refuse(
+                431, "Request Header Fields Too Large", f"request head is over the limit of {self.max_head_bytes} bytes"
+            )
 
     def _count_head(self, size: int) -> None:
         self._head_size += size
@@ -278,8 +298,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         if self._head_too_large:
             self._cancel_head_timer()
-            self._refuse(431, "Request Header Fields Too Large",
-                         f"request head is over the limit of {self.max_head_bytes} bytes")
+            self._refuse(
+                431, "Request Header Fields Too Large", f"request head is over the limit of {self.max_head_bytes} bytes"
+            )
             return
         super().send_400_response(msg)
 
@@ -298,12 +319,19 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
 
-def guarded_protocol(base: type[HttpToolsProtocol] = GuardedHttpProtocol, *,
-                     header_timeout: float = HEADER_TIMEOUT_SECONDS, max_head_bytes: int = MAX_HEAD_BYTES,
-                     max_connections: int = MAX_CONNECTIONS) -> type[HttpToolsProtocol]:
+def guarded_protocol(
+    base: type[HttpToolsProtocol] = GuardedHttpProtocol,
+    *,
+    header_timeout: float = HEADER_TIMEOUT_SECONDS,
+    max_head_bytes: int = MAX_HEAD_BYTES,
+    max_connections: int = MAX_CONNECTIONS,
+) -> type[HttpToolsProtocol]:
     """A subclass of ``base`` (a ``GuardedHttpProtocol``) with these limits."""
-    return type(base.__name__, (base,), {"header_timeout": header_timeout, "max_head_bytes": max_head_bytes,
-                                          "max_connections": max_connections})
+    return type(
+        base.__name__,
+        (base,),
+        {"header_timeout": header_timeout, "max_head_bytes": max_head_bytes, "max_connections": max_connections},
+    )
 
 
 _tls_handshake_seconds = HEADER_TIMEOUT_SECONDS
@@ -318,7 +346,7 @@ def limit_tls_handshakes(seconds: float) -> None:
 
 def _handshake_limited(loop_class: type[asyncio.AbstractEventLoop]) -> type[asyncio.AbstractEventLoop]:
     class HandshakeLimitedLoop(loop_class):  # type: ignore[valid-type, misc]
-        async def create_server(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        async def create_server(self, *args: Any, **kwargs: Any) -> Any:
             if kwargs.get("ssl") is not None and kwargs.get("ssl_handshake_timeout") is None:
                 kwargs["ssl_handshake_timeout"] = _tls_handshake_seconds
             return await super().create_server(*args, **kwargs)
@@ -341,8 +369,9 @@ def tls_limited_loop() -> asyncio.AbstractEventLoop:
     return _handshake_limited(uvloop.Loop)()
 
 
-def uvicorn_limits(*, header_timeout: float = HEADER_TIMEOUT_SECONDS,
-                   max_connections: int = MAX_CONNECTIONS) -> dict[str, Any]:
+def uvicorn_limits(
+    *, header_timeout: float = HEADER_TIMEOUT_SECONDS, max_connections: int = MAX_CONNECTIONS
+) -> dict[str, Any]:
     """The uvicorn.Config settings that go with ``GuardedHttpProtocol``.
 
     ``limit_concurrency`` answers 503 when in-flight requests exceed the connection cap
@@ -350,6 +379,9 @@ def uvicorn_limits(*, header_timeout: float = HEADER_TIMEOUT_SECONDS,
     ``h11_max_incomplete_event_size`` caps the head should the h11 protocol ever be used,
     and ``loop`` adds a TLS handshake timeout (``tls_limited_loop``).
     """
-    return {"loop": "core.http_guard:tls_limited_loop",
-            "timeout_keep_alive": min(KEEP_ALIVE_SECONDS, max(1, int(header_timeout))),
-            "limit_concurrency": max_connections + 1, "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
+    return {
+        "loop": "core.http_guard:tls_limited_loop",
+        "timeout_keep_alive": min(KEEP_ALIVE_SECONDS, max(1, int(header_timeout))),
+        "limit_concurrency": max_connections + 1,
+        "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
+    }

@@ -58,8 +58,7 @@ class ServiceProcess:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return False
-        return (self.module.encode() in cmdline and str(self.state_dir).encode() in cmdline
-                and process_alive(pid))
+        return self.module.encode() in cmdline and str(self.state_dir).encode() in cmdline and process_alive(pid)
 
     def running_pid(self) -> int | None:
         try:
@@ -77,8 +76,13 @@ class ServiceProcess:
         with self.log_path.open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", self.module, "--state-dir", str(self.state_dir)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env,
-                cwd=_REPO_ROOT)
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                env=env,
+                cwd=_REPO_ROOT,
+            )
         write_public_file(self.state_dir / PID_FILE, f"{process.pid}\n".encode())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -86,13 +90,15 @@ class ServiceProcess:
                 tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
                 raise ServiceUnavailableError(
                     f"{self.label} in {self.state_dir} exited at start ({' | '.join(tail)})",
-                    hint=f"see {self.log_path}")
+                    hint=f"see {self.log_path}",
+                )
             if healthy():
                 return
             time.sleep(0.1)
         process.kill()
-        raise ServiceUnavailableError(f"{self.label} in {self.state_dir} did not answer within {timeout:.0f}s",
-                                      hint=f"see {self.log_path}")
+        raise ServiceUnavailableError(
+            f"{self.label} in {self.state_dir} did not answer within {timeout:.0f}s", hint=f"see {self.log_path}"
+        )
 
     def stop(self, *, timeout: float = 10.0) -> bool:
         """SIGTERM, then SIGKILL after ``timeout``. False if it was not running."""

@@ -22,7 +22,6 @@ from core.crypto.secret_file import write_public_file
 from core.errors import ConflictError, InvalidInputError, NotFoundError
 
 SETTINGS_FILE = "workspace.json"
-PERSONAS = ("hoster", "provider", "consumer")
 
 
 @dataclass
@@ -62,8 +61,7 @@ class Workspace:
 
     # -- lifecycle --------------------------------------------------------------------------
     @classmethod
-    def init(cls, root: Path, persona: str, *, name: str | None = None,
-             store_dir: Path | None = None) -> "Workspace":
+    def init(cls, root: Path, persona: str, *, name: str | None = None, store_dir: Path | None = None) -> Workspace:
         """Create a workspace with a fresh member identity. Refuses to overwrite an existing one."""
         root = root.expanduser().resolve()
         if (root / SETTINGS_FILE).exists():
@@ -74,7 +72,7 @@ class Workspace:
         if not persona or not persona.replace("-", "").replace("_", "").isalnum():
             raise InvalidInputError(
                 f"persona {persona!r} is not a valid name",
-                hint=f"use letters, digits, '-' or '_' (e.g. {', '.join(PERSONAS)})",
+                hint="use letters, digits, '-' or '_' (e.g. hoster, provider, consumer)",
             )
         settings: dict[str, Any] = {"persona": persona, "name": name or persona}
         if store_dir is not None:
@@ -86,7 +84,7 @@ class Workspace:
         return workspace
 
     @classmethod
-    def open(cls, root: Path) -> "Workspace":
+    def open(cls, root: Path) -> Workspace:
         root = root.expanduser().resolve()
         path = root / SETTINGS_FILE
         if not path.is_file():
@@ -97,12 +95,14 @@ class Workspace:
         try:
             settings = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"{path} is not valid JSON ({exc.msg})",
-                                    hint="restore it or recreate the workspace") from exc
+            raise InvalidInputError(
+                f"{path} is not valid JSON ({exc.msg})", hint="restore it or recreate the workspace"
+            ) from exc
         if not isinstance(settings, dict) or "persona" not in settings:
             raise InvalidInputError(f"{path} has no persona", hint="recreate the workspace")
         return cls(root=root, settings=settings)
 
     def save(self) -> None:
-        write_public_file(self.root / SETTINGS_FILE,
-                          (json.dumps(self.settings, indent=2, sort_keys=True) + "\n").encode())
+        write_public_file(
+            self.root / SETTINGS_FILE, (json.dumps(self.settings, indent=2, sort_keys=True) + "\n").encode()
+        )

@@ -11,13 +11,39 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 
+# torch is installed first, as a CPU build: from PyPI, torch==2.13.0 on Linux is the multi-GB CUDA
+# build. pip's own configuration is used when it already resolves to a CPU build (a local wheel
+# folder or a mirror, see `pip config list`); otherwise the CPU build comes from PyTorch's index.
+TORCH_VERSION=2.13.0
+TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
+
+# The version pip's configured sources would install for torch==$TORCH_VERSION (a dry run: nothing
+# is downloaded but metadata), e.g. "2.13.0+cpu" from a local CPU wheel; empty if none offers it.
+configured_torch_build() {
+    .venv/bin/python -m pip install --dry-run --ignore-installed --no-deps -q --report - \
+        "torch==$TORCH_VERSION" 2>/dev/null \
+        | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["install"][0]["metadata"]["version"])' \
+            2>/dev/null || true
+}
+
+install_cpu_torch() {
+    if .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('torch').split('+')[0] != '$TORCH_VERSION')" \
+            2>/dev/null; then
+        return  # already there (a re-run after pyproject.toml changed)
+    fi
+    case "$(configured_torch_build)" in
+        *+cpu) .venv/bin/python -m pip install -q "torch==$TORCH_VERSION" ;;
+        *) echo "bootstrap: torch $TORCH_VERSION (CPU build) from $TORCH_CPU_INDEX" >&2
+           .venv/bin/python -m pip install -q --index-url "$TORCH_CPU_INDEX" "torch==$TORCH_VERSION" ;;
+    esac
+}
+
 stamp=.venv/.cleanroom-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "bootstrap: installing cleanroom-console with extras ml, azure, test" >&2
     .venv/bin/python -m pip install -q --upgrade pip
-    # torch is pinned to the CPU build first: an unpinned resolve pulls a multi-GB CUDA build.
-    .venv/bin/python -m pip install -q "torch==2.13.0"
+    install_cpu_torch
     .venv/bin/python -m pip install -q -e ".[ml,azure,test]"
     echo "$want" > "$stamp"
 fi

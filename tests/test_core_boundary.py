@@ -30,8 +30,11 @@ def test_no_core_file_imports_a_ui_library() -> None:
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
-            offenders += [f"{path.relative_to(CORE_ROOT.parent)}:{node.lineno} imports {name}"
-                          for name in names if name.split(".")[0] in UI_MODULES]
+            offenders += [
+                f"{path.relative_to(CORE_ROOT.parent)}:{node.lineno} imports {name}"
+                for name in names
+                if name.split(".")[0] in UI_MODULES
+            ]
     assert offenders == []
 
 
@@ -52,9 +55,19 @@ for name in names:
     importlib.import_module(name)
 print(json.dumps({{"modules": names, "loaded": [m for m in {UI_MODULES!r} if m in sys.modules]}}))
 """
-    out = subprocess.run([sys.executable, "-c", script], cwd=CORE_ROOT.parent,
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", script], cwd=CORE_ROOT.parent, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"core.workspace", "core.crypto.envelope", "core.config.merge"} <= set(report["modules"])
     assert report["loaded"] == [], f"core loaded UI libraries: {report['loaded']}"
+
+
+def test_import_contracts_hold() -> None:
+    """The layer order and the forbidden imports in pyproject.toml ([tool.importlinter]) hold.
+
+    Lazy imports inside functions count too, so an upward import cannot hide in a function body.
+    """
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    out = subprocess.run([str(lint_imports), "--no-cache"], cwd=CORE_ROOT.parent, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "core layers run one way KEPT" in out.stdout

@@ -80,11 +80,12 @@ CLEANROOM_HIGH_CONTRAST = Theme(
     },
 )
 
-THEMES: dict[str, Theme] = {
-    theme.name: theme for theme in (CLEANROOM_DARK, CLEANROOM_LIGHT, CLEANROOM_HIGH_CONTRAST)
-}
+THEMES: dict[str, Theme] = {theme.name: theme for theme in (CLEANROOM_DARK, CLEANROOM_LIGHT, CLEANROOM_HIGH_CONTRAST)}
 DEFAULT_THEME = CLEANROOM_DARK.name
 
 # Short names accepted by `cleanroom console --theme`.
-ALIASES: dict[str, str] = {"dark": "cleanroom-dark", "light": "cleanroom-light",
-                           "high-contrast": "cleanroom-high-contrast"}
+ALIASES: dict[str, str] = {
+    "dark": "cleanroom-dark",
+    "light": "cleanroom-light",
+    "high-contrast": "cleanroom-high-contrast",
+}

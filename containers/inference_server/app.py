@@ -31,8 +31,9 @@ class BadRequest(Exception):
         self.message = message
 
 
-def create_app(classifier: OnnxClassifier, *, max_batch: int = DEFAULT_MAX_BATCH,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+def create_app(
+    classifier: OnnxClassifier, *, max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> FastAPI:
     app = FastAPI(title="cleanroom inference server", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(BadRequest)
@@ -60,22 +61,37 @@ def create_app(classifier: OnnxClassifier, *, max_batch: int = DEFAULT_MAX_BATCH
         body = await read_capped_body(request, max_body_bytes)
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
-            raise BadRequest(415, f"Content-Type {media_type or 'none'!r} is not application/json; "
-                                  "send the request as JSON with Content-Type: application/json")
+            raise BadRequest(
+                415,
+                f"Content-Type {media_type or 'none'!r} is not application/json; "
+                "send the request as JSON with Content-Type: application/json",
+            )
         single, texts = parse_request(body, max_batch)
         predictions = await run_in_threadpool(classifier.classify, texts)
         truncated = [i for i, p in enumerate(predictions) if p.truncated]
-        warning = (f"{len(truncated)} text(s) were longer than {classifier.max_length} tokens "
-                   "and were truncated before classification") if truncated else None
+        warning = (
+            (
+                f"{len(truncated)} text(s) were longer than {classifier.max_length} tokens "
+                "and were truncated before classification"
+            )
+            if truncated
+            else None
+        )
         if single:
             (prediction,) = predictions
-            answer: dict[str, Any] = {"label": prediction.label, "label_id": prediction.label_id,
-                                      "score": prediction.score, "truncated": prediction.truncated}
+            answer: dict[str, Any] = {
+                "label": prediction.label,
+                "label_id": prediction.label_id,
+                "score": prediction.score,
+                "truncated": prediction.truncated,
+            }
         else:
-            answer = {"labels": [p.label for p in predictions],
-                      "label_ids": [p.label_id for p in predictions],
-                      "scores": [p.score for p in predictions],
-                      "truncated": truncated}
+            answer = {
+                "labels": [p.label for p in predictions],
+                "label_ids": [p.label_id for p in predictions],
+                "scores": [p.score for p in predictions],
+                "truncated": truncated,
+            }
         if warning:
             answer["warning"] = warning
         return answer
@@ -87,14 +103,18 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed ``limit`` (never held whole)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise BadRequest(413, f"request body of {int(declared)} bytes is over the limit of "
-                              f"{limit}; send fewer or shorter texts per request")
+        raise BadRequest(
+            413,
+            f"request body of {int(declared)} bytes is over the limit of "
+            f"{limit}; send fewer or shorter texts per request",
+        )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise BadRequest(413, f"request body is over the limit of {limit} bytes; "
-                                  "send fewer or shorter texts per request")
+            raise BadRequest(
+                413, f"request body is over the limit of {limit} bytes; send fewer or shorter texts per request"
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -114,8 +134,9 @@ def _check_text(text: str, where: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise BadRequest(400, f"{where} has a lone surrogate ({text[exc.start]!r} at character {exc.start}); "
-                              "send valid Unicode text") from None
+        raise BadRequest(
+            400, f"{where} has a lone surrogate ({text[exc.start]!r} at character {exc.start}); send valid Unicode text"
+        ) from None
 
 
 def parse_request(body: bytes, max_batch: int) -> tuple[bool, list[str]]:
@@ -124,8 +145,9 @@ def parse_request(body: bytes, max_batch: int) -> tuple[bool, list[str]]:
     try:
         document = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise BadRequest(400, f"request body is not valid JSON (not UTF-8: bad byte at offset {exc.start}); "
-                              f"{shapes}") from None
+        raise BadRequest(
+            400, f"request body is not valid JSON (not UTF-8: bad byte at offset {exc.start}); {shapes}"
+        ) from None
     except json.JSONDecodeError as exc:
         raise BadRequest(400, f"request body is not valid JSON ({exc}); {shapes}") from None
     except RecursionError:
@@ -133,8 +155,9 @@ def parse_request(body: bytes, max_batch: int) -> tuple[bool, list[str]]:
     if _nests_deeper_than(document, MAX_JSON_DEPTH):
         raise BadRequest(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels; {shapes}")
     if not isinstance(document, dict) or ("data" in document) == ("inputs" in document):
-        raise BadRequest(422, 'request must be a JSON object with exactly one of "data" (a text) '
-                              'or "inputs" (a list of texts)')
+        raise BadRequest(
+            422, 'request must be a JSON object with exactly one of "data" (a text) or "inputs" (a list of texts)'
+        )
     if "data" in document:
         text = document["data"]
         if not isinstance(text, str):
@@ -149,8 +172,9 @@ def parse_request(body: bytes, max_batch: int) -> tuple[bool, list[str]]:
     if not texts:
         raise BadRequest(422, '"inputs" is empty; send at least one text')
     if len(texts) > max_batch:
-        raise BadRequest(413, f'"inputs" has {len(texts)} texts, over the batch limit of {max_batch}; '
-                              "split it into smaller batches")
+        raise BadRequest(
+            413, f'"inputs" has {len(texts)} texts, over the batch limit of {max_batch}; split it into smaller batches'
+        )
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise BadRequest(422, f'"inputs"[{index}] must be a string, not {type(text).__name__}')

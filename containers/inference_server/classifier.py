@@ -58,16 +58,21 @@ def default_threads() -> int:
 
 
 class OnnxClassifier:
-    def __init__(self, model_dir: Path, *, quantised: bool = False, threads: int | None = None,
-                 max_length: int | None = None) -> None:
+    def __init__(
+        self, model_dir: Path, *, quantised: bool = False, threads: int | None = None, max_length: int | None = None
+    ) -> None:
         folder = onnx_folder(Path(model_dir))
         self.model_file = folder / ("model.int8.onnx" if quantised else "model.onnx")
         if not self.model_file.is_file():
-            raise ModelFolderError(f"model file '{self.model_file}' does not exist; "
-                                   "mount a folder prepared by `cleanroom model prepare` or the trainer")
+            raise ModelFolderError(
+                f"model file '{self.model_file}' does not exist; "
+                "mount a folder prepared by `cleanroom model prepare` or the trainer"
+            )
         if not (folder / "tokenizer.json").is_file():
-            raise ModelFolderError(f"tokenizer file '{folder / 'tokenizer.json'}' does not exist; "
-                                   "the ONNX folder must hold tokenizer.json next to the model")
+            raise ModelFolderError(
+                f"tokenizer file '{folder / 'tokenizer.json'}' does not exist; "
+                "the ONNX folder must hold tokenizer.json next to the model"
+            )
         serving = json.loads((folder / SERVING_FILE).read_text()) if (folder / SERVING_FILE).is_file() else {}
         self.labels: list[str] = serving.get("labels") or self._labels_from_config(folder)
         self.max_length = int(max_length or serving.get("max_length") or DEFAULT_MAX_LENGTH)
@@ -105,13 +110,16 @@ class OnnxClassifier:
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         results: list[Prediction | None] = [None] * len(texts)
         for start in range(0, len(order), sub_batch):
-            chunk = order[start:start + sub_batch]
+            chunk = order[start : start + sub_batch]
             probabilities = self._run([encodings[i] for i in chunk])
             for row, index in enumerate(chunk):
                 label_id = int(probabilities[row].argmax())
-                results[index] = Prediction(label_id=label_id, label=self.labels[label_id],
-                                            score=float(probabilities[row, label_id]),
-                                            truncated=bool(encodings[index].overflowing))
+                results[index] = Prediction(
+                    label_id=label_id,
+                    label=self.labels[label_id],
+                    score=float(probabilities[row, label_id]),
+                    truncated=bool(encodings[index].overflowing),
+                )
         return [r for r in results if r is not None]
 
     def _run(self, encodings: list) -> np.ndarray:

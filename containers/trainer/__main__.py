@@ -32,14 +32,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m containers.trainer",
         description="Fine-tune a sequence classifier on CPU and write pytorch/, onnx/ and metrics.json.",
         epilog="Example: python -m containers.trainer --model-dir /mnt/model --data-dir /mnt/data "
-               "--config-dir /mnt/config --output-dir /mnt/output --progress-file /mnt/telemetry/progress.jsonl",
+        "--config-dir /mnt/config --output-dir /mnt/output --progress-file /mnt/telemetry/progress.jsonl",
     )
-    parser.add_argument("--model-dir", type=Path, required=True, help="model mount (holding pytorch/ or the model itself)")
+    parser.add_argument(
+        "--model-dir", type=Path, required=True, help="model mount (holding pytorch/ or the model itself)"
+    )
     parser.add_argument("--data-dir", type=Path, required=True, help="dataset mount (parquet splits or save_to_disk)")
     parser.add_argument("--config-dir", type=Path, required=True, help="training-config mount (training_config.json)")
     parser.add_argument("--output-dir", type=Path, required=True, help="output mount (must not hold earlier outputs)")
-    parser.add_argument("--progress-file", type=Path, default=None,
-                        help=f"append JSON-lines progress here (default: ${TELEMETRY_ENV} if set)")
+    parser.add_argument(
+        "--progress-file",
+        type=Path,
+        default=None,
+        help=f"append JSON-lines progress here (default: ${TELEMETRY_ENV} if set)",
+    )
     parser.add_argument("--log-every", type=int, default=10, help="write a step line every N steps (default 10)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: CPUs available)")
     return parser.parse_args(argv)
@@ -48,8 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def model_folder(model_dir: Path) -> Path:
     folder = model_dir / "pytorch" if (model_dir / "pytorch").is_dir() else model_dir
     if not (folder / "config.json").is_file():
-        raise ModelMountError(f"model folder '{folder}' has no config.json; mount a folder prepared "
-                              "by `cleanroom model prepare` (its pytorch/ part)")
+        raise ModelMountError(
+            f"model folder '{folder}' has no config.json; mount a folder prepared "
+            "by `cleanroom model prepare` (its pytorch/ part)"
+        )
     refuse_pickle(folder)
     if not any(folder.glob("*.safetensors")):
         raise ModelMountError(f"model folder '{folder}' has no .safetensors weights")
@@ -60,15 +68,16 @@ def check_output(output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     existing = [name for name in OUTPUT_NAMES if (output_dir / name).exists()]
     if existing:
-        raise ModelMountError(f"output folder '{output_dir}' already holds {', '.join(existing)}; "
-                              "give an empty output mount so no earlier result is overwritten")
+        raise ModelMountError(
+            f"output folder '{output_dir}' already holds {', '.join(existing)}; "
+            "give an empty output mount so no earlier result is overwritten"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stop = StopSignal()
-    previous = {signum: signal.signal(signum, lambda *_: stop.request())
-                for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous = {signum: signal.signal(signum, lambda *_: stop.request()) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         return run(args, stop)
     finally:
@@ -104,8 +113,10 @@ def run(args: argparse.Namespace, stop: StopSignal) -> int:
     finally:
         progress.close()
     last = metrics["epochs"][-1] if metrics["epochs"] else {}
-    print(f"trained {metrics['steps']} steps: val_accuracy={last.get('val_accuracy')} "
-          f"test_accuracy={metrics.get('test_accuracy')} wall_time_s={metrics['wall_time_s']}")
+    print(
+        f"trained {metrics['steps']} steps: val_accuracy={last.get('val_accuracy')} "
+        f"test_accuracy={metrics.get('test_accuracy')} wall_time_s={metrics['wall_time_s']}"
+    )
     return 0
 
 

@@ -34,7 +34,7 @@ class TrainingConfig:
     def warmup_for(self, total_steps: int) -> int:
         if self.warmup_steps is not None:
             return min(self.warmup_steps, total_steps)
-        return int(round((self.warmup_ratio or 0.0) * total_steps))
+        return round((self.warmup_ratio or 0.0) * total_steps)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,8 +67,7 @@ def config_file(config_dir: Path) -> Path:
         return preferred
     candidates = sorted(config_dir.glob("*.json"))
     if len(candidates) != 1:
-        raise ConfigError(f"config folder '{config_dir}' must hold {CONFIG_FILE} "
-                          f"(found {len(candidates)} .json files)")
+        raise ConfigError(f"config folder '{config_dir}' must hold {CONFIG_FILE} (found {len(candidates)} .json files)")
     return candidates[0]
 
 

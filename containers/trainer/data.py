@@ -42,15 +42,23 @@ def _read_columns(data_dir: Path) -> dict[str, dict[str, list]]:
         import datasets
 
         loaded = datasets.load_from_disk(str(data_dir))
-        return {name: {c: loaded[name][c] for c in loaded[name].column_names}
-                for name in (*REQUIRED_SPLITS, *OPTIONAL_SPLITS) if name in loaded}
+        return {
+            name: {c: loaded[name][c] for c in loaded[name].column_names}
+            for name in (*REQUIRED_SPLITS, *OPTIONAL_SPLITS)
+            if name in loaded
+        }
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     found: dict[str, dict[str, list]] = {}
     for name in (*REQUIRED_SPLITS, *OPTIONAL_SPLITS):
-        files = [data_dir / f"{name}.parquet"] if (data_dir / f"{name}.parquet").is_file() \
-            else sorted((data_dir / name).glob("*.parquet")) if (data_dir / name).is_dir() else []
+        files = (
+            [data_dir / f"{name}.parquet"]
+            if (data_dir / f"{name}.parquet").is_file()
+            else sorted((data_dir / name).glob("*.parquet"))
+            if (data_dir / name).is_dir()
+            else []
+        )
         if not files:
             continue
         try:
@@ -60,9 +68,11 @@ def _read_columns(data_dir: Path) -> dict[str, dict[str, list]]:
         found[name] = table.to_pydict()
     missing = [s for s in REQUIRED_SPLITS if s not in found]
     if missing:
-        raise DatasetError(f"dataset folder '{data_dir}' lacks split(s) {', '.join(missing)}; it needs "
-                           "train.parquet and validation.parquet (test.parquet optional) "
-                           "or a datasets.save_to_disk folder")
+        raise DatasetError(
+            f"dataset folder '{data_dir}' lacks split(s) {', '.join(missing)}; it needs "
+            "train.parquet and validation.parquet (test.parquet optional) "
+            "or a datasets.save_to_disk folder"
+        )
     return found
 
 
@@ -70,17 +80,20 @@ def _check_split(name: str, table: dict[str, list], data_dir: Path, num_labels: 
     where = f"split '{name}' in '{data_dir}'"
     for column in ("text", "label"):
         if column not in table:
-            raise DatasetError(f"{where} lacks column '{column}' (columns: {', '.join(table) or 'none'}); "
-                               "a dataset needs 'text' (string) and 'label' (integer)")
+            raise DatasetError(
+                f"{where} lacks column '{column}' (columns: {', '.join(table) or 'none'}); "
+                "a dataset needs 'text' (string) and 'label' (integer)"
+            )
     texts, labels = table["text"], table["label"]
     if not texts:
         raise DatasetError(f"{where} has no rows")
-    for row, (text, label) in enumerate(zip(texts, labels)):
+    for row, (text, label) in enumerate(zip(texts, labels, strict=True)):
         if not isinstance(text, str):
             raise DatasetError(f"{where} row {row}: 'text' must be a string, not {type(text).__name__}")
         if isinstance(label, bool) or not isinstance(label, int):
             raise DatasetError(f"{where} row {row}: 'label' must be an integer, not {type(label).__name__}")
         if not 0 <= label < num_labels:
-            raise DatasetError(f"{where} row {row}: label {label} is outside 0..{num_labels - 1} "
-                               f"(the model has {num_labels} labels)")
+            raise DatasetError(
+                f"{where} row {row}: label {label} is outside 0..{num_labels - 1} (the model has {num_labels} labels)"
+            )
     return Split(texts=list(texts), labels=list(labels))

@@ -30,7 +30,8 @@ def refuse_pickle(path: Path) -> None:
         if path.suffix.lower() in PICKLE_SUFFIXES:
             raise PickleCheckpointError(
                 f"'{path}' is a pickle checkpoint; only safetensors and ONNX are accepted "
-                "(convert it with `model.save_pretrained(dir, safe_serialization=True)`)")
+                "(convert it with `model.save_pretrained(dir, safe_serialization=True)`)"
+            )
         return
     pickles = sorted(p.name for p in path.glob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
     has_safetensors = any(path.glob("*.safetensors"))
@@ -38,7 +39,8 @@ def refuse_pickle(path: Path) -> None:
         raise PickleCheckpointError(
             f"model folder '{path}' holds only pickle checkpoint(s) {', '.join(pickles)}; "
             "only safetensors and ONNX are accepted "
-            "(convert it with `model.save_pretrained(dir, safe_serialization=True)`)")
+            "(convert it with `model.save_pretrained(dir, safe_serialization=True)`)"
+        )
 
 
 def save_pytorch(model: Any, tokenizer: Any, folder: Path) -> None:
@@ -62,8 +64,9 @@ def export_onnx(model: Any, tokenizer: Any, folder: Path, *, max_length: int) ->
     model.config.save_pretrained(folder)
     model.eval()
     # A padded sample: tracing an all-ones mask could let a graph drop the masking path.
-    sample = tokenizer(["a short one", "a somewhat longer sample sentence for tracing"],
-                       padding=True, return_tensors="pt")
+    sample = tokenizer(
+        ["a short one", "a somewhat longer sample sentence for tracing"], padding=True, return_tensors="pt"
+    )
     names = [name for name in ONNX_INPUTS if name in sample]
 
     class Logits(torch.nn.Module):
@@ -72,16 +75,23 @@ def export_onnx(model: Any, tokenizer: Any, folder: Path, *, max_length: int) ->
             self.inner = model
 
         def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-            return self.inner(**dict(zip(names, tensors))).logits
+            return self.inner(**dict(zip(names, tensors, strict=False))).logits
 
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     axes["logits"] = {0: "batch"}
     fp32 = folder / "model.onnx"
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Logits().eval(), tuple(sample[n] for n in names), str(fp32),
-                          input_names=names, output_names=["logits"], dynamic_axes=axes,
-                          opset_version=ONNX_OPSET, dynamo=False)
+        torch.onnx.export(
+            Logits().eval(),
+            tuple(sample[n] for n in names),
+            str(fp32),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
     quantiser_log = logging.getLogger()
     level = quantiser_log.level
     quantiser_log.setLevel(logging.ERROR)  # the quantiser warns about optional pre-processing
@@ -90,5 +100,6 @@ def export_onnx(model: Any, tokenizer: Any, folder: Path, *, max_length: int) ->
     finally:
         quantiser_log.setLevel(level)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    (folder / SERVING_FILE).write_text(json.dumps(
-        {"labels": labels, "max_length": max_length, "inputs": names}, indent=2) + "\n")
+    (folder / SERVING_FILE).write_text(
+        json.dumps({"labels": labels, "max_length": max_length, "inputs": names}, indent=2) + "\n"
+    )

@@ -18,15 +18,25 @@ class ProgressStream:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = path.open("a", encoding="utf-8")
 
-    def step(self, *, step: int, epoch: int, loss: float, learning_rate: float,
-             examples_per_s: float, total_steps: int) -> None:
-        self._write({"event": "step", "step": step, "epoch": epoch, "loss": round(loss, 6),
-                     "learning_rate": learning_rate, "examples_per_s": round(examples_per_s, 2),
-                     "total_steps": total_steps})
+    def step(
+        self, *, step: int, epoch: int, loss: float, learning_rate: float, examples_per_s: float, total_steps: int
+    ) -> None:
+        self._write(
+            {
+                "event": "step",
+                "step": step,
+                "epoch": epoch,
+                "loss": round(loss, 6),
+                "learning_rate": learning_rate,
+                "examples_per_s": round(examples_per_s, 2),
+                "total_steps": total_steps,
+            }
+        )
 
     def eval(self, *, epoch: int, val_accuracy: float, val_loss: float) -> None:
-        self._write({"event": "eval", "epoch": epoch, "val_accuracy": round(val_accuracy, 6),
-                     "val_loss": round(val_loss, 6)})
+        self._write(
+            {"event": "eval", "epoch": epoch, "val_accuracy": round(val_accuracy, 6), "val_loss": round(val_loss, 6)}
+        )
 
     def _write(self, record: dict[str, Any]) -> None:
         if self._handle is not None:

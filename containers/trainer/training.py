@@ -55,36 +55,36 @@ def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Rand
     mega = batch_size * MEGA_BATCH
     batches: list[list[int]] = []
     for start in range(0, len(indices), mega):
-        group = sorted(indices[start:start + mega], key=lambda i: lengths[i], reverse=True)
-        batches.extend(group[i:i + batch_size] for i in range(0, len(group), batch_size))
+        group = sorted(indices[start : start + mega], key=lambda i: lengths[i], reverse=True)
+        batches.extend(group[i : i + batch_size] for i in range(0, len(group), batch_size))
     rng.shuffle(batches)
     return batches
 
 
-def collate(encoded: list[list[int]], rows: list[int], pad_id: int,
-            with_types: bool = True) -> dict[str, torch.Tensor]:
+def collate(encoded: list[list[int]], rows: list[int], pad_id: int, with_types: bool = True) -> dict[str, torch.Tensor]:
     width = max(len(encoded[i]) for i in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for row, index in enumerate(rows):
         tokens = encoded[index]
-        ids[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-        mask[row, :len(tokens)] = 1
+        ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        mask[row, : len(tokens)] = 1
     batch = {"input_ids": ids, "attention_mask": mask}
     if with_types:  # BERT-style models take segment ids; DistilBERT-style ones reject them
         batch["token_type_ids"] = torch.zeros_like(ids)
     return batch
 
 
-def evaluate(model: Any, encoded: list[list[int]], labels: list[int], pad_id: int,
-             with_types: bool = True) -> tuple[float, float]:
+def evaluate(
+    model: Any, encoded: list[list[int]], labels: list[int], pad_id: int, with_types: bool = True
+) -> tuple[float, float]:
     """Accuracy and mean loss, in length-sorted batches (order does not change the result)."""
     model.eval()
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     correct, loss_sum = 0, 0.0
     with torch.no_grad():
         for start in range(0, len(order), EVAL_BATCH):
-            rows = order[start:start + EVAL_BATCH]
+            rows = order[start : start + EVAL_BATCH]
             target = torch.tensor([labels[i] for i in rows])
             logits = model(**collate(encoded, rows, pad_id, with_types)).logits
             loss_sum += float(torch.nn.functional.cross_entropy(logits, target, reduction="sum"))
@@ -103,8 +103,16 @@ def seed_everything(seed: int) -> None:
         pass
 
 
-def train(model_dir: Path, splits: dict[str, Split], config: TrainingConfig, output_dir: Path,
-          progress: ProgressStream, stop: StopSignal, *, log_every: int = 10) -> dict[str, Any]:
+def train(
+    model_dir: Path,
+    splits: dict[str, Split],
+    config: TrainingConfig,
+    output_dir: Path,
+    progress: ProgressStream,
+    stop: StopSignal,
+    *,
+    log_every: int = 10,
+) -> dict[str, Any]:
     """Fine-tune, then write pytorch/, onnx/ and metrics.json into ``output_dir`` atomically."""
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
@@ -131,10 +139,11 @@ def train(model_dir: Path, splits: dict[str, Split], config: TrainingConfig, out
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
-         "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)],
-         "weight_decay": 0.0},
+        {
+            "params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
+            "weight_decay": config.weight_decay,
+        },
+        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_for(total_steps), total_steps)
@@ -169,37 +178,57 @@ def train(model_dir: Path, splits: dict[str, Split], config: TrainingConfig, out
             window_examples += len(rows)
             if step % log_every == 0 or step == total_steps:
                 now = time.perf_counter()
-                progress.step(step=step, epoch=epoch, loss=loss_value,
-                              learning_rate=scheduler.get_last_lr()[0],
-                              examples_per_s=window_examples / max(now - window_start, 1e-9),
-                              total_steps=total_steps)
+                progress.step(
+                    step=step,
+                    epoch=epoch,
+                    loss=loss_value,
+                    learning_rate=scheduler.get_last_lr()[0],
+                    examples_per_s=window_examples / max(now - window_start, 1e-9),
+                    total_steps=total_steps,
+                )
                 window_examples, window_start = 0, now
         epoch_time = time.perf_counter() - epoch_start
         training_time += epoch_time
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
-                                  "train_time_s": round(epoch_time, 3)}
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_time_s": round(epoch_time, 3),
+        }
         if config.eval_each_epoch or epoch == config.epochs or step >= total_steps:
             stop.check()
             record["val_accuracy"], record["val_loss"] = evaluate(
-                model, val_ids, splits["validation"].labels, pad_id, with_types)
+                model, val_ids, splits["validation"].labels, pad_id, with_types
+            )
             progress.eval(epoch=epoch, val_accuracy=record["val_accuracy"], val_loss=record["val_loss"])
         epochs.append(record)
         window_start = time.perf_counter()
 
-    metrics: dict[str, Any] = {"epochs": epochs, "steps": step, "train_examples": len(train_ids),
-                               "train_time_s": round(training_time, 3),
-                               "config": config.as_dict()}
+    metrics: dict[str, Any] = {
+        "epochs": epochs,
+        "steps": step,
+        "train_examples": len(train_ids),
+        "train_time_s": round(training_time, 3),
+        "config": config.as_dict(),
+    }
     if "test" in splits:
         stop.check()
         metrics["test_accuracy"], metrics["test_loss"] = evaluate(
-            model, encode(splits["test"]), splits["test"].labels, pad_id, with_types)
+            model, encode(splits["test"]), splits["test"].labels, pad_id, with_types
+        )
     stop.check()
     write_outputs(model, tokenizer, config, output_dir, metrics, started, stop)
     return metrics
 
 
-def write_outputs(model: Any, tokenizer: Any, config: TrainingConfig, output_dir: Path,
-                  metrics: dict[str, Any], started: float, stop: StopSignal) -> None:
+def write_outputs(
+    model: Any,
+    tokenizer: Any,
+    config: TrainingConfig,
+    output_dir: Path,
+    metrics: dict[str, Any],
+    started: float,
+    stop: StopSignal,
+) -> None:
     """Build everything in a temp folder inside the output mount, then rename into place.
 
     Renames within one file system are atomic, and metrics.json goes last, so a reader that

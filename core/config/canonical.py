@@ -13,9 +13,9 @@ from typing import Any
 
 def canonical_json(document: Any) -> bytes:
     """Serialise ``document`` canonically (sorted keys, compact separators, UTF-8)."""
-    return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+        "utf-8"
+    )
 
 
 def sha256_hex(data: bytes) -> str:

@@ -30,15 +30,14 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from core.config.names import check_name
 from core.crypto.identity import MemberIdentity, load_certificate, member_id_of
 from core.crypto.secret_file import write_public_file
 from core.errors import ConflictError, InvalidInputError, NotFoundError
+from core.names import check_name
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 FRAGMENT_FILE = "config.json"
 _ROUTE = re.compile(r"^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) /[A-Za-z0-9._~/{}:-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -87,7 +86,7 @@ class AzureBlobStoreSpec(SpecModel):
     container: str | None = None  # defaults to the datasource name
 
     @model_validator(mode="after")
-    def _one_credential_source(self) -> "AzureBlobStoreSpec":
+    def _one_credential_source(self) -> AzureBlobStoreSpec:
         if (self.account_url is None) == (self.connection_string_env is None):
             raise ValueError("give exactly one of account_url or connection_string_env")
         return self
@@ -185,7 +184,7 @@ class Application(SpecModel):
         return value
 
     @model_validator(mode="after")
-    def _checks(self) -> "Application":
+    def _checks(self) -> Application:
         if (self.image is None) == (self.entrypoint is None):
             raise ValueError(f"application {self.name!r} needs exactly one of image or entrypoint")
         targets = [mount.target for mount in self.mounts]
@@ -204,7 +203,7 @@ class SinkSetting(SpecModel):
     datasink: str | None = None
 
     @model_validator(mode="after")
-    def _sink_when_enabled(self) -> "SinkSetting":
+    def _sink_when_enabled(self) -> SinkSetting:
         if self.enabled and not self.datasink:
             raise ValueError("an enabled logging/telemetry setting needs a datasink")
         return self
@@ -241,7 +240,7 @@ class Fragment(SpecModel):
     network_policy: NetworkPolicy = NetworkPolicy()
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Fragment":
+    def _consistent(self) -> Fragment:
         try:
             certificate = load_certificate(self.member_cert)
         except InvalidInputError:
@@ -266,7 +265,7 @@ class Fragment(SpecModel):
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def new(cls, persona: str, identity: MemberIdentity) -> "Fragment":
+    def new(cls, persona: str, identity: MemberIdentity) -> Fragment:
         return cls(persona=persona, member_id=identity.member_id, member_cert=identity.cert_pem)
 
     # -- lookups -----------------------------------------------------------------------------
@@ -282,42 +281,46 @@ class Fragment(SpecModel):
             if asset.name == name:
                 return asset
         known = ", ".join(asset.name for asset in assets) or "none"
-        raise NotFoundError(f"{kind} '{name}' is not in this workspace's config (known: {known})",
-                            hint=f"add it with `cleanroom config {verb} --name {name}`")
+        raise NotFoundError(
+            f"{kind} '{name}' is not in this workspace's config (known: {known})",
+            hint=f"add it with `cleanroom config {verb} --name {name}`",
+        )
 
     # -- edits -------------------------------------------------------------------------------
-    def with_datasource(self, name: str, store: LocalStoreSpec | AzureBlobStoreSpec) -> "Fragment":
+    def with_datasource(self, name: str, store: LocalStoreSpec | AzureBlobStoreSpec) -> Fragment:
         self._free_name(name)
         asset = DataAsset(name=name, owner=self.member_id, store=store)
         return self._replace(datasources=[*self.datasources, asset])
 
-    def with_datasink(self, name: str, store: LocalStoreSpec | AzureBlobStoreSpec) -> "Fragment":
+    def with_datasink(self, name: str, store: LocalStoreSpec | AzureBlobStoreSpec) -> Fragment:
         self._free_name(name)
         asset = DataAsset(name=name, owner=self.member_id, store=store)
         return self._replace(datasinks=[*self.datasinks, asset])
 
-    def with_application(self, application: Application) -> "Fragment":
+    def with_application(self, application: Application) -> Fragment:
         if any(app.name == application.name for app in self.applications):
-            raise ConflictError(f"application '{application.name}' is already in this workspace's config",
-                                hint="choose another --name")
+            raise ConflictError(
+                f"application '{application.name}' is already in this workspace's config", hint="choose another --name"
+            )
         return self._replace(applications=[*self.applications, application])
 
-    def with_logging(self, setting: SinkSetting) -> "Fragment":
+    def with_logging(self, setting: SinkSetting) -> Fragment:
         return self._replace(logging=setting)
 
-    def with_telemetry(self, setting: SinkSetting) -> "Fragment":
+    def with_telemetry(self, setting: SinkSetting) -> Fragment:
         return self._replace(telemetry=setting)
 
-    def with_network_policy(self, policy: NetworkPolicy) -> "Fragment":
+    def with_network_policy(self, policy: NetworkPolicy) -> Fragment:
         return self._replace(network_policy=policy)
 
     def _free_name(self, name: str) -> None:
         check_name("datasource", name)
         if any(asset.name == name for asset in self.datasources + self.datasinks):
-            raise ConflictError(f"'{name}' is already a datasource or datasink in this workspace's config",
-                                hint="choose another --name")
+            raise ConflictError(
+                f"'{name}' is already a datasource or datasink in this workspace's config", hint="choose another --name"
+            )
 
-    def _replace(self, **changes: object) -> "Fragment":
+    def _replace(self, **changes: object) -> Fragment:
         """Re-validate the whole fragment after an edit, so an edit can never save an invalid one."""
         return parse_fragment({**self.model_dump(mode="json"), **_dumped(changes)}, source="edited fragment")
 
@@ -353,8 +356,9 @@ def parse_model(model: type[M], document: object, *, source: str) -> M:
     try:
         return model.model_validate(document)
     except ValidationError as exc:
-        raise InvalidInputError(f"{source} is not valid: {one_line_validation_error(exc)}",
-                                hint="fix that value and retry") from None
+        raise InvalidInputError(
+            f"{source} is not valid: {one_line_validation_error(exc)}", hint="fix that value and retry"
+        ) from None
 
 
 def parse_store_spec(document: object, *, source: str) -> LocalStoreSpec | AzureBlobStoreSpec:
@@ -362,16 +366,20 @@ def parse_store_spec(document: object, *, source: str) -> LocalStoreSpec | Azure
     try:
         return TypeAdapter(StoreSpec).validate_python(document)
     except ValidationError as exc:
-        raise InvalidInputError(f"{source} is not a valid store spec: {one_line_validation_error(exc)}",
-                                hint='use {"kind": "local", "path": ...} or {"kind": "azure_blob", ...}') from None
+        raise InvalidInputError(
+            f"{source} is not a valid store spec: {one_line_validation_error(exc)}",
+            hint='use {"kind": "local", "path": ...} or {"kind": "azure_blob", ...}',
+        ) from None
 
 
 def parse_fragment(document: object, *, source: str) -> Fragment:
     try:
         return Fragment.model_validate(document)
     except ValidationError as exc:
-        raise InvalidInputError(f"{source} is not a valid config fragment: {one_line_validation_error(exc)}",
-                                hint="fix the field, or rebuild it with `cleanroom config` verbs") from None
+        raise InvalidInputError(
+            f"{source} is not a valid config fragment: {one_line_validation_error(exc)}",
+            hint="fix the field, or rebuild it with `cleanroom config` verbs",
+        ) from None
 
 
 def load_fragment(path: Path) -> Fragment:
@@ -379,13 +387,17 @@ def load_fragment(path: Path) -> Fragment:
     path = path.expanduser()
     file = path / FRAGMENT_FILE if path.is_dir() else path
     if not file.is_file():
-        where = f"workspace {path} has no config fragment" if path.is_dir() else f"config fragment {path} does not exist"
+        where = (
+            f"workspace {path} has no config fragment" if path.is_dir() else f"config fragment {path} does not exist"
+        )
         raise NotFoundError(where, hint="create one with `cleanroom --workspace DIR config init --persona NAME`")
     try:
         document = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"config fragment {file} is not valid JSON ({exc})",
-                                hint="restore it or rebuild it with `cleanroom config` verbs") from None
+        raise InvalidInputError(
+            f"config fragment {file} is not valid JSON ({exc})",
+            hint="restore it or rebuild it with `cleanroom config` verbs",
+        ) from None
     return parse_fragment(document, source=f"config fragment {file}")
 
 

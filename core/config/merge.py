@@ -22,15 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field
 
 from core.config.canonical import canonical_json, document_hash
-from core.config.fragment import (Application, DataAsset, Fragment, NetworkPolicy, SpecModel,
-                                  load_fragment, parse_model)
+from core.config.fragment import Application, DataAsset, Fragment, NetworkPolicy, SpecModel, load_fragment, parse_model
 from core.crypto.identity import load_certificate, member_id_of
 from core.errors import ConflictError, InvalidInputError, NotFoundError
+
+Named = TypeVar("Named", DataAsset, Application)
 
 
 class Party(SpecModel):
@@ -57,7 +58,7 @@ class MergedSpec(SpecModel):
     telemetry: ExportSetting = ExportSetting()
     network_policy: NetworkPolicy = NetworkPolicy()
 
-    def document(self) -> dict:
+    def document(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
     def canonical_json(self) -> bytes:
@@ -74,8 +75,10 @@ class MergedSpec(SpecModel):
             for asset in assets:
                 if asset.name == name:
                     return kind, asset
-        raise NotFoundError(f"'{name}' is not a datasource or datasink of any party in the spec",
-                            hint="add it with `cleanroom config add-datasource` in its owner's workspace")
+        raise NotFoundError(
+            f"'{name}' is not a datasource or datasink of any party in the spec",
+            hint="add it with `cleanroom config add-datasource` in its owner's workspace",
+        )
 
     def unresolved_mounts(self) -> list[str]:
         """Mount sources no party declares, as ``application -> source``.
@@ -84,10 +87,14 @@ class MergedSpec(SpecModel):
         goes to a contract must have none (see :meth:`check_complete`).
         """
         known = {asset.name for asset in self.datasources + self.datasinks}
-        return [f"{app.name} -> {mount.source}" for app in self.applications
-                for mount in app.mounts if mount.source not in known]
+        return [
+            f"{app.name} -> {mount.source}"
+            for app in self.applications
+            for mount in app.mounts
+            if mount.source not in known
+        ]
 
-    def for_applications(self, names: Iterable[str]) -> "MergedSpec":
+    def for_applications(self, names: Iterable[str]) -> MergedSpec:
         """The spec of one contract: only these applications and the assets they mount.
 
         Fragments accumulate over a collaboration (a hoster's holds every application it ever
@@ -98,32 +105,38 @@ class MergedSpec(SpecModel):
         applications = [app for app in self.applications if app.name in wanted]
         missing = sorted(wanted - {app.name for app in applications})
         if missing:
-            raise NotFoundError(f"application '{missing[0]}' is in no party's config",
-                                hint="the hoster adds it with `cleanroom config add-application`")
+            raise NotFoundError(
+                f"application '{missing[0]}' is in no party's config",
+                hint="the hoster adds it with `cleanroom config add-application`",
+            )
         mounted = {mount.source for app in applications for mount in app.mounts}
-        return self.model_copy(update={
-            "applications": applications,
-            "datasources": [a for a in self.datasources if a.name in mounted],
-            "datasinks": [a for a in self.datasinks if a.name in mounted],
-            "logging": self.logging if self.logging.datasink in mounted else ExportSetting(),
-            "telemetry": self.telemetry if self.telemetry.datasink in mounted else ExportSetting(),
-        })
+        return self.model_copy(
+            update={
+                "applications": applications,
+                "datasources": [a for a in self.datasources if a.name in mounted],
+                "datasinks": [a for a in self.datasinks if a.name in mounted],
+                "logging": self.logging if self.logging.datasink in mounted else ExportSetting(),
+                "telemetry": self.telemetry if self.telemetry.datasink in mounted else ExportSetting(),
+            }
+        )
 
     def check_complete(self) -> None:
         """Raise if the spec cannot be deployed as is (dangling mounts)."""
         dangling = self.unresolved_mounts()
         if dangling:
-            raise InvalidInputError(f"mount source {dangling[0]} is not declared by any party",
-                                    hint="include the owner's fragment in --configs, or fix the mount")
+            raise InvalidInputError(
+                f"mount source {dangling[0]} is not declared by any party",
+                hint="include the owner's fragment in --configs, or fix the mount",
+            )
 
 
 def _export(kind: str, fragments: list[Fragment]) -> ExportSetting:
-    claimed = [(fragment, getattr(fragment, kind)) for fragment in fragments
-               if getattr(fragment, kind).enabled]
+    claimed = [(fragment, getattr(fragment, kind)) for fragment in fragments if getattr(fragment, kind).enabled]
     if len(claimed) > 1:
         who = " and ".join(fragment.persona for fragment, _ in claimed)
-        raise ConflictError(f"{kind} is enabled by both {who}",
-                            hint=f"only one party may own the {kind} sink; disable it in the others")
+        raise ConflictError(
+            f"{kind} is enabled by both {who}", hint=f"only one party may own the {kind} sink; disable it in the others"
+        )
     if not claimed:
         return ExportSetting()
     fragment, setting = claimed[0]
@@ -138,25 +151,31 @@ def merge_fragments(fragments: Iterable[Fragment]) -> MergedSpec:
     members: dict[str, Fragment] = {}
     for fragment in fragments:
         if fragment.member_id in members:
-            raise ConflictError(f"member {fragment.member_id[:12]} ({fragment.persona}) is given twice",
-                                hint="pass each party's fragment once")
+            raise ConflictError(
+                f"member {fragment.member_id[:12]} ({fragment.persona}) is given twice",
+                hint="pass each party's fragment once",
+            )
         members[fragment.member_id] = fragment
 
     owners: dict[str, str] = {}
     for kind in ("datasource", "datasink", "application"):
         for fragment in fragments:
-            items = fragment.applications if kind == "application" else (
-                fragment.datasources if kind == "datasource" else fragment.datasinks)
+            items = (
+                fragment.applications
+                if kind == "application"
+                else (fragment.datasources if kind == "datasource" else fragment.datasinks)
+            )
             for item in items:
                 namespace = "application" if kind == "application" else "asset"
                 key = f"{namespace}:{item.name}"
                 if key in owners:
                     raise ConflictError(
                         f"{kind} name '{item.name}' is declared by both {owners[key]} and {fragment.persona}",
-                        hint="names must be unique across parties; rename one of them")
+                        hint="names must be unique across parties; rename one of them",
+                    )
                 owners[key] = fragment.persona
 
-    def by_name(items: Iterable) -> list:
+    def by_name(items: Iterable[Named]) -> list[Named]:
         return sorted(items, key=lambda item: item.name)
 
     return MergedSpec(
@@ -190,8 +209,9 @@ def parse_contract_spec(document: object, *, source: str = "contract data") -> M
     spec = parse_model(MergedSpec, document, source=source)
 
     def refuse(where: str, problem: str) -> None:
-        raise InvalidInputError(f"{source} is not valid: {where}: {problem}",
-                                hint="create the contract from `cleanroom config view` output")
+        raise InvalidInputError(
+            f"{source} is not valid: {where}: {problem}", hint="create the contract from `cleanroom config view` output"
+        )
 
     if not spec.parties:
         refuse("parties", "a contract needs at least one party")

@@ -10,23 +10,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.config.fragment import (Application, AzureBlobStoreSpec, Fragment, LocalStoreSpec,
-                                  NetworkPolicy, SinkSetting, load_fragment, parse_model,
-                                  save_fragment)
+from core.config.fragment import (
+    Application,
+    AzureBlobStoreSpec,
+    Fragment,
+    LocalStoreSpec,
+    NetworkPolicy,
+    SinkSetting,
+    load_fragment,
+    parse_model,
+    save_fragment,
+)
 from core.crypto.kek import Kek, dek_for
-from core.storage.locator import default_store_spec
 from core.workspace import Workspace
 
 StoreSpecValue = LocalStoreSpec | AzureBlobStoreSpec
 
 
-def init_party(root: Path, persona: str, *, name: str | None = None,
-               store_dir: Path | None = None) -> Workspace:
+def init_party(root: Path, persona: str, *, name: str | None = None, store_dir: Path | None = None) -> Workspace:
     """A new workspace: member identity, KEK (0600) and an empty config fragment."""
     workspace = Workspace.init(root, persona, name=name, store_dir=store_dir)
     Kek.generate().save(workspace.keys_dir)
     save_fragment(workspace.fragment_path, Fragment.new(persona, workspace.identity))
     return workspace
+
+
+def default_store_spec(workspace: Workspace) -> LocalStoreSpec:
+    """The embedded default: the workspace's own store folder (``<workspace>/store`` unless moved)."""
+    return LocalStoreSpec(path=str(workspace.store_dir))
 
 
 def party_fragment(workspace: Workspace) -> Fragment:
@@ -38,8 +49,7 @@ def _save(workspace: Workspace, fragment: Fragment) -> Fragment:
     return fragment
 
 
-def add_data_asset(workspace: Workspace, kind: str, name: str,
-                   store: StoreSpecValue | None = None) -> Fragment:
+def add_data_asset(workspace: Workspace, kind: str, name: str, store: StoreSpecValue | None = None) -> Fragment:
     """Declare a datasource or datasink (``kind``) and create its DEK."""
     fragment = party_fragment(workspace)
     spec = store or default_store_spec(workspace)
@@ -67,14 +77,17 @@ def set_export(workspace: Workspace, kind: str, datasink: str | None) -> tuple[F
 def add_application(workspace: Workspace, **fields: object) -> Fragment:
     """Add an application owned by this party; ``fields`` are :class:`Application` fields."""
     fragment = party_fragment(workspace)
-    application = parse_model(Application, {**fields, "owner": fragment.member_id},
-                              source=f"application '{fields.get('name')}'")
+    application = parse_model(
+        Application, {**fields, "owner": fragment.member_id}, source=f"application '{fields.get('name')}'"
+    )
     return _save(workspace, fragment.with_application(application))
 
 
-def set_network_policy(workspace: Workspace, *, inbound_allow: list[str],
-                       allow_all_outbound: bool) -> Fragment:
+def set_network_policy(workspace: Workspace, *, inbound_allow: list[str], allow_all_outbound: bool) -> Fragment:
     fragment = party_fragment(workspace)
-    policy = parse_model(NetworkPolicy, {"inbound_allow": inbound_allow,
-                                         "allow_all_outbound": allow_all_outbound}, source="network policy")
+    policy = parse_model(
+        NetworkPolicy,
+        {"inbound_allow": inbound_allow, "allow_all_outbound": allow_all_outbound},
+        source="network policy",
+    )
     return _save(workspace, fragment.with_network_policy(policy))

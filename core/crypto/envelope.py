@@ -28,12 +28,15 @@ import struct
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from core.errors import IntegrityError, InvalidInputError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 MAGIC = b"CRSE"
 VERSION = 1
@@ -63,8 +66,9 @@ def _nonce(prefix: bytes, counter: int, last: bool) -> bytes:
 
 def _check_key(key: bytes) -> AESGCM:
     if len(key) != KEY_SIZE:
-        raise InvalidInputError(f"envelope key is {len(key)} bytes, not {KEY_SIZE}",
-                                hint="use the datasource's 32-byte DEK")
+        raise InvalidInputError(
+            f"envelope key is {len(key)} bytes, not {KEY_SIZE}", hint="use the datasource's 32-byte DEK"
+        )
     return AESGCM(key)
 
 
@@ -72,15 +76,22 @@ def _read_full(source: BinaryIO, view: memoryview) -> int:
     """Fill ``view`` from ``source``; short only at end of stream (pipes and sockets read short)."""
     filled = 0
     while filled < len(view):
-        got = source.readinto(view[filled:])
+        # binary files (io.RawIOBase / io.BufferedIOBase) have readinto; typing.BinaryIO omits it
+        got = source.readinto(view[filled:])  # type: ignore[attr-defined]
         if not got:
             break
         filled += got
     return filled
 
 
-def seal_chunks(key: bytes, source: BinaryIO, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                progress: Progress | None = None, nonce_prefix: bytes | None = None) -> Iterator[memoryview]:
+def seal_chunks(
+    key: bytes,
+    source: BinaryIO,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: Progress | None = None,
+    nonce_prefix: bytes | None = None,
+) -> Iterator[memoryview]:
     """Yield the header, then each sealed chunk, of the blob that seals ``source``.
 
     Pull-based so a blob store can read ciphertext as it uploads. The yielded views share one
@@ -90,8 +101,9 @@ def seal_chunks(key: bytes, source: BinaryIO, *, chunk_size: int = DEFAULT_CHUNK
     """
     aead = _check_key(key)
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
-        raise InvalidInputError(f"chunk size {chunk_size} is out of range",
-                                hint=f"use {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE} bytes")
+        raise InvalidInputError(
+            f"chunk size {chunk_size} is out of range", hint=f"use {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE} bytes"
+        )
     prefix = os.urandom(NONCE_PREFIX_SIZE) if nonce_prefix is None else nonce_prefix
     if len(prefix) != NONCE_PREFIX_SIZE:
         raise InvalidInputError(f"nonce prefix must be {NONCE_PREFIX_SIZE} bytes")
@@ -107,9 +119,8 @@ def seal_chunks(key: bytes, source: BinaryIO, *, chunk_size: int = DEFAULT_CHUNK
         ahead_len = _read_full(source, memoryview(ahead)) if current_len == chunk_size else 0
         last = ahead_len == 0
         if counter >= MAX_CHUNKS:
-            raise InvalidInputError("plaintext is too large for one blob",
-                                    hint="use a larger chunk size")
-        sealed = memoryview(out)[:current_len + TAG_SIZE]
+            raise InvalidInputError("plaintext is too large for one blob", hint="use a larger chunk size")
+        sealed = memoryview(out)[: current_len + TAG_SIZE]
         aead.encrypt_into(_nonce(prefix, counter, last), memoryview(current)[:current_len], header, sealed)
         yield sealed
         done += current_len
@@ -122,13 +133,18 @@ def seal_chunks(key: bytes, source: BinaryIO, *, chunk_size: int = DEFAULT_CHUNK
         counter += 1
 
 
-def encrypt_stream(key: bytes, source: BinaryIO, sink: BinaryIO, *,
-                   chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None,
-                   nonce_prefix: bytes | None = None) -> int:
+def encrypt_stream(
+    key: bytes,
+    source: BinaryIO,
+    sink: BinaryIO,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: Progress | None = None,
+    nonce_prefix: bytes | None = None,
+) -> int:
     """Seal everything readable from ``source`` into ``sink``; return the bytes written."""
     written = 0
-    for piece in seal_chunks(key, source, chunk_size=chunk_size, progress=progress,
-                             nonce_prefix=nonce_prefix):
+    for piece in seal_chunks(key, source, chunk_size=chunk_size, progress=progress, nonce_prefix=nonce_prefix):
         sink.write(piece)
         written += len(piece)
     return written
@@ -141,8 +157,9 @@ class SealingReader(io.RawIOBase):
     blob to its file name.
     """
 
-    def __init__(self, key: bytes, source: BinaryIO, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 progress: Progress | None = None) -> None:
+    def __init__(
+        self, key: bytes, source: BinaryIO, *, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None
+    ) -> None:
         super().__init__()
         self._pieces = seal_chunks(key, source, chunk_size=chunk_size, progress=progress)
         self._piece = memoryview(b"")
@@ -151,7 +168,7 @@ class SealingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
+    def readinto(self, buffer: WriteableBuffer) -> int:
         while not self._piece:
             piece = next(self._pieces, None)
             if piece is None:
@@ -159,8 +176,9 @@ class SealingReader(io.RawIOBase):
             if not self.header:
                 self.header = bytes(piece)
             self._piece = piece
-        size = min(len(buffer), len(self._piece))
-        buffer[:size] = self._piece[:size]
+        view = memoryview(buffer)
+        size = min(len(view), len(self._piece))
+        view[:size] = self._piece[:size]
         self._piece = self._piece[size:]
         return size
 
@@ -168,26 +186,39 @@ class SealingReader(io.RawIOBase):
 def read_header(source: BinaryIO, *, label: str = "blob") -> tuple[bytes, int, bytes]:
     """Parse and sanity-check the header; return (raw header, chunk size, nonce prefix)."""
     buffer = bytearray(HEADER_SIZE)
-    raw = bytes(buffer[:_read_full(source, memoryview(buffer))])
+    raw = bytes(buffer[: _read_full(source, memoryview(buffer))])
     if len(raw) < HEADER_SIZE:
-        raise IntegrityError(f"{label} is truncated: {len(raw)} bytes, shorter than the header",
-                             hint="re-upload it from the owner's plaintext")
+        raise IntegrityError(
+            f"{label} is truncated: {len(raw)} bytes, shorter than the header",
+            hint="re-upload it from the owner's plaintext",
+        )
     magic, version, chunk_size, prefix = HEADER.unpack(raw)
     if magic != MAGIC:
-        raise IntegrityError(f"{label} is not a cleanroom encrypted blob (bad magic {magic!r})",
-                             hint="only blobs written by `cleanroom datasource upload` can be decrypted")
+        raise IntegrityError(
+            f"{label} is not a cleanroom encrypted blob (bad magic {magic!r})",
+            hint="only blobs written by `cleanroom datasource upload` can be decrypted",
+        )
     if version != VERSION:
-        raise IntegrityError(f"{label} has envelope version {version}, this build reads {VERSION}",
-                             hint="upgrade cleanroom-console")
+        raise IntegrityError(
+            f"{label} has envelope version {version}, this build reads {VERSION}", hint="upgrade cleanroom-console"
+        )
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
-        raise IntegrityError(f"{label} header declares chunk size {chunk_size}, out of range",
-                             hint="the header was tampered with; re-upload the blob")
+        raise IntegrityError(
+            f"{label} header declares chunk size {chunk_size}, out of range",
+            hint="the header was tampered with; re-upload the blob",
+        )
     return raw, chunk_size, prefix
 
 
-def decrypt_stream(key: bytes, source: BinaryIO, sink: BinaryIO, *,
-                   progress: Progress | None = None, label: str = "blob",
-                   expected_header: bytes | None = None) -> int:
+def decrypt_stream(
+    key: bytes,
+    source: BinaryIO,
+    sink: BinaryIO,
+    *,
+    progress: Progress | None = None,
+    label: str = "blob",
+    expected_header: bytes | None = None,
+) -> int:
     """Verify and open a blob from ``source`` into ``sink``; return the plaintext size.
 
     Only verified chunks reach ``sink``. A failure part-way leaves the verified prefix in
@@ -198,8 +229,10 @@ def decrypt_stream(key: bytes, source: BinaryIO, sink: BinaryIO, *,
     aead = _check_key(key)
     header, chunk_size, prefix = read_header(source, label=label)
     if expected_header is not None and header != expected_header:
-        raise IntegrityError(f"{label} is not the blob its manifest sealed (replaced or swapped with another)",
-                             hint="re-upload it from the owner's plaintext")
+        raise IntegrityError(
+            f"{label} is not the blob its manifest sealed (replaced or swapped with another)",
+            hint="re-upload it from the owner's plaintext",
+        )
     sealed_size = chunk_size + TAG_SIZE
     current, ahead = bytearray(sealed_size), bytearray(sealed_size)
     out = bytearray(chunk_size)
@@ -211,9 +244,10 @@ def decrypt_stream(key: bytes, source: BinaryIO, sink: BinaryIO, *,
         if current_len < TAG_SIZE:
             raise IntegrityError(
                 f"{label} is truncated: chunk {counter} has {current_len} bytes, less than a tag",
-                hint="re-upload it from the owner's plaintext")
+                hint="re-upload it from the owner's plaintext",
+            )
         sealed = memoryview(current)[:current_len]
-        plain = memoryview(out)[:current_len - TAG_SIZE]
+        plain = memoryview(out)[: current_len - TAG_SIZE]
         try:
             aead.decrypt_into(_nonce(prefix, counter, last), sealed, header, plain)
         except InvalidTag:
@@ -229,25 +263,36 @@ def decrypt_stream(key: bytes, source: BinaryIO, sink: BinaryIO, *,
         counter += 1
 
 
-def _explain_failure(aead: AESGCM, prefix: bytes, counter: int, last: bool, sealed: memoryview,
-                     header: bytes, label: str) -> IntegrityError:
+def _explain_failure(
+    aead: AESGCM, prefix: bytes, counter: int, last: bool, sealed: memoryview, header: bytes, label: str
+) -> IntegrityError:
     """Name the failure: a chunk that verifies with the other flag means truncation or appending."""
     try:
         aead.decrypt(_nonce(prefix, counter, not last), bytes(sealed), header)
     except InvalidTag:
         return IntegrityError(
             f"{label}: chunk {counter} failed authentication (wrong key, tampered or reordered chunks)",
-            hint="check that this is the owner's workspace, or re-upload the blob")
+            hint="check that this is the owner's workspace, or re-upload the blob",
+        )
     if last:
-        return IntegrityError(f"{label} is truncated after chunk {counter} (its final chunk is missing)",
-                              hint="re-upload it from the owner's plaintext")
-    return IntegrityError(f"{label} has data appended after its final chunk {counter}",
-                          hint="re-upload it from the owner's plaintext")
+        return IntegrityError(
+            f"{label} is truncated after chunk {counter} (its final chunk is missing)",
+            hint="re-upload it from the owner's plaintext",
+        )
+    return IntegrityError(
+        f"{label} has data appended after its final chunk {counter}", hint="re-upload it from the owner's plaintext"
+    )
 
 
-def decrypt_to_path(key: bytes, source: BinaryIO, target: Path, *,
-                    progress: Progress | None = None, label: str = "blob",
-                    expected_header: bytes | None = None) -> int:
+def decrypt_to_path(
+    key: bytes,
+    source: BinaryIO,
+    target: Path,
+    *,
+    progress: Progress | None = None,
+    label: str = "blob",
+    expected_header: bytes | None = None,
+) -> int:
     """Decrypt into ``target`` atomically: a temporary name, renamed only after the last chunk verifies.
 
     If any chunk fails, the temporary file is removed and ``target`` is left as it was, so no
@@ -257,8 +302,7 @@ def decrypt_to_path(key: bytes, source: BinaryIO, target: Path, *,
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as handle:
-            size = decrypt_stream(key, source, handle, progress=progress, label=label,
-                                  expected_header=expected_header)
+            size = decrypt_stream(key, source, handle, progress=progress, label=label, expected_header=expected_header)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
@@ -268,8 +312,9 @@ def decrypt_to_path(key: bytes, source: BinaryIO, target: Path, *,
         raise
 
 
-def encrypt_bytes(key: bytes, plaintext: bytes, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                  nonce_prefix: bytes | None = None) -> bytes:
+def encrypt_bytes(
+    key: bytes, plaintext: bytes, *, chunk_size: int = DEFAULT_CHUNK_SIZE, nonce_prefix: bytes | None = None
+) -> bytes:
     """Seal an in-memory value (small documents, test vectors)."""
     sink = io.BytesIO()
     encrypt_stream(key, io.BytesIO(plaintext), sink, chunk_size=chunk_size, nonce_prefix=nonce_prefix)

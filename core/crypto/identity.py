@@ -59,10 +59,10 @@ class MemberIdentity:
         return f"MemberIdentity(name={self.name!r}, member_id={self.member_id[:12]}…)"
 
     @classmethod
-    def generate(cls, name: str, *, valid_days: int = 365) -> "MemberIdentity":
+    def generate(cls, name: str, *, valid_days: int = 365) -> MemberIdentity:
         key = ec.generate_private_key(ec.SECP384R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -86,7 +86,7 @@ class MemberIdentity:
         write_public_file(directory / CERT_FILE, self.cert_pem.encode())
 
     @classmethod
-    def load(cls, directory: Path) -> "MemberIdentity":
+    def load(cls, directory: Path) -> MemberIdentity:
         key_path, cert_path = directory / KEY_FILE, directory / CERT_FILE
         if not key_path.is_file() or not cert_path.is_file():
             raise NotFoundError(

@@ -23,29 +23,45 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
 from core.crypto.identity import MemberIdentity
 from core.crypto.secret_file import write_public_file
-from core.errors import (AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError,
-                         ServiceUnavailableError)
-from core.governance.models import Action, StaleVersionError, policy_hash_of
+from core.errors import (
+    AccessDeniedError,
+    CleanroomError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
+from core.governance.models import Action, OptionStatus, StaleVersionError
 from core.governance.signing import CONTENT_TYPE, sign_read, sign_request, sign_secret_put
+from core.keys.measurement import policy_hash_of
 
 WORKSPACE_KEY = "governance"
 
-_ERRORS: dict[int, type[CleanroomError]] = {400: InvalidInputError, 401: AccessDeniedError, 403: AccessDeniedError,
-                                            404: NotFoundError, 409: ConflictError, 412: StaleVersionError}
+_ERRORS: dict[int, type[CleanroomError]] = {
+    400: InvalidInputError,
+    401: AccessDeniedError,
+    403: AccessDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    412: StaleVersionError,
+}
 
 
 def deploy_to_workspace(workspace: Any, endpoint: str, service_cert_pem: str) -> None:
     """Record the governance endpoint and the certificate to pin in ``workspace.settings``."""
     if not endpoint.startswith("https://"):
-        raise InvalidInputError(f"governance endpoint {endpoint!r} is not https://",
-                                hint="pass the endpoint printed by `cleanroom governance service start`")
+        raise InvalidInputError(
+            f"governance endpoint {endpoint!r} is not https://",
+            hint="pass the endpoint printed by `cleanroom governance service start`",
+        )
     ssl.create_default_context(cadata=service_cert_pem)  # refuses a PEM that is not a certificate
     workspace.settings[WORKSPACE_KEY] = {"endpoint": endpoint.rstrip("/"), "service_cert_pem": service_cert_pem}
     workspace.save()
@@ -54,33 +70,37 @@ def deploy_to_workspace(workspace: Any, endpoint: str, service_cert_pem: str) ->
 class GovernanceClient:
     """A pinned-TLS httpx client for one governance service, optionally acting as one member."""
 
-    def __init__(self, endpoint: str, service_cert_pem: str, identity: MemberIdentity | None = None,
-                 *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, endpoint: str, service_cert_pem: str, identity: MemberIdentity | None = None, *, timeout: float = 30.0
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.service_cert_pem = service_cert_pem
         self.identity = identity
         try:
             context = ssl.create_default_context(cadata=service_cert_pem)
         except ssl.SSLError as exc:
-            raise InvalidInputError("the pinned governance service certificate is not a PEM certificate",
-                                    hint="run `cleanroom governance client deploy` again") from exc
+            raise InvalidInputError(
+                "the pinned governance service certificate is not a PEM certificate",
+                hint="run `cleanroom governance client deploy` again",
+            ) from exc
         self._http = httpx.Client(base_url=self.endpoint, verify=context, timeout=timeout)
 
     @classmethod
-    def from_workspace(cls, workspace: Any, *, with_identity: bool = True) -> "GovernanceClient":
+    def from_workspace(cls, workspace: Any, *, with_identity: bool = True) -> GovernanceClient:
         """The client a persona workspace was deployed against (``client deploy`` / ``cleanroom up``)."""
         settings = workspace.settings.get(WORKSPACE_KEY)
         if not settings:
-            raise NotFoundError(f"workspace {workspace.root} has no governance service",
-                                hint="run `cleanroom up` or `cleanroom governance client deploy --endpoint URL "
-                                     "--service-cert PEM`")
+            raise NotFoundError(
+                f"workspace {workspace.root} has no governance service",
+                hint="run `cleanroom up` or `cleanroom governance client deploy --endpoint URL --service-cert PEM`",
+            )
         identity = workspace.identity if with_identity else None
         return cls(settings["endpoint"], settings["service_cert_pem"], identity)
 
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "GovernanceClient":
+    def __enter__(self) -> GovernanceClient:
         return self
 
     def __exit__(self, *_: Any) -> None:
@@ -91,9 +111,10 @@ class GovernanceClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ServiceUnavailableError(f"governance service at {self.endpoint} is not reachable ({exc})",
-                                          hint="start it with `cleanroom up` or `cleanroom governance service start`") \
-                from exc
+            raise ServiceUnavailableError(
+                f"governance service at {self.endpoint} is not reachable ({exc})",
+                hint="start it with `cleanroom up` or `cleanroom governance service start`",
+            ) from exc
         if response.status_code >= 400:
             try:
                 message = response.json()["error"]["message"]
@@ -103,26 +124,45 @@ class GovernanceClient:
             raise error(f"governance service refused {method} {path} ({response.status_code}): {message}")
         return response
 
+    def _object(self, response: httpx.Response) -> dict[str, Any]:
+        """The JSON object a governance answer carries; anything else is not a governance service."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise ServiceUnavailableError(
+                f"{self.endpoint} answered {response.request.url.path} with something that is not a JSON object",
+                hint="check that the endpoint is a cleanroom governance service",
+            )
+        return body
+
     def _get(self, path: str, **params: Any) -> dict[str, Any]:
-        return self._send("GET", path, params={k: v for k, v in params.items() if v is not None}).json()
+        return self._object(self._send("GET", path, params={k: v for k, v in params.items() if v is not None}))
 
     def _read_headers(self, path: str) -> dict[str, str]:
         """``Authorization`` for a members-only read: a fresh read signed for ``path``."""
         if self.identity is None:
-            raise AccessDeniedError(f"reading {path} needs a member identity (events and secret names are "
-                                    "for members only)", hint="open the client from a member's workspace")
+            raise AccessDeniedError(
+                f"reading {path} needs a member identity (events and secret names are for members only)",
+                hint="open the client from a member's workspace",
+            )
         return {"Authorization": sign_read(self.identity, path)}
 
     def _member_get(self, path: str, **params: Any) -> dict[str, Any]:
-        return self._send("GET", path, params={k: v for k, v in params.items() if v is not None},
-                          headers=self._read_headers(path)).json()
+        return self._object(
+            self._send(
+                "GET", path, params={k: v for k, v in params.items() if v is not None}, headers=self._read_headers(path)
+            )
+        )
 
     def _signed(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.identity is None:
-            raise AccessDeniedError("this governance client has no member identity to sign with",
-                                    hint="open it from a persona workspace")
+            raise AccessDeniedError(
+                "this governance client has no member identity to sign with", hint="open it from a persona workspace"
+            )
         payload = sign_request(self.identity, path, body)
-        return self._send(method, path, content=payload, headers={"Content-Type": CONTENT_TYPE}).json()
+        return self._object(self._send(method, path, content=payload, headers={"Content-Type": CONTENT_TYPE}))
 
     def send_raw(self, method: str, path: str, content: bytes, content_type: str = CONTENT_TYPE) -> httpx.Response:
         """Send bytes as they are (tests and tools that craft messages); raises like every call."""
@@ -136,13 +176,14 @@ class GovernanceClient:
         return self._get("/service")
 
     def members(self) -> list[dict[str, Any]]:
-        return self._get("/members")["value"]
+        return list(self._get("/members")["value"])
 
     def member(self, member_id: str) -> dict[str, Any]:
         return self._get(f"/members/{member_id}")
 
-    def propose_member(self, cert_pem: str, name: str = "", member_data: dict[str, Any] | None = None
-                       ) -> dict[str, Any]:
+    def propose_member(
+        self, cert_pem: str, name: str = "", member_data: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Open a set_member proposal; once accepted the new member runs ``activate_member``."""
         return self.propose(Action.SET_MEMBER, {"cert": cert_pem, "name": name, "member_data": member_data or {}})
 
@@ -151,7 +192,7 @@ class GovernanceClient:
 
     # -- contracts and proposals -------------------------------------------------------------------
     def contracts(self) -> list[dict[str, Any]]:
-        return self._get("/contracts")["value"]
+        return list(self._get("/contracts")["value"])
 
     def contract(self, contract_id: str) -> dict[str, Any]:
         """``{id, data, version, state, proposalId, hash, createdBy}``."""
@@ -171,9 +212,10 @@ class GovernanceClient:
         """Open a proposal; returns it (``proposalId``, ``proposalState``, ``ballots``...)."""
         return self._signed("POST", "/proposals", {"action": action, "args": args})
 
-    def proposals(self, *, state: str | None = None, contract_id: str | None = None,
-                  action: str | None = None) -> list[dict[str, Any]]:
-        return self._get("/proposals", state=state, contract_id=contract_id, action=action)["value"]
+    def proposals(
+        self, *, state: str | None = None, contract_id: str | None = None, action: str | None = None
+    ) -> list[dict[str, Any]]:
+        return list(self._get("/proposals", state=state, contract_id=contract_id, action=action)["value"])
 
     def proposal(self, proposal_id: str) -> dict[str, Any]:
         return self._get(f"/proposals/{proposal_id}")
@@ -219,30 +261,39 @@ class GovernanceClient:
         return self._get(f"/contracts/{contract_id}/runtime-options/{option}")
 
     def execution_enabled(self, contract_id: str) -> bool:
-        return self.runtime_option(contract_id, "execution")["status"] == "enabled"
+        return bool(self.runtime_option(contract_id, "execution")["status"] == OptionStatus.ENABLED)
 
     def set_runtime_option(self, contract_id: str, option: str, enable: bool) -> dict[str, Any]:
         """Execution: the kill switch, immediate. Logging/telemetry: opens a proposal (returned)."""
         if option == "execution":
-            return self._signed("POST", f"/contracts/{contract_id}/runtime-options/execution",
-                                {"action": "enable" if enable else "disable"})
+            return self._signed(
+                "POST",
+                f"/contracts/{contract_id}/runtime-options/execution",
+                {"action": "enable" if enable else "disable"},
+            )
         if option not in ("logging", "telemetry"):
-            raise InvalidInputError(f"runtime option {option!r} is not known", hint="use execution, logging or telemetry")
+            raise InvalidInputError(
+                f"runtime option {option!r} is not known", hint="use execution, logging or telemetry"
+            )
         return self.propose(f"{'enable' if enable else 'disable'}_{option}", {"contract_id": contract_id})
 
     # -- secrets, tokens ---------------------------------------------------------------------------
     def put_secret(self, contract_id: str, name: str, value: bytes) -> dict[str, Any]:
         """Store opaque bytes (e.g. a wrapped DEK) that only an attested clean room can read."""
         if self.identity is None:
-            raise AccessDeniedError("this governance client has no member identity to sign with",
-                                    hint="open it from a persona workspace")
+            raise AccessDeniedError(
+                "this governance client has no member identity to sign with", hint="open it from a persona workspace"
+            )
         path = f"/contracts/{contract_id}/secrets/{name}"
-        return self._send("PUT", path, content=sign_secret_put(self.identity, path, value),
-                          headers={"Content-Type": CONTENT_TYPE}).json()
+        return self._object(
+            self._send(
+                "PUT", path, content=sign_secret_put(self.identity, path, value), headers={"Content-Type": CONTENT_TYPE}
+            )
+        )
 
     def secrets(self, contract_id: str) -> list[dict[str, Any]]:
         """Names, owners and seqnos of a contract's secrets (members only; never values)."""
-        return self._member_get(f"/contracts/{contract_id}/secrets")["value"]
+        return list(self._member_get(f"/contracts/{contract_id}/secrets")["value"])
 
     def issue_token(self, contract_id: str) -> dict[str, Any]:
         """``{token (ES384 JWT, aud "cleanroom:<contract>"), expiresAt, audience, issuer}``."""
@@ -254,25 +305,40 @@ class GovernanceClient:
     # -- clean-room (attested) calls ---------------------------------------------------------------
     def endorse_csr(self, contract_id: str, attestation: str, csr_pem: str) -> dict[str, Any]:
         """``{certificate, caCert}``: the contract CA signs the attested clean room's CSR."""
-        return self._send("POST", f"/contracts/{contract_id}/ca/endorse",
-                          json={"attestation": attestation, "csr": csr_pem}).json()
+        return self._object(
+            self._send(
+                "POST", f"/contracts/{contract_id}/ca/endorse", json={"attestation": attestation, "csr": csr_pem}
+            )
+        )
 
     def get_secret(self, contract_id: str, name: str, attestation: str) -> bytes:
         return self.get_secret_with_writer(contract_id, name, attestation)[0]
 
     def get_secret_with_writer(self, contract_id: str, name: str, attestation: str) -> tuple[bytes, str]:
         """The secret and the member id that wrote it (a DEK counts only if its asset's owner did)."""
-        response = self._send("POST", f"/contracts/{contract_id}/secrets/{name}/get",
-                              json={"attestation": attestation}).json()
+        response = self._object(
+            self._send("POST", f"/contracts/{contract_id}/secrets/{name}/get", json={"attestation": attestation})
+        )
         return base64.b64decode(response["value"]), str(response.get("writer", ""))
 
-    def append_event(self, contract_id: str, attestation: str, event_type: str,
-                     data: dict[str, Any] | None = None, *, category: str = "audit") -> dict[str, Any]:
+    def append_event(
+        self,
+        contract_id: str,
+        attestation: str,
+        event_type: str,
+        data: dict[str, Any] | None = None,
+        *,
+        category: str = "audit",
+    ) -> dict[str, Any]:
         """Record a clean-room event; ``category`` audit, telemetry or logging (the latter two
         are shown to members only when the contract enabled them)."""
-        return self._send("POST", f"/contracts/{contract_id}/events",
-                          json={"attestation": attestation, "type": event_type, "category": category,
-                                "data": data or {}}).json()
+        return self._object(
+            self._send(
+                "POST",
+                f"/contracts/{contract_id}/events",
+                json={"attestation": attestation, "type": event_type, "category": category, "data": data or {}},
+            )
+        )
 
     # -- events ------------------------------------------------------------------------------------
     def events(self, contract_id: str, from_seqno: int = 1, *, wait: float = 0.0) -> dict[str, Any]:
@@ -284,18 +350,21 @@ class GovernanceClient:
         path = f"/contracts/{contract_id}/events/stream"
         headers = self._read_headers(path)
         try:
-            with self._http.stream("GET", path, params={"from_seqno": from_seqno}, headers=headers,
-                                   timeout=None) as response:
+            with self._http.stream(
+                "GET", path, params={"from_seqno": from_seqno}, headers=headers, timeout=None
+            ) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise _ERRORS.get(response.status_code, ServiceUnavailableError)(
-                        f"governance service refused the event stream ({response.status_code})")
+                        f"governance service refused the event stream ({response.status_code})"
+                    )
                 for line in response.iter_lines():
                     if line.startswith("data: "):
-                        yield json.loads(line[len("data: "):])
+                        yield json.loads(line[len("data: ") :])
         except httpx.HTTPError as exc:
-            raise ServiceUnavailableError(f"event stream from {self.endpoint} broke ({exc})",
-                                          hint="reconnect from the last seqno you saw") from exc
+            raise ServiceUnavailableError(
+                f"event stream from {self.endpoint} broke ({exc})", hint="reconnect from the last seqno you saw"
+            ) from exc
 
     # -- ledger ------------------------------------------------------------------------------------
     def ledger_head(self) -> dict[str, Any]:

@@ -21,8 +21,17 @@ from core.config.canonical import document_hash
 from core.config.merge import SPEC_FIELDS, parse_contract_spec
 from core.crypto.identity import load_certificate, member_id_of
 from core.errors import ConflictError, InvalidInputError, NotFoundError
-from core.governance.models import (Action, ContractState, ProposalState, StaleVersionError, Vote,
-                                    check_contract_id, policy_hash_of)
+from core.governance.models import (
+    ACTIONS,
+    OPTION_ACTIONS,
+    Action,
+    ContractState,
+    ProposalState,
+    StaleVersionError,
+    Vote,
+    check_contract_id,
+)
+from core.keys.measurement import policy_hash_of
 
 
 class ConstitutionState(Protocol):
@@ -45,11 +54,14 @@ def _accepted_contract(args: dict[str, Any], state: ConstitutionState, action: s
     contract_id = _contract_id(args)
     contract = state.contract(contract_id)
     if contract is None:
-        raise NotFoundError(f"contract '{contract_id}' does not exist",
-                            hint="create it with `cleanroom governance contract create`")
+        raise NotFoundError(
+            f"contract '{contract_id}' does not exist", hint="create it with `cleanroom governance contract create`"
+        )
     if contract["state"] != ContractState.ACCEPTED:
-        raise ConflictError(f"contract '{contract_id}' is {contract['state']}, so {action} cannot be proposed yet",
-                            hint="get the contract accepted first (`cleanroom governance contract vote`)")
+        raise ConflictError(
+            f"contract '{contract_id}' is {contract['state']}, so {action} cannot be proposed yet",
+            hint="get the contract accepted first (`cleanroom governance contract vote`)",
+        )
     return contract
 
 
@@ -66,49 +78,57 @@ def check_contract_data(data: object) -> None:
     deployment spec can be generated from it (``core.runtime.deployment.deployment_spec``).
     """
     if not isinstance(data, dict):
-        raise InvalidInputError("contract data must be a JSON object",
-                                hint="pass the merged spec from `cleanroom config view` as --data")
+        raise InvalidInputError(
+            "contract data must be a JSON object", hint="pass the merged spec from `cleanroom config view` as --data"
+        )
     if any(data.get(key) not in (None, [], {}) for key in SPEC_FIELDS):
         parse_contract_spec(data, source="contract data")
 
 
 def validate(action: str, args: dict[str, Any], state: ConstitutionState) -> None:
     """Refuse a proposal that could never apply. Raises a CleanroomError naming the fix."""
-    if action not in Action.ALL:
-        raise InvalidInputError(f"proposal action {action!r} is not known",
-                                hint=f"use one of: {', '.join(Action.ALL)}")
+    if action not in ACTIONS:
+        raise InvalidInputError(f"proposal action {action!r} is not known", hint=f"use one of: {', '.join(Action)}")
     if not isinstance(args, dict):
         raise InvalidInputError("proposal args must be a JSON object", hint="pass the args as {...}")
     if action == Action.SET_CONTRACT:
         contract_id = _contract_id(args)
         contract = state.contract(contract_id)
         if contract is None:
-            raise NotFoundError(f"contract '{contract_id}' does not exist",
-                                hint="create it with `cleanroom governance contract create`")
+            raise NotFoundError(
+                f"contract '{contract_id}' does not exist", hint="create it with `cleanroom governance contract create`"
+            )
         if contract["state"] == ContractState.ACCEPTED:
-            raise ConflictError(f"contract '{contract_id}' is already accepted and immutable",
-                                hint="create a new contract id for a changed contract")
+            raise ConflictError(
+                f"contract '{contract_id}' is already accepted and immutable",
+                hint="create a new contract id for a changed contract",
+            )
         if contract["state"] == ContractState.PROPOSED:
-            raise ConflictError(f"contract '{contract_id}' is already proposed ({contract['proposalId']})",
-                                hint="vote on that proposal, or withdraw it first")
+            raise ConflictError(
+                f"contract '{contract_id}' is already proposed ({contract['proposalId']})",
+                hint="vote on that proposal, or withdraw it first",
+            )
         if args.get("version") != contract["version"]:
-            raise StaleVersionError(f"contract '{contract_id}' version {args.get('version')!r} is not the current one",
-                                    hint="run `cleanroom governance contract show` and propose its current version")
+            raise StaleVersionError(
+                f"contract '{contract_id}' version {args.get('version')!r} is not the current one",
+                hint="run `cleanroom governance contract show` and propose its current version",
+            )
         check_contract_data(contract["data"])  # drafts stored before validation existed
     elif action in (Action.SET_DEPLOYMENT_SPEC, Action.SET_CLEAN_ROOM_POLICY):
         _accepted_contract(args, state, action)
         if not isinstance(args.get("data"), dict):
-            raise InvalidInputError(f"{action} needs the document as a JSON object in 'data'",
-                                    hint="pass the file produced by `cleanroom governance deployment generate`")
+            raise InvalidInputError(
+                f"{action} needs the document as a JSON object in 'data'",
+                hint="pass the file produced by `cleanroom governance deployment generate`",
+            )
         if action == Action.SET_CLEAN_ROOM_POLICY:
             policy_hash_of(args["data"])
-    elif action == Action.ENABLE_CA or action in Action.OPTION_ACTIONS:
+    elif action == Action.ENABLE_CA or action in OPTION_ACTIONS:
         _accepted_contract(args, state, action)
     elif action == Action.SET_MEMBER:
         cert = load_certificate(args.get("cert", ""))
         if state.member(member_id_of(cert)) is not None:
-            raise ConflictError(f"member {member_id_of(cert)[:16]}… is already in the consortium",
-                                hint="nothing to do")
+            raise ConflictError(f"member {member_id_of(cert)[:16]}… is already in the consortium", hint="nothing to do")
 
 
 def resolve(ballots: dict[str, str], active_members: set[str]) -> str:
@@ -134,8 +154,8 @@ def apply(action: str, args: dict[str, Any], state: ConstitutionState, proposal_
         state.set_document(args["contract_id"], "clean_room_policy", args["data"], proposal_id)
     elif action == Action.ENABLE_CA:
         state.enable_ca(args["contract_id"], proposal_id)
-    elif action in Action.OPTION_ACTIONS:
-        option, status = Action.OPTION_ACTIONS[action]
+    elif action in OPTION_ACTIONS:
+        option, status = OPTION_ACTIONS[action]
         state.set_option(args["contract_id"], option, status)
     elif action == Action.SET_MEMBER:
         state.add_member(args["cert"], str(args.get("name", "")), dict(args.get("member_data", {})))

@@ -45,40 +45,58 @@ class ServiceInfo:
     pid: int | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"stateDir": str(self.state_dir), "endpoint": self.endpoint,
-                "serviceCert": self.service_cert_pem, "pid": self.pid, "running": self.pid is not None}
+        return {
+            "stateDir": str(self.state_dir),
+            "endpoint": self.endpoint,
+            "serviceCert": self.service_cert_pem,
+            "pid": self.pid,
+            "running": self.pid is not None,
+        }
 
 
 def _config(state_dir: Path) -> dict[str, Any]:
     path = state_dir / CONFIG_FILE
     if not path.is_file():
-        raise NotFoundError(f"no governance service in {state_dir}",
-                            hint="create one with `cleanroom governance service start --initial-member-cert PEM`")
-    return json.loads(path.read_text())
+        raise NotFoundError(
+            f"no governance service in {state_dir}",
+            hint="create one with `cleanroom governance service start --initial-member-cert PEM`",
+        )
+    config: dict[str, Any] = json.loads(path.read_text())
+    return config
 
 
 def exists(state_dir: Path) -> bool:
     return (state_dir / CONFIG_FILE).is_file()
 
 
-def create(state_dir: Path, initial_member_certs: list[str], *, port: int | None = None,
-           window_seconds: int = 300, checkpoint_every: int = 100,
-           attestation: dict[str, Any] | None = None, header_timeout_seconds: float | None = None,
-           max_connections: int | None = None) -> None:
+def create(
+    state_dir: Path,
+    initial_member_certs: list[str],
+    *,
+    port: int | None = None,
+    window_seconds: int = 300,
+    checkpoint_every: int = 100,
+    attestation: dict[str, Any] | None = None,
+    header_timeout_seconds: float | None = None,
+    max_connections: int | None = None,
+) -> None:
     """Make a new service: identity, configuration, and the genesis entry naming the consortium.
 
     ``header_timeout_seconds`` (how long a client may take to send a request head, and stay
     idle before its first one) and ``max_connections`` override ``core.http_guard``'s defaults.
     """
     if header_timeout_seconds is not None and not 0 < header_timeout_seconds <= 300:
-        raise InvalidInputError(f"header timeout {header_timeout_seconds} s is not in (0, 300]",
-                                hint="give a few seconds")
+        raise InvalidInputError(
+            f"header timeout {header_timeout_seconds} s is not in (0, 300]", hint="give a few seconds"
+        )
     if max_connections is not None and not 1 <= max_connections <= 100_000:
         raise InvalidInputError(f"connection cap {max_connections} is not in 1..100000", hint="give a few hundred")
     state_dir = state_dir.expanduser().resolve()
     if exists(state_dir):
-        raise ConflictError(f"a governance service already exists in {state_dir}",
-                            hint="start it with `cleanroom governance service start`, or choose another --state-dir")
+        raise ConflictError(
+            f"a governance service already exists in {state_dir}",
+            hint="start it with `cleanroom governance service start`, or choose another --state-dir",
+        )
     state_dir.mkdir(parents=True, exist_ok=True)
     # the state engine (ledger, constitution, CA, SQLite) is imported only here: clients of a
     # running service (the detached runtime reads ``info``) should not pay for loading it
@@ -90,8 +108,12 @@ def create(state_dir: Path, initial_member_certs: list[str], *, port: int | None
         state.genesis(initial_member_certs)
     finally:
         state.close()
-    config = {"port": port or free_loopback_port(), "window_seconds": window_seconds,
-              "checkpoint_every": checkpoint_every, "attestation": attestation}
+    config: dict[str, Any] = {
+        "port": port or free_loopback_port(),
+        "window_seconds": window_seconds,
+        "checkpoint_every": checkpoint_every,
+        "attestation": attestation,
+    }
     if header_timeout_seconds is not None:
         config["header_timeout_seconds"] = header_timeout_seconds
     if max_connections is not None:
@@ -146,8 +168,12 @@ def info(state_dir: Path) -> ServiceInfo:
     state_dir = state_dir.expanduser().resolve()
     config = _config(state_dir)
     cert = (state_dir / IDENTITY_DIR / "service_cert.pem").read_text()
-    return ServiceInfo(state_dir=state_dir, endpoint=f"https://127.0.0.1:{config['port']}",
-                       service_cert_pem=cert, pid=running_pid(state_dir))
+    return ServiceInfo(
+        state_dir=state_dir,
+        endpoint=f"https://127.0.0.1:{config['port']}",
+        service_cert_pem=cert,
+        pid=running_pid(state_dir),
+    )
 
 
 def healthy(endpoint: str, service_cert_pem: str, *, timeout: float = 2.0) -> bool:
@@ -163,7 +189,8 @@ def start(state_dir: Path, *, timeout: float = 30.0) -> ServiceInfo:
     """Start the service in the background (no-op if it already runs); wait until it answers."""
     current = info(state_dir)
     _process(current.state_dir).start(
-        lambda: healthy(current.endpoint, current.service_cert_pem, timeout=1.0), timeout=timeout)
+        lambda: healthy(current.endpoint, current.service_cert_pem, timeout=1.0), timeout=timeout
+    )
     return info(state_dir)
 
 

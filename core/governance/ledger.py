@@ -19,11 +19,12 @@ Format (docs/formats/ledger.md has a worked example that a test recomputes):
 
 Verification cost, measured (benchmarks/governance.py): chain links, digests and checkpoint
 signatures ran at 23,000-32,000 entries/s on the shared 2-core build machine (12,500 when it
-was overloaded); an ECDSA P-384 check of every member request runs at ~800-1,400/s there. The service already checked each request's signature before appending it, and
-the signed checkpoint vouches for the whole range, so ``verify_export`` checks the checkpoint
-signatures and no member signature (an entry no checkpoint covers is an error, not something to
-re-check); ``full=True`` re-checks every member signature for an auditor who trusts nothing the
-service signed.
+was overloaded); an ECDSA P-384 check of every member request runs at ~800-1,400/s there.
+The service already checked each request's signature before appending it, and the signed
+checkpoint vouches for the whole range, so ``verify_export`` checks the checkpoint signatures
+and no member signature (an entry no checkpoint covers is an error, not something to re-check);
+``full=True`` re-checks every member signature for an auditor who trusts nothing the service
+signed.
 """
 
 from __future__ import annotations
@@ -70,8 +71,13 @@ def entry_hash(seqno: int, prev: str, digest: str, signer: str, kind: str) -> st
     (a measured ~40% of this function's cost); anything else goes through the encoder.
     """
     try:
-        plain = type(seqno) is int and _PLAIN.match(prev) and _PLAIN.match(digest) and _PLAIN.match(signer) \
+        plain = (
+            type(seqno) is int
+            and _PLAIN.match(prev)
+            and _PLAIN.match(digest)
+            and _PLAIN.match(signer)
             and _PLAIN.match(kind)
+        )
     except TypeError:  # a non-string field from a malformed export
         plain = None
     if plain:
@@ -100,8 +106,7 @@ def merkle_root(entry_hashes: list[str]) -> str:
         raise ValueError("a checkpoint covers at least one entry")
     level = [_leaf(h) for h in entry_hashes]
     while len(level) > 1:
-        level = [_node(level[i], level[i + 1]) if i + 1 < len(level) else level[i]
-                 for i in range(0, len(level), 2)]
+        level = [_node(level[i], level[i + 1]) if i + 1 < len(level) else level[i] for i in range(0, len(level), 2)]
     return level[0].hex()
 
 
@@ -113,8 +118,7 @@ def merkle_path(entry_hashes: list[str], index: int) -> list[list[str]]:
         sibling = index ^ 1
         if sibling < len(level):
             path.append(["L" if sibling < index else "R", level[sibling].hex()])
-        level = [_node(level[i], level[i + 1]) if i + 1 < len(level) else level[i]
-                 for i in range(0, len(level), 2)]
+        level = [_node(level[i], level[i + 1]) if i + 1 < len(level) else level[i] for i in range(0, len(level), 2)]
         index //= 2
     return path
 
@@ -161,15 +165,21 @@ def unb64(text: str) -> bytes:
 
 
 # -- export ---------------------------------------------------------------------------------------
-def export_lines(service_cert_pem: str, members: dict[str, str], entries: Iterable[dict[str, Any]],
-                 checkpoints: Iterable[dict[str, Any]]) -> Iterator[str]:
+def export_lines(
+    service_cert_pem: str,
+    members: dict[str, str],
+    entries: Iterable[dict[str, Any]],
+    checkpoints: Iterable[dict[str, Any]],
+) -> Iterator[str]:
     """JSON lines: a header, then entries in order with each checkpoint after its last entry.
 
     ``entries`` items: seqno, prev, digest, signer, kind, hash, request (bytes);
     ``checkpoints`` items: from_seqno, to_seqno, chain_head, merkle_root, signed (bytes).
     """
-    yield json.dumps({"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
-                      "service_cert": service_cert_pem, "members": members}, sort_keys=True)
+    yield json.dumps(
+        {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "service_cert": service_cert_pem, "members": members},
+        sort_keys=True,
+    )
     ordered = sorted(checkpoints, key=lambda c: c["to_seqno"])
     # an entry appended after the last checkpoint (a write racing the export) is left for the
     # next export: an export ends at a signed checkpoint, and a verifier refuses an uncovered tail
@@ -211,15 +221,23 @@ class SignedHead:
     def from_checkpoint(cls, checkpoint: Any, source: str) -> SignedHead:
         """Read the ``checkpoint`` object of a head file, a receipt or an export line."""
         try:
-            fields = (checkpoint["from_seqno"], checkpoint["to_seqno"], checkpoint["chain_head"],
-                      checkpoint["merkle_root"])
+            fields = (
+                checkpoint["from_seqno"],
+                checkpoint["to_seqno"],
+                checkpoint["chain_head"],
+                checkpoint["merkle_root"],
+            )
             signed = unb64(checkpoint["signed"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidInputError(f"signed head from {source} is missing checkpoint fields ({exc})",
-                                    hint="save one with `cleanroom governance ledger head --file F`") from exc
+            raise InvalidInputError(
+                f"signed head from {source} is missing checkpoint fields ({exc})",
+                hint="save one with `cleanroom governance ledger head --file F`",
+            ) from exc
         if type(fields[0]) is not int or type(fields[1]) is not int or not all(isinstance(f, str) for f in fields[2:]):
-            raise InvalidInputError(f"signed head from {source} has checkpoint fields of the wrong type",
-                                    hint="save one with `cleanroom governance ledger head --file F`")
+            raise InvalidInputError(
+                f"signed head from {source} has checkpoint fields of the wrong type",
+                hint="save one with `cleanroom governance ledger head --file F`",
+            )
         return cls(fields[0], fields[1], fields[2], fields[3], signed, source)
 
     def body(self) -> dict[str, Any]:
@@ -227,34 +245,46 @@ class SignedHead:
 
     def document(self) -> dict[str, Any]:
         """The head file (docs/formats/ledger.md, "Signed head")."""
-        return {"format": HEAD_FORMAT, "version": HEAD_VERSION,
-                "checkpoint": self.body() | {"signed": b64(self.signed)}}
+        return {
+            "format": HEAD_FORMAT,
+            "version": HEAD_VERSION,
+            "checkpoint": self.body() | {"signed": b64(self.signed)},
+        }
 
     def verify(self, service_key: ec.EllipticCurvePublicKey) -> None:
         """Raise IntegrityError unless the service whose key this is signed exactly this head."""
         reason = verify_checkpoint(self.signed, self.body(), service_key)
         if reason:
-            raise IntegrityError(f"signed head from {self.source} (entry {self.seqno}) is not valid for this "
-                                 f"ledger's service: {reason}",
-                                 hint="use a head saved from the same governance service with "
-                                      "`cleanroom governance ledger head --file F`")
+            raise IntegrityError(
+                f"signed head from {self.source} (entry {self.seqno}) is not valid for this ledger's service: {reason}",
+                hint="use a head saved from the same governance service with "
+                "`cleanroom governance ledger head --file F`",
+            )
 
 
 def load_signed_head(path: Path) -> SignedHead:
     """A head file saved by ``ledger head --file`` or a receipt saved by ``ledger receipt -o json``."""
     if not path.is_file():
-        raise InvalidInputError(f"signed head file {path} does not exist",
-                                hint="save one with `cleanroom governance ledger head --file F`")
+        raise InvalidInputError(
+            f"signed head file {path} does not exist", hint="save one with `cleanroom governance ledger head --file F`"
+        )
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(f"signed head file {path} is not JSON ({exc})",
-                                hint="save one with `cleanroom governance ledger head --file F`") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("checkpoint"), dict) or \
-            (document.get("format") not in (HEAD_FORMAT, None)) or \
-            (document.get("format") is None and "entry" not in document):
-        raise InvalidInputError(f"{path} is not a signed ledger head or a receipt",
-                                hint="save one with `cleanroom governance ledger head --file F`")
+        raise InvalidInputError(
+            f"signed head file {path} is not JSON ({exc})",
+            hint="save one with `cleanroom governance ledger head --file F`",
+        ) from exc
+    if (
+        not isinstance(document, dict)
+        or not isinstance(document.get("checkpoint"), dict)
+        or (document.get("format") not in (HEAD_FORMAT, None))
+        or (document.get("format") is None and "entry" not in document)
+    ):
+        raise InvalidInputError(
+            f"{path} is not a signed ledger head or a receipt",
+            hint="save one with `cleanroom governance ledger head --file F`",
+        )
     return SignedHead.from_checkpoint(document["checkpoint"], str(path))
 
 
@@ -267,27 +297,36 @@ class VerifyReport:
     checkpoints: int = 0
     last_seqno: int = 0
     last_checkpoint_seqno: int = 0
-    member_signatures_checked: int = 0    # ES384 checks of members' requests (``full`` only)
-    service_signatures_checked: int = 0   # checkpoints, the signed head and service-signed requests
-    attested_entries: int = 0             # clean-room writes: no signature, authenticated at write time
+    member_signatures_checked: int = 0  # ES384 checks of members' requests (``full`` only)
+    service_signatures_checked: int = 0  # checkpoints, the signed head and service-signed requests
+    attested_entries: int = 0  # clean-room writes: no signature, authenticated at write time
     service_id: str = ""
     full: bool = False
-    against: str | None = None            # where the signed head came from, if one was checked
+    against: str | None = None  # where the signed head came from, if one was checked
     head_seqno: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": True, "entries": self.entries, "checkpoints": self.checkpoints,
-                "lastSeqno": self.last_seqno, "lastCheckpointSeqno": self.last_checkpoint_seqno,
-                "memberSignaturesChecked": self.member_signatures_checked,
-                "serviceSignaturesChecked": self.service_signatures_checked,
-                "attestedEntries": self.attested_entries,
-                "serviceId": self.service_id, "full": self.full,
-                "against": self.against, "headSeqno": self.head_seqno}
+        return {
+            "ok": True,
+            "entries": self.entries,
+            "checkpoints": self.checkpoints,
+            "lastSeqno": self.last_seqno,
+            "lastCheckpointSeqno": self.last_checkpoint_seqno,
+            "memberSignaturesChecked": self.member_signatures_checked,
+            "serviceSignaturesChecked": self.service_signatures_checked,
+            "attestedEntries": self.attested_entries,
+            "serviceId": self.service_id,
+            "full": self.full,
+            "against": self.against,
+            "headSeqno": self.head_seqno,
+        }
 
 
 def _bad(seqno: int, why: str) -> IntegrityError:
-    return IntegrityError(f"ledger entry {seqno} {why}",
-                          hint="the ledger was altered after it was written; do not trust entries from here on")
+    return IntegrityError(
+        f"ledger entry {seqno} {why}",
+        hint="the ledger was altered after it was written; do not trust entries from here on",
+    )
 
 
 def _entries(count: int) -> str:
@@ -301,8 +340,13 @@ def _span(first: int, last: int) -> str:
 _EXPORT_HINT = "export it again with `cleanroom governance ledger export --file F`"
 
 
-def verify_export(lines: Iterable[str], *, expected_service_cert_pem: str | None = None,
-                  full: bool = False, against: SignedHead | None = None) -> VerifyReport:
+def verify_export(
+    lines: Iterable[str],
+    *,
+    expected_service_cert_pem: str | None = None,
+    full: bool = False,
+    against: SignedHead | None = None,
+) -> VerifyReport:
     """Verify an export end to end; raise IntegrityError naming the first bad entry.
 
     ``expected_service_cert_pem`` is the certificate the workspace pinned; without it the
@@ -325,30 +369,37 @@ def verify_export(lines: Iterable[str], *, expected_service_cert_pem: str | None
         members = dict(header.get("members") or {})
         member_certs = {member_id: load_certificate(pem) for member_id, pem in members.items()}
     except (KeyError, TypeError, ValueError, AttributeError, InvalidInputError) as exc:
-        raise InvalidInputError("ledger export header has no valid service_cert or members certificates",
-                                hint=_EXPORT_HINT) from exc
-    if expected_service_cert_pem is not None and \
-            member_id_of(load_certificate(expected_service_cert_pem)) != member_id_of(service_cert):
-        raise IntegrityError("ledger export is signed by a different governance service than the pinned one",
-                             hint="export it from the service this workspace was deployed against")
+        raise InvalidInputError(
+            "ledger export header has no valid service_cert or members certificates", hint=_EXPORT_HINT
+        ) from exc
+    if expected_service_cert_pem is not None and member_id_of(
+        load_certificate(expected_service_cert_pem)
+    ) != member_id_of(service_cert):
+        raise IntegrityError(
+            "ledger export is signed by a different governance service than the pinned one",
+            hint="export it from the service this workspace was deployed against",
+        )
     service_key = service_cert.public_key()
     if not isinstance(service_key, ec.EllipticCurvePublicKey):
         raise InvalidInputError("ledger export header's service_cert has no P-384 key", hint=_EXPORT_HINT)
     member_keys: dict[str, ec.EllipticCurvePublicKey] = {}
     for member_id, cert in member_certs.items():
         if member_id_of(cert) != member_id:
-            raise IntegrityError(f"member certificate listed for {str(member_id)[:16]}… has another hash",
-                                 hint="the export header was altered")
+            raise IntegrityError(
+                f"member certificate listed for {str(member_id)[:16]}… has another hash",
+                hint="the export header was altered",
+            )
         key = cert.public_key()
         if not isinstance(key, ec.EllipticCurvePublicKey):
-            raise InvalidInputError(f"member certificate listed for {member_id[:16]}… has no P-384 key",
-                                    hint=_EXPORT_HINT)
+            raise InvalidInputError(
+                f"member certificate listed for {member_id[:16]}… has no P-384 key", hint=_EXPORT_HINT
+            )
         member_keys[member_id] = key
 
     report = VerifyReport(service_id=member_id_of(service_cert), full=full)
     prev, expected = GENESIS_PREV, 1
-    window: list[str] = []          # entry hashes since the last checkpoint
-    head_hash: str | None = None    # the hash of entry ``against.seqno``, once seen
+    window: list[str] = []  # entry hashes since the last checkpoint
+    head_hash: str | None = None  # the hash of entry ``against.seqno``, once seen
     try:
         for line in iterator:
             if not line.strip():
@@ -385,20 +436,25 @@ def verify_export(lines: Iterable[str], *, expected_service_cert_pem: str | None
                 continue
             cp = record.get("checkpoint")
             if cp is None:
-                raise InvalidInputError(f"unknown record after entry {expected - 1} in the ledger export",
-                                        hint=_EXPORT_HINT)
+                raise InvalidInputError(
+                    f"unknown record after entry {expected - 1} in the ledger export", hint=_EXPORT_HINT
+                )
             first, last = cp["from_seqno"], cp["to_seqno"]
             where = f"checkpoint for entries {first}..{last}"
             if last != expected - 1 or first != report.last_checkpoint_seqno + 1 or len(window) != last - first + 1:
-                raise IntegrityError(f"{where} does not cover the entries before it",
-                                     hint="entries were inserted or removed after the checkpoint was signed")
+                raise IntegrityError(
+                    f"{where} does not cover the entries before it",
+                    hint="entries were inserted or removed after the checkpoint was signed",
+                )
             if cp["chain_head"] != prev or cp["merkle_root"] != merkle_root(window):
                 verb = "does not match its" if first == last else "do not match their"
-                raise IntegrityError(f"ledger {_span(first, last)} {verb} signed checkpoint (an entry was rewritten)",
-                                     hint="the ledger was altered after it was written; do not trust entries "
-                                          "from here on")
-            reason = verify_checkpoint(unb64(cp["signed"]), checkpoint_body(first, last, cp["chain_head"],
-                                                                             cp["merkle_root"]), service_key)
+                raise IntegrityError(
+                    f"ledger {_span(first, last)} {verb} signed checkpoint (an entry was rewritten)",
+                    hint="the ledger was altered after it was written; do not trust entries from here on",
+                )
+            reason = verify_checkpoint(
+                unb64(cp["signed"]), checkpoint_body(first, last, cp["chain_head"], cp["merkle_root"]), service_key
+            )
             if reason:
                 raise IntegrityError(f"{where} is not valid: {reason}", hint="the ledger export was altered")
             report.checkpoints += 1
@@ -406,22 +462,28 @@ def verify_export(lines: Iterable[str], *, expected_service_cert_pem: str | None
             report.last_checkpoint_seqno = last
             window = []
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # JSONDecodeError is a ValueError
-        raise InvalidInputError(f"ledger export is malformed after entry {expected - 1} ({exc})",
-                                hint=_EXPORT_HINT) from exc
+        raise InvalidInputError(
+            f"ledger export is malformed after entry {expected - 1} ({exc})", hint=_EXPORT_HINT
+        ) from exc
     report.last_seqno = expected - 1
     if report.entries == 0:
-        raise IntegrityError("ledger export has no entries, so it vouches for nothing (a ledger starts with "
-                             "its genesis entry)", hint=_EXPORT_HINT)
+        raise IntegrityError(
+            "ledger export has no entries, so it vouches for nothing (a ledger starts with its genesis entry)",
+            hint=_EXPORT_HINT,
+        )
     if report.last_checkpoint_seqno == 0:
-        raise IntegrityError(f"ledger export has no signed checkpoint: its {_entries(report.entries)} "
-                             f"({_span(1, report.last_seqno)}) could not be vouched for",
-                             hint="an export must end at a signed checkpoint; " + _EXPORT_HINT)
+        raise IntegrityError(
+            f"ledger export has no signed checkpoint: its {_entries(report.entries)} "
+            f"({_span(1, report.last_seqno)}) could not be vouched for",
+            hint="an export must end at a signed checkpoint; " + _EXPORT_HINT,
+        )
     if report.last_seqno > report.last_checkpoint_seqno:
         first, count = report.last_checkpoint_seqno + 1, report.last_seqno - report.last_checkpoint_seqno
         raise IntegrityError(
             f"ledger export ends with {_entries(count)} ({_span(first, report.last_seqno)}) after its last signed "
             f"checkpoint (entry {report.last_checkpoint_seqno}): {_entries(count)} could not be vouched for",
-            hint="an export must end at a signed checkpoint; " + _EXPORT_HINT)
+            hint="an export must end at a signed checkpoint; " + _EXPORT_HINT,
+        )
     if against is not None:
         _check_against(report, against, head_hash, service_key)
     return report
@@ -432,14 +494,21 @@ def _broken_prev(seqno: int, *, vouched: bool) -> IntegrityError:
     if seqno == 1:
         return _bad(1, f"has a broken prev: the first entry's prev must be {GENESIS_PREV[:8]}… (64 zeros)")
     if vouched:  # the previous entry is the chain head of a checkpoint that verified
-        return _bad(seqno, f"has a broken prev: it is not the hash of entry {seqno - 1}, which a signed "
-                           f"checkpoint vouches for, so entry {seqno} was altered")
-    return _bad(seqno, f"has a broken prev: it is not the hash of entry {seqno - 1} (entry {seqno}'s prev "
-                       f"or entry {seqno - 1} was altered)")
+        return _bad(
+            seqno,
+            f"has a broken prev: it is not the hash of entry {seqno - 1}, which a signed "
+            f"checkpoint vouches for, so entry {seqno} was altered",
+        )
+    return _bad(
+        seqno,
+        f"has a broken prev: it is not the hash of entry {seqno - 1} (entry {seqno}'s prev "
+        f"or entry {seqno - 1} was altered)",
+    )
 
 
-def _check_against(report: VerifyReport, head: SignedHead, head_hash: str | None,
-                   service_key: ec.EllipticCurvePublicKey) -> None:
+def _check_against(
+    report: VerifyReport, head: SignedHead, head_hash: str | None, service_key: ec.EllipticCurvePublicKey
+) -> None:
     """The export must reach the signed head the verifier holds, and agree with it there."""
     head.verify(service_key)
     report.service_signatures_checked += 1
@@ -449,15 +518,24 @@ def _check_against(report: VerifyReport, head: SignedHead, head_hash: str | None
             f"ledger export ends at entry {report.last_seqno} but the signed head from {head.source} reaches "
             f"entry {head.seqno}: {_entries(missing)} ({_span(report.last_seqno + 1, head.seqno)}) missing from "
             f"the export could not be vouched for",
-            hint="the export was cut or is older than the head; export the ledger again and verify the new file")
+            hint="the export was cut or is older than the head; export the ledger again and verify the new file",
+        )
     if head_hash != head.chain_head:
-        raise _bad(head.seqno, f"differs from the signed head from {head.source}: this export is not the history "
-                               "the service signed; do not trust it")
+        raise _bad(
+            head.seqno,
+            f"differs from the signed head from {head.source}: this export is not the history "
+            "the service signed; do not trust it",
+        )
     report.against, report.head_seqno = head.source, head.seqno
 
 
-def _check_signer(seqno: int, signer: str, request: bytes, member_keys: dict[str, ec.EllipticCurvePublicKey],
-                  service_key: ec.EllipticCurvePublicKey) -> str:
+def _check_signer(
+    seqno: int,
+    signer: str,
+    request: bytes,
+    member_keys: dict[str, ec.EllipticCurvePublicKey],
+    service_key: ec.EllipticCurvePublicKey,
+) -> str:
     """Check the signature on an entry's request; return whose it was: member, service or attested."""
     if signer.startswith(ATTESTED_PREFIX):
         return "attested"  # a clean-room write, authenticated by attestation at write time; no signature
@@ -473,15 +551,18 @@ def _check_signer(seqno: int, signer: str, request: bytes, member_keys: dict[str
     return "service" if signer == SERVICE_SIGNER else "member"
 
 
-def verify_export_file(path: Path, *, expected_service_cert_pem: str | None = None,
-                       full: bool = False, against: SignedHead | None = None) -> VerifyReport:
+def verify_export_file(
+    path: Path, *, expected_service_cert_pem: str | None = None, full: bool = False, against: SignedHead | None = None
+) -> VerifyReport:
     if not path.is_file():
-        raise InvalidInputError(f"ledger export {path} does not exist",
-                                hint="create it with `cleanroom governance ledger export --file F`")
+        raise InvalidInputError(
+            f"ledger export {path} does not exist", hint="create it with `cleanroom governance ledger export --file F`"
+        )
     with path.open("r", encoding="utf-8") as handle:
         try:
-            return verify_export(handle, expected_service_cert_pem=expected_service_cert_pem, full=full,
-                                 against=against)
+            return verify_export(
+                handle, expected_service_cert_pem=expected_service_cert_pem, full=full, against=against
+            )
         except UnicodeDecodeError as exc:
             raise InvalidInputError(f"ledger export {path} is not UTF-8 JSON lines", hint=_EXPORT_HINT) from exc
 
@@ -498,14 +579,19 @@ def verify_receipt(receipt: dict[str, Any], *, service_cert_pem: str) -> dict[st
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidInputError("receipt is missing fields", hint="fetch it again with `ledger receipt`") from exc
     if recomputed != entry.get("hash"):
-        raise IntegrityError(f"receipt for entry {seqno}: the entry fields do not match its hash",
-                             hint="the receipt was altered")
+        raise IntegrityError(
+            f"receipt for entry {seqno}: the entry fields do not match its hash", hint="the receipt was altered"
+        )
     if not cp["from_seqno"] <= seqno <= cp["to_seqno"] or root_from_path(recomputed, path) != cp["merkle_root"]:
-        raise IntegrityError(f"receipt for entry {seqno}: the Merkle path does not lead to the checkpoint root",
-                             hint="the receipt was altered")
+        raise IntegrityError(
+            f"receipt for entry {seqno}: the Merkle path does not lead to the checkpoint root",
+            hint="the receipt was altered",
+        )
     service_key = load_certificate(service_cert_pem).public_key()
     reason = verify_checkpoint(signed, body, service_key)  # type: ignore[arg-type]
     if reason:
-        raise IntegrityError(f"receipt for entry {seqno}: checkpoint {reason}",
-                             hint="check that the receipt came from the pinned governance service")
-    return entry
+        raise IntegrityError(
+            f"receipt for entry {seqno}: checkpoint {reason}",
+            hint="check that the receipt came from the pinned governance service",
+        )
+    return dict(entry)

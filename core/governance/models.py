@@ -7,41 +7,46 @@ recognises every state; the JSON the service returns uses their camelCase field 
 from __future__ import annotations
 
 import re
-from typing import Any
+from enum import StrEnum
 
-from core.config.canonical import document_hash
 from core.errors import ConflictError, InvalidInputError
 
 
-class ProposalState:
+class ProposalState(StrEnum):
+    """A proposal's state, as CCF names it. The values are the wire format and the ledger's, so
+    they never change; members compare equal to the plain strings read back from JSON."""
+
     OPEN = "Open"
     ACCEPTED = "Accepted"
     REJECTED = "Rejected"
     WITHDRAWN = "Withdrawn"
-    FAILED = "Failed"      # accepted, but applying it raised
-    DROPPED = "Dropped"    # superseded or invalidated before it closed
-
-    CLOSED = frozenset({ACCEPTED, REJECTED, WITHDRAWN, FAILED, DROPPED})
+    FAILED = "Failed"  # accepted, but applying it raised
+    DROPPED = "Dropped"  # superseded or invalidated before it closed
 
 
-class ContractState:
+class ContractState(StrEnum):
+    """Draft -> Proposed -> Accepted; an update of a proposed contract goes back to Draft."""
+
     DRAFT = "Draft"
     PROPOSED = "Proposed"
     ACCEPTED = "Accepted"
 
 
-class MemberStatus:
+class MemberStatus(StrEnum):
     ACCEPTED = "Accepted"  # voted in by set_member; may not vote until it activates
     ACTIVE = "Active"
 
 
-class Vote:
+class Vote(StrEnum):
+    """A ballot: accept or reject (any reject vetoes under the default constitution)."""
+
     ACCEPT = "accept"
     REJECT = "reject"
-    ALL = (ACCEPT, REJECT)
 
 
-class Action:
+class Action(StrEnum):
+    """What a proposal asks governance to do."""
+
     SET_CONTRACT = "set_contract"
     SET_DEPLOYMENT_SPEC = "set_deployment_spec"
     SET_CLEAN_ROOM_POLICY = "set_clean_room_policy"
@@ -52,18 +57,28 @@ class Action:
     DISABLE_TELEMETRY = "disable_telemetry"
     SET_MEMBER = "set_member"
 
-    ALL = (SET_CONTRACT, SET_DEPLOYMENT_SPEC, SET_CLEAN_ROOM_POLICY, ENABLE_CA, ENABLE_LOGGING,
-           DISABLE_LOGGING, ENABLE_TELEMETRY, DISABLE_TELEMETRY, SET_MEMBER)
-    # action -> (runtime option, value) for the proposal-governed options
-    OPTION_ACTIONS = {
-        ENABLE_LOGGING: ("logging", "enabled"), DISABLE_LOGGING: ("logging", "disabled"),
-        ENABLE_TELEMETRY: ("telemetry", "enabled"), DISABLE_TELEMETRY: ("telemetry", "disabled"),
-    }
+
+class OptionStatus(StrEnum):
+    """A runtime option's status (execution, logging, telemetry)."""
+
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+
+
+# Membership tests on plain strings from requests: StrEnum members hash like their values.
+VOTES = frozenset(Vote)
+ACTIONS = frozenset(Action)
+# action -> (runtime option, status) for the proposal-governed options
+OPTION_ACTIONS: dict[str, tuple[str, OptionStatus]] = {
+    Action.ENABLE_LOGGING: ("logging", OptionStatus.ENABLED),
+    Action.DISABLE_LOGGING: ("logging", OptionStatus.DISABLED),
+    Action.ENABLE_TELEMETRY: ("telemetry", OptionStatus.ENABLED),
+    Action.DISABLE_TELEMETRY: ("telemetry", OptionStatus.DISABLED),
+}
 
 
 # contract document kinds set by proposals: (kind stored, action that sets it)
-DOCUMENT_ACTIONS = {"deployment_spec": Action.SET_DEPLOYMENT_SPEC,
-                    "clean_room_policy": Action.SET_CLEAN_ROOM_POLICY}
+DOCUMENT_ACTIONS = {"deployment_spec": Action.SET_DEPLOYMENT_SPEC, "clean_room_policy": Action.SET_CLEAN_ROOM_POLICY}
 RUNTIME_OPTIONS = ("execution", "logging", "telemetry")
 EVENT_CATEGORIES = ("audit", "telemetry", "logging")
 # ``attestation_type`` claims of services acting beside the clean room (the key service recording
@@ -75,28 +90,12 @@ _CONTRACT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 def check_contract_id(contract_id: str) -> str:
     if not isinstance(contract_id, str) or not _CONTRACT_ID.match(contract_id):
-        raise InvalidInputError(f"contract id {contract_id!r} is not valid",
-                                hint="use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise InvalidInputError(
+            f"contract id {contract_id!r} is not valid",
+            hint="use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
     return contract_id
 
 
 class StaleVersionError(ConflictError):
     """The caller's version token is not the current one (HTTP 412): someone else edited first."""
-
-
-def policy_hash_of(policy: dict[str, Any]) -> str:
-    """The measurement an attested clean room must present for an accepted clean-room policy.
-
-    The runtime's policy document is ``{"policy": {...}, "policy_hash": H(policy)}``: the hash is
-    always recomputed, never taken on trust, and a document whose stated hash disagrees is
-    refused. Any other document is itself the measured policy and its canonical hash counts.
-    """
-    inner = policy.get("policy")
-    if isinstance(inner, dict):
-        recomputed = document_hash(inner)
-        stated = policy.get("policy_hash")
-        if stated is not None and stated != recomputed:
-            raise InvalidInputError("clean-room policy states a policy_hash that is not the hash of its policy",
-                                    hint="re-generate it with `cleanroom governance deployment generate`")
-        return recomputed
-    return document_hash(policy)

@@ -23,19 +23,21 @@ import importlib
 import json
 import re
 import socket
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import uvicorn
-from fastapi import Depends, FastAPI, Path as PathParam, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from core import http_guard
-from core.errors import (AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError)
+from core.errors import AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError
 from core.governance.launcher import CONFIG_FILE, IDENTITY_DIR
 from core.governance.models import DOCUMENT_ACTIONS, MemberStatus, StaleVersionError
 from core.governance.service_identity import ServiceIdentity
@@ -52,8 +54,7 @@ MAX_SEQNO = 2**63 - 1  # SQLite's INTEGER: a larger seqno cannot name an entry, 
 def _status_of(exc: CleanroomError) -> int:
     if isinstance(exc, StaleVersionError):
         return 412
-    for cls, status in ((InvalidInputError, 400), (AccessDeniedError, 403), (NotFoundError, 404),
-                        (ConflictError, 409)):
+    for cls, status in ((InvalidInputError, 400), (AccessDeniedError, 403), (NotFoundError, 404), (ConflictError, 409)):
         if isinstance(exc, cls):
             return status
     return 500
@@ -89,8 +90,7 @@ class SignedBallotRoute:
         self._pool.shutdown(wait=True)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        match = _BALLOT_PATH.fullmatch(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" \
-            else None
+        match = _BALLOT_PATH.fullmatch(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -99,8 +99,9 @@ class SignedBallotRoute:
         try:
             raw = await http_guard.read_body(scope, receive)
         except http_guard.HttpRefusal as refusal:
-            await http_guard.send_json(send, refusal.status, {"error": {"code": "HttpRefusal",
-                                                                        "message": refusal.message}})
+            await http_guard.send_json(
+                send, refusal.status, {"error": {"code": "HttpRefusal", "message": refusal.message}}
+            )
             return
         if raw is None:  # the client went away
             return
@@ -110,23 +111,31 @@ class SignedBallotRoute:
         content_type = next((value for name, value in scope["headers"] if name == b"content-type"), b"")
         try:
             payload = await asyncio.get_running_loop().run_in_executor(
-                self._pool, self._ballot, content_type, raw, scope["path"], match.group(1))
+                self._pool, self._ballot, content_type, raw, scope["path"], match.group(1)
+            )
             status = 200
         except CleanroomError as exc:
             status, payload = _status_of(exc), {"error": {"code": type(exc).__name__, "message": exc.one_line()}}
         except SignatureRejected as exc:
             status, payload = exc.status, {"error": {"code": "SignatureRejected", "message": exc.message}}
         body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     def _ballot(self, content_type: bytes, raw: bytes, path: str, proposal_id: str) -> dict[str, Any]:
         if content_type.split(b";")[0].strip().decode("latin-1") != CONTENT_TYPE:
-            raise SignatureRejected(401, "request is unsigned: send a COSE_Sign1 body with "
-                                         f"Content-Type {CONTENT_TYPE}")
-        verified = verify_request(raw, path=path, window_seconds=self.state.window_seconds,
-                                  member_key=self.state.member_key)
+            raise SignatureRejected(
+                401, f"request is unsigned: send a COSE_Sign1 body with Content-Type {CONTENT_TYPE}"
+            )
+        verified = verify_request(
+            raw, path=path, window_seconds=self.state.window_seconds, member_key=self.state.member_key
+        )
         return self.state.ballot(verified, proposal_id)
 
 
@@ -169,7 +178,7 @@ class CoalescingHttpProtocol(http_guard.GuardedHttpProtocol):
     size cap and connection cap of ``http_guard.GuardedHttpProtocol``."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(_CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+        super().connection_made(_CoalescingTransport(transport, self.loop))
 
 
 def load_attestation_verifier(spec: dict[str, Any] | None) -> AttestationVerifier | None:
@@ -184,7 +193,8 @@ def load_attestation_verifier(spec: dict[str, Any] | None) -> AttestationVerifie
     target: Any = importlib.import_module(module_name)
     for part in attribute.split("."):
         target = getattr(target, part)
-    return target(*spec.get("args", []))
+    verifier: AttestationVerifier = target(*spec.get("args", []))
+    return verifier
 
 
 def create_app(state: GovernanceState) -> FastAPI:
@@ -206,7 +216,11 @@ def create_app(state: GovernanceState) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        state.on_event = lambda contract_id: loop.call_soon_threadsafe(notify, contract_id)
+
+        def notify_soon(contract_id: str) -> None:  # called on a write thread; waiters live on the loop
+            loop.call_soon_threadsafe(notify, contract_id)
+
+        state.on_event = notify_soon
 
         async def checkpointer() -> None:  # a checkpoint a second while entries are pending
             while True:
@@ -235,7 +249,9 @@ def create_app(state: GovernanceState) -> FastAPI:
         where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("query", "path")) or "request"
         value = first.get("input")
         shown = "" if value is None else f" {str(value)[:40]!r}"
-        message = f"parameter {where}{shown} is not valid: {str(first.get('msg', 'invalid')).removeprefix('Value error, ')}"
+        message = (
+            f"parameter {where}{shown} is not valid: {str(first.get('msg', 'invalid')).removeprefix('Value error, ')}"
+        )
         return _error(400, "InvalidInputError", " ".join(message.split()))
 
     async def raw_body(request: Request) -> bytes:  # a dependency: reads the body on the loop
@@ -250,15 +266,24 @@ def create_app(state: GovernanceState) -> FastAPI:
 
     def signed(request: Request, raw: bytes, statuses: tuple[str, ...] = (MemberStatus.ACTIVE,)) -> VerifiedRequest:
         if request.headers.get("content-type", "").split(";")[0].strip() != CONTENT_TYPE:
-            raise SignatureRejected(401, "request is unsigned: send a COSE_Sign1 body with "
-                                         f"Content-Type {CONTENT_TYPE}")
-        return verify_request(raw, path=request.url.path, window_seconds=state.window_seconds,
-                              member_key=lambda member_id: state.member_key(member_id, statuses=statuses))
+            raise SignatureRejected(
+                401, f"request is unsigned: send a COSE_Sign1 body with Content-Type {CONTENT_TYPE}"
+            )
+        return verify_request(
+            raw,
+            path=request.url.path,
+            window_seconds=state.window_seconds,
+            member_key=lambda member_id: state.member_key(member_id, statuses=statuses),
+        )
 
     def member_read(request: Request) -> str:
         """The active member a members-only read (events, secret names) is signed by, else 401."""
-        return verify_read(request.headers.get("authorization"), path=request.url.path,
-                           window_seconds=state.window_seconds, member_key=state.member_key)
+        return verify_read(
+            request.headers.get("authorization"),
+            path=request.url.path,
+            window_seconds=state.window_seconds,
+            member_key=state.member_key,
+        )
 
     RAW = Depends(raw_body)
     JSON = Depends(json_body)
@@ -270,9 +295,15 @@ def create_app(state: GovernanceState) -> FastAPI:
 
     @app.get("/service")
     def service_info() -> Response:
-        return JSONResponse({"serviceId": state.identity.service_id, "serviceCert": state.identity.cert_pem,
-                             "replayWindowSeconds": state.window_seconds, "checkpointEvery": state.checkpoint_every,
-                             "tokenIssuer": state.token_issuer})
+        return JSONResponse(
+            {
+                "serviceId": state.identity.service_id,
+                "serviceCert": state.identity.cert_pem,
+                "replayWindowSeconds": state.window_seconds,
+                "checkpointEvery": state.checkpoint_every,
+                "tokenIssuer": state.token_issuer,
+            }
+        )
 
     @app.get("/jwks")
     def jwks() -> Response:
@@ -287,8 +318,10 @@ def create_app(state: GovernanceState) -> FastAPI:
     def member(member_id: str) -> Response:
         found = state.member(member_id)
         if found is None:
-            raise NotFoundError(f"member {member_id[:16]}… is not in the consortium",
-                                hint="list members with `cleanroom governance member list`")
+            raise NotFoundError(
+                f"member {member_id[:16]}… is not in the consortium",
+                hint="list members with `cleanroom governance member list`",
+            )
         return JSONResponse(found)
 
     @app.post("/members/activate")
@@ -313,8 +346,11 @@ def create_app(state: GovernanceState) -> FastAPI:
         return JSONResponse(state.create_proposal(signed(request, raw)))
 
     @app.get("/proposals")
-    def proposals(proposal_state: str | None = Query(None, alias="state"), contract_id: str | None = None,
-                  action: str | None = None) -> Response:
+    def proposals(
+        proposal_state: str | None = Query(None, alias="state"),
+        contract_id: str | None = None,
+        action: str | None = None,
+    ) -> Response:
         return JSONResponse({"value": state.proposals(state=proposal_state, contract_id=contract_id, action=action)})
 
     @app.get("/proposals/{proposal_id}")
@@ -392,18 +428,23 @@ def create_app(state: GovernanceState) -> FastAPI:
                 return result
             try:
                 await asyncio.wait_for(waiter.wait(), timeout=remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return result
 
     @app.get("/contracts/{contract_id}/events")
-    async def events(contract_id: str, request: Request, from_seqno: int = Query(1, ge=0, le=MAX_SEQNO),
-                     wait: float = Query(0.0, ge=0.0, le=LONG_POLL_MAX_SECONDS, allow_inf_nan=False)) -> Response:
+    async def events(
+        contract_id: str,
+        request: Request,
+        from_seqno: int = Query(1, ge=0, le=MAX_SEQNO),
+        wait: float = Query(0.0, ge=0.0, le=LONG_POLL_MAX_SECONDS, allow_inf_nan=False),
+    ) -> Response:
         await run_in_threadpool(member_read, request)
         return JSONResponse(await wait_for_events(contract_id, from_seqno, wait))
 
     @app.get("/contracts/{contract_id}/events/stream")
-    async def event_stream(contract_id: str, request: Request,
-                           from_seqno: int = Query(1, ge=0, le=MAX_SEQNO)) -> StreamingResponse:
+    async def event_stream(
+        contract_id: str, request: Request, from_seqno: int = Query(1, ge=0, le=MAX_SEQNO)
+    ) -> StreamingResponse:
         await run_in_threadpool(member_read, request)
         await run_in_threadpool(state.get_contract, contract_id)
 
@@ -446,14 +487,21 @@ def serve(state_dir: Path) -> None:
 
         maa = MaaAttestationVerifier(config["maa_endpoints"], ca_file=config.get("maa_ca_file"))
         verifier = CompositeAttestationVerifier(maa, verifier)
-    state = GovernanceState(state_dir, identity, window_seconds=config["window_seconds"],
-                            checkpoint_every=config["checkpoint_every"], attestation_verifier=verifier)
+    state = GovernanceState(
+        state_dir,
+        identity,
+        window_seconds=config["window_seconds"],
+        checkpoint_every=config["checkpoint_every"],
+        attestation_verifier=verifier,
+    )
     if maa is not None:
+
         def accepted_policy(contract_id: str) -> dict[str, Any] | None:
             try:
-                return state.document(contract_id, "clean_room_policy")["data"]
+                policy: dict[str, Any] | None = state.document(contract_id, "clean_room_policy")["data"]
             except NotFoundError:  # a token naming an unknown contract has no accepted policy either
                 return None
+            return policy
 
         maa.bind_accepted_policy(accepted_policy)
     # proto IPPROTO_TCP (not 0) so asyncio sets TCP_NODELAY on accepted connections; without it
@@ -464,16 +512,22 @@ def serve(state_dir: Path) -> None:
     app = SignedBallotRoute(create_app(state), state)
     header_timeout = float(config.get("header_timeout_seconds", http_guard.HEADER_TIMEOUT_SECONDS))
     max_connections = int(config.get("max_connections", http_guard.MAX_CONNECTIONS))
-    protocol = http_guard.guarded_protocol(CoalescingHttpProtocol, header_timeout=header_timeout,
-                                           max_connections=max_connections)
+    protocol = http_guard.guarded_protocol(
+        CoalescingHttpProtocol, header_timeout=header_timeout, max_connections=max_connections
+    )
     http_guard.limit_tls_handshakes(header_timeout)  # this process serves only governance
-    uv_config = uvicorn.Config(app, http=protocol,
-                               **http_guard.uvicorn_limits(header_timeout=header_timeout,
-                                                           max_connections=max_connections),
-                               ssl_keyfile=str(identity.key_path), ssl_certfile=str(identity.cert_path),
-                               log_level="warning", access_log=False, lifespan="on",
-                               proxy_headers=False,  # nothing proxies it: no X-Forwarded-* to trust or parse
-                               timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+    uv_config = uvicorn.Config(
+        app,
+        http=protocol,
+        **http_guard.uvicorn_limits(header_timeout=header_timeout, max_connections=max_connections),
+        ssl_keyfile=str(identity.key_path),
+        ssl_certfile=str(identity.cert_path),
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        proxy_headers=False,  # nothing proxies it: no X-Forwarded-* to trust or parse
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
     server = uvicorn.Server(uv_config)
     try:
         server.run(sockets=[sock])

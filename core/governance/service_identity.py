@@ -29,8 +29,9 @@ TOKEN_KEY_FILE = "token_privk.pem"
 
 
 def _private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 @dataclass(frozen=True)
@@ -62,18 +63,24 @@ class ServiceIdentity:
         return self.directory / CERT_FILE
 
     @classmethod
-    def create(cls, directory: Path, *, valid_days: int = 365) -> "ServiceIdentity":
+    def create(cls, directory: Path, *, valid_days: int = 365) -> ServiceIdentity:
         key = ec.generate_private_key(ec.SECP384R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cleanroom governance service")])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
-            .subject_name(name).issuer_name(name).public_key(key.public_key())
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=valid_days))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(key, hashes.SHA384())
@@ -85,11 +92,13 @@ class ServiceIdentity:
         return cls(private_key=key, certificate=cert, token_key=token_key, directory=directory)
 
     @classmethod
-    def load(cls, directory: Path) -> "ServiceIdentity":
+    def load(cls, directory: Path) -> ServiceIdentity:
         paths = [directory / KEY_FILE, directory / CERT_FILE, directory / TOKEN_KEY_FILE]
         if not all(p.is_file() for p in paths):
-            raise NotFoundError(f"no governance service identity in {directory}",
-                                hint="create the service with `cleanroom governance service start`")
+            raise NotFoundError(
+                f"no governance service identity in {directory}",
+                hint="create the service with `cleanroom governance service start`",
+            )
         key = serialization.load_pem_private_key(paths[0].read_bytes(), password=None)
         token_key = serialization.load_pem_private_key(paths[2].read_bytes(), password=None)
         cert = x509.load_pem_x509_certificate(paths[1].read_bytes())

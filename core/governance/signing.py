@@ -41,8 +41,9 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import cbor2
 from cryptography.exceptions import InvalidSignature
@@ -113,18 +114,27 @@ def _encode(protected: bytes, unprotected: dict[Any, Any], payload: bytes, signa
     return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, unprotected, payload, signature]), canonical=True)
 
 
-def sign_es384(private_key: ec.EllipticCurvePrivateKey, *, kid: str, path: str, body: Any,
-               created_at: int | None = None, unprotected: dict[str, bytes] | None = None) -> bytes:
+def sign_es384(
+    private_key: ec.EllipticCurvePrivateKey,
+    *,
+    kid: str,
+    path: str,
+    body: Any,
+    created_at: int | None = None,
+    unprotected: dict[str, bytes] | None = None,
+) -> bytes:
     """Sign ``body`` for ``path`` with any P-384 key (members, and the service for checkpoints).
 
     ``unprotected`` is for a secret PUT only (see the module docstring); it is not signed."""
-    protected = cbor2.dumps({
-        ALG_LABEL: ES384,
-        KID_LABEL: kid.encode(),
-        CREATED_AT: int(time.time()) if created_at is None else int(created_at),
-        PATH: path,
-        NONCE: os.urandom(NONCE_BYTES),
-    })
+    protected = cbor2.dumps(
+        {
+            ALG_LABEL: ES384,
+            KID_LABEL: kid.encode(),
+            CREATED_AT: int(time.time()) if created_at is None else int(created_at),
+            PATH: path,
+            NONCE: os.urandom(NONCE_BYTES),
+        }
+    )
     payload = canonical_json(body)
     r, s = decode_dss_signature(private_key.sign(_to_be_signed(protected, payload), _ECDSA))
     signature = r.to_bytes(_COORD, "big") + s.to_bytes(_COORD, "big")
@@ -133,8 +143,7 @@ def sign_es384(private_key: ec.EllipticCurvePrivateKey, *, kid: str, path: str, 
 
 def sign_request(identity: MemberIdentity, path: str, body: Any, *, created_at: int | None = None) -> bytes:
     """A member's signed write for ``path`` (what the client sends as the request body)."""
-    return sign_es384(identity.private_key, kid=identity.member_id, path=path, body=body,
-                      created_at=created_at)
+    return sign_es384(identity.private_key, kid=identity.member_id, path=path, body=body, created_at=created_at)
 
 
 def secret_commitment(nonce: bytes, value: bytes) -> str:
@@ -142,13 +151,19 @@ def secret_commitment(nonce: bytes, value: bytes) -> str:
     return hashlib.sha256(nonce + value).hexdigest()
 
 
-def sign_secret_put(identity: MemberIdentity, path: str, value: bytes, *, nonce: bytes | None = None,
-                    created_at: int | None = None) -> bytes:
+def sign_secret_put(
+    identity: MemberIdentity, path: str, value: bytes, *, nonce: bytes | None = None, created_at: int | None = None
+) -> bytes:
     """A member's secret PUT: the value and nonce ride unsigned, their commitment is signed."""
     nonce = os.urandom(SECRET_NONCE_BYTES) if nonce is None else nonce
-    return sign_es384(identity.private_key, kid=identity.member_id, path=path, created_at=created_at,
-                      body={"value_commitment": secret_commitment(nonce, value)},
-                      unprotected={SECRET_NONCE: nonce, SECRET_VALUE: value})
+    return sign_es384(
+        identity.private_key,
+        kid=identity.member_id,
+        path=path,
+        created_at=created_at,
+        body={"value_commitment": secret_commitment(nonce, value)},
+        unprotected={SECRET_NONCE: nonce, SECRET_VALUE: value},
+    )
 
 
 def sign_read(identity: MemberIdentity, path: str, *, created_at: int | None = None) -> str:
@@ -201,26 +216,41 @@ def parse_message(raw: bytes, *, allowed_unprotected: frozenset[str] = frozenset
     try:
         message = cbor2.loads(raw)
     except Exception as exc:  # cbor2 raises several types for garbage
-        raise SignatureRejected(400, "request body is not CBOR: send a COSE_Sign1 message "
-                                     f"(Content-Type {CONTENT_TYPE})") from exc
-    if not isinstance(message, cbor2.CBORTag) or message.tag != COSE_SIGN1_TAG \
-            or not isinstance(message.value, (list, tuple)) or len(message.value) != 4:
+        raise SignatureRejected(
+            400, f"request body is not CBOR: send a COSE_Sign1 message (Content-Type {CONTENT_TYPE})"
+        ) from exc
+    if (
+        not isinstance(message, cbor2.CBORTag)
+        or message.tag != COSE_SIGN1_TAG
+        or not isinstance(message.value, (list, tuple))
+        or len(message.value) != 4
+    ):
         raise SignatureRejected(400, "request body is not a COSE_Sign1 message (CBOR tag 18 with 4 items)")
     protected, unprotected, payload, signature = message.value
-    if not isinstance(protected, bytes) or not isinstance(payload, bytes) or not isinstance(signature, bytes) \
-            or not isinstance(unprotected, (dict, cbor2.frozendict)):
+    if (
+        not isinstance(protected, bytes)
+        or not isinstance(payload, bytes)
+        or not isinstance(signature, bytes)
+        or not isinstance(unprotected, (dict, cbor2.frozendict))
+    ):
         raise SignatureRejected(400, "COSE_Sign1 fields have the wrong types")
     unexpected = [label for label in unprotected if label not in allowed_unprotected]
     if unexpected:
-        raise SignatureRejected(400, f"COSE unprotected header has unexpected label {unexpected[0]!r}: "
-                                     "send it empty (put everything in the protected header)")
+        raise SignatureRejected(
+            400,
+            f"COSE unprotected header has unexpected label {unexpected[0]!r}: "
+            "send it empty (put everything in the protected header)",
+        )
     try:
         canonical = _encode(protected, dict(unprotected), payload, signature)
     except Exception:  # an unencodable label or value in the unprotected header
         canonical = b""
     if canonical != raw:
-        raise SignatureRejected(400, "COSE_Sign1 is not canonical CBOR (another length encoding, extra tag "
-                                     "or trailing bytes): send the message exactly as signed")
+        raise SignatureRejected(
+            400,
+            "COSE_Sign1 is not canonical CBOR (another length encoding, extra tag "
+            "or trailing bytes): send the message exactly as signed",
+        )
     if not signature:
         raise SignatureRejected(401, "request is unsigned: the COSE_Sign1 signature is empty")
     try:
@@ -232,13 +262,25 @@ def parse_message(raw: bytes, *, allowed_unprotected: frozenset[str] = frozenset
     kid, created_at, path = header.get(KID_LABEL), header.get(CREATED_AT), header.get(PATH)
     if not isinstance(kid, bytes) or not isinstance(created_at, int) or not isinstance(path, str):
         raise SignatureRejected(400, f"COSE protected header needs kid, {CREATED_AT!r} and {PATH!r}")
-    return ParsedMessage(kid=kid.decode(errors="replace"), created_at=created_at, path=path,
-                         protected=protected, payload=payload, signature=signature,
-                         unprotected=dict(unprotected))
+    return ParsedMessage(
+        kid=kid.decode(errors="replace"),
+        created_at=created_at,
+        path=path,
+        protected=protected,
+        payload=payload,
+        signature=signature,
+        unprotected=dict(unprotected),
+    )
 
 
-def verify_request(raw: bytes, *, path: str, member_key: Callable[[str], ec.EllipticCurvePublicKey | None],
-                   window_seconds: int, now: float | None = None) -> VerifiedRequest:
+def verify_request(
+    raw: bytes,
+    *,
+    path: str,
+    member_key: Callable[[str], ec.EllipticCurvePublicKey | None],
+    window_seconds: int,
+    now: float | None = None,
+) -> VerifiedRequest:
     """Check a member's signed write: structure, membership, signature, freshness and path.
 
     ``member_key(member_id)`` returns the public key of a member allowed to sign, or None.
@@ -254,29 +296,46 @@ def verify_request(raw: bytes, *, path: str, member_key: Callable[[str], ec.Elli
         raise SignatureRejected(401, "signature does not verify with the member's certificate")
     current = time.time() if now is None else now
     if abs(current - parsed.created_at) > window_seconds:
-        raise SignatureRejected(401, f"created_at {parsed.created_at} is outside the {window_seconds}s "
-                                     "freshness window: check the clock and sign again")
+        raise SignatureRejected(
+            401,
+            f"created_at {parsed.created_at} is outside the {window_seconds}s "
+            "freshness window: check the clock and sign again",
+        )
     if parsed.path != path:
         raise SignatureRejected(401, f"message was signed for {parsed.path!r}, not {path!r}")
     try:
         body = _loads_json(parsed.payload)
     except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the stack
         raise SignatureRejected(400, "COSE payload is not a JSON object") from exc
-    return VerifiedRequest(signer=parsed.kid, created_at=parsed.created_at, path=parsed.path,
-                           body=body, raw=raw, signed_digest=parsed.signed_digest,
-                           ledger_record=parsed.ledger_record, unprotected=parsed.unprotected)
+    return VerifiedRequest(
+        signer=parsed.kid,
+        created_at=parsed.created_at,
+        path=parsed.path,
+        body=body,
+        raw=raw,
+        signed_digest=parsed.signed_digest,
+        ledger_record=parsed.ledger_record,
+        unprotected=parsed.unprotected,
+    )
 
 
-def verify_read(authorization: str | None, *, path: str,
-                member_key: Callable[[str], ec.EllipticCurvePublicKey | None],
-                window_seconds: int) -> str:
+def verify_read(
+    authorization: str | None,
+    *,
+    path: str,
+    member_key: Callable[[str], ec.EllipticCurvePublicKey | None],
+    window_seconds: int,
+) -> str:
     """Check a member-only read's ``Authorization`` header; return the reading member's id.
 
     Reads change nothing, so a read header is not put in the replay cache: it may be reused for
     the same path within the freshness window (as a long poll or stream reconnect does)."""
     if not authorization:
-        raise SignatureRejected(401, f"this read is for members only: send 'Authorization: {READ_SCHEME} "
-                                     "<signed read>' (the governance client does this for a member workspace)")
+        raise SignatureRejected(
+            401,
+            f"this read is for members only: send 'Authorization: {READ_SCHEME} "
+            "<signed read>' (the governance client does this for a member workspace)",
+        )
     scheme, _, encoded = authorization.partition(" ")
     if scheme != READ_SCHEME:
         raise SignatureRejected(401, f"Authorization scheme {scheme[:20]!r} is not {READ_SCHEME!r}")

@@ -15,9 +15,10 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -26,15 +27,40 @@ from cryptography.x509.oid import NameOID
 
 from core.config.canonical import canonical_json, document_hash
 from core.crypto.identity import load_certificate, member_id_of
-from core.errors import (AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError,
-                         ServiceUnavailableError)
+from core.errors import (
+    AccessDeniedError,
+    CleanroomError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from core.governance import ca, constitution, ledger
-from core.governance.models import (DOCUMENT_ACTIONS, EVENT_CATEGORIES, SERVICE_ATTESTATION_TYPES, Action,
-                                    ContractState, MemberStatus, ProposalState, StaleVersionError, Vote,
-                                    check_contract_id, policy_hash_of)
+from core.governance.models import (
+    DOCUMENT_ACTIONS,
+    EVENT_CATEGORIES,
+    SERVICE_ATTESTATION_TYPES,
+    VOTES,
+    Action,
+    ContractState,
+    MemberStatus,
+    OptionStatus,
+    ProposalState,
+    StaleVersionError,
+    Vote,
+    check_contract_id,
+)
 from core.governance.service_identity import ServiceIdentity
-from core.governance.signing import (SECRET_NONCE, SECRET_NONCE_BYTES, SECRET_VALUE, SignatureRejected,
-                                     VerifiedRequest, secret_commitment, sign_es384)
+from core.governance.signing import (
+    SECRET_NONCE,
+    SECRET_NONCE_BYTES,
+    SECRET_VALUE,
+    SignatureRejected,
+    VerifiedRequest,
+    secret_commitment,
+    sign_es384,
+)
+from core.keys.measurement import policy_hash_of
 
 DB_FILE = "governance.db"
 DEK_SECRET_PREFIX = "dek-"  # ``core.keys.wrap_deks.dek_secret_name``: the DEK of a named asset
@@ -78,8 +104,10 @@ def _common_name(cert: Any) -> str:
 
 
 def _refuse_attestation(token: str) -> dict[str, Any]:
-    raise AccessDeniedError("this governance service has no attestation verifier configured",
-                            hint="start it with an attestation verifier (step 3 runtime) before clean rooms call it")
+    raise AccessDeniedError(
+        "this governance service has no attestation verifier configured",
+        hint="start it with an attestation verifier (step 3 runtime) before clean rooms call it",
+    )
 
 
 AttestationVerifier = Callable[[str], dict[str, Any]]
@@ -88,9 +116,18 @@ AttestationVerifier = Callable[[str], dict[str, Any]]
 class GovernanceState:
     """All governance operations. Member writes take a ``VerifiedRequest`` (signature checked)."""
 
-    def __init__(self, state_dir: Path, identity: ServiceIdentity, *, window_seconds: int = 300,
-                 checkpoint_every: int = 100,
-                 attestation_verifier: AttestationVerifier | None = None) -> None:
+    _head: tuple[int, str]  # (seqno, hash) of the last ledger entry
+    _covered: int  # the last seqno a signed checkpoint covers
+
+    def __init__(
+        self,
+        state_dir: Path,
+        identity: ServiceIdentity,
+        *,
+        window_seconds: int = 300,
+        checkpoint_every: int = 100,
+        attestation_verifier: AttestationVerifier | None = None,
+    ) -> None:
         self.identity = identity
         self.window_seconds = window_seconds
         self.checkpoint_every = checkpoint_every
@@ -103,8 +140,8 @@ class GovernanceState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        self._lock = threading.RLock()          # the connection and the in-memory ledger head
-        self._commit_lock = threading.Lock()    # one committer at a time (group commit)
+        self._lock = threading.RLock()  # the connection and the in-memory ledger head
+        self._commit_lock = threading.Lock()  # one committer at a time (group commit)
         self._in_transaction = False
         self._batch = self._committed_batch = 0
         self._failed_batches: set[int] = set()
@@ -152,8 +189,9 @@ class GovernanceState:
     def _commit(self, batch: int) -> None:
         with self._commit_lock:
             if batch in self._failed_batches:
-                raise ServiceUnavailableError("the governance database could not commit this write",
-                                              hint="check the disk, then retry")
+                raise ServiceUnavailableError(
+                    "the governance database could not commit this write", hint="check the disk, then retry"
+                )
             if self._committed_batch >= batch:
                 return
             with self._lock:
@@ -164,8 +202,9 @@ class GovernanceState:
                     self._db.execute("ROLLBACK")
                     self._failed_batches.add(self._batch)
                     self._load_head()
-                    raise ServiceUnavailableError(f"the governance database could not commit ({exc})",
-                                                  hint="check the disk, then retry") from exc
+                    raise ServiceUnavailableError(
+                        f"the governance database could not commit ({exc})", hint="check the disk, then retry"
+                    ) from exc
                 finally:
                     self._in_transaction = False
 
@@ -179,7 +218,9 @@ class GovernanceState:
         seqno, prev = self._head[0] + 1, self._head[1]
         digest = ledger.payload_digest(request)
         entry = ledger.entry_hash(seqno, prev, digest, signer, kind)
-        self._db.execute("INSERT INTO ledger VALUES (?,?,?,?,?,?,?)", (seqno, prev, digest, signer, kind, entry, request))
+        self._db.execute(
+            "INSERT INTO ledger VALUES (?,?,?,?,?,?,?)", (seqno, prev, digest, signer, kind, entry, request)
+        )
         self._head = (seqno, entry)
         return seqno
 
@@ -192,8 +233,11 @@ class GovernanceState:
         try:
             self._db.execute("INSERT INTO seen VALUES (?, ?)", (request.digest, now + 2 * self.window_seconds))
         except sqlite3.IntegrityError:
-            raise SignatureRejected(401, "replayed request: this signed request was already received (in this "
-                                         "or another encoding); sign a new one") from None
+            raise SignatureRejected(
+                401,
+                "replayed request: this signed request was already received (in this "
+                "or another encoding); sign a new one",
+            ) from None
 
     def _member_write(self, request: VerifiedRequest, kind: str) -> int:
         """Ledger the request as signed, without its unprotected header (a secret's value)."""
@@ -216,12 +260,18 @@ class GovernanceState:
             first, last = self._covered + 1, self._head[0]
             if last < first:
                 return None
-            hashes = [row[0] for row in self._db.execute(
-                "SELECT hash FROM ledger WHERE seqno BETWEEN ? AND ? ORDER BY seqno", (first, last))]
+            hashes = [
+                row[0]
+                for row in self._db.execute(
+                    "SELECT hash FROM ledger WHERE seqno BETWEEN ? AND ? ORDER BY seqno", (first, last)
+                )
+            ]
             body = ledger.checkpoint_body(first, last, self._head[1], ledger.merkle_root(hashes))
             signed = ledger.sign_checkpoint(self.identity.private_key, self.identity.service_id, body)
-            self._db.execute("INSERT INTO checkpoints VALUES (?,?,?,?,?,?)",
-                             (last, first, body["chain_head"], body["merkle_root"], signed, time.time()))
+            self._db.execute(
+                "INSERT INTO checkpoints VALUES (?,?,?,?,?,?)",
+                (last, first, body["chain_head"], body["merkle_root"], signed, time.time()),
+            )
             self._covered = last
             return body
 
@@ -230,13 +280,16 @@ class GovernanceState:
         if self._head[0] != 0:
             raise ConflictError("this governance service already has a consortium", hint="nothing to do")
         if not initial_member_certs:
-            raise InvalidInputError("a consortium needs at least one initial member",
-                                    hint="pass --initial-member-cert PEM (one per party)")
+            raise InvalidInputError(
+                "a consortium needs at least one initial member", hint="pass --initial-member-cert PEM (one per party)"
+            )
         members = []
         for pem in initial_member_certs:
             cert = load_certificate(pem)
             name = _common_name(cert)
-            members.append({"member_id": member_id_of(cert), "name": name, "cert": pem if isinstance(pem, str) else pem.decode()})
+            members.append(
+                {"member_id": member_id_of(cert), "name": name, "cert": pem if isinstance(pem, str) else pem.decode()}
+            )
         if len({m["member_id"] for m in members}) != len(members):
             raise InvalidInputError("the same member certificate was given twice", hint="pass each party's cert once")
         body = {"members": members}
@@ -244,18 +297,23 @@ class GovernanceState:
         with self._write():
             seqno = self._append("genesis", ledger.SERVICE_SIGNER, request)
             for m in members:
-                self._db.execute("INSERT INTO members VALUES (?,?,?,?,?,?)",
-                                 (m["member_id"], m["name"], m["cert"], MemberStatus.ACTIVE, "{}", seqno))
+                self._db.execute(
+                    "INSERT INTO members VALUES (?,?,?,?,?,?)",
+                    (m["member_id"], m["name"], m["cert"], MemberStatus.ACTIVE, "{}", seqno),
+                )
         self.checkpoint()
 
     # -- members ------------------------------------------------------------------------------------
-    def member_key(self, member_id: str, *, statuses: tuple[str, ...] = (MemberStatus.ACTIVE,)
-                   ) -> ec.EllipticCurvePublicKey | None:
+    def member_key(
+        self, member_id: str, *, statuses: tuple[str, ...] = (MemberStatus.ACTIVE,)
+    ) -> ec.EllipticCurvePublicKey | None:
         """Public key of a member in one of ``statuses`` (the signature check's lookup)."""
         cached = self._member_keys.get(member_id)
         if cached is None:
             with self._lock:
-                row = self._db.execute("SELECT status, cert_pem FROM members WHERE member_id=?", (member_id,)).fetchone()
+                row = self._db.execute(
+                    "SELECT status, cert_pem FROM members WHERE member_id=?", (member_id,)
+                ).fetchone()
             if row is None:
                 return None
             cached = (row["status"], load_certificate(row["cert_pem"]).public_key())  # type: ignore[assignment]
@@ -266,8 +324,17 @@ class GovernanceState:
     def member(self, member_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM members WHERE member_id=?", (member_id,)).fetchone()
-        return None if row is None else {"memberId": row["member_id"], "name": row["name"], "status": row["status"],
-                                         "certificate": row["cert_pem"], "memberData": json.loads(row["data"])}
+        return (
+            None
+            if row is None
+            else {
+                "memberId": row["member_id"],
+                "name": row["name"],
+                "status": row["status"],
+                "certificate": row["cert_pem"],
+                "memberData": json.loads(row["data"]),
+            }
+        )
 
     def members(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -280,18 +347,29 @@ class GovernanceState:
     def add_member(self, cert_pem: str, name: str, data: dict[str, Any]) -> None:
         cert = load_certificate(cert_pem)
         if self.member(member_id_of(cert)) is not None:
-            raise ConflictError(f"member {member_id_of(cert)[:16]}… joined while this proposal was open",
-                                hint="nothing to do")
-        self._db.execute("INSERT INTO members VALUES (?,?,?,?,?,?)",
-                         (member_id_of(cert), name or _common_name(cert), cert_pem,
-                          MemberStatus.ACCEPTED, canonical_json(data).decode(), self._head[0]))
+            raise ConflictError(
+                f"member {member_id_of(cert)[:16]}… joined while this proposal was open", hint="nothing to do"
+            )
+        self._db.execute(
+            "INSERT INTO members VALUES (?,?,?,?,?,?)",
+            (
+                member_id_of(cert),
+                name or _common_name(cert),
+                cert_pem,
+                MemberStatus.ACCEPTED,
+                canonical_json(data).decode(),
+                self._head[0],
+            ),
+        )
 
     def activate_member(self, request: VerifiedRequest) -> dict[str, Any]:
         with self._write(request):
             member = self.member(request.signer)
             if member is None or member["status"] != MemberStatus.ACCEPTED:
-                raise ConflictError("only a member voted in by set_member and not yet active can activate",
-                                    hint="ask the consortium to accept a `member add` proposal for you first")
+                raise ConflictError(
+                    "only a member voted in by set_member and not yet active can activate",
+                    hint="ask the consortium to accept a `member add` proposal for you first",
+                )
             self._member_write(request, "member.activate")
             self._db.execute("UPDATE members SET status=? WHERE member_id=?", (MemberStatus.ACTIVE, request.signer))
             self._member_keys.pop(request.signer, None)
@@ -303,15 +381,24 @@ class GovernanceState:
             row = self._db.execute("SELECT * FROM contracts WHERE id=?", (contract_id,)).fetchone()
         if row is None:
             return None
-        return {"id": row["id"], "data": json.loads(row["data"]), "version": row["version"], "state": row["state"],
-                "proposalId": row["proposal_id"] or "", "hash": row["hash"] or "", "createdBy": row["created_by"]}
+        return {
+            "id": row["id"],
+            "data": json.loads(row["data"]),
+            "version": row["version"],
+            "state": row["state"],
+            "proposalId": row["proposal_id"] or "",
+            "hash": row["hash"] or "",
+            "createdBy": row["created_by"],
+        }
 
     def get_contract(self, contract_id: str) -> dict[str, Any]:
         with self._lock:
             contract = self.contract(contract_id)
         if contract is None:
-            raise NotFoundError(f"contract '{contract_id}' does not exist",
-                                hint="list contracts with `cleanroom governance contract list`")
+            raise NotFoundError(
+                f"contract '{contract_id}' does not exist",
+                hint="list contracts with `cleanroom governance contract list`",
+            )
         return contract
 
     def contracts(self) -> list[dict[str, Any]]:
@@ -324,60 +411,96 @@ class GovernanceState:
         check_contract_id(contract_id)
         data, version = request.body.get("data"), request.body.get("version")
         if not isinstance(data, dict):
-            raise InvalidInputError("contract data must be a JSON object",
-                                    hint="pass the merged spec from `cleanroom config view` as --data")
+            raise InvalidInputError(
+                "contract data must be a JSON object",
+                hint="pass the merged spec from `cleanroom config view` as --data",
+            )
         constitution.check_contract_data(data)  # a spec the runtime reads must be a valid one
         with self._write(request):
             current = self.contract(contract_id)
             if current is None and version:
-                raise NotFoundError(f"contract '{contract_id}' does not exist, so it has no version {version!r}",
-                                    hint="create it without --version")
+                raise NotFoundError(
+                    f"contract '{contract_id}' does not exist, so it has no version {version!r}",
+                    hint="create it without --version",
+                )
             if current is not None:
                 if current["state"] == ContractState.ACCEPTED:
-                    raise ConflictError(f"contract '{contract_id}' is accepted and immutable",
-                                        hint="create a new contract id for a changed contract")
+                    raise ConflictError(
+                        f"contract '{contract_id}' is accepted and immutable",
+                        hint="create a new contract id for a changed contract",
+                    )
                 if not version:
-                    raise ConflictError(f"contract '{contract_id}' already exists",
-                                        hint="pass --version (from `contract show`) to update it")
+                    raise ConflictError(
+                        f"contract '{contract_id}' already exists",
+                        hint="pass --version (from `contract show`) to update it",
+                    )
                 if version != current["version"]:
-                    raise StaleVersionError(f"contract '{contract_id}' was changed since version {version!r}",
-                                            hint="run `cleanroom governance contract show` and retry with its version")
+                    raise StaleVersionError(
+                        f"contract '{contract_id}' was changed since version {version!r}",
+                        hint="run `cleanroom governance contract show` and retry with its version",
+                    )
             seqno = self._member_write(request, "contract.update" if current else "contract.create")
             new_version = ledger.payload_digest(request.raw)[:32]
             if current is None:
-                self._db.execute("INSERT INTO contracts VALUES (?,?,?,?,?,?,?,?)",
-                                 (contract_id, canonical_json(data).decode(), new_version, ContractState.DRAFT,
-                                  None, None, request.signer, seqno))
+                self._db.execute(
+                    "INSERT INTO contracts VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        contract_id,
+                        canonical_json(data).decode(),
+                        new_version,
+                        ContractState.DRAFT,
+                        None,
+                        None,
+                        request.signer,
+                        seqno,
+                    ),
+                )
             else:
                 if current["state"] == ContractState.PROPOSED:
                     self._close(current["proposalId"], ProposalState.DROPPED, "the contract was updated")
-                self._db.execute("UPDATE contracts SET data=?, version=?, state=?, proposal_id=NULL WHERE id=?",
-                                 (canonical_json(data).decode(), new_version, ContractState.DRAFT, contract_id))
+                self._db.execute(
+                    "UPDATE contracts SET data=?, version=?, state=?, proposal_id=NULL WHERE id=?",
+                    (canonical_json(data).decode(), new_version, ContractState.DRAFT, contract_id),
+                )
         return self.get_contract(contract_id)
 
     def mark_contract_accepted(self, contract_id: str, contract_hash: str) -> None:
-        self._db.execute("UPDATE contracts SET state=?, hash=? WHERE id=?",
-                         (ContractState.ACCEPTED, contract_hash, contract_id))
+        self._db.execute(
+            "UPDATE contracts SET state=?, hash=? WHERE id=?", (ContractState.ACCEPTED, contract_hash, contract_id)
+        )
 
     # -- proposals ----------------------------------------------------------------------------------
     def _proposal_row(self, proposal_id: str) -> sqlite3.Row:
-        row = self._db.execute("SELECT * FROM proposals WHERE id=?", (proposal_id,)).fetchone()
+        row: sqlite3.Row | None = self._db.execute("SELECT * FROM proposals WHERE id=?", (proposal_id,)).fetchone()
         if row is None:
-            raise NotFoundError(f"proposal {proposal_id} does not exist",
-                                hint="list proposals with `cleanroom governance proposal list`")
+            raise NotFoundError(
+                f"proposal {proposal_id} does not exist",
+                hint="list proposals with `cleanroom governance proposal list`",
+            )
         return row
 
     def proposal(self, proposal_id: str) -> dict[str, Any]:
         with self._lock:
             row = self._proposal_row(proposal_id)
-            ballots = {r["member_id"]: r["vote"] for r in
-                       self._db.execute("SELECT member_id, vote FROM ballots WHERE proposal_id=?", (proposal_id,))}
-            return {"proposalId": row["id"], "action": row["action"], "args": json.loads(row["args"]),
-                    "proposerId": row["proposer"], "proposalState": row["state"], "contractId": row["contract_id"],
-                    "ballots": ballots, "failure": row["failure"], "seqno": row["seqno"]}
+            ballots = {
+                r["member_id"]: r["vote"]
+                for r in self._db.execute("SELECT member_id, vote FROM ballots WHERE proposal_id=?", (proposal_id,))
+            }
+            return {
+                "proposalId": row["id"],
+                "action": row["action"],
+                "args": json.loads(row["args"]),
+                "proposerId": row["proposer"],
+                "proposalState": row["state"],
+                "contractId": row["contract_id"],
+                "ballots": ballots,
+                "failure": row["failure"],
+                "seqno": row["seqno"],
+            }
 
-    def proposals(self, *, state: str | None = None, contract_id: str | None = None,
-                  action: str | None = None) -> list[dict[str, Any]]:
+    def proposals(
+        self, *, state: str | None = None, contract_id: str | None = None, action: str | None = None
+    ) -> list[dict[str, Any]]:
         query, params = "SELECT id FROM proposals WHERE 1=1", []
         for column, value in (("state", state), ("contract_id", contract_id), ("action", action)):
             if value:
@@ -388,55 +511,80 @@ class GovernanceState:
             return [self.proposal(i) for i in ids]
 
     def _open_ids(self, contract_id: str, action: str) -> list[str]:
-        return [r[0] for r in self._db.execute(
-            "SELECT id FROM proposals WHERE contract_id=? AND action=? AND state=? ORDER BY seqno",
-            (contract_id, action, ProposalState.OPEN))]
+        return [
+            r[0]
+            for r in self._db.execute(
+                "SELECT id FROM proposals WHERE contract_id=? AND action=? AND state=? ORDER BY seqno",
+                (contract_id, action, ProposalState.OPEN),
+            )
+        ]
 
     def create_proposal(self, request: VerifiedRequest) -> dict[str, Any]:
         action, args = request.body.get("action"), request.body.get("args", {})
         with self._write(request):
             constitution.validate(action, args, self)  # type: ignore[arg-type]
             if action == Action.SET_CONTRACT:  # freeze what is being voted on
-                args = {"contract_id": args["contract_id"], "version": args["version"],
-                        "data": self.contract(args["contract_id"])["data"]}  # type: ignore[index]
+                contract = self.contract(args["contract_id"])
+                assert contract is not None, "validate() refuses a proposal for an unknown contract"
+                args = {"contract_id": args["contract_id"], "version": args["version"], "data": contract["data"]}
             seqno = self._member_write(request, "proposal.create")
             proposal_id = request.digest
-            self._db.execute("INSERT INTO proposals VALUES (?,?,?,?,?,?,?,?)",
-                             (proposal_id, action, canonical_json(args).decode(), request.signer, ProposalState.OPEN,
-                              args.get("contract_id"), None, seqno))
+            self._db.execute(
+                "INSERT INTO proposals VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    proposal_id,
+                    action,
+                    canonical_json(args).decode(),
+                    request.signer,
+                    ProposalState.OPEN,
+                    args.get("contract_id"),
+                    None,
+                    seqno,
+                ),
+            )
             if action == Action.SET_CONTRACT:
-                self._db.execute("UPDATE contracts SET state=?, proposal_id=? WHERE id=?",
-                                 (ContractState.PROPOSED, proposal_id, args["contract_id"]))
+                self._db.execute(
+                    "UPDATE contracts SET state=?, proposal_id=? WHERE id=?",
+                    (ContractState.PROPOSED, proposal_id, args["contract_id"]),
+                )
         return self.proposal(proposal_id)
 
     def _close(self, proposal_id: str, state: str, failure: str | None = None) -> None:
         row = self._proposal_row(proposal_id)
         self._db.execute("UPDATE proposals SET state=?, failure=? WHERE id=?", (state, failure, proposal_id))
         if row["action"] == Action.SET_CONTRACT and state != ProposalState.ACCEPTED:
-            self._db.execute("UPDATE contracts SET state=?, proposal_id=NULL WHERE id=? AND proposal_id=?",
-                             (ContractState.DRAFT, row["contract_id"], proposal_id))
+            self._db.execute(
+                "UPDATE contracts SET state=?, proposal_id=NULL WHERE id=? AND proposal_id=?",
+                (ContractState.DRAFT, row["contract_id"], proposal_id),
+            )
 
     def ballot(self, request: VerifiedRequest, proposal_id: str) -> dict[str, Any]:
         """Record a ballot; resolve and apply the proposal when it decides it."""
         vote = request.body.get("ballot")
-        if vote not in Vote.ALL:
+        if vote not in VOTES:
             raise InvalidInputError(f"ballot {vote!r} is not a vote", hint="vote accept or reject")
         with self._write(request):
             row = self._proposal_row(proposal_id)
-            previous = self._db.execute("SELECT vote FROM ballots WHERE proposal_id=? AND member_id=?",
-                                        (proposal_id, request.signer)).fetchone()
+            previous = self._db.execute(
+                "SELECT vote FROM ballots WHERE proposal_id=? AND member_id=?", (proposal_id, request.signer)
+            ).fetchone()
             if previous is not None:
                 if previous["vote"] != vote:
-                    raise ConflictError(f"you already voted {previous['vote']} on proposal {proposal_id[:16]}…",
-                                        hint="a ballot cannot be changed once cast")
+                    raise ConflictError(
+                        f"you already voted {previous['vote']} on proposal {proposal_id[:16]}…",
+                        hint="a ballot cannot be changed once cast",
+                    )
                 return self.proposal(proposal_id) | {"idempotent": True}
             if row["state"] != ProposalState.OPEN:
-                raise ConflictError(f"proposal {proposal_id[:16]}… is {row['state']}, not Open",
-                                    hint="only open proposals take ballots")
+                raise ConflictError(
+                    f"proposal {proposal_id[:16]}… is {row['state']}, not Open", hint="only open proposals take ballots"
+                )
             seqno = self._member_write(request, "ballot")
             self._db.execute("INSERT INTO ballots VALUES (?,?,?,?)", (proposal_id, request.signer, vote, seqno))
-            ballots = {r["member_id"]: r["vote"] for r in
-                       self._db.execute("SELECT member_id, vote FROM ballots WHERE proposal_id=?", (proposal_id,))}
+            ballots = {
+                r["member_id"]: r["vote"]
+                for r in self._db.execute("SELECT member_id, vote FROM ballots WHERE proposal_id=?", (proposal_id,))
+            }
             outcome = constitution.resolve(ballots, self._active_members())
             if outcome == ProposalState.ACCEPTED:
                 self._accept(row)
@@ -448,7 +596,7 @@ class GovernanceState:
         args = json.loads(row["args"])
         self._db.execute("SAVEPOINT apply")
         try:
-            constitution.apply(row["action"], args, self, row["id"])  # type: ignore[arg-type]
+            constitution.apply(row["action"], args, self, row["id"])
         except CleanroomError as exc:
             self._db.execute("ROLLBACK TO apply")
             self._db.execute("RELEASE apply")
@@ -464,31 +612,41 @@ class GovernanceState:
         with self._write(request):
             row = self._proposal_row(proposal_id)
             if row["proposer"] != request.signer:
-                raise AccessDeniedError("only the proposer may withdraw a proposal",
-                                        hint="vote reject instead to veto it")
+                raise AccessDeniedError(
+                    "only the proposer may withdraw a proposal", hint="vote reject instead to veto it"
+                )
             if row["state"] != ProposalState.OPEN:
-                raise ConflictError(f"proposal {proposal_id[:16]}… is {row['state']}, not Open",
-                                    hint="only open proposals can be withdrawn")
+                raise ConflictError(
+                    f"proposal {proposal_id[:16]}… is {row['state']}, not Open",
+                    hint="only open proposals can be withdrawn",
+                )
             self._member_write(request, "proposal.withdraw")
             self._close(proposal_id, ProposalState.WITHDRAWN)
         return self.proposal(proposal_id)
 
     # -- contract documents, CA, options ------------------------------------------------------------
     def set_document(self, contract_id: str, kind: str, data: dict[str, Any], proposal_id: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO documents VALUES (?,?,?,?)",
-                         (contract_id, kind, canonical_json(data).decode(), proposal_id))
+        self._db.execute(
+            "INSERT OR REPLACE INTO documents VALUES (?,?,?,?)",
+            (contract_id, kind, canonical_json(data).decode(), proposal_id),
+        )
 
     def document(self, contract_id: str, kind: str) -> dict[str, Any]:
         if kind not in DOCUMENT_ACTIONS:
             raise InvalidInputError(f"document kind {kind!r} is not known", hint=f"use {', '.join(DOCUMENT_ACTIONS)}")
         with self._lock:
             self.get_contract(contract_id)
-            row = self._db.execute("SELECT data, proposal_id FROM documents WHERE contract_id=? AND kind=?",
-                                   (contract_id, kind)).fetchone()
+            row = self._db.execute(
+                "SELECT data, proposal_id FROM documents WHERE contract_id=? AND kind=?", (contract_id, kind)
+            ).fetchone()
             data = json.loads(row["data"]) if row else None
-            return {"contractId": contract_id, "data": data, "hash": document_hash(data) if data else "",
-                    "acceptedProposalId": row["proposal_id"] if row else "",
-                    "proposalIds": self._open_ids(contract_id, DOCUMENT_ACTIONS[kind])}
+            return {
+                "contractId": contract_id,
+                "data": data,
+                "hash": document_hash(data) if data else "",
+                "acceptedProposalId": row["proposal_id"] if row else "",
+                "proposalIds": self._open_ids(contract_id, DOCUMENT_ACTIONS[kind]),
+            }
 
     def accepted_policy_hash(self, contract_id: str) -> str | None:
         """The measurement an attested clean room of this contract must present (None: no policy yet)."""
@@ -496,28 +654,39 @@ class GovernanceState:
         return policy_hash_of(policy) if policy else None
 
     def enable_ca(self, contract_id: str, proposal_id: str) -> None:
-        self._db.execute("INSERT OR IGNORE INTO cas (contract_id, proposal_id) VALUES (?,?)", (contract_id, proposal_id))
+        self._db.execute(
+            "INSERT OR IGNORE INTO cas (contract_id, proposal_id) VALUES (?,?)", (contract_id, proposal_id)
+        )
 
     def ca_info(self, contract_id: str) -> dict[str, Any]:
         with self._lock:
             self.get_contract(contract_id)
-            row = self._db.execute("SELECT proposal_id, cert_pem FROM cas WHERE contract_id=?", (contract_id,)).fetchone()
-            return {"contractId": contract_id, "enabled": row is not None, "caCert": (row["cert_pem"] or "") if row else "",
-                    "acceptedProposalId": row["proposal_id"] if row else "",
-                    "proposalIds": self._open_ids(contract_id, Action.ENABLE_CA)}
+            row = self._db.execute(
+                "SELECT proposal_id, cert_pem FROM cas WHERE contract_id=?", (contract_id,)
+            ).fetchone()
+            return {
+                "contractId": contract_id,
+                "enabled": row is not None,
+                "caCert": (row["cert_pem"] or "") if row else "",
+                "acceptedProposalId": row["proposal_id"] if row else "",
+                "proposalIds": self._open_ids(contract_id, Action.ENABLE_CA),
+            }
 
     def generate_ca_key(self, request: VerifiedRequest, contract_id: str) -> dict[str, Any]:
         with self._write(request):
             row = self._db.execute("SELECT cert_pem FROM cas WHERE contract_id=?", (contract_id,)).fetchone()
             if row is None:
-                raise ConflictError(f"the CA of contract '{contract_id}' is not enabled",
-                                    hint="propose and accept it with `cleanroom governance ca propose-enable`")
+                raise ConflictError(
+                    f"the CA of contract '{contract_id}' is not enabled",
+                    hint="propose and accept it with `cleanroom governance ca propose-enable`",
+                )
             if row["cert_pem"]:
                 raise ConflictError(f"contract '{contract_id}' already has a CA key", hint="show it with `ca show`")
             self._member_write(request, "ca.generate_key")
             key_pem, cert_pem = ca.generate_ca(contract_id)
-            self._db.execute("UPDATE cas SET key_pem=?, cert_pem=? WHERE contract_id=?",
-                             (key_pem, cert_pem.decode(), contract_id))
+            self._db.execute(
+                "UPDATE cas SET key_pem=?, cert_pem=? WHERE contract_id=?", (key_pem, cert_pem.decode(), contract_id)
+            )
         return self.ca_info(contract_id)
 
     def set_option(self, contract_id: str, option: str, status: str) -> None:
@@ -527,18 +696,33 @@ class GovernanceState:
         with self._lock:
             contract = self.get_contract(contract_id)
             if option == "execution":
-                disabled_by = [r[0] for r in self._db.execute(
-                    "SELECT member_id FROM execution_disabled WHERE contract_id=? ORDER BY member_id", (contract_id,))]
-                status = "enabled" if contract["state"] == ContractState.ACCEPTED and not disabled_by else "disabled"
+                disabled_by = [
+                    r[0]
+                    for r in self._db.execute(
+                        "SELECT member_id FROM execution_disabled WHERE contract_id=? ORDER BY member_id",
+                        (contract_id,),
+                    )
+                ]
+                status = (
+                    OptionStatus.ENABLED
+                    if contract["state"] == ContractState.ACCEPTED and not disabled_by
+                    else OptionStatus.DISABLED
+                )
                 return {"contractId": contract_id, "option": option, "status": status, "disabledBy": disabled_by}
             if option not in ("logging", "telemetry"):
-                raise InvalidInputError(f"runtime option {option!r} is not known",
-                                        hint="use execution, logging or telemetry")
-            row = self._db.execute("SELECT status FROM options WHERE contract_id=? AND option=?",
-                                   (contract_id, option)).fetchone()
+                raise InvalidInputError(
+                    f"runtime option {option!r} is not known", hint="use execution, logging or telemetry"
+                )
+            row = self._db.execute(
+                "SELECT status FROM options WHERE contract_id=? AND option=?", (contract_id, option)
+            ).fetchone()
             action = f"enable_{option}"
-            return {"contractId": contract_id, "option": option, "status": row["status"] if row else "disabled",
-                    "proposalIds": self._open_ids(contract_id, action) + self._open_ids(contract_id, f"disable_{option}")}
+            return {
+                "contractId": contract_id,
+                "option": option,
+                "status": row["status"] if row else OptionStatus.DISABLED,
+                "proposalIds": self._open_ids(contract_id, action) + self._open_ids(contract_id, f"disable_{option}"),
+            }
 
     def set_execution(self, request: VerifiedRequest, contract_id: str) -> dict[str, Any]:
         """Kill switch: any member disables alone; execution resumes when every disabler re-enables."""
@@ -547,19 +731,25 @@ class GovernanceState:
             raise InvalidInputError(f"runtime option action {action!r} is not valid", hint="use enable or disable")
         with self._write(request):
             self.get_contract(contract_id)
-            disabled = self._db.execute("SELECT 1 FROM execution_disabled WHERE contract_id=? AND member_id=?",
-                                        (contract_id, request.signer)).fetchone() is not None
+            disabled = (
+                self._db.execute(
+                    "SELECT 1 FROM execution_disabled WHERE contract_id=? AND member_id=?",
+                    (contract_id, request.signer),
+                ).fetchone()
+                is not None
+            )
             if action == "disable" and not disabled:
                 self._member_write(request, "runtime_option.disable")
                 self._db.execute("INSERT INTO execution_disabled VALUES (?,?)", (contract_id, request.signer))
             elif action == "enable" and disabled:
                 self._member_write(request, "runtime_option.enable")
-                self._db.execute("DELETE FROM execution_disabled WHERE contract_id=? AND member_id=?",
-                                 (contract_id, request.signer))
+                self._db.execute(
+                    "DELETE FROM execution_disabled WHERE contract_id=? AND member_id=?", (contract_id, request.signer)
+                )
         return self.runtime_option(contract_id, "execution")
 
     def execution_enabled(self, contract_id: str) -> bool:
-        return self.runtime_option(contract_id, "execution")["status"] == "enabled"
+        return bool(self.runtime_option(contract_id, "execution")["status"] == OptionStatus.ENABLED)
 
     # -- secrets, tokens ----------------------------------------------------------------------------
     def put_secret(self, request: VerifiedRequest, contract_id: str, name: str) -> dict[str, Any]:
@@ -576,15 +766,20 @@ class GovernanceState:
             contract = self.get_contract(contract_id)
             dek = name.startswith(DEK_SECRET_PREFIX)
             if dek:  # the owner the contract names, even over a row squatted before this rule existed
-                self._check_asset_owner(contract, name[len(DEK_SECRET_PREFIX):], request.signer)
-            owner = self._db.execute("SELECT owner FROM secrets WHERE contract_id=? AND name=?",
-                                     (contract_id, name)).fetchone()
+                self._check_asset_owner(contract, name[len(DEK_SECRET_PREFIX) :], request.signer)
+            owner = self._db.execute(
+                "SELECT owner FROM secrets WHERE contract_id=? AND name=?", (contract_id, name)
+            ).fetchone()
             if owner is not None and owner["owner"] != request.signer and not dek:
-                raise AccessDeniedError(f"secret '{name}' of contract '{contract_id}' belongs to another member, "
-                                        f"{self._member_label(owner['owner'])}", hint="choose another secret name")
+                raise AccessDeniedError(
+                    f"secret '{name}' of contract '{contract_id}' belongs to another member, "
+                    f"{self._member_label(owner['owner'])}",
+                    hint="choose another secret name",
+                )
             seqno = self._member_write(request, "secret.put")
-            self._db.execute("INSERT OR REPLACE INTO secrets VALUES (?,?,?,?,?)",
-                             (contract_id, name, value, request.signer, seqno))
+            self._db.execute(
+                "INSERT OR REPLACE INTO secrets VALUES (?,?,?,?,?)", (contract_id, name, value, request.signer, seqno)
+            )
         return {"contractId": contract_id, "name": name, "owner": request.signer, "seqno": seqno}
 
     @staticmethod
@@ -592,16 +787,22 @@ class GovernanceState:
         header = request.unprotected or {}
         value, nonce = header.get(SECRET_VALUE), header.get(SECRET_NONCE)
         if "value" in request.body:
-            raise InvalidInputError("secret value is in the signed payload, which the public ledger keeps",
-                                    hint="send it as `cleanroom` clients do: value and nonce in the unprotected "
-                                         "header, {value_commitment} signed")
+            raise InvalidInputError(
+                "secret value is in the signed payload, which the public ledger keeps",
+                hint="send it as `cleanroom` clients do: value and nonce in the unprotected "
+                "header, {value_commitment} signed",
+            )
         if not isinstance(value, bytes) or not isinstance(nonce, bytes) or len(nonce) != SECRET_NONCE_BYTES:
-            raise InvalidInputError(f"secret PUT needs {SECRET_VALUE!r} (bytes) and a {SECRET_NONCE_BYTES}-byte "
-                                    f"{SECRET_NONCE!r} in the COSE unprotected header",
-                                    hint="send it with GovernanceClient.put_secret")
+            raise InvalidInputError(
+                f"secret PUT needs {SECRET_VALUE!r} (bytes) and a {SECRET_NONCE_BYTES}-byte "
+                f"{SECRET_NONCE!r} in the COSE unprotected header",
+                hint="send it with GovernanceClient.put_secret",
+            )
         if request.body.get("value_commitment") != secret_commitment(nonce, value):
-            raise InvalidInputError("secret value does not match the signed value_commitment",
-                                    hint="sign SHA-256(nonce || value) of the value you send")
+            raise InvalidInputError(
+                "secret value does not match the signed value_commitment",
+                hint="sign SHA-256(nonce || value) of the value you send",
+            )
         return value
 
     def _member_label(self, member_id: str) -> str:
@@ -610,50 +811,80 @@ class GovernanceState:
 
     def _check_asset_owner(self, contract: dict[str, Any], asset: str, signer: str) -> None:
         data = contract["data"]
-        assets = [a for kind in ("datasources", "datasinks") for a in (data.get(kind) or [])
-                  if isinstance(a, dict) and a.get("name") == asset]
+        assets = [
+            a
+            for kind in ("datasources", "datasinks")
+            for a in (data.get(kind) or [])
+            if isinstance(a, dict) and a.get("name") == asset
+        ]
         if not assets:
-            raise AccessDeniedError(f"contract '{contract['id']}' names no datasource or datasink '{asset}', "
-                                    f"so nobody may put '{DEK_SECRET_PREFIX}{asset}'",
-                                    hint="put the DEK of an asset the contract names, as its owner")
+            raise AccessDeniedError(
+                f"contract '{contract['id']}' names no datasource or datasink '{asset}', "
+                f"so nobody may put '{DEK_SECRET_PREFIX}{asset}'",
+                hint="put the DEK of an asset the contract names, as its owner",
+            )
         owner = assets[0].get("owner")
         if owner != signer:
-            raise AccessDeniedError(f"'{DEK_SECRET_PREFIX}{asset}' of contract '{contract['id']}' is the DEK of "
-                                    f"'{asset}', owned by {self._member_label(str(owner))}; only its owner may put it",
-                                    hint="each party wraps only its own assets (`cleanroom config wrap-deks`)")
+            raise AccessDeniedError(
+                f"'{DEK_SECRET_PREFIX}{asset}' of contract '{contract['id']}' is the DEK of "
+                f"'{asset}', owned by {self._member_label(str(owner))}; only its owner may put it",
+                hint="each party wraps only its own assets (`cleanroom config wrap-deks`)",
+            )
 
     def secrets(self, contract_id: str) -> list[dict[str, Any]]:
         with self._lock:
             self.get_contract(contract_id)
-            return [{"name": r["name"], "owner": r["owner"], "seqno": r["seqno"]} for r in self._db.execute(
-                "SELECT name, owner, seqno FROM secrets WHERE contract_id=? ORDER BY name", (contract_id,))]
+            return [
+                {"name": r["name"], "owner": r["owner"], "seqno": r["seqno"]}
+                for r in self._db.execute(
+                    "SELECT name, owner, seqno FROM secrets WHERE contract_id=? ORDER BY name", (contract_id,)
+                )
+            ]
 
     def contract_parties(self, contract: dict[str, Any]) -> set[str]:
         """Members an accepted contract lets call its clean room: the ``parties`` its data names
         (the merged spec lists each party's ``member_id``), else the members who accepted it. A
         member who joined the consortium later is neither, so it gets no token for the contract."""
         parties = contract["data"].get("parties")
-        named = {p["member_id"] for p in parties if isinstance(p, dict) and isinstance(p.get("member_id"), str)} \
-            if isinstance(parties, list) else set()
+        named = (
+            {p["member_id"] for p in parties if isinstance(p, dict) and isinstance(p.get("member_id"), str)}
+            if isinstance(parties, list)
+            else set()
+        )
         if named:
             return named
-        return {r[0] for r in self._db.execute("SELECT member_id FROM ballots WHERE proposal_id=? AND vote=?",
-                                                (contract["proposalId"], Vote.ACCEPT))}
+        return {
+            r[0]
+            for r in self._db.execute(
+                "SELECT member_id FROM ballots WHERE proposal_id=? AND vote=?", (contract["proposalId"], Vote.ACCEPT)
+            )
+        }
 
     def issue_token(self, request: VerifiedRequest, contract_id: str) -> dict[str, Any]:
         """A short-lived ES384 JWT naming the member and contract, for the clean room's ingress."""
         with self._write(request):
             contract = self.get_contract(contract_id)
             if contract["state"] != ContractState.ACCEPTED:
-                raise ConflictError(f"contract '{contract_id}' is {contract['state']}; tokens are for accepted contracts",
-                                    hint="get the contract accepted first")
+                raise ConflictError(
+                    f"contract '{contract_id}' is {contract['state']}; tokens are for accepted contracts",
+                    hint="get the contract accepted first",
+                )
             if request.signer not in self.contract_parties(contract):
-                raise AccessDeniedError(f"member {request.signer[:12]}… is not a party of contract '{contract_id}'",
-                                        hint="tokens are issued only to the parties the contract names")
+                raise AccessDeniedError(
+                    f"member {request.signer[:12]}… is not a party of contract '{contract_id}'",
+                    hint="tokens are issued only to the parties the contract names",
+                )
             self._member_write(request, "token.issue")
         now = int(time.time())
-        claims = {"iss": self.token_issuer, "sub": request.signer, "aud": f"cleanroom:{contract_id}",
-                  "contract_id": contract_id, "iat": now, "nbf": now - 5, "exp": now + TOKEN_TTL_SECONDS}
+        claims = {
+            "iss": self.token_issuer,
+            "sub": request.signer,
+            "aud": f"cleanroom:{contract_id}",
+            "contract_id": contract_id,
+            "iat": now,
+            "nbf": now - 5,
+            "exp": now + TOKEN_TTL_SECONDS,
+        }
         token = jwt.encode(claims, self.identity.token_key, algorithm="ES384", headers={"kid": self.token_kid})
         return {"token": token, "expiresAt": claims["exp"], "audience": claims["aud"], "issuer": self.token_issuer}
 
@@ -663,8 +894,11 @@ class GovernanceState:
 
     @property
     def token_kid(self) -> str:
-        return ledger.payload_digest(self.identity.token_key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))[:32]
+        return ledger.payload_digest(
+            self.identity.token_key.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )[:32]
 
     def jwks(self) -> dict[str, Any]:
         jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.identity.token_key.public_key()))
@@ -685,25 +919,35 @@ class GovernanceState:
             raise AccessDeniedError("attestation token missing", hint="send the clean room's attestation token")
         claims = self.attestation_verifier(token)
         if purpose != "event" and claims.get("attestation_type") in SERVICE_ATTESTATION_TYPES:
-            raise AccessDeniedError(f"a {claims['attestation_type']} token may only append events, not {purpose}",
-                                    hint="secrets and CA endorsement need the workload's own attestation")
+            raise AccessDeniedError(
+                f"a {claims['attestation_type']} token may only append events, not {purpose}",
+                hint="secrets and CA endorsement need the workload's own attestation",
+            )
         with self._lock:
             self.get_contract(contract_id)
             if claims.get("contract_id") != contract_id:
-                raise AccessDeniedError(f"attestation is for contract {claims.get('contract_id')!r}, not '{contract_id}'",
-                                        hint="attest the clean room of this contract")
+                raise AccessDeniedError(
+                    f"attestation is for contract {claims.get('contract_id')!r}, not '{contract_id}'",
+                    hint="attest the clean room of this contract",
+                )
             expected = self.accepted_policy_hash(contract_id)
             if expected is None:
-                raise AccessDeniedError(f"contract '{contract_id}' has no accepted clean-room policy",
-                                        hint="propose and accept one with `cleanroom governance deployment policy propose`")
+                raise AccessDeniedError(
+                    f"contract '{contract_id}' has no accepted clean-room policy",
+                    hint="propose and accept one with `cleanroom governance deployment policy propose`",
+                )
             if purpose == "event":
                 return claims
             if claims.get("policy_hash") != expected:
-                raise AccessDeniedError("the clean room's measured policy is not the accepted clean-room policy",
-                                        hint="deploy exactly the accepted deployment spec")
+                raise AccessDeniedError(
+                    "the clean room's measured policy is not the accepted clean-room policy",
+                    hint="deploy exactly the accepted deployment spec",
+                )
             if not self.execution_enabled(contract_id):
-                raise AccessDeniedError(f"execution of contract '{contract_id}' is disabled",
-                                        hint="every member who disabled it must re-enable it")
+                raise AccessDeniedError(
+                    f"execution of contract '{contract_id}' is disabled",
+                    hint="every member who disabled it must re-enable it",
+                )
         return claims
 
     def _attested_write(self, contract_id: str, kind: str, body: dict[str, Any]) -> int:
@@ -716,11 +960,14 @@ class GovernanceState:
         the asset's owner before it uses it)."""
         self._attested(contract_id, body.get("attestation"), purpose="secret")
         with self._lock:
-            row = self._db.execute("SELECT value, owner FROM secrets WHERE contract_id=? AND name=?",
-                                   (contract_id, name)).fetchone()
+            row = self._db.execute(
+                "SELECT value, owner FROM secrets WHERE contract_id=? AND name=?", (contract_id, name)
+            ).fetchone()
         if row is None:
-            raise NotFoundError(f"secret '{name}' of contract '{contract_id}' does not exist",
-                                hint="the owning member must put it first")
+            raise NotFoundError(
+                f"secret '{name}' of contract '{contract_id}' does not exist",
+                hint="the owning member must put it first",
+            )
         return bytes(row["value"]), str(row["owner"])
 
     def endorse(self, contract_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -728,8 +975,10 @@ class GovernanceState:
         with self._write():
             row = self._db.execute("SELECT key_pem, cert_pem FROM cas WHERE contract_id=?", (contract_id,)).fetchone()
             if row is None or not row["cert_pem"]:
-                raise ConflictError(f"contract '{contract_id}' has no CA key",
-                                    hint="enable the CA and run `cleanroom governance ca generate-key`")
+                raise ConflictError(
+                    f"contract '{contract_id}' has no CA key",
+                    hint="enable the CA and run `cleanroom governance ca generate-key`",
+                )
             cert = ca.endorse_csr(bytes(row["key_pem"]), row["cert_pem"].encode(), str(body.get("csr", "")))
             self._attested_write(contract_id, "ca.endorse", body)
         return {"certificate": cert.decode(), "caCert": row["cert_pem"]}
@@ -742,8 +991,9 @@ class GovernanceState:
         claims = self._attested(contract_id, body.get("attestation"), purpose="event")
         category, kind = body.get("category", "audit"), body.get("type")
         if category not in EVENT_CATEGORIES or not isinstance(kind, str) or not kind:
-            raise InvalidInputError("event needs a type and a category of audit, telemetry or logging",
-                                    hint="send {type, category, data}")
+            raise InvalidInputError(
+                "event needs a type and a category of audit, telemetry or logging", hint="send {type, category, data}"
+            )
         data = body.get("data", {})
         if not isinstance(data, dict):
             raise InvalidInputError("event data must be a JSON object", hint="send {type, category, data: {...}}")
@@ -751,11 +1001,13 @@ class GovernanceState:
             data = {**data, "unaccepted_policy_hash": str(claims.get("policy_hash"))}
         with self._write():
             ledger_seqno = self._attested_write(contract_id, "event.append", body)
-            seqno = (self._db.execute("SELECT MAX(seqno) FROM events WHERE contract_id=?",
-                                      (contract_id,)).fetchone()[0] or 0) + 1
-            self._db.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?)",
-                             (contract_id, seqno, ledger_seqno, time.time(), kind, category,
-                              canonical_json(data).decode()))
+            seqno = (
+                self._db.execute("SELECT MAX(seqno) FROM events WHERE contract_id=?", (contract_id,)).fetchone()[0] or 0
+            ) + 1
+            self._db.execute(
+                "INSERT INTO events VALUES (?,?,?,?,?,?,?)",
+                (contract_id, seqno, ledger_seqno, time.time(), kind, category, canonical_json(data).decode()),
+            )
         self.on_event(contract_id)
         return {"contractId": contract_id, "seqno": seqno}
 
@@ -763,14 +1015,28 @@ class GovernanceState:
         """Events from ``from_seqno``; telemetry/logging ones only if the contract enabled them."""
         with self._lock:
             self.get_contract(contract_id)
-            visible = {"audit"} | {opt for opt in ("telemetry", "logging")
-                                   if self.runtime_option(contract_id, opt)["status"] == "enabled"}
-            rows = self._db.execute("SELECT * FROM events WHERE contract_id=? AND seqno>=? ORDER BY seqno LIMIT ?",
-                                    (contract_id, from_seqno, limit)).fetchall()
+            visible = {"audit"} | {
+                opt
+                for opt in ("telemetry", "logging")
+                if self.runtime_option(contract_id, opt)["status"] == OptionStatus.ENABLED
+            }
+            rows = self._db.execute(
+                "SELECT * FROM events WHERE contract_id=? AND seqno>=? ORDER BY seqno LIMIT ?",
+                (contract_id, from_seqno, limit),
+            ).fetchall()
             last = self._db.execute("SELECT MAX(seqno) FROM events WHERE contract_id=?", (contract_id,)).fetchone()[0]
-        events = [{"seqno": r["seqno"], "timestamp": r["timestamp"], "type": r["type"], "category": r["category"],
-                   "data": json.loads(r["data"]), "ledgerSeqno": r["ledger_seqno"]}
-                  for r in rows if r["category"] in visible]
+        events = [
+            {
+                "seqno": r["seqno"],
+                "timestamp": r["timestamp"],
+                "type": r["type"],
+                "category": r["category"],
+                "data": json.loads(r["data"]),
+                "ledgerSeqno": r["ledger_seqno"],
+            }
+            for r in rows
+            if r["category"] in visible
+        ]
         next_seqno = (rows[-1]["seqno"] + 1) if rows else max(from_seqno, (last or 0) + 1)
         return {"contractId": contract_id, "events": events, "nextSeqno": next_seqno}
 
@@ -783,11 +1049,17 @@ class GovernanceState:
         """The whole ledger as JSON lines (a checkpoint is signed first so every entry is covered)."""
         self.checkpoint()
         with self._lock:
-            members = {r["member_id"]: r["cert_pem"] for r in self._db.execute("SELECT member_id, cert_pem FROM members")}
-            entries = [dict(r) | {"request": bytes(r["request"])} for r in
-                       self._db.execute("SELECT * FROM ledger ORDER BY seqno")]
-            checkpoints = [dict(r) | {"signed": bytes(r["signed"])} for r in
-                           self._db.execute("SELECT * FROM checkpoints ORDER BY to_seqno")]
+            members = {
+                r["member_id"]: r["cert_pem"] for r in self._db.execute("SELECT member_id, cert_pem FROM members")
+            }
+            entries = [
+                dict(r) | {"request": bytes(r["request"])}
+                for r in self._db.execute("SELECT * FROM ledger ORDER BY seqno")
+            ]
+            checkpoints = [
+                dict(r) | {"signed": bytes(r["signed"])}
+                for r in self._db.execute("SELECT * FROM checkpoints ORDER BY to_seqno")
+            ]
         return ledger.export_lines(self.identity.cert_pem, members, entries, checkpoints)
 
     def receipt(self, seqno: int) -> dict[str, Any]:
@@ -796,16 +1068,24 @@ class GovernanceState:
         if seqno > self._covered:
             self.checkpoint()
         with self._lock:
-            cp = self._db.execute("SELECT * FROM checkpoints WHERE from_seqno<=? AND to_seqno>=?",
-                                  (seqno, seqno)).fetchone()
-            rows = self._db.execute("SELECT * FROM ledger WHERE seqno BETWEEN ? AND ? ORDER BY seqno",
-                                    (cp["from_seqno"], cp["to_seqno"])).fetchall()
+            cp = self._db.execute(
+                "SELECT * FROM checkpoints WHERE from_seqno<=? AND to_seqno>=?", (seqno, seqno)
+            ).fetchone()
+            rows = self._db.execute(
+                "SELECT * FROM ledger WHERE seqno BETWEEN ? AND ? ORDER BY seqno", (cp["from_seqno"], cp["to_seqno"])
+            ).fetchall()
         entry_row = rows[seqno - cp["from_seqno"]]
         entry = {k: entry_row[k] for k in ("seqno", "prev", "digest", "signer", "kind", "hash")}
-        return {"entry": entry, "request": ledger.b64(bytes(entry_row["request"])),
-                "path": ledger.merkle_path([r["hash"] for r in rows], seqno - cp["from_seqno"]),
-                "checkpoint": {"from_seqno": cp["from_seqno"], "to_seqno": cp["to_seqno"],
-                               "chain_head": cp["chain_head"], "merkle_root": cp["merkle_root"],
-                               "signed": ledger.b64(bytes(cp["signed"]))},
-                "serviceCert": self.identity.cert_pem}
-
+        return {
+            "entry": entry,
+            "request": ledger.b64(bytes(entry_row["request"])),
+            "path": ledger.merkle_path([r["hash"] for r in rows], seqno - cp["from_seqno"]),
+            "checkpoint": {
+                "from_seqno": cp["from_seqno"],
+                "to_seqno": cp["to_seqno"],
+                "chain_head": cp["chain_head"],
+                "merkle_root": cp["merkle_root"],
+                "signed": ledger.b64(bytes(cp["signed"])),
+            },
+            "serviceCert": self.identity.cert_pem,
+        }

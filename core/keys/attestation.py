@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -52,22 +52,27 @@ class AttestationKey:
     @property
     def public_pem(self) -> bytes:
         return self.private_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     @classmethod
-    def load_or_create(cls, state_dir: Path) -> "AttestationKey":
+    def load_or_create(cls, state_dir: Path) -> AttestationKey:
         """Load the key from ``state_dir``, creating it (0600) on first use."""
         path = state_dir / KEY_FILE
         if path.is_file():
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
             if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp384r1":
-                raise InvalidInputError(f"{path} is not a P-384 private key",
-                                        hint="delete it to let the runtime create a new one")
+                raise InvalidInputError(
+                    f"{path} is not a P-384 private key", hint="delete it to let the runtime create a new one"
+                )
             return cls(key)
         key = ec.generate_private_key(ec.SECP384R1())
-        write_secret_file(path, key.private_bytes(serialization.Encoding.PEM,
-                                                  serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
+        write_secret_file(
+            path,
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
         attestation = cls(key)
         write_public_file(state_dir / PUBLIC_FILE, attestation.public_pem)
         return attestation
@@ -108,37 +113,54 @@ class AttestationVerifier:
     """
 
     REQUIRED = ("contract_id", "policy_hash", "report_data", "attestation_type", "iat", "exp")
-    TYPES = {ISSUER: "virtual", "cleanroom-key-service": "key-service"}
+    TYPES: ClassVar[dict[str, str]] = {ISSUER: "virtual", "cleanroom-key-service": "key-service"}
 
     def __init__(self, public_key_pem: bytes, *, issuer: str = ISSUER) -> None:
-        self._public_key = serialization.load_pem_public_key(public_key_pem)
+        public_key = serialization.load_pem_public_key(public_key_pem)
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise InvalidInputError(
+                "the attestation public key is not an EC key", hint="pass the runtime's attestation_pub.pem"
+            )
+        self._public_key = public_key
         self._issuer = issuer
 
     @classmethod
-    def from_state_dir(cls, state_dir: Path) -> "AttestationVerifier":
+    def from_state_dir(cls, state_dir: Path) -> AttestationVerifier:
         return cls(AttestationKey.load_or_create(state_dir).public_pem)
 
     def __call__(self, token: str) -> dict[str, Any]:
         try:
-            claims = jwt.decode(token, self._public_key, algorithms=[ALGORITHM], issuer=self._issuer,
-                                options={"require": list(self.REQUIRED) + ["iss"]}, leeway=5)
+            claims = jwt.decode(
+                token,
+                self._public_key,
+                algorithms=[ALGORITHM],
+                issuer=self._issuer,
+                options={"require": [*self.REQUIRED, "iss"]},
+                leeway=5,
+            )
         except jwt.ExpiredSignatureError as exc:
-            raise AccessDeniedError("attestation token has expired",
-                                    hint="attest again before asking for keys or secrets") from exc
+            raise AccessDeniedError(
+                "attestation token has expired", hint="attest again before asking for keys or secrets"
+            ) from exc
         except jwt.PyJWTError as exc:
-            raise AccessDeniedError(f"attestation token rejected ({exc})",
-                                    hint="the token must come from this machine's clean-room runtime") from exc
+            raise AccessDeniedError(
+                f"attestation token rejected ({exc})", hint="the token must come from this machine's clean-room runtime"
+            ) from exc
         if claims["attestation_type"] != self.TYPES[self._issuer]:
-            raise AccessDeniedError(f"attestation type {claims['attestation_type']!r} is not supported here",
-                                    hint="the embedded default accepts only virtual attestation")
+            raise AccessDeniedError(
+                f"attestation type {claims['attestation_type']!r} is not supported here",
+                hint="the embedded default accepts only virtual attestation",
+            )
         return claims
 
 
 def verify_report_data(claims: dict[str, Any], workload_public_key_der: bytes) -> None:
     """Refuse unless the token's report_data names this exact workload public key."""
     if claims.get("report_data") != report_data_of(workload_public_key_der):
-        raise AccessDeniedError("workload public key does not match the attestation's report_data",
-                                hint="release keys only to the key pair that was attested")
+        raise AccessDeniedError(
+            "workload public key does not match the attestation's report_data",
+            hint="release keys only to the key pair that was attested",
+        )
 
 
 SERVICE_ISSUER = "cleanroom-key-service"
@@ -158,10 +180,21 @@ class KeyServiceAttester:
 
     def token(self, contract_id: str, accepted_policy_hash: str) -> str:
         now = int(time.time())
-        return jwt.encode({"iss": SERVICE_ISSUER, "jti": uuid.uuid4().hex, "iat": now, "nbf": now - 5,
-                           "exp": now + self._ttl, "attestation_type": "key-service", "contract_id": contract_id,
-                           "policy_hash": accepted_policy_hash, "report_data": ""},
-                          self._key.private_key, algorithm=ALGORITHM)
+        return jwt.encode(
+            {
+                "iss": SERVICE_ISSUER,
+                "jti": uuid.uuid4().hex,
+                "iat": now,
+                "nbf": now - 5,
+                "exp": now + self._ttl,
+                "attestation_type": "key-service",
+                "contract_id": contract_id,
+                "policy_hash": accepted_policy_hash,
+                "report_data": "",
+            },
+            self._key.private_key,
+            algorithm=ALGORITHM,
+        )
 
 
 class GovernanceAttestationVerifier:
@@ -180,8 +213,10 @@ class GovernanceAttestationVerifier:
         if issuer not in self._verifiers:
             path = self._dirs[issuer] / PUBLIC_FILE
             if not path.is_file():
-                raise AccessDeniedError(f"no {issuer} key has been created on this machine yet",
-                                        hint="run the clean room with `cleanroom deployment start`")
+                raise AccessDeniedError(
+                    f"no {issuer} key has been created on this machine yet",
+                    hint="run the clean room with `cleanroom deployment start`",
+                )
             self._verifiers[issuer] = AttestationVerifier(path.read_bytes(), issuer=issuer)
         return self._verifiers[issuer]
 
@@ -189,9 +224,12 @@ class GovernanceAttestationVerifier:
         try:
             issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
         except jwt.PyJWTError as exc:
-            raise AccessDeniedError(f"attestation token is malformed ({exc})",
-                                    hint="send the clean room's attestation token") from exc
+            raise AccessDeniedError(
+                f"attestation token is malformed ({exc})", hint="send the clean room's attestation token"
+            ) from exc
         if issuer not in self._dirs:
-            raise AccessDeniedError(f"attestation issuer {issuer!r} is not trusted here",
-                                    hint="the embedded default trusts only its runtime and key service")
+            raise AccessDeniedError(
+                f"attestation issuer {issuer!r} is not trusted here",
+                hint="the embedded default trusts only its runtime and key service",
+            )
         return self._verifier(issuer)(token)

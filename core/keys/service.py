@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import jwt
 import uvicorn
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -50,14 +51,14 @@ from core.errors import AccessDeniedError, CleanroomError, NotFoundError, Servic
 from core.keys.attestation import verify_report_data
 from core.keys.kek_request import AUDIENCE
 from core.keys.loopback_tls import loopback_tls
-from core.keys.release import seal_to_workload
+from core.keys.release import KeyReleaseEvent, seal_to_workload
 
 _CONTRACT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 REQUEST_MAX_AGE_SECONDS = 300
 RATE_WINDOW_SECONDS = 60.0
-NEW_KEKS_PER_MEMBER = 20         # new KEKs one member may create per window (re-fetching is free)
-RELEASE_ATTEMPTS_PER_KEK = 30    # release attempts per (owner, contract) KEK per window
+NEW_KEKS_PER_MEMBER = 20  # new KEKs one member may create per window (re-fetching is free)
+RELEASE_ATTEMPTS_PER_KEK = 30  # release attempts per (owner, contract) KEK per window
 
 # reason_code -> the fixed text a refusal event carries (the HTTP answer may say more)
 REFUSAL_REASONS = {
@@ -139,8 +140,9 @@ class KekStore:
     def exists(self, member_id: str, contract_id: str) -> bool:
         return (self._dir(member_id, contract_id) / "release_policy.json").is_file()
 
-    def create_or_get(self, member_id: str, contract_id: str,
-                      may_create: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    def create_or_get(
+        self, member_id: str, contract_id: str, may_create: Callable[[], None] = lambda: None
+    ) -> dict[str, Any]:
         """The KEK's description, creating it first (after ``may_create`` did not raise) if new."""
         with self._lock:
             directory = self._dir(member_id, contract_id)
@@ -149,8 +151,12 @@ class KekStore:
                 kek = Kek.generate()
                 kek.save(directory)
                 self._private[f"{member_id}/{contract_id}"] = kek.private_key_pem
-                policy = {"contract_id": contract_id, "owner": member_id,
-                          "policy_hash": "accepted-clean-room-policy", "created_at": int(time.time())}
+                policy = {
+                    "contract_id": contract_id,
+                    "owner": member_id,
+                    "policy_hash": "accepted-clean-room-policy",
+                    "created_at": int(time.time()),
+                }
                 # the policy is written last: its presence marks a complete KEK
                 write_public_file(directory / "release_policy.json", json.dumps(policy).encode())
             return self.describe(member_id, contract_id)
@@ -158,13 +164,21 @@ class KekStore:
     def describe(self, member_id: str, contract_id: str) -> dict[str, Any]:
         directory = self._dir(member_id, contract_id)
         if not (directory / "release_policy.json").is_file():
-            raise NotFoundError(f"no KEK for member {member_id[:12]}… in contract '{contract_id}'",
-                                hint=f"the owner runs `cleanroom config wrap-deks --contract-id {contract_id}`")
+            raise NotFoundError(
+                f"no KEK for member {member_id[:12]}… in contract '{contract_id}'",
+                hint=f"the owner runs `cleanroom config wrap-deks --contract-id {contract_id}`",
+            )
         public_pem = (directory / KEK_PUBLIC_FILE).read_bytes()
-        return {"kid": f"{member_id}/{contract_id}", "public_key_pem": public_pem.decode(),
-                "fingerprint": hashlib.sha256(load_kek_public_key(public_pem).public_bytes(
-                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest(),
-                "release_policy": json.loads((directory / "release_policy.json").read_text())}
+        return {
+            "kid": f"{member_id}/{contract_id}",
+            "public_key_pem": public_pem.decode(),
+            "fingerprint": hashlib.sha256(
+                load_kek_public_key(public_pem).public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            ).hexdigest(),
+            "release_policy": json.loads((directory / "release_policy.json").read_text()),
+        }
 
     def warm(self) -> None:
         """Load every KEK once in the background, so the first release after a start is fast."""
@@ -195,12 +209,20 @@ class ReleaseRequest(BaseModel):
 
 def _verify_member_request(body: CreateKekRequest) -> tuple[str, dict[str, Any]]:
     cert = load_certificate(body.member_cert)
+    public_key = cert.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise AccessDeniedError(
+            "key request signature rejected (the member certificate's key is not an EC key)",
+            hint="sign with the member identity of a cleanroom workspace (P-384)",
+        )
     try:
-        claims = jwt.decode(body.request, cert.public_key(), algorithms=["ES384"], audience=AUDIENCE,
-                            options={"require": ["iat", "aud"]})
+        claims = jwt.decode(
+            body.request, public_key, algorithms=["ES384"], audience=AUDIENCE, options={"require": ["iat", "aud"]}
+        )
     except jwt.PyJWTError as exc:
-        raise AccessDeniedError(f"key request signature rejected ({exc})",
-                                hint="sign it with the member key of this workspace") from exc
+        raise AccessDeniedError(
+            f"key request signature rejected ({exc})", hint="sign it with the member key of this workspace"
+        ) from exc
     if abs(time.time() - claims["iat"]) > REQUEST_MAX_AGE_SECONDS or claims.get("action") != "create_kek":
         raise AccessDeniedError("key request is stale or not a create_kek request", hint="send a fresh one")
     return member_id_of(cert), claims
@@ -217,8 +239,7 @@ def _verified_claims(claims: dict[str, Any]) -> dict[str, Any]:
     return recorded
 
 
-def create_app(state_dir: Path, *, verifier: Callable[[str], dict[str, Any]],
-               authority: ReleaseAuthority) -> FastAPI:
+def create_app(state_dir: Path, *, verifier: Callable[[str], dict[str, Any]], authority: ReleaseAuthority) -> FastAPI:
     store = KekStore(state_dir)
     new_keks, release_attempts = RateBound(NEW_KEKS_PER_MEMBER), RateBound(RELEASE_ATTEMPTS_PER_KEK)
     threading.Thread(target=store.warm, name="kek-warm", daemon=True).start()
@@ -233,8 +254,7 @@ def create_app(state_dir: Path, *, verifier: Callable[[str], dict[str, Any]],
         return JSONResponse({"detail": " ".join(message.split())}, status_code=400)
 
     def fail(exc: CleanroomError) -> HTTPException:
-        return HTTPException(status_code={3: 404, 6: 403, 7: 503}.get(exc.exit_code, 400),
-                             detail=exc.one_line())
+        return HTTPException(status_code={3: 404, 6: 403, 7: 503}.get(exc.exit_code, 400), detail=exc.one_line())
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -249,14 +269,21 @@ def create_app(state_dir: Path, *, verifier: Callable[[str], dict[str, Any]],
             def may_create() -> None:
                 """A new KEK only for an active member and a contract governance has, at a bounded rate."""
                 if not authority.member_active(member_id):
-                    raise AccessDeniedError(f"member {member_id[:16]}… is not an active member of the consortium",
-                                            hint="join (and activate) before asking for a KEK")
+                    raise AccessDeniedError(
+                        f"member {member_id[:16]}… is not an active member of the consortium",
+                        hint="join (and activate) before asking for a KEK",
+                    )
                 if not authority.contract_exists(contract_id):
-                    raise NotFoundError(f"contract '{contract_id}' does not exist in governance",
-                                        hint="create the contract before wrapping DEKs for it")
+                    raise NotFoundError(
+                        f"contract '{contract_id}' does not exist in governance",
+                        hint="create the contract before wrapping DEKs for it",
+                    )
                 if not new_keks.take(member_id):
-                    raise HTTPException(status_code=429, detail=f"member {member_id[:16]}… created "
-                                        f"{NEW_KEKS_PER_MEMBER} KEKs in {int(RATE_WINDOW_SECONDS)} s; retry later")
+                    raise HTTPException(
+                        status_code=429,
+                        detail=f"member {member_id[:16]}… created "
+                        f"{NEW_KEKS_PER_MEMBER} KEKs in {int(RATE_WINDOW_SECONDS)} s; retry later",
+                    )
 
             return store.create_or_get(member_id, contract_id, may_create)
         except CleanroomError as exc:
@@ -277,8 +304,11 @@ def create_app(state_dir: Path, *, verifier: Callable[[str], dict[str, Any]],
         except CleanroomError as exc:  # no such KEK: nothing to audit, so no event either
             raise HTTPException(status_code=404, detail=exc.one_line()) from exc
         if not release_attempts.take(f"{member_id}/{contract_id}"):
-            raise HTTPException(status_code=429, detail=f"{RELEASE_ATTEMPTS_PER_KEK} release attempts for this KEK "
-                                f"in {int(RATE_WINDOW_SECONDS)} s; retry later")
+            raise HTTPException(
+                status_code=429,
+                detail=f"{RELEASE_ATTEMPTS_PER_KEK} release attempts for this KEK "
+                f"in {int(RATE_WINDOW_SECONDS)} s; retry later",
+            )
         claimed: dict[str, Any] = {}
         try:
             try:
@@ -295,37 +325,61 @@ def create_app(state_dir: Path, *, verifier: Callable[[str], dict[str, Any]],
             except CleanroomError as exc:
                 raise _Refusal("report_data_mismatch", exc.one_line()) from exc
             if claims.get("contract_id") != contract_id:
-                raise _Refusal("wrong_contract", f"attestation names contract '{claims.get('contract_id')}', "
-                                                 f"not '{contract_id}': release only within the contract")
+                raise _Refusal(
+                    "wrong_contract",
+                    f"attestation names contract '{claims.get('contract_id')}', "
+                    f"not '{contract_id}': release only within the contract",
+                )
             accepted = authority.accepted_policy_hash(contract_id)
             if accepted is None:
-                raise _Refusal("no_accepted_policy", f"contract '{contract_id}' has no accepted clean-room policy: "
-                                                     "propose and accept it with `cleanroom governance deployment`")
+                raise _Refusal(
+                    "no_accepted_policy",
+                    f"contract '{contract_id}' has no accepted clean-room policy: "
+                    "propose and accept it with `cleanroom governance deployment`",
+                )
             if claims.get("policy_hash") != accepted:
-                raise _Refusal("policy_mismatch",
-                               f"attested policy {str(claims.get('policy_hash'))[:12]}… differs from the accepted "
-                               f"clean-room policy {accepted[:12]}…: run exactly the accepted deployment")
+                raise _Refusal(
+                    "policy_mismatch",
+                    f"attested policy {str(claims.get('policy_hash'))[:12]}… differs from the accepted "
+                    f"clean-room policy {accepted[:12]}…: run exactly the accepted deployment",
+                )
             if not authority.execution_enabled(contract_id):
-                raise _Refusal("execution_disabled", f"execution of contract '{contract_id}' is disabled: "
-                                                     "a member must enable execution again")
+                raise _Refusal(
+                    "execution_disabled",
+                    f"execution of contract '{contract_id}' is disabled: a member must enable execution again",
+                )
         except _Refusal as refusal:
             try:
-                authority.record_event(contract_id, {"type": "key_release_refused", "kek_owner": member_id,
-                                                     "reason_code": refusal.code,
-                                                     "reason": REFUSAL_REASONS[refusal.code], **claimed})
+                authority.record_event(
+                    contract_id,
+                    {
+                        "type": KeyReleaseEvent.REFUSED,
+                        "kek_owner": member_id,
+                        "reason_code": refusal.code,
+                        "reason": REFUSAL_REASONS[refusal.code],
+                        **claimed,
+                    },
+                )
             except CleanroomError:
                 pass  # the refusal stands even if it cannot be recorded
             raise HTTPException(status_code=403, detail=refusal.message) from refusal
         except CleanroomError as exc:  # governance unreachable while checking: refuse, nothing to record
             raise HTTPException(status_code=503, detail=f"release refused: {exc.one_line()}") from exc
         try:
-            authority.record_event(contract_id, {"type": "key_released", "kek_owner": member_id,
-                                                 "policy_hash": claims["policy_hash"],
-                                                 "report_data": claims["report_data"]})
+            authority.record_event(
+                contract_id,
+                {
+                    "type": KeyReleaseEvent.RELEASED,
+                    "kek_owner": member_id,
+                    "policy_hash": claims["policy_hash"],
+                    "report_data": claims["report_data"],
+                },
+            )
         except CleanroomError as exc:
-            raise HTTPException(status_code=503, detail=f"release not recorded, so refused: {exc.one_line()}")
-        sealed = seal_to_workload(workload_der, store.private_pem(member_id, contract_id),
-                                  aad=f"{member_id}/{contract_id}".encode())
+            raise HTTPException(status_code=503, detail=f"release not recorded, so refused: {exc.one_line()}") from exc
+        sealed = seal_to_workload(
+            workload_der, store.private_pem(member_id, contract_id), aad=f"{member_id}/{contract_id}".encode()
+        )
         return {"kid": f"{member_id}/{contract_id}", "sealed_kek": sealed}
 
     return app
@@ -339,21 +393,34 @@ class KeyServiceServer:
     service answers unauthenticated clients, who must not be able to hold its memory or sockets.
     """
 
-    def __init__(self, state_dir: Path, *, verifier: Callable[[str], dict[str, Any]],
-                 authority: ReleaseAuthority, port: int = 0,
-                 header_timeout: float = http_guard.HEADER_TIMEOUT_SECONDS,
-                 max_connections: int = http_guard.MAX_CONNECTIONS,
-                 max_body_bytes: int = http_guard.MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        verifier: Callable[[str], dict[str, Any]],
+        authority: ReleaseAuthority,
+        port: int = 0,
+        header_timeout: float = http_guard.HEADER_TIMEOUT_SECONDS,
+        max_connections: int = http_guard.MAX_CONNECTIONS,
+        max_body_bytes: int = http_guard.MAX_BODY_BYTES,
+    ) -> None:
         self.state_dir = state_dir
         self.tls = loopback_tls(state_dir, "key_service")
-        app = http_guard.BodyLimit(create_app(state_dir, verifier=verifier, authority=authority),
-                                   limit=max_body_bytes, json_bodies=True)
+        app = http_guard.BodyLimit(
+            create_app(state_dir, verifier=verifier, authority=authority), limit=max_body_bytes, json_bodies=True
+        )
         protocol = http_guard.guarded_protocol(header_timeout=header_timeout, max_connections=max_connections)
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=protocol,
-                                **http_guard.uvicorn_limits(header_timeout=header_timeout,
-                                                            max_connections=max_connections),
-                                ssl_certfile=str(self.tls.cert_path), ssl_keyfile=str(self.tls.key_path),
-                                lifespan="off")
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            http=protocol,
+            **http_guard.uvicorn_limits(header_timeout=header_timeout, max_connections=max_connections),
+            ssl_certfile=str(self.tls.cert_path),
+            ssl_keyfile=str(self.tls.key_path),
+            lifespan="off",
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="key-service", daemon=True)
 
@@ -362,17 +429,17 @@ class KeyServiceServer:
         sockets = self._server.servers[0].sockets
         return f"https://127.0.0.1:{sockets[0].getsockname()[1]}"
 
-    def start(self, timeout: float = 10.0) -> "KeyServiceServer":
+    def start(self, timeout: float = 10.0) -> KeyServiceServer:
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise ServiceUnavailableError("key service did not start on loopback",
-                                              hint="check that the port is free")
+                raise ServiceUnavailableError(
+                    "key service did not start on loopback", hint="check that the port is free"
+                )
             time.sleep(0.02)
         return self
 
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
-

@@ -37,13 +37,20 @@ def wrap_deks(workspace: Workspace, contract_id: str, *, governance: Any, keys: 
     identity = workspace.identity
     contract = governance.contract(contract_id)
     data = contract.get("data") or {}
-    owned = [asset["name"] for asset in data.get("datasources", []) + data.get("datasinks", [])
-             if asset.get("owner") == identity.member_id]
+    owned = [
+        asset["name"]
+        for asset in data.get("datasources", []) + data.get("datasinks", [])
+        if asset.get("owner") == identity.member_id
+    ]
     if not owned:
-        raise InvalidInputError(f"contract '{contract_id}' has no datasource or datasink owned by this workspace",
-                                hint="nothing to wrap; only parties that bring data run wrap-deks")
+        raise InvalidInputError(
+            f"contract '{contract_id}' has no datasource or datasink owned by this workspace",
+            hint="nothing to wrap; only parties that bring data run wrap-deks",
+        )
     kek = keys.create_kek(identity, contract_id)
     public = load_kek_public_key(kek["public_key_pem"].encode())
     for name in owned:
-        governance.put_secret(contract_id, dek_secret_name(name), wrap_dek_for(public, dek_for(workspace.keys_dir, name)))
+        governance.put_secret(
+            contract_id, dek_secret_name(name), wrap_dek_for(public, dek_for(workspace.keys_dir, name))
+        )
     return WrappedDeks(contract_id=contract_id, kek_fingerprint=kek["fingerprint"], assets=owned)

@@ -48,19 +48,25 @@ def verify_checksums(folder: Path) -> None:
     """Check every file listed in ``folder/SHA256SUMS``; raise IntegrityError on any mismatch."""
     sums = folder / "SHA256SUMS"
     if not sums.is_file():
-        raise IntegrityError(f"dataset folder '{folder}' has no SHA256SUMS",
-                             hint="restore it from the package or reinstall cleanroom-console")
+        raise IntegrityError(
+            f"dataset folder '{folder}' has no SHA256SUMS",
+            hint="restore it from the package or reinstall cleanroom-console",
+        )
     for line in sums.read_text().splitlines():
         if not line.strip():
             continue
         expected, name = line.split(maxsplit=1)
         path = folder / name.strip().lstrip("*")
         if not path.is_file():
-            raise IntegrityError(f"dataset file '{path}' listed in SHA256SUMS is missing",
-                                 hint="reinstall cleanroom-console to restore the vendored data")
+            raise IntegrityError(
+                f"dataset file '{path}' listed in SHA256SUMS is missing",
+                hint="reinstall cleanroom-console to restore the vendored data",
+            )
         if sha256_file(path) != expected:
-            raise IntegrityError(f"dataset file '{path}' does not match its SHA256SUMS checksum",
-                                 hint="the file was altered; reinstall cleanroom-console")
+            raise IntegrityError(
+                f"dataset file '{path}' does not match its SHA256SUMS checksum",
+                hint="the file was altered; reinstall cleanroom-console",
+            )
 
 
 def load(name_or_path: str | Path, *, source: str = "vendored") -> hf_datasets.DatasetDict:
@@ -81,12 +87,16 @@ def load(name_or_path: str | Path, *, source: str = "vendored") -> hf_datasets.D
         return _load_parquet_folder(folder)
     path = Path(name_or_path)
     if not path.exists():
-        raise NotFoundError(f"dataset '{name}' is neither a vendored dataset nor an existing path",
-                            hint=f"use one of {', '.join(VENDORED)} or a folder/parquet file")
+        raise NotFoundError(
+            f"dataset '{name}' is neither a vendored dataset nor an existing path",
+            hint=f"use one of {', '.join(VENDORED)} or a folder/parquet file",
+        )
     if path.is_file():
         if path.suffix != ".parquet":
-            raise InvalidInputError(f"dataset file '{path}' is not a parquet file",
-                                    hint="give a .parquet file or a folder of <split>.parquet files")
+            raise InvalidInputError(
+                f"dataset file '{path}' is not a parquet file",
+                hint="give a .parquet file or a folder of <split>.parquet files",
+            )
         return _check_schema(_parquet_dict({"test": path}), str(path))
     if (path / "dataset_dict.json").is_file():
         import datasets as hf_datasets
@@ -101,8 +111,9 @@ def load_split(name_or_path: str | Path, split: str = "test") -> LabelledRows:
     """One split as plain lists, for callers that only need to send and score rows."""
     dataset = load(name_or_path)
     if split not in dataset:
-        raise NotFoundError(f"split '{split}' is not in dataset '{name_or_path}'",
-                            hint=f"choose one of: {', '.join(dataset.keys())}")
+        raise NotFoundError(
+            f"split '{split}' is not in dataset '{name_or_path}'", hint=f"choose one of: {', '.join(dataset.keys())}"
+        )
     part = dataset[split]
     return LabelledRows(texts=list(part["text"]), labels=[int(v) for v in part["label"]])
 
@@ -110,8 +121,10 @@ def load_split(name_or_path: str | Path, split: str = "test") -> LabelledRows:
 def _load_parquet_folder(folder: Path) -> hf_datasets.DatasetDict:
     files = {split: folder / f"{split}.parquet" for split in SPLITS if (folder / f"{split}.parquet").is_file()}
     if not files:
-        raise InvalidInputError(f"dataset folder '{folder}' has no train/validation/test .parquet files",
-                                hint="add <split>.parquet files or a datasets.save_to_disk folder")
+        raise InvalidInputError(
+            f"dataset folder '{folder}' has no train/validation/test .parquet files",
+            hint="add <split>.parquet files or a datasets.save_to_disk folder",
+        )
     return _check_schema(_parquet_dict(files), str(folder))
 
 
@@ -124,8 +137,9 @@ def _parquet_dict(files: dict[str, Path]) -> hf_datasets.DatasetDict:
         try:
             table = pq.read_table(path)
         except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise InvalidInputError(f"dataset file '{path}' is not readable parquet ({exc})",
-                                    hint="re-export the split with pandas/pyarrow") from exc
+            raise InvalidInputError(
+                f"dataset file '{path}' is not readable parquet ({exc})", hint="re-export the split with pandas/pyarrow"
+            ) from exc
         splits[split] = hf_datasets.Dataset(table)
     return hf_datasets.DatasetDict(splits)
 
@@ -136,7 +150,8 @@ def _check_schema(dataset: hf_datasets.DatasetDict, where: str) -> hf_datasets.D
         if missing:
             raise InvalidInputError(
                 f"split '{split}' of dataset '{where}' lacks column(s) {', '.join(missing)}",
-                hint="a dataset needs a 'text' (string) and a 'label' (integer) column")
+                hint="a dataset needs a 'text' (string) and a 'label' (integer) column",
+            )
     return dataset
 
 
@@ -146,5 +161,7 @@ def _load_from_hub(name: str) -> hf_datasets.DatasetDict:
     try:
         return _check_schema(hf_datasets.load_dataset(HUB_IDS.get(name, name)), name)
     except Exception as exc:  # offline mode and network failures surface as many types
-        raise NotFoundError(f"dataset '{name}' could not be loaded from the Hugging Face hub ({exc})",
-                            hint="use the vendored copy (source='vendored') when offline") from exc
+        raise NotFoundError(
+            f"dataset '{name}' could not be loaded from the Hugging Face hub ({exc})",
+            hint="use the vendored copy (source='vendored') when offline",
+        ) from exc

@@ -18,8 +18,7 @@ from typing import Any
 
 import httpx
 
-from core.errors import (AccessDeniedError, IntegrityError, InvalidInputError, NotFoundError,
-                         ServiceUnavailableError)
+from core.errors import AccessDeniedError, IntegrityError, InvalidInputError, NotFoundError, ServiceUnavailableError
 from core.ml.datasets import LABEL_NAMES, LabelledRows
 
 DEFAULT_BATCH_SIZE = 64
@@ -80,17 +79,20 @@ class EvaluationReport:
 class InferenceClient:
     """HTTPS client for a clean-room inference endpoint: CA pinned, bearer token."""
 
-    def __init__(self, endpoint: str, *, ca: Path | None = None, token: str | None = None,
-                 timeout: float = 120.0) -> None:
+    def __init__(
+        self, endpoint: str, *, ca: Path | None = None, token: str | None = None, timeout: float = 120.0
+    ) -> None:
         base = endpoint.rstrip("/")
         if base.endswith("/infer"):
             base = base[: -len("/infer")]
         if not base.startswith(("https://", "http://")):
-            raise InvalidInputError(f"endpoint '{endpoint}' is not an http(s) URL",
-                                    hint="pass --endpoint https://HOST:PORT")
+            raise InvalidInputError(
+                f"endpoint '{endpoint}' is not an http(s) URL", hint="pass --endpoint https://HOST:PORT"
+            )
         if ca is not None and not Path(ca).is_file():
-            raise NotFoundError(f"CA certificate '{ca}' does not exist",
-                                hint="fetch it with `cleanroom governance ca show`")
+            raise NotFoundError(
+                f"CA certificate '{ca}' does not exist", hint="fetch it with `cleanroom governance ca show`"
+            )
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca)) if ca else True
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.endpoint = base
@@ -121,20 +123,28 @@ class InferenceClient:
             response = self._http.request(method, path, **kwargs)
         except httpx.ConnectError as exc:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
-                raise IntegrityError(f"endpoint {self.endpoint} presented a TLS certificate not signed "
-                                     "by the given CA", hint="check --ca is the clean room's CA") from exc
-            raise ServiceUnavailableError(f"endpoint {self.endpoint} is not reachable ({exc})",
-                                          hint="check the deployment is running and the URL") from exc
+                raise IntegrityError(
+                    f"endpoint {self.endpoint} presented a TLS certificate not signed by the given CA",
+                    hint="check --ca is the clean room's CA",
+                ) from exc
+            raise ServiceUnavailableError(
+                f"endpoint {self.endpoint} is not reachable ({exc})", hint="check the deployment is running and the URL"
+            ) from exc
         except httpx.TimeoutException as exc:
-            raise ServiceUnavailableError(f"endpoint {self.endpoint} timed out on {path}",
-                                          hint="use a smaller --batch-size") from exc
+            raise ServiceUnavailableError(
+                f"endpoint {self.endpoint} timed out on {path}", hint="use a smaller --batch-size"
+            ) from exc
         if response.status_code in (401, 403):
-            raise AccessDeniedError(f"endpoint {self.endpoint} refused the token ({response.status_code})",
-                                    hint="get a fresh token for this deployment and pass --token")
+            raise AccessDeniedError(
+                f"endpoint {self.endpoint} refused the token ({response.status_code})",
+                hint="get a fresh token for this deployment and pass --token",
+            )
         if response.status_code >= 400:
-            raise InvalidInputError(f"endpoint {self.endpoint}{path} answered {response.status_code}: "
-                                    f"{_error_text(response)}")
-        return response.json()
+            raise InvalidInputError(
+                f"endpoint {self.endpoint}{path} answered {response.status_code}: {_error_text(response)}"
+            )
+        answer: dict[str, Any] = response.json()
+        return answer
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -148,14 +158,22 @@ def _error_text(response: httpx.Response) -> str:
 class EvaluationRun:
     """Iterate to send the rows; each step yields the running progress, then ask for ``report()``."""
 
-    def __init__(self, rows: LabelledRows, client: InferenceClient, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                 per_row: bool = False) -> None:
+    def __init__(
+        self,
+        rows: LabelledRows,
+        client: InferenceClient,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        per_row: bool = False,
+    ) -> None:
         if batch_size < 1:
             raise InvalidInputError(f"batch size {batch_size} is not positive", hint="use --batch-size 1 or more")
         empty = [i for i, text in enumerate(rows.texts) if not text.strip()]
         if empty:
-            raise InvalidInputError(f"dataset row {empty[0]} has an empty text ({len(empty)} such rows)",
-                                    hint="remove empty rows before evaluating")
+            raise InvalidInputError(
+                f"dataset row {empty[0]} has an empty text ({len(empty)} such rows)",
+                hint="remove empty rows before evaluating",
+            )
         self.rows = rows
         self.client = client
         self.per_row = per_row
@@ -173,26 +191,44 @@ class EvaluationRun:
     def __iter__(self) -> Iterator[EvaluationProgress]:
         step = 1 if self.per_row else self.batch_size
         for start in range(0, len(self.rows), step):
-            texts = self.rows.texts[start:start + step]
+            texts = self.rows.texts[start : start + step]
             began = time.perf_counter()
-            predicted = ([self.client.classify_one(texts[0])] if self.per_row else self.client.classify(texts))
+            predicted = [self.client.classify_one(texts[0])] if self.per_row else self.client.classify(texts)
             self._elapsed += time.perf_counter() - began
             self._requests += 1
-            for truth, guess in zip(self.rows.labels[start:start + step], predicted):
+            if len(predicted) != len(texts):
+                raise InvalidInputError(
+                    f"endpoint {self.client.endpoint} answered {len(predicted)} labels for {len(texts)} texts",
+                    hint="check that it serves the cleanroom inference API",
+                )
+            for truth, guess in zip(self.rows.labels[start : start + step], predicted, strict=True):
                 self._confusion[truth][guess] += 1
                 self._correct += int(truth == guess)
             self._done += len(texts)
             yield EvaluationProgress(done=self._done, total=len(self.rows), correct=self._correct)
 
     def report(self) -> EvaluationReport:
-        return EvaluationReport(total=self._done, correct=self._correct, labels=self.labels,
-                                confusion=self._confusion, elapsed_s=self._elapsed,
-                                requests=self._requests, model=self.model)
+        return EvaluationReport(
+            total=self._done,
+            correct=self._correct,
+            labels=self.labels,
+            confusion=self._confusion,
+            elapsed_s=self._elapsed,
+            requests=self._requests,
+            model=self.model,
+        )
 
 
-def evaluate(rows: LabelledRows, endpoint: str, *, ca: Path | None = None, token: str | None = None,
-             batch_size: int = DEFAULT_BATCH_SIZE, per_row: bool = False,
-             on_progress: Callable[[EvaluationProgress], None] | None = None) -> EvaluationReport:
+def evaluate(
+    rows: LabelledRows,
+    endpoint: str,
+    *,
+    ca: Path | None = None,
+    token: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    per_row: bool = False,
+    on_progress: Callable[[EvaluationProgress], None] | None = None,
+) -> EvaluationReport:
     with InferenceClient(endpoint, ca=ca, token=token) as client:
         run = EvaluationRun(rows, client, batch_size=batch_size, per_row=per_row)
         for progress in run:

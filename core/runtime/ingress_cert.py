@@ -30,30 +30,38 @@ class IngressIdentity:
 
 def ingress_csr(key: ec.EllipticCurvePrivateKey, contract_id: str) -> bytes:
     """A CSR for the loopback ingress of ``contract_id`` (SANs: 127.0.0.1, localhost)."""
-    return (x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"cleanroom {contract_id}")]))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256())
-            .public_bytes(serialization.Encoding.PEM))
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"cleanroom {contract_id}")]))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
 
 
-def endorsed_ingress_identity(directory: Path, contract_id: str,
-                              endorse: Callable[[bytes], bytes]) -> IngressIdentity:
+def endorsed_ingress_identity(directory: Path, contract_id: str, endorse: Callable[[bytes], bytes]) -> IngressIdentity:
     """Create the ingress key, have ``endorse(csr_pem) -> chain_pem`` sign it, and save both."""
     key = ec.generate_private_key(ec.SECP256R1())
     chain_pem = endorse(ingress_csr(key, contract_id))
     try:
         leaf = x509.load_pem_x509_certificates(chain_pem)[0]
     except (ValueError, IndexError) as exc:
-        raise IntegrityError("the contract CA returned no PEM certificate for the ingress",
-                             hint="check that the CA is enabled for this contract") from exc
+        raise IntegrityError(
+            "the contract CA returned no PEM certificate for the ingress",
+            hint="check that the CA is enabled for this contract",
+        ) from exc
     if leaf.public_key() != key.public_key():
-        raise IntegrityError("the contract CA endorsed a different key than the ingress asked for",
-                             hint="retry the deployment; report it if it persists")
+        raise IntegrityError(
+            "the contract CA endorsed a different key than the ingress asked for",
+            hint="retry the deployment; report it if it persists",
+        )
     key_file, cert_chain = directory / "ingress_privk.pem", directory / "ingress_chain.pem"
-    write_secret_file(key_file, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
+    write_secret_file(
+        key_file,
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
     write_public_file(cert_chain, chain_pem)
     return IngressIdentity(cert_chain=cert_chain, key_file=key_file)

@@ -58,12 +58,13 @@ class VirtualKeyRelease:
         self._keys = keys
 
     def attest(self, deployment_spec: dict[str, Any]) -> str:
-        return self._attester.attest(deployment_spec=deployment_spec,
-                                     workload_public_key_der=self._workload_key.public_der)
+        return self._attester.attest(
+            deployment_spec=deployment_spec, workload_public_key_der=self._workload_key.public_der
+        )
 
     def release_kek(self, owner: str, contract_id: str, attestation: str) -> Kek:
         pem = self._keys.release(owner, contract_id, attestation=attestation, workload_key=self._workload_key)
-        return Kek(serialization.load_pem_private_key(pem, password=None, unsafe_skip_rsa_key_validation=True))
+        return Kek.from_released_pem(pem, owner=owner)
 
 
 def _b64url(data: bytes) -> str:
@@ -74,8 +75,9 @@ def _unb64url(text: str, what: str) -> bytes:
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError, TypeError) as exc:
-        raise IntegrityError(f"released key's {what} is not base64url",
-                             hint="Key Vault's release response is malformed") from exc
+        raise IntegrityError(
+            f"released key's {what} is not base64url", hint="Key Vault's release response is malformed"
+        ) from exc
 
 
 class TransferKey:
@@ -93,9 +95,13 @@ class TransferKey:
         ``x-ms-runtime`` claim: Key Vault wraps to the key, governance
         (``core.keys.maa``) checks the host data against contract C's accepted policy."""
         numbers = self._private.public_key().public_numbers()
-        jwk = {"kid": "cleanroom-transfer-key", "kty": "RSA", "key_ops": ["encrypt"],
-               "n": _b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
-               "e": _b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"))}
+        jwk = {
+            "kid": "cleanroom-transfer-key",
+            "kty": "RSA",
+            "key_ops": ["encrypt"],
+            "n": _b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
+            "e": _b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")),
+        }
         document: dict[str, Any] = {"keys": [jwk]}
         if contract_id is not None:
             document["contract_id"] = contract_id
@@ -109,17 +115,22 @@ class TransferKey:
             key_hsm = json.loads(_unb64url(payload["response"]["key"]["key"]["key_hsm"], "key_hsm"))
             blob = _unb64url(key_hsm["ciphertext"], "ciphertext")
         except (IndexError, KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise IntegrityError("Key Vault's release result has no key_hsm ciphertext",
-                                 hint="release with algorithm RSA_AES_KEY_WRAP_256") from exc
+            raise IntegrityError(
+                "Key Vault's release result has no key_hsm ciphertext",
+                hint="release with algorithm RSA_AES_KEY_WRAP_256",
+            ) from exc
         split = self._private.key_size // 8
         try:
-            aes_key = self._private.decrypt(blob[:split], padding.OAEP(
-                mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+            aes_key = self._private.decrypt(
+                blob[:split], padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+            )
             der = aes_key_unwrap_with_padding(aes_key, blob[split:])
             private = serialization.load_der_private_key(der, password=None)
         except (ValueError, InvalidUnwrap) as exc:
-            raise IntegrityError("released KEK does not open with this clean room's transfer key",
-                                 hint="it was released to another attestation or tampered with") from exc
+            raise IntegrityError(
+                "released KEK does not open with this clean room's transfer key",
+                hint="it was released to another attestation or tampered with",
+            ) from exc
         if not isinstance(private, rsa.RSAPrivateKey):
             raise IntegrityError("released KEK is not an RSA key", hint="KEKs are RSA-HSM 3072 keys")
         return Kek(private)
@@ -128,8 +139,9 @@ class TransferKey:
 class AzureKeyRelease:
     """Inside a confidential container group: MAA via the SKR sidecar, KEKs from Key Vault."""
 
-    def __init__(self, *, attestation_url: str, maa_endpoint: str, kek_vaults: dict[str, str],
-                 credential: Any | None = None) -> None:
+    def __init__(
+        self, *, attestation_url: str, maa_endpoint: str, kek_vaults: dict[str, str], credential: Any | None = None
+    ) -> None:
         self._attestation_url = attestation_url
         self._maa = maa_authority(maa_endpoint)
         for url in kek_vaults.values():
@@ -141,24 +153,33 @@ class AzureKeyRelease:
     def attest(self, deployment_spec: dict[str, Any]) -> str:
         """The SKR sidecar's MAA token for this group's SEV-SNP report (the spec is measured by
         the hardware, via the ccePolicy, not by us)."""
-        body = {"maa_endpoint": self._maa.removeprefix("https://"),
-                "runtime_data": base64.b64encode(
-                    self._transfer_key.runtime_data(str(deployment_spec.get("contract_id", "")))).decode()}
+        body = {
+            "maa_endpoint": self._maa.removeprefix("https://"),
+            "runtime_data": base64.b64encode(
+                self._transfer_key.runtime_data(str(deployment_spec.get("contract_id", "")))
+            ).decode(),
+        }
         try:
             response = httpx.post(self._attestation_url, json=body, timeout=60.0)
         except httpx.HTTPError as exc:
-            raise ServiceUnavailableError(f"attestation endpoint {self._attestation_url} is not reachable ({exc})",
-                                          hint="run the SKR sidecar in the group or set CLEANROOM_ATTESTATION_URL") from exc
+            raise ServiceUnavailableError(
+                f"attestation endpoint {self._attestation_url} is not reachable ({exc})",
+                hint="run the SKR sidecar in the group or set CLEANROOM_ATTESTATION_URL",
+            ) from exc
         if response.status_code != 200:
-            raise AccessDeniedError(f"attestation endpoint refused ({response.status_code}: {response.text[:200]})",
-                                    hint="the group must run on SEV-SNP hardware with a ccePolicy")
+            raise AccessDeniedError(
+                f"attestation endpoint refused ({response.status_code}: {response.text[:200]})",
+                hint="the group must run on SEV-SNP hardware with a ccePolicy",
+            )
         return str(response.json()["token"])
 
     def release_kek(self, owner: str, contract_id: str, attestation: str) -> Kek:
         vault = self._vaults.get(owner)
         if vault is None:
-            raise InvalidInputError(f"no Key Vault is configured for the KEK of '{owner}'",
-                                    hint=f"generate with `--kek-vault {owner}=https://NAME.vault.azure.net`")
+            raise InvalidInputError(
+                f"no Key Vault is configured for the KEK of '{owner}'",
+                hint=f"generate with `--kek-vault {owner}=https://NAME.vault.azure.net`",
+            )
         from azure.core.exceptions import HttpResponseError
         from azure.keyvault.keys import KeyClient, KeyExportEncryptionAlgorithm
 
@@ -168,9 +189,12 @@ class AzureKeyRelease:
             self._credential = default_credential()
         client = KeyClient(vault, self._credential)
         try:
-            result = client.release_key(vault_kek_name(contract_id), attestation,
-                                        algorithm=KeyExportEncryptionAlgorithm.rsa_aes_key_wrap_256)
+            result = client.release_key(
+                vault_kek_name(contract_id), attestation, algorithm=KeyExportEncryptionAlgorithm.rsa_aes_key_wrap_256
+            )
         except HttpResponseError as exc:
-            raise AccessDeniedError(f"Key Vault {vault} refused to release the KEK of '{owner}' ({exc.message})",
-                                    hint="its SKR policy must require this group's host data") from exc
+            raise AccessDeniedError(
+                f"Key Vault {vault} refused to release the KEK of '{owner}' ({exc.message})",
+                hint="its SKR policy must require this group's host data",
+            ) from exc
         return self._transfer_key.open_release(result.value)

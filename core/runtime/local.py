@@ -61,12 +61,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from cryptography.hazmat.primitives import serialization
-
 from core.config.fragment import DataAsset
 from core.crypto.kek import Kek
 from core.crypto.secret_file import write_public_file
 from core.errors import AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError
+from core.governance.models import ContractState
 from core.keys.attestation import DEFAULT_TTL_SECONDS, AttestationKey, VirtualAttester
 from core.keys.client import KeyServiceClient
 from core.keys.measurement import policy_hash
@@ -76,6 +75,7 @@ from core.runtime import sandbox
 from core.runtime.deployment import RUN_DIR, TELEMETRY_FILE, accepted_policy_hash
 from core.runtime.ingress import IngressProxy, RouteAllowList, TokenPolicy
 from core.runtime.ingress_cert import endorsed_ingress_identity
+from core.runtime.lifecycle import LIVE_STATES, DeploymentState, LifecycleEvent
 from core.storage.locator import open_store
 from core.storage.transfer import Manifest, UntrustedEntryError, download_folder, upload_untrusted_folder
 
@@ -92,13 +92,13 @@ KILL_SWITCH_GRACE_SECONDS = 0.5
 # A normal stop (`deployment stop`, SIGTERM of the runtime) lets a workload write its last checkpoint.
 STOP_GRACE_SECONDS = 10.0
 MAX_TELEMETRY_LINE = 16 * 1024
-MAX_TELEMETRY_READ = 1 << 20          # bytes read from the telemetry file per poll
+MAX_TELEMETRY_READ = 1 << 20  # bytes read from the telemetry file per poll
 TELEMETRY_POLL_SECONDS = 0.2
-TELEMETRY_QUEUE = 100                 # records waiting to be forwarded; the oldest are dropped
-TELEMETRY_EVENTS_PER_SECOND = 50.0    # what one run may send governance as telemetry
-TELEMETRY_DRAIN_SECONDS = 2.0         # how long the end of a run waits for queued records
-MAX_LOG_LINE = 64 * 1024              # a longer application output line is cut here
-OUTPUT_CHUNK = 64 * 1024              # bytes read from a workload's stdout at a time
+TELEMETRY_QUEUE = 100  # records waiting to be forwarded; the oldest are dropped
+TELEMETRY_EVENTS_PER_SECOND = 50.0  # what one run may send governance as telemetry
+TELEMETRY_DRAIN_SECONDS = 2.0  # how long the end of a run waits for queued records
+MAX_LOG_LINE = 64 * 1024  # a longer application output line is cut here
+OUTPUT_CHUNK = 64 * 1024  # bytes read from a workload's stdout at a time
 LOGS_DIR = "logs"
 REATTEST_AFTER_SECONDS = DEFAULT_TTL_SECONDS / 2
 
@@ -128,15 +128,17 @@ class GovernancePort(Protocol):
 
     def jwks(self) -> dict[str, Any]: ...
 
-    def record_event(self, contract_id: str, event: dict[str, Any], *, category: str = "audit",
-                     attestation: str | None = None) -> None: ...
+    def record_event(
+        self, contract_id: str, event: dict[str, Any], *, category: str = "audit", attestation: str | None = None
+    ) -> None: ...
 
 
 Listener = Callable[[str, dict[str, Any]], None]
 
 
-def seal_datasink(asset: DataAsset, folder: Path, dek: bytes, *,
-                  extra_files: dict[str, Path] | None = None) -> Manifest | None:
+def seal_datasink(
+    asset: DataAsset, folder: Path, dek: bytes, *, extra_files: dict[str, Path] | None = None
+) -> Manifest | None:
     """Encrypt what the workload wrote to a datasink (plus the runtime's own ``extra_files``,
     the application logs of the logging sink) and upload it to its owner's store.
 
@@ -144,8 +146,9 @@ def seal_datasink(asset: DataAsset, folder: Path, dek: bytes, *,
     being replaced by an empty upload. Raises :class:`UntrustedEntryError` (and seals nothing)
     when the sink holds anything but directories and regular files: see
     :func:`core.storage.transfer.upload_untrusted_folder`."""
-    return upload_untrusted_folder(open_store(asset.store), asset.container, dek, folder,
-                                   label=f"datasink '{asset.name}'", extra_files=extra_files)
+    return upload_untrusted_folder(
+        open_store(asset.store), asset.container, dek, folder, label=f"datasink '{asset.name}'", extra_files=extra_files
+    )
 
 
 def owned_dek(governance: GovernancePort, contract_id: str, asset: str, owner: str, attestation: str) -> bytes:
@@ -155,29 +158,37 @@ def owned_dek(governance: GovernancePort, contract_id: str, asset: str, owner: s
     here too means a datasink is never sealed with a DEK another party chose (and knows)."""
     wrapped, writer = governance.secret_with_writer(contract_id, dek_secret_name(asset), attestation)
     if writer != owner:
-        raise AccessDeniedError(f"the DEK of '{asset}' was written by member {writer[:16]}…, not by its owner "
-                                f"{owner[:16]}…", hint=f"the owner runs `cleanroom config wrap-deks --contract-id "
-                                                      f"{contract_id}`")
+        raise AccessDeniedError(
+            f"the DEK of '{asset}' was written by member {writer[:16]}…, not by its owner {owner[:16]}…",
+            hint=f"the owner runs `cleanroom config wrap-deks --contract-id {contract_id}`",
+        )
     return wrapped
 
 
 def check_ready(governance: GovernancePort, contract_id: str) -> dict[str, Any]:
     """The accepted deployment spec, or a refusal: contract, spec and policy accepted, execution on."""
     contract = governance.contract(contract_id)
-    if contract.get("state") != "Accepted":
-        raise ConflictError(f"contract '{contract_id}' is {contract.get('state')}, not Accepted",
-                            hint="all parties must accept it first (`cleanroom governance contract vote`)")
+    if contract.get("state") != ContractState.ACCEPTED:
+        raise ConflictError(
+            f"contract '{contract_id}' is {contract.get('state')}, not Accepted",
+            hint="all parties must accept it first (`cleanroom governance contract vote`)",
+        )
     spec = governance.document(contract_id, "deployment_spec")
     if spec is None:
-        raise ConflictError(f"contract '{contract_id}' has no accepted deployment spec",
-                            hint="propose it with `cleanroom governance deployment template propose`")
+        raise ConflictError(
+            f"contract '{contract_id}' has no accepted deployment spec",
+            hint="propose it with `cleanroom governance deployment template propose`",
+        )
     accepted = accepted_policy_hash(governance.document(contract_id, "clean_room_policy"))
     if accepted is None:
-        raise ConflictError(f"contract '{contract_id}' has no accepted clean-room policy",
-                            hint="propose it with `cleanroom governance deployment policy propose`")
+        raise ConflictError(
+            f"contract '{contract_id}' has no accepted clean-room policy",
+            hint="propose it with `cleanroom governance deployment policy propose`",
+        )
     if not governance.option_enabled(contract_id, "execution"):
-        raise AccessDeniedError(f"execution of contract '{contract_id}' is disabled",
-                                hint="a member must enable execution again")
+        raise AccessDeniedError(
+            f"execution of contract '{contract_id}' is disabled", hint="a member must enable execution again"
+        )
     return spec
 
 
@@ -194,7 +205,7 @@ def pid_alive(pid: int) -> bool:
 def sweep_stale_mounts(state_dir: Path) -> list[str]:
     """Remove the private mounts of every run whose runtime process is gone (e.g. SIGKILLed)."""
     root = state_dir / MOUNTS_DIR
-    removed = []
+    removed: list[str] = []
     if not root.is_dir():
         return removed
     for run_dir in root.iterdir():
@@ -227,7 +238,7 @@ class RunDirectory:
     record: Path | None = None
 
     @classmethod
-    def create(cls, state_dir: Path, contract_id: str) -> "RunDirectory":
+    def create(cls, state_dir: Path, contract_id: str) -> RunDirectory:
         root = state_dir / MOUNTS_DIR
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(root, 0o700)
@@ -250,8 +261,12 @@ class RunDirectory:
             info = os.lstat(location)
         except (OSError, ValueError):
             return
-        if (location.is_absolute() and location.name.startswith(PLAINTEXT_PREFIX)
-                and stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()):
+        if (
+            location.is_absolute()
+            and location.name.startswith(PLAINTEXT_PREFIX)
+            and stat.S_ISDIR(info.st_mode)
+            and info.st_uid == os.geteuid()
+        ):
             shutil.rmtree(location, ignore_errors=True)
 
     def asset(self, name: str) -> Path:
@@ -290,8 +305,15 @@ class DeploymentOutcome:
 class LocalRuntime:
     """Runs deployments of accepted contracts; one instance per runtime state directory."""
 
-    def __init__(self, state_dir: Path, governance: GovernancePort, keys: KeyServiceClient, *,
-                 insecure_no_sandbox: bool = False, listener: Listener | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        governance: GovernancePort,
+        keys: KeyServiceClient,
+        *,
+        insecure_no_sandbox: bool = False,
+        listener: Listener | None = None,
+    ) -> None:
         self.state_dir = state_dir
         self.governance = governance
         self.keys = keys
@@ -335,16 +357,19 @@ class LocalRuntime:
             return self._token
 
     # -- the run ----------------------------------------------------------------------------
-    def run(self, contract_id: str, *, spec_override: dict[str, Any] | None = None,
-            ingress_port: int = 0) -> DeploymentOutcome:
+    def run(
+        self, contract_id: str, *, spec_override: dict[str, Any] | None = None, ingress_port: int = 0
+    ) -> DeploymentOutcome:
         """Run one deployment to its end. ``spec_override`` is what a hoster would actually run
         if it edited the spec: it is attested as is, so the key service refuses a changed one."""
         sweep_stale_mounts(self.state_dir)
         accepted_spec = check_ready(self.governance, contract_id)
         spec = spec_override if spec_override is not None else accepted_spec
         if spec.get("contract_id") != contract_id:
-            raise InvalidInputError(f"deployment spec names contract '{spec.get('contract_id')}', "
-                                    f"not '{contract_id}'", hint="pass the spec generated for this contract")
+            raise InvalidInputError(
+                f"deployment spec names contract '{spec.get('contract_id')}', not '{contract_id}'",
+                hint="pass the spec generated for this contract",
+            )
         outcome = DeploymentOutcome(contract_id)
         processes: dict[str, subprocess.Popen[bytes]] = {}
         ingress: IngressProxy | None = None
@@ -355,14 +380,14 @@ class LocalRuntime:
         attestation = attester.attest(deployment_spec=spec, workload_public_key_der=workload_key.public_der)
         self._reattest = lambda: attester.attest(deployment_spec=spec, workload_public_key_der=workload_key.public_der)
         self._token, self._attested_at = attestation, time.monotonic()
-        self._note(contract_id, "deploying", attestation, policy_hash=policy_hash(spec))
+        self._note(contract_id, LifecycleEvent.DEPLOYING, attestation, policy_hash=policy_hash(spec))
         run_dir = RunDirectory.create(self.state_dir, contract_id)
         try:
             if sandbox.bwrap_path() is None and not self.insecure_no_sandbox:
                 raise sandbox.missing_bwrap_error()  # before any key is released
-            self._note(contract_id, "attested", attestation, policy_hash=policy_hash(spec))
+            self._note(contract_id, LifecycleEvent.ATTESTED, attestation, policy_hash=policy_hash(spec))
             deks = self._release_deks(contract_id, spec, attestation, workload_key)
-            self._note(contract_id, "keys_released", attestation, assets=sorted(deks))
+            self._note(contract_id, LifecycleEvent.KEYS_RELEASED, attestation, assets=sorted(deks))
             self._decrypt_datasources(spec, run_dir, deks)
             if self._stop.is_set():
                 raise AccessDeniedError(f"deployment of '{contract_id}' stopped before it ran ({self._stop_reason})")
@@ -371,18 +396,28 @@ class LocalRuntime:
             if ingress is not None:
                 for process in processes.values():
                     ingress.allow_workload(process.pid)
-            self._note(contract_id, "running", attestation, applications=sorted(processes),
-                       ingress=self.ingress_url, sandbox="none (INSECURE)" if self.insecure_no_sandbox
-                       else "bubblewrap")
+            self._note(
+                contract_id,
+                LifecycleEvent.RUNNING,
+                attestation,
+                applications=sorted(processes),
+                ingress=self.ingress_url,
+                sandbox="none (INSECURE)" if self.insecure_no_sandbox else "bubblewrap",
+            )
             outcome.exit_codes = self._supervise(contract_id, spec, run_dir, processes, attestation)
             sandbox.raise_if_over_limits(processes)  # a workload killed for its memory is a failed run
             outcome.stopped_by = self._stop_reason
-            self._note(contract_id, "exited", attestation, exit_codes=outcome.exit_codes,
-                       stopped_by=outcome.stopped_by)
+            self._note(
+                contract_id,
+                LifecycleEvent.EXITED,
+                attestation,
+                exit_codes=outcome.exit_codes,
+                stopped_by=outcome.stopped_by,
+            )
         except BaseException as exc:
             self._terminate(processes)
             reason = exc.one_line() if isinstance(exc, CleanroomError) else f"{type(exc).__name__}: {exc}"
-            self._note(contract_id, "failed", attestation, reason=reason)
+            self._note(contract_id, LifecycleEvent.FAILED, attestation, reason=reason)
             raise
         finally:
             if ingress is not None:
@@ -397,18 +432,16 @@ class LocalRuntime:
                 run_dir.remove()
         return outcome
 
-    def _release_deks(self, contract_id: str, spec: dict[str, Any], attestation: str,
-                      workload_key: WorkloadKey) -> dict[str, bytes]:
+    def _release_deks(
+        self, contract_id: str, spec: dict[str, Any], attestation: str, workload_key: WorkloadKey
+    ) -> dict[str, bytes]:
         keks: dict[str, Kek] = {}
         deks: dict[str, bytes] = {}
         for asset in spec.get("datasources", []) + spec.get("datasinks", []):
             owner = asset["owner"]
             if owner not in keks:
                 pem = self.keys.release(owner, contract_id, attestation=attestation, workload_key=workload_key)
-                # the PEM arrived AES-GCM-authenticated from the key service, which validated the key
-                # when it made it; re-validating an RSA-3072 key costs ~0.3 s per owner at every start
-                keks[owner] = Kek(serialization.load_pem_private_key(pem, password=None,
-                                                                     unsafe_skip_rsa_key_validation=True))
+                keks[owner] = Kek.from_released_pem(pem, owner=owner)
             wrapped = owned_dek(self.governance, contract_id, asset["name"], owner, attestation)
             deks[asset["name"]] = keks[owner].unwrap(wrapped, label=f"DEK of '{asset['name']}'")
         return deks
@@ -416,37 +449,52 @@ class LocalRuntime:
     def _decrypt_datasources(self, spec: dict[str, Any], run_dir: RunDirectory, deks: dict[str, bytes]) -> None:
         for document in spec.get("datasources", []):
             asset = DataAsset.model_validate(document)
-            download_folder(open_store(asset.store), asset.container, deks[asset.name], run_dir.asset(asset.name),
-                            label=f"datasource '{asset.name}'")
+            download_folder(
+                open_store(asset.store),
+                asset.container,
+                deks[asset.name],
+                run_dir.asset(asset.name),
+                label=f"datasource '{asset.name}'",
+            )
         for document in spec.get("datasinks", []):
             run_dir.asset(document["name"])
 
-    def _start_ingress(self, contract_id: str, spec: dict[str, Any], run_dir: RunDirectory, attestation: str,
-                       port: int) -> IngressProxy | None:
+    def _start_ingress(
+        self, contract_id: str, spec: dict[str, Any], run_dir: RunDirectory, attestation: str, port: int
+    ) -> IngressProxy | None:
         serving = [app for app in spec["applications"] if app.get("socket")]
         if not serving:
             return None
         if len(serving) > 1:
-            raise InvalidInputError(f"contract '{contract_id}' has {len(serving)} serving applications",
-                                    hint="the local runtime fronts one; give ports to one application only")
+            raise InvalidInputError(
+                f"contract '{contract_id}' has {len(serving)} serving applications",
+                hint="the local runtime fronts one; give ports to one application only",
+            )
         app = serving[0]
-        identity = endorsed_ingress_identity(run_dir.path, contract_id,
-                                             lambda csr: self.governance.endorse(contract_id, csr, attestation))
+        identity = endorsed_ingress_identity(
+            run_dir.path, contract_id, lambda csr: self.governance.endorse(contract_id, csr, attestation)
+        )
         # the runtime binds the workload's socket where no sandbox sees it and hands in the fd
         # (core.runtime.sandbox.ListeningSocket): no workload-written path is ever connected to
-        listening = self._listening[app["name"]] = sandbox.ListeningSocket(run_dir.path / "ingress",
-                                                                           f"{app['name']}.sock")
+        listening = self._listening[app["name"]] = sandbox.ListeningSocket(
+            run_dir.path / "ingress", f"{app['name']}.sock"
+        )
         socket_file = listening.path
 
         def refused(route: str, status: str, reason: str) -> None:
             if self.listener is not None:
                 self.listener("ingress_refused", {"route": route, "status": status, "reason": reason})
 
-        proxy = IngressProxy(upstream_socket=socket_file, cert_chain=identity.cert_chain, key_file=identity.key_file,
-                             routes=RouteAllowList.from_policy(spec.get("network_policy", {}).get("inbound_allow", [])),
-                             tokens=TokenPolicy(contract_id=contract_id, jwks=self.governance.jwks,
-                                                audience=f"cleanroom:{contract_id}"), port=port,
-                             on_refusal=refused, upstream_pid=os.getpid()).start()
+        proxy = IngressProxy(
+            upstream_socket=socket_file,
+            cert_chain=identity.cert_chain,
+            key_file=identity.key_file,
+            routes=RouteAllowList.from_policy(spec.get("network_policy", {}).get("inbound_allow", [])),
+            tokens=TokenPolicy(contract_id=contract_id, jwks=self.governance.jwks, audience=f"cleanroom:{contract_id}"),
+            port=port,
+            on_refusal=refused,
+            upstream_pid=os.getpid(),
+        ).start()
         self.ingress_url = proxy.url
         return proxy
 
@@ -456,37 +504,59 @@ class LocalRuntime:
             env[name] = self.governance.secret(contract_id, env_secret_name(name), attestation).decode()
         return env
 
-    def _launch(self, contract_id: str, spec: dict[str, Any], run_dir: RunDirectory,
-                attestation: str) -> dict[str, subprocess.Popen[bytes]]:
+    def _launch(
+        self, contract_id: str, spec: dict[str, Any], run_dir: RunDirectory, attestation: str
+    ) -> dict[str, subprocess.Popen[bytes]]:
         processes: dict[str, subprocess.Popen[bytes]] = {}
         outbound = bool(spec.get("network_policy", {}).get("allow_all_outbound"))
         for app in spec["applications"]:
-            mounts = [sandbox.Mount(run_dir.asset(m["name"]), m["path"], writable=not m["read_only"])
-                      for m in app.get("mounts", [])]
+            mounts = [
+                sandbox.Mount(run_dir.asset(m["name"]), m["path"], writable=not m["read_only"])
+                for m in app.get("mounts", [])
+            ]
             mounts.append(sandbox.Mount(run_dir.run, RUN_DIR, writable=True))
             entrypoint = app.get("entrypoint")
             code = [PROJECT_ROOT / "containers"]
             if entrypoint and not (PROJECT_ROOT / entrypoint).resolve().is_relative_to(PROJECT_ROOT / "containers"):
-                raise InvalidInputError(f"entrypoint {entrypoint!r} of '{app['name']}' is not under containers/",
-                                        hint="the local runtime runs workloads from the project's containers/")
-            sandbox_spec = sandbox.SandboxSpec(name=app["name"], command=list(app["command"]), workdir=PROJECT_ROOT,
-                                               code=code, mounts=mounts, env=self._env(contract_id, app, attestation),
-                                               allow_outbound=outbound,
-                                               limits=sandbox.ResourceLimits.for_application(app),
-                                               listen_fd=self._listening[app["name"]].fileno()
-                                               if app["name"] in self._listening else None)
+                raise InvalidInputError(
+                    f"entrypoint {entrypoint!r} of '{app['name']}' is not under containers/",
+                    hint="the local runtime runs workloads from the project's containers/",
+                )
+            sandbox_spec = sandbox.SandboxSpec(
+                name=app["name"],
+                command=list(app["command"]),
+                workdir=PROJECT_ROOT,
+                code=code,
+                mounts=mounts,
+                env=self._env(contract_id, app, attestation),
+                allow_outbound=outbound,
+                limits=sandbox.ResourceLimits.for_application(app),
+                listen_fd=self._listening[app["name"]].fileno() if app["name"] in self._listening else None,
+            )
             processes[app["name"]] = sandbox.launch(sandbox_spec, insecure_no_sandbox=self.insecure_no_sandbox)
         return processes
 
-    def _supervise(self, contract_id: str, spec: dict[str, Any], run_dir: RunDirectory,
-                   processes: dict[str, subprocess.Popen[bytes]], attestation: str) -> dict[str, int]:
+    def _supervise(
+        self,
+        contract_id: str,
+        spec: dict[str, Any],
+        run_dir: RunDirectory,
+        processes: dict[str, subprocess.Popen[bytes]],
+        attestation: str,
+    ) -> dict[str, int]:
         """The control loop: only the kill switch and stop requests run here. Output and telemetry,
         which the workload controls, are read on their own threads and cannot hold it."""
         logging_on = self.governance.option_enabled(contract_id, "logging")
         telemetry_on = self.governance.option_enabled(contract_id, "telemetry")
-        pumps = [threading.Thread(target=self._pump_output, daemon=True, name=f"output-{name}",
-                                  args=(name, process, run_dir.log(name) if logging_on else None))
-                 for name, process in processes.items()]
+        pumps = [
+            threading.Thread(
+                target=self._pump_output,
+                daemon=True,
+                name=f"output-{name}",
+                args=(name, process, run_dir.log(name) if logging_on else None),
+            )
+            for name, process in processes.items()
+        ]
         for pump in pumps:
             pump.start()
         telemetry: TelemetryForwarder | None = None
@@ -495,7 +565,8 @@ class LocalRuntime:
                 _TelemetryTail(run_dir.run / Path(TELEMETRY_FILE).relative_to(RUN_DIR)),
                 forward=lambda record: self._forward_telemetry(contract_id, record, attestation),
                 refused=lambda kind: self._note(contract_id, "telemetry_refused", attestation, kind=kind),
-                dropped=lambda count: self._note(contract_id, "telemetry_dropped", attestation, records=count))
+                dropped=lambda count: self._note(contract_id, "telemetry_dropped", attestation, records=count),
+            )
             telemetry.start()
         kill_switch = KillSwitch(self.governance, contract_id)
         try:
@@ -507,10 +578,14 @@ class LocalRuntime:
                     grace = KILL_SWITCH_GRACE_SECONDS if self._kill_switch_tripped else STOP_GRACE_SECONDS
                     self._signal(processes, signal.SIGTERM)  # before the note: that is a governance round trip
                     started = time.monotonic()
-                    self._note(contract_id, "stopping", attestation, reason=self._stop_reason)
+                    self._note(contract_id, LifecycleEvent.STOPPING, attestation, reason=self._stop_reason)
                     # the grace counts from the SIGTERM, which is not sent twice
-                    self._terminate(processes, grace=grace - (time.monotonic() - started), signalled=True,
-                                    kill_switch=None if self._kill_switch_tripped else kill_switch)
+                    self._terminate(
+                        processes,
+                        grace=grace - (time.monotonic() - started),
+                        signalled=True,
+                        kill_switch=None if self._kill_switch_tripped else kill_switch,
+                    )
                     break
         finally:
             if telemetry is not None:
@@ -523,8 +598,9 @@ class LocalRuntime:
         if self.listener is not None:
             self.listener("telemetry", record)
         try:
-            self.governance.record_event(contract_id, {"type": "telemetry", **record}, category="telemetry",
-                                         attestation=self._fresh(attestation))
+            self.governance.record_event(
+                contract_id, {"type": "telemetry", **record}, category="telemetry", attestation=self._fresh(attestation)
+            )
         except CleanroomError:
             pass
 
@@ -559,8 +635,13 @@ class LocalRuntime:
             sandbox.signal_workload(process, signum)
 
     @staticmethod
-    def _terminate(processes: dict[str, subprocess.Popen[bytes]], *, grace: float = STOP_GRACE_SECONDS,
-                   signalled: bool = False, kill_switch: KillSwitch | None = None) -> None:
+    def _terminate(
+        processes: dict[str, subprocess.Popen[bytes]],
+        *,
+        grace: float = STOP_GRACE_SECONDS,
+        signalled: bool = False,
+        kill_switch: KillSwitch | None = None,
+    ) -> None:
         """SIGTERM each workload's processes, then SIGKILL each workload still there after ``grace``.
 
         ``signalled``: the caller has sent the SIGTERM already; it is not sent twice, since a
@@ -590,25 +671,50 @@ class LocalRuntime:
                     pass
                 process.wait()
 
-    def _seal(self, contract_id: str, spec: dict[str, Any], run_dir: RunDirectory, deks: dict[str, bytes],
-              attestation: str | None) -> list[str]:
+    def _seal(
+        self,
+        contract_id: str,
+        spec: dict[str, Any],
+        run_dir: RunDirectory,
+        deks: dict[str, bytes],
+        attestation: str | None,
+    ) -> list[str]:
         sealed = []
         log_sink = spec.get("logging", {}).get("datasink")
         logs = run_dir.logs() if log_sink else {}
         for document in spec.get("datasinks", []):
             asset = DataAsset.model_validate(document)
             try:
-                manifest = seal_datasink(asset, run_dir.asset(asset.name), deks[asset.name],
-                                         extra_files=logs if asset.name == log_sink else None)
+                manifest = seal_datasink(
+                    asset,
+                    run_dir.asset(asset.name),
+                    deks[asset.name],
+                    extra_files=logs if asset.name == log_sink else None,
+                )
             except UntrustedEntryError as refused:
-                self._note(contract_id, "seal_refused", attestation, datasink=asset.name, owner=asset.owner,
-                           entry=refused.entry, kind=refused.kind, reason=refused.one_line())
+                self._note(
+                    contract_id,
+                    "seal_refused",
+                    attestation,
+                    datasink=asset.name,
+                    owner=asset.owner,
+                    entry=refused.entry,
+                    kind=refused.kind,
+                    reason=refused.one_line(),
+                )
                 continue
             if manifest is None:
                 continue
             sealed.append(asset.name)
-            self._note(contract_id, "sealed", attestation, datasink=asset.name, owner=asset.owner,
-                       files=len(manifest.files), bytes=manifest.total_bytes)
+            self._note(
+                contract_id,
+                LifecycleEvent.SEALED,
+                attestation,
+                datasink=asset.name,
+                owner=asset.owner,
+                files=len(manifest.files),
+                bytes=manifest.total_bytes,
+            )
         return sealed
 
 
@@ -623,7 +729,7 @@ class LineCutter:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._length = 0   # bytes of the current line written so far
+        self._length = 0  # bytes of the current line written so far
         self._cut = False  # the current line was cut: drop up to its newline
 
     def feed(self, chunk: bytes) -> bytes:
@@ -706,8 +812,15 @@ class _TelemetryTail:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISREG(mode):
                 os.close(fd)
-                self.refused = "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else \
-                    "folder" if stat.S_ISDIR(mode) else "device or special file"
+                self.refused = (
+                    "FIFO"
+                    if stat.S_ISFIFO(mode)
+                    else "socket"
+                    if stat.S_ISSOCK(mode)
+                    else "folder"
+                    if stat.S_ISDIR(mode)
+                    else "device or special file"
+                )
                 return None
             self._fd = fd
         return self._fd
@@ -744,8 +857,14 @@ class TelemetryForwarder:
     telemetry file therefore costs one thread a bounded read per poll and governance a bounded
     event rate, and never delays the kill switch. Used by the local runtime and the sidecar."""
 
-    def __init__(self, tail: _TelemetryTail, *, forward: Callable[[dict[str, Any]], None],
-                 refused: Callable[[str], None] | None = None, dropped: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        tail: _TelemetryTail,
+        *,
+        forward: Callable[[dict[str, Any]], None],
+        refused: Callable[[str], None] | None = None,
+        dropped: Callable[[int], None] | None = None,
+    ) -> None:
         self._tail = tail
         self._forward = forward
         self._refused = refused
@@ -758,7 +877,7 @@ class TelemetryForwarder:
         self._reader = threading.Thread(target=self._read_loop, daemon=True, name="telemetry-read")
         self._sender = threading.Thread(target=self._send_loop, daemon=True, name="telemetry-send")
 
-    def start(self) -> "TelemetryForwarder":
+    def start(self) -> TelemetryForwarder:
         self._reader.start()
         self._sender.start()
         return self
@@ -822,7 +941,7 @@ class TelemetryForwarder:
             next_send = max(next_send + interval, time.monotonic())
             try:
                 self._forward(record)
-            except Exception:  # noqa: BLE001, S110 - a failing forward drops the record, not the run
+            except Exception:  # a failing forward drops the record, not the run
                 pass
 
 
@@ -832,17 +951,20 @@ def deployment_dir(state_dir: Path, contract_id: str) -> Path:
 
 
 def write_status(state_dir: Path, contract_id: str, status: dict[str, Any]) -> None:
-    write_public_file(deployment_dir(state_dir, contract_id) / "status.json",
-                      (json.dumps(status, sort_keys=True) + "\n").encode())
+    write_public_file(
+        deployment_dir(state_dir, contract_id) / "status.json", (json.dumps(status, sort_keys=True) + "\n").encode()
+    )
 
 
 def read_status(state_dir: Path, contract_id: str) -> dict[str, Any]:
     path = deployment_dir(state_dir, contract_id) / "status.json"
     if not path.is_file():
-        raise NotFoundError(f"contract '{contract_id}' has never been deployed on this machine",
-                            hint=f"start it with `cleanroom deployment start --contract-id {contract_id}`")
-    status = json.loads(path.read_text())
+        raise NotFoundError(
+            f"contract '{contract_id}' has never been deployed on this machine",
+            hint=f"start it with `cleanroom deployment start --contract-id {contract_id}`",
+        )
+    status: dict[str, Any] = json.loads(path.read_text())
     pid = status.get("pid")
-    if status.get("state") in ("starting", "running") and pid and not pid_alive(int(pid)):
-        status["state"] = "lost"
+    if status.get("state") in LIVE_STATES and pid and not pid_alive(int(pid)):
+        status["state"] = DeploymentState.LOST
     return status

@@ -54,8 +54,16 @@ from core.errors import AccessDeniedError, CleanroomError, InvalidInputError
 
 # System paths Python and common native wheels need; missing ones are skipped (--ro-bind-try).
 SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/bin", "/sbin")
-SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/ssl", "/etc/ca-certificates",
-                "/etc/localtime", "/etc/nsswitch.conf", "/etc/alternatives")
+SYSTEM_FILES = (
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/localtime",
+    "/etc/nsswitch.conf",
+    "/etc/alternatives",
+)
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 LISTEN_FD_ENV = "CLEANROOM_LISTEN_FD"
 
@@ -107,8 +115,10 @@ class ResourceLimits:
         memory_gb = app.get("memory_gb") or DEFAULT_MEMORY_GB
         cpu = app.get("cpu") or DEFAULT_CPU
         if not (isinstance(memory_gb, (int, float)) and isinstance(cpu, (int, float)) and memory_gb > 0 and cpu > 0):
-            raise InvalidInputError(f"application '{app.get('name')}' declares cpu={cpu!r}, memory_gb={memory_gb!r}",
-                                    hint="both must be positive numbers (cores, GiB)")
+            raise InvalidInputError(
+                f"application '{app.get('name')}' declares cpu={cpu!r}, memory_gb={memory_gb!r}",
+                hint="both must be positive numbers (cores, GiB)",
+            )
         memory = int(memory_gb * GIB)
         return cls(memory_bytes=memory, cpus=max(1, math.ceil(cpu)), tmp_bytes=max(MIN_TMP_BYTES, memory // TMP_SHARE))
 
@@ -122,7 +132,7 @@ class ResourceLimits:
     def cpu_set(self) -> set[int]:
         """The first ``cpus`` cores this process may use (all of them if it asks for more)."""
         available = sorted(os.sched_getaffinity(0))
-        return set(available[:self.cpus])
+        return set(available[: self.cpus])
 
 
 @dataclass
@@ -151,8 +161,10 @@ class ListeningSocket:
         directory.mkdir(mode=0o700, exist_ok=True)
         info = os.lstat(directory)
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
-            raise AccessDeniedError(f"socket directory {directory} is not a private directory of the runtime",
-                                    hint="it must be a real 0700 directory owned by the runtime's user")
+            raise AccessDeniedError(
+                f"socket directory {directory} is not a private directory of the runtime",
+                hint="it must be a real 0700 directory owned by the runtime's user",
+            )
         self.path = directory / name
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # AF_UNIX paths are limited to 108 bytes: bind through a short /proc/self/fd path
@@ -187,11 +199,15 @@ def _check(spec: SandboxSpec) -> None:
         raise InvalidInputError(f"application '{spec.name}' has an empty command", hint="fix the deployment spec")
     for mount in spec.mounts:
         if not mount.target.startswith("/") or ".." in Path(mount.target).parts:
-            raise InvalidInputError(f"mount target {mount.target!r} of '{spec.name}' must be an absolute path",
-                                    hint="use e.g. /mnt/remote/<name>")
+            raise InvalidInputError(
+                f"mount target {mount.target!r} of '{spec.name}' must be an absolute path",
+                hint="use e.g. /mnt/remote/<name>",
+            )
         if not mount.source.is_dir():
-            raise InvalidInputError(f"mount source {mount.source} of '{spec.name}' is not a directory",
-                                    hint="the runtime prepares mounts before launching")
+            raise InvalidInputError(
+                f"mount source {mount.source} of '{spec.name}' is not a directory",
+                hint="the runtime prepares mounts before launching",
+            )
 
 
 def _environment(spec: SandboxSpec) -> dict[str, str]:
@@ -215,9 +231,27 @@ def _bwrap_options(spec: SandboxSpec) -> list[str]:
     limits = spec.limits
     tmp_size = ["--size", str(limits.tmp_bytes)] if limits else []
     shm_size = ["--size", str(limits.shm_bytes if limits else SHM_BYTES)]
-    argv = ["--unshare-all", *(["--share-net"] if spec.allow_outbound else []), "--die-with-parent",
-            "--new-session", "--cap-drop", "ALL", "--clearenv", "--proc", "/proc", "--dev", "/dev",
-            *shm_size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev", *tmp_size, "--tmpfs", "/tmp"]
+    argv = [
+        "--unshare-all",
+        *(["--share-net"] if spec.allow_outbound else []),
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--clearenv",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        *shm_size,
+        "--tmpfs",
+        "/dev/shm",
+        "--remount-ro",
+        "/dev",
+        *tmp_size,
+        "--tmpfs",
+        "/tmp",
+    ]
     for path in SYSTEM_DIRS:
         if os.path.islink(path):
             argv += ["--symlink", os.readlink(path), path]
@@ -235,11 +269,16 @@ def _bwrap_options(spec: SandboxSpec) -> list[str]:
         argv += ["--bind" if mount.writable else "--ro-bind", str(mount.source.resolve()), mount.target]
     # the sandbox's root is a tmpfs of its own: read-only, so it cannot be used to fill the host's RAM
     argv += ["--remount-ro", "/"]
-    env = {"PATH": f"{Path(sys.executable).parent}:{SANDBOX_PATH}", "HOME": "/tmp", "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1", **_environment(spec)}
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:{SANDBOX_PATH}",
+        "HOME": "/tmp",
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        **_environment(spec),
+    }
     for key, value in sorted(env.items()):
         argv += ["--setenv", key, value]
-    return argv + ["--chdir", workdir]
+    return [*argv, "--chdir", workdir]
 
 
 def _host_paths(spec: SandboxSpec, text: str) -> str:
@@ -253,7 +292,8 @@ def missing_bwrap_error() -> AccessDeniedError:
     return AccessDeniedError(
         "bubblewrap (bwrap) is not installed, so the workload cannot be sandboxed",
         hint="install it (apt-get install bubblewrap / scripts/bootstrap.sh) or, only for a trusted "
-             "workload, pass --insecure-no-sandbox")
+        "workload, pass --insecure-no-sandbox",
+    )
 
 
 def _lowered(which: int, value: int) -> tuple[int, int]:
@@ -280,6 +320,7 @@ def _apply_limits(limits: ResourceLimits) -> Callable[[], None]:
         setrlimit(r_files, files)
         setrlimit(r_nproc, nproc)
         setaffinity(0, cpus)
+
     return apply
 
 
@@ -416,8 +457,9 @@ class MemoryGuard(threading.Thread):
         while self.process.poll() is None:
             used = sum(_memory_of(pid) for pid in _tree(self.process.pid))
             if used > self.limits.memory_bytes:
-                self.process.limit_exceeded = (f"application '{self.application}' exceeded its memory limit of "
-                                               f"{self.limits.describe_memory()}")
+                self.process.limit_exceeded = (
+                    f"application '{self.application}' exceeded its memory limit of {self.limits.describe_memory()}"
+                )
                 try:
                     os.killpg(self.process.pid, signal.SIGKILL)  # bwrap; --die-with-parent takes the rest
                 except ProcessLookupError:
@@ -442,12 +484,14 @@ def raise_if_over_limits(processes: dict[str, subprocess.Popen[bytes]]) -> None:
     for process in processes.values():
         reason = getattr(process, "limit_exceeded", None)
         if reason:
-            raise LimitExceededError(reason, hint="raise memory_gb in the application's contract, "
-                                                  "or make the workload use less")
+            raise LimitExceededError(
+                reason, hint="raise memory_gb in the application's contract, or make the workload use less"
+            )
 
 
-def launch(spec: SandboxSpec, *, insecure_no_sandbox: bool = False,
-           stdout: int | None = subprocess.PIPE) -> SandboxProcess:
+def launch(
+    spec: SandboxSpec, *, insecure_no_sandbox: bool = False, stdout: int | None = subprocess.PIPE
+) -> SandboxProcess:
     """Start the application within its bounds; refuse without bubblewrap unless explicitly made insecure."""
     bwrap = bwrap_path()
     options_fd: int | None = None
@@ -461,17 +505,27 @@ def launch(spec: SandboxSpec, *, insecure_no_sandbox: bool = False,
     elif insecure_no_sandbox:
         _check(spec)
         argv = [_host_paths(spec, part) for part in spec.command]
-        env = {"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', SANDBOX_PATH)}",
-               "HOME": os.environ.get("HOME", "/tmp"),
-               **{k: _host_paths(spec, v) for k, v in _environment(spec).items()}}
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', SANDBOX_PATH)}",
+            "HOME": os.environ.get("HOME", "/tmp"),
+            **{k: _host_paths(spec, v) for k, v in _environment(spec).items()},
+        }
         cwd = str(spec.workdir)
     else:
         raise missing_bwrap_error()
     inherited = tuple(fd for fd in (spec.listen_fd, options_fd) if fd is not None)
     try:
-        process = SandboxProcess(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout,
-                                 stderr=subprocess.STDOUT, start_new_session=True, pass_fds=inherited,
-                                 preexec_fn=_apply_limits(spec.limits) if spec.limits else None)
+        process = SandboxProcess(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=inherited,
+            preexec_fn=_apply_limits(spec.limits) if spec.limits else None,
+        )
     finally:
         if options_fd is not None:
             os.close(options_fd)  # bwrap reads it at start; the sandbox never sees it

@@ -47,13 +47,28 @@ from core.crypto.kek import Kek
 from core.errors import AccessDeniedError, CleanroomError, ConflictError, InvalidInputError
 from core.keys.attestation import DEFAULT_TTL_SECONDS
 from core.keys.measurement import policy_hash
-from core.runtime.aci import (EXIT_FILE_PREFIX, FAILED_FILE, KILL_FILE, READY_FILE, RUN_VOLUME, SIDECAR_MOUNT_ROOT,
-                              STOP_FILE)
+from core.runtime.aci import (
+    EXIT_FILE_PREFIX,
+    FAILED_FILE,
+    KILL_FILE,
+    READY_FILE,
+    RUN_VOLUME,
+    SIDECAR_MOUNT_ROOT,
+    STOP_FILE,
+)
 from core.runtime.deployment import TELEMETRY_FILE
 from core.runtime.governance_port import HttpGovernance
 from core.runtime.key_release import DEFAULT_ATTESTATION_URL, AzureKeyRelease, KeyRelease, VirtualKeyRelease
-from core.runtime.local import (GovernancePort, KillSwitch, TelemetryForwarder, _TelemetryTail, check_ready,
-                                owned_dek, seal_datasink)
+from core.runtime.lifecycle import LifecycleEvent
+from core.runtime.local import (
+    GovernancePort,
+    KillSwitch,
+    TelemetryForwarder,
+    _TelemetryTail,
+    check_ready,
+    owned_dek,
+    seal_datasink,
+)
 from core.storage.locator import open_store
 from core.storage.transfer import UntrustedEntryError, download_folder
 
@@ -97,13 +112,22 @@ def read_exit_code(path: Path) -> int | None:
         os.close(fd)
 
 
-def sidecar_environment(*, governance_url: str, governance_cert_pem: str, maa_endpoint: str | None,
-                        kek_vaults: dict[str, str],
-                        attestation_url: str = DEFAULT_ATTESTATION_URL) -> dict[str, str]:
+def sidecar_environment(
+    *,
+    governance_url: str,
+    governance_cert_pem: str,
+    maa_endpoint: str | None,
+    kek_vaults: dict[str, str],
+    attestation_url: str = DEFAULT_ATTESTATION_URL,
+) -> dict[str, str]:
     """The sidecar variables the ARM template carries besides the contract, hash and mount plan."""
-    env = {"CLEANROOM_GOVERNANCE_URL": governance_url, "CLEANROOM_GOVERNANCE_CERT": governance_cert_pem,
-           "CLEANROOM_KEY_RELEASE": "azure", "CLEANROOM_ATTESTATION_URL": attestation_url,
-           "CLEANROOM_KEK_VAULTS": json.dumps(kek_vaults, sort_keys=True, separators=(",", ":"))}
+    env = {
+        "CLEANROOM_GOVERNANCE_URL": governance_url,
+        "CLEANROOM_GOVERNANCE_CERT": governance_cert_pem,
+        "CLEANROOM_KEY_RELEASE": "azure",
+        "CLEANROOM_ATTESTATION_URL": attestation_url,
+        "CLEANROOM_KEK_VAULTS": json.dumps(kek_vaults, sort_keys=True, separators=(",", ":")),
+    }
     if maa_endpoint:
         env["CLEANROOM_MAA_ENDPOINT"] = maa_endpoint
     return env
@@ -112,8 +136,10 @@ def sidecar_environment(*, governance_url: str, governance_cert_pem: str, maa_en
 def _required(env: dict[str, str], name: str) -> str:
     value = env.get(name, "")
     if not value:
-        raise InvalidInputError(f"the runtime sidecar has no {name}",
-                                hint="generate the template with `cleanroom governance deployment generate --backend aci`")
+        raise InvalidInputError(
+            f"the runtime sidecar has no {name}",
+            hint="generate the template with `cleanroom governance deployment generate --backend aci`",
+        )
     return value
 
 
@@ -133,15 +159,19 @@ class SidecarConfig:
     mount_root: Path
 
     @classmethod
-    def from_env(cls, env: dict[str, str]) -> "SidecarConfig":
+    def from_env(cls, env: dict[str, str]) -> SidecarConfig:
         plan, apps = _json(env, "CLEANROOM_MOUNT_PLAN"), _json(env, "CLEANROOM_APPLICATIONS")
         if not isinstance(plan, list) or not isinstance(apps, list) or not apps:
-            raise InvalidInputError("CLEANROOM_MOUNT_PLAN/CLEANROOM_APPLICATIONS are not lists",
-                                    hint="re-generate the ARM template")
-        return cls(contract_id=_required(env, "CLEANROOM_CONTRACT_ID"),
-                   policy_hash=_required(env, "CLEANROOM_POLICY_HASH"), mount_plan=plan,
-                   applications=[str(a) for a in apps],
-                   mount_root=Path(env.get("CLEANROOM_MOUNT_ROOT") or SIDECAR_MOUNT_ROOT))
+            raise InvalidInputError(
+                "CLEANROOM_MOUNT_PLAN/CLEANROOM_APPLICATIONS are not lists", hint="re-generate the ARM template"
+            )
+        return cls(
+            contract_id=_required(env, "CLEANROOM_CONTRACT_ID"),
+            policy_hash=_required(env, "CLEANROOM_POLICY_HASH"),
+            mount_plan=plan,
+            applications=[str(a) for a in apps],
+            mount_root=Path(env.get("CLEANROOM_MOUNT_ROOT") or SIDECAR_MOUNT_ROOT),
+        )
 
     @property
     def run_dir(self) -> Path:
@@ -156,16 +186,19 @@ def key_release_from_env(env: dict[str, str]) -> tuple[KeyRelease, list[Any]]:
     embedded default's attestation key and key service (the sidecar's tests run this way)."""
     kind = env.get("CLEANROOM_KEY_RELEASE", "azure")
     if kind == "azure":
-        return AzureKeyRelease(attestation_url=env.get("CLEANROOM_ATTESTATION_URL") or DEFAULT_ATTESTATION_URL,
-                               maa_endpoint=_required(env, "CLEANROOM_MAA_ENDPOINT"),
-                               kek_vaults=_json(env, "CLEANROOM_KEK_VAULTS")), []
+        return AzureKeyRelease(
+            attestation_url=env.get("CLEANROOM_ATTESTATION_URL") or DEFAULT_ATTESTATION_URL,
+            maa_endpoint=_required(env, "CLEANROOM_MAA_ENDPOINT"),
+            kek_vaults=_json(env, "CLEANROOM_KEK_VAULTS"),
+        ), []
     if kind == "virtual":
         from core.keys import launcher
 
         keys = launcher.info(Path(_required(env, "CLEANROOM_KEY_SERVICE_STATE_DIR"))).client()
         return VirtualKeyRelease(Path(_required(env, "CLEANROOM_RUNTIME_STATE_DIR")), keys), [keys]
-    raise InvalidInputError(f"CLEANROOM_KEY_RELEASE {kind!r} is not 'azure' or 'virtual'",
-                            hint="re-generate the ARM template")
+    raise InvalidInputError(
+        f"CLEANROOM_KEY_RELEASE {kind!r} is not 'azure' or 'virtual'", hint="re-generate the ARM template"
+    )
 
 
 class RuntimeSidecar:
@@ -195,8 +228,12 @@ class RuntimeSidecar:
 
     def _note(self, event_type: str, /, *, category: str = "audit", **detail: Any) -> None:
         try:
-            self.governance.record_event(self.config.contract_id, {"type": event_type, **detail}, category=category,
-                                         attestation=self._attestation())
+            self.governance.record_event(
+                self.config.contract_id,
+                {"type": event_type, **detail},
+                category=category,
+                attestation=self._attestation(),
+            )
         except CleanroomError as exc:
             print(f"cleanroom-runtime: event {event_type} not recorded: {exc.one_line()}", file=sys.stderr)
 
@@ -204,8 +241,10 @@ class RuntimeSidecar:
         documents = self._spec.get(f"{entry['kind']}s", [])
         document = next((d for d in documents if d.get("name") == entry["name"]), None)
         if document is None:
-            raise ConflictError(f"{entry['kind']} '{entry['name']}' of the mount plan is not in the accepted spec",
-                                hint="re-generate the ARM template from the accepted deployment spec")
+            raise ConflictError(
+                f"{entry['kind']} '{entry['name']}' of the mount plan is not in the accepted spec",
+                hint="re-generate the ARM template from the accepted deployment spec",
+            )
         return DataAsset.model_validate(document)
 
     def run(self) -> dict[str, int]:
@@ -216,37 +255,46 @@ class RuntimeSidecar:
             self._spec = check_ready(self.governance, contract_id)
             measured = policy_hash(self._spec)
             if measured != self.config.policy_hash:
-                raise ConflictError(f"the accepted deployment spec of '{contract_id}' measures {measured[:12]}…, not "
-                                    f"the {self.config.policy_hash[:12]}… this container group was built for",
-                                    hint="re-generate and deploy the template of the accepted spec")
+                raise ConflictError(
+                    f"the accepted deployment spec of '{contract_id}' measures {measured[:12]}…, not "
+                    f"the {self.config.policy_hash[:12]}… this container group was built for",
+                    hint="re-generate and deploy the template of the accepted spec",
+                )
         except BaseException:
             write_control_file(self.config.run_dir, FAILED_FILE, "1")  # the waiting workloads give up
             raise
-        self._note("deploying", policy_hash=measured)
+        self._note(LifecycleEvent.DEPLOYING, policy_hash=measured)
         deks: dict[str, bytes] = {}
         ready = False
         try:
-            self._note("attested", policy_hash=measured)
+            self._note(LifecycleEvent.ATTESTED, policy_hash=measured)
             deks = self._release_deks()
-            self._note("keys_released", assets=sorted(deks))
+            self._note(LifecycleEvent.KEYS_RELEASED, assets=sorted(deks))
             for entry in self.config.mount_plan:
                 if entry["kind"] == "datasource":
                     asset = self._asset(entry)
-                    download_folder(open_store(asset.store), asset.container, deks[asset.name],
-                                    self.config.volume(entry), label=f"datasource '{asset.name}'")
+                    download_folder(
+                        open_store(asset.store),
+                        asset.container,
+                        deks[asset.name],
+                        self.config.volume(entry),
+                        label=f"datasource '{asset.name}'",
+                    )
             if self._stop.is_set():
                 raise AccessDeniedError(f"deployment of '{contract_id}' stopped before it ran ({self._stop_reason})")
             self._open_volumes_to_workloads()
             write_control_file(self.config.run_dir, READY_FILE, measured)
             ready = True
-            self._note("running", applications=self.config.applications, sandbox="confidential container group")
+            self._note(
+                LifecycleEvent.RUNNING, applications=self.config.applications, sandbox="confidential container group"
+            )
             codes = self._wait_for_workloads()
-            self._note("exited", exit_codes=codes, stopped_by=self._stop_reason)
+            self._note(LifecycleEvent.EXITED, exit_codes=codes, stopped_by=self._stop_reason)
             return codes
         except BaseException as exc:
             write_control_file(self.config.run_dir, FAILED_FILE, "1")
             reason = exc.one_line() if isinstance(exc, CleanroomError) else f"{type(exc).__name__}: {exc}"
-            self._note("failed", reason=reason)
+            self._note(LifecycleEvent.FAILED, reason=reason)
             raise
         finally:
             try:
@@ -290,7 +338,8 @@ class RuntimeSidecar:
                 _TelemetryTail(self.config.run_dir / Path(TELEMETRY_FILE).name),
                 forward=lambda record: self._note("telemetry", category="telemetry", **record),
                 refused=lambda kind: self._note("telemetry_refused", kind=kind),
-                dropped=lambda count: self._note("telemetry_dropped", records=count)).start()
+                dropped=lambda count: self._note("telemetry_dropped", records=count),
+            ).start()
         exits = {app: self.config.run_dir / f"{EXIT_FILE_PREFIX}{app}" for app in self.config.applications}
         kill_switch = KillSwitch(self.governance, contract_id)
         deadline: float | None = None
@@ -304,7 +353,7 @@ class RuntimeSidecar:
                     killing = True
                 if self._stop.is_set() and deadline is None:
                     write_control_file(self.config.run_dir, STOP_FILE, self._stop_reason or "stop")
-                    self._note("stopping", reason=self._stop_reason)
+                    self._note(LifecycleEvent.STOPPING, reason=self._stop_reason)
                     deadline = time.monotonic() + STOP_GRACE_SECONDS
                 if deadline is not None and time.monotonic() > deadline:
                     break  # a workload ignoring SIGTERM: seal what is there, ACI kills the rest
@@ -326,13 +375,24 @@ class RuntimeSidecar:
             try:
                 manifest = seal_datasink(asset, self.config.volume(entry), deks[asset.name])
             except UntrustedEntryError as refused:
-                self._note("seal_refused", datasink=asset.name, owner=asset.owner, entry=refused.entry,
-                           kind=refused.kind, reason=refused.one_line())
+                self._note(
+                    "seal_refused",
+                    datasink=asset.name,
+                    owner=asset.owner,
+                    entry=refused.entry,
+                    kind=refused.kind,
+                    reason=refused.one_line(),
+                )
                 continue
             if manifest is None:
                 continue
-            self._note("sealed", datasink=asset.name, owner=asset.owner, files=len(manifest.files),
-                       bytes=manifest.total_bytes)
+            self._note(
+                LifecycleEvent.SEALED,
+                datasink=asset.name,
+                owner=asset.owner,
+                files=len(manifest.files),
+                bytes=manifest.total_bytes,
+            )
 
     def _wipe(self) -> None:
         """No plaintext outlives the run in the group's memory-backed volumes."""
@@ -353,8 +413,9 @@ def main(env: dict[str, str] | None = None) -> int:
     try:
         config = SidecarConfig.from_env(env)
         keys, opened = key_release_from_env(env)
-        governance = HttpGovernance(_required(env, "CLEANROOM_GOVERNANCE_URL"),
-                                    _required(env, "CLEANROOM_GOVERNANCE_CERT"))
+        governance = HttpGovernance(
+            _required(env, "CLEANROOM_GOVERNANCE_URL"), _required(env, "CLEANROOM_GOVERNANCE_CERT")
+        )
         sidecar = RuntimeSidecar(config, governance, keys)
         signal.signal(signal.SIGTERM, lambda *_: sidecar.request_stop("SIGTERM (container group stopped)"))
         codes = sidecar.run()

@@ -15,6 +15,7 @@ hash of the original (stable, so the same datasource always lands in the same co
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
 import io
 import os
@@ -82,18 +83,25 @@ def _block_id(index: int, data: bytes) -> str:
 class AzureBlobStore:
     """A BlobStore on one Azure storage account (or azurite)."""
 
-    def __init__(self, service: BlobServiceClient, *, block_size: int = DEFAULT_BLOCK_SIZE,
-                 concurrency: int = DEFAULT_CONCURRENCY) -> None:
+    def __init__(
+        self,
+        service: BlobServiceClient,
+        *,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
         if block_size <= 0 or concurrency <= 0:
-            raise InvalidInputError("Azure blob block size and concurrency must be positive",
-                                    hint="pass block_size >= 1 and concurrency >= 1")
+            raise InvalidInputError(
+                "Azure blob block size and concurrency must be positive",
+                hint="pass block_size >= 1 and concurrency >= 1",
+            )
         self._service = service
         self.block_size = block_size
         self.concurrency = concurrency
 
     # -- construction from a datasource's store spec -------------------------------------
     @classmethod
-    def from_account_url(cls, account_url: str, **options: Any) -> "AzureBlobStore":
+    def from_account_url(cls, account_url: str, **options: Any) -> AzureBlobStore:
         """Sign in the way the operator already is (az login, managed identity, env vars).
 
         https only: Azure tokens are never sent in clear text (azurite takes a connection string).
@@ -102,15 +110,16 @@ class AzureBlobStore:
             raise InvalidInputError(
                 f"storage account {account_url!r} is not an https URL",
                 hint="pass --storage-account https://ACCOUNT.blob.core.windows.net "
-                     "(for azurite use --connection-string-env)",
+                "(for azurite use --connection-string-env)",
             )
         from core.azure_credential import default_credential
 
-        return cls(BlobServiceClient(account_url, credential=default_credential(),
-                                     retry_policy=_retry_policy()), **options)
+        return cls(
+            BlobServiceClient(account_url, credential=default_credential(), retry_policy=_retry_policy()), **options
+        )
 
     @classmethod
-    def from_connection_string_env(cls, variable: str, **options: Any) -> "AzureBlobStore":
+    def from_connection_string_env(cls, variable: str, **options: Any) -> AzureBlobStore:
         """The connection string stays in the environment; the config names only the variable."""
         value = os.environ.get(variable, "")
         if not value:
@@ -121,9 +130,10 @@ class AzureBlobStore:
         try:
             service = BlobServiceClient.from_connection_string(value, retry_policy=_retry_policy())
         except ValueError as exc:
-            raise InvalidInputError(f"environment variable {variable} is not a storage "
-                                    f"connection string ({exc})",
-                                    hint="copy it from the storage account's Access keys") from exc
+            raise InvalidInputError(
+                f"environment variable {variable} is not a storage connection string ({exc})",
+                hint="copy it from the storage account's Access keys",
+            ) from exc
         return cls(service, **options)
 
     # -- BlobStore --------------------------------------------------------------------------
@@ -141,13 +151,21 @@ class AzureBlobStore:
         with self._translated(container):
             return bool(self._container(container).exists())
 
-    def put(self, container: str, name: str, source: BinaryIO, *, length: int | None = None,
-            if_match: str | None = None) -> BlobInfo:
+    def put(
+        self, container: str, name: str, source: BinaryIO, *, length: int | None = None, if_match: str | None = None
+    ) -> BlobInfo:
         return self.put_resumable(container, name, source, length=length, if_match=if_match).info
 
-    def put_resumable(self, container: str, name: str, source: BinaryIO, *,
-                      length: int | None = None, if_match: str | None = None,
-                      on_bytes: Callable[[int], None] | None = None) -> UploadOutcome:
+    def put_resumable(
+        self,
+        container: str,
+        name: str,
+        source: BinaryIO,
+        *,
+        length: int | None = None,
+        if_match: str | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> UploadOutcome:
         """Upload ``source``; blocks already staged by an interrupted put of the same bytes are re-used.
 
         ``on_bytes`` is called with each number of bytes sent or re-used (for progress bars).
@@ -173,18 +191,17 @@ class AzureBlobStore:
                 if on_bytes:
                     on_bytes(len(first))
                 return UploadOutcome(BlobInfo(name, len(first), _etag(result["etag"])), 1, 0)
-            staged, reused, size, block_ids = self._stage_blocks(blob, first, source, block_size,
-                                                                 on_bytes)
+            staged, reused, size, block_ids = self._stage_blocks(blob, first, source, block_size, on_bytes)
             _check_length(container, name, size, length)  # before commit: nothing becomes visible
-            result = blob.commit_block_list([BlobBlock(block_id=b) for b in block_ids],
-                                            **conditions)
+            result = blob.commit_block_list([BlobBlock(block_id=b) for b in block_ids], **conditions)
             return UploadOutcome(BlobInfo(name, size, _etag(result["etag"])), staged, reused)
 
     def open_read(self, container: str, name: str) -> BinaryIO:
         with self._translated(container, name):
             downloader = self._blob(container, name).download_blob()
-        return io.BufferedReader(_ChunkReader(downloader.chunks(), self, container, name),
-                                 buffer_size=DEFAULT_BLOCK_SIZE)
+        return io.BufferedReader(
+            _ChunkReader(downloader.chunks(), self, container, name), buffer_size=DEFAULT_BLOCK_SIZE
+        )
 
     def stat(self, container: str, name: str) -> BlobInfo:
         with self._translated(container, name):
@@ -218,8 +235,10 @@ class AzureBlobStore:
             return {}
         return {"etag": f'"{_etag(if_match)}"', "match_condition": MatchConditions.IfNotModified}
 
-    def _stage_blocks(self, blob: Any, first: bytes, source: BinaryIO, block_size: int,
-                      on_bytes: Callable[[int], None] | None) -> tuple[int, int, int, list[str]]:
+    def _stage_blocks(
+        self, blob: Any, first: bytes, source: BinaryIO, block_size: int, on_bytes: Callable[[int], None] | None
+    ) -> tuple[int, int, int, builtins.list[str]]:
+        # (``builtins.list``: in this class ``list`` is the BlobStore method listing blobs)
         """Stage every block, at most ``concurrency`` in flight (memory stays bounded)."""
         already = self._uncommitted_blocks(blob)
         block_ids: list[str] = []
@@ -234,8 +253,7 @@ class AzureBlobStore:
                     on_bytes(len(data))
 
         buffer = first
-        with ThreadPoolExecutor(max_workers=self.concurrency,
-                                thread_name_prefix="azure-blob-put") as pool:
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="azure-blob-put") as pool:
             try:
                 while buffer:
                     data, buffer = buffer[:block_size], buffer[block_size:]
@@ -286,15 +304,15 @@ class AzureBlobStore:
             ) from exc
         except ResourceNotFoundError as exc:
             code = str(getattr(exc, "error_code", "") or "")
-            thing = (f"container '{container}'" if "Container" in code or name is None
-                     else f"blob '{where}'")
-            raise NotFoundError(f"{thing} does not exist in {self.describe()}",
-                                hint="check the name, or upload it first") from exc
+            thing = f"container '{container}'" if "Container" in code or name is None else f"blob '{where}'"
+            raise NotFoundError(
+                f"{thing} does not exist in {self.describe()}", hint="check the name, or upload it first"
+            ) from exc
         except ClientAuthenticationError as exc:
             raise AccessDeniedError(
                 f"{self.describe()} refused the credentials for '{where}'",
                 hint="sign in with `az login` or check the connection string and its role "
-                     "(Storage Blob Data Contributor)",
+                "(Storage Blob Data Contributor)",
             ) from exc
         except ServiceRequestError as exc:
             raise ServiceUnavailableError(
@@ -304,20 +322,23 @@ class AzureBlobStore:
         except HttpResponseError as exc:
             if exc.status_code == 412:
                 raise ConflictError(
-                    f"blob '{where}' in {self.describe()} changed since it was read "
-                    "(etag mismatch)", hint="read it again and retry with the new etag") from exc
+                    f"blob '{where}' in {self.describe()} changed since it was read (etag mismatch)",
+                    hint="read it again and retry with the new etag",
+                ) from exc
             if exc.status_code in (401, 403):
-                raise AccessDeniedError(f"{self.describe()} denied access to '{where}'",
-                                        hint="grant the identity Storage Blob Data Contributor "
-                                             "on the account") from exc
-            if exc.status_code == 400 and str(exc.error_code) in ("InvalidResourceName",
-                                                                   "OutOfRangeInput"):
-                raise InvalidInputError(f"'{where}' is not a valid Azure blob name",
-                                        hint="use 1-1024 characters without trailing "
-                                             "dots or slashes") from exc
+                raise AccessDeniedError(
+                    f"{self.describe()} denied access to '{where}'",
+                    hint="grant the identity Storage Blob Data Contributor on the account",
+                ) from exc
+            error_code = getattr(exc, "error_code", None)  # set from the response; not declared by azure-core
+            if exc.status_code == 400 and str(error_code) in ("InvalidResourceName", "OutOfRangeInput"):
+                raise InvalidInputError(
+                    f"'{where}' is not a valid Azure blob name",
+                    hint="use 1-1024 characters without trailing dots or slashes",
+                ) from exc
             raise ServiceUnavailableError(
-                f"{self.describe()} failed on '{where}': HTTP {exc.status_code} "
-                f"{exc.error_code or exc.reason}", hint="retry; the upload resumes where it stopped",
+                f"{self.describe()} failed on '{where}': HTTP {exc.status_code} {error_code or exc.reason}",
+                hint="retry; the upload resumes where it stopped",
             ) from exc
 
 
@@ -334,18 +355,26 @@ def _etag(value: str) -> str:
 
 def _check_length(container: str, name: str, size: int, length: int | None) -> None:
     if length is not None and size != length:
-        raise InvalidInputError(f"blob {container}/{name}: source gave {size} bytes, expected {length}",
-                                hint="the source changed while uploading; retry")
+        raise InvalidInputError(
+            f"blob {container}/{name}: source gave {size} bytes, expected {length}",
+            hint="the source changed while uploading; retry",
+        )
 
 
 def _check_blob_name(name: str) -> None:
     """Blob names are relative POSIX paths; '.'/'..' segments would be collapsed by URL handling."""
     parts = name.split("/")
-    if (not name or len(name) > 1024 or name.startswith("/") or "\\" in name
-            or any(part in ("", ".", "..") for part in parts)):
-        raise InvalidInputError(f"blob name {name!r} is not a relative POSIX path",
-                                hint="use names like 'dir/file.bin' without '.', '..' or "
-                                     "empty segments (at most 1024 characters)")
+    if (
+        not name
+        or len(name) > 1024
+        or name.startswith("/")
+        or "\\" in name
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise InvalidInputError(
+            f"blob name {name!r} is not a relative POSIX path",
+            hint="use names like 'dir/file.bin' without '.', '..' or empty segments (at most 1024 characters)",
+        )
 
 
 def _read_full(source: BinaryIO, size: int) -> bytes:
@@ -368,8 +397,7 @@ class _ChunkReader(io.RawIOBase):
     mid-download fails loudly instead of mixing two versions.
     """
 
-    def __init__(self, chunks: Iterator[bytes], store: AzureBlobStore, container: str,
-                 name: str) -> None:
+    def __init__(self, chunks: Iterator[bytes], store: AzureBlobStore, container: str, name: str) -> None:
         super().__init__()
         self._chunks = chunks
         self._pending = memoryview(b"")

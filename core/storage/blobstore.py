@@ -32,8 +32,9 @@ class BlobStore(Protocol):
 
     def container_exists(self, container: str) -> bool: ...
 
-    def put(self, container: str, name: str, source: BinaryIO, *, length: int | None = None,
-            if_match: str | None = None) -> BlobInfo:
+    def put(
+        self, container: str, name: str, source: BinaryIO, *, length: int | None = None, if_match: str | None = None
+    ) -> BlobInfo:
         """Stream ``source`` into a blob atomically; ``if_match`` guards overwrites by etag."""
         ...
 

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from core.config.names import check_name
 from core.errors import ConflictError, InvalidInputError, NotFoundError
+from core.names import check_name
 from core.storage.blobstore import BlobInfo
 
 PARTIAL_DIR = ".partial"
@@ -32,10 +32,18 @@ def _etag(stat: os.stat_result) -> str:
 def check_blob_name(name: str) -> str:
     """A relative POSIX path with no empty, '.' or '..' parts: it can never leave its container."""
     path = PurePosixPath(name)
-    if (not name or name != str(path) or path.is_absolute()
-            or any(part in ("", ".", "..") for part in path.parts) or "\\" in name or "\x00" in name):
-        raise InvalidInputError(f"blob name {name!r} is not a relative path inside its container",
-                                hint="use names like 'train/part-0.parquet'")
+    if (
+        not name
+        or name != str(path)
+        or path.is_absolute()
+        or any(part in ("", ".", "..") for part in path.parts)
+        or "\\" in name
+        or "\x00" in name
+    ):
+        raise InvalidInputError(
+            f"blob name {name!r} is not a relative path inside its container",
+            hint="use names like 'train/part-0.parquet'",
+        )
     return name
 
 
@@ -64,8 +72,9 @@ class LocalBlobStore:
     def _existing_container(self, container: str) -> Path:
         path = self._container_dir(container)
         if not path.is_dir():
-            raise NotFoundError(f"container '{container}' does not exist in {self.describe()}",
-                                hint="upload the datasource first")
+            raise NotFoundError(
+                f"container '{container}' does not exist in {self.describe()}", hint="upload the datasource first"
+            )
         return path
 
     # -- blobs -------------------------------------------------------------------------------
@@ -84,8 +93,9 @@ class LocalBlobStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def put(self, container: str, name: str, source: BinaryIO, *, length: int | None = None,
-            if_match: str | None = None) -> BlobInfo:
+    def put(
+        self, container: str, name: str, source: BinaryIO, *, length: int | None = None, if_match: str | None = None
+    ) -> BlobInfo:
         target = self._blob_path(container, name)
         partial = self.root / PARTIAL_DIR
         partial.mkdir(parents=True, exist_ok=True)
@@ -97,15 +107,18 @@ class LocalBlobStore:
                 os.fsync(handle.fileno())
             written = os.stat(tmp).st_size
             if length is not None and written != length:
-                raise InvalidInputError(f"blob {container}/{name}: source gave {written} bytes, expected {length}",
-                                        hint="the source changed while uploading; retry")
+                raise InvalidInputError(
+                    f"blob {container}/{name}: source gave {written} bytes, expected {length}",
+                    hint="the source changed while uploading; retry",
+                )
             with self._locked(container):
                 if if_match is not None:
                     current = _etag(target.stat()) if target.is_file() else None
                     if current != if_match:
                         raise ConflictError(
                             f"blob {container}/{name} changed since it was read (etag {current}, expected {if_match})",
-                            hint="re-read it and retry")
+                            hint="re-read it and retry",
+                        )
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, target)
             return BlobInfo(name=name, size=written, etag=_etag(target.stat()))
@@ -118,8 +131,9 @@ class LocalBlobStore:
         try:
             return open(path, "rb")
         except (FileNotFoundError, IsADirectoryError):
-            raise NotFoundError(f"blob {container}/{name} does not exist in {self.describe()}",
-                                hint="upload the datasource again") from None
+            raise NotFoundError(
+                f"blob {container}/{name} does not exist in {self.describe()}", hint="upload the datasource again"
+            ) from None
 
     def stat(self, container: str, name: str) -> BlobInfo:
         path = self._blob_path(container, name)

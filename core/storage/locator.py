@@ -8,20 +8,11 @@ works without the ``azure`` extra installed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from core.config.fragment import AzureBlobStoreSpec, LocalStoreSpec
 from core.errors import InvalidInputError, ServiceUnavailableError
 from core.storage.blobstore import BlobStore
 from core.storage.local import LocalBlobStore
-
-if TYPE_CHECKING:
-    from core.workspace import Workspace
-
-
-def default_store_spec(workspace: Workspace) -> LocalStoreSpec:
-    """The embedded default: the workspace's own store folder (``<workspace>/store`` unless moved)."""
-    return LocalStoreSpec(path=str(workspace.store_dir))
 
 
 def local_store_spec(path: Path) -> LocalStoreSpec:
@@ -36,10 +27,13 @@ def open_store(spec: LocalStoreSpec | AzureBlobStoreSpec) -> BlobStore:
         try:
             from core.storage.azure_blob import AzureBlobStore
         except ImportError as exc:
-            raise ServiceUnavailableError(f"the Azure Blob backend cannot be loaded ({exc.name} is missing)",
-                                          hint="install the azure extra: pip install 'cleanroom-console[azure]'") from None
+            raise ServiceUnavailableError(
+                f"the Azure Blob backend cannot be loaded ({exc.name} is missing)",
+                hint="install the azure extra: pip install 'cleanroom-console[azure]'",
+            ) from None
         if spec.account_url is not None:
             return AzureBlobStore.from_account_url(spec.account_url)
         return AzureBlobStore.from_connection_string_env(str(spec.connection_string_env))
-    raise InvalidInputError(f"store kind {getattr(spec, 'kind', spec)!r} is not supported",
-                            hint="use 'local' or 'azure_blob'")
+    raise InvalidInputError(
+        f"store kind {getattr(spec, 'kind', spec)!r} is not supported", hint="use 'local' or 'azure_blob'"
+    )

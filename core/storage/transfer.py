@@ -22,16 +22,26 @@ import os
 import secrets
 import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
-from core.crypto.envelope import (DEFAULT_CHUNK_SIZE, SealingReader, decrypt_bytes,
-                                  decrypt_to_path, encrypt_bytes, encrypted_size)
+from core.crypto.envelope import (
+    DEFAULT_CHUNK_SIZE,
+    SealingReader,
+    decrypt_bytes,
+    decrypt_to_path,
+    encrypt_bytes,
+    encrypted_size,
+)
 from core.errors import CleanroomError, IntegrityError, InvalidInputError, NotFoundError
 from core.storage.blobstore import BlobStore
 from core.storage.local import check_blob_name
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 MANIFEST_BLOB = "manifest.sealed"
 DATA_PREFIX = "data/"
@@ -54,9 +64,9 @@ TransferProgress = Callable[[TransferStatus], None]
 
 @dataclass(frozen=True)
 class ManifestEntry:
-    path: str     # relative POSIX path of the file inside the dataset folder
-    size: int     # plaintext bytes
-    header: str   # hex of the blob's envelope header (binds blob to path)
+    path: str  # relative POSIX path of the file inside the dataset folder
+    size: int  # plaintext bytes
+    header: str  # hex of the blob's envelope header (binds blob to path)
 
 
 @dataclass(frozen=True)
@@ -72,22 +82,30 @@ class Manifest:
         return f"{DATA_PREFIX}{self.upload_id}/{entry.path}"
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"version": MANIFEST_VERSION, "upload_id": self.upload_id,
-                           "files": [entry.__dict__ for entry in self.files]},
-                          sort_keys=True).encode()
+        return json.dumps(
+            {
+                "version": MANIFEST_VERSION,
+                "upload_id": self.upload_id,
+                "files": [entry.__dict__ for entry in self.files],
+            },
+            sort_keys=True,
+        ).encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, label: str) -> "Manifest":
+    def from_bytes(cls, data: bytes, *, label: str) -> Manifest:
         try:
             document = json.loads(data)
-            files = tuple(ManifestEntry(path=check_blob_name(str(item["path"])), size=int(item["size"]),
-                                        header=str(item["header"])) for item in document["files"])
+            files = tuple(
+                ManifestEntry(
+                    path=check_blob_name(str(item["path"])), size=int(item["size"]), header=str(item["header"])
+                )
+                for item in document["files"]
+            )
             if document["version"] != MANIFEST_VERSION:
                 raise ValueError(f"version {document['version']}")
             return cls(upload_id=str(document["upload_id"]), files=files)
         except (ValueError, KeyError, TypeError, InvalidInputError) as exc:
-            raise IntegrityError(f"{label} is not a readable manifest ({exc})",
-                                 hint="re-upload the dataset") from None
+            raise IntegrityError(f"{label} is not a readable manifest ({exc})", hint="re-upload the dataset") from None
 
 
 def dataset_files(folder: Path) -> list[tuple[str, Path]]:
@@ -97,8 +115,7 @@ def dataset_files(folder: Path) -> list[tuple[str, Path]]:
         raise NotFoundError(f"dataset folder {folder} does not exist", hint="pass an existing --dataset-folder")
     if not folder.is_dir():
         raise InvalidInputError(f"dataset folder {folder} is not a folder", hint="pass a folder, not a file")
-    files = sorted((path.relative_to(folder).as_posix(), path)
-                   for path in folder.rglob("*") if path.is_file())
+    files = sorted((path.relative_to(folder).as_posix(), path) for path in folder.rglob("*") if path.is_file())
     if not files:
         raise InvalidInputError(f"dataset folder {folder} has no files", hint="put the dataset's files in it")
     return files
@@ -107,24 +124,43 @@ def dataset_files(folder: Path) -> list[tuple[str, Path]]:
 def read_manifest(store: BlobStore, container: str, dek: bytes, *, label: str) -> Manifest:
     """The current manifest; NotFoundError when nothing has been uploaded yet."""
     if not store.container_exists(container) or not any(
-            info.name == MANIFEST_BLOB for info in store.list(container, MANIFEST_BLOB)):
-        raise NotFoundError(f"{label} has no uploaded data in {store.describe()}",
-                            hint="upload it first with `cleanroom datasource upload`")
+        info.name == MANIFEST_BLOB for info in store.list(container, MANIFEST_BLOB)
+    ):
+        raise NotFoundError(
+            f"{label} has no uploaded data in {store.describe()}",
+            hint="upload it first with `cleanroom datasource upload`",
+        )
     with store.open_read(container, MANIFEST_BLOB) as handle:
         sealed = handle.read()
-    return Manifest.from_bytes(decrypt_bytes(dek, sealed, label=f"manifest of {label}"),
-                               label=f"manifest of {label}")
+    return Manifest.from_bytes(decrypt_bytes(dek, sealed, label=f"manifest of {label}"), label=f"manifest of {label}")
 
 
-def upload_folder(store: BlobStore, container: str, dek: bytes, folder: Path, *,
-                  label: str, progress: TransferProgress | None = None,
-                  chunk_size: int = DEFAULT_CHUNK_SIZE) -> Manifest:
+def _open_dataset_file(path: Path) -> BinaryIO:
+    """A party's own file (links followed); _upload reads it inside ``with``."""
+    return open(path, "rb")
+
+
+def _open_runtime_file(path: Path) -> BinaryIO:
+    """A file the runtime wrote where no workload can (not a link, never a FIFO that blocks)."""
+    return open(os.open(path, _FILE_FLAGS & ~os.O_NONBLOCK), "rb")
+
+
+def upload_folder(
+    store: BlobStore,
+    container: str,
+    dek: bytes,
+    folder: Path,
+    *,
+    label: str,
+    progress: TransferProgress | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Manifest:
     """Seal every file of ``folder`` into ``container``; readers switch over only when all are stored.
 
     For a party's own dataset folder: links are followed (a Hugging Face snapshot is links into
     its blob cache). A folder a workload wrote goes through :func:`upload_untrusted_folder`."""
     files = dataset_files(folder)
-    sources = [_Source(relative, path.stat().st_size, lambda path=path: open(path, "rb")) for relative, path in files]
+    sources = [_Source(relative, path.stat().st_size, partial(_open_dataset_file, path)) for relative, path in files]
     return _upload(store, container, dek, sources, progress=progress, chunk_size=chunk_size)
 
 
@@ -134,11 +170,18 @@ class _Source:
 
     relative: str
     size: int
-    open: Callable[[], BinaryIO]
+    open: Callable[[], AbstractContextManager[BinaryIO]]
 
 
-def _upload(store: BlobStore, container: str, dek: bytes, files: list[_Source], *,
-            progress: TransferProgress | None, chunk_size: int) -> Manifest:
+def _upload(
+    store: BlobStore,
+    container: str,
+    dek: bytes,
+    files: list[_Source],
+    *,
+    progress: TransferProgress | None,
+    chunk_size: int,
+) -> Manifest:
     total = sum(source.size for source in files)
     store.ensure_container(container)
     previous = next((info for info in store.list(container, MANIFEST_BLOB) if info.name == MANIFEST_BLOB), None)
@@ -147,26 +190,39 @@ def _upload(store: BlobStore, container: str, dek: bytes, files: list[_Source], 
     done = 0
     try:
         for index, source in enumerate(files):
+
             def advance(file_done: int, base: int = done, index: int = index, relative: str = source.relative) -> None:
                 if progress is not None:
                     progress(TransferStatus(base + file_done, total, index, len(files), relative))
 
             with source.open() as handle:
                 reader = SealingReader(dek, handle, chunk_size=chunk_size, progress=advance)
-                store.put(container, f"{DATA_PREFIX}{upload_id}/{source.relative}", reader,
-                          length=encrypted_size(source.size, chunk_size))
+                # a SealingReader is a blocking binary stream (io.RawIOBase whose read never returns None)
+                store.put(
+                    container,
+                    f"{DATA_PREFIX}{upload_id}/{source.relative}",
+                    cast(BinaryIO, reader),
+                    length=encrypted_size(source.size, chunk_size),
+                )
             entries.append(ManifestEntry(path=source.relative, size=source.size, header=reader.header.hex()))
             done += source.size
         manifest = Manifest(upload_id=upload_id, files=tuple(entries))
-        store.put(container, MANIFEST_BLOB, io.BytesIO(encrypt_bytes(dek, manifest.to_bytes())),
-                  if_match=previous.etag if previous else None)
+        store.put(
+            container,
+            MANIFEST_BLOB,
+            io.BytesIO(encrypt_bytes(dek, manifest.to_bytes())),
+            if_match=previous.etag if previous else None,
+        )
     except BaseException:
         _delete_prefix(store, container, f"{DATA_PREFIX}{upload_id}/")
         raise
     if progress is not None:
         progress(TransferStatus(total, total, len(files), len(files), ""))
-    stale = [info.name for info in store.list(container, DATA_PREFIX)
-             if not info.name.startswith(f"{DATA_PREFIX}{upload_id}/")]
+    stale = [
+        info.name
+        for info in store.list(container, DATA_PREFIX)
+        if not info.name.startswith(f"{DATA_PREFIX}{upload_id}/")
+    ]
     for name in stale:
         store.delete(container, name)
     return manifest
@@ -189,8 +245,10 @@ class UntrustedEntryError(InvalidInputError):
     def __init__(self, label: str, entry: str, kind: str) -> None:
         self.entry = entry
         self.kind = kind
-        super().__init__(f"{label} holds {entry!r}, a {kind}, so none of it is sealed",
-                         hint="a workload's outputs must be regular files and directories only")
+        super().__init__(
+            f"{label} holds {entry!r}, a {kind}, so none of it is sealed",
+            hint="a workload's outputs must be regular files and directories only",
+        )
 
 
 @dataclass(frozen=True)
@@ -208,8 +266,13 @@ def _kind(mode: int, links: int = 1) -> str | None:
         return None
     if stat.S_ISREG(mode):
         return None if links == 1 else f"regular file with {links} hard links"
-    for test, name in ((stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
-                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+    for test, name in (
+        (stat.S_ISLNK, "symbolic link"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
         if test(mode):
             return name
     return "file of unknown type"
@@ -304,18 +367,25 @@ class _AtMost(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
+    def readinto(self, buffer: WriteableBuffer) -> int:
         if self._left <= 0:
             return 0
-        view = memoryview(buffer)[:self._left]
+        view = memoryview(buffer)[: self._left]
         size = self._source.readinto(view) or 0
         self._left -= size
         return size
 
 
-def upload_untrusted_folder(store: BlobStore, container: str, dek: bytes, folder: Path, *, label: str,
-                            extra_files: dict[str, Path] | None = None,
-                            chunk_size: int = DEFAULT_CHUNK_SIZE) -> Manifest | None:
+def upload_untrusted_folder(
+    store: BlobStore,
+    container: str,
+    dek: bytes,
+    folder: Path,
+    *,
+    label: str,
+    extra_files: dict[str, Path] | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Manifest | None:
     """Seal a folder a workload wrote (a datasink), plus the runtime's own ``extra_files``
     (relative name -> file in a folder no workload sees, e.g. application logs).
 
@@ -330,23 +400,24 @@ def upload_untrusted_folder(store: BlobStore, container: str, dek: bytes, folder
     for relative in extra:
         if relative in taken:
             raise UntrustedEntryError(label, relative, "file named like the runtime's application log")
-    sources = [_Source(file.relative, file.size, lambda file=file: open_untrusted(folder, file, label=label))
-               for file in files]
+    sources = [_Source(file.relative, file.size, partial(open_untrusted, folder, file, label=label)) for file in files]
     for relative, path in sorted(extra.items()):
         fd = os.open(path, _FILE_FLAGS)
         try:
             size = os.fstat(fd).st_size
         finally:
             os.close(fd)
-        sources.append(_Source(relative, size, lambda path=path: open(os.open(path, _FILE_FLAGS & ~os.O_NONBLOCK), "rb")))
+        sources.append(_Source(relative, size, partial(_open_runtime_file, path)))
     if not sources:
         return None
-    return _upload(store, container, dek, sorted(sources, key=lambda source: source.relative),
-                   progress=None, chunk_size=chunk_size)
+    return _upload(
+        store, container, dek, sorted(sources, key=lambda source: source.relative), progress=None, chunk_size=chunk_size
+    )
 
 
-def download_folder(store: BlobStore, container: str, dek: bytes, target: Path, *,
-                    label: str, progress: TransferProgress | None = None) -> Manifest:
+def download_folder(
+    store: BlobStore, container: str, dek: bytes, target: Path, *, label: str, progress: TransferProgress | None = None
+) -> Manifest:
     """Decrypt every file of the current upload into ``target``, byte for byte.
 
     Each file is written under a temporary name and renamed only after its last chunk
@@ -360,6 +431,7 @@ def download_folder(store: BlobStore, container: str, dek: bytes, target: Path, 
     target.mkdir(parents=True, exist_ok=True)
     total, done = manifest.total_bytes, 0
     for index, entry in enumerate(manifest.files):
+
         def advance(file_done: int, base: int = done, index: int = index, entry: ManifestEntry = entry) -> None:
             if progress is not None:
                 progress(TransferStatus(base + file_done, total, index, len(manifest.files), entry.path))
@@ -368,11 +440,18 @@ def download_folder(store: BlobStore, container: str, dek: bytes, target: Path, 
         try:
             source = store.open_read(container, manifest.blob_name(entry))
         except NotFoundError:
-            raise IntegrityError(f"{file_label} is missing from {store.describe()} (deleted after upload)",
-                                 hint="re-upload the dataset") from None
+            raise IntegrityError(
+                f"{file_label} is missing from {store.describe()} (deleted after upload)", hint="re-upload the dataset"
+            ) from None
         with source:
-            decrypt_to_path(dek, source, target / entry.path, progress=advance, label=file_label,
-                            expected_header=bytes.fromhex(entry.header))
+            decrypt_to_path(
+                dek,
+                source,
+                target / entry.path,
+                progress=advance,
+                label=file_label,
+                expected_header=bytes.fromhex(entry.header),
+            )
         done += entry.size
     if progress is not None:
         progress(TransferStatus(total, total, len(manifest.files), len(manifest.files), ""))
@@ -386,4 +465,3 @@ def _delete_prefix(store: BlobStore, container: str, prefix: str) -> None:
             store.delete(container, name)
     except (CleanroomError, OSError):
         pass
-
