@@ -18,6 +18,70 @@ from tui.cli import cli  # noqa: E402
 
 TARGET = ROOT / "docs" / "cli.md"
 
+CONVENTIONS = """## Conventions every verb shares
+
+**Output.** Every verb (but `console` and `demo`) takes `-o/--output table|json` and `--query`.
+`table` is for people; `json` prints exactly one JSON document on stdout (`--follow` streams print
+one JSON document per line), with camelCase keys, and write verbs print what they did (the
+proposal they opened, the contract version they created, the files they wrote). `--query` is a
+[JMESPath](https://jmespath.org) expression over that JSON: a string or number prints bare, for
+`$(...)`, anything else as JSON; a query that matches nothing is an error (exit 3).
+
+```sh
+cleanroom -w W/consumer governance proposal list --query "[?proposalState=='Open'].proposalId"
+cleanroom -w W/consumer governance deployment policy show --contract-id C --query 'proposalIds[0]'
+```
+
+Progress, spinners and warnings go to stderr. Piped or redirected output is never wrapped (rich
+would fold tables at 80 columns); on a terminal, output fits the terminal. `NO_COLOR=1` turns
+colour off.
+
+**Workspace.** `-w/--workspace DIR` (env `CLEANROOM_WORKSPACE`) goes before or after the verb:
+`cleanroom -w W/hoster governance contract list` is `cleanroom governance contract list -w W/hoster`.
+
+**Services' home.** The embedded services keep their state in `$CLEANROOM_HOME` (default
+`~/.cleanroom`). The `deployment` verbs find the home of the services a workspace was deployed to
+(from the governance certificate the workspace pins), and say which `CLEANROOM_HOME` to set when
+they cannot.
+
+**Exit codes.** Every error is one line on stderr, `error: <what>; <how to fix it>`:
+
+| code | meaning |
+| --- | --- |
+| 0 | done |
+| 1 | any other failure (a deployment that failed, ...) |
+| 2 | bad input: a flag, file or document (also click's usage errors) |
+| 3 | not found: workspace, datasource, contract, blob, or a `--query` that matches nothing |
+| 4 | integrity: ciphertext, a signature or the ledger failed verification (tampering or a wrong key) |
+| 5 | conflict: valid, but the current state forbids it (stale version, closed proposal) |
+| 6 | access denied: not a member, not attested, not named by the contract |
+| 7 | a required service is not running or not reachable |
+| 130 | interrupted (Ctrl-C) |
+
+`CLEANROOM_DEBUG=1` shows the traceback behind an error.
+
+**Logs.** Under the services' home: `governance/service.log`, `keys/service.log`, and per
+deployment `runtime/deployments/<contract>/runtime.log` (JSON lines: lifecycle, refusals,
+telemetry; `cleanroom deployment logs`) and `runtime.err` (the runtime process's own stderr).
+Application output is not logged on the host: it goes to the logging datasink, and only when the
+contract enables logging. `cleanroom demo` keeps its services' home in `<demo folder>/services`.
+
+**Sandbox.** The local runtime runs workloads under bubblewrap, which needs unprivileged user
+namespaces: `unshare --user --map-root-user true` must succeed for the user who runs
+`cleanroom deployment start` (on Debian `sysctl kernel.unprivileged_userns_clone=1`; on Ubuntu
+24.04 and later an AppArmor profile for `bwrap` or `sysctl
+kernel.apparmor_restrict_unprivileged_userns=0`; in a container, a seccomp profile that allows
+`clone(CLONE_NEWUSER)`).
+
+**Shell completion** (click's own):
+
+```sh
+eval "$(_CLEANROOM_COMPLETE=bash_source cleanroom)"    # in ~/.bashrc
+eval "$(_CLEANROOM_COMPLETE=zsh_source cleanroom)"     # in ~/.zshrc
+_CLEANROOM_COMPLETE=fish_source cleanroom > ~/.config/fish/completions/cleanroom.fish
+```
+"""
+
 
 def _walk(command: click.Command, path: list[str], ctx: click.Context):
     yield path, command, ctx
@@ -30,12 +94,14 @@ def _walk(command: click.Command, path: list[str], ctx: click.Context):
 
 def render() -> str:
     # A fixed width: help text must not depend on the terminal that regenerates it.
-    root_ctx = click.Context(cli, info_name="cleanroom", terminal_width=100, max_content_width=100,
-                             **cli.context_settings)
+    root_ctx = click.Context(
+        cli, info_name="cleanroom", terminal_width=100, max_content_width=100, **cli.context_settings
+    )
     parts = [
         "# `cleanroom` CLI reference\n",
         "Generated from the command tree by `scripts/cli_reference.py`; do not edit by hand.",
         "Every verb also answers `--help`.\n",
+        CONVENTIONS,
     ]
     for path, command, ctx in _walk(cli, ["cleanroom"], root_ctx):
         title = " ".join(path)

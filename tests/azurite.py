@@ -24,8 +24,7 @@ AZURITE_BIN = ROOT / "tools" / "azurite" / "node_modules" / ".bin" / "azurite-bl
 
 # Azurite's well-known development account (published in Azure's docs; not a secret).
 ACCOUNT = "devstoreaccount1"
-ACCOUNT_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
-               "K1SZFPTOtr/KBHBeksoGMGw==")
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 READY_TIMEOUT_S = 30.0
 
 
@@ -51,8 +50,10 @@ class Azurite:
 
     @property
     def connection_string(self) -> str:
-        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-                f"BlobEndpoint={self.blob_endpoint};")
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+            f"BlobEndpoint={self.blob_endpoint};"
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -107,9 +108,20 @@ def start_azurite(attempts: int = 3) -> Azurite:
         workdir = Path(tempfile.mkdtemp(prefix="cleanroom-azurite-"))  # holds only the log
         log = (workdir / "azurite.log").open("wb")
         process = subprocess.Popen(
-            [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-             "--skipApiVersionCheck", "--loose", "--silent", "--inMemoryPersistence"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                str(AZURITE_BIN),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(port),
+                "--skipApiVersionCheck",
+                "--loose",
+                "--silent",
+                "--inMemoryPersistence",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             env={**os.environ, "NODE_NO_WARNINGS": "1"},
         )
         log.close()

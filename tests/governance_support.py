@@ -10,8 +10,9 @@ signature check against a key the test holds, loaded through the same factory me
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -43,8 +44,11 @@ class Attester:
     def __init__(self, directory: Path) -> None:
         self.key = ec.generate_private_key(ec.SECP384R1())
         self.public_path = directory / "attestation_pub.pem"
-        self.public_path.write_bytes(self.key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        self.public_path.write_bytes(
+            self.key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -52,8 +56,11 @@ class Attester:
 
     def token(self, contract_id: str, policy_hash: str) -> str:
         now = int(time.time())
-        return jwt.encode({"iss": ISSUER, "iat": now, "exp": now + 300, "contract_id": contract_id,
-                           "policy_hash": policy_hash}, self.key, algorithm="ES384")
+        return jwt.encode(
+            {"iss": ISSUER, "iat": now, "exp": now + 300, "contract_id": contract_id, "policy_hash": policy_hash},
+            self.key,
+            algorithm="ES384",
+        )
 
 
 class Consortium:
@@ -89,8 +96,9 @@ class Consortium:
         return result
 
 
-def start_consortium(state_dir: Path, names: tuple[str, ...] = ("hoster", "provider", "consumer"),
-                     **create_options: Any) -> Consortium:
+def start_consortium(
+    state_dir: Path, names: tuple[str, ...] = ("hoster", "provider", "consumer"), **create_options: Any
+) -> Consortium:
     members = [MemberIdentity.generate(name) for name in names]
     launcher.create(state_dir, [m.cert_pem for m in members], **create_options)
     return Consortium(state_dir, members, launcher.start(state_dir))

@@ -12,8 +12,26 @@ from pathlib import Path
 
 POSITIVE = ("good", "great", "lovely", "moving", "brilliant", "charming", "fun", "superb")
 NEGATIVE = ("bad", "awful", "dull", "boring", "clumsy", "tedious", "weak", "messy")
-FILLER = ("the", "film", "movie", "plot", "is", "was", "a", "really", "quite", "story", "and",
-          "acting", "ending", "very", "it", "this", "script", "cast")
+FILLER = (
+    "the",
+    "film",
+    "movie",
+    "plot",
+    "is",
+    "was",
+    "a",
+    "really",
+    "quite",
+    "story",
+    "and",
+    "acting",
+    "ending",
+    "very",
+    "it",
+    "this",
+    "script",
+    "cast",
+)
 SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
@@ -38,12 +56,21 @@ def build_tiny_base(folder: Path, *, seed: int = 0) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = list(SPECIAL) + sorted(set(POSITIVE + NEGATIVE + FILLER)) + list("abcdefghijklmnopqrstuvwxyz.,!?'-0123456789")
+    vocab = (
+        list(SPECIAL) + sorted(set(POSITIVE + NEGATIVE + FILLER)) + list("abcdefghijklmnopqrstuvwxyz.,!?'-0123456789")
+    )
     vocab += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
     tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, pad_token_id=0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=0,
+    )
     BertModel(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder

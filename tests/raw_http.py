@@ -48,8 +48,9 @@ def read_response(conn: ssl.SSLSocket) -> RawResponse:
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    length = next((int(line.split(":", 1)[1]) for line in lines[1:] if line.lower().startswith("content-length:")),
-                  None)
+    length = next(
+        (int(line.split(":", 1)[1]) for line in lines[1:] if line.lower().startswith("content-length:")), None
+    )
     while length is None or len(body) < length:
         chunk = _recv(conn)
         if not chunk:

@@ -24,6 +24,7 @@ from core.runtime.local import LocalRuntime
 from core.storage.locator import local_store_spec
 from core.workspace import Workspace
 
+
 @dataclass
 class World:
     root: Path
@@ -48,7 +49,7 @@ class World:
         return embedded.key_service_state_dir(self.home)
 
     @classmethod
-    def create(cls, root: Path) -> "World":
+    def create(cls, root: Path) -> World:
         """`cleanroom up` for three fresh parties (services under ``root/home``)."""
         world = cls(root)
         for persona in ("provider", "consumer", "hoster"):
@@ -92,8 +93,13 @@ class World:
             client.vote(proposal["proposalId"], "accept")
         assert self.clients["hoster"].proposal(proposal["proposalId"])["proposalState"] == "Accepted"
 
-    def setup_assets(self, source_files: dict[str, str] | None = None, *, source_folder: Path | None = None,
-                     store: StoreSpec | None = None) -> None:
+    def setup_assets(
+        self,
+        source_files: dict[str, str] | None = None,
+        *,
+        source_folder: Path | None = None,
+        store: StoreSpec | None = None,
+    ) -> None:
         """Provider datasource "model" (the given files or folder), consumer datasink "results";
         both in each party's local store folder unless ``store`` names another (e.g. azurite)."""
         provider, consumer = self.parties["provider"], self.parties["consumer"]
@@ -106,13 +112,21 @@ class World:
         upload_datasource(provider, "model", folder)
         add_data_asset(consumer, "datasink", "results", store or local_store_spec(consumer.root / "store"))
 
-    def add_app(self, command: list[str], *, ports: list[int] | None = None,
-                routes: list[str] | None = None, name: str = "app") -> None:
+    def add_app(
+        self, command: list[str], *, ports: list[int] | None = None, routes: list[str] | None = None, name: str = "app"
+    ) -> None:
         hoster = self.parties["hoster"]
-        add_application(hoster, name=name, entrypoint="containers/inference_server", command=command,
-                        mounts=[{"source": "model", "target": "/mnt/remote/model"},
-                                {"source": "results", "target": "/mnt/remote/results"}],
-                        ports=ports or [])
+        add_application(
+            hoster,
+            name=name,
+            entrypoint="containers/inference_server",
+            command=command,
+            mounts=[
+                {"source": "model", "target": "/mnt/remote/model"},
+                {"source": "results", "target": "/mnt/remote/results"},
+            ],
+            ports=ports or [],
+        )
         if routes:
             set_network_policy(hoster, inbound_allow=routes, allow_all_outbound=False)
 

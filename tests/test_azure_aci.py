@@ -20,8 +20,8 @@ from core.keys.skr import release_policy, release_policy_for_clean_room_policy, 
 from core.runtime.aci import (
     CCE_POLICY_PLACEHOLDER,
     RUNTIME_SIDECAR_NAME,
-    AciDeployment,
     WAIT_FOR_DATA,
+    AciDeployment,
     aci_template,
     cce_policy_host_data,
     container_group,
@@ -30,37 +30,48 @@ from core.runtime.aci import (
 
 SPEC = {
     "contract_id": "finetune-1",
-    "applications": [{
-        "name": "trainer",
-        "image": "cleanroomacr.azurecr.io/trainer:1.0",
-        "command": ["python", "-m", "containers.trainer", "--config", "/mnt/config/train.json"],
-        "mounts": [
-            {"kind": "datasource", "name": "model", "path": "/mnt/model", "owner": "provider"},
-            {"kind": "datasource", "name": "training-data", "path": "/mnt/data", "owner": "consumer"},
-            {"kind": "datasink", "name": "trained-model", "path": "/mnt/out", "owner": "provider"},
-        ],
-        "env": {"EPOCHS": "1"},
-        "env_names": ["WANDB_API_KEY"],
-        "ports": [],
-        "cpu": 2,
-        "memory_gb": 8,
-    }, {
-        "name": "metrics",
-        "image": "cleanroomacr.azurecr.io/metrics:1.0",
-        "command": ["python", "-m", "metrics"],
-        "ports": [8443],
-    }],
+    "applications": [
+        {
+            "name": "trainer",
+            "image": "cleanroomacr.azurecr.io/trainer:1.0",
+            "command": ["python", "-m", "containers.trainer", "--config", "/mnt/config/train.json"],
+            "mounts": [
+                {"kind": "datasource", "name": "model", "path": "/mnt/model", "owner": "provider"},
+                {"kind": "datasource", "name": "training-data", "path": "/mnt/data", "owner": "consumer"},
+                {"kind": "datasink", "name": "trained-model", "path": "/mnt/out", "owner": "provider"},
+            ],
+            "env": {"EPOCHS": "1"},
+            "env_names": ["WANDB_API_KEY"],
+            "ports": [],
+            "cpu": 2,
+            "memory_gb": 8,
+        },
+        {
+            "name": "metrics",
+            "image": "cleanroomacr.azurecr.io/metrics:1.0",
+            "command": ["python", "-m", "metrics"],
+            "ports": [8443],
+        },
+    ],
     "network_policy": {"allow_egress": False},
     "datasources": [
-        {"name": "model", "owner": "provider",
-         "store": {"kind": "azure_blob", "account_url": "https://prov.blob.core.windows.net"}},
-        {"name": "training-data", "owner": "consumer",
-         "store": {"kind": "azure_blob", "connection_string_env": "CONSUMER_CS",
-                   "container": "td"}},
+        {
+            "name": "model",
+            "owner": "provider",
+            "store": {"kind": "azure_blob", "account_url": "https://prov.blob.core.windows.net"},
+        },
+        {
+            "name": "training-data",
+            "owner": "consumer",
+            "store": {"kind": "azure_blob", "connection_string_env": "CONSUMER_CS", "container": "td"},
+        },
     ],
     "datasinks": [
-        {"name": "trained-model", "owner": "provider",
-         "store": {"kind": "azure_blob", "account_url": "https://prov.blob.core.windows.net"}},
+        {
+            "name": "trained-model",
+            "owner": "provider",
+            "store": {"kind": "azure_blob", "account_url": "https://prov.blob.core.windows.net"},
+        },
     ],
 }
 
@@ -96,14 +107,16 @@ def test_template_is_a_confidential_group_with_the_runtime_sidecar() -> None:
     assert {"name": "cleanroom-run", "mountPath": "/run/cleanroom", "readOnly": False} in trainer["volumeMounts"]
     assert {"name": "CLEANROOM_APPLICATIONS", "value": '["trainer","metrics"]'} in sidecar["environmentVariables"]
     # JSON all the way (what `az deployment group create` reads) and deterministic.
-    assert json.loads(json.dumps(template)) == aci_template(
-        SPEC, runtime_image="cleanroomacr.azurecr.io/runtime:0.1.0")
+    assert json.loads(json.dumps(template)) == aci_template(SPEC, runtime_image="cleanroomacr.azurecr.io/runtime:0.1.0")
 
 
 def test_sdk_models_are_built_from_the_template() -> None:
-    name, group = container_group(aci_template(SPEC), location="westeurope",
-                                  cce_policy=base64.b64encode(b"package policy").decode(),
-                                  secrets={"WANDB_API_KEY": "s3cret", "CONSUMER_CS": "AccountKey=k"})
+    name, group = container_group(
+        aci_template(SPEC),
+        location="westeurope",
+        cce_policy=base64.b64encode(b"package policy").decode(),
+        secrets={"WANDB_API_KEY": "s3cret", "CONSUMER_CS": "AccountKey=k"},
+    )
     assert name == "cleanroom-finetune-1"
     assert isinstance(group, ContainerGroup) and group.sku == "Confidential"
     assert group.location == "westeurope" and group.os_type == "Linux"
@@ -112,25 +125,32 @@ def test_sdk_models_are_built_from_the_template() -> None:
     assert all(isinstance(c, Container) for c in group.containers)
     assert trainer.resources.requests.cpu == 2 and trainer.resources.requests.memory_in_gb == 8
     assert {m.mount_path: m.read_only for m in trainer.volume_mounts} == {
-        "/mnt/model": True, "/mnt/data": True, "/mnt/out": False, "/run/cleanroom": False}
+        "/mnt/model": True,
+        "/mnt/data": True,
+        "/mnt/out": False,
+        "/run/cleanroom": False,
+    }
     assert {v.name for v in group.volumes} == {m.name for m in sidecar.volume_mounts}
     assert all(v.empty_dir == {} for v in group.volumes)
     assert [(e.name, e.value, e.secure_value) for e in trainer.environment_variables] == [
-        ("EPOCHS", "1", None), ("WANDB_API_KEY", None, "s3cret")]
+        ("EPOCHS", "1", None),
+        ("WANDB_API_KEY", None, "s3cret"),
+    ]
     assert metrics.ports[0].port == 8443 and group.ip_address.type == "Public"
-    plan = json.loads(next(e.value for e in sidecar.environment_variables
-                           if e.name == "CLEANROOM_MOUNT_PLAN"))
+    plan = json.loads(next(e.value for e in sidecar.environment_variables if e.name == "CLEANROOM_MOUNT_PLAN"))
     # the consumer's store is reached by connection string: the sidecar gets it as a secure value
     assert [(e.name, e.secure_value) for e in sidecar.environment_variables if e.secure_value] == [
-        ("CONSUMER_CS", "AccountKey=k")]
+        ("CONSUMER_CS", "AccountKey=k")
+    ]
     assert {(p["kind"], p["name"], p["owner"], p["store"]["container"]) for p in plan} == {
-        ("datasource", "model", "provider", "model"), ("datasource", "training-data", "consumer", "td"),
-        ("datasink", "trained-model", "provider", "trained-model")}
+        ("datasource", "model", "provider", "model"),
+        ("datasource", "training-data", "consumer", "td"),
+        ("datasink", "trained-model", "provider", "trained-model"),
+    }
     # The model serialises back to the REST body Azure receives.
     body = group.serialize()
     assert body["properties"]["sku"] == "Confidential"
-    assert body["properties"]["containers"][0]["properties"]["resources"]["requests"][
-        "memoryInGB"] == 8
+    assert body["properties"]["containers"][0]["properties"]["resources"]["requests"]["memoryInGB"] == 8
 
 
 def test_secret_env_values_are_parameters_not_template_content() -> None:
@@ -167,8 +187,10 @@ def test_a_wrongly_typed_property_is_refused() -> None:
 def test_what_runs_changes_the_policy_hash_in_the_template() -> None:
     changed = copy.deepcopy(SPEC)
     changed["applications"][0]["command"][-1] = "/mnt/config/other.json"
-    assert (_resource(aci_template(changed))["tags"]["cleanroom-policy-hash"]
-            != _resource(aci_template(SPEC))["tags"]["cleanroom-policy-hash"])
+    assert (
+        _resource(aci_template(changed))["tags"]["cleanroom-policy-hash"]
+        != _resource(aci_template(SPEC))["tags"]["cleanroom-policy-hash"]
+    )
 
 
 REGO = b'package policy\napi_version := "0.10.0"\n'
@@ -199,15 +221,13 @@ def test_a_changed_cce_policy_changes_the_hash_and_the_skr_policy_no_longer_matc
 
     voted = policy_document(SPEC, cce_policy=CCE)
     skr = release_policy_for_clean_room_policy(voted, "sharedeus.eus.attest.azure.net")
-    changed = base64.b64encode(REGO + b'allow_stdio_access := true\n').decode()
+    changed = base64.b64encode(REGO + b"allow_stdio_access := true\n").decode()
     template = aci_template(SPEC, cce_policy=changed)
     assert template["outputs"]["hostData"]["value"] == cce_policy_host_data(changed) != required_host_data(skr)
     # deploying a ccePolicy other than the one the template (and the vote) carries is refused
-    deployment = AciDeployment("rg-cleanroom", subscription_id=str(uuid.uuid4()),
-                               credential=DefaultAzureCredential())
+    deployment = AciDeployment("rg-cleanroom", subscription_id=str(uuid.uuid4()), credential=DefaultAzureCredential())
     with pytest.raises(InvalidInputError, match="not the one the template is bound to"):
-        deployment.start(aci_template(SPEC, cce_policy=CCE), location="westeurope", cce_policy=changed,
-                         secrets=SECRETS)
+        deployment.start(aci_template(SPEC, cce_policy=CCE), location="westeurope", cce_policy=changed, secrets=SECRETS)
 
 
 def test_placeholder_cce_policy_is_not_a_policy_to_bind_keys_to() -> None:
@@ -221,7 +241,7 @@ def test_placeholder_cce_policy_is_not_a_policy_to_bind_keys_to() -> None:
 
 
 def test_cce_policy_host_data_is_the_sha256_of_the_rego() -> None:
-    rego = b"package policy\napi_version := \"0.10.0\"\n"
+    rego = b'package policy\napi_version := "0.10.0"\n'
     host_data = cce_policy_host_data(base64.b64encode(rego).decode())
     assert host_data == hashlib.sha256(rego).hexdigest()
     assert required_host_data(release_policy(host_data, "sharedeus.eus.attest.azure.net")) == host_data
@@ -273,30 +293,40 @@ def test_deployment_needs_a_resource_group_and_subscription(monkeypatch: pytest.
 
 
 def test_placeholder_cce_policy_is_refused_before_deploying() -> None:
-    deployment = AciDeployment("rg-cleanroom", subscription_id=str(uuid.uuid4()),
-                               credential=DefaultAzureCredential())
+    deployment = AciDeployment("rg-cleanroom", subscription_id=str(uuid.uuid4()), credential=DefaultAzureCredential())
     with pytest.raises(InvalidInputError, match="ccePolicy placeholder"):
-        deployment.start(aci_template(SPEC), location="westeurope",
-                         secrets=SECRETS)
+        deployment.start(aci_template(SPEC), location="westeurope", secrets=SECRETS)
 
 
-LIVE = {k: os.environ.get(k) for k in ("AZURE_SUBSCRIPTION_ID", "CLEANROOM_TEST_RESOURCE_GROUP",
-                                        "CLEANROOM_TEST_ACI_LOCATION")}
+LIVE = {
+    k: os.environ.get(k)
+    for k in ("AZURE_SUBSCRIPTION_ID", "CLEANROOM_TEST_RESOURCE_GROUP", "CLEANROOM_TEST_ACI_LOCATION")
+}
 
 
 @pytest.mark.azure_live
-@pytest.mark.skipif(not all(LIVE.values()),
-                    reason="live ACI test: set AZURE_SUBSCRIPTION_ID, CLEANROOM_TEST_RESOURCE_GROUP "
-                           "and CLEANROOM_TEST_ACI_LOCATION and sign in (az login or "
-                           "AZURE_CLIENT_ID/SECRET/TENANT_ID)")
+@pytest.mark.skipif(
+    not all(LIVE.values()),
+    reason="live ACI test: set AZURE_SUBSCRIPTION_ID, CLEANROOM_TEST_RESOURCE_GROUP "
+    "and CLEANROOM_TEST_ACI_LOCATION and sign in (az login or "
+    "AZURE_CLIENT_ID/SECRET/TENANT_ID)",
+)
 def test_live_confidential_group_start_status_logs_stop() -> None:
-    spec = {"contract_id": f"live-{uuid.uuid4().hex[:6]}", "network_policy": {},
-            "applications": [{"name": "hello", "image": "mcr.microsoft.com/azuredocs/aci-helloworld",
-                              "command": ["node", "/usr/src/app/index.js"], "ports": [80]}]}
+    spec = {
+        "contract_id": f"live-{uuid.uuid4().hex[:6]}",
+        "network_policy": {},
+        "applications": [
+            {
+                "name": "hello",
+                "image": "mcr.microsoft.com/azuredocs/aci-helloworld",
+                "command": ["node", "/usr/src/app/index.js"],
+                "ports": [80],
+            }
+        ],
+    }
     deployment = AciDeployment(str(LIVE["CLEANROOM_TEST_RESOURCE_GROUP"]))
     template = aci_template(spec, runtime_image="mcr.microsoft.com/azuredocs/aci-helloworld")
-    status = deployment.start(template, location=str(LIVE["CLEANROOM_TEST_ACI_LOCATION"]),
-                              allow_debug_policy=True)
+    status = deployment.start(template, location=str(LIVE["CLEANROOM_TEST_ACI_LOCATION"]), allow_debug_policy=True)
     try:
         assert status.provisioning_state == "Succeeded"
         assert {c["name"] for c in status.containers} == {"hello", RUNTIME_SIDECAR_NAME}
@@ -311,13 +341,23 @@ def test_template_from_a_generated_deployment_spec() -> None:
     from core.runtime.deployment import deployment_spec
 
     merged = {
-        "applications": [{"name": "inference", "image": "acr.azurecr.io/inference:1",
-                          "command": ["python", "-m", "containers.inference_server"],
-                          "mounts": [{"source": "model", "target": "/mnt/model"}],
-                          "ports": [8000], "env_names": ["HF_TOKEN"]}],
-        "datasources": [{"name": "model", "owner": "m-provider",
-                         "store": {"kind": "azure_blob",
-                                   "account_url": "https://prov.blob.core.windows.net"}}],
+        "applications": [
+            {
+                "name": "inference",
+                "image": "acr.azurecr.io/inference:1",
+                "command": ["python", "-m", "containers.inference_server"],
+                "mounts": [{"source": "model", "target": "/mnt/model"}],
+                "ports": [8000],
+                "env_names": ["HF_TOKEN"],
+            }
+        ],
+        "datasources": [
+            {
+                "name": "model",
+                "owner": "m-provider",
+                "store": {"kind": "azure_blob", "account_url": "https://prov.blob.core.windows.net"},
+            }
+        ],
     }
     spec = deployment_spec("inference-1", merged)
     template = aci_template(spec)

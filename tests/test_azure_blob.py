@@ -28,8 +28,7 @@ MiB = 1024 * 1024
 def store(azurite_server: Azurite, monkeypatch: pytest.MonkeyPatch) -> AzureBlobStore:
     monkeypatch.setenv("CLEANROOM_TEST_AZURE_CS", azurite_server.connection_string)
     # Small blocks so "large" blobs stay cheap on a shared 2-core machine.
-    return AzureBlobStore.from_connection_string_env("CLEANROOM_TEST_AZURE_CS",
-                                                     block_size=1 * MiB, concurrency=4)
+    return AzureBlobStore.from_connection_string_env("CLEANROOM_TEST_AZURE_CS", block_size=1 * MiB, concurrency=4)
 
 
 @pytest.fixture
@@ -79,8 +78,7 @@ def test_put_read_list_delete_round_trip(store: AzureBlobStore, container: str) 
     with store.open_read(container, "dir/a.bin") as reader:
         assert reader.read() == b"alpha"
     listed = {b.name: b for b in store.list(container)}
-    assert {n: b.size for n, b in listed.items()} == {"dir/a.bin": 5, "dir/b.bin": 6,
-                                                        "other.txt": 0}
+    assert {n: b.size for n, b in listed.items()} == {"dir/a.bin": 5, "dir/b.bin": 6, "other.txt": 0}
     assert listed["dir/a.bin"].etag == info.etag
     assert [b.name for b in store.list(container, prefix="dir/")] == ["dir/a.bin", "dir/b.bin"]
     store.delete(container, "dir/a.bin")
@@ -111,8 +109,7 @@ def test_progress_callback_counts_every_byte(store: AzureBlobStore, container: s
     assert sum(seen) == len(data)
 
 
-def test_interrupted_upload_is_invisible_and_resumes(store: AzureBlobStore,
-                                                     container: str) -> None:
+def test_interrupted_upload_is_invisible_and_resumes(store: AzureBlobStore, container: str) -> None:
     data = _payload(16 * MiB, seed=1)
     with pytest.raises(OSError, match="mid-upload"):
         store.put(container, "train.bin", FailingSource(data, limit=11 * MiB + 10))
@@ -129,7 +126,8 @@ def test_interrupted_upload_is_invisible_and_resumes(store: AzureBlobStore,
 
 
 def test_interrupted_overwrite_keeps_the_old_version_and_retry_with_new_bytes_is_clean(
-        store: AzureBlobStore, container: str) -> None:
+    store: AzureBlobStore, container: str
+) -> None:
     old = _payload(12 * MiB, seed=2)
     store.put(container, "model.bin", io.BytesIO(old))
     new = _payload(12 * MiB, seed=3)
@@ -166,7 +164,7 @@ def test_etag_guard_on_a_deleted_blob_is_a_conflict(store: AzureBlobStore, conta
 class OverwrittenWhileRead(io.RawIOBase):
     """Source whose first read lets another writer replace the blob: the commit must refuse."""
 
-    def __init__(self, data: bytes, rival: "callable") -> None:  # type: ignore[valid-type]
+    def __init__(self, data: bytes, rival: callable) -> None:  # type: ignore[valid-type]
         self._data = io.BytesIO(data)
         self._rival = rival
 
@@ -180,8 +178,7 @@ class OverwrittenWhileRead(io.RawIOBase):
         return self._data.readinto(buffer)
 
 
-def test_etag_is_checked_at_commit_of_a_block_upload(store: AzureBlobStore,
-                                                     container: str) -> None:
+def test_etag_is_checked_at_commit_of_a_block_upload(store: AzureBlobStore, container: str) -> None:
     base = store.put(container, "w.bin", io.BytesIO(b"base"))
 
     def rival() -> None:
@@ -273,8 +270,7 @@ def test_azurite_stops_cleanly() -> None:
     assert not os.path.exists(workdir)
 
 
-def test_missing_azurite_install_is_a_reason_to_skip(monkeypatch: pytest.MonkeyPatch,
-                                                     tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_azurite_install_is_a_reason_to_skip(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import tests.azurite as harness
 
     monkeypatch.setattr(harness, "AZURITE_BIN", tmp_path / "absent" / "azurite-blob")

@@ -15,8 +15,10 @@ from tests.cli_runner import cleanroom
 from tests.test_azure_aci import SECRETS, SPEC
 from tests.test_azure_cli import azure_contract_data
 
-IDENTITY_ID = ("/subscriptions/0b1f6471-1bf0-4dda-aec3-cb9272f09590/resourceGroups/rg-cleanroom/providers/"
-               "Microsoft.ManagedIdentity/userAssignedIdentities/cleanroom-runtime")
+IDENTITY_ID = (
+    "/subscriptions/0b1f6471-1bf0-4dda-aec3-cb9272f09590/resourceGroups/rg-cleanroom/providers/"
+    "Microsoft.ManagedIdentity/userAssignedIdentities/cleanroom-runtime"
+)
 CLIENT_ID = "6c0a9f0e-3f5b-4f7e-9a43-4a9d8d1f2b7c"
 CCE = "cGFja2FnZSBwb2xpY3k="
 
@@ -27,8 +29,7 @@ def _sidecar_env(group) -> dict[str, str | None]:
 
 def test_the_sdk_model_runs_the_group_as_the_identity_and_the_sidecar_selects_it() -> None:
     template = aci_template(SPEC, identity=ManagedIdentity(IDENTITY_ID, CLIENT_ID))
-    assert template["resources"][0]["identity"] == {"type": "UserAssigned",
-                                                    "userAssignedIdentities": {IDENTITY_ID: {}}}
+    assert template["resources"][0]["identity"] == {"type": "UserAssigned", "userAssignedIdentities": {IDENTITY_ID: {}}}
     _, group = container_group(template, location="westeurope", cce_policy=CCE, secrets=SECRETS)
     assert group.identity.type == "UserAssigned"
     assert list(group.identity.user_assigned_identities) == [IDENTITY_ID]
@@ -49,8 +50,10 @@ def test_the_identity_changes_what_the_cce_policy_measures() -> None:
     """AZURE_CLIENT_ID is in the sidecar's environment, which acipolicygen measures."""
     other = ManagedIdentity(IDENTITY_ID, "0f7a3c2e-1111-4f7e-9a43-4a9d8d1f2b7c")
     first = aci_template(SPEC, identity=ManagedIdentity(IDENTITY_ID, CLIENT_ID))
-    assert first["resources"][0]["properties"]["containers"][-1] != \
-        aci_template(SPEC, identity=other)["resources"][0]["properties"]["containers"][-1]
+    assert (
+        first["resources"][0]["properties"]["containers"][-1]
+        != aci_template(SPEC, identity=other)["resources"][0]["properties"]["containers"][-1]
+    )
 
 
 def test_default_azure_credential_in_the_sidecar_picks_the_identity(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,38 +63,64 @@ def test_default_azure_credential_in_the_sidecar_picks_the_identity(monkeypatch:
 
     from core.azure_credential import default_credential
 
-    _, group = container_group(aci_template(SPEC, identity=ManagedIdentity(IDENTITY_ID, CLIENT_ID)),
-                               location="westeurope", cce_policy=CCE, secrets=SECRETS)
+    _, group = container_group(
+        aci_template(SPEC, identity=ManagedIdentity(IDENTITY_ID, CLIENT_ID)),
+        location="westeurope",
+        cce_policy=CCE,
+        secrets=SECRETS,
+    )
     monkeypatch.setenv("AZURE_CLIENT_ID", str(_sidecar_env(group)["AZURE_CLIENT_ID"]))
     for name in ("AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "IDENTITY_ENDPOINT", "MSI_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
     credential = next(c for c in default_credential().credentials if isinstance(c, ManagedIdentityCredential))
-    assert credential._credential._msal_client._managed_identity == {"ManagedIdentityIdType": "ClientId",
-                                                                     "Id": CLIENT_ID}
+    assert credential._credential._msal_client._managed_identity == {
+        "ManagedIdentityIdType": "ClientId",
+        "Id": CLIENT_ID,
+    }
 
 
-@pytest.mark.parametrize(("resource_id", "client_id", "needle"), [
-    ("/subscriptions/x/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/s", CLIENT_ID,
-     "is not a user-assigned managed identity resource id"),
-    ("cleanroom-runtime", CLIENT_ID, "is not a user-assigned managed identity resource id"),
-    (IDENTITY_ID, "not-a-guid", "is not a GUID"),
-])
+@pytest.mark.parametrize(
+    ("resource_id", "client_id", "needle"),
+    [
+        (
+            "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/s",
+            CLIENT_ID,
+            "is not a user-assigned managed identity resource id",
+        ),
+        ("cleanroom-runtime", CLIENT_ID, "is not a user-assigned managed identity resource id"),
+        (IDENTITY_ID, "not-a-guid", "is not a GUID"),
+    ],
+)
 def test_bad_identities_are_refused(resource_id: str, client_id: str, needle: str) -> None:
     with pytest.raises(InvalidInputError, match=needle):
         ManagedIdentity(resource_id, client_id)
 
 
-@pytest.mark.parametrize(("flags", "needle"), [
-    (["--identity", IDENTITY_ID, "--identity-client-id", CLIENT_ID], "are for --backend aci"),
-    (["--backend", "aci", "--identity", IDENTITY_ID], "--identity and --identity-client-id go together"),
-    (["--backend", "aci", "--identity-client-id", CLIENT_ID], "--identity and --identity-client-id go together"),
-    (["--backend", "aci", "--identity", "/subscriptions/x/rg", "--identity-client-id", CLIENT_ID],
-     "is not a user-assigned managed identity resource id"),
-])
-def test_generate_checks_identity_flags_before_asking_governance(tmp_path: Path, flags: list[str],
-                                                                 needle: str) -> None:
-    outcome = cleanroom("-w", tmp_path, "governance", "deployment", "generate", "--contract-id", "c1",
-                        "--output-dir", tmp_path / "out", *flags)
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--identity", IDENTITY_ID, "--identity-client-id", CLIENT_ID], "are for --backend aci"),
+        (["--backend", "aci", "--identity", IDENTITY_ID], "--identity and --identity-client-id go together"),
+        (["--backend", "aci", "--identity-client-id", CLIENT_ID], "--identity and --identity-client-id go together"),
+        (
+            ["--backend", "aci", "--identity", "/subscriptions/x/rg", "--identity-client-id", CLIENT_ID],
+            "is not a user-assigned managed identity resource id",
+        ),
+    ],
+)
+def test_generate_checks_identity_flags_before_asking_governance(tmp_path: Path, flags: list[str], needle: str) -> None:
+    outcome = cleanroom(
+        "-w",
+        tmp_path,
+        "governance",
+        "deployment",
+        "generate",
+        "--contract-id",
+        "c1",
+        "--output-dir",
+        tmp_path / "out",
+        *flags,
+    )
     assert outcome.code != 0 and outcome.stderr.count("\n") == 1 and needle in outcome.stderr, outcome.stderr
     assert not (tmp_path / "out").exists()
 
@@ -106,18 +135,35 @@ def test_generate_writes_the_identity_into_the_template(tmp_path: Path, monkeypa
     try:
         merged = tmp_path / "merged.json"
         merged.write_text(json.dumps(azure_contract_data(Workspace.open(hoster).identity)))
-        created = cleanroom("-w", hoster, "governance", "contract", "create", "--id", "mi-azure", "--data", f"@{merged}")
+        created = cleanroom(
+            "-w", hoster, "governance", "contract", "create", "--id", "mi-azure", "--data", f"@{merged}"
+        )
         assert created.code == 0, created.stderr
-        generated = cleanroom("-w", hoster, "governance", "deployment", "generate", "--contract-id", "mi-azure",
-                              "--output-dir", tmp_path / "out", "--backend", "aci", "-o", "json",
-                              "--identity", IDENTITY_ID, "--identity-client-id", CLIENT_ID)
+        generated = cleanroom(
+            "-w",
+            hoster,
+            "governance",
+            "deployment",
+            "generate",
+            "--contract-id",
+            "mi-azure",
+            "--output-dir",
+            tmp_path / "out",
+            "--backend",
+            "aci",
+            "-o",
+            "json",
+            "--identity",
+            IDENTITY_ID,
+            "--identity-client-id",
+            CLIENT_ID,
+        )
         assert generated.code == 0, generated.stderr
     finally:
         cleanroom("down")
     summary = json.loads(generated.stdout)
     assert summary["identity"] == IDENTITY_ID
-    template = json.loads(Path(summary["aci_template"]).read_text())
+    template = json.loads(Path(summary["aciTemplate"]).read_text())
     _, group = container_group(template, location="westeurope", cce_policy=CCE)
     assert list(group.identity.user_assigned_identities) == [IDENTITY_ID]
     assert _sidecar_env(group)["AZURE_CLIENT_ID"] == CLIENT_ID
-

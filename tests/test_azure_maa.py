@@ -12,9 +12,10 @@ import json
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jwt
 import pytest
@@ -25,16 +26,23 @@ from cryptography.x509.oid import NameOID
 
 from core.errors import AccessDeniedError, InvalidInputError, ServiceUnavailableError
 from core.governance import launcher
-from core.governance.models import policy_hash_of
 from core.keys.loopback_tls import loopback_tls
 from core.keys.maa import CompositeAttestationVerifier, MaaAttestationVerifier, maa_issuer
+from core.keys.measurement import policy_hash_of
 from core.runtime.deployment import policy_document
 
 SPEC = {
     "contract_id": "collab-az",
-    "applications": [{"name": "trainer", "image": "cleanroom/trainer:1", "command": ["python", "-m", "train"],
-                      "mounts": [{"kind": "datasource", "name": "model", "path": "/mnt/model", "owner": "p"}],
-                      "env": {}, "ports": []}],
+    "applications": [
+        {
+            "name": "trainer",
+            "image": "cleanroom/trainer:1",
+            "command": ["python", "-m", "train"],
+            "mounts": [{"kind": "datasource", "name": "model", "path": "/mnt/model", "owner": "p"}],
+            "env": {},
+            "ports": [],
+        }
+    ],
     "network_policy": {"allow_egress": False},
 }
 REGO = b'package policy\napi_version := "0.10.0"\ncontainers := [{"id": "cleanroom/trainer:1"}]\n'
@@ -49,11 +57,17 @@ class MaaSigner:
         self.kid = kid
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test MAA signing")])
-        now = dt.datetime.now(dt.timezone.utc)
-        self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-                     .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-                     .sign(self.key, hashes.SHA256()))
+        now = dt.datetime.now(dt.UTC)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .sign(self.key, hashes.SHA256())
+        )
 
     def jwk(self) -> dict[str, Any]:
         der = self.cert.public_bytes(serialization.Encoding.DER)
@@ -62,15 +76,22 @@ class MaaSigner:
     def token(self, issuer: str, *, contract_id: str = "collab-az", **overrides: Any) -> str:
         now = int(time.time())
         claims: dict[str, Any] = {
-            "iss": issuer, "iat": now, "nbf": now, "exp": now + 300, "jti": "t",
-            "x-ms-attestation-type": "sevsnpvm", "x-ms-compliance-status": "azure-compliant-uvm",
-            "x-ms-sevsnpvm-hostdata": HOST_DATA, "x-ms-sevsnpvm-reportdata": "ab" * 32 + "00" * 32,
+            "iss": issuer,
+            "iat": now,
+            "nbf": now,
+            "exp": now + 300,
+            "jti": "t",
+            "x-ms-attestation-type": "sevsnpvm",
+            "x-ms-compliance-status": "azure-compliant-uvm",
+            "x-ms-sevsnpvm-hostdata": HOST_DATA,
+            "x-ms-sevsnpvm-reportdata": "ab" * 32 + "00" * 32,
             "x-ms-runtime": {"contract_id": contract_id, "keys": [{"kid": "cleanroom-transfer-key", "kty": "RSA"}]},
         }
         claims.update(overrides)
         claims = {k: v for k, v in claims.items() if v is not None}
-        return jwt.encode(claims, self.key, algorithm="RS256",
-                          headers={"kid": self.kid, "jku": f"{issuer}/certs", "typ": "JWT"})
+        return jwt.encode(
+            claims, self.key, algorithm="RS256", headers={"kid": self.kid, "jku": f"{issuer}/certs", "typ": "JWT"}
+        )
 
 
 class JwksServer:
@@ -83,7 +104,7 @@ class JwksServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 body = json.dumps({"keys": outer.keys}).encode()
                 outer.hits += 1
                 self.send_response(200 if self.path == "/certs" else 404)
@@ -122,8 +143,11 @@ def maa(tmp_path: Path, signer: MaaSigner) -> Iterator[JwksServer]:
 
 
 def _verifier(maa: JwksServer, accepted: dict[str, Any] | None = ACCEPTED) -> MaaAttestationVerifier:
-    return MaaAttestationVerifier([maa.endpoint], ca_file=maa.ca_file,
-                                  accepted_policy=lambda contract_id: accepted if contract_id == "collab-az" else None)
+    return MaaAttestationVerifier(
+        [maa.endpoint],
+        ca_file=maa.ca_file,
+        accepted_policy=lambda contract_id: accepted if contract_id == "collab-az" else None,
+    )
 
 
 def test_a_good_token_yields_governance_claims_and_the_jwks_is_cached(maa: JwksServer, signer: MaaSigner) -> None:
@@ -138,15 +162,19 @@ def test_a_good_token_yields_governance_claims_and_the_jwks_is_cached(maa: JwksS
     assert maa.hits == verifier.fetches == 1
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"x-ms-sevsnpvm-hostdata": "0" * 64}, "x-ms-sevsnpvm-hostdata 0000000000000000… is not the host data"),
-    ({"x-ms-compliance-status": "not-azure-compliant"}, "x-ms-compliance-status is 'not-azure-compliant'"),
-    ({"x-ms-attestation-type": "sgx"}, "x-ms-attestation-type is 'sgx', not 'sevsnpvm'"),
-    ({"exp": int(time.time()) - 3600, "nbf": int(time.time()) - 7200}, "MAA attestation token has expired"),
-    ({"x-ms-runtime": {"keys": []}}, "names no contract_id"),
-])
-def test_bad_claims_are_refused_with_a_clear_message(maa: JwksServer, signer: MaaSigner,
-                                                     overrides: dict[str, Any], message: str) -> None:
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"x-ms-sevsnpvm-hostdata": "0" * 64}, "x-ms-sevsnpvm-hostdata 0000000000000000… is not the host data"),
+        ({"x-ms-compliance-status": "not-azure-compliant"}, "x-ms-compliance-status is 'not-azure-compliant'"),
+        ({"x-ms-attestation-type": "sgx"}, "x-ms-attestation-type is 'sgx', not 'sevsnpvm'"),
+        ({"exp": int(time.time()) - 3600, "nbf": int(time.time()) - 7200}, "MAA attestation token has expired"),
+        ({"x-ms-runtime": {"keys": []}}, "names no contract_id"),
+    ],
+)
+def test_bad_claims_are_refused_with_a_clear_message(
+    maa: JwksServer, signer: MaaSigner, overrides: dict[str, Any], message: str
+) -> None:
     with pytest.raises(AccessDeniedError, match=message):
         _verifier(maa)(signer.token(maa.issuer, **overrides))
 
@@ -166,8 +194,9 @@ def test_a_signature_by_another_key_is_refused(maa: JwksServer) -> None:
         _verifier(maa)(MaaSigner("unknown").token(maa.issuer))
 
 
-def test_a_rotated_key_is_picked_up_by_refetching(maa: JwksServer, signer: MaaSigner,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rotated_key_is_picked_up_by_refetching(
+    maa: JwksServer, signer: MaaSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import core.keys.maa as maa_module
 
     verifier = _verifier(maa)
@@ -212,15 +241,17 @@ def test_composite_routes_by_token_type(maa: JwksServer, signer: MaaSigner) -> N
 
     composite = CompositeAttestationVerifier(_verifier(maa), virtual)
     assert composite(signer.token(maa.issuer))["attestation_type"] == "sevsnpvm"
-    virtual_token = jwt.encode({"iss": "cleanroom-virtual-attestation"}, ec.generate_private_key(ec.SECP384R1()),
-                               algorithm="ES384")
+    virtual_token = jwt.encode(
+        {"iss": "cleanroom-virtual-attestation"}, ec.generate_private_key(ec.SECP384R1()), algorithm="ES384"
+    )
     assert composite(virtual_token)["attestation_type"] == "virtual" and virtual_calls == [virtual_token]
     with pytest.raises(AccessDeniedError, match="accepts MAA tokens of"):
         CompositeAttestationVerifier(_verifier(maa), None)(virtual_token)
 
 
 def test_governance_service_gives_secrets_ca_and_events_to_the_sidecars_maa_token(
-        tmp_path: Path, maa: JwksServer, signer: MaaSigner) -> None:
+    tmp_path: Path, maa: JwksServer, signer: MaaSigner
+) -> None:
     """A real governance process configured with --maa-endpoint (as `governance service start`
     records it) next to the embedded virtual verifier."""
     from core.crypto.identity import MemberIdentity
@@ -229,8 +260,14 @@ def test_governance_service_gives_secrets_ca_and_events_to_the_sidecars_maa_toke
     runtime_dir, key_dir = tmp_path / "runtime", tmp_path / "keys"
     member = MemberIdentity.generate("solo")
     state_dir = tmp_path / "governance"
-    launcher.create(state_dir, [member.cert_pem], attestation={
-        "factory": "core.keys.attestation:GovernanceAttestationVerifier", "args": [str(runtime_dir), str(key_dir)]})
+    launcher.create(
+        state_dir,
+        [member.cert_pem],
+        attestation={
+            "factory": "core.keys.attestation:GovernanceAttestationVerifier",
+            "args": [str(runtime_dir), str(key_dir)],
+        },
+    )
     assert launcher.set_maa_endpoints(state_dir, [maa.endpoint], maa.ca_file)
     assert not launcher.set_maa_endpoints(state_dir, [maa.endpoint], maa.ca_file)
     assert launcher.maa_endpoints(state_dir) == [maa.issuer]
@@ -241,18 +278,22 @@ def test_governance_service_gives_secrets_ca_and_events_to_the_sidecars_maa_toke
         gov.pass_proposal(gov.clients[0].propose_enable_ca("collab-az"))
         gov.clients[0].generate_ca_key("collab-az")
         gov.clients[0].put_secret("collab-az", "model-secret", b"wrapped-to-vault-kek")
-        csr = (x509.CertificateSigningRequestBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ingress")]))
-               .sign(ec.generate_private_key(ec.SECP384R1()), hashes.SHA384())
-               .public_bytes(serialization.Encoding.PEM).decode())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ingress")]))
+            .sign(ec.generate_private_key(ec.SECP384R1()), hashes.SHA384())
+            .public_bytes(serialization.Encoding.PEM)
+            .decode()
+        )
         token = signer.token(maa.issuer)
         with gov.client() as sidecar:
             assert sidecar.get_secret("collab-az", "model-secret", token) == b"wrapped-to-vault-kek"
             assert "BEGIN CERTIFICATE" in sidecar.endorse_csr("collab-az", token, csr)["certificate"]
             sidecar.append_event("collab-az", token, "attested", {"backend": "aci"})
             with pytest.raises(AccessDeniedError, match="is not the host data"):
-                sidecar.get_secret("collab-az", "model-secret",
-                                   signer.token(maa.issuer, **{"x-ms-sevsnpvm-hostdata": "1" * 64}))
+                sidecar.get_secret(
+                    "collab-az", "model-secret", signer.token(maa.issuer, **{"x-ms-sevsnpvm-hostdata": "1" * 64})
+                )
             with pytest.raises(AccessDeniedError, match="is not an allowed MAA endpoint"):
                 sidecar.get_secret("collab-az", "model-secret", signer.token("https://other.attest.azure.net"))
             with pytest.raises(AccessDeniedError, match="contract 'collab-other' has no accepted clean-room policy"):
@@ -270,21 +311,59 @@ def test_cli_service_start_records_the_maa_endpoints(tmp_path: Path, maa: JwksSe
     cert = tmp_path / "member_cert.pem"
     cert.write_text(MemberIdentity.generate("solo").cert_pem)
     state_dir = tmp_path / "governance"
-    refused = cleanroom("governance", "service", "start", "--state-dir", state_dir, "--initial-member-cert", cert,
-                        "--maa-ca-file", maa.ca_file)
+    refused = cleanroom(
+        "governance",
+        "service",
+        "start",
+        "--state-dir",
+        state_dir,
+        "--initial-member-cert",
+        cert,
+        "--maa-ca-file",
+        maa.ca_file,
+    )
     assert refused.code != 0 and "--maa-ca-file is only used to reach an MAA endpoint" in refused.stderr
-    bad = cleanroom("governance", "service", "start", "--state-dir", state_dir, "--initial-member-cert", cert,
-                    "--maa-endpoint", "http://plain.attest.azure.net")
+    bad = cleanroom(
+        "governance",
+        "service",
+        "start",
+        "--state-dir",
+        state_dir,
+        "--initial-member-cert",
+        cert,
+        "--maa-endpoint",
+        "http://plain.attest.azure.net",
+    )
     assert bad.code != 0 and "is not an https host" in bad.stderr and bad.stderr.count("\n") == 1
     assert not (state_dir / "service.json").exists()  # refused before anything was created
     try:
-        started = cleanroom("governance", "service", "start", "--state-dir", state_dir, "--initial-member-cert", cert,
-                            "--maa-endpoint", maa.endpoint, "--maa-ca-file", maa.ca_file, "--output", "json")
+        started = cleanroom(
+            "governance",
+            "service",
+            "start",
+            "--state-dir",
+            state_dir,
+            "--initial-member-cert",
+            cert,
+            "--maa-endpoint",
+            maa.endpoint,
+            "--maa-ca-file",
+            maa.ca_file,
+            "--output",
+            "json",
+        )
         assert started.code == 0, started.stderr
         assert json.loads(started.stdout)["maaEndpoints"] == [maa.issuer]
         assert json.loads((state_dir / "service.json").read_text())["maa_ca_file"] == str(Path(maa.ca_file).resolve())
-        again = cleanroom("governance", "service", "start", "--state-dir", state_dir,
-                          "--maa-endpoint", "sharedeus.eus.attest.azure.net")
+        again = cleanroom(
+            "governance",
+            "service",
+            "start",
+            "--state-dir",
+            state_dir,
+            "--maa-endpoint",
+            "sharedeus.eus.attest.azure.net",
+        )
         assert again.code != 0 and "apply at its next start" in again.stderr
     finally:
         launcher.stop(state_dir)

@@ -29,15 +29,16 @@ MAA = "https://sharedeus.eus.attest.azure.net"
 
 SPEC = {
     "contract_id": "inference-1",
-    "applications": [{
-        "name": "inference-server",
-        "image": "cleanroom/inference-server:1",
-        "command": ["python", "-m", "containers.inference_server", "--port", "8000"],
-        "mounts": [{"kind": "datasource", "name": "model", "path": "/mnt/model",
-                    "owner": "provider"}],
-        "env": {"MODEL_DIR": "/mnt/model"},
-        "ports": [8000],
-    }],
+    "applications": [
+        {
+            "name": "inference-server",
+            "image": "cleanroom/inference-server:1",
+            "command": ["python", "-m", "containers.inference_server", "--port", "8000"],
+            "mounts": [{"kind": "datasource", "name": "model", "path": "/mnt/model", "owner": "provider"}],
+            "env": {"MODEL_DIR": "/mnt/model"},
+            "ports": [8000],
+        }
+    ],
     "network_policy": {"allow_egress": False},
 }
 REGO = b'package policy\napi_version := "0.10.0"\ncontainers := [{"id": "cleanroom/inference-server:1"}]\n'
@@ -85,8 +86,7 @@ def test_a_policy_without_a_consistent_cce_policy_yields_no_skr_policy() -> None
         release_policy_for_clean_room_policy(swapped, MAA)
 
 
-@pytest.mark.parametrize("endpoint", ["sharedeus.eus.attest.azure.net",
-                                      "https://sharedeus.eus.attest.azure.net/"])
+@pytest.mark.parametrize("endpoint", ["sharedeus.eus.attest.azure.net", "https://sharedeus.eus.attest.azure.net/"])
 def test_maa_endpoint_is_normalised(endpoint: str) -> None:
     assert maa_authority(endpoint) == MAA
 
@@ -112,9 +112,13 @@ def test_deks_wrapped_to_a_vault_jwk_unwrap_with_the_kek() -> None:
     """The SDK's RSA-OAEP-256 wrap is the same format our KEK unwraps (and Key Vault releases)."""
     kek = Kek.generate()
     numbers = kek.public_key.public_numbers()
-    jwk = JsonWebKey(kid=f"https://v.vault.azure.net/keys/kek/{uuid.uuid4().hex}", kty="RSA-HSM",
-                     key_ops=["wrapKey"], n=numbers.n.to_bytes(384, "big"),
-                     e=numbers.e.to_bytes(3, "big"))
+    jwk = JsonWebKey(
+        kid=f"https://v.vault.azure.net/keys/kek/{uuid.uuid4().hex}",
+        kty="RSA-HSM",
+        key_ops=["wrapKey"],
+        n=numbers.n.to_bytes(384, "big"),
+        e=numbers.e.to_bytes(3, "big"),
+    )
     deks = {"model": os.urandom(32), "training-data": os.urandom(32)}
     wrapped = wrap_deks(jwk, deks)
     assert {name: kek.unwrap(blob) for name, blob in wrapped.items()} == deks
@@ -149,14 +153,18 @@ LIVE_VAULT = os.environ.get("CLEANROOM_TEST_KEK_VAULT")
 
 
 @pytest.mark.azure_live
-@pytest.mark.skipif(not LIVE_VAULT, reason="live Key Vault test: set CLEANROOM_TEST_KEK_VAULT to a "
-                    "premium vault URL and sign in (az login or AZURE_CLIENT_ID/SECRET/TENANT_ID)")
+@pytest.mark.skipif(
+    not LIVE_VAULT,
+    reason="live Key Vault test: set CLEANROOM_TEST_KEK_VAULT to a "
+    "premium vault URL and sign in (az login or AZURE_CLIENT_ID/SECRET/TENANT_ID)",
+)
 def test_live_create_release_kek_carries_the_policy() -> None:
     document = release_policy_for_clean_room_policy(_voted(), MAA)
     key = create_release_kek(str(LIVE_VAULT), f"cleanroom-test-{uuid.uuid4().hex[:8]}", document)
     assert key.properties.exportable is True
     host_data = hashlib.sha256(REGO).hexdigest()
     assert host_data.encode() in key.properties.release_policy.encoded_policy
-    kid, wrapped = wrap_deks_with_vault_kek(str(LIVE_VAULT), f"test-{uuid.uuid4().hex[:8]}",
-                                            host_data, MAA, {"model": os.urandom(32)})
+    kid, wrapped = wrap_deks_with_vault_kek(
+        str(LIVE_VAULT), f"test-{uuid.uuid4().hex[:8]}", host_data, MAA, {"model": os.urandom(32)}
+    )
     assert kid.startswith(str(LIVE_VAULT).rstrip("/")) and len(wrapped["model"]) == 384

@@ -32,8 +32,10 @@ def consumer(tmp_path: Path, dataset: Path) -> Path:
     workspace = tmp_path / "W" / "consumer"
     assert cleanroom("-w", workspace, "config", "init", "--persona", "consumer").code == 0
     assert cleanroom("-w", workspace, "config", "add-datasource", "--name", "training-data").code == 0
-    assert cleanroom("-w", workspace, "datasource", "upload", "--name", "training-data",
-                     "--dataset-folder", dataset).code == 0
+    assert (
+        cleanroom("-w", workspace, "datasource", "upload", "--name", "training-data", "--dataset-folder", dataset).code
+        == 0
+    )
     return workspace
 
 
@@ -68,11 +70,15 @@ def test_the_issue_flow_through_the_installed_command(tmp_path: Path, dataset: P
         done = subprocess.run([str(CLI), "--workspace", str(workspace), *step], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
     assert _tree(out) == _tree(dataset)
-    listed = subprocess.run([str(CLI), "-w", str(workspace), "datasource", "list", "--output", "json"],
-                            capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        [str(CLI), "-w", str(workspace), "datasource", "list", "--output", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     [status] = json.loads(listed.stdout)
     assert status["name"] == "training-data" and status["uploaded"] and status["files"] == 2
-    assert status["plaintext_bytes"] == sum(len(v) for v in _tree(dataset).values())
+    assert status["plaintextBytes"] == sum(len(v) for v in _tree(dataset).values())
 
 
 def test_store_holds_only_ciphertext(consumer: Path, dataset: Path) -> None:
@@ -84,18 +90,24 @@ def test_store_holds_only_ciphertext(consumer: Path, dataset: Path) -> None:
 
 def test_datasink_download(tmp_path: Path, dataset: Path) -> None:
     """A datasink is read back the same way (here sealed by the same engine the runtime uses)."""
-    from core.datasource import download_asset  # noqa: F401  (engine path used by the verb)
     from core.crypto.kek import dek_for
+    from core.datasource import download_asset  # noqa: F401  (engine path used by the verb)
     from core.storage.local import LocalBlobStore
     from core.storage.transfer import upload_folder
 
     workspace = tmp_path / "W" / "provider"
     cleanroom("-w", workspace, "config", "init", "--persona", "provider")
     assert cleanroom("-w", workspace, "config", "add-datasink", "--name", "trained-model").code == 0
-    upload_folder(LocalBlobStore(workspace / "store"), "trained-model",
-                  dek_for(workspace / "keys", "trained-model"), dataset, label="datasink 'trained-model'")
-    outcome = cleanroom("-w", workspace, "datasink", "download", "--name", "trained-model",
-                        "--target-folder", tmp_path / "trained")
+    upload_folder(
+        LocalBlobStore(workspace / "store"),
+        "trained-model",
+        dek_for(workspace / "keys", "trained-model"),
+        dataset,
+        label="datasink 'trained-model'",
+    )
+    outcome = cleanroom(
+        "-w", workspace, "datasink", "download", "--name", "trained-model", "--target-folder", tmp_path / "trained"
+    )
     assert outcome.code == 0, outcome.stderr
     assert _tree(tmp_path / "trained") == _tree(dataset)
     listed = json.loads(cleanroom("-w", workspace, "datasink", "list", "-o", "json").stdout)
@@ -103,35 +115,59 @@ def test_datasink_download(tmp_path: Path, dataset: Path) -> None:
 
 
 def test_unknown_datasource_name(consumer: Path, tmp_path: Path, dataset: Path) -> None:
-    _assert_one_line_error(cleanroom("-w", consumer, "datasource", "upload", "--name", "nope",
-                                     "--dataset-folder", dataset), 3, "datasource 'nope'", "add-datasource")
-    _assert_one_line_error(cleanroom("-w", consumer, "datasource", "download", "--name", "nope",
-                                     "--target-folder", tmp_path / "out"), 3, "datasource 'nope'")
-    _assert_one_line_error(cleanroom("-w", consumer, "datasink", "download", "--name", "training-data",
-                                     "--target-folder", tmp_path / "out"), 3, "datasink 'training-data'")
+    _assert_one_line_error(
+        cleanroom("-w", consumer, "datasource", "upload", "--name", "nope", "--dataset-folder", dataset),
+        3,
+        "datasource 'nope'",
+        "add-datasource",
+    )
+    _assert_one_line_error(
+        cleanroom("-w", consumer, "datasource", "download", "--name", "nope", "--target-folder", tmp_path / "out"),
+        3,
+        "datasource 'nope'",
+    )
+    _assert_one_line_error(
+        cleanroom(
+            "-w", consumer, "datasink", "download", "--name", "training-data", "--target-folder", tmp_path / "out"
+        ),
+        3,
+        "datasink 'training-data'",
+    )
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_folder(consumer: Path, tmp_path: Path) -> None:
-    _assert_one_line_error(cleanroom("-w", consumer, "datasource", "upload", "--name", "training-data",
-                                     "--dataset-folder", tmp_path / "missing"), 3, "missing does not exist")
+    _assert_one_line_error(
+        cleanroom(
+            "-w", consumer, "datasource", "upload", "--name", "training-data", "--dataset-folder", tmp_path / "missing"
+        ),
+        3,
+        "missing does not exist",
+    )
 
 
 def test_wrong_workspace(tmp_path: Path, dataset: Path) -> None:
-    _assert_one_line_error(cleanroom("-w", tmp_path / "nowhere", "datasource", "upload", "--name", "x",
-                                     "--dataset-folder", dataset), 3, "no workspace at", "nowhere",
-                           "config init")
+    _assert_one_line_error(
+        cleanroom("-w", tmp_path / "nowhere", "datasource", "upload", "--name", "x", "--dataset-folder", dataset),
+        3,
+        "no workspace at",
+        "nowhere",
+        "config init",
+    )
 
 
 def test_wrong_key_writes_no_plaintext(consumer: Path, tmp_path: Path) -> None:
     """Another party declares the same name over the consumer's store: its DEK cannot open the blobs."""
     thief = tmp_path / "W" / "thief"
     cleanroom("-w", thief, "config", "init", "--persona", "thief")
-    cleanroom("-w", thief, "config", "add-datasource", "--name", "training-data",
-              "--store-path", consumer / "store")
+    cleanroom("-w", thief, "config", "add-datasource", "--name", "training-data", "--store-path", consumer / "store")
     out = tmp_path / "out"
-    _assert_one_line_error(cleanroom("-w", thief, "datasource", "download", "--name", "training-data",
-                                     "--target-folder", out), 4, "training-data", "wrong key")
+    _assert_one_line_error(
+        cleanroom("-w", thief, "datasource", "download", "--name", "training-data", "--target-folder", out),
+        4,
+        "training-data",
+        "wrong key",
+    )
     assert not out.exists() or _tree(out) == {}
 
 
@@ -141,15 +177,22 @@ def test_wrong_kek_is_named(consumer: Path, tmp_path: Path) -> None:
     for name in ("kek_privk.pem", "kek_pub.pem"):
         shutil.copy(other / "keys" / name, consumer / "keys" / name)
     out = tmp_path / "out"
-    _assert_one_line_error(cleanroom("-w", consumer, "datasource", "download", "--name", "training-data",
-                                     "--target-folder", out), 4, "DEK of 'training-data' cannot be unwrapped")
+    _assert_one_line_error(
+        cleanroom("-w", consumer, "datasource", "download", "--name", "training-data", "--target-folder", out),
+        4,
+        "DEK of 'training-data' cannot be unwrapped",
+    )
     assert not out.exists()
 
 
 def _download_fails(consumer: Path, tmp_path: Path, *needles: str) -> None:
     out = tmp_path / "out"
-    _assert_one_line_error(cleanroom("-w", consumer, "datasource", "download", "--name", "training-data",
-                                     "--target-folder", out), 4, "file 'big.bin'", *needles)
+    _assert_one_line_error(
+        cleanroom("-w", consumer, "datasource", "download", "--name", "training-data", "--target-folder", out),
+        4,
+        "file 'big.bin'",
+        *needles,
+    )
     assert not (out / "big.bin").exists()
     assert not [p for p in out.rglob("*") if "big.bin" in p.name]  # no temporary plaintext either
 
@@ -164,7 +207,7 @@ def test_one_flipped_byte_in_a_stored_chunk(consumer: Path, tmp_path: Path) -> N
 
 def test_truncated_blob(consumer: Path, tmp_path: Path) -> None:
     blob = _blob(consumer, "big.bin")
-    blob.write_bytes(blob.read_bytes()[:HEADER_SIZE + 3 * (MiB + TAG_SIZE)])
+    blob.write_bytes(blob.read_bytes()[: HEADER_SIZE + 3 * (MiB + TAG_SIZE)])
     _download_fails(consumer, tmp_path, "truncated after chunk 2")
 
 
@@ -173,15 +216,22 @@ def test_swapped_chunks(consumer: Path, tmp_path: Path) -> None:
     sealed = blob.read_bytes()
     step = MiB + TAG_SIZE
     header, body = sealed[:HEADER_SIZE], sealed[HEADER_SIZE:]
-    chunks = [body[i:i + step] for i in range(0, len(body), step)]
+    chunks = [body[i : i + step] for i in range(0, len(body), step)]
     chunks[1], chunks[2] = chunks[2], chunks[1]
     blob.write_bytes(header + b"".join(chunks))
     _download_fails(consumer, tmp_path, "chunk 1 failed authentication")
 
 
 def test_every_verb_has_help_with_an_example() -> None:
-    verbs = [["datasource", "upload"], ["datasource", "download"], ["datasource", "list"],
-             ["datasink", "download"], ["datasink", "list"], ["datasource"], ["datasink"]]
+    verbs = [
+        ["datasource", "upload"],
+        ["datasource", "download"],
+        ["datasource", "list"],
+        ["datasink", "download"],
+        ["datasink", "list"],
+        ["datasource"],
+        ["datasink"],
+    ]
     for verb in verbs:
         outcome = cleanroom(*verb, "--help")
         assert outcome.code == 0 and "Example" in outcome.stdout and "cleanroom" in outcome.stdout, verb

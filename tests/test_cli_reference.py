@@ -29,7 +29,7 @@ def test_every_verb_has_an_example() -> None:
     from tui.cli import cli
 
     missing = []
-    for path, command, ctx in generator._walk(cli, ["cleanroom"], click.Context(cli, info_name="cleanroom")):
+    for path, command, _ctx in generator._walk(cli, ["cleanroom"], click.Context(cli, info_name="cleanroom")):
         if isinstance(command, click.Group):
             continue
         if "example" not in (command.help or "").lower():

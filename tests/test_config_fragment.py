@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 
 from core.config.canonical import canonical_json, document_hash
-from core.config.fragment import (Application, Fragment, LocalStoreSpec, Mount, NetworkPolicy,
-                                  SinkSetting, load_fragment, save_fragment)
+from core.config.fragment import (
+    Application,
+    Fragment,
+    LocalStoreSpec,
+    Mount,
+    NetworkPolicy,
+    SinkSetting,
+    load_fragment,
+    save_fragment,
+)
 from core.config.merge import merge_fragments, merge_paths
 from core.crypto.identity import MemberIdentity
 from core.errors import ConflictError, InvalidInputError, NotFoundError
@@ -25,26 +33,39 @@ def _store(tmp: str = "/srv/store") -> LocalStoreSpec:
 
 
 def _consumer(identity: MemberIdentity) -> Fragment:
-    return (Fragment.new("consumer", identity)
-            .with_datasource("training-data", _store())
-            .with_datasink("consumer-logs", _store())
-            .with_logging(SinkSetting(enabled=True, datasink="consumer-logs"))
-            .with_network_policy(NetworkPolicy(inbound_allow=["POST /infer"])))
+    return (
+        Fragment.new("consumer", identity)
+        .with_datasource("training-data", _store())
+        .with_datasink("consumer-logs", _store())
+        .with_logging(SinkSetting(enabled=True, datasink="consumer-logs"))
+        .with_network_policy(NetworkPolicy(inbound_allow=["POST /infer"]))
+    )
 
 
 def _hoster(identity: MemberIdentity) -> Fragment:
-    app = Application(name="inference", owner=identity.member_id, entrypoint="containers/inference_server",
-                      command=["python", "-m", "server"],
-                      mounts=[Mount(source="model", target="/mnt/model"),
-                              Mount(source="training-data", target="/mnt/data")],
-                      ports=[8080], cpu=2, memory_gb=4, env_names=["MODEL_NAME"], env={"LOG_LEVEL": "info"})
-    return (Fragment.new("hoster", identity).with_application(app)
-            .with_network_policy(NetworkPolicy(inbound_allow=["GET /health", "POST /infer"])))
+    app = Application(
+        name="inference",
+        owner=identity.member_id,
+        entrypoint="containers/inference_server",
+        command=["python", "-m", "server"],
+        mounts=[Mount(source="model", target="/mnt/model"), Mount(source="training-data", target="/mnt/data")],
+        ports=[8080],
+        cpu=2,
+        memory_gb=4,
+        env_names=["MODEL_NAME"],
+        env={"LOG_LEVEL": "info"},
+    )
+    return (
+        Fragment.new("hoster", identity)
+        .with_application(app)
+        .with_network_policy(NetworkPolicy(inbound_allow=["GET /health", "POST /infer"]))
+    )
 
 
 def _provider(identity: MemberIdentity) -> Fragment:
-    return Fragment.new("provider", identity).with_datasource("model", _store()).with_datasink(
-        "trained-model", _store())
+    return (
+        Fragment.new("provider", identity).with_datasource("model", _store()).with_datasink("trained-model", _store())
+    )
 
 
 def test_fragment_round_trips_through_json(tmp_path: Path, identities) -> None:
@@ -56,8 +77,7 @@ def test_fragment_round_trips_through_json(tmp_path: Path, identities) -> None:
 
 
 def test_merge_is_order_independent_and_hashed(identities) -> None:
-    fragments = [_consumer(identities["consumer"]), _hoster(identities["hoster"]),
-                 _provider(identities["provider"])]
+    fragments = [_consumer(identities["consumer"]), _hoster(identities["hoster"]), _provider(identities["provider"])]
     one = merge_fragments(fragments)
     other = merge_fragments(reversed(fragments))
     assert one.canonical_json() == other.canonical_json()
@@ -87,8 +107,11 @@ def test_duplicate_names_across_parties_are_a_clear_error(identities) -> None:
 
 
 def test_two_logging_owners_conflict(identities) -> None:
-    other = (Fragment.new("provider", identities["provider"]).with_datasink("plogs", _store())
-             .with_logging(SinkSetting(enabled=True, datasink="plogs")))
+    other = (
+        Fragment.new("provider", identities["provider"])
+        .with_datasink("plogs", _store())
+        .with_logging(SinkSetting(enabled=True, datasink="plogs"))
+    )
     with pytest.raises(ConflictError, match="logging is enabled by both consumer and provider"):
         merge_fragments([_consumer(identities["consumer"]), other])
 
@@ -109,17 +132,20 @@ def test_unknown_datasource_names_the_known_ones(identities) -> None:
         _consumer(identities["consumer"]).datasource("nope")
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.update(extra_field=1), "extra_field: Extra inputs are not permitted"),
-    (lambda d: d.update(member_id="0" * 64), "member_id is not the SHA-256 of member_cert"),
-    (lambda d: d.update(member_cert="not a cert"), "member_cert is not a PEM X.509 certificate"),
-    (lambda d: d["datasources"][0].update(name="Bad Name"), "datasources.0.name"),
-    (lambda d: d["datasources"][0]["store"].update(kind="ftp"), "datasources.0.store"),
-    (lambda d: d["datasources"][0]["store"].update(path="relative/x"), "must be absolute"),
-    (lambda d: d["logging"].update(datasink="nope"), "logging datasink 'nope'"),
-    (lambda d: d["network_policy"].update(inbound_allow=["infer"]), "is not 'METHOD /path'"),
-    (lambda d: d.update(schema_version=2), "schema_version"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.update(extra_field=1), "extra_field: Extra inputs are not permitted"),
+        (lambda d: d.update(member_id="0" * 64), "member_id is not the SHA-256 of member_cert"),
+        (lambda d: d.update(member_cert="not a cert"), "member_cert is not a PEM X.509 certificate"),
+        (lambda d: d["datasources"][0].update(name="Bad Name"), "datasources.0.name"),
+        (lambda d: d["datasources"][0]["store"].update(kind="ftp"), "datasources.0.store"),
+        (lambda d: d["datasources"][0]["store"].update(path="relative/x"), "must be absolute"),
+        (lambda d: d["logging"].update(datasink="nope"), "logging datasink 'nope'"),
+        (lambda d: d["network_policy"].update(inbound_allow=["infer"]), "is not 'METHOD /path'"),
+        (lambda d: d.update(schema_version=2), "schema_version"),
+    ],
+)
 def test_invalid_fragment_files_name_the_field(tmp_path: Path, identities, mutate, message) -> None:
     document = json.loads(_consumer(identities["consumer"]).to_json())
     mutate(document)
@@ -141,16 +167,18 @@ def test_not_json_and_missing_fragments(tmp_path: Path) -> None:
         merge_paths([tmp_path])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"image": "x", "entrypoint": "y"}, "exactly one of image or entrypoint"),
-    ({}, "exactly one of image or entrypoint"),
-    ({"image": "x", "ports": [0]}, "port 0"),
-    ({"image": "x", "cpu": 0}, "above 0"),
-    ({"image": "x", "env_names": ["1BAD"]}, "not valid"),
-    ({"image": "x", "mounts": [{"source": "a", "target": "relative"}]}, "absolute path"),
-    ({"image": "x", "mounts": [{"source": "a", "target": "/m"}, {"source": "b", "target": "/m"}]},
-     "same target"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"image": "x", "entrypoint": "y"}, "exactly one of image or entrypoint"),
+        ({}, "exactly one of image or entrypoint"),
+        ({"image": "x", "ports": [0]}, "port 0"),
+        ({"image": "x", "cpu": 0}, "above 0"),
+        ({"image": "x", "env_names": ["1BAD"]}, "not valid"),
+        ({"image": "x", "mounts": [{"source": "a", "target": "relative"}]}, "absolute path"),
+        ({"image": "x", "mounts": [{"source": "a", "target": "/m"}, {"source": "b", "target": "/m"}]}, "same target"),
+    ],
+)
 def test_application_rules(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         Application(name="app", owner="o", **kwargs)

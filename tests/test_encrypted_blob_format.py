@@ -38,9 +38,11 @@ def test_documented_vector_follows_from_the_spec_alone() -> None:
     plaintext = b"The quick brown fox jumps over the lazy dog"
     header = b"CRSE" + bytes([1]) + (16).to_bytes(4, "big") + prefix
     assert header.hex() == vector["header"][0]
-    pieces = [plaintext[i:i + 16] for i in range(0, len(plaintext), 16)]
+    pieces = [plaintext[i : i + 16] for i in range(0, len(plaintext), 16)]
     aead = AESGCM(key)
-    chunks = [aead.encrypt(prefix + i.to_bytes(4, "big") + bytes([i == len(pieces) - 1]), piece, header)
-              for i, piece in enumerate(pieces)]
+    chunks = [
+        aead.encrypt(prefix + i.to_bytes(4, "big") + bytes([i == len(pieces) - 1]), piece, header)
+        for i, piece in enumerate(pieces)
+    ]
     assert [chunk.hex() for chunk in chunks] == [vector[f"chunk_{i}"][0] for i in range(3)]
     assert (header + b"".join(chunks)).hex() == vector["blob"][0]

@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 
 from core.crypto import envelope
-from core.crypto.envelope import (HEADER_SIZE, TAG_SIZE, decrypt_bytes, decrypt_stream,
-                                  decrypt_to_path, encrypt_bytes, encrypted_size, encrypt_stream)
+from core.crypto.envelope import (
+    HEADER_SIZE,
+    TAG_SIZE,
+    decrypt_bytes,
+    decrypt_stream,
+    decrypt_to_path,
+    encrypt_bytes,
+    encrypt_stream,
+    encrypted_size,
+)
 from core.errors import IntegrityError, InvalidInputError
 
 KEY = bytes(range(32))
@@ -67,7 +75,7 @@ def test_progress_reports_cumulative_plaintext_bytes() -> None:
 def _chunks(blob: bytes) -> tuple[bytes, list[bytes]]:
     body = blob[HEADER_SIZE:]
     step = CHUNK + TAG_SIZE
-    return blob[:HEADER_SIZE], [body[i:i + step] for i in range(0, len(body), step)]
+    return blob[:HEADER_SIZE], [body[i : i + step] for i in range(0, len(body), step)]
 
 
 SEALED = encrypt_bytes(KEY, os.urandom(4 * CHUNK + 10), chunk_size=CHUNK)
@@ -111,7 +119,7 @@ def test_truncation_inside_a_chunk_is_caught() -> None:
     with pytest.raises(IntegrityError):
         decrypt_bytes(KEY, SEALED[:-5])
     with pytest.raises(IntegrityError, match="truncated"):
-        decrypt_bytes(KEY, SEALED[:HEADER_SIZE + 3])
+        decrypt_bytes(KEY, SEALED[: HEADER_SIZE + 3])
     with pytest.raises(IntegrityError, match="shorter than the header"):
         decrypt_bytes(KEY, SEALED[:10])
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cbor2
 import httpx
@@ -23,7 +24,7 @@ from core.crypto.identity import MemberIdentity
 from core.errors import AccessDeniedError, CleanroomError, InvalidInputError
 from core.governance.client import GovernanceClient
 from core.governance.ledger import verify_export_file
-from core.governance.signing import (SECRET_NONCE, SECRET_VALUE, sign_read, sign_request, sign_secret_put)
+from core.governance.signing import SECRET_NONCE, SECRET_VALUE, sign_read, sign_request, sign_secret_put
 from tests.governance_support import Attester, Consortium, start_consortium
 
 P384_ORDER = int("ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973", 16)
@@ -36,8 +37,9 @@ def attester(tmp_path_factory: pytest.TempPathFactory) -> Attester:
 
 @pytest.fixture(scope="module")
 def gov(tmp_path_factory: pytest.TempPathFactory, attester: Attester):
-    consortium = start_consortium(tmp_path_factory.mktemp("gov") / "service", window_seconds=60,
-                                  attestation=attester.spec)
+    consortium = start_consortium(
+        tmp_path_factory.mktemp("gov") / "service", window_seconds=60, attestation=attester.spec
+    )
     yield consortium
     consortium.close()
 
@@ -76,16 +78,20 @@ def _bstr_long(data: bytes) -> bytes:
 
 def _variants(raw: bytes) -> dict[str, bytes]:
     """Re-encodings of one signed request that carry the same signature (or a malleated one)."""
-    protected, unprotected, payload, signature = cbor2.loads(raw).value
+    protected, _unprotected, payload, signature = cbor2.loads(raw).value
     r, s = signature[:48], int.from_bytes(signature[48:], "big")
     high_s = r + (P384_ORDER - s).to_bytes(48, "big")
     items = [protected, {}, payload, signature]
     return {
         "exact bytes": raw,
-        "extra unprotected header": cbor2.dumps(cbor2.CBORTag(18, [protected, {"note": "hi"}, payload, signature]),
-                                                canonical=True),
-        "long length encoding": b"\xd2\x84" + _bstr_long(protected) + b"\xa0" + _bstr_long(payload)
-                                + _bstr_long(signature),
+        "extra unprotected header": cbor2.dumps(
+            cbor2.CBORTag(18, [protected, {"note": "hi"}, payload, signature]), canonical=True
+        ),
+        "long length encoding": b"\xd2\x84"
+        + _bstr_long(protected)
+        + b"\xa0"
+        + _bstr_long(payload)
+        + _bstr_long(signature),
         "indefinite-length array": b"\xd2\x9f" + b"".join(cbor2.dumps(i) for i in items) + b"\xff",
         "self-describe tag around it": b"\xd9\xd9\xf7" + raw,
         "untagged": cbor2.dumps(items),
@@ -102,8 +108,9 @@ def _assert_every_variant_refused(client: GovernanceClient, method: str, path: s
         assert "(400)" in message or ("(401)" in message and "replayed" in message), f"{name}: {message}"
 
 
-def test_token_request_from_the_public_ledger_cannot_be_replayed(gov: Consortium, outsider: GovernanceClient,
-                                                                 tmp_path: Path) -> None:
+def test_token_request_from_the_public_ledger_cannot_be_replayed(
+    gov: Consortium, outsider: GovernanceClient, tmp_path: Path
+) -> None:
     """An outsider reads the provider's token request from the ledger export and re-sends it,
     re-encoded, within the freshness window: it gets no token for the provider."""
     gov.accepted_contract("tokens")
@@ -113,8 +120,9 @@ def test_token_request_from_the_public_ledger_cannot_be_replayed(gov: Consortium
     assert sum(e["kind"] == "token.issue" for e in _ledger(outsider, tmp_path)) == 1
 
 
-def test_re_encoded_enable_does_not_undo_a_later_kill_switch(gov: Consortium, outsider: GovernanceClient,
-                                                             tmp_path: Path) -> None:
+def test_re_encoded_enable_does_not_undo_a_later_kill_switch(
+    gov: Consortium, outsider: GovernanceClient, tmp_path: Path
+) -> None:
     gov.accepted_contract("kill")
     consumer = gov.clients[2]
     consumer.set_runtime_option("kill", "execution", enable=False)
@@ -143,13 +151,15 @@ def attested_contract(gov: Consortium) -> tuple[str, str]:
     contract_id = "secrets"
     gov.accepted_contract(contract_id)
     inner = {"version": 2, "contract_id": contract_id, "applications": [{"name": "server"}]}
-    gov.pass_proposal(gov.clients[0].propose_clean_room_policy(contract_id, {"policy": inner,
-                                                                            "policy_hash": document_hash(inner)}))
+    gov.pass_proposal(
+        gov.clients[0].propose_clean_room_policy(contract_id, {"policy": inner, "policy_hash": document_hash(inner)})
+    )
     return contract_id, document_hash(inner)
 
 
-def test_secret_values_are_not_in_the_ledger_export(gov: Consortium, outsider: GovernanceClient, attester: Attester,
-                                                    attested_contract: tuple[str, str], tmp_path: Path) -> None:
+def test_secret_values_are_not_in_the_ledger_export(
+    gov: Consortium, outsider: GovernanceClient, attester: Attester, attested_contract: tuple[str, str], tmp_path: Path
+) -> None:
     contract_id, policy_hash = attested_contract
     value = b"hunter2-the-api-key"
     gov.clients[0].put_secret(contract_id, "env-API_KEY", value)
@@ -164,12 +174,15 @@ def test_secret_values_are_not_in_the_ledger_export(gov: Consortium, outsider: G
     report = verify_export_file(export, expected_service_cert_pem=gov.info.service_cert_pem, full=True)
     assert report.entries == len(requests)
     # the attested clean room still gets the value, and learns who wrote it
-    assert outsider.get_secret_with_writer(contract_id, "env-API_KEY", attester.token(contract_id, policy_hash)) == \
-        (value, gov.members[0].member_id)
+    assert outsider.get_secret_with_writer(contract_id, "env-API_KEY", attester.token(contract_id, policy_hash)) == (
+        value,
+        gov.members[0].member_id,
+    )
 
 
-def test_secret_put_with_the_value_in_the_signed_payload_is_refused(gov: Consortium,
-                                                                   attested_contract: tuple[str, str]) -> None:
+def test_secret_put_with_the_value_in_the_signed_payload_is_refused(
+    gov: Consortium, attested_contract: tuple[str, str]
+) -> None:
     contract_id, _ = attested_contract
     client, identity = gov.clients[0], gov.members[0]
     path = f"/contracts/{contract_id}/secrets/env-OLD"
@@ -177,13 +190,16 @@ def test_secret_put_with_the_value_in_the_signed_payload_is_refused(gov: Consort
     _refused(lambda: client.send_raw("PUT", path, old_style), 400, "signed payload, which the public ledger keeps")
     # a value swapped under a captured commitment does not match it
     signed = cbor2.loads(sign_secret_put(identity, path, b"the real value")).value
-    swapped = cbor2.dumps(cbor2.CBORTag(18, [signed[0], {**signed[1], SECRET_VALUE: b"another value"},
-                                             signed[2], signed[3]]), canonical=True)
+    swapped = cbor2.dumps(
+        cbor2.CBORTag(18, [signed[0], {**signed[1], SECRET_VALUE: b"another value"}, signed[2], signed[3]]),
+        canonical=True,
+    )
     _refused(lambda: client.send_raw("PUT", path, swapped), 400, "does not match the signed value_commitment")
     # the unprotected header is for secret PUTs only
     other = cbor2.loads(sign_request(identity, "/contracts/x", {"data": {}})).value
-    with_value = cbor2.dumps(cbor2.CBORTag(18, [other[0], {SECRET_VALUE: b"v", SECRET_NONCE: b"n" * 32},
-                                                other[2], other[3]]), canonical=True)
+    with_value = cbor2.dumps(
+        cbor2.CBORTag(18, [other[0], {SECRET_VALUE: b"v", SECRET_NONCE: b"n" * 32}, other[2], other[3]]), canonical=True
+    )
     _refused(lambda: client.send_raw("PUT", "/contracts/x", with_value), 400, "unexpected label")
     assert all(s["name"] != "env-OLD" for s in client.secrets(contract_id))
 
@@ -191,18 +207,24 @@ def test_secret_put_with_the_value_in_the_signed_payload_is_refused(gov: Consort
 # -- members-only reads ---------------------------------------------------------------------------------
 def _get(gov: Consortium, path: str, headers: dict[str, str] | None = None, **params: Any) -> httpx.Response:
     import ssl
-    with httpx.Client(base_url=gov.info.endpoint, verify=ssl.create_default_context(
-            cadata=gov.info.service_cert_pem), timeout=10) as http:
-        with http.stream("GET", path, headers=headers or {}, params=params) as response:
-            if response.status_code >= 400:
-                response.read()
-            return response
+
+    with (
+        httpx.Client(
+            base_url=gov.info.endpoint, verify=ssl.create_default_context(cadata=gov.info.service_cert_pem), timeout=10
+        ) as http,
+        http.stream("GET", path, headers=headers or {}, params=params) as response,
+    ):
+        if response.status_code >= 400:
+            response.read()
+        return response
 
 
-@pytest.mark.parametrize("path", ["/contracts/secrets/events", "/contracts/secrets/events/stream",
-                                  "/contracts/secrets/secrets"])
-def test_events_and_secret_names_are_for_members_only(gov: Consortium, attested_contract: tuple[str, str],
-                                                     path: str) -> None:
+@pytest.mark.parametrize(
+    "path", ["/contracts/secrets/events", "/contracts/secrets/events/stream", "/contracts/secrets/secrets"]
+)
+def test_events_and_secret_names_are_for_members_only(
+    gov: Consortium, attested_contract: tuple[str, str], path: str
+) -> None:
     member = gov.members[1]
     refusals = {
         "no header": None,
@@ -220,7 +242,8 @@ def test_events_and_secret_names_are_for_members_only(gov: Consortium, attested_
 
 
 def test_member_client_reads_events_and_an_identity_less_client_is_told_why(
-        gov: Consortium, outsider: GovernanceClient, attested_contract: tuple[str, str]) -> None:
+    gov: Consortium, outsider: GovernanceClient, attested_contract: tuple[str, str]
+) -> None:
     contract_id, _ = attested_contract
     assert gov.clients[2].events(contract_id)["contractId"] == contract_id
     with pytest.raises(AccessDeniedError, match="needs a member identity"):

@@ -29,16 +29,22 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "formats" / "ledger.md"
 # -- the documented format ---------------------------------------------------------------------------
 def test_documented_example_recomputes() -> None:
     text = DOC.read_text()
-    rows = re.findall(r"^\| (\d) \| `([^`]+)` \| `([^`]+)` \| `([^`]+)` \| `([0-9a-f]{64})` \| `([0-9a-f]{64})` \|$",
-                      text, re.MULTILINE)
+    rows = re.findall(
+        r"^\| (\d) \| `([^`]+)` \| `([^`]+)` \| `([^`]+)` \| `([0-9a-f]{64})` \| `([0-9a-f]{64})` \|$",
+        text,
+        re.MULTILINE,
+    )
     assert len(rows) == 3
     prev, hashes = "0" * 64, []
     for seqno, signer, kind, request, digest, entry in rows:
         signer = "a" * 64 if signer.startswith("aaaa") else signer
         # from the description alone: SHA-256 of the canonical JSON of the five fields
         assert hashlib.sha256(request.encode()).hexdigest() == digest
-        canonical = json.dumps({"seqno": int(seqno), "prev": prev, "digest": digest, "signer": signer, "kind": kind},
-                               sort_keys=True, separators=(",", ":")).encode()
+        canonical = json.dumps(
+            {"seqno": int(seqno), "prev": prev, "digest": digest, "signer": signer, "kind": kind},
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
         assert hashlib.sha256(canonical).hexdigest() == entry
         # and with the code
         assert ledger.entry_hash(int(seqno), prev, digest, signer, kind) == entry
@@ -56,12 +62,15 @@ def test_documented_example_recomputes() -> None:
         assert ledger.root_from_path(hashes[index], path) == root
 
 
-@pytest.mark.parametrize("fields", [
-    (7, "0" * 64, "ab" * 32, "attested:inference-initial", "event.append"),
-    (7, "0" * 64, "ab" * 32, 'signer "with" quotes', "kind"),
-    (7, "0" * 64, "ab" * 32, "ünïcode", "kind\n"),
-    (True, "0" * 64, "ab" * 32, "s", "k"),
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (7, "0" * 64, "ab" * 32, "attested:inference-initial", "event.append"),
+        (7, "0" * 64, "ab" * 32, 'signer "with" quotes', "kind"),
+        (7, "0" * 64, "ab" * 32, "ünïcode", "kind\n"),
+        (True, "0" * 64, "ab" * 32, "s", "k"),
+    ],
+)
 def test_entry_hash_is_always_the_hash_of_canonical_json(fields) -> None:
     seqno, prev, digest, signer, kind = fields
     header = {"seqno": seqno, "prev": prev, "digest": digest, "signer": signer, "kind": kind}
@@ -149,19 +158,27 @@ def test_verify_names_the_first_altered_entry(gov: Consortium, tmp_path: Path) -
             ledger.verify_export(bad, expected_service_cert_pem=pinned, **options)
 
     fails(_tampered(lines, 4, _flip_request_byte), "ledger entry 4 was altered: its request")
-    fails(_tampered(lines, 6, lambda e: e.update(signer=gov.members[0].member_id)), "ledger entry 6 was altered: its fields")
+    fails(
+        _tampered(lines, 6, lambda e: e.update(signer=gov.members[0].member_id)),
+        "ledger entry 6 was altered: its fields",
+    )
 
     def rewrite(entry: dict) -> None:  # a careful forger recomputes the digest and the hash
         _flip_request_byte(entry)
         entry["digest"] = hashlib.sha256(base64.b64decode(entry["request"])).hexdigest()
-        entry["hash"] = ledger.entry_hash(entry["seqno"], entry["prev"], entry["digest"], entry["signer"], entry["kind"])
+        entry["hash"] = ledger.entry_hash(
+            entry["seqno"], entry["prev"], entry["digest"], entry["signer"], entry["kind"]
+        )
 
     # the chain breaks at entry 6, whose prev no longer matches: that entry is named, and entry 5 as the suspect
-    fails(_tampered(lines, 5, rewrite), r"ledger entry 6 has a broken prev: it is not the hash of entry 5 "
-                                        r"\(entry 6's prev or entry 5 was altered\)")
+    fails(
+        _tampered(lines, 5, rewrite),
+        r"ledger entry 6 has a broken prev: it is not the hash of entry 5 "
+        r"\(entry 6's prev or entry 5 was altered\)",
+    )
     fails([line for line in lines if '"seqno": 3,' not in line], "ledger entry 3 is missing")
     with pytest.raises(InvalidInputError, match="malformed after entry"):
-        ledger.verify_export(lines[:4] + ['{"entry": {"seqno": 4, "request": "'], expected_service_cert_pem=pinned)
+        ledger.verify_export([*lines[:4], '{"entry": {"seqno": 4, "request": "'], expected_service_cert_pem=pinned)
     other = ServiceIdentity.create(tmp_path / "other")
     with pytest.raises(IntegrityError, match="different governance service"):
         ledger.verify_export(lines, expected_service_cert_pem=other.cert_pem)
@@ -180,15 +197,27 @@ def test_editing_one_byte_in_the_database_is_detected(gov: Consortium, tmp_path:
         ledger.verify_export(lines, expected_service_cert_pem=gov.info.service_cert_pem)
 
 
-def test_cli_verify_exits_non_zero_and_names_the_entry(gov: Consortium, tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_verify_exits_non_zero_and_names_the_entry(
+    gov: Consortium, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _some_history(gov)
     lines = _export(gov, tmp_path / "ledger.jsonl")
     (tmp_path / "bad.jsonl").write_text("\n".join(_tampered(lines, 2, _flip_request_byte)) + "\n")
     cert = tmp_path / "service_cert.pem"
     cert.write_text(gov.info.service_cert_pem)
-    cli_main(["governance", "ledger", "verify", "--file", str(tmp_path / "ledger.jsonl"),
-              "--service-cert", str(cert), "--output", "json"])
+    cli_main(
+        [
+            "governance",
+            "ledger",
+            "verify",
+            "--file",
+            str(tmp_path / "ledger.jsonl"),
+            "--service-cert",
+            str(cert),
+            "--output",
+            "json",
+        ]
+    )
     assert json.loads(capsys.readouterr().out)["ok"] is True
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["governance", "ledger", "verify", "--file", str(tmp_path / "bad.jsonl"), "--service-cert", str(cert)])

@@ -31,8 +31,9 @@ def attester(tmp_path_factory: pytest.TempPathFactory) -> Attester:
 
 @pytest.fixture(scope="module")
 def gov(tmp_path_factory: pytest.TempPathFactory, attester: Attester):
-    consortium = start_consortium(tmp_path_factory.mktemp("gov") / "service", window_seconds=60,
-                                  attestation=attester.spec)
+    consortium = start_consortium(
+        tmp_path_factory.mktemp("gov") / "service", window_seconds=60, attestation=attester.spec
+    )
     yield consortium
     consortium.close()
 
@@ -53,16 +54,16 @@ def test_unsigned_request_is_refused(gov: Consortium) -> None:
     _refused(lambda: client.send_raw("PUT", "/contracts/u1", b'{"data": {}}', "application/json"), 401, "unsigned")
     empty_signature = cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -35}), {}, b"{}", b""]))
     _refused(lambda: client.send_raw("PUT", "/contracts/u1", empty_signature), 401, "unsigned")
-    _refused(lambda: client.send_raw("PUT", "/contracts/u1", b"\xff\x00 not cbor"), 400, "not CBOR",
-             InvalidInputError)
+    _refused(lambda: client.send_raw("PUT", "/contracts/u1", b"\xff\x00 not cbor"), 400, "not CBOR", InvalidInputError)
     with pytest.raises(NotFoundError):
         client.contract("u1")
 
 
 def test_wrongly_signed_request_is_refused(gov: Consortium) -> None:
     member = gov.members[0]
-    forged = sign_es384(ec.generate_private_key(ec.SECP384R1()), kid=member.member_id, path="/contracts/w1",
-                        body={"data": {}})
+    forged = sign_es384(
+        ec.generate_private_key(ec.SECP384R1()), kid=member.member_id, path="/contracts/w1", body={"data": {}}
+    )
     _refused(lambda: gov.clients[0].send_raw("PUT", "/contracts/w1", forged), 401, "does not verify")
 
 
@@ -75,7 +76,7 @@ def test_stale_created_at_is_refused(gov: Consortium) -> None:
     member = gov.members[0]
     for skew in (-3600, +3600):
         stale = sign_request(member, "/contracts/s1", {"data": {}}, created_at=int(time.time()) + skew)
-        _refused(lambda: gov.clients[0].send_raw("PUT", "/contracts/s1", stale), 401, "freshness window")
+        _refused(lambda stale=stale: gov.clients[0].send_raw("PUT", "/contracts/s1", stale), 401, "freshness window")
 
 
 def test_replayed_message_is_refused(gov: Consortium) -> None:
@@ -108,8 +109,12 @@ def test_ballot_route_makes_every_authentication_check(gov: Consortium) -> None:
     _refused(lambda: client.send_raw("POST", path, stale), 401, "freshness window")
     elsewhere = sign_request(hoster, f"/proposals/{'0' * 64}/ballots", ballot)
     _refused(lambda: client.send_raw("POST", path, elsewhere), 401, "signed for")
-    _refused(lambda: client.send_raw("POST", path, sign_request(hoster, path, {"ballot": "maybe"})), 400,
-             "not a vote", InvalidInputError)
+    _refused(
+        lambda: client.send_raw("POST", path, sign_request(hoster, path, {"ballot": "maybe"})),
+        400,
+        "not a vote",
+        InvalidInputError,
+    )
     assert client.proposal(proposal_id)["ballots"] == {}
     message = sign_request(hoster, path, ballot)
     assert client.send_raw("POST", path, message).json()["ballots"] == {hoster.member_id: "accept"}
@@ -164,10 +169,13 @@ def test_second_different_ballot_is_refused_identical_is_idempotent(gov: Consort
 
 def test_accepted_contract_is_immutable(gov: Consortium) -> None:
     contract = gov.accepted_contract("immutable")
-    _refused(lambda: gov.clients[1].update_contract("immutable", {"changed": True}, contract["version"]),
-             409, "immutable", ConflictError)
-    _refused(lambda: gov.clients[1].propose_contract("immutable", contract["version"]), 409, "immutable",
-             ConflictError)
+    _refused(
+        lambda: gov.clients[1].update_contract("immutable", {"changed": True}, contract["version"]),
+        409,
+        "immutable",
+        ConflictError,
+    )
+    _refused(lambda: gov.clients[1].propose_contract("immutable", contract["version"]), 409, "immutable", ConflictError)
 
 
 def test_stale_version_is_refused_with_412(gov: Consortium) -> None:
@@ -175,10 +183,13 @@ def test_stale_version_is_refused_with_412(gov: Consortium) -> None:
     first = hoster.create_contract("versioned", {"rev": 1})
     second = provider.update_contract("versioned", {"rev": 2}, first["version"])
     assert second["version"] != first["version"] and second["data"] == {"rev": 2}
-    _refused(lambda: hoster.update_contract("versioned", {"rev": 3}, first["version"]), 412, "changed since",
-             StaleVersionError)
-    _refused(lambda: hoster.propose_contract("versioned", first["version"]), 412, "not the current",
-             StaleVersionError)
+    _refused(
+        lambda: hoster.update_contract("versioned", {"rev": 3}, first["version"]),
+        412,
+        "changed since",
+        StaleVersionError,
+    )
+    _refused(lambda: hoster.propose_contract("versioned", first["version"]), 412, "not the current", StaleVersionError)
     _refused(lambda: hoster.create_contract("versioned", {"rev": 9}), 409, "already exists", ConflictError)
 
 
@@ -228,8 +239,9 @@ def test_deployment_spec_and_policy_proposals_are_found_by_contract(gov: Consort
     inner = {"version": 1, "contract_id": "deploy", "applications": []}
     lying = {"policy": inner, "policy_hash": "0" * 64}
     _refused(lambda: hoster.propose_clean_room_policy("deploy", lying), 400, "policy_hash", InvalidInputError)
-    policy = gov.pass_proposal(hoster.propose_clean_room_policy("deploy", {"policy": inner,
-                                                                          "policy_hash": document_hash(inner)}))
+    policy = gov.pass_proposal(
+        hoster.propose_clean_room_policy("deploy", {"policy": inner, "policy_hash": document_hash(inner)})
+    )
     assert policy["proposalState"] == "Accepted"
     assert gov.clients[1].accepted_policy_hash("deploy") == document_hash(inner)
 
@@ -327,60 +339,87 @@ def running_contract(gov: Consortium) -> tuple[str, str]:
     contract_id = "attested"
     gov.accepted_contract(contract_id)
     inner = {"version": 1, "contract_id": contract_id, "applications": [{"name": "server"}]}
-    gov.pass_proposal(gov.clients[0].propose_clean_room_policy(contract_id, {"policy": inner,
-                                                                            "policy_hash": document_hash(inner)}))
+    gov.pass_proposal(
+        gov.clients[0].propose_clean_room_policy(contract_id, {"policy": inner, "policy_hash": document_hash(inner)})
+    )
     gov.pass_proposal(gov.clients[0].propose_enable_ca(contract_id))
     gov.clients[0].generate_ca_key(contract_id)
     return contract_id, document_hash(inner)
 
 
-def test_secrets_members_put_only_attested_clean_room_gets(gov: Consortium, attester: Attester,
-                                                          running_contract: tuple[str, str]) -> None:
+def test_secrets_members_put_only_attested_clean_room_gets(
+    gov: Consortium, attester: Attester, running_contract: tuple[str, str]
+) -> None:
     contract_id, policy_hash = running_contract
     provider = gov.clients[1]
     provider.put_secret(contract_id, "model-dek", b"\x00wrapped-dek\xff")
     assert [s["name"] for s in gov.clients[0].secrets(contract_id)] == ["model-dek"]
     _refused(lambda: gov.clients[2].put_secret(contract_id, "model-dek", b"mine"), 403, "another member")
     with gov.client() as cleanroom:
-        assert cleanroom.get_secret(contract_id, "model-dek", attester.token(contract_id, policy_hash)) == \
-            b"\x00wrapped-dek\xff"
-        _refused(lambda: cleanroom.get_secret(contract_id, "model-dek", attester.token(contract_id, "f" * 64)),
-                 403, "not the accepted clean-room policy")
-        _refused(lambda: cleanroom.get_secret(contract_id, "model-dek", attester.token("other", policy_hash)),
-                 403, "not 'attested'")
+        assert (
+            cleanroom.get_secret(contract_id, "model-dek", attester.token(contract_id, policy_hash))
+            == b"\x00wrapped-dek\xff"
+        )
+        _refused(
+            lambda: cleanroom.get_secret(contract_id, "model-dek", attester.token(contract_id, "f" * 64)),
+            403,
+            "not the accepted clean-room policy",
+        )
+        _refused(
+            lambda: cleanroom.get_secret(contract_id, "model-dek", attester.token("other", policy_hash)),
+            403,
+            "not 'attested'",
+        )
         _refused(lambda: cleanroom.get_secret(contract_id, "model-dek", "not-a-token"), 403, "rejected")
-        _refused(lambda: cleanroom.get_secret(contract_id, "nope", attester.token(contract_id, policy_hash)),
-                 404, "does not exist", NotFoundError)
+        _refused(
+            lambda: cleanroom.get_secret(contract_id, "nope", attester.token(contract_id, policy_hash)),
+            404,
+            "does not exist",
+            NotFoundError,
+        )
         gov.clients[2].set_runtime_option(contract_id, "execution", False)
         try:
-            _refused(lambda: cleanroom.get_secret(contract_id, "model-dek", attester.token(contract_id, policy_hash)),
-                     403, "disabled")
+            _refused(
+                lambda: cleanroom.get_secret(contract_id, "model-dek", attester.token(contract_id, policy_hash)),
+                403,
+                "disabled",
+            )
         finally:
             gov.clients[2].set_runtime_option(contract_id, "execution", True)
 
 
-def test_ca_endorses_the_attested_clean_rooms_csr(gov: Consortium, attester: Attester,
-                                                 running_contract: tuple[str, str]) -> None:
+def test_ca_endorses_the_attested_clean_rooms_csr(
+    gov: Consortium, attester: Attester, running_contract: tuple[str, str]
+) -> None:
     contract_id, policy_hash = running_contract
     key = ec.generate_private_key(ec.SECP384R1())
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cleanroom ingress")]))
-           .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-           .sign(key, hashes.SHA384()).public_bytes(serialization.Encoding.PEM).decode())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cleanroom ingress")]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA384())
+        .public_bytes(serialization.Encoding.PEM)
+        .decode()
+    )
     with gov.client() as cleanroom:
-        _refused(lambda: cleanroom.endorse_csr(contract_id, attester.token(contract_id, "0" * 64), csr), 403,
-                 "not the accepted")
+        _refused(
+            lambda: cleanroom.endorse_csr(contract_id, attester.token(contract_id, "0" * 64), csr),
+            403,
+            "not the accepted",
+        )
         answer = cleanroom.endorse_csr(contract_id, attester.token(contract_id, policy_hash), csr)
     leaf = x509.load_pem_x509_certificate(answer["certificate"].encode())
     ca_cert = x509.load_pem_x509_certificate(gov.clients[0].ca(contract_id)["caCert"].encode())
     leaf.verify_directly_issued_by(ca_cert)
     assert leaf.public_key().public_numbers() == key.public_key().public_numbers()
     assert leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-        x509.DNSName) == ["localhost"]
+        x509.DNSName
+    ) == ["localhost"]
 
 
-def test_events_append_list_long_poll_and_stream(gov: Consortium, attester: Attester,
-                                                running_contract: tuple[str, str]) -> None:
+def test_events_append_list_long_poll_and_stream(
+    gov: Consortium, attester: Attester, running_contract: tuple[str, str]
+) -> None:
     contract_id, policy_hash = running_contract
     token = attester.token(contract_id, policy_hash)
     consumer = gov.clients[2]
@@ -419,13 +458,16 @@ def test_without_a_verifier_attested_calls_are_refused(tmp_path: Path) -> None:
 
 def test_pinning_refuses_another_services_certificate(gov: Consortium, tmp_path: Path) -> None:
     impostor = ServiceIdentity.create(tmp_path / "impostor")
-    with GovernanceClient(gov.info.endpoint, impostor.cert_pem) as client:
-        with pytest.raises(ServiceUnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
-            client.health()
+    with (
+        GovernanceClient(gov.info.endpoint, impostor.cert_pem) as client,
+        pytest.raises(ServiceUnavailableError, match="CERTIFICATE_VERIFY_FAILED"),
+    ):
+        client.health()
 
 
-def test_events_are_kept_while_execution_is_disabled(gov: Consortium, attester: Attester,
-                                                     running_contract: tuple[str, str]) -> None:
+def test_events_are_kept_while_execution_is_disabled(
+    gov: Consortium, attester: Attester, running_contract: tuple[str, str]
+) -> None:
     """The kill switch stops execution and key release, not the audit trail of the stopped run."""
     contract_id, policy_hash = running_contract
     token = attester.token(contract_id, policy_hash)
@@ -438,25 +480,35 @@ def test_events_are_kept_while_execution_is_disabled(gov: Consortium, attester: 
             cleanroom.append_event(contract_id, token, "exited", {"exit_codes": {"app": -15}})
             _refused(lambda: cleanroom.get_secret(contract_id, "after-kill", token), 403, "disabled")
             _refused(lambda: cleanroom.endorse_csr(contract_id, token, "csr"), 403, "disabled")
-            _refused(lambda: cleanroom.append_event(contract_id, token, "x", [1]), 400, "JSON object",  # type: ignore[arg-type]
-                     InvalidInputError)
+            _refused(
+                lambda: cleanroom.append_event(contract_id, token, "x", [1]),
+                400,
+                "JSON object",  # type: ignore[arg-type]
+                InvalidInputError,
+            )
         listed = gov.clients[2].events(contract_id, start)["events"]
         assert [(e["type"], e["data"]) for e in listed] == [
-            ("stopping", {"reason": "execution disabled by a member"}), ("exited", {"exit_codes": {"app": -15}})]
+            ("stopping", {"reason": "execution disabled by a member"}),
+            ("exited", {"exit_codes": {"app": -15}}),
+        ]
     finally:
         gov.clients[1].set_runtime_option(contract_id, "execution", True)
 
 
-def test_event_of_an_unaccepted_measurement_is_kept_and_marked(gov: Consortium, attester: Attester,
-                                                               running_contract: tuple[str, str]) -> None:
+def test_event_of_an_unaccepted_measurement_is_kept_and_marked(
+    gov: Consortium, attester: Attester, running_contract: tuple[str, str]
+) -> None:
     """A changed spec gets no keys, but its `failed` event reaches the members, marked."""
     contract_id, _ = running_contract
     changed = "e" * 64
     with gov.client() as cleanroom:
         start = gov.clients[0].events(contract_id)["nextSeqno"]
         cleanroom.append_event(contract_id, attester.token(contract_id, changed), "failed", {"reason": "no keys"})
-        _refused(lambda: cleanroom.append_event(contract_id, attester.token("other", changed), "failed"), 403,
-                 "not 'attested'")
+        _refused(
+            lambda: cleanroom.append_event(contract_id, attester.token("other", changed), "failed"),
+            403,
+            "not 'attested'",
+        )
     [event] = gov.clients[0].events(contract_id, start)["events"]
     assert event["type"] == "failed"
     assert event["data"] == {"reason": "no keys", "unaccepted_policy_hash": changed}

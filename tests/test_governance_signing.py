@@ -21,8 +21,12 @@ from core.governance.signing import CREATED_AT, NONCE, PATH, SignatureRejected, 
 
 def _pycose_key(private_key: ec.EllipticCurvePrivateKey) -> EC2Key:
     numbers = private_key.private_numbers()
-    return EC2Key(crv=P384, x=numbers.public_numbers.x.to_bytes(48, "big"),
-                  y=numbers.public_numbers.y.to_bytes(48, "big"), d=numbers.private_value.to_bytes(48, "big"))
+    return EC2Key(
+        crv=P384,
+        x=numbers.public_numbers.x.to_bytes(48, "big"),
+        y=numbers.public_numbers.y.to_bytes(48, "big"),
+        d=numbers.private_value.to_bytes(48, "big"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +40,19 @@ def _lookup(member: MemberIdentity):
 
 def test_a_message_signed_by_pycose_is_accepted(member: MemberIdentity) -> None:
     body = {"ballot": "accept"}
-    message = Sign1Message(phdr={Algorithm: Es384, KID: member.member_id.encode(), CREATED_AT: int(time.time()),
-                                 PATH: "/proposals/p/ballots"}, payload=canonical_json(body))
+    message = Sign1Message(
+        phdr={
+            Algorithm: Es384,
+            KID: member.member_id.encode(),
+            CREATED_AT: int(time.time()),
+            PATH: "/proposals/p/ballots",
+        },
+        payload=canonical_json(body),
+    )
     message.key = _pycose_key(member.private_key)
-    verified = verify_request(message.encode(), path="/proposals/p/ballots", member_key=_lookup(member),
-                              window_seconds=60)
+    verified = verify_request(
+        message.encode(), path="/proposals/p/ballots", member_key=_lookup(member), window_seconds=60
+    )
     assert verified.signer == member.member_id and verified.body == body
 
 
@@ -74,5 +86,9 @@ def test_tampered_payload_and_wrong_window_are_refused(member: MemberIdentity) -
     with pytest.raises(SignatureRejected, match="freshness"):
         verify_request(old, path="/p", member_key=_lookup(member), window_seconds=60)
     with pytest.raises(SignatureRejected, match="ES384"):
-        verify_request(cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -7}), {}, b"{}", b"x" * 64])), path="/p",
-                       member_key=_lookup(member), window_seconds=60)
+        verify_request(
+            cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -7}), {}, b"{}", b"x" * 64])),
+            path="/p",
+            member_key=_lookup(member),
+            window_seconds=60,
+        )

@@ -30,8 +30,13 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "containers.inference_server", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "containers.inference_server", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_healthy(client: httpx.Client, process: subprocess.Popen) -> None:
@@ -94,22 +99,26 @@ def test_a_long_text_is_truncated_and_said_so(uds_client: httpx.Client) -> None:
     assert batch["truncated"] == [1] and "1 text(s)" in batch["warning"]
 
 
-@pytest.mark.parametrize(("body", "status", "message"), [
-    ('{"data": ""}', 422, '"data" is empty'),
-    ('{"data": "   "}', 422, '"data" is empty'),
-    ('{"data": 5}', 422, '"data" must be a string, not int'),
-    ('{"inputs": "one text"}', 422, '"inputs" must be a list of strings, not str'),
-    ('{"inputs": ["ok", 3]}', 422, '"inputs"[1] must be a string, not int'),
-    ('{"inputs": ["ok", ""]}', 422, '"inputs"[1] is empty'),
-    ('{"inputs": []}', 422, '"inputs" is empty'),
-    ('{"data": "a", "inputs": ["b"]}', 422, 'exactly one of "data"'),
-    ('["a list"]', 422, "JSON object"),
-    ('{"inputs": ["x", "x", "x", "x", "x", "x", "x", "x", "x"]}', 413, "over the batch limit of 8"),
-    ('{"data": "unterminated', 400, "not valid JSON"),
-    (b'\xff\xfe not utf-8', 400, "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ('{"data": ""}', 422, '"data" is empty'),
+        ('{"data": "   "}', 422, '"data" is empty'),
+        ('{"data": 5}', 422, '"data" must be a string, not int'),
+        ('{"inputs": "one text"}', 422, '"inputs" must be a list of strings, not str'),
+        ('{"inputs": ["ok", 3]}', 422, '"inputs"[1] must be a string, not int'),
+        ('{"inputs": ["ok", ""]}', 422, '"inputs"[1] is empty'),
+        ('{"inputs": []}', 422, '"inputs" is empty'),
+        ('{"data": "a", "inputs": ["b"]}', 422, 'exactly one of "data"'),
+        ('["a list"]', 422, "JSON object"),
+        ('{"inputs": ["x", "x", "x", "x", "x", "x", "x", "x", "x"]}', 413, "over the batch limit of 8"),
+        ('{"data": "unterminated', 400, "not valid JSON"),
+        (b"\xff\xfe not utf-8", 400, "not valid JSON"),
+    ],
+)
 def test_bad_input_gets_a_clear_4xx_and_the_server_stays_up(
-        uds_client: httpx.Client, body: str | bytes, status: int, message: str) -> None:
+    uds_client: httpx.Client, body: str | bytes, status: int, message: str
+) -> None:
     answer = uds_client.post("/infer", content=body, headers={"content-type": "application/json"})
     assert answer.status_code == status
     assert message in answer.json()["error"]
@@ -129,8 +138,9 @@ def _free_port() -> int:
 
 def test_int8_model_on_tcp_reports_quantised_and_agrees_mostly(model_dir: Path) -> None:
     port = _free_port()
-    process = _start(["--model-dir", str(model_dir / "onnx"), "--host", "127.0.0.1", "--port", str(port),
-                      "--quantised"])
+    process = _start(
+        ["--model-dir", str(model_dir / "onnx"), "--host", "127.0.0.1", "--port", str(port), "--quantised"]
+    )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}")
     try:
         _wait_healthy(client, process)
@@ -148,15 +158,29 @@ def test_int8_model_on_tcp_reports_quantised_and_agrees_mostly(model_dir: Path) 
 
 
 def test_a_model_folder_without_onnx_exits_2_with_a_message(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "containers.inference_server", "--model-dir", str(tmp_path),
-                             "--uds", str(tmp_path / "s.sock")], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "containers.inference_server",
+            "--model-dir",
+            str(tmp_path),
+            "--uds",
+            str(tmp_path / "s.sock"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("error: model file") and "does not exist" in result.stderr
 
 
 def test_the_server_imports_neither_core_nor_tui() -> None:
-    script = ("import sys, containers.inference_server.__main__, containers.trainer.__main__; "
-              "print([m for m in sys.modules if m.split('.')[0] in ('core', 'tui')])")
+    script = (
+        "import sys, containers.inference_server.__main__, containers.trainer.__main__; "
+        "print([m for m in sys.modules if m.split('.')[0] in ('core', 'tui')])"
+    )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "[]", result.stderr

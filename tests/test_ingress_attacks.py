@@ -46,8 +46,12 @@ class _RecordingWorkload(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        record = {"path": self.path, "members": self.headers.get_all("x-cleanroom-member") or [],
-                  "headers": dict(self.headers.items()), "body": body.decode("latin-1")}
+        record = {
+            "path": self.path,
+            "members": self.headers.get_all("x-cleanroom-member") or [],
+            "headers": dict(self.headers.items()),
+            "body": body.decode("latin-1"),
+        }
         self.seen.append(record)
         payload = json.dumps(record).encode()
         self.send_response(200)
@@ -94,8 +98,13 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     identity = endorsed_ingress_identity(tmp_path, "collab1", _make_ca(tmp_path))
     governance = _Governance()
     tokens = TokenPolicy(contract_id="collab1", jwks=governance.jwks, refetch_seconds=0.5)
-    proxy = IngressProxy(upstream_socket=sock, cert_chain=identity.cert_chain, key_file=identity.key_file,
-                         routes=RouteAllowList.from_policy(["POST /infer", "GET /health/*"]), tokens=tokens)
+    proxy = IngressProxy(
+        upstream_socket=sock,
+        cert_chain=identity.cert_chain,
+        key_file=identity.key_file,
+        routes=RouteAllowList.from_policy(["POST /infer", "GET /health/*"]),
+        tokens=tokens,
+    )
     proxy.header_timeout = proxy.idle_timeout = proxy.body_timeout = HEADER_TIMEOUT
     proxy.max_connections = MAX_CONNECTIONS
     proxy.start()
@@ -106,8 +115,13 @@ def world(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _head(method: str, target: str, token: str, *extra: str, body: bytes = b"") -> bytes:
-    lines = [f"{method} {target} HTTP/1.1", "host: 127.0.0.1", f"authorization: Bearer {token}",
-             f"content-length: {len(body)}", *extra]
+    lines = [
+        f"{method} {target} HTTP/1.1",
+        "host: 127.0.0.1",
+        f"authorization: Bearer {token}",
+        f"content-length: {len(body)}",
+        *extra,
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
@@ -127,13 +141,16 @@ def test_a_valid_request_still_reaches_the_workload_once(world) -> None:
 
 
 # -- request smuggling and header injection ------------------------------------------------------------
-@pytest.mark.parametrize("target", [
-    "/health/x%0d%0aX-Cleanroom-Member:%20admin",
-    "/health/x%0aGET%20/admin%20HTTP/1.1",
-    "/health/a%0db",
-    "/health/tab%09x",
-    "/health/nul%00",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/health/x%0d%0aX-Cleanroom-Member:%20admin",
+        "/health/x%0aGET%20/admin%20HTTP/1.1",
+        "/health/a%0db",
+        "/health/tab%09x",
+        "/health/nul%00",
+    ],
+)
 def test_encoded_control_characters_in_the_path_are_refused(world, target: str) -> None:
     _, governance, _ = world
     _refused(world, _head("GET", target, governance.token()), 400, "control character")
@@ -144,6 +161,7 @@ def test_a_double_encoded_path_is_forwarded_encoded_once_more() -> None:
     from urllib.parse import quote
 
     from core.runtime.ingress import _PATH_SAFE, normalised_path
+
     assert quote(normalised_path("/health/%252e%252e/admin"), safe=_PATH_SAFE) == "/health/%252e%252e/admin"
 
 
@@ -163,25 +181,37 @@ def test_control_characters_and_bad_names_in_headers_are_refused(world, line: st
 
 def test_two_authorization_headers_are_refused(world) -> None:
     _, governance, _ = world
-    request = _head("POST", "/infer", governance.token(), f"authorization: Bearer {governance.token(sub='other')}",
-                    body=b"{}")
+    request = _head(
+        "POST", "/infer", governance.token(), f"authorization: Bearer {governance.token(sub='other')}", body=b"{}"
+    )
     _refused(world, request, 400, "one Authorization header")
 
 
 def test_an_oversized_head_gets_431(world) -> None:
     _, governance, _ = world
-    _refused(world, _head("POST", "/infer", governance.token(), "x-pad: " + "a" * (MAX_HEAD + 1024)), 431,
-             "request head is over")
+    _refused(
+        world,
+        _head("POST", "/infer", governance.token(), "x-pad: " + "a" * (MAX_HEAD + 1024)),
+        431,
+        "request head is over",
+    )
 
 
 # -- tokens ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("algorithm", ["RS256", "HS256", "none"])
 def test_tokens_in_another_algorithm_are_401(world, algorithm: str) -> None:
-    key = {"RS256": rsa.generate_private_key(public_exponent=65537, key_size=2048),
-           "HS256": "a shared secret anyone could guess", "none": None}[algorithm]
+    key = {
+        "RS256": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "HS256": "a shared secret anyone could guess",
+        "none": None,
+    }[algorithm]
     now = int(time.time())
-    token = jwt.encode({"sub": "x", "contract_id": "collab1", "iat": now, "exp": now + 300}, key,
-                       algorithm=algorithm, headers={"kid": "gov-1"})
+    token = jwt.encode(
+        {"sub": "x", "contract_id": "collab1", "iat": now, "exp": now + 300},
+        key,
+        algorithm=algorithm,
+        headers={"kid": "gov-1"},
+    )
     _refused(world, _head("POST", "/infer", token, body=b"{}"), 401, "algorithm")
 
 
@@ -198,9 +228,13 @@ def test_unknown_kids_cost_one_jwks_fetch_and_never_block_other_clients(world) -
     governance.open.clear()  # governance hangs
     fetches = governance.fetches
     stuck: list[int] = []
-    hung = threading.Thread(target=lambda: stuck.append(
-        exchange(proxy.port, context, _head("POST", "/infer", governance.token(kid="rotated"), body=b"{}"),
-                 timeout=30).status))
+    hung = threading.Thread(
+        target=lambda: stuck.append(
+            exchange(
+                proxy.port, context, _head("POST", "/infer", governance.token(kid="rotated"), body=b"{}"), timeout=30
+            ).status
+        )
+    )
     hung.start()
     try:
         deadline = time.monotonic() + 10
@@ -214,8 +248,9 @@ def test_unknown_kids_cost_one_jwks_fetch_and_never_block_other_clients(world) -
     hung.join(timeout=30)
     assert stuck == [403]
     for index in range(20):
-        answer = exchange(proxy.port, context, _head("POST", "/infer", governance.token(kid=f"made-up-{index}"),
-                                                     body=b"{}"))
+        answer = exchange(
+            proxy.port, context, _head("POST", "/infer", governance.token(kid=f"made-up-{index}"), body=b"{}")
+        )
         assert answer.status == 403 and "does not publish" in answer.one_line_error()
     assert governance.fetches <= fetches + 2, "made-up kids must not each refetch the JWKS"
 
@@ -253,8 +288,13 @@ def test_a_body_that_never_arrives_gets_408_and_reaches_no_one(world) -> None:
     proxy, governance, context = world
     before = len(_RecordingWorkload.seen)
     with connect(proxy.port, context) as conn:
-        conn.sendall(_head("POST", "/infer", governance.token(), "content-length: 100")[:-4]
-                     .replace(b"content-length: 0\r\n", b"") + b"\r\n\r\n" + b"0123456789")
+        conn.sendall(
+            _head("POST", "/infer", governance.token(), "content-length: 100")[:-4].replace(
+                b"content-length: 0\r\n", b""
+            )
+            + b"\r\n\r\n"
+            + b"0123456789"
+        )
         answer = read_response(conn)
     assert answer.status == 408 and "body did not arrive" in answer.one_line_error()
     assert len(_RecordingWorkload.seen) == before
@@ -291,9 +331,23 @@ def inference(tmp_path_factory: pytest.TempPathFactory):
     build_tiny_base(root / "base")
     model = prepare(root / "base", root / "model", max_length=32).output
     sock = root / "infer.sock"
-    process = subprocess.Popen([sys.executable, "-m", "containers.inference_server", "--model-dir", str(model),
-                                "--uds", str(sock), "--threads", "1"], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "containers.inference_server",
+            "--model-dir",
+            str(model),
+            "--uds",
+            str(sock),
+            "--threads",
+            "1",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     direct = httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://workload")
     deadline = time.monotonic() + 120
     while True:
@@ -305,11 +359,18 @@ def inference(tmp_path_factory: pytest.TempPathFactory):
             time.sleep(0.2)
     identity = endorsed_ingress_identity(root, "collab1", _make_ca(root))
     governance = _Governance()
-    proxy = IngressProxy(upstream_socket=sock, cert_chain=identity.cert_chain, key_file=identity.key_file,
-                         routes=RouteAllowList.from_policy(["POST /infer"]),
-                         tokens=TokenPolicy(contract_id="collab1", jwks=governance.jwks)).start()
-    client = httpx.Client(base_url=proxy.url, verify=ssl.create_default_context(cafile=str(root / "ca.pem")),
-                          headers={"authorization": f"Bearer {governance.token()}"})
+    proxy = IngressProxy(
+        upstream_socket=sock,
+        cert_chain=identity.cert_chain,
+        key_file=identity.key_file,
+        routes=RouteAllowList.from_policy(["POST /infer"]),
+        tokens=TokenPolicy(contract_id="collab1", jwks=governance.jwks),
+    ).start()
+    client = httpx.Client(
+        base_url=proxy.url,
+        verify=ssl.create_default_context(cafile=str(root / "ca.pem")),
+        headers={"authorization": f"Bearer {governance.token()}"},
+    )
     yield client, direct
     client.close()
     proxy.stop()
@@ -318,18 +379,23 @@ def inference(tmp_path_factory: pytest.TempPathFactory):
     process.wait(timeout=30)
 
 
-@pytest.mark.parametrize(("body", "content_type", "status", "words"), [
-    (b'{"data": "good film"}', "text/plain", 415, "not application/json"),
-    (b'{"data": "good film"}', None, 415, "not application/json"),
-    (b'{"data": "good film"}', "application/x-www-form-urlencoded", 415, "not application/json"),
-    (b"[" * 10_000 + b"]" * 10_000, "application/json", 400, "nests deeper than"),
-    (b'{"a":' * 40 + b'"x"' + b"}" * 40, "application/json", 400, "nests deeper than"),
-    (b'{"data": "\\ud800 lone"}', "application/json", 400, "lone surrogate"),
-    (b'{"inputs": ["fine", "\\udfff"]}', "application/json", 400, '"inputs"[1] has a lone surrogate'),
-    (b'{"data": "\xff"}', "application/json", 400, "not UTF-8"),
-], ids=["text-plain", "no-type", "form", "deep-list", "deep-object", "surrogate", "surrogate-batch", "latin1"])
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "words"),
+    [
+        (b'{"data": "good film"}', "text/plain", 415, "not application/json"),
+        (b'{"data": "good film"}', None, 415, "not application/json"),
+        (b'{"data": "good film"}', "application/x-www-form-urlencoded", 415, "not application/json"),
+        (b"[" * 10_000 + b"]" * 10_000, "application/json", 400, "nests deeper than"),
+        (b'{"a":' * 40 + b'"x"' + b"}" * 40, "application/json", 400, "nests deeper than"),
+        (b'{"data": "\\ud800 lone"}', "application/json", 400, "lone surrogate"),
+        (b'{"inputs": ["fine", "\\udfff"]}', "application/json", 400, '"inputs"[1] has a lone surrogate'),
+        (b'{"data": "\xff"}', "application/json", 400, "not UTF-8"),
+    ],
+    ids=["text-plain", "no-type", "form", "deep-list", "deep-object", "surrogate", "surrogate-batch", "latin1"],
+)
 def test_the_inference_server_answers_4xx_through_the_ingress(
-        inference, body: bytes, content_type: str | None, status: int, words: str) -> None:
+    inference, body: bytes, content_type: str | None, status: int, words: str
+) -> None:
     client, direct = inference
     answer = client.post("/infer", content=body, headers={"content-type": content_type or ""})
     assert answer.status_code == status, answer.text

@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from core.crypto.kek import (DEK_SIZE, KEK_PRIVATE_FILE, KEK_PUBLIC_FILE, Kek, dek_for,
-                             load_kek_public_key, read_wrapped_dek, wrap_dek_for, wrapped_dek_path)
+from core.crypto.kek import (
+    DEK_SIZE,
+    KEK_PRIVATE_FILE,
+    KEK_PUBLIC_FILE,
+    Kek,
+    dek_for,
+    load_kek_public_key,
+    read_wrapped_dek,
+    wrap_dek_for,
+    wrapped_dek_path,
+)
 from core.errors import IntegrityError, InvalidInputError, NotFoundError
 
 

@@ -31,9 +31,11 @@ from core.storage.locator import local_store_spec
 from tests.runtime_world import World
 
 CONTRACT = "keys-attacks"
-COPY = ("import pathlib; "
-        "text = pathlib.Path('/mnt/remote/model/weights.txt').read_text(); "
-        "pathlib.Path('/mnt/remote/results/out.txt').write_text(text.upper()); print('done')")
+COPY = (
+    "import pathlib; "
+    "text = pathlib.Path('/mnt/remote/model/weights.txt').read_text(); "
+    "pathlib.Path('/mnt/remote/results/out.txt').write_text(text.upper()); print('done')"
+)
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +87,14 @@ def test_runtime_refuses_a_dek_not_written_by_the_asset_owner(world: World, tmp_
     known = wrap_dek_for(load_kek_public_key(kek["public_key_pem"].encode()), b"\x42" * 32)
     database = sqlite3.connect(world.governance_state / DB_FILE)
     name = dek_secret_name("results")
-    original = database.execute("SELECT value, owner FROM secrets WHERE contract_id=? AND name=?",
-                                (CONTRACT, name)).fetchone()
+    original = database.execute(
+        "SELECT value, owner FROM secrets WHERE contract_id=? AND name=?", (CONTRACT, name)
+    ).fetchone()
     try:
         with database:
-            database.execute("UPDATE secrets SET value=?, owner=? WHERE contract_id=? AND name=?",
-                             (known, hoster_id, CONTRACT, name))
+            database.execute(
+                "UPDATE secrets SET value=?, owner=? WHERE contract_id=? AND name=?", (known, hoster_id, CONTRACT, name)
+            )
         runtime = world.runtime()
         with pytest.raises(AccessDeniedError, match=r"DEK of 'results' was written by member .*not by its owner"):
             runtime.run(CONTRACT)
@@ -101,8 +105,9 @@ def test_runtime_refuses_a_dek_not_written_by_the_asset_owner(world: World, tmp_
         assert {s["name"]: s["owner"] for s in world.clients["consumer"].secrets(CONTRACT)}[name] == consumer_id
     finally:
         with database:
-            database.execute("UPDATE secrets SET value=?, owner=? WHERE contract_id=? AND name=?",
-                             (*original, CONTRACT, name))
+            database.execute(
+                "UPDATE secrets SET value=?, owner=? WHERE contract_id=? AND name=?", (*original, CONTRACT, name)
+            )
         database.close()
 
 
@@ -111,8 +116,9 @@ def _hoster_store(world: World) -> dict[str, Any]:
     return local_store_spec(world.parties["hoster"].root / "store").model_dump()
 
 
-@pytest.mark.parametrize("edit", ["datasink_store", "datasink_owner", "datasource_store", "logging", "telemetry",
-                                  "resources"])
+@pytest.mark.parametrize(
+    "edit", ["datasink_store", "datasink_owner", "datasource_store", "logging", "telemetry", "resources"]
+)
 def test_spec_edited_outside_the_measured_applications_gets_no_key(world: World, edit: str) -> None:
     """``deployment start --spec``: the hoster points outputs or logs at itself (fields the old
     policy hash left out); the whole spec is measured now, so the key service refuses."""

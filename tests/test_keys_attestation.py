@@ -9,29 +9,41 @@ import jwt
 import pytest
 
 from core.errors import AccessDeniedError, IntegrityError, InvalidInputError
-from core.keys.attestation import (AttestationKey, AttestationVerifier, VirtualAttester, report_data_of,
-                                   verify_report_data)
+from core.keys.attestation import (
+    AttestationKey,
+    AttestationVerifier,
+    VirtualAttester,
+    report_data_of,
+    verify_report_data,
+)
 from core.keys.measurement import clean_room_policy, policy_hash
 from core.keys.release import WorkloadKey, seal_to_workload
 
 SPEC = {
     "contract_id": "collab1",
-    "applications": [{
-        "name": "inference", "image": "containers/inference_server",
-        "command": ["python", "-m", "server", "--uds", "/run/app.sock"],
-        "env": {"MODEL_DIR": "/mnt/remote/model"}, "env_names": ["API_SECRET"],
-        "mounts": [{"kind": "datasource", "name": "model", "path": "/mnt/remote/model", "owner": "p"}],
-    }],
+    "applications": [
+        {
+            "name": "inference",
+            "image": "containers/inference_server",
+            "command": ["python", "-m", "server", "--uds", "/run/app.sock"],
+            "env": {"MODEL_DIR": "/mnt/remote/model"},
+            "env_names": ["API_SECRET"],
+            "mounts": [{"kind": "datasource", "name": "model", "path": "/mnt/remote/model", "owner": "p"}],
+        }
+    ],
     "network_policy": {"ingress": {"routes": ["/v1/predict"]}},
 }
 
 
-@pytest.mark.parametrize("path, value", [
-    (("applications", 0, "command", 4), "/run/app.sockX"),
-    (("applications", 0, "image"), "containers/inference_serverX"),
-    (("applications", 0, "mounts", 0, "path"), "/mnt/remote/modeX"),
-    (("network_policy", "ingress", "routes", 0), "/v1/predicT"),
-])
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        (("applications", 0, "command", 4), "/run/app.sockX"),
+        (("applications", 0, "image"), "containers/inference_serverX"),
+        (("applications", 0, "mounts", 0, "path"), "/mnt/remote/modeX"),
+        (("network_policy", "ingress", "routes", 0), "/v1/predicT"),
+    ],
+)
 def test_one_character_change_changes_the_policy_hash(path, value) -> None:
     changed = copy.deepcopy(SPEC)
     target = changed
@@ -88,7 +100,7 @@ def test_tampered_and_expired_tokens_are_rejected(tmp_path) -> None:
     key = AttestationKey.load_or_create(tmp_path)
     verifier = AttestationVerifier(key.public_pem)
     token = VirtualAttester(key).attest(deployment_spec=SPEC, workload_public_key_der=WorkloadKey().public_der)
-    header, payload, signature = token.split(".")
+    header, _payload, signature = token.split(".")
     forged_claims = jwt.decode(token, options={"verify_signature": False})
     forged_claims["policy_hash"] = "0" * 64
     forged_payload = jwt.encode(forged_claims, "k" * 32, algorithm="HS256").split(".")[1]
@@ -126,21 +138,31 @@ def test_key_service_token_appends_events_only(tmp_path) -> None:
     runtime_dir.mkdir()
     key_dir.mkdir()
     runtime_key, key_service_key = AttestationKey.load_or_create(runtime_dir), AttestationKey.load_or_create(key_dir)
-    gov = start_consortium(tmp_path / "governance", names=("solo",), attestation={
-        "factory": "core.keys.attestation:GovernanceAttestationVerifier", "args": [str(runtime_dir), str(key_dir)]})
+    gov = start_consortium(
+        tmp_path / "governance",
+        names=("solo",),
+        attestation={
+            "factory": "core.keys.attestation:GovernanceAttestationVerifier",
+            "args": [str(runtime_dir), str(key_dir)],
+        },
+    )
     try:
         gov.accepted_contract("collab1")
         gov.pass_proposal(gov.clients[0].propose_clean_room_policy("collab1", policy_document(SPEC)))
         gov.pass_proposal(gov.clients[0].propose_enable_ca("collab1"))
         gov.clients[0].generate_ca_key("collab1")
         gov.clients[0].put_secret("collab1", "model-secret", b"wrapped")
-        csr = (x509.CertificateSigningRequestBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ingress")]))
-               .sign(ec.generate_private_key(ec.SECP384R1()), hashes.SHA384())
-               .public_bytes(serialization.Encoding.PEM).decode())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ingress")]))
+            .sign(ec.generate_private_key(ec.SECP384R1()), hashes.SHA384())
+            .public_bytes(serialization.Encoding.PEM)
+            .decode()
+        )
         service_token = KeyServiceAttester(key_service_key).token("collab1", policy_hash(SPEC))
-        workload_token = VirtualAttester(runtime_key).attest(deployment_spec=SPEC,
-                                                             workload_public_key_der=WorkloadKey().public_der)
+        workload_token = VirtualAttester(runtime_key).attest(
+            deployment_spec=SPEC, workload_public_key_der=WorkloadKey().public_der
+        )
         with gov.client() as caller:
             with pytest.raises(AccessDeniedError, match="key-service token may only append events"):
                 caller.get_secret("collab1", "model-secret", service_token)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from core.crypto.identity import MemberIdentity
 from core.crypto.kek import Kek, load_kek_public_key, wrap_dek_for
@@ -16,12 +17,17 @@ from core.keys.client import KeyServiceClient
 from core.keys.measurement import policy_hash
 from core.keys.release import WorkloadKey
 from core.keys.service import KeyServiceServer
-from cryptography.hazmat.primitives import serialization
 
 SPEC = {
     "contract_id": "collab1",
-    "applications": [{"name": "app", "image": "img", "command": ["python", "-c", "print(1)"],
-                      "mounts": [{"kind": "datasource", "name": "data", "path": "/mnt/data"}]}],
+    "applications": [
+        {
+            "name": "app",
+            "image": "img",
+            "command": ["python", "-c", "print(1)"],
+            "mounts": [{"kind": "datasource", "name": "data", "path": "/mnt/data"}],
+        }
+    ],
     "network_policy": {},
 }
 
@@ -57,8 +63,9 @@ class RecordingAuthority:
 def service(tmp_path: Path):
     authority = RecordingAuthority()
     attestation_key = AttestationKey.load_or_create(tmp_path / "runtime")
-    server = KeyServiceServer(tmp_path / "keys", verifier=AttestationVerifier(attestation_key.public_pem),
-                              authority=authority).start()
+    server = KeyServiceServer(
+        tmp_path / "keys", verifier=AttestationVerifier(attestation_key.public_pem), authority=authority
+    ).start()
     client = KeyServiceClient(server.url, server.tls.cert_path)
     yield client, authority, VirtualAttester(attestation_key), tmp_path
     client.close()
@@ -109,14 +116,24 @@ def test_other_refusals(service) -> None:
     _refused(client, member, token, WorkloadKey(), "report_data")
     # a token from another attestation key
     rogue = VirtualAttester(AttestationKey.load_or_create(tmp_path / "rogue"))
-    _refused(client, member, rogue.attest(deployment_spec=SPEC, workload_public_key_der=workload.public_der),
-             workload, "rejected")
+    _refused(
+        client,
+        member,
+        rogue.attest(deployment_spec=SPEC, workload_public_key_der=workload.public_der),
+        workload,
+        "rejected",
+    )
     # a token for another contract against this contract's KEK
     other = dict(SPEC, contract_id="collab2")
     client.create_kek(member, "collab2")
     authority.accepted["collab2"] = policy_hash(other)
-    _refused(client, member, attester.attest(deployment_spec=other, workload_public_key_der=workload.public_der),
-             workload, "names contract 'collab2'")
+    _refused(
+        client,
+        member,
+        attester.attest(deployment_spec=other, workload_public_key_der=workload.public_der),
+        workload,
+        "names contract 'collab2'",
+    )
     # kill switch
     authority.enabled = False
     _refused(client, member, token, workload, "disabled")
@@ -144,6 +161,7 @@ def test_kek_request_must_be_signed_by_the_member(service) -> None:
     client, _, _, _ = service
     member, impostor = MemberIdentity.generate("provider"), MemberIdentity.generate("hoster")
     from core.keys.kek_request import signed_kek_request
+
     body = signed_kek_request(impostor, "collab1")
     body["member_cert"] = member.cert_pem  # claim to be the provider
     with pytest.raises(AccessDeniedError, match="signature rejected"):

@@ -27,8 +27,12 @@ class ChartApp(App[None]):
 
 def dotted(lines: list[str]) -> list[tuple[int, int]]:
     """(row, column) of every cell with a braille dot in it."""
-    return [(row, column) for row, line in enumerate(lines) for column, char in enumerate(line)
-            if BRAILLE_BLANK < ord(char) <= BRAILLE_BLANK + 0xFF]
+    return [
+        (row, column)
+        for row, line in enumerate(lines)
+        for column, char in enumerate(line)
+        if BRAILLE_BLANK < ord(char) <= BRAILLE_BLANK + 0xFF
+    ]
 
 
 async def test_a_rising_line_runs_from_bottom_left_to_top_right() -> None:
@@ -72,8 +76,9 @@ def test_mismatched_points_are_refused_with_both_counts() -> None:
         LineChart("loss", "step").plot([1, 2], [0.5])
 
 
-@pytest.mark.parametrize(("values", "expected"), [([1.0, 1.0], (0.9, 1.1)), ([0.0], (-0.5, 0.5)),
-                                                   ([0.0, 10.0], (-0.5, 10.5))])
+@pytest.mark.parametrize(
+    ("values", "expected"), [([1.0, 1.0], (0.9, 1.1)), ([0.0], (-0.5, 0.5)), ([0.0, 10.0], (-0.5, 10.5))]
+)
 def test_padded_range_never_collapses(values: list[float], expected: tuple[float, float]) -> None:
     assert padded_range(values) == pytest.approx(expected)
 

@@ -15,8 +15,7 @@ from core.ml import datasets as ml_datasets
 
 def test_vendored_rotten_tomatoes_has_the_hub_split_sizes_and_labels() -> None:
     dataset = ml_datasets.load("rotten_tomatoes")
-    assert {name: len(part) for name, part in dataset.items()} == {
-        "train": 8530, "validation": 1066, "test": 1066}
+    assert {name: len(part) for name, part in dataset.items()} == {"train": 8530, "validation": 1066, "test": 1066}
     assert dataset["train"].features["label"].names == ["neg", "pos"]
     test = ml_datasets.load_split("rotten_tomatoes", "test")
     assert sum(test.labels) == 533 and all(isinstance(t, str) and t for t in test.texts)
@@ -63,7 +62,8 @@ def test_a_save_to_disk_folder_loads(tmp_path: Path) -> None:
     import datasets
 
     datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": ["fine"], "label": [1]})}).save_to_disk(
-        str(tmp_path / "saved"))
+        str(tmp_path / "saved")
+    )
     assert ml_datasets.load_split(tmp_path / "saved", "test").texts == ["fine"]
 
 

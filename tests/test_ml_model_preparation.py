@@ -36,8 +36,11 @@ def test_layout_has_pytorch_and_onnx_folders_with_two_labels(prepared: Path) -> 
     config = json.loads((prepared / "pytorch" / "config.json").read_text())
     assert config["id2label"] == {"0": "neg", "1": "pos"}
     serving = json.loads((prepared / "onnx" / "serving.json").read_text())
-    assert serving == {"labels": ["neg", "pos"], "max_length": 64,
-                       "inputs": ["input_ids", "attention_mask", "token_type_ids"]}
+    assert serving == {
+        "labels": ["neg", "pos"],
+        "max_length": 64,
+        "inputs": ["input_ids", "attention_mask", "token_type_ids"],
+    }
     assert not list(prepared.rglob("*.bin")) and not list(prepared.parent.glob(".model.partial-*"))
 
 
@@ -100,9 +103,24 @@ def test_bad_bases_and_a_used_output_are_refused(tmp_path: Path, prepared: Path)
 
 def test_cli_prepare_refuses_a_hub_id_while_offline(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "tui.cli", "model", "prepare", "--base",
-                             "example-org/no-such-model", "--output", str(tmp_path / "out")],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tui.cli",
+            "model",
+            "prepare",
+            "--base",
+            "example-org/no-such-model",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == NotFoundError.exit_code
     assert result.stderr.startswith("error: base model 'example-org/no-such-model' could not be loaded")
     assert "offline" in result.stderr and not (tmp_path / "out").exists()
@@ -114,12 +132,14 @@ def test_cli_prepare_writes_a_json_file_list(tmp_path: Path) -> None:
     from tui.cli import cli
 
     build_tiny_base(tmp_path / "base")
-    result = CliRunner().invoke(cli, ["model", "prepare", "--base", str(tmp_path / "base"),
-                                      "--output", str(tmp_path / "out"), "--format", "json"])
+    result = CliRunner().invoke(
+        cli, ["model", "prepare", "--base", str(tmp_path / "base"), "--output-dir", str(tmp_path / "out"), "-o", "json"]
+    )
     assert result.exit_code == 0, result.output
-    listing = json.loads(result.stdout.strip().splitlines()[-1])
+    listing = json.loads(result.stdout)
     assert {"onnx/model.onnx", "onnx/model.int8.onnx", "pytorch/model.safetensors"} <= {
-        f["path"] for f in listing["files"]}
+        f["path"] for f in listing["files"]
+    }
 
 
 @pytest.mark.smoke

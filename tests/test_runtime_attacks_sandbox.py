@@ -45,12 +45,29 @@ def world(tmp_path):
     world.close()
 
 
-def _app(world: World, command: list[str], *, name: str = "app", memory_gb: float = 2.0, cpu: float = 1.0,
-         ports: list[int] | None = None, routes: list[str] | None = None) -> None:
-    add_application(world.parties["hoster"], name=name, entrypoint="containers/inference_server", command=command,
-                    mounts=[{"source": "model", "target": "/mnt/remote/model"},
-                            {"source": "results", "target": "/mnt/remote/results"}],
-                    ports=ports or [], memory_gb=memory_gb, cpu=cpu)
+def _app(
+    world: World,
+    command: list[str],
+    *,
+    name: str = "app",
+    memory_gb: float = 2.0,
+    cpu: float = 1.0,
+    ports: list[int] | None = None,
+    routes: list[str] | None = None,
+) -> None:
+    add_application(
+        world.parties["hoster"],
+        name=name,
+        entrypoint="containers/inference_server",
+        command=command,
+        mounts=[
+            {"source": "model", "target": "/mnt/remote/model"},
+            {"source": "results", "target": "/mnt/remote/results"},
+        ],
+        ports=ports or [],
+        memory_gb=memory_gb,
+        cpu=cpu,
+    )
     if routes:
         set_network_policy(world.parties["hoster"], inbound_allow=routes, allow_all_outbound=False)
 
@@ -111,8 +128,9 @@ def _serving(world: World, contract_id: str) -> tuple[Any, threading.Thread, dic
     def run() -> None:
         try:
             done["outcome"] = runtime.run(contract_id)
-        except Exception as exc:  # noqa: BLE001 - reported to the test through ``done``
+        except Exception as exc:
             done["error"] = exc
+
     thread = threading.Thread(target=run)
     thread.start()
     deadline = time.monotonic() + 120
@@ -131,8 +149,11 @@ def test_a_symlinked_socket_does_not_lead_the_ingress_to_a_host_socket(world, tm
     try:
         consumer = world.clients["consumer"]
         token = consumer.issue_token("sockattack")["token"]
-        with httpx.Client(base_url=runtime.ingress_url, timeout=3,
-                          verify=ssl.create_default_context(cadata=consumer.ca("sockattack")["caCert"])) as client:
+        with httpx.Client(
+            base_url=runtime.ingress_url,
+            timeout=3,
+            verify=ssl.create_default_context(cadata=consumer.ca("sockattack")["caCert"]),
+        ) as client:
             for _ in range(2):
                 # the ingress connects to the socket the runtime bound, which the workload holds but
                 # does not serve on: no answer at all (a timeout), and never the decoy's
@@ -156,9 +177,13 @@ def test_the_ingress_refuses_a_socket_directory_the_runtime_does_not_own_private
     # the check runs in start(), before anything listens (a workload-writable folder would let
     # the socket's name be a link to any host socket)
     identity = endorsed_ingress_identity(tmp_path, "collab1", _make_ca(tmp_path))
-    proxy = IngressProxy(upstream_socket=shared / "app.sock", cert_chain=identity.cert_chain,
-                         key_file=identity.key_file, routes=RouteAllowList(()),
-                         tokens=TokenPolicy(contract_id="collab1", jwks=dict))
+    proxy = IngressProxy(
+        upstream_socket=shared / "app.sock",
+        cert_chain=identity.cert_chain,
+        key_file=identity.key_file,
+        routes=RouteAllowList(()),
+        tokens=TokenPolicy(contract_id="collab1", jwks=dict),
+    )
     with pytest.raises(AccessDeniedError, match="not private to the runtime"):
         proxy.start()
     proxy.stop()
@@ -185,24 +210,34 @@ def test_the_ingress_uses_only_a_socket_the_runtime_itself_listens_on(tmp_path) 
     process listen()ed on (SO_PEERCRED names it) gets no request; the client gets a 502."""
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
-    impostor = subprocess.Popen([sys.executable, "-c", IMPOSTOR, str(private / "app.sock")],
-                                stdout=subprocess.PIPE, text=True)
+    impostor = subprocess.Popen(
+        [sys.executable, "-c", IMPOSTOR, str(private / "app.sock")], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert impostor.stdout is not None and impostor.stdout.readline().strip() == "listening"
         identity = endorsed_ingress_identity(tmp_path, "collab1", _make_ca(tmp_path))
         issuer = ec.generate_private_key(ec.SECP256R1())
         jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(issuer.public_key()))
         jwks = {"keys": [{**jwk, "kid": "gov-1", "alg": "ES256", "use": "sig"}]}
-        proxy = IngressProxy(upstream_socket=private / "app.sock", cert_chain=identity.cert_chain,
-                             key_file=identity.key_file, routes=RouteAllowList.from_policy(["POST /infer"]),
-                             tokens=TokenPolicy(contract_id="collab1", jwks=lambda: jwks),
-                             upstream_pid=os.getpid()).start()
+        proxy = IngressProxy(
+            upstream_socket=private / "app.sock",
+            cert_chain=identity.cert_chain,
+            key_file=identity.key_file,
+            routes=RouteAllowList.from_policy(["POST /infer"]),
+            tokens=TokenPolicy(contract_id="collab1", jwks=lambda: jwks),
+            upstream_pid=os.getpid(),
+        ).start()
         try:
             now = int(time.time())
-            token = jwt.encode({"sub": "consumer-id", "contract_id": "collab1", "iat": now, "exp": now + 300},
-                               issuer, algorithm="ES256", headers={"kid": "gov-1"})
-            with httpx.Client(base_url=proxy.url, timeout=10,
-                              verify=ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))) as client:
+            token = jwt.encode(
+                {"sub": "consumer-id", "contract_id": "collab1", "iat": now, "exp": now + 300},
+                issuer,
+                algorithm="ES256",
+                headers={"kid": "gov-1"},
+            )
+            with httpx.Client(
+                base_url=proxy.url, timeout=10, verify=ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+            ) as client:
                 answer = client.post("/infer", content=b"{}", headers={"authorization": f"Bearer {token}"})
             assert answer.status_code == 502 and "IMPOSTOR" not in answer.text, answer.text
         finally:
@@ -228,18 +263,27 @@ def test_mountinfo_does_not_reveal_the_runtime_state_dir(world, tmp_path) -> Non
     assert outcome.exit_codes == {"app": 0}
     mountinfo = _results(world, tmp_path, "mountinfo.txt")
     assert "/mnt/remote/model" in mountinfo  # it is the real mountinfo
-    for secret in (str(world.runtime_state), str(world.runtime_state / "mounts"), str(world.home),
-                   "mountinfo-q7x"):
+    for secret in (str(world.runtime_state), str(world.runtime_state / "mounts"), str(world.home), "mountinfo-q7x"):
         assert secret not in mountinfo, (secret, mountinfo)
 
 
 def test_secret_environment_values_are_not_on_the_hosts_command_lines(tmp_path) -> None:
     """``env_names`` secrets reach the workload, but not ``ps`` of any local user (bwrap gets its
     options from a memfd), nor the sandbox's view of its pid 1."""
-    spec = sandbox.SandboxSpec(name="a", workdir=tmp_path, env={"API_KEY": "s3cret-value-9"}, command=[
-        "python", "-c", ("import os; print(os.environ['API_KEY'], flush=True); "
-                         "print(open('/proc/1/cmdline').read().replace(chr(0), ' '), flush=True); "
-                         "import time; time.sleep(30)")])
+    spec = sandbox.SandboxSpec(
+        name="a",
+        workdir=tmp_path,
+        env={"API_KEY": "s3cret-value-9"},
+        command=[
+            "python",
+            "-c",
+            (
+                "import os; print(os.environ['API_KEY'], flush=True); "
+                "print(open('/proc/1/cmdline').read().replace(chr(0), ' '), flush=True); "
+                "import time; time.sleep(30)"
+            ),
+        ],
+    )
     process = sandbox.launch(spec)
     try:
         assert process.stdout is not None

@@ -13,9 +13,11 @@ from tests.azurite import Azurite
 from tests.runtime_world import World
 
 CS_VAR = "CLEANROOM_TEST_SCENARIO_CS"
-COPY = ("import pathlib; "
-        "text = pathlib.Path('/mnt/remote/model/weights.txt').read_text(); "
-        "pathlib.Path('/mnt/remote/results/out.txt').write_text(text.upper()); print('done')")
+COPY = (
+    "import pathlib; "
+    "text = pathlib.Path('/mnt/remote/model/weights.txt').read_text(); "
+    "pathlib.Path('/mnt/remote/results/out.txt').write_text(text.upper()); print('done')"
+)
 
 
 @pytest.fixture()

@@ -75,20 +75,32 @@ def _accept_with_cli(world: World, tmp_path, contract_id: str) -> None:
     hoster.create_contract(contract_id, merged)
     world.vote_all(hoster.propose_contract(contract_id, hoster.contract(contract_id)["version"]))
     out = tmp_path / f"out-{contract_id}"
-    generated = cleanroom("-w", world.parties["hoster"].root, "governance", "deployment", "generate",
-                          "--contract-id", contract_id, "--output-dir", out, "-o", "json")
+    generated = cleanroom(
+        "-w",
+        world.parties["hoster"].root,
+        "governance",
+        "deployment",
+        "generate",
+        "--contract-id",
+        contract_id,
+        "--output-dir",
+        out,
+        "-o",
+        "json",
+    )
     assert generated.code == 0, generated.stderr
     summary = json.loads(generated.stdout)
     spec = json.loads((out / "deployment-spec.json").read_text())
     policy = json.loads((out / "clean-room-policy.json").read_text())
-    assert summary["policy_hash"] == policy["policy_hash"]
+    assert summary["policyHash"] == policy["policy_hash"]
     world.vote_all(hoster.propose_deployment_spec(contract_id, spec))
     world.vote_all(hoster.propose_clean_room_policy(contract_id, policy))
     world.vote_all(hoster.propose_enable_ca(contract_id))
     hoster.generate_ca_key(contract_id)
     for persona in ("provider", "consumer"):
-        wrapped = cleanroom("-w", world.parties[persona].root, "config", "wrap-deks", "--contract-id", contract_id,
-                            "-o", "json")
+        wrapped = cleanroom(
+            "-w", world.parties[persona].root, "config", "wrap-deks", "--contract-id", contract_id, "-o", "json"
+        )
         assert wrapped.code == 0, wrapped.stderr
         assert json.loads(wrapped.stdout)["assets"] == (["model"] if persona == "provider" else ["results"])
 
@@ -100,8 +112,9 @@ def test_deployment_verbs_ingress_and_no_egress(world, tmp_path) -> None:
     _accept_with_cli(world, tmp_path, "collab1")
     _accept_with_cli(world, tmp_path, "other")
 
-    started = cleanroom("-w", world.parties["hoster"].root, "deployment", "start", "--contract-id", "collab1",
-                        "-o", "json")
+    started = cleanroom(
+        "-w", world.parties["hoster"].root, "deployment", "start", "--contract-id", "collab1", "-o", "json"
+    )
     assert started.code == 0, started.stderr
     status = json.loads(started.stdout)
     assert status["state"] == "running" and status["sandbox"] == "bubblewrap"
@@ -131,8 +144,9 @@ def test_deployment_verbs_ingress_and_no_egress(world, tmp_path) -> None:
         httpx.post(ingress.replace("https://", "http://") + "/infer", content=b"{}", headers=bearer, timeout=5)
     client.close()
 
-    shown = cleanroom("-w", world.parties["consumer"].root, "deployment", "status", "--contract-id", "collab1",
-                      "-o", "json")
+    shown = cleanroom(
+        "-w", world.parties["consumer"].root, "deployment", "status", "--contract-id", "collab1", "-o", "json"
+    )
     assert shown.code == 0, shown.stderr
     document = json.loads(shown.stdout)
     assert document["status"]["state"] == "running"
@@ -150,16 +164,19 @@ def test_deployment_verbs_ingress_and_no_egress(world, tmp_path) -> None:
     assert not any((world.runtime_state / "mounts").iterdir())
 
 
-SLEEPER = ("import pathlib, time; pathlib.Path('/mnt/remote/results/partial.txt').write_text('half'); "
-           "print('up', flush=True); time.sleep(600)")
+SLEEPER = (
+    "import pathlib, time; pathlib.Path('/mnt/remote/results/partial.txt').write_text('half'); "
+    "print('up', flush=True); time.sleep(600)"
+)
 
 
 def test_sigkill_leaves_nothing_after_the_next_up(world, tmp_path) -> None:
     world.setup_assets({"weights.txt": "plaintext-weights"})
     world.add_app(["python", "-c", SLEEPER])
     _accept_with_cli(world, tmp_path, "collab1")
-    started = cleanroom("-w", world.parties["hoster"].root, "deployment", "start", "--contract-id", "collab1",
-                        "-o", "json")
+    started = cleanroom(
+        "-w", world.parties["hoster"].root, "deployment", "start", "--contract-id", "collab1", "-o", "json"
+    )
     assert started.code == 0, started.stderr
     pid = json.loads(started.stdout)["pid"]
     mounts = world.runtime_state / "mounts"
@@ -191,6 +208,7 @@ def test_deployment_verbs_bad_input(world, tmp_path) -> None:
     world.add_app(["python", "-c", "print(1)"])
     from core.config.merge import merge_fragments
     from core.config.party import party_fragment
+
     merged = merge_fragments(party_fragment(ws) for ws in world.parties.values()).document()
     world.clients["hoster"].create_contract("draft1", merged)
     hoster = world.parties["hoster"].root
@@ -204,8 +222,9 @@ def test_deployment_verbs_bad_input(world, tmp_path) -> None:
     assert shown.code == 0 and json.loads(shown.stdout)["status"]["state"] == "not deployed on this machine"
     no_wrap = cleanroom("-w", world.parties["hoster"].root, "config", "wrap-deks", "--contract-id", "draft1")
     assert no_wrap.code == 2 and "no datasource or datasink owned by this workspace" in no_wrap.stderr
-    unknown = cleanroom("-w", hoster, "governance", "deployment", "generate", "--contract-id", "nosuch",
-                        "--output-dir", tmp_path / "o")
+    unknown = cleanroom(
+        "-w", hoster, "governance", "deployment", "generate", "--contract-id", "nosuch", "--output-dir", tmp_path / "o"
+    )
     assert unknown.code == 3 and not (tmp_path / "o").exists()
 
 
@@ -218,8 +237,17 @@ def test_insecure_no_sandbox_is_said_loudly(world, tmp_path) -> None:
     world.setup_assets({"weights.txt": "w"})
     world.add_app(["python", "-c", "print('plain process', flush=True)"])
     world.accept_contract("collab1")
-    started = cleanroom("-w", world.parties["hoster"].root, "deployment", "start", "--contract-id", "collab1",
-                        "--insecure-no-sandbox", "-o", "json")
+    started = cleanroom(
+        "-w",
+        world.parties["hoster"].root,
+        "deployment",
+        "start",
+        "--contract-id",
+        "collab1",
+        "--insecure-no-sandbox",
+        "-o",
+        "json",
+    )
     assert started.code == 0, started.stderr
     assert "WARNING: --insecure-no-sandbox" in started.stderr and "not a clean room" in started.stderr
     assert json.loads(started.stdout)["sandbox"] == "none (INSECURE)"

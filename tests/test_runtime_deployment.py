@@ -11,19 +11,35 @@ from core.config.merge import merge_fragments
 from core.crypto.identity import MemberIdentity
 from core.errors import InvalidInputError
 from core.keys.measurement import policy_hash
-from core.runtime.deployment import (accepted_policy_hash, deployment_spec, policy_document,
-                                     write_deployment)
+from core.runtime.deployment import accepted_policy_hash, deployment_spec, policy_document, write_deployment
 
 
 def _merged(tmp_path, command=("python", "-m", "containers.inference_server", "--uds", "/run/cleanroom/app.sock")):
     provider, hoster = MemberIdentity.generate("provider"), MemberIdentity.generate("hoster")
-    provider_fragment = Fragment.new("provider", provider).with_datasource(
-        "model", LocalStoreSpec(path=str(tmp_path / "p"))).with_datasink("outputs", LocalStoreSpec(path=str(tmp_path / "p")))
-    hoster_fragment = Fragment.new("hoster", hoster).with_application(Application(
-        name="app", owner=hoster.member_id, entrypoint="containers/inference_server", command=list(command),
-        mounts=[Mount(source="model", target="/mnt/remote/model"), Mount(source="outputs", target="/mnt/remote/out")],
-        ports=[8000], env={"LOG_LEVEL": "info"}, env_names=["API_KEY"],
-    )).with_network_policy(NetworkPolicy(inbound_allow=["POST /infer"]))
+    provider_fragment = (
+        Fragment.new("provider", provider)
+        .with_datasource("model", LocalStoreSpec(path=str(tmp_path / "p")))
+        .with_datasink("outputs", LocalStoreSpec(path=str(tmp_path / "p")))
+    )
+    hoster_fragment = (
+        Fragment.new("hoster", hoster)
+        .with_application(
+            Application(
+                name="app",
+                owner=hoster.member_id,
+                entrypoint="containers/inference_server",
+                command=list(command),
+                mounts=[
+                    Mount(source="model", target="/mnt/remote/model"),
+                    Mount(source="outputs", target="/mnt/remote/out"),
+                ],
+                ports=[8000],
+                env={"LOG_LEVEL": "info"},
+                env_names=["API_KEY"],
+            )
+        )
+        .with_network_policy(NetworkPolicy(inbound_allow=["POST /infer"]))
+    )
     return merge_fragments([provider_fragment, hoster_fragment]).document(), provider
 
 
@@ -34,7 +50,9 @@ def test_spec_resolves_mounts_owners_and_runtime_env(tmp_path) -> None:
     assert app["socket"] == "/run/cleanroom/app.sock"
     assert app["env"]["CLEANROOM_UDS"] == "/run/cleanroom/app.sock"
     assert {m["name"]: (m["kind"], m["read_only"], m["owner"]) for m in app["mounts"]} == {
-        "model": ("datasource", True, provider.member_id), "outputs": ("datasink", False, provider.member_id)}
+        "model": ("datasource", True, provider.member_id),
+        "outputs": ("datasink", False, provider.member_id),
+    }
     assert spec["network_policy"]["inbound_allow"] == ["POST /infer"]
 
 
@@ -52,7 +70,9 @@ def test_policy_document_hash_is_recomputed(tmp_path) -> None:
 
 def test_one_character_in_the_fragment_changes_the_policy(tmp_path) -> None:
     a, _ = _merged(tmp_path)
-    b, _ = _merged(tmp_path, command=("python", "-m", "containers.inference_server", "--uds", "/run/cleanroom/app.sockk"))
+    b, _ = _merged(
+        tmp_path, command=("python", "-m", "containers.inference_server", "--uds", "/run/cleanroom/app.sockk")
+    )
     assert policy_hash(deployment_spec("c", a)) != policy_hash(deployment_spec("c", b))
 
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from core.crypto.kek import Kek, read_wrapped_dek
 from core.config.party import party_fragment, set_export
+from core.crypto.kek import Kek, read_wrapped_dek
 from core.datasource import download_asset
 from core.errors import AccessDeniedError, ConflictError, IntegrityError, NotFoundError
 from core.keys.measurement import policy_hash
@@ -21,9 +21,11 @@ from core.storage.transfer import read_manifest
 from tests.cli_runner import cleanroom
 from tests.runtime_world import World
 
-COPY = ("import pathlib; "
-        "text = pathlib.Path('/mnt/remote/model/weights.txt').read_text(); "
-        "pathlib.Path('/mnt/remote/results/out.txt').write_text(text.upper()); print('done')")
+COPY = (
+    "import pathlib; "
+    "text = pathlib.Path('/mnt/remote/model/weights.txt').read_text(); "
+    "pathlib.Path('/mnt/remote/results/out.txt').write_text(text.upper()); print('done')"
+)
 
 
 @pytest.fixture()
@@ -91,8 +93,11 @@ def test_hoster_cannot_decrypt_provider_or_consumer_assets(world) -> None:
         with pytest.raises(IntegrityError, match="cannot be unwrapped with this workspace's KEK"):
             Kek.load(hoster.keys_dir).unwrap(wrapped, label=f"{owner}'s DEK of '{asset}'")
         # even with direct access to the owner's store, the hoster's guess of a key fails closed
-        store = open_store(party_fragment(workspace).datasource(asset).store if owner == "provider"
-                           else party_fragment(workspace).datasink(asset).store)
+        store = open_store(
+            party_fragment(workspace).datasource(asset).store
+            if owner == "provider"
+            else party_fragment(workspace).datasink(asset).store
+        )
         with pytest.raises(IntegrityError):
             read_manifest(store, asset, os.urandom(32), label=asset)
         # the wrapped DEK in governance is only for an attested clean room
@@ -100,7 +105,10 @@ def test_hoster_cannot_decrypt_provider_or_consumer_assets(world) -> None:
             world.clients["hoster"].get_secret("collab1", f"dek-{asset}", "not-an-attestation")
 
 
-SLEEPER = "import time, pathlib; pathlib.Path('/mnt/remote/results/partial.txt').write_text('x'); print('up', flush=True); time.sleep(300)"
+SLEEPER = (
+    "import time, pathlib; pathlib.Path('/mnt/remote/results/partial.txt').write_text('x'); "
+    "print('up', flush=True); time.sleep(300)"
+)
 
 
 def test_kill_switch_stops_a_running_deployment_and_refuses_new_starts(world) -> None:
@@ -123,8 +131,18 @@ def test_kill_switch_stops_a_running_deployment_and_refuses_new_starts(world) ->
     assert result.stopped_by == "execution disabled by a member"
     assert result.exit_codes["app"] != 0
     # the kill switch stops execution, not the audit trail: the stopped run's end reaches governance
-    listed = cleanroom("-w", world.parties["provider"].root, "governance", "contract", "event", "list",
-                       "--id", "collab1", "--output", "json")
+    listed = cleanroom(
+        "-w",
+        world.parties["provider"].root,
+        "governance",
+        "contract",
+        "event",
+        "list",
+        "--id",
+        "collab1",
+        "--output",
+        "json",
+    )
     assert listed.code == 0, listed.stderr
     ending = {e["type"]: e["data"] for e in json.loads(listed.stdout)["events"]}
     assert ending["stopping"]["reason"] == "execution disabled by a member"
@@ -136,8 +154,10 @@ def test_kill_switch_stops_a_running_deployment_and_refuses_new_starts(world) ->
     assert not any((world.runtime_state / "mounts").iterdir())
 
 
-CHATTY = ("import json, os; print('hello-log', flush=True); "
-          "open(os.environ['CLEANROOM_TELEMETRY_FILE'], 'a').write(json.dumps({'step': 1, 'loss': 0.5}) + '\\n')")
+CHATTY = (
+    "import json, os; print('hello-log', flush=True); "
+    "open(os.environ['CLEANROOM_TELEMETRY_FILE'], 'a').write(json.dumps({'step': 1, 'loss': 0.5}) + '\\n')"
+)
 
 
 @pytest.mark.parametrize("enabled", [True, False])
@@ -167,6 +187,7 @@ def test_start_is_refused_for_a_contract_not_ready_to_run(world) -> None:
     world.setup_assets({"weights.txt": "w"})
     world.add_app(["python", "-c", COPY])
     from core.config.merge import merge_fragments
+
     merged = merge_fragments(party_fragment(ws) for ws in world.parties.values()).document()
     hoster = world.clients["hoster"]
     hoster.create_contract("draft1", merged)

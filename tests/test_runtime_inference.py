@@ -14,8 +14,19 @@ from core.ml.model_preparation import prepare
 from tests.ml_tiny_model import build_tiny_base
 from tests.runtime_world import World
 
-SERVE = ["python", "-m", "containers.inference_server", "--model-dir", "/mnt/remote/model",
-         "--uds", "/run/cleanroom/app.sock", "--threads", "1", "--max-batch", "8"]
+SERVE = [
+    "python",
+    "-m",
+    "containers.inference_server",
+    "--model-dir",
+    "/mnt/remote/model",
+    "--uds",
+    "/run/cleanroom/app.sock",
+    "--threads",
+    "1",
+    "--max-batch",
+    "8",
+]
 
 
 @pytest.fixture()
@@ -44,9 +55,12 @@ def test_consumer_gets_predictions_from_the_providers_model_through_the_clean_ro
             time.sleep(0.05)
         consumer = world.clients["consumer"]
         token = consumer.issue_token("inference1")["token"]
-        client = httpx.Client(base_url=runtime.ingress_url, timeout=30,
-                              verify=ssl.create_default_context(cadata=consumer.ca("inference1")["caCert"]),
-                              headers={"authorization": f"Bearer {token}"})
+        client = httpx.Client(
+            base_url=runtime.ingress_url,
+            timeout=30,
+            verify=ssl.create_default_context(cadata=consumer.ca("inference1")["caCert"]),
+            headers={"authorization": f"Bearer {token}"},
+        )
         answer = client.post("/infer", json={"inputs": ["a great film", "a dull plot"]})
         while answer.status_code == 502 and time.monotonic() < deadline:  # model still loading
             time.sleep(0.2)

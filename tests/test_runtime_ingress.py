@@ -36,8 +36,12 @@ class _Workload(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        seen = {"path": self.path, "body": body.decode(), "member": self.headers.get("x-cleanroom-member"),
-                "authorization": self.headers.get("authorization")}
+        seen = {
+            "path": self.path,
+            "body": body.decode(),
+            "member": self.headers.get("x-cleanroom-member"),
+            "authorization": self.headers.get("authorization"),
+        }
         payload = json.dumps(seen).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -55,20 +59,34 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 def _make_ca(tmp_path: Path):
     key = ec.generate_private_key(ec.SECP384R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "contract CA")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(key, hashes.SHA384()))
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA384())
+    )
     (tmp_path / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
     def endorse(csr_pem: bytes) -> bytes:
         csr = x509.load_pem_x509_csr(csr_pem)
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        leaf = (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(name).public_key(csr.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-                .not_valid_after(now + dt.timedelta(days=1)).add_extension(san, critical=False)
-                .sign(key, hashes.SHA384()))
+        leaf = (
+            x509.CertificateBuilder()
+            .subject_name(csr.subject)
+            .issuer_name(name)
+            .public_key(csr.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(san, critical=False)
+            .sign(key, hashes.SHA384())
+        )
         return leaf.public_bytes(serialization.Encoding.PEM) + cert.public_bytes(serialization.Encoding.PEM)
 
     return endorse
@@ -85,15 +103,23 @@ def ingress(tmp_path_factory):
     jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(issuer_key.public_key()))
     jwks = {"keys": [{**jwk, "kid": "gov-1", "alg": "ES256", "use": "sig"}]}
     refusals: list[tuple[str, str, str]] = []
-    proxy = IngressProxy(upstream_socket=sock, cert_chain=identity.cert_chain, key_file=identity.key_file,
-                         routes=RouteAllowList.from_policy(["POST /infer", "GET /health/*"]),
-                         tokens=TokenPolicy(contract_id="collab1", jwks=lambda: jwks),
-                         on_refusal=lambda *r: refusals.append(r)).start()
+    proxy = IngressProxy(
+        upstream_socket=sock,
+        cert_chain=identity.cert_chain,
+        key_file=identity.key_file,
+        routes=RouteAllowList.from_policy(["POST /infer", "GET /health/*"]),
+        tokens=TokenPolicy(contract_id="collab1", jwks=lambda: jwks),
+        on_refusal=lambda *r: refusals.append(r),
+    ).start()
 
     def token(contract="collab1", exp_in=300, key=issuer_key, kid="gov-1"):
         now = int(time.time())
-        return jwt.encode({"sub": "consumer-id", "contract_id": contract, "iat": now, "exp": now + exp_in},
-                          key, algorithm="ES256", headers={"kid": kid})
+        return jwt.encode(
+            {"sub": "consumer-id", "contract_id": contract, "iat": now, "exp": now + exp_in},
+            key,
+            algorithm="ES256",
+            headers={"kid": kid},
+        )
 
     client = httpx.Client(base_url=proxy.url, verify=ssl.create_default_context(cafile=str(tmp_path / "ca.pem")))
     yield proxy, client, token, refusals, tmp_path / "ca.pem"
@@ -112,8 +138,7 @@ def test_allowed_request_is_forwarded_without_the_token(ingress) -> None:
         answer = client.post("/infer?x=1", content=b'{"text": "hi"}', headers=_auth(token()))
         assert answer.status_code == 200
         seen = answer.json()
-        assert seen == {"path": "/infer?x=1", "body": '{"text": "hi"}', "member": "consumer-id",
-                        "authorization": None}
+        assert seen == {"path": "/infer?x=1", "body": '{"text": "hi"}', "member": "consumer-id", "authorization": None}
     assert client.get("/health/live", headers=_auth(token())).status_code == 200
 
 
@@ -143,8 +168,16 @@ def test_token_signed_by_another_key_is_refused(ingress) -> None:
     assert client.post("/infer", content=b"{}", headers=_auth(token(kid="unknown"))).status_code == 403
 
 
-@pytest.mark.parametrize("method, path", [("GET", "/infer"), ("POST", "/admin"), ("POST", "/infer/../admin"),
-                                          ("POST", "/%2e%2e/admin"), ("POST", "/health/live")])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/infer"),
+        ("POST", "/admin"),
+        ("POST", "/infer/../admin"),
+        ("POST", "/%2e%2e/admin"),
+        ("POST", "/health/live"),
+    ],
+)
 def test_route_outside_the_policy_is_refused(ingress, method, path) -> None:
     _, client, token, _, _ = ingress
     answer = client.request(method, path, content=b"{}", headers=_auth(token()))
@@ -163,14 +196,18 @@ def test_server_certificate_not_from_the_contract_ca_is_rejected_by_clients(ingr
     other_ca.mkdir()
     _make_ca(other_ca)
     with pytest.raises(httpx.ConnectError):
-        httpx.post(f"{proxy.url}/infer", headers=_auth(token()),
-                   verify=ssl.create_default_context(cafile=str(other_ca / "ca.pem")))
+        httpx.post(
+            f"{proxy.url}/infer",
+            headers=_auth(token()),
+            verify=ssl.create_default_context(cafile=str(other_ca / "ca.pem")),
+        )
 
 
 def test_ca_endorsing_another_key_is_detected(tmp_path) -> None:
     endorse = _make_ca(tmp_path)
     other = ec.generate_private_key(ec.SECP256R1())
     from core.runtime.ingress_cert import ingress_csr
+
     with pytest.raises(IntegrityError, match="different key"):
         endorsed_ingress_identity(tmp_path, "c", lambda _csr: endorse(ingress_csr(other, "c")))
 
@@ -186,12 +223,14 @@ def test_path_normalisation() -> None:
 
 def _raw(proxy, request: bytes, ca: str) -> bytes:
     context = ssl.create_default_context(cafile=ca)
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-            tls.sendall(request)
-            chunks = []
-            while chunk := tls.recv(65536):
-                chunks.append(chunk)
+    with (
+        socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(request)
+        chunks = []
+        while chunk := tls.recv(65536):
+            chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -199,7 +238,10 @@ def _raw(proxy, request: bytes, ca: str) -> bytes:
 def test_ambiguous_body_framing_is_refused(ingress, lengths) -> None:
     proxy, _, token, _, ca = ingress
     smuggled = b"GET /admin HTTP/1.1\r\nhost: x\r\n\r\n"
-    head = (f"POST /infer HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token()}\r\n"
-            + "".join(f"content-length: {value}\r\n" for value in lengths) + "connection: close\r\n\r\n")
+    head = (
+        f"POST /infer HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token()}\r\n"
+        + "".join(f"content-length: {value}\r\n" for value in lengths)
+        + "connection: close\r\n\r\n"
+    )
     answer = _raw(proxy, head.encode() + b"hello" + smuggled, str(ca))
     assert answer.startswith(b"HTTP/1.1 400") and b"/admin" not in answer

@@ -21,9 +21,16 @@ def _run(tmp_path: Path, code: str, *, extra_mounts: list[Mount] | None = None, 
     source.mkdir(exist_ok=True)
     sink.mkdir(exist_ok=True)
     (source / "data.txt").write_text("plaintext")
-    spec = SandboxSpec(name="probe", command=["python", "-c", code], workdir=tmp_path / "app",
-                       mounts=[Mount(source, "/mnt/remote/source"), Mount(sink, "/mnt/remote/sink", writable=True),
-                               *(extra_mounts or [])])
+    spec = SandboxSpec(
+        name="probe",
+        command=["python", "-c", code],
+        workdir=tmp_path / "app",
+        mounts=[
+            Mount(source, "/mnt/remote/source"),
+            Mount(sink, "/mnt/remote/sink", writable=True),
+            *(extra_mounts or []),
+        ],
+    )
     (tmp_path / "app").mkdir(exist_ok=True)
     process = launch(spec, insecure_no_sandbox=insecure)
     out, _ = process.communicate(timeout=60)
@@ -74,20 +81,23 @@ def test_workload_cannot_open_an_outbound_connection(tmp_path, host_listener) ->
 
 def test_outbound_probe_does_connect_without_the_sandbox(tmp_path, host_listener) -> None:
     """The same probe succeeds as a plain process: the previous test's pass is the sandbox's doing."""
-    port, accepted = host_listener
-    code, out = _run(tmp_path, CONNECT.format(port=port), insecure=True)
+    port, _accepted = host_listener
+    _code, out = _run(tmp_path, CONNECT.format(port=port), insecure=True)
     assert "CONNECTED 127.0.0.1" in out, out
 
 
 def test_datasource_is_read_only_and_datasink_is_writable(tmp_path) -> None:
-    code, out = _run(tmp_path, """
+    code, out = _run(
+        tmp_path,
+        """
 print(open('/mnt/remote/source/data.txt').read())
 try:
     open('/mnt/remote/source/evil.txt', 'w').write('x'); print('WROTE SOURCE')
 except OSError as exc:
     print('SOURCE READ-ONLY', type(exc).__name__)
 open('/mnt/remote/sink/out.txt', 'w').write('result')
-""")
+""",
+    )
     assert code == 0, out
     assert "plaintext" in out and "SOURCE READ-ONLY" in out and "WROTE SOURCE" not in out
     assert not (tmp_path / "source" / "evil.txt").exists()
@@ -98,7 +108,9 @@ def test_host_files_outside_the_mounts_are_invisible(tmp_path) -> None:
     secret = tmp_path / "party_keys" / "kek_privk.pem"
     secret.parent.mkdir()
     secret.write_text("PRIVATE")
-    code, out = _run(tmp_path, f"""
+    code, out = _run(
+        tmp_path,
+        f"""
 import os
 for path in ({str(secret)!r}, '/root', '/etc/shadow', '/work/main/.git'):
     print(path, os.path.exists(path))
@@ -106,7 +118,8 @@ try:
     open('/usr/evil', 'w'); print('WROTE USR')
 except OSError:
     print('USR READ-ONLY')
-""")
+""",
+    )
     assert code == 0, out
     assert f"{secret} False" in out and "/etc/shadow False" in out and "/work/main/.git False" in out
     assert "USR READ-ONLY" in out
@@ -121,8 +134,7 @@ def test_missing_bubblewrap_is_refused_unless_insecure(tmp_path, monkeypatch) ->
 
 
 def test_bad_mounts_are_refused(tmp_path) -> None:
-    spec = SandboxSpec(name="a", command=["true"], workdir=tmp_path,
-                       mounts=[Mount(tmp_path / "missing", "/mnt/x")])
+    spec = SandboxSpec(name="a", command=["true"], workdir=tmp_path, mounts=[Mount(tmp_path / "missing", "/mnt/x")])
     with pytest.raises(InvalidInputError, match="not a directory"):
         bwrap_command(spec)
     spec = SandboxSpec(name="a", command=["true"], workdir=tmp_path, mounts=[Mount(tmp_path, "relative")])

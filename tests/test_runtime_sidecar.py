@@ -31,9 +31,19 @@ from core.datasource import download_asset
 from core.errors import ConflictError, IntegrityError, InvalidInputError
 from core.governance import launcher as governance_launcher
 from core.keys.skr import wrap_deks_to_vault
-from core.runtime.aci import (EXIT_FILE_PREFIX, KILL_FILE, READY_FILE, RUNTIME_SIDECAR_NAME, STOP_FILE,
-                             WAIT_FOR_DATA, WRAPPER_KILL_GRACE_SECONDS, WRAPPER_STOP_GRACE_SECONDS,
-                             aci_template, container_group, secret_env_names)
+from core.runtime.aci import (
+    EXIT_FILE_PREFIX,
+    KILL_FILE,
+    READY_FILE,
+    RUNTIME_SIDECAR_NAME,
+    STOP_FILE,
+    WAIT_FOR_DATA,
+    WRAPPER_KILL_GRACE_SECONDS,
+    WRAPPER_STOP_GRACE_SECONDS,
+    aci_template,
+    container_group,
+    secret_env_names,
+)
 from core.runtime.deployment import RUN_DIR, policy_document
 from core.runtime.key_release import AzureKeyRelease, TransferKey
 from core.runtime.sidecar import read_exit_code, sidecar_environment, write_control_file
@@ -56,9 +66,16 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, azurite_server: Azurite):
     try:
         store = AzureBlobStoreSpec(connection_string_env=CS_VAR)
         world.setup_assets({"weights.txt": "provider secret weights"}, store=store)
-        add_application(world.parties["hoster"], name="app", image="acr.azurecr.io/app:1", command=WORKLOAD,
-                        mounts=[{"source": "model", "target": "/mnt/remote/model"},
-                                {"source": "results", "target": "/mnt/remote/results"}])
+        add_application(
+            world.parties["hoster"],
+            name="app",
+            image="acr.azurecr.io/app:1",
+            command=WORKLOAD,
+            mounts=[
+                {"source": "model", "target": "/mnt/remote/model"},
+                {"source": "results", "target": "/mnt/remote/results"},
+            ],
+        )
         spec = world.accept_contract(CONTRACT)
         yield world, spec
     finally:
@@ -70,16 +87,25 @@ def _sidecar_env(world: World, spec: dict, mount_root: Path, **overrides: str) -
     """The sidecar's environment exactly as ACI gets it: from the SDK model of the template, with
     the connection string of the azurite stores as the secure value `deployment start` sends."""
     info = governance_launcher.info(world.governance_state)
-    template = aci_template(spec, cce_policy=CCE, sidecar_env=sidecar_environment(
-        governance_url=info.endpoint, governance_cert_pem=info.service_cert_pem, maa_endpoint=None, kek_vaults={}))
+    template = aci_template(
+        spec,
+        cce_policy=CCE,
+        sidecar_env=sidecar_environment(
+            governance_url=info.endpoint, governance_cert_pem=info.service_cert_pem, maa_endpoint=None, kek_vaults={}
+        ),
+    )
     assert secret_env_names(template) == [CS_VAR]
     _name, group = container_group(template, location="westeurope", secrets={CS_VAR: os.environ[CS_VAR]})
     sidecar = group.containers[-1]
     assert sidecar.name == RUNTIME_SIDECAR_NAME
     env = {e.name: e.value if e.value is not None else e.secure_value for e in sidecar.environment_variables}
     # the embedded default's key release instead of MAA + Key Vault; the group's volumes in a folder
-    env.update(CLEANROOM_KEY_RELEASE="virtual", CLEANROOM_RUNTIME_STATE_DIR=str(world.runtime_state),
-               CLEANROOM_KEY_SERVICE_STATE_DIR=str(world.key_state), CLEANROOM_MOUNT_ROOT=str(mount_root))
+    env.update(
+        CLEANROOM_KEY_RELEASE="virtual",
+        CLEANROOM_RUNTIME_STATE_DIR=str(world.runtime_state),
+        CLEANROOM_KEY_SERVICE_STATE_DIR=str(world.key_state),
+        CLEANROOM_MOUNT_ROOT=str(mount_root),
+    )
     env.update(overrides)
     host = {k: v for k, v in os.environ.items() if k != CS_VAR}
     return {**host, "PYTHONPATH": str(ROOT), **env}
@@ -96,9 +122,26 @@ def _workload(template: dict, mount_root: Path, runs: list[str] | None = None) -
         binds += ["--ro-bind" if mount["readOnly"] else "--bind", str(mount_root / mount["name"]), mount["mountPath"]]
     for mount in container["volumeMounts"]:
         (mount_root / mount["name"]).mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([str(shutil.which("bwrap")), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                             "--tmpfs", "/mnt", "--tmpfs", "/run", *binds, *command],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [
+            str(shutil.which("bwrap")),
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/mnt",
+            "--tmpfs",
+            "/run",
+            *binds,
+            *command,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
@@ -107,16 +150,27 @@ def test_sidecar_decrypts_waits_for_the_workload_and_seals_to_azurite(deployed, 
     hoster = world.clients["hoster"]
     # a vault KEK cannot be bound to a policy without a ccePolicy: Key Vault would refuse every release
     with pytest.raises(ConflictError, match="carries no ccePolicy"):
-        wrap_deks_to_vault(world.parties["provider"], CONTRACT, governance=world.clients["provider"],
-                           vault_url="https://pkv.vault.azure.net", maa_endpoint="sharedeus.eus.attest.azure.net")
+        wrap_deks_to_vault(
+            world.parties["provider"],
+            CONTRACT,
+            governance=world.clients["provider"],
+            vault_url="https://pkv.vault.azure.net",
+            maa_endpoint="sharedeus.eus.attest.azure.net",
+        )
     world.vote_all(hoster.propose_clean_room_policy(CONTRACT, policy_document(spec, cce_policy=CCE)))
     assert hoster.clean_room_policy(CONTRACT)["data"]["cce_policy"] == CCE
 
     mount_root = tmp_path / "group"
     template = aci_template(spec, cce_policy=CCE)
     workload = _workload(template, mount_root)  # starts first, as in ACI: it must wait for its data
-    sidecar = subprocess.run([sys.executable, "-m", "core.runtime.sidecar"], env=_sidecar_env(world, spec, mount_root),
-                             capture_output=True, text=True, timeout=180, cwd=ROOT)
+    sidecar = subprocess.run(
+        [sys.executable, "-m", "core.runtime.sidecar"],
+        env=_sidecar_env(world, spec, mount_root),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
     workload_output = workload.communicate(timeout=30)[0]
 
     assert sidecar.returncode == 0, sidecar.stderr
@@ -128,17 +182,24 @@ def test_sidecar_decrypts_waits_for_the_workload_and_seals_to_azurite(deployed, 
     assert not any((mount_root / "datasource-model").iterdir())
     assert not any((mount_root / "datasink-results").iterdir())
     types = world.event_types(CONTRACT)
-    tail = types[types.index("deploying"):]
+    tail = types[types.index("deploying") :]
     assert [t for t in tail if t in ("deploying", "attested", "keys_released", "running", "exited", "sealed")] == [
-        "deploying", "attested", "keys_released", "running", "exited", "sealed"], types
+        "deploying",
+        "attested",
+        "keys_released",
+        "running",
+        "exited",
+        "sealed",
+    ], types
     assert "key_released" in types  # the key service's own record of the release
 
 
 def test_sidecar_refuses_a_spec_other_than_the_one_its_group_was_built_for(deployed, tmp_path: Path) -> None:
     world, spec = deployed
     env = _sidecar_env(world, spec, tmp_path / "group", CLEANROOM_POLICY_HASH="0" * 64)
-    refused = subprocess.run([sys.executable, "-m", "core.runtime.sidecar"], env=env, capture_output=True,
-                             text=True, timeout=120, cwd=ROOT)
+    refused = subprocess.run(
+        [sys.executable, "-m", "core.runtime.sidecar"], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert refused.returncode == 1
     (line,) = refused.stderr.strip().splitlines()
     assert line.startswith("cleanroom-runtime: error: ") and "this container group was built for" in line
@@ -152,10 +213,18 @@ def test_kill_switch_stops_the_workload_and_what_it_wrote_is_sealed(deployed, tm
     consumer = world.clients["consumer"]
     mount_root = tmp_path / "group"
     running_before = world.event_types(CONTRACT).count("running")
-    workload = _workload(aci_template(spec, cce_policy=CCE), mount_root,
-                         ["sh", "-c", "echo partial > /mnt/remote/results/partial.txt; exec sleep 300"])
-    sidecar = subprocess.Popen([sys.executable, "-m", "core.runtime.sidecar"], cwd=ROOT, text=True,
-                               env=_sidecar_env(world, spec, mount_root), stderr=subprocess.PIPE)
+    workload = _workload(
+        aci_template(spec, cce_policy=CCE),
+        mount_root,
+        ["sh", "-c", "echo partial > /mnt/remote/results/partial.txt; exec sleep 300"],
+    )
+    sidecar = subprocess.Popen(
+        [sys.executable, "-m", "core.runtime.sidecar"],
+        cwd=ROOT,
+        text=True,
+        env=_sidecar_env(world, spec, mount_root),
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 90
         while world.event_types(CONTRACT).count("running") == running_before and time.monotonic() < deadline:
@@ -187,10 +256,18 @@ def test_kill_switch_sigkills_a_workload_ignoring_sigterm_within_its_short_grace
     consumer = world.clients["consumer"]
     mount_root = tmp_path / "group"
     running_before = world.event_types(CONTRACT).count("running")
-    workload = _workload(aci_template(spec, cce_policy=CCE), mount_root,
-                         ["sh", "-c", "trap '' TERM; echo partial > /mnt/remote/results/partial.txt; exec sleep 300"])
-    sidecar = subprocess.Popen([sys.executable, "-m", "core.runtime.sidecar"], cwd=ROOT, text=True,
-                               env=_sidecar_env(world, spec, mount_root), stderr=subprocess.PIPE)
+    workload = _workload(
+        aci_template(spec, cce_policy=CCE),
+        mount_root,
+        ["sh", "-c", "trap '' TERM; echo partial > /mnt/remote/results/partial.txt; exec sleep 300"],
+    )
+    sidecar = subprocess.Popen(
+        [sys.executable, "-m", "core.runtime.sidecar"],
+        cwd=ROOT,
+        text=True,
+        env=_sidecar_env(world, spec, mount_root),
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 90
         while world.event_types(CONTRACT).count("running") == running_before and time.monotonic() < deadline:
@@ -220,10 +297,31 @@ def _wrapped(run_dir: Path, command: list[str], env: dict[str, str] | None = Non
     ready; returns once the command has printed its first line (its traps are set by then)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_control_file(run_dir, READY_FILE, "ready")
-    process = subprocess.Popen([str(shutil.which("bwrap")), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                                "--tmpfs", "/run", "--bind", str(run_dir), RUN_DIR,
-                                "/bin/sh", "-c", WAIT_FOR_DATA, "app", *command],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    process = subprocess.Popen(
+        [
+            str(shutil.which("bwrap")),
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/run",
+            "--bind",
+            str(run_dir),
+            RUN_DIR,
+            "/bin/sh",
+            "-c",
+            WAIT_FOR_DATA,
+            "app",
+            *command,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     assert process.stdout is not None and process.stdout.readline() == b"up\n"
     return process
 
@@ -270,8 +368,14 @@ def test_the_wrapper_gives_a_normal_stop_its_grace_then_kill_cuts_it(tmp_path: P
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
 def test_the_wrapper_lets_a_command_finish_its_checkpoint_after_sigterm(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    process = _wrapped(run_dir, ["sh", "-c", f"trap 'sleep 1.5; echo saved > {RUN_DIR}/saved; exit 0' TERM; echo up; "
-                                             "while :; do sleep 0.1; done"])
+    process = _wrapped(
+        run_dir,
+        [
+            "sh",
+            "-c",
+            f"trap 'sleep 1.5; echo saved > {RUN_DIR}/saved; exit 0' TERM; echo up; while :; do sleep 0.1; done",
+        ],
+    )
     try:
         write_control_file(run_dir, STOP_FILE, "SIGTERM (container group stopped)")
         assert process.wait(timeout=30) == 0  # its own exit, 1.5 s after SIGTERM: not SIGKILLed
@@ -304,12 +408,20 @@ def test_the_wrapper_still_kills_where_sleep_takes_whole_seconds_only(tmp_path: 
 
 def test_sidecar_without_its_configuration_is_one_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLEANROOM_")}
-    refused = subprocess.run([sys.executable, "-m", "core.runtime.sidecar"], env={**env, "PYTHONPATH": str(ROOT)},
-                             capture_output=True, text=True, timeout=60, cwd=ROOT)
+    refused = subprocess.run(
+        [sys.executable, "-m", "core.runtime.sidecar"],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert refused.returncode == 1
-    assert refused.stderr.strip() == ("cleanroom-runtime: error: the runtime sidecar has no CLEANROOM_MOUNT_PLAN; "
-                                      "generate the template with `cleanroom governance deployment generate "
-                                      "--backend aci`")
+    assert refused.stderr.strip() == (
+        "cleanroom-runtime: error: the runtime sidecar has no CLEANROOM_MOUNT_PLAN; "
+        "generate the template with `cleanroom governance deployment generate "
+        "--backend aci`"
+    )
 
 
 # -- the Azure key release: what can be checked without a confidential group -------------------
@@ -323,15 +435,24 @@ def _key_vault_release(transfer_public_jwk: dict, kek: Kek) -> str:
     public = RSAPublicNumbers(e, n).public_key()
     aes_key = os.urandom(32)
     der = serialization.load_pem_private_key(kek.private_key_pem, password=None).private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    blob = public.encrypt(aes_key, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(),
-                                                label=None)) + aes_key_wrap_with_padding(aes_key, der)
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    blob = public.encrypt(
+        aes_key, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    ) + aes_key_wrap_with_padding(aes_key, der)
 
     def b64url(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
-    key_hsm = b64url(json.dumps({"schema_version": "1.0", "header": {"alg": "dir", "enc": "CKM_RSA_AES_KEY_WRAP"},
-                                 "ciphertext": b64url(blob)}).encode())
+    key_hsm = b64url(
+        json.dumps(
+            {
+                "schema_version": "1.0",
+                "header": {"alg": "dir", "enc": "CKM_RSA_AES_KEY_WRAP"},
+                "ciphertext": b64url(blob),
+            }
+        ).encode()
+    )
     payload = {"response": {"key": {"key": {"kty": "RSA-HSM", "key_hsm": key_hsm}}}}
     return ".".join([b64url(b'{"alg":"RS256"}'), b64url(json.dumps(payload).encode()), b64url(b"sig")])
 
@@ -350,17 +471,22 @@ def test_a_key_vault_release_opens_only_with_this_clean_rooms_transfer_key() -> 
 
 
 def test_azure_key_release_refuses_an_owner_without_a_vault_before_calling_azure() -> None:
-    release = AzureKeyRelease(attestation_url="http://127.0.0.1:9/attest/maa",
-                              maa_endpoint="sharedeus.eus.attest.azure.net",
-                              kek_vaults={"m-provider": "https://pkv.vault.azure.net"})
+    release = AzureKeyRelease(
+        attestation_url="http://127.0.0.1:9/attest/maa",
+        maa_endpoint="sharedeus.eus.attest.azure.net",
+        kek_vaults={"m-provider": "https://pkv.vault.azure.net"},
+    )
     with pytest.raises(InvalidInputError, match="no Key Vault is configured for the KEK of 'm-consumer'"):
         release.release_kek("m-consumer", CONTRACT, "token")
     with pytest.raises(InvalidInputError, match="not a Key Vault"):
-        AzureKeyRelease(attestation_url="http://127.0.0.1:9", maa_endpoint="sharedeus.eus.attest.azure.net",
-                        kek_vaults={"m-provider": "https://evil.example.com"})
+        AzureKeyRelease(
+            attestation_url="http://127.0.0.1:9",
+            maa_endpoint="sharedeus.eus.attest.azure.net",
+            kek_vaults={"m-provider": "https://evil.example.com"},
+        )
 
 
-IMPORT_WITH_ONLY_THE_IMAGE_REQUIREMENTS = r'''
+IMPORT_WITH_ONLY_THE_IMAGE_REQUIREMENTS = r"""
 import importlib.abc, importlib.metadata, re, sys
 from packaging.requirements import Requirement
 wanted = [Requirement(line) for line in open(sys.argv[1]).read().splitlines() if line and not line.startswith("#")]
@@ -397,14 +523,23 @@ class OnlyTheImage(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, OnlyTheImage())
 import core.runtime.sidecar, core.storage.azure_blob, azure.keyvault.keys, azure.identity
 print("ok")
-'''
+"""
 
 
 def test_the_runtime_image_requirements_are_all_the_sidecar_imports() -> None:
     """containers/runtime/requirements.txt is what the image installs (plus this package, no deps)."""
-    checked = subprocess.run([sys.executable, "-c", IMPORT_WITH_ONLY_THE_IMAGE_REQUIREMENTS,
-                              str(ROOT / "containers" / "runtime" / "requirements.txt")],
-                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+    checked = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            IMPORT_WITH_ONLY_THE_IMAGE_REQUIREMENTS,
+            str(ROOT / "containers" / "runtime" / "requirements.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert checked.returncode == 0 and checked.stdout.strip() == "ok", checked.stderr
     dockerfile = (ROOT / "containers" / "runtime" / "Dockerfile").read_text()
     assert 'CMD ["python", "-m", "core.runtime.sidecar"]' in dockerfile

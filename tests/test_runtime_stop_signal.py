@@ -39,37 +39,45 @@ DISABLED = "execution disabled by a member"
 
 # A child that writes a marker to the sink when it gets SIGTERM: the stop must reach every
 # process of the workload, not only its first one.
-CHILD = (f"import signal, sys\n"
-         f"def stop(*_):\n"
-         f"    open('{SINK}/child.txt', 'a').write('child got SIGTERM\\n'); sys.exit(0)\n"
-         f"signal.signal(signal.SIGTERM, stop)\n"
-         f"print('child up', flush=True)\n"
-         f"signal.pause()\n")
+CHILD = (
+    f"import signal, sys\n"
+    f"def stop(*_):\n"
+    f"    open('{SINK}/child.txt', 'a').write('child got SIGTERM\\n'); sys.exit(0)\n"
+    f"signal.signal(signal.SIGTERM, stop)\n"
+    f"print('child up', flush=True)\n"
+    f"signal.pause()\n"
+)
 
 # The main process: on SIGTERM it takes 1.5 s (longer than the kill switch's grace, well inside a
 # normal stop's) to write its "checkpoint"; it notes every SIGTERM it gets (a second one would
 # run the handler again, nested, during the sleep).
-CHECKPOINTER = (f"import signal, subprocess, sys, time\n"
-                f"child = subprocess.Popen([sys.executable, '-c', {CHILD!r}], stdout=subprocess.PIPE)\n"
-                f"child.stdout.readline()\n"
-                f"def stop(*_):\n"
-                f"    open('{SINK}/checkpoint.txt', 'a').write('got SIGTERM\\n')\n"
-                f"    time.sleep(1.5)\n"
-                f"    open('{SINK}/checkpoint.txt', 'a').write('saved after SIGTERM\\n')\n"
-                f"    child.wait(); sys.exit(0)\n"
-                f"signal.signal(signal.SIGTERM, stop)\n"
-                f"print('up', flush=True)\n"
-                f"while True: time.sleep(300)\n")
+CHECKPOINTER = (
+    f"import signal, subprocess, sys, time\n"
+    f"child = subprocess.Popen([sys.executable, '-c', {CHILD!r}], stdout=subprocess.PIPE)\n"
+    f"child.stdout.readline()\n"
+    f"def stop(*_):\n"
+    f"    open('{SINK}/checkpoint.txt', 'a').write('got SIGTERM\\n')\n"
+    f"    time.sleep(1.5)\n"
+    f"    open('{SINK}/checkpoint.txt', 'a').write('saved after SIGTERM\\n')\n"
+    f"    child.wait(); sys.exit(0)\n"
+    f"signal.signal(signal.SIGTERM, stop)\n"
+    f"print('up', flush=True)\n"
+    f"while True: time.sleep(300)\n"
+)
 
-QUICK_SAVER = (f"import signal, sys, time\n"
-               f"def stop(*_):\n"
-               f"    open('{SINK}/checkpoint.txt', 'w').write('saved on the kill switch\\n'); sys.exit(0)\n"
-               f"signal.signal(signal.SIGTERM, stop)\n"
-               f"print('up', flush=True)\n"
-               f"while True: time.sleep(300)\n")
+QUICK_SAVER = (
+    f"import signal, sys, time\n"
+    f"def stop(*_):\n"
+    f"    open('{SINK}/checkpoint.txt', 'w').write('saved on the kill switch\\n'); sys.exit(0)\n"
+    f"signal.signal(signal.SIGTERM, stop)\n"
+    f"print('up', flush=True)\n"
+    f"while True: time.sleep(300)\n"
+)
 
-IGNORES_SIGTERM = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True)\n"
-                   "while True: time.sleep(300)\n")
+IGNORES_SIGTERM = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True)\n"
+    "while True: time.sleep(300)\n"
+)
 
 
 @pytest.fixture()
@@ -104,7 +112,7 @@ class _Running:
     def _run(self, contract: str) -> None:
         try:
             self.result["outcome"] = self.runtime.run(contract)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             self.result["error"] = exc
 
     def finish(self) -> Any:
@@ -180,16 +188,26 @@ def test_deployment_stop_lets_the_real_trainer_stop_cleanly_in_the_sandbox(world
     data = write_parquet_splits(tmp_path / "data", {"train": 96, "validation": 32, "test": 32})
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "training_config.json").write_text(json.dumps({**CONFIG, "epochs": 100}))  # not done soon
-    for owner, name, folder in ((provider, "model", model), (provider, "training-config", tmp_path / "config"),
-                                (consumer, "training-data", data)):
+    for owner, name, folder in (
+        (provider, "model", model),
+        (provider, "training-config", tmp_path / "config"),
+        (consumer, "training-data", data),
+    ):
         add_data_asset(owner, "datasource", name, local_store_spec(owner.root / "store"))
         upload_datasource(owner, name, folder)
     add_data_asset(provider, "datasink", "trained-model", local_store_spec(provider.root / "store"))
-    add_application(hoster, name="trainer", entrypoint="containers/trainer", command=TRAIN,
-                    mounts=[{"source": "model", "target": "/mnt/remote/model"},
-                            {"source": "training-config", "target": "/mnt/remote/config"},
-                            {"source": "training-data", "target": "/mnt/remote/data"},
-                            {"source": "trained-model", "target": "/mnt/remote/output"}])
+    add_application(
+        hoster,
+        name="trainer",
+        entrypoint="containers/trainer",
+        command=TRAIN,
+        mounts=[
+            {"source": "model", "target": "/mnt/remote/model"},
+            {"source": "training-config", "target": "/mnt/remote/config"},
+            {"source": "training-data", "target": "/mnt/remote/data"},
+            {"source": "trained-model", "target": "/mnt/remote/output"},
+        ],
+    )
     world.accept_contract("finetune-stop")
     world.vote_all(world.clients["hoster"].set_runtime_option("finetune-stop", "telemetry", enable=True))
     seen: dict[str, Any] = {}
@@ -213,17 +231,19 @@ def test_deployment_stop_lets_the_real_trainer_stop_cleanly_in_the_sandbox(world
 # -- sandbox.signal_workload itself -------------------------------------------------------------------
 def _sandboxed(tmp_path: Path, script: str) -> sandbox.SandboxProcess:
     (tmp_path / "app").mkdir(exist_ok=True)
-    return sandbox.launch(sandbox.SandboxSpec(name="probe", command=["python", "-c", script],
-                                              workdir=tmp_path / "app"))
+    return sandbox.launch(sandbox.SandboxSpec(name="probe", command=["python", "-c", script], workdir=tmp_path / "app"))
 
 
 def test_signal_workload_reaches_the_process_in_the_sandbox_not_bwrap(tmp_path: Path) -> None:
     # os.write: the SIGTERM may arrive while print('up') is still flushing (a print would re-enter it)
-    process = _sandboxed(tmp_path, "import os, signal, sys, time\n"
-                                   "signal.signal(signal.SIGTERM, lambda *_: (os.write(1, b'got SIGTERM\\n'), "
-                                   "sys.exit(7)))\n"
-                                   "print('up', flush=True)\n"
-                                   "while True: time.sleep(300)\n")
+    process = _sandboxed(
+        tmp_path,
+        "import os, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (os.write(1, b'got SIGTERM\\n'), "
+        "sys.exit(7)))\n"
+        "print('up', flush=True)\n"
+        "while True: time.sleep(300)\n",
+    )
     assert process.sandboxed
     assert process.stdout is not None and process.stdout.readline() == b"up\n"
     assert sandbox.signal_workload(process, signal.SIGTERM) == 1  # the workload, not bwrap or its init

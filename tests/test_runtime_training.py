@@ -16,11 +16,33 @@ from core.storage.locator import local_store_spec
 from tests.ml_tiny_model import build_tiny_base, write_parquet_splits
 from tests.runtime_world import World
 
-CONFIG = {"epochs": 1, "learning_rate": 3e-3, "batch_size": 16, "max_length": 32, "warmup_ratio": 0.1,
-          "weight_decay": 0.01, "seed": 7, "eval_each_epoch": True}
-TRAIN = ["python", "-m", "containers.trainer", "--model-dir", "/mnt/remote/model", "--data-dir",
-         "/mnt/remote/data", "--config-dir", "/mnt/remote/config", "--output-dir", "/mnt/remote/output",
-         "--threads", "1", "--log-every", "2"]
+CONFIG = {
+    "epochs": 1,
+    "learning_rate": 3e-3,
+    "batch_size": 16,
+    "max_length": 32,
+    "warmup_ratio": 0.1,
+    "weight_decay": 0.01,
+    "seed": 7,
+    "eval_each_epoch": True,
+}
+TRAIN = [
+    "python",
+    "-m",
+    "containers.trainer",
+    "--model-dir",
+    "/mnt/remote/model",
+    "--data-dir",
+    "/mnt/remote/data",
+    "--config-dir",
+    "/mnt/remote/config",
+    "--output-dir",
+    "/mnt/remote/output",
+    "--threads",
+    "1",
+    "--log-every",
+    "2",
+]
 
 
 @pytest.fixture()
@@ -37,16 +59,26 @@ def test_trained_model_is_sealed_to_the_provider_and_progress_is_telemetry(world
     data = write_parquet_splits(tmp_path / "data", {"train": 96, "validation": 32, "test": 32})
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "training_config.json").write_text(json.dumps(CONFIG))
-    for owner, name, folder in ((provider, "model", model), (provider, "training-config", tmp_path / "config"),
-                                (consumer, "training-data", data)):
+    for owner, name, folder in (
+        (provider, "model", model),
+        (provider, "training-config", tmp_path / "config"),
+        (consumer, "training-data", data),
+    ):
         add_data_asset(owner, "datasource", name, local_store_spec(owner.root / "store"))
         upload_datasource(owner, name, folder)
     add_data_asset(provider, "datasink", "trained-model", local_store_spec(provider.root / "store"))
-    add_application(hoster, name="trainer", entrypoint="containers/trainer", command=TRAIN,
-                    mounts=[{"source": "model", "target": "/mnt/remote/model"},
-                            {"source": "training-config", "target": "/mnt/remote/config"},
-                            {"source": "training-data", "target": "/mnt/remote/data"},
-                            {"source": "trained-model", "target": "/mnt/remote/output"}])
+    add_application(
+        hoster,
+        name="trainer",
+        entrypoint="containers/trainer",
+        command=TRAIN,
+        mounts=[
+            {"source": "model", "target": "/mnt/remote/model"},
+            {"source": "training-config", "target": "/mnt/remote/config"},
+            {"source": "training-data", "target": "/mnt/remote/data"},
+            {"source": "trained-model", "target": "/mnt/remote/output"},
+        ],
+    )
     world.accept_contract("finetune1")
     world.vote_all(world.clients["hoster"].set_runtime_option("finetune1", "telemetry", enable=True))
 

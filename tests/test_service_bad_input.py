@@ -34,8 +34,12 @@ MAX_CONNECTIONS = 24
 
 @pytest.fixture(scope="module")
 def gov(tmp_path_factory: pytest.TempPathFactory):
-    consortium = start_consortium(tmp_path_factory.mktemp("gov") / "service", window_seconds=60,
-                                  header_timeout_seconds=HEADER_TIMEOUT, max_connections=MAX_CONNECTIONS)
+    consortium = start_consortium(
+        tmp_path_factory.mktemp("gov") / "service",
+        window_seconds=60,
+        header_timeout_seconds=HEADER_TIMEOUT,
+        max_connections=MAX_CONNECTIONS,
+    )
     yield consortium
     consortium.close()
 
@@ -55,13 +59,17 @@ def _deep(depth: int) -> bytes:
 
 
 # -- governance: malformed bodies and parameters are 400s, not 500s ----------------------------------
-@pytest.mark.parametrize(("body", "words"), [
-    (b'{"token": "\xff\xfe"}', "not UTF-8"),
-    (_deep(10_000), "nests deeper than"),
-    (_deep(100), "nests deeper than"),
-    (b'{"token": NaN}', "not JSON"),
-    (b'{"token": ', "not JSON"),
-], ids=["invalid-utf8", "nested-10000", "nested-100", "nan", "truncated"])
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b'{"token": "\xff\xfe"}', "not UTF-8"),
+        (_deep(10_000), "nests deeper than"),
+        (_deep(100), "nests deeper than"),
+        (b'{"token": NaN}', "not JSON"),
+        (b'{"token": ', "not JSON"),
+    ],
+    ids=["invalid-utf8", "nested-10000", "nested-100", "nan", "truncated"],
+)
 def test_governance_refuses_malformed_json_bodies_with_400(gov: Consortium, body: bytes, words: str) -> None:
     port, context = _gov_tls(gov)
     for path in ("/contracts/c1/events", "/contracts/c1/secrets/s/get", "/contracts/c1/ca/endorse"):
@@ -71,15 +79,18 @@ def test_governance_refuses_malformed_json_bodies_with_400(gov: Consortium, body
     assert gov.clients[0].health()["status"] == "ok"
 
 
-@pytest.mark.parametrize(("path", "words"), [
-    ("/contracts/c1/events?from_seqno=18446744073709551617", "from_seqno"),
-    ("/contracts/c1/events?from_seqno=-1", "from_seqno"),
-    ("/contracts/c1/events?wait=nan", "wait"),
-    ("/contracts/c1/events?wait=inf", "wait"),
-    ("/contracts/c1/events?wait=1e400", "wait"),
-    ("/contracts/c1/events/stream?from_seqno=99999999999999999999999", "from_seqno"),
-    ("/ledger/receipt/99999999999999999999999", "seqno"),
-])
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        ("/contracts/c1/events?from_seqno=18446744073709551617", "from_seqno"),
+        ("/contracts/c1/events?from_seqno=-1", "from_seqno"),
+        ("/contracts/c1/events?wait=nan", "wait"),
+        ("/contracts/c1/events?wait=inf", "wait"),
+        ("/contracts/c1/events?wait=1e400", "wait"),
+        ("/contracts/c1/events/stream?from_seqno=99999999999999999999999", "from_seqno"),
+        ("/ledger/receipt/99999999999999999999999", "seqno"),
+    ],
+)
 def test_governance_refuses_out_of_range_parameters_with_400(gov: Consortium, path: str, words: str) -> None:
     port, context = _gov_tls(gov)
     answer = exchange(port, context, _request("GET", path))
@@ -90,8 +101,10 @@ def test_governance_refuses_out_of_range_parameters_with_400(gov: Consortium, pa
 
 def test_governance_refuses_a_declared_huge_body_before_reading_it(gov: Consortium) -> None:
     port, context = _gov_tls(gov)
-    head = (f"PUT /contracts/big HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/cose\r\n"
-            f"content-length: {300 * 1024 * 1024}\r\n\r\n").encode()
+    head = (
+        f"PUT /contracts/big HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/cose\r\n"
+        f"content-length: {300 * 1024 * 1024}\r\n\r\n"
+    ).encode()
     with connect(port, context) as conn:
         conn.sendall(head + b"x" * 1024)  # 300 MiB announced, 1 KiB sent: the answer must not wait for more
         answer = read_response(conn)
@@ -103,8 +116,10 @@ def test_governance_stops_reading_a_chunked_body_at_the_cap(gov: Consortium, pat
     port, context = _gov_tls(gov)
     chunk = b"x" * 65536
     framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
-    head = (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/cose\r\n"
-            "transfer-encoding: chunked\r\n\r\n").encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/cose\r\n"
+        "transfer-encoding: chunked\r\n\r\n"
+    ).encode()
     with connect(port, context) as conn:
         conn.sendall(head)
         sent = 0
@@ -138,10 +153,10 @@ def test_governance_drops_clients_that_never_finish_the_tls_handshake(gov: Conso
     half = socket.create_connection(("127.0.0.1", port), timeout=10)
     half.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # the start of a ClientHello, never the rest
     try:
-        waited = [_seconds_until_tcp_closed(conn, limit=CLOSE_BOUND + 5) for conn in silent + [half]]
+        waited = [_seconds_until_tcp_closed(conn, limit=CLOSE_BOUND + 5) for conn in [*silent, half]]
         assert max(waited) < CLOSE_BOUND, waited
     finally:
-        for conn in silent + [half]:
+        for conn in [*silent, half]:
             conn.close()
 
 
@@ -221,28 +236,50 @@ def test_governance_keeps_serving_ballots_after_the_attacks(gov: Consortium) -> 
 def _spec(gov: Consortium, tmp_path: Path) -> dict[str, Any]:
     hoster, provider = gov.members[0], gov.members[1]
     store = LocalStoreSpec(path=str(tmp_path / "store"))
-    host = Fragment.new("hoster", hoster).with_application(Application(
-        name="inference", owner=hoster.member_id, entrypoint="containers/inference_server",
-        command=["python", "-m", "containers.inference_server"], ports=[8000],
-        mounts=[Mount(source="model", target="/mnt/remote/model")]))
+    host = Fragment.new("hoster", hoster).with_application(
+        Application(
+            name="inference",
+            owner=hoster.member_id,
+            entrypoint="containers/inference_server",
+            command=["python", "-m", "containers.inference_server"],
+            ports=[8000],
+            mounts=[Mount(source="model", target="/mnt/remote/model")],
+        )
+    )
     host = host.with_network_policy(host.network_policy.model_copy(update={"inbound_allow": ["POST /infer"]}))
     provide = Fragment.new("provider", provider).with_datasource("model", store)
     return merge_fragments([host, provide]).document()
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    (lambda s: s["network_policy"].update(inbound_allow=["POST /*"]), "network_policy.inbound_allow"),
-    (lambda s: s["network_policy"].update(inbound_allow=["POST /infer/x\r\nGET /admin"]), "network_policy"),
-    (lambda s: s["datasources"][0].update(name="../../etc"), "datasources.0.name"),
-    (lambda s: s["applications"][0]["mounts"][0].update(target="/mnt/../../host"), "applications.0.mounts.0.target"),
-    (lambda s: s["applications"][0].update(privileged=True), "applications.0.privileged"),
-    (lambda s: s["datasources"][0].update(owner="f" * 64), "datasources.0.owner"),
-    (lambda s: s["applications"][0]["mounts"][0].update(source="undeclared"), "applications.mounts"),
-    (lambda s: s.update(applications=[{"name": "x"}]), "applications.0"),
-], ids=["prefix-route", "crlf-route", "traversal-name", "mount-escape", "unknown-field", "foreign-owner",
-        "dangling-mount", "toy-application"])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda s: s["network_policy"].update(inbound_allow=["POST /*"]), "network_policy.inbound_allow"),
+        (lambda s: s["network_policy"].update(inbound_allow=["POST /infer/x\r\nGET /admin"]), "network_policy"),
+        (lambda s: s["datasources"][0].update(name="../../etc"), "datasources.0.name"),
+        (
+            lambda s: s["applications"][0]["mounts"][0].update(target="/mnt/../../host"),
+            "applications.0.mounts.0.target",
+        ),
+        (lambda s: s["applications"][0].update(privileged=True), "applications.0.privileged"),
+        (lambda s: s["datasources"][0].update(owner="f" * 64), "datasources.0.owner"),
+        (lambda s: s["applications"][0]["mounts"][0].update(source="undeclared"), "applications.mounts"),
+        (lambda s: s.update(applications=[{"name": "x"}]), "applications.0"),
+    ],
+    ids=[
+        "prefix-route",
+        "crlf-route",
+        "traversal-name",
+        "mount-escape",
+        "unknown-field",
+        "foreign-owner",
+        "dangling-mount",
+        "toy-application",
+    ],
+)
 def test_contract_data_that_is_not_a_valid_spec_is_refused_naming_the_field(
-        gov: Consortium, tmp_path: Path, change, field: str) -> None:
+    gov: Consortium, tmp_path: Path, change, field: str
+) -> None:
     spec = _spec(gov, tmp_path)
     gov.clients[0].create_contract(f"valid-{abs(hash(field)) % 10**6}", spec)  # the unmodified spec is fine
     bad = copy.deepcopy(spec)
@@ -278,19 +315,27 @@ class _Authority:
 def keys(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("keys")
     attestation_key = AttestationKey.load_or_create(root / "runtime")
-    server = KeyServiceServer(root / "keys", verifier=AttestationVerifier(attestation_key.public_pem),
-                              authority=_Authority(), header_timeout=HEADER_TIMEOUT).start()
+    server = KeyServiceServer(
+        root / "keys",
+        verifier=AttestationVerifier(attestation_key.public_pem),
+        authority=_Authority(),
+        header_timeout=HEADER_TIMEOUT,
+    ).start()
     context = ssl.create_default_context(cafile=str(server.tls.cert_path))
     yield int(server.url.rsplit(":", 1)[1]), context
     server.stop()
 
 
-@pytest.mark.parametrize(("body", "words"), [
-    (b'{"member_cert": "\xff", "request": "x"}', "not UTF-8"),
-    (_deep(10_000), "nests deeper than"),
-    (b'{"member_cert": 5}', "not valid"),
-    (b"[]", "not valid"),
-], ids=["invalid-utf8", "nested-10000", "wrong-type", "not-an-object"])
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b'{"member_cert": "\xff", "request": "x"}', "not UTF-8"),
+        (_deep(10_000), "nests deeper than"),
+        (b'{"member_cert": 5}', "not valid"),
+        (b"[]", "not valid"),
+    ],
+    ids=["invalid-utf8", "nested-10000", "wrong-type", "not-an-object"],
+)
 def test_key_service_refuses_malformed_bodies_with_400(keys, body: bytes, words: str) -> None:
     port, context = keys
     answer = exchange(port, context, _request("POST", "/keks", body, headers={"content-type": "application/json"}))
@@ -300,16 +345,20 @@ def test_key_service_refuses_malformed_bodies_with_400(keys, body: bytes, words:
 
 def test_key_service_caps_bodies_before_authentication(keys) -> None:
     port, context = keys
-    declared = (f"POST /keks HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-                f"content-length: {300 * 1024 * 1024}\r\n\r\n").encode()
+    declared = (
+        f"POST /keks HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"content-length: {300 * 1024 * 1024}\r\n\r\n"
+    ).encode()
     with connect(port, context) as conn:
         conn.sendall(declared)
         answer = read_response(conn)
     assert answer.status == 413 and "over the limit" in answer.one_line_error()
     chunk = b"x" * 65536
     with connect(port, context) as conn:
-        conn.sendall(b"POST /keks HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-                     b"transfer-encoding: chunked\r\n\r\n")
+        conn.sendall(
+            b"POST /keks HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
         sent = 0
         while sent <= MAX_BODY_BYTES:
             conn.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")

@@ -22,8 +22,16 @@ from core.ml.model_preparation import prepare
 from tests.ml_tiny_model import build_tiny_base, synthetic_reviews, write_parquet_splits
 
 ROOT = Path(__file__).resolve().parent.parent
-GOOD_CONFIG = {"epochs": 4, "learning_rate": 3e-3, "batch_size": 16, "max_length": 48,
-               "warmup_ratio": 0.1, "weight_decay": 0.01, "seed": 7, "eval_each_epoch": True}
+GOOD_CONFIG = {
+    "epochs": 4,
+    "learning_rate": 3e-3,
+    "batch_size": 16,
+    "max_length": 48,
+    "warmup_ratio": 0.1,
+    "weight_decay": 0.01,
+    "seed": 7,
+    "eval_each_epoch": True,
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +47,28 @@ def mounts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _args(mounts: dict[str, Path], output: Path, **override: Path) -> list[str]:
     paths = {"model": mounts["model"], "data": mounts["data"], "config": mounts["config"], **override}
-    return ["--model-dir", str(paths["model"]), "--data-dir", str(paths["data"]),
-            "--config-dir", str(paths["config"]), "--output-dir", str(output)]
+    return [
+        "--model-dir",
+        str(paths["model"]),
+        "--data-dir",
+        str(paths["data"]),
+        "--config-dir",
+        str(paths["config"]),
+        "--output-dir",
+        str(output),
+    ]
 
 
 def _run(mounts: dict[str, Path], output: Path, progress: Path, extra: list[str] = ()) -> subprocess.CompletedProcess:
     env = {**os.environ, "CLEANROOM_TELEMETRY_FILE": str(progress)}
-    return subprocess.run([sys.executable, "-m", "containers.trainer", *_args(mounts, output), *extra],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "containers.trainer", *_args(mounts, output), *extra],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +100,8 @@ def test_progress_lines_follow_the_telemetry_contract(trained: dict[str, Path]) 
     steps = [line for line in lines if line["event"] == "step"]
     evals = [line for line in lines if line["event"] == "eval"]
     assert {tuple(sorted(s)) for s in steps} == {
-        ("epoch", "event", "examples_per_s", "learning_rate", "loss", "step", "total_steps")}
+        ("epoch", "event", "examples_per_s", "learning_rate", "loss", "step", "total_steps")
+    }
     assert [s["step"] for s in steps] == list(range(10, 81, 10)) and steps[-1]["total_steps"] == 80
     assert steps[-1]["learning_rate"] == 0.0 and all(s["examples_per_s"] > 0 for s in steps)
     assert [e["epoch"] for e in evals] == [1, 2, 3, 4]
@@ -88,7 +111,7 @@ def test_progress_lines_follow_the_telemetry_contract(trained: dict[str, Path]) 
 def test_the_onnx_output_serves_what_the_trainer_measured(trained: dict[str, Path], mounts: dict[str, Path]) -> None:
     texts = pq.read_table(mounts["data"] / "test.parquet").to_pydict()
     predictions = OnnxClassifier(trained["output"]).classify(texts["text"])
-    accuracy = sum(p.label_id == y for p, y in zip(predictions, texts["label"])) / len(predictions)
+    accuracy = sum(p.label_id == y for p, y in zip(predictions, texts["label"], strict=True)) / len(predictions)
     metrics = json.loads((trained["output"] / "metrics.json").read_text())
     assert abs(accuracy - metrics["test_accuracy"]) <= 1 / len(predictions)
 
@@ -104,10 +127,15 @@ def test_same_seed_gives_the_same_run_and_another_seed_does_not(mounts: dict[str
         config.mkdir()
         (config / "training_config.json").write_text(json.dumps({**GOOD_CONFIG, "seed": seed, "max_steps": 6}))
         progress = tmp_path / f"{name}.jsonl"
-        assert main([*_args(mounts, tmp_path / name, config=config), "--progress-file", str(progress),
-                     "--log-every", "1"]) == 0
-        losses = [json.loads(line)["loss"] for line in progress.read_text().splitlines()
-                  if json.loads(line)["event"] == "step"]
+        assert (
+            main([*_args(mounts, tmp_path / name, config=config), "--progress-file", str(progress), "--log-every", "1"])
+            == 0
+        )
+        losses = [
+            json.loads(line)["loss"]
+            for line in progress.read_text().splitlines()
+            if json.loads(line)["event"] == "step"
+        ]
         runs.append((losses, _digest(tmp_path / name / "pytorch" / "model.safetensors")))
     assert len(runs[0][0]) == 6
     assert runs[0] == runs[1]
@@ -120,9 +148,21 @@ def test_sigterm_stops_cleanly_and_writes_nothing(mounts: dict[str, Path], tmp_p
     (config / "training_config.json").write_text(json.dumps({**GOOD_CONFIG, "epochs": 100, "batch_size": 2}))
     progress, output = tmp_path / "progress.jsonl", tmp_path / "out"
     process = subprocess.Popen(
-        [sys.executable, "-m", "containers.trainer", *_args(mounts, output, config=config),
-         "--progress-file", str(progress), "--log-every", "1"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "containers.trainer",
+            *_args(mounts, output, config=config),
+            "--progress-file",
+            str(progress),
+            "--log-every",
+            "1",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not (progress.exists() and progress.read_text().count("\n") >= 3):
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
@@ -134,17 +174,20 @@ def test_sigterm_stops_cleanly_and_writes_nothing(mounts: dict[str, Path], tmp_p
     assert list(output.iterdir()) == []
 
 
-@pytest.mark.parametrize(("document", "message"), [
-    ({"learning_rate": 5e-5, "batch_size": 32}, "lacks required key(s) epochs"),
-    ({**GOOD_CONFIG, "learning_rte": 1e-4}, "unknown key(s) learning_rte"),
-    ({**GOOD_CONFIG, "batch_size": "32"}, "'batch_size' is \"32\", it must be an integer"),
-    ({**GOOD_CONFIG, "epochs": True}, "'epochs' is true"),
-    ({**GOOD_CONFIG, "learning_rate": 5}, "'learning_rate' is 5"),
-    ({**GOOD_CONFIG, "max_length": 4096}, "'max_length' is 4096"),
-    ({**GOOD_CONFIG, "warmup_steps": 10}, "both warmup_ratio and warmup_steps"),
-    ({**GOOD_CONFIG, "eval_each_epoch": "yes"}, "'eval_each_epoch' is \"yes\", it must be true or false"),
-    ([1, 2], "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"learning_rate": 5e-5, "batch_size": 32}, "lacks required key(s) epochs"),
+        ({**GOOD_CONFIG, "learning_rte": 1e-4}, "unknown key(s) learning_rte"),
+        ({**GOOD_CONFIG, "batch_size": "32"}, "'batch_size' is \"32\", it must be an integer"),
+        ({**GOOD_CONFIG, "epochs": True}, "'epochs' is true"),
+        ({**GOOD_CONFIG, "learning_rate": 5}, "'learning_rate' is 5"),
+        ({**GOOD_CONFIG, "max_length": 4096}, "'max_length' is 4096"),
+        ({**GOOD_CONFIG, "warmup_steps": 10}, "both warmup_ratio and warmup_steps"),
+        ({**GOOD_CONFIG, "eval_each_epoch": "yes"}, "'eval_each_epoch' is \"yes\", it must be true or false"),
+        ([1, 2], "must be a JSON object"),
+    ],
+)
 def test_config_errors_name_the_key_and_the_valid_range(document: object, message: str) -> None:
     with pytest.raises(ConfigError) as error:
         parse_config(document)
@@ -158,8 +201,9 @@ def _expect_bad_input(args: list[str], message: str, capsys: pytest.CaptureFixtu
     assert not output.exists() or not any(output.iterdir())
 
 
-def test_config_file_problems_exit_2_before_training(mounts: dict[str, Path], tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_file_problems_exit_2_before_training(
+    mounts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     _expect_bad_input(_args(mounts, out, config=tmp_path / "missing"), "does not exist", capsys, out)
     (tmp_path / "broken").mkdir()
@@ -171,8 +215,9 @@ def test_config_file_problems_exit_2_before_training(mounts: dict[str, Path], tm
     _expect_bad_input(_args(mounts, out, config=tmp_path / "two"), "found 2 .json files", capsys, out)
 
 
-def test_dataset_problems_exit_2_before_training(mounts: dict[str, Path], tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_dataset_problems_exit_2_before_training(
+    mounts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     only_train = write_parquet_splits(tmp_path / "only-train", {"train": 10})
     _expect_bad_input(_args(mounts, out, data=only_train), "lacks split(s) validation", capsys, out)
@@ -193,8 +238,9 @@ def test_dataset_problems_exit_2_before_training(mounts: dict[str, Path], tmp_pa
     _expect_bad_input(_args(mounts, out, data=tmp_path / "damaged"), "not readable parquet", capsys, out)
 
 
-def test_model_and_output_problems_exit_2(mounts: dict[str, Path], tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_model_and_output_problems_exit_2(
+    mounts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     pickled = tmp_path / "pickled"
     pickled.mkdir()

@@ -11,8 +11,14 @@ import pytest
 from core.crypto.envelope import HEADER_SIZE, TAG_SIZE
 from core.errors import IntegrityError, InvalidInputError, NotFoundError
 from core.storage.blobstore import BlobStore
-from core.storage.transfer import (DATA_PREFIX, MANIFEST_BLOB, TransferStatus, download_folder,
-                                   read_manifest, upload_folder)
+from core.storage.transfer import (
+    DATA_PREFIX,
+    MANIFEST_BLOB,
+    TransferStatus,
+    download_folder,
+    read_manifest,
+    upload_folder,
+)
 
 CHUNK = 4096
 DEK = bytes(range(32))
@@ -52,8 +58,9 @@ def _read(store: BlobStore, container: str, name: str) -> bytes:
         return handle.read()
 
 
-def test_round_trip_byte_for_byte_with_progress(blob_store: BlobStore, container: str, dataset: Path,
-                                                tmp_path: Path) -> None:
+def test_round_trip_byte_for_byte_with_progress(
+    blob_store: BlobStore, container: str, dataset: Path, tmp_path: Path
+) -> None:
     seen: list[TransferStatus] = []
     manifest = _upload(blob_store, container, dataset, progress=seen.append)
     assert seen[-1].bytes_done == seen[-1].bytes_total == sum(len(v) for v in _tree(dataset).values())
@@ -70,15 +77,17 @@ def test_round_trip_byte_for_byte_with_progress(blob_store: BlobStore, container
     assert seen[-1].bytes_done == seen[-1].bytes_total
 
 
-def test_reupload_replaces_the_previous_upload(blob_store: BlobStore, container: str, dataset: Path,
-                                               tmp_path: Path) -> None:
+def test_reupload_replaces_the_previous_upload(
+    blob_store: BlobStore, container: str, dataset: Path, tmp_path: Path
+) -> None:
     first = _upload(blob_store, container, dataset)
     (dataset / "train.csv").unlink()
     (dataset / "new.txt").write_bytes(b"new")
     second = _upload(blob_store, container, dataset)
     assert second.upload_id != first.upload_id
-    assert all(info.name.startswith(f"{DATA_PREFIX}{second.upload_id}/")
-               for info in blob_store.list(container, DATA_PREFIX))
+    assert all(
+        info.name.startswith(f"{DATA_PREFIX}{second.upload_id}/") for info in blob_store.list(container, DATA_PREFIX)
+    )
     download_folder(blob_store, container, DEK, tmp_path / "out", label=LABEL)
     assert _tree(tmp_path / "out") == _tree(dataset)
 
@@ -118,17 +127,19 @@ def test_flipped_byte_in_a_stored_chunk(blob_store: BlobStore, container: str, d
     sealed = bytearray(_read(blob_store, container, name))
     sealed[HEADER_SIZE + 2 * (CHUNK + TAG_SIZE) + 17] ^= 0x04
     _rewrite(blob_store, container, name, bytes(sealed))
-    _assert_failing_file_not_written(blob_store, container, tmp_path / "out",
-                                     "file 'train.csv': chunk 2 failed authentication")
+    _assert_failing_file_not_written(
+        blob_store, container, tmp_path / "out", "file 'train.csv': chunk 2 failed authentication"
+    )
 
 
 def test_truncated_blob(blob_store: BlobStore, container: str, dataset: Path, tmp_path: Path) -> None:
     _upload(blob_store, container, dataset)
     name = _blob(blob_store, container, "train.csv")
     sealed = _read(blob_store, container, name)
-    _rewrite(blob_store, container, name, sealed[:HEADER_SIZE + 3 * (CHUNK + TAG_SIZE)])
-    _assert_failing_file_not_written(blob_store, container, tmp_path / "out",
-                                     "file 'train.csv' is truncated after chunk 2")
+    _rewrite(blob_store, container, name, sealed[: HEADER_SIZE + 3 * (CHUNK + TAG_SIZE)])
+    _assert_failing_file_not_written(
+        blob_store, container, tmp_path / "out", "file 'train.csv' is truncated after chunk 2"
+    )
 
 
 def test_swapped_chunks(blob_store: BlobStore, container: str, dataset: Path, tmp_path: Path) -> None:
@@ -137,11 +148,12 @@ def test_swapped_chunks(blob_store: BlobStore, container: str, dataset: Path, tm
     sealed = _read(blob_store, container, name)
     step = CHUNK + TAG_SIZE
     header, body = sealed[:HEADER_SIZE], sealed[HEADER_SIZE:]
-    chunks = [body[i:i + step] for i in range(0, len(body), step)]
+    chunks = [body[i : i + step] for i in range(0, len(body), step)]
     chunks[0], chunks[1] = chunks[1], chunks[0]
     _rewrite(blob_store, container, name, header + b"".join(chunks))
-    _assert_failing_file_not_written(blob_store, container, tmp_path / "out",
-                                     "file 'train.csv': chunk 0 failed authentication")
+    _assert_failing_file_not_written(
+        blob_store, container, tmp_path / "out", "file 'train.csv': chunk 0 failed authentication"
+    )
 
 
 def test_blobs_swapped_between_files(blob_store: BlobStore, container: str, dataset: Path, tmp_path: Path) -> None:
@@ -158,5 +170,4 @@ def test_blobs_swapped_between_files(blob_store: BlobStore, container: str, data
 def test_deleted_blob(blob_store: BlobStore, container: str, dataset: Path, tmp_path: Path) -> None:
     _upload(blob_store, container, dataset)
     blob_store.delete(container, _blob(blob_store, container, "train.csv"))
-    _assert_failing_file_not_written(blob_store, container, tmp_path / "out",
-                                     "file 'train.csv' is missing")
+    _assert_failing_file_not_written(blob_store, container, tmp_path / "out", "file 'train.csv' is missing")

@@ -10,6 +10,7 @@ from core.engine import PersonaEngine
 from core.workspace import Workspace
 from tests.cli_runner import cleanroom
 from tui.app import CleanroomConsole
+from tui.screens.confirm import FolderPromptScreen
 from tui.widgets.data import DataView
 
 pytestmark = pytest.mark.anyio
@@ -42,7 +43,13 @@ async def test_data_view_lists_the_personas_datasources_and_datasinks(tmp_path: 
         assert table.row_count == 2
         assert "read-only mount" in str(table.get_row_at(0)[2]) and "write-only" in str(table.get_row_at(1)[2])
         assert not view.assets[0].uploaded
-        assert view.check_action("download", ()) is None, "nothing uploaded yet: download is dimmed"
+        assert view.idle_reason("download") == "nothing uploaded to datasource 'model' yet"
+        await pilot.press("d")  # a key with nothing to act on says so instead of doing nothing
+        await pilot.pause()
+        assert not isinstance(app.screen, FolderPromptScreen)
+        assert ("Nothing to do", "nothing uploaded to datasource 'model' yet") in [
+            (n.title, n.message) for n in app._notifications
+        ]
 
 
 async def test_upload_then_download_from_the_data_view_round_trips_the_bytes(tmp_path: Path) -> None:
@@ -94,7 +101,8 @@ def test_console_refuses_a_missing_workspace(tmp_path: Path) -> None:
     assert outcome.code == 3
     assert outcome.stderr.strip().splitlines() == [
         f"error: no workspace at {(tmp_path / 'nowhere').resolve()}; create one with "
-        "`cleanroom --workspace DIR config init --persona NAME`"]
+        "`cleanroom --workspace DIR config init --persona NAME`"
+    ]
 
 
 def test_console_help_has_an_example() -> None:

@@ -13,7 +13,7 @@ from core.governance import launcher
 from core.governance.client import GovernanceClient, deploy_to_workspace
 from core.workspace import Workspace
 from tui.app import CleanroomConsole
-from tui.screens.confirm import KillSwitchScreen, VoteScreen
+from tui.screens.confirm import ConfirmScreen, KillSwitchScreen, VoteScreen
 from tui.widgets.deployments import DeploymentsView
 from tui.widgets.ledger import LedgerView
 from tui.widgets.proposals import ProposalsView
@@ -91,8 +91,12 @@ async def test_accept_through_the_modal_records_exactly_one_signed_ballot(consor
         marks = row[5].plain.split()
         column = [m.member_id for m in view.members].index(consumer.member_id)
         assert marks[column] == "✔" and marks.count("✔") == 1 and marks.count("·") == 2
-        assert any("Ballot signed" == n.title for n in app._notifications)
-        assert view.check_action("vote", (True,)) is None, "already voted: dimmed, not offered again"
+        assert any(n.title == "Ballot signed" for n in app._notifications)
+        assert view.idle_reason("vote") == (f"you already voted accept on {proposal_id[:10]}: a signed ballot is final")
+        await pilot.press("r")  # a second ballot: the key says why nothing happens
+        await pilot.pause()
+        assert not isinstance(app.screen, VoteScreen)
+        assert [n.message for n in app._notifications if n.title == "Nothing to do"] == [view.idle_reason("vote")]
 
         # the ledger holds that ballot, signed by the consumer, and verifies
         app.screen.show_view("ledger")
@@ -129,17 +133,20 @@ async def test_closed_proposals_offer_no_vote_and_only_the_proposer_may_withdraw
     async with app.run_test(size=SIZE) as pilot:
         view = await open_console(pilot, "f4", withdrawn)
         assert view.selected.state == "Withdrawn"
-        assert view.check_action("vote", (True,)) is False
-        assert view.check_action("withdraw", ()) is False
+        assert view.idle_reason("vote") == f"proposal {withdrawn[:10]} is Withdrawn: voting is over"
         await pilot.press("a")
         await pilot.pause()
         assert not isinstance(app.screen, VoteScreen), "a closed proposal opens no vote"
+        assert f"proposal {withdrawn[:10]} is Withdrawn: voting is over" in [n.message for n in app._notifications]
 
         view = await open_console(pilot, "f4", open_one)
-        assert view.check_action("vote", (True,)) is True
-        assert view.check_action("withdraw", ()) is False, "the consumer did not propose it"
+        assert view.idle_reason("vote") is None
+        assert view.idle_reason("withdraw") == f"only its proposer (hoster) can withdraw {open_one[:10]}"
+        await pilot.press("w")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen), "not the consumer's to withdraw"
         view = await open_console(pilot, "f2", open_one)
-        assert view.check_action("withdraw", ()) is True, "the hoster proposed it"
+        assert view.idle_reason("withdraw") is None, "the hoster proposed it"
     assert ballots_at_service(consortium["hoster"], withdrawn) == {}
 
 
@@ -147,8 +154,9 @@ async def test_detail_pane_diffs_against_the_previous_version(consortium) -> Non
     with GovernanceClient.from_workspace(consortium["hoster"]) as gov:
         contract = gov.create_contract("finetune-1", {"drafts": [{"name": "trainer-v1"}]})
         first = gov.propose_contract("finetune-1", contract["version"])["proposalId"]
-        contract = gov.update_contract("finetune-1", {"drafts": [{"name": "trainer-v2"}]},
-                                       gov.contract("finetune-1")["version"])
+        contract = gov.update_contract(
+            "finetune-1", {"drafts": [{"name": "trainer-v2"}]}, gov.contract("finetune-1")["version"]
+        )
         second = gov.propose_contract("finetune-1", contract["version"])["proposalId"]
     app = CleanroomConsole([PersonaEngine(consortium[p]) for p in PERSONAS], background=False)
     async with app.run_test(size=SIZE) as pilot:
@@ -200,6 +208,6 @@ async def test_evaluating_a_contract_that_is_not_running_says_so(consortium) -> 
         await app.workers.wait_for_complete()
         await pilot.pause()
         errors = [n.message for n in app._notifications if n.severity == "error"]
-        assert errors == ["contract inference-1 has no running clean room with an ingress; "
-                          "deploy it first (`cleanroom deployment start`)"]
+        assert len(errors) == 1 and "inference-1" in errors[0]
+        assert "no running clean room" in errors[0] and "cleanroom deployment start" in errors[0]
         assert app.is_running

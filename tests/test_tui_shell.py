@@ -29,8 +29,11 @@ def engines(tmp_path: Path) -> list[PersonaEngine]:
 
 
 def footer_keys(app: CleanroomConsole) -> set[str]:
-    return {binding.id for _, binding, enabled, _ in app.screen.active_bindings.values()
-            if binding.id and binding.show and enabled}
+    return {
+        binding.id
+        for _, binding, enabled, _ in app.screen.active_bindings.values()
+        if binding.id and binding.show and enabled
+    }
 
 
 async def test_function_keys_switch_persona_and_each_keeps_its_own_screen_stack(engines) -> None:
@@ -115,8 +118,10 @@ async def test_read_only_hides_every_mutating_action(engines) -> None:
 async def test_a_failing_worker_shows_a_toast_and_the_app_keeps_running(tmp_path: Path) -> None:
     workspace = Workspace.init(tmp_path / "consumer", "consumer")
     service_cert = (workspace.identity_dir / "member_cert.pem").read_text()  # any PEM certificate
-    workspace.settings["governance"] = {"endpoint": "https://127.0.0.1:9",  # nothing listens there
-                                        "service_cert_pem": service_cert}
+    workspace.settings["governance"] = {
+        "endpoint": "https://127.0.0.1:9",  # nothing listens there
+        "service_cert_pem": service_cert,
+    }
     workspace.save()
     app = CleanroomConsole([PersonaEngine(workspace)], background=False)
     async with app.run_test(size=SIZE) as pilot:

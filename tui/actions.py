@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 
 @dataclass(frozen=True)
@@ -28,64 +28,153 @@ class ConsoleAction:
         return self.action_id.split(".", 1)[0]
 
     def binding(self) -> Binding:
-        return Binding(self.key, self.method, self.title, show=self.show, priority=self.priority,
-                       id=self.action_id)
+        return Binding(self.key, self.method, self.title, show=self.show, priority=self.priority, id=self.action_id)
 
 
 ACTIONS: tuple[ConsoleAction, ...] = (
     # app-wide
     # the persona tab line already shows F2/F3/F4 with names, so the footer does not repeat them
-    ConsoleAction("app.persona-1", "f2", "switch_persona(0)", "Persona 1",
-                  "Switch to the first persona tab.", show=False, priority=True),
-    ConsoleAction("app.persona-2", "f3", "switch_persona(1)", "Persona 2",
-                  "Switch to the second persona tab.", show=False, priority=True),
-    ConsoleAction("app.persona-3", "f4", "switch_persona(2)", "Persona 3",
-                  "Switch to the third persona tab.", show=False, priority=True),
+    ConsoleAction(
+        "app.persona-1",
+        "f2",
+        "switch_persona(0)",
+        "Persona 1",
+        "Switch to the first persona tab.",
+        show=False,
+        priority=True,
+    ),
+    ConsoleAction(
+        "app.persona-2",
+        "f3",
+        "switch_persona(1)",
+        "Persona 2",
+        "Switch to the second persona tab.",
+        show=False,
+        priority=True,
+    ),
+    ConsoleAction(
+        "app.persona-3",
+        "f4",
+        "switch_persona(2)",
+        "Persona 3",
+        "Switch to the third persona tab.",
+        show=False,
+        priority=True,
+    ),
     ConsoleAction("app.help", "f1", "help", "Help", "Show the keys of the focused view."),
-    ConsoleAction("app.live", "f5", "toggle_live", "Live/Pause",
-                  "Pause or resume the live event feed (the context bar shows LIVE or PAUSED).",
-                  priority=True),
+    ConsoleAction(
+        "app.live",
+        "f5",
+        "toggle_live",
+        "Live/Pause",
+        "Pause or resume the live event feed (the context bar shows LIVE or PAUSED).",
+        priority=True,
+    ),
     ConsoleAction("app.refresh", "ctrl+r", "refresh_view", "Refresh", "Reload the current view."),
     # views of a persona screen (digits: an Input that has focus takes them as text first)
-    ConsoleAction("views.proposals", "1", "show_view('proposals')", "Proposals",
-                  "Show proposals and contracts.", show=False),
-    ConsoleAction("views.deployments", "2", "show_view('deployments')", "Deployments",
-                  "Show deployments and their logs.", show=False),
-    ConsoleAction("views.training", "3", "show_view('training')", "Training",
-                  "Show the training monitor.", show=False),
-    ConsoleAction("views.inference", "4", "show_view('inference')", "Inference",
-                  "Show the inference view.", show=False),
-    ConsoleAction("views.data", "5", "show_view('data')", "Data",
-                  "Show this persona's datasources and datasinks.", show=False),
-    ConsoleAction("views.ledger", "6", "show_view('ledger')", "Ledger",
-                  "Show the ledger.", show=False),
+    ConsoleAction(
+        "views.proposals", "1", "show_view('proposals')", "Proposals", "Show proposals and contracts.", show=False
+    ),
+    ConsoleAction(
+        "views.deployments",
+        "2",
+        "show_view('deployments')",
+        "Deployments",
+        "Show deployments and their logs.",
+        show=False,
+    ),
+    ConsoleAction("views.training", "3", "show_view('training')", "Training", "Show the training monitor.", show=False),
+    ConsoleAction(
+        "views.inference", "4", "show_view('inference')", "Inference", "Show the inference view.", show=False
+    ),
+    ConsoleAction(
+        "views.data", "5", "show_view('data')", "Data", "Show this persona's datasources and datasinks.", show=False
+    ),
+    ConsoleAction("views.ledger", "6", "show_view('ledger')", "Ledger", "Show the ledger.", show=False),
+    # on a persona screen only, so they never fire from a modal (where q closes help, y/n answer)
+    ConsoleAction(
+        "views.help", "question_mark", "app.help", "Help", "Show the keys of the focused view (as F1 does).", show=False
+    ),
+    ConsoleAction(
+        "views.quit",
+        "q",
+        "app.quit",
+        "Quit",
+        "Quit the console; while clean rooms run it asks first, as Ctrl+Q does.",
+        show=False,
+    ),
     # proposals
-    ConsoleAction("proposals.filter", "slash", "filter", "Filter",
-                  "Filter proposals by id, action, contract, proposer or state."),
-    ConsoleAction("proposals.accept", "a", "vote(True)", "Accept",
-                  "Accept the selected open proposal (asks for confirmation).", mutating=True),
-    ConsoleAction("proposals.reject", "r", "vote(False)", "Reject",
-                  "Reject the selected open proposal (asks for confirmation).", mutating=True),
-    ConsoleAction("proposals.withdraw", "w", "withdraw", "Withdraw",
-                  "Withdraw an open proposal you made (asks for confirmation).", mutating=True),
+    ConsoleAction(
+        "proposals.filter", "slash", "filter", "Filter", "Filter proposals by id, action, contract, proposer or state."
+    ),
+    ConsoleAction(
+        "proposals.accept",
+        "a",
+        "vote(True)",
+        "Accept",
+        "Accept the selected open proposal (asks for confirmation).",
+        mutating=True,
+    ),
+    ConsoleAction(
+        "proposals.reject",
+        "r",
+        "vote(False)",
+        "Reject",
+        "Reject the selected open proposal (asks for confirmation).",
+        mutating=True,
+    ),
+    ConsoleAction(
+        "proposals.withdraw",
+        "w",
+        "withdraw",
+        "Withdraw",
+        "Withdraw an open proposal you made (asks for confirmation).",
+        mutating=True,
+    ),
     # ledger
-    ConsoleAction("ledger.verify", "v", "verify", "Verify",
-                  "Verify the whole ledger chain and its signed checkpoints."),
+    ConsoleAction(
+        "ledger.verify", "v", "verify", "Verify", "Verify the whole ledger chain and its signed checkpoints."
+    ),
     # data
-    ConsoleAction("data.upload", "u", "upload", "Upload",
-                  "Encrypt a local folder and upload it as the selected datasource.", mutating=True),
-    ConsoleAction("data.download", "d", "download", "Download",
-                  "Download and decrypt the selected datasource or datasink into a folder."),
+    ConsoleAction(
+        "data.upload",
+        "u",
+        "upload",
+        "Upload",
+        "Encrypt a local folder and upload it as the selected datasource.",
+        mutating=True,
+    ),
+    ConsoleAction(
+        "data.download",
+        "d",
+        "download",
+        "Download",
+        "Download and decrypt the selected datasource or datasink into a folder.",
+    ),
     # deployments
-    ConsoleAction("deployments.stop", "s", "stop", "Stop",
-                  "Stop the selected deployment (asks for confirmation).", mutating=True),
-    ConsoleAction("deployments.kill", "k", "kill_switch", "Kill switch",
-                  "Disable execution of the contract (confirm by typing its id).", mutating=True),
-    ConsoleAction("deployments.follow", "end", "follow", "Follow log",
-                  "Jump to the end of the log and resume following it."),
+    ConsoleAction(
+        "deployments.stop", "s", "stop", "Stop", "Stop the selected deployment (asks for confirmation).", mutating=True
+    ),
+    ConsoleAction(
+        "deployments.kill",
+        "k",
+        "kill_switch",
+        "Kill switch",
+        "Disable execution of the contract (confirm by typing its id).",
+        mutating=True,
+    ),
+    ConsoleAction(
+        "deployments.follow", "end", "follow", "Follow log", "Jump to the end of the log and resume following it."
+    ),
     # inference
-    ConsoleAction("inference.run", "e", "run_evaluation", "Evaluate",
-                  "Run the consumer's test set against the contract's endpoint.", mutating=True),
+    ConsoleAction(
+        "inference.run",
+        "e",
+        "run_evaluation",
+        "Evaluate",
+        "Run the consumer's test set against the contract's endpoint.",
+        mutating=True,
+    ),
 )
 
 BY_ID: dict[str, ConsoleAction] = {action.action_id: action for action in ACTIONS}
@@ -95,7 +184,7 @@ def actions_for(view: str, *, read_only: bool = False) -> list[ConsoleAction]:
     return [a for a in ACTIONS if a.view == view and not (read_only and a.mutating)]
 
 
-def bindings_for(view: str) -> list[Binding]:
+def bindings_for(view: str) -> list[BindingType]:
     """Bindings are declared in full; ``check_action`` hides mutating ones in read-only mode."""
     return [action.binding() for action in actions_for(view)]
 

@@ -3,7 +3,8 @@
 The app owns what is shared between personas (themes, read-only, LIVE/PAUSED, the palette)
 and the background feeds: endpoint health, proposal refresh and each persona's event stream.
 Everything that talks to a service runs in a worker thread; an error becomes a toast and the
-app keeps running.
+app keeps running. Given ``preferences`` (``cleanroom console`` passes the XDG file), the theme
+and the last persona are restored at start and remembered when they change.
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.dom import DOMNode
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Input
+from textual.widgets import DataTable, Input
 from textual.worker import get_current_worker
 
 from core.engine import CleanroomEvent, EndpointHealth, PersonaEngine
+from core.runtime.lifecycle import ApplicationState, LifecycleEvent
 from themes import ALIASES, CSS_PATH, DEFAULT_THEME, THEMES
 from tui.actions import ACTIONS, actions_for, is_mutating
+from tui.preferences import ConsolePreferences
 from tui.screens.confirm import QuitScreen
 from tui.screens.help import HelpScreen
 from tui.screens.persona import VIEW_TABS, PersonaScreen
@@ -58,13 +62,21 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
     CSS_PATH = CSS_PATH
     ENABLE_COMMAND_PALETTE = True
     BINDINGS: ClassVar[list[BindingType]] = [
-        a.binding() for a in actions_for("app")] + [
+        *(a.binding() for a in actions_for("app")),
         Binding("ctrl+q", "quit", "Quit", id="app.quit"),
     ]
 
-    def __init__(self, engines: list[PersonaEngine], *, read_only: bool = False,
-                 theme: str | None = None, now: Callable[[], float] = time.time,
-                 background: bool = True, scenario: Scenario | None = None) -> None:
+    def __init__(
+        self,
+        engines: list[PersonaEngine],
+        *,
+        read_only: bool = False,
+        theme: str | None = None,
+        now: Callable[[], float] = time.time,
+        background: bool = True,
+        scenario: Scenario | None = None,
+        preferences: ConsolePreferences | None = None,
+    ) -> None:
         super().__init__()
         if not engines:
             raise ValueError("the console needs at least one persona workspace")
@@ -87,6 +99,9 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
         self.paused_events: list[EngineEvent] = []
         for definition in THEMES.values():
             self.register_theme(definition)
+        self.preferences = preferences
+        if theme is None and preferences is not None and preferences.theme in THEMES:
+            theme = preferences.theme  # an explicit --theme wins over the remembered one
         self.theme = ALIASES.get(theme or "", theme or DEFAULT_THEME)
         personas = [engine.persona for engine in engines]
         for index, engine in enumerate(engines):
@@ -96,10 +111,8 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
     def mode_name(index: int) -> str:
         return f"persona-{index}"
 
-    def _screen_factory(self, index: int, engine: PersonaEngine,
-                        personas: list[str]) -> Callable[[], Screen]:
-        return lambda: PersonaScreen(engine, index=index, personas=personas,
-                                     read_only=self.read_only, now=self.now)
+    def _screen_factory(self, index: int, engine: PersonaEngine, personas: list[str]) -> Callable[[], Screen]:
+        return lambda: PersonaScreen(engine, index=index, personas=personas, read_only=self.read_only, now=self.now)
 
     def on_ready(self) -> None:
         self._freeze_long_lived()
@@ -112,7 +125,11 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
         gc.freeze()
 
     def on_mount(self) -> None:
-        self.switch_mode(self.mode_name(0))
+        self.switch_mode(self.mode_name(self._remembered_persona()))
+        if self.preferences is not None:
+            if self.preferences.warning:
+                self.notify(self.preferences.warning, title="Preferences", severity="warning", timeout=8)
+            self.theme_changed_signal.subscribe(self, lambda _theme: self._remember())
         if self.background:
             self.set_interval(HEALTH_SECONDS, self.check_health)
             self.set_interval(PROPOSALS_SECONDS, self.refresh_proposals)
@@ -128,21 +145,50 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
     def persona_screen(self, index: int | None = None) -> PersonaScreen:
         mode = self.mode_name(self.persona_index if index is None else index)
         stack = self._screen_stacks.get(mode)
-        if not stack:
+        base = stack[0] if stack else None  # the base of that persona's own stack
+        if not isinstance(base, PersonaScreen):
             raise LookupError(f"persona {index} has not been opened yet")
-        return stack[0]  # the base of that persona's own stack
+        return base
 
     def action_switch_persona(self, index: int) -> None:
         if 0 <= index < len(self.engines):
             self.switch_mode(self.mode_name(index))
             self.call_after_refresh(self._freeze_long_lived)  # a persona opened for the first time
+            self._remember()
+
+    # preferences ------------------------------------------------------------------------
+    def _remembered_persona(self) -> int:
+        wanted = self.preferences.persona if self.preferences is not None else None
+        return next((i for i, engine in enumerate(self.engines) if engine.persona == wanted), 0)
+
+    def _remember(self) -> None:
+        preferences = self.preferences
+        if preferences is None or not self.current_mode:
+            return
+        persona = self.engines[self.persona_index].persona
+        if (preferences.theme, preferences.persona) != (self.theme, persona):
+            preferences.theme, preferences.persona = self.theme, persona
+            self._save_preferences(preferences)
+
+    @work(thread=True, exclusive=True, group="preferences", exit_on_error=False)
+    def _save_preferences(self, preferences: ConsolePreferences) -> None:
+        """Off the UI thread: an fsync must not hold up the key that switched persona."""
+        try:
+            preferences.save()
+        except OSError as exc:
+            self.call_from_thread(
+                self.notify,
+                f"could not remember the theme and persona in {preferences.path}: {exc.strerror or exc}",
+                title="Preferences",
+                severity="warning",
+            )
 
     def action_help(self) -> None:
         view = self.focused_view()
         self.push_screen(HelpScreen(view, read_only=self.read_only))
 
     def focused_view(self) -> str:
-        node = self.focused
+        node: DOMNode | None = self.focused
         while node is not None:
             view = getattr(node, "VIEW_ID", None)
             if view:
@@ -171,9 +217,7 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.read_only and is_mutating(action):
             return False
-        if action == "switch_persona" and parameters and int(parameters[0]) >= len(self.engines):
-            return False
-        return True
+        return not (action == "switch_persona" and parameters and int(str(parameters[0])) >= len(self.engines))
 
     # background feeds -------------------------------------------------------------------
     def check_health(self) -> None:
@@ -247,21 +291,28 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
             self._toast_for(event)
 
     def _toast_for(self, event: CleanroomEvent) -> None:
-        if event.kind == "exited":
+        if event.kind == LifecycleEvent.EXITED:
             codes = dict(event.data.get("exit_codes", {}))
             failed = {app: code for app, code in codes.items() if code != 0}
             detail = ", ".join(f"{app} {code}" for app, code in sorted(codes.items())) or "no applications"
-            self.notify(f"contract {event.contract_id} exited ({detail})", title="Deployment exited",
-                        severity="error" if failed else "information")
-        elif event.kind == "failed":
-            self.notify(f"contract {event.contract_id}: {event.data.get('reason', 'failed')}",
-                        title="Deployment failed", severity="error")
+            self.notify(
+                f"contract {event.contract_id} exited ({detail})",
+                title="Deployment exited",
+                severity="error" if failed else "information",
+            )
+        elif event.kind == LifecycleEvent.FAILED:
+            self.notify(
+                f"contract {event.contract_id}: {event.data.get('reason', 'failed')}",
+                title="Deployment failed",
+                severity="error",
+            )
 
     def on_proposals_view_voted(self, message: ProposalsView.Voted) -> None:
         proposal = message.proposal
         choice = "accepted" if message.accept else "rejected"
-        self.notify(f"you {choice} {proposal.action} {proposal.proposal_id[:10]}; now {proposal.state}",
-                    title="Ballot signed")
+        self.notify(
+            f"you {choice} {proposal.action} {proposal.proposal_id[:10]}; now {proposal.state}", title="Ballot signed"
+        )
 
     # the embedded scenario ---------------------------------------------------------------
     def run_scenario_step(self, persona: str) -> None:
@@ -324,8 +375,7 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
 
         running = [f"clean room '{contract_id}' ({state})" for contract_id, state in running_deployments(self.scenario)]
         if self.running_step is not None:
-            running.append(f"step {self.running_step.key!r}: {self.running_step.persona} "
-                           f"{self.running_step.title}")
+            running.append(f"step {self.running_step.key!r}: {self.running_step.persona} {self.running_step.title}")
         return running
 
     async def action_quit(self) -> None:
@@ -357,21 +407,22 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
     # command palette --------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         for index, engine in enumerate(self.engines):
-            yield SystemCommand(f"Persona: {engine.persona}", f"Act as {engine.persona} "
-                                f"(member {engine.short_member_id})",
-                                lambda i=index: self.action_switch_persona(i))
+            yield SystemCommand(
+                f"Persona: {engine.persona}",
+                f"Act as {engine.persona} (member {engine.short_member_id})",
+                lambda i=index: self.action_switch_persona(i),
+            )
         for name in THEMES:
-            yield SystemCommand(f"Theme: {name}", "Switch the colour theme",
-                                lambda n=name: setattr(self, "theme", n))
+            yield SystemCommand(f"Theme: {name}", "Switch the colour theme", lambda n=name: setattr(self, "theme", n))
         if isinstance(screen, PersonaScreen):
             for view, title in VIEW_TABS:
-                yield SystemCommand(f"View: {title}", f"Show the {title.lower()} view",
-                                    lambda v=view, s=screen: s.show_view(v))
+                yield SystemCommand(
+                    f"View: {title}", f"Show the {title.lower()} view", lambda v=view, s=screen: s.show_view(v)
+                )
             yield from self._scenario_steps(screen)
         for action in ACTIONS:
             if action.view == "app" and not (self.read_only and action.mutating):
-                yield SystemCommand(action.title, action.help,
-                                    lambda a=action: self.run_action(a.method))
+                yield SystemCommand(action.title, action.help, lambda a=action: self.run_action(a.method))
         yield SystemCommand("Quit", "Quit the console (asks first while clean rooms run)", self.request_quit)
 
     def _scenario_steps(self, screen: PersonaScreen) -> Iterable[SystemCommand]:
@@ -388,39 +439,56 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
                 yield SystemCommand(
                     f"Next: vote on {proposal.action} {proposal.proposal_id[:10]}",
                     f"contract {proposal.contract_id}: still waiting for your ballot",
-                    lambda p=proposal, s=screen: self._select_proposal(s, p.proposal_id))
+                    lambda p=proposal, s=screen: self._select_proposal(s, p.proposal_id),
+                )
         for asset in screen.query_one(DataView).assets:
             if asset.kind == "datasource" and not asset.uploaded:
-                yield SystemCommand(f"Next: upload datasource {asset.name}",
-                                    "encrypt a local folder with its DEK and upload it",
-                                    lambda s=screen: s.show_view("data"))
+                yield SystemCommand(
+                    f"Next: upload datasource {asset.name}",
+                    "encrypt a local folder with its DEK and upload it",
+                    lambda s=screen: s.show_view("data"),
+                )
         for status in screen.query_one(DeploymentsView).statuses:
-            if status.state == "running":
-                yield SystemCommand(f"Next: evaluate {status.contract_id}",
-                                    "run your test set against its endpoint and watch accuracy",
-                                    lambda c=status.contract_id, s=screen: self._prepare_evaluation(s, c))
+            if status.state == ApplicationState.RUNNING:
+                yield SystemCommand(
+                    f"Next: evaluate {status.contract_id}",
+                    "run your test set against its endpoint and watch accuracy",
+                    lambda c=status.contract_id, s=screen: self._prepare_evaluation(s, c),
+                )
 
     def _scenario_next(self, screen: PersonaScreen) -> Iterable[SystemCommand]:
         assert self.scenario is not None
         persona = screen.engine.persona
         done, total = self.scenario.progress
         if self.running_step is not None:
-            yield SystemCommand(f"Scenario: {self.running_step.title} is running",
-                                f"step {done + 1}/{total}; the context bar shows its progress", lambda: None)
+            yield SystemCommand(
+                f"Scenario: {self.running_step.title} is running",
+                f"step {done + 1}/{total}; the context bar shows its progress",
+                lambda: None,
+            )
             return
         step = self.scenario.next_step()
         if step is None:
-            yield SystemCommand("Scenario: complete", f"all {total} steps done; results in "
-                                f"{self.scenario.root / 'demo.json'}", lambda: None)
+            yield SystemCommand(
+                "Scenario: complete",
+                f"all {total} steps done; results in {self.scenario.root / 'demo.json'}",
+                lambda: None,
+            )
         elif step.persona in (persona, "all"):
-            yield SystemCommand(f"Next: {step.title}", f"step {done + 1}/{total} ({step.phase}) as {persona}: "
-                                f"{step.commands[0]}", lambda: self.run_scenario_step(persona))
+            yield SystemCommand(
+                f"Next: {step.title}",
+                f"step {done + 1}/{total} ({step.phase}) as {persona}: "
+                f"{step.commands[0] if step.commands else step.title}",
+                lambda: self.run_scenario_step(persona),
+            )
         else:
             index = next((i for i, e in enumerate(self.engines) if e.persona == step.persona), None)
             if index is not None:
-                yield SystemCommand(f"Next: switch to {step.persona} to {step.title}",
-                                    f"step {done + 1}/{total} is {step.persona}'s to take",
-                                    lambda: self.action_switch_persona(index))
+                yield SystemCommand(
+                    f"Next: switch to {step.persona} to {step.title}",
+                    f"step {done + 1}/{total} is {step.persona}'s to take",
+                    lambda: self.action_switch_persona(index),
+                )
 
     @staticmethod
     def _prepare_evaluation(screen: PersonaScreen, contract_id: str) -> None:
@@ -433,6 +501,6 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
     def _select_proposal(screen: PersonaScreen, proposal_id: str) -> None:
         screen.show_view("proposals")
         view = screen.query_one(ProposalsView)
-        table = view.query_one("#proposals-table")
+        table = view.query_one("#proposals-table", DataTable)
         table.move_cursor(row=table.get_row_index(proposal_id))
         table.focus()

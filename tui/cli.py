@@ -2,8 +2,10 @@
 
 Verb groups live in ``tui.commands.*`` and are imported only when invoked, so
 ``cleanroom --help`` and the light verbs start without importing torch or the TUI.
-Every ``CleanroomError`` becomes one line on stderr and its exit code; nothing else
-escapes as a traceback unless ``CLEANROOM_DEBUG=1``.
+Verbs return their data and ``tui.output`` prints it, so ``-o table|json``, ``--query`` and
+``-w`` after the verb mean the same everywhere. Every ``CleanroomError`` becomes one line on
+stderr and its exit code (``core.errors``; 130 for Ctrl-C); nothing else escapes as a
+traceback unless ``CLEANROOM_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ class LazyVerbs(click.Group):
 
 @click.group(cls=LazyVerbs, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--workspace", "-w",
+    "--workspace",
+    "-w",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="CLEANROOM_WORKSPACE",
     default=Path("."),
@@ -92,6 +95,9 @@ class LazyVerbs(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, workspace: Path) -> None:
     """Multi-party ML clean rooms, governed by signed votes.
+
+    Every verb takes -o table|json, --query JMESPATH and -w DIR (also after the verb);
+    docs/cli.md lists exit codes, log locations and shell completion. NO_COLOR=1 turns colour off.
 
     \b
     Example (a consumer encrypts and uploads its training data):

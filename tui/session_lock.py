@@ -40,9 +40,11 @@ class SessionLock:
         except BlockingIOError:
             owner = os.pread(fd, 200, 0).decode(errors="replace").split()
             os.close(fd)
-            pid, verb = (owner + ["?", "session"])[:2] if owner else ("?", "session")
-            raise ConflictError(f"another cleanroom {verb} (pid {pid}) has the scenario in {self.root} open",
-                                hint="close that one first (one console or demo per scenario at a time)") from None
+            pid, verb = [*owner, "?", "session"][:2] if owner else ("?", "session")
+            raise ConflictError(
+                f"another cleanroom {verb} (pid {pid}) has the scenario in {self.root} open",
+                hint="close that one first (one console or demo per scenario at a time)",
+            ) from None
         except BaseException:
             os.close(fd)
             raise

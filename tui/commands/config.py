@@ -17,15 +17,11 @@ from rich.table import Table
 
 from core.config.fragment import AzureBlobStoreSpec, LocalStoreSpec, parse_store_spec
 from core.config.merge import MergedSpec, merge_paths
-from core.config.party import (add_application, add_data_asset, init_party, set_export,
-                               set_network_policy)
+from core.config.party import add_application, add_data_asset, init_party, set_export, set_network_policy
 from core.errors import InvalidInputError
 from core.storage.locator import local_store_spec
 from core.workspace import Workspace
-
-console = Console()
-OUTPUT = click.option("--output", "-o", "output", type=click.Choice(["table", "json"]), default="table",
-                      show_default=True, help="table for people, json for scripts (one document on stdout).")
+from tui.output import Result, verb_output
 
 
 def _workspace(ctx: click.Context) -> Workspace:
@@ -42,38 +38,51 @@ def _store_option(store_path: Path | None, store_json: str | None) -> LocalStore
     try:
         document = json.loads(store_json)
     except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"--store is not a JSON object ({exc.msg})",
-                                hint='e.g. --store \'{"kind": "local", "path": "/srv/store"}\'') from None
+        raise InvalidInputError(
+            f"--store is not a JSON object ({exc.msg})", hint='e.g. --store \'{"kind": "local", "path": "/srv/store"}\''
+        ) from None
     return parse_store_spec(document, source="--store")
 
 
-def _azure_store_option(storage_account: str | None, connection_string_env: str | None,
-                        container: str | None) -> AzureBlobStoreSpec | None:
+def _azure_store_option(
+    storage_account: str | None, connection_string_env: str | None, container: str | None
+) -> AzureBlobStoreSpec | None:
     """`--storage-account URL | --connection-string-env VAR`: the Azure Blob store of an asset."""
     if storage_account is None and connection_string_env is None:
         if container is not None:
-            raise InvalidInputError("--container needs --storage-account or --connection-string-env",
-                                    hint="it names the Azure Blob container of the asset")
+            raise InvalidInputError(
+                "--container needs --storage-account or --connection-string-env",
+                hint="it names the Azure Blob container of the asset",
+            )
         return None
     if storage_account is not None and connection_string_env is not None:
-        raise InvalidInputError("--storage-account and --connection-string-env both given",
-                                hint="pass one: the account URL (signs in with az login / managed identity) "
-                                     "or the NAME of a variable holding a connection string")
+        raise InvalidInputError(
+            "--storage-account and --connection-string-env both given",
+            hint="pass one: the account URL (signs in with az login / managed identity) "
+            "or the NAME of a variable holding a connection string",
+        )
     if storage_account is not None and not storage_account.startswith("https://"):
-        raise InvalidInputError(f"--storage-account {storage_account!r} is not an https URL",
-                                hint="e.g. --storage-account https://ACCOUNT.blob.core.windows.net "
-                                     "(for azurite use --connection-string-env)")
+        raise InvalidInputError(
+            f"--storage-account {storage_account!r} is not an https URL",
+            hint="e.g. --storage-account https://ACCOUNT.blob.core.windows.net "
+            "(for azurite use --connection-string-env)",
+        )
     if connection_string_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", connection_string_env):
-        raise InvalidInputError(f"--connection-string-env {connection_string_env!r} is not a variable name",
-                                hint="pass the NAME of the variable (e.g. PROVIDER_STORAGE_CS), never its value")
+        raise InvalidInputError(
+            f"--connection-string-env {connection_string_env!r} is not a variable name",
+            hint="pass the NAME of the variable (e.g. PROVIDER_STORAGE_CS), never its value",
+        )
     if container is not None:
         from core.storage.azure_blob import azure_container_name
 
         if azure_container_name(container) != container:
-            raise InvalidInputError(f"--container {container!r} is not a valid Azure container name",
-                                    hint="use 3-63 lowercase letters, digits and single hyphens")
-    return AzureBlobStoreSpec(account_url=storage_account, connection_string_env=connection_string_env,
-                              container=container)
+            raise InvalidInputError(
+                f"--container {container!r} is not a valid Azure container name",
+                hint="use 3-63 lowercase letters, digits and single hyphens",
+            )
+    return AzureBlobStoreSpec(
+        account_url=storage_account, connection_string_env=connection_string_env, container=container
+    )
 
 
 @click.group()
@@ -91,10 +100,15 @@ def config() -> None:
 @config.command("init")
 @click.option("--persona", required=True, help="This party's role: hoster, provider, consumer, or another name.")
 @click.option("--name", default=None, help="Member name in the certificate (default: the persona).")
-@click.option("--store-path", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Local blob store folder for this party (default: <workspace>/store).")
+@click.option(
+    "--store-path",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Local blob store folder for this party (default: <workspace>/store).",
+)
+@verb_output
 @click.pass_context
-def init(ctx: click.Context, persona: str, name: str | None, store_path: Path | None) -> None:
+def init(ctx: click.Context, persona: str, name: str | None, store_path: Path | None) -> Result:
     """Create a persona workspace: member identity (P-384 + certificate), KEK (RSA-3072) and an empty fragment.
 
     Private keys are written 0600. Refuses to overwrite an existing workspace.
@@ -104,24 +118,52 @@ def init(ctx: click.Context, persona: str, name: str | None, store_path: Path | 
       cleanroom --workspace W/consumer config init --persona consumer
     """
     workspace = init_party(ctx.obj["workspace"], persona, name=name, store_dir=store_path)
-    console.print(f"created workspace [bold]{workspace.root}[/] for persona [bold]{persona}[/] "
-                  f"(member id {workspace.identity.member_id[:16]}…)")
+    member_id = workspace.identity.member_id
+    return Result(
+        {"workspace": str(workspace.root), "persona": persona, "memberId": member_id},
+        text=f"created workspace {workspace.root} for persona {persona} (member id {member_id[:16]}…)",
+    )
 
 
 def _asset_command(kind: str) -> click.Command:
     @click.option("--name", required=True, help=f"The {kind} name (3-63 lowercase letters, digits, hyphens).")
-    @click.option("--store-path", type=click.Path(file_okay=False, path_type=Path), default=None,
-                  help="Local blob store folder (default: the workspace's store).")
-    @click.option("--store", "store_json", default=None, metavar="JSON",
-                  help='Store spec as JSON, e.g. {"kind": "azure_blob", "account_url": ..., "container": ...}.')
-    @click.option("--storage-account", default=None, metavar="URL",
-                  help="Azure Blob account URL; signs in with DefaultAzureCredential (az login, managed identity).")
-    @click.option("--connection-string-env", default=None, metavar="VAR",
-                  help="Name of an environment variable holding an Azure Storage connection string.")
+    @click.option(
+        "--store-path",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Local blob store folder (default: the workspace's store).",
+    )
+    @click.option(
+        "--store",
+        "store_json",
+        default=None,
+        metavar="JSON",
+        help='Store spec as JSON, e.g. {"kind": "azure_blob", "account_url": ..., "container": ...}.',
+    )
+    @click.option(
+        "--storage-account",
+        default=None,
+        metavar="URL",
+        help="Azure Blob account URL; signs in with DefaultAzureCredential (az login, managed identity).",
+    )
+    @click.option(
+        "--connection-string-env",
+        default=None,
+        metavar="VAR",
+        help="Name of an environment variable holding an Azure Storage connection string.",
+    )
     @click.option("--container", default=None, help="Azure Blob container (default: the asset name).")
+    @verb_output
     @click.pass_context
-    def command(ctx: click.Context, name: str, store_path: Path | None, store_json: str | None,
-                storage_account: str | None, connection_string_env: str | None, container: str | None) -> None:
+    def command(
+        ctx: click.Context,
+        name: str,
+        store_path: Path | None,
+        store_json: str | None,
+        storage_account: str | None,
+        connection_string_env: str | None,
+        container: str | None,
+    ) -> Result:
         workspace = _workspace(ctx)
         store = _store_option(store_path, store_json)
         azure = _azure_store_option(storage_account, connection_string_env, container)
@@ -129,9 +171,13 @@ def _asset_command(kind: str) -> click.Command:
             raise InvalidInputError("--store-path/--store and the Azure flags both given", hint="pass only one store")
         fragment = add_data_asset(workspace, kind, name, azure or store)
         asset = fragment.datasource(name) if kind == "datasource" else fragment.datasink(name)
-        console.print(f"added {kind} [bold]{name}[/] ({asset.store.kind} store, new DEK wrapped by this party's KEK)")
+        return Result(
+            {"kind": kind, "name": name, "store": asset.store.kind, "container": asset.container},
+            text=f"added {kind} {name} ({asset.store.kind} store, new DEK wrapped by this party's KEK)",
+        )
 
     mount = "read-only" if kind == "datasource" else "write-only"
+    example_name = "training-data" if kind == "datasource" else "consumer-output"
     command.__doc__ = f"""Declare a {kind} owned by this party and create its DEK.
 
     A {kind} is a named encrypted folder in a blob store, mounted {mount} in the clean room.
@@ -139,8 +185,8 @@ def _asset_command(kind: str) -> click.Command:
 
     \b
     Example:
-      cleanroom -w W/consumer config add-{kind} --name {'training-data' if kind == 'datasource' else 'consumer-output'}
-      cleanroom -w W/consumer config add-{kind} --name {'training-data' if kind == 'datasource' else 'consumer-output'} \\
+      cleanroom -w W/consumer config add-{kind} --name {example_name}
+      cleanroom -w W/consumer config add-{kind} --name {example_name} \\
           --storage-account https://consumerstore.blob.core.windows.net
     """
     return click.command(f"add-{kind}")(command)
@@ -153,16 +199,20 @@ config.add_command(_asset_command("datasink"))
 def _export_command(kind: str) -> click.Command:
     @click.option("--datasink", default=None, help=f"Datasink that receives the {kind} (declared if new).")
     @click.option("--disable", is_flag=True, help=f"Turn {kind} export off.")
+    @verb_output
     @click.pass_context
-    def command(ctx: click.Context, datasink: str | None, disable: bool) -> None:
+    def command(ctx: click.Context, datasink: str | None, disable: bool) -> Result:
         if disable == (datasink is not None):
-            raise InvalidInputError(f"set-{kind} needs exactly one of --datasink NAME or --disable",
-                                    hint=f"e.g. cleanroom config set-{kind} --datasink {kind}-sink")
+            raise InvalidInputError(
+                f"set-{kind} needs exactly one of --datasink NAME or --disable",
+                hint=f"e.g. cleanroom config set-{kind} --datasink {kind}-sink",
+            )
         _, created = set_export(_workspace(ctx), kind, None if disable else datasink)
-        if created:
-            console.print(f"added datasink [bold]{datasink}[/]")
-        state = "disabled" if disable else f"enabled into datasink [bold]{datasink}[/]"
-        console.print(f"{kind} {state}")
+        state = "disabled" if disable else f"enabled into datasink {datasink}"
+        return Result(
+            {"export": kind, "enabled": not disable, "datasink": datasink, "datasinkAdded": created},
+            text=(f"added datasink {datasink}; " if created else "") + f"{kind} {state}",
+        )
 
     command.__doc__ = f"""Export the clean room's {kind} to one of this party's datasinks, or turn it off.
 
@@ -183,8 +233,10 @@ config.add_command(_export_command("telemetry"))
 def _mount(text: str) -> dict[str, str]:
     parts = dict(part.split("=", 1) for part in text.split(",") if "=" in part)
     if set(parts) != {"src", "dst"} or len(text.split(",")) != 2:
-        raise InvalidInputError(f"--mounts {text!r} is not 'src=<datasource>,dst=<path>'",
-                                hint="e.g. --mounts src=training-data,dst=/mnt/data")
+        raise InvalidInputError(
+            f"--mounts {text!r} is not 'src=<datasource>,dst=<path>'",
+            hint="e.g. --mounts src=training-data,dst=/mnt/data",
+        )
     return {"source": parts["src"], "target": parts["dst"]}
 
 
@@ -196,8 +248,10 @@ def _env(values: tuple[str, ...]) -> dict[str, str]:
     pairs = {}
     for value in values:
         if "=" not in value:
-            raise InvalidInputError(f"--env {value!r} is not NAME=VALUE",
-                                    hint="secret values go in --env-names and are supplied at deployment")
+            raise InvalidInputError(
+                f"--env {value!r} is not NAME=VALUE",
+                hint="secret values go in --env-names and are supplied at deployment",
+            )
         name, _, text = value.partition("=")
         pairs[name] = text
     return pairs
@@ -206,20 +260,42 @@ def _env(values: tuple[str, ...]) -> dict[str, str]:
 @config.command("add-application")
 @click.option("--name", required=True, help="Application name.")
 @click.option("--image", default=None, help="OCI image (Azure backend).")
-@click.option("--entrypoint", default=None, help="Workload the embedded runtime runs, e.g. containers/inference_server.")
+@click.option(
+    "--entrypoint", default=None, help="Workload the embedded runtime runs, e.g. containers/inference_server."
+)
 @click.option("--command", "command_line", default="", help="Command line, split like a shell would.")
-@click.option("--mounts", multiple=True, metavar="src=NAME,dst=PATH",
-              help="Mount a datasource (read-only) or datasink (write-only); repeatable.")
+@click.option(
+    "--mounts",
+    multiple=True,
+    metavar="src=NAME,dst=PATH",
+    help="Mount a datasource (read-only) or datasink (write-only); repeatable.",
+)
 @click.option("--ports", multiple=True, help="Port(s) the application listens on; repeatable or comma-separated.")
 @click.option("--cpu", type=float, default=1.0, show_default=True, help="CPU cores.")
 @click.option("--memory", type=float, default=2.0, show_default=True, help="Memory in GiB.")
 @click.option("--env-names", multiple=True, help="Environment variable names supplied at deployment; comma-separated.")
-@click.option("--env", "env_values", multiple=True, metavar="NAME=VALUE",
-              help="Non-secret environment value every party sees; repeatable.")
+@click.option(
+    "--env",
+    "env_values",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Non-secret environment value every party sees; repeatable.",
+)
+@verb_output
 @click.pass_context
-def add_application_command(ctx: click.Context, name: str, image: str | None, entrypoint: str | None,
-                            command_line: str, mounts: tuple[str, ...], ports: tuple[str, ...], cpu: float,
-                            memory: float, env_names: tuple[str, ...], env_values: tuple[str, ...]) -> None:
+def add_application_command(
+    ctx: click.Context,
+    name: str,
+    image: str | None,
+    entrypoint: str | None,
+    command_line: str,
+    mounts: tuple[str, ...],
+    ports: tuple[str, ...],
+    cpu: float,
+    memory: float,
+    env_names: tuple[str, ...],
+    env_values: tuple[str, ...],
+) -> Result:
     """Add an application (workload) this party brings to the clean room.
 
     Exactly one of --image or --entrypoint. Mounts may name another party's datasource;
@@ -239,19 +315,52 @@ def add_application_command(ctx: click.Context, name: str, image: str | None, en
         command = shlex.split(command_line)
     except ValueError as exc:
         raise InvalidInputError(f"--command cannot be split ({exc})", hint="check its quotes") from None
-    add_application(_workspace(ctx), name=name, image=image, entrypoint=entrypoint, command=command,
-                    mounts=[_mount(text) for text in mounts], ports=port_numbers, cpu=cpu, memory_gb=memory,
-                    env_names=_split_list(env_names), env=_env(env_values))
-    console.print(f"added application [bold]{name}[/]")
+    add_application(
+        _workspace(ctx),
+        name=name,
+        image=image,
+        entrypoint=entrypoint,
+        command=command,
+        mounts=[_mount(text) for text in mounts],
+        ports=port_numbers,
+        cpu=cpu,
+        memory_gb=memory,
+        env_names=_split_list(env_names),
+        env=_env(env_values),
+    )
+    return Result(
+        {
+            "application": name,
+            "image": image,
+            "entrypoint": entrypoint,
+            "command": command,
+            "mounts": [_mount(text) for text in mounts],
+            "ports": port_numbers,
+            "cpu": cpu,
+            "memoryGb": memory,
+            "envNames": _split_list(env_names),
+        },
+        text=f"added application {name}",
+    )
 
 
 @config.command("set-network-policy")
-@click.option("--allow", "routes", multiple=True, metavar='"METHOD /path"',
-              help='Inbound route let through the ingress, e.g. "POST /infer"; repeatable.')
-@click.option("--allow-all-outbound", is_flag=True, default=False,
-              help="Allow all outbound traffic (off by default: the clean room has no egress).")
+@click.option(
+    "--allow",
+    "routes",
+    multiple=True,
+    metavar='"METHOD /path"',
+    help='Inbound route let through the ingress, e.g. "POST /infer"; repeatable.',
+)
+@click.option(
+    "--allow-all-outbound",
+    is_flag=True,
+    default=False,
+    help="Allow all outbound traffic (off by default: the clean room has no egress).",
+)
+@verb_output
 @click.pass_context
-def set_network_policy_command(ctx: click.Context, routes: tuple[str, ...], allow_all_outbound: bool) -> None:
+def set_network_policy_command(ctx: click.Context, routes: tuple[str, ...], allow_all_outbound: bool) -> Result:
     """Set this party's network policy: inbound allow-list of routes, outbound denied by default.
 
     Replaces the previous policy. Merged specs take the union of routes; outbound is allowed
@@ -261,23 +370,35 @@ def set_network_policy_command(ctx: click.Context, routes: tuple[str, ...], allo
     Example:
       cleanroom -w W/hoster config set-network-policy --allow "POST /infer" --allow "GET /health"
     """
-    fragment = set_network_policy(_workspace(ctx), inbound_allow=list(routes),
-                                  allow_all_outbound=allow_all_outbound)
+    fragment = set_network_policy(_workspace(ctx), inbound_allow=list(routes), allow_all_outbound=allow_all_outbound)
     policy = fragment.network_policy
     inbound = ", ".join(policy.inbound_allow) or "nothing"
-    console.print(f"inbound allowed: {inbound}; outbound: {'allowed' if policy.allow_all_outbound else 'denied'}")
+    return Result(
+        {"inboundAllow": list(policy.inbound_allow), "allowAllOutbound": policy.allow_all_outbound},
+        text=f"inbound allowed: {inbound}; outbound: {'allowed' if policy.allow_all_outbound else 'denied'}",
+    )
 
 
 @config.command("view", context_settings={"ignore_unknown_options": False})
-@click.option("--configs", "configs", multiple=True, type=click.Path(path_type=Path),
-              help="Workspace folders or fragment JSON files to merge (default: this workspace).")
+@click.option(
+    "--configs",
+    "configs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Workspace folders or fragment JSON files to merge (default: this workspace).",
+)
 @click.argument("more_configs", nargs=-1, type=click.Path(path_type=Path), metavar="")
-@click.option("--application", "applications", multiple=True,
-              help="Keep only this application and the assets it mounts (repeatable): one contract's spec.")
-@OUTPUT
+@click.option(
+    "--application",
+    "applications",
+    multiple=True,
+    help="Keep only this application and the assets it mounts (repeatable): one contract's spec.",
+)
+@verb_output
 @click.pass_context
-def view(ctx: click.Context, configs: tuple[Path, ...], more_configs: tuple[Path, ...],
-         applications: tuple[str, ...], output: str) -> None:
+def view(
+    ctx: click.Context, configs: tuple[Path, ...], more_configs: tuple[Path, ...], applications: tuple[str, ...]
+) -> Result:
     """Merge config fragments into one clean-room spec and show it with its SHA-256.
 
     Duplicate names across parties are an error. The hash is over canonical JSON, so every
@@ -295,14 +416,13 @@ def view(ctx: click.Context, configs: tuple[Path, ...], more_configs: tuple[Path
     spec = merge_paths(paths)
     if applications:
         spec = spec.for_applications(applications)
-    if output == "json":
-        click.echo(json.dumps({"spec_hash": spec.spec_hash, "spec": spec.document(),
-                               "unresolved_mounts": spec.unresolved_mounts()}, indent=2, sort_keys=True))
-        return
-    _render_spec(spec)
+    return Result(
+        {"specHash": spec.spec_hash, "spec": spec.document(), "unresolvedMounts": spec.unresolved_mounts()},
+        render=lambda console: _render_spec(console, spec),
+    )
 
 
-def _render_spec(spec: MergedSpec) -> None:
+def _render_spec(console: Console, spec: MergedSpec) -> None:
     personas = {party.member_id: party.persona for party in spec.parties}
     parties = Table(title="parties")
     for column in ("persona", "member id"):
@@ -316,10 +436,18 @@ def _render_spec(spec: MergedSpec) -> None:
         assets.add_column(column)
     for kind, items in (("datasource", spec.datasources), ("datasink", spec.datasinks)):
         for asset in items:
-            where = getattr(asset.store, "path", None) or getattr(asset.store, "account_url", None) or \
-                f"${getattr(asset.store, 'connection_string_env', '')}"
-            assets.add_row(kind, asset.name, personas.get(asset.owner, asset.owner[:12]),
-                           f"{asset.store.kind}: {where}", asset.container)
+            where = (
+                getattr(asset.store, "path", None)
+                or getattr(asset.store, "account_url", None)
+                or f"${getattr(asset.store, 'connection_string_env', '')}"
+            )
+            assets.add_row(
+                kind,
+                asset.name,
+                personas.get(asset.owner, asset.owner[:12]),
+                f"{asset.store.kind}: {where}",
+                asset.container,
+            )
     if spec.datasources or spec.datasinks:
         console.print(assets)
 
@@ -327,21 +455,32 @@ def _render_spec(spec: MergedSpec) -> None:
     for column in ("name", "owner", "runs", "command", "mounts", "ports", "cpu", "memory GiB", "env names"):
         apps.add_column(column)
     for app in spec.applications:
-        apps.add_row(app.name, personas.get(app.owner, app.owner[:12]),
-                     f"image {app.image}" if app.image else f"entrypoint {app.entrypoint}",
-                     shlex.join(app.command), "\n".join(f"{m.source} -> {m.target}" for m in app.mounts),
-                     ", ".join(map(str, app.ports)), f"{app.cpu:g}", f"{app.memory_gb:g}",
-                     ", ".join(app.env_names))
+        apps.add_row(
+            app.name,
+            personas.get(app.owner, app.owner[:12]),
+            f"image {app.image}" if app.image else f"entrypoint {app.entrypoint}",
+            shlex.join(app.command),
+            "\n".join(f"{m.source} -> {m.target}" for m in app.mounts),
+            ", ".join(map(str, app.ports)),
+            f"{app.cpu:g}",
+            f"{app.memory_gb:g}",
+            ", ".join(app.env_names),
+        )
     if spec.applications:
         console.print(apps)
 
     for kind, setting in (("logging", spec.logging), ("telemetry", spec.telemetry)):
-        state = f"enabled -> datasink {setting.datasink} ({personas.get(setting.owner or '', '?')})" \
-            if setting.enabled else "disabled"
+        state = (
+            f"enabled -> datasink {setting.datasink} ({personas.get(setting.owner or '', '?')})"
+            if setting.enabled
+            else "disabled"
+        )
         console.print(f"[bold]{kind}[/]: {state}")
     policy = spec.network_policy
-    console.print(f"[bold]inbound allowed[/]: {', '.join(policy.inbound_allow) or 'nothing'}; "
-                  f"[bold]outbound[/]: {'ALLOWED' if policy.allow_all_outbound else 'denied'}")
+    console.print(
+        f"[bold]inbound allowed[/]: {', '.join(policy.inbound_allow) or 'nothing'}; "
+        f"[bold]outbound[/]: {'ALLOWED' if policy.allow_all_outbound else 'denied'}"
+    )
     for dangling in spec.unresolved_mounts():
         console.print(f"[yellow]unresolved mount[/] {dangling} (add the owner's fragment with --configs)")
     console.print(f"[bold]spec sha256[/]: {spec.spec_hash}")
@@ -349,13 +488,16 @@ def _render_spec(spec: MergedSpec) -> None:
 
 @config.command("wrap-deks")
 @click.option("--contract-id", required=True, help="The contract whose clean room may use this party's DEKs.")
-@click.option("--kek-vault", default=None, metavar="URL",
-              help="Create the KEK in this Key Vault premium / managed HSM, released by SKR (Azure backend).")
+@click.option(
+    "--kek-vault",
+    default=None,
+    metavar="URL",
+    help="Create the KEK in this Key Vault premium / managed HSM, released by SKR (Azure backend).",
+)
 @click.option("--maa-endpoint", default=None, help="MAA endpoint the SKR policy trusts (with --kek-vault).")
-@OUTPUT
+@verb_output
 @click.pass_context
-def wrap_deks_verb(ctx: click.Context, contract_id: str, kek_vault: str | None, maa_endpoint: str | None,
-                   output: str) -> None:
+def wrap_deks_verb(ctx: click.Context, contract_id: str, kek_vault: str | None, maa_endpoint: str | None) -> Result:
     """Wrap this party's DEKs for a contract's clean room and store them as contract secrets.
 
     Creates (once) this party's KEK for the contract in the key service, bound to the release
@@ -378,16 +520,19 @@ def wrap_deks_verb(ctx: click.Context, contract_id: str, kek_vault: str | None, 
 
     workspace = _workspace(ctx)
     if (kek_vault is None) != (maa_endpoint is None):
-        raise InvalidInputError("--kek-vault and --maa-endpoint go together",
-                                hint="pass both to keep the KEK in Key Vault, or neither for the key service")
+        raise InvalidInputError(
+            "--kek-vault and --maa-endpoint go together",
+            hint="pass both to keep the KEK in Key Vault, or neither for the key service",
+        )
     if kek_vault is not None:
         from core.keys.skr import check_kek_vault, maa_authority, wrap_deks_to_vault
 
         check_kek_vault(kek_vault)  # before any governance call
         maa_authority(str(maa_endpoint))
         with GovernanceClient.from_workspace(workspace) as governance:
-            result = wrap_deks_to_vault(workspace, contract_id, governance=governance, vault_url=kek_vault,
-                                        maa_endpoint=str(maa_endpoint))
+            result = wrap_deks_to_vault(
+                workspace, contract_id, governance=governance, vault_url=kek_vault, maa_endpoint=str(maa_endpoint)
+            )
     else:
         keys = key_launcher.info(embedded.key_service_state_dir(embedded.home())).client()
         try:
@@ -395,9 +540,8 @@ def wrap_deks_verb(ctx: click.Context, contract_id: str, kek_vault: str | None, 
                 result = wrap_deks(workspace, contract_id, governance=governance, keys=keys)
         finally:
             keys.close()
-    if output == "json":
-        click.echo(json.dumps({"contractId": result.contract_id, "kekFingerprint": result.kek_fingerprint,
-                               "assets": result.assets}))
-        return
-    console.print(f"wrapped {len(result.assets)} DEK(s) for contract [bold]{contract_id}[/] "
-                  f"to KEK {result.kek_fingerprint[:16]}…: {', '.join(result.assets)}")
+    return Result(
+        {"contractId": result.contract_id, "kekFingerprint": result.kek_fingerprint, "assets": result.assets},
+        text=f"wrapped {len(result.assets)} DEK(s) for contract {contract_id} "
+        f"to KEK {result.kek_fingerprint[:16]}…: {', '.join(result.assets)}",
+    )

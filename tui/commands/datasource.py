@@ -6,7 +6,6 @@ a store. Bars (bytes, rate, ETA) go to stderr; summaries and JSON go to stdout.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,11 +13,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from core.datasource import download_asset, list_assets, upload_datasource
+from core.datasource import AssetStatus, download_asset, list_assets, upload_datasource
 from core.workspace import Workspace
+from tui.output import Result, camel_keys, verb_output
 from tui.progress import transfer_progress
-
-console = Console()
 
 
 def _workspace(ctx: click.Context) -> Workspace:
@@ -56,10 +54,15 @@ def datasink() -> None:
 
 @datasource.command("upload")
 @click.option("--name", required=True, help="Datasource name from this workspace's config.")
-@click.option("--dataset-folder", required=True, type=click.Path(path_type=Path),
-              help="Folder whose files are encrypted and uploaded (recursively).")
+@click.option(
+    "--dataset-folder",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder whose files are encrypted and uploaded (recursively).",
+)
+@verb_output
 @click.pass_context
-def upload(ctx: click.Context, name: str, dataset_folder: Path) -> None:
+def upload(ctx: click.Context, name: str, dataset_folder: Path) -> Result:
     """Encrypt every file of a folder with the datasource's DEK and upload it.
 
     Files are sealed in 1 MiB AES-256-GCM chunks; a sealed manifest lists them so that
@@ -73,25 +76,42 @@ def upload(ctx: click.Context, name: str, dataset_folder: Path) -> None:
     workspace = _workspace(ctx)
     with transfer_progress(f"upload {name}") as progress:
         manifest = upload_datasource(workspace, name, dataset_folder, progress=progress)
-    console.print(f"uploaded {len(manifest.files)} files ({_size(manifest.total_bytes)}) "
-                  f"to datasource [bold]{name}[/], encrypted")
+    return Result(
+        {"datasource": name, "files": len(manifest.files), "plaintextBytes": manifest.total_bytes},
+        text=f"uploaded {len(manifest.files)} files ({_size(manifest.total_bytes)}) to datasource {name}, encrypted",
+    )
 
 
 def _download_command(kind: str) -> click.Command:
     @click.option("--name", required=True, help=f"{kind.capitalize()} name from this workspace's config.")
-    @click.option("--target-folder", required=True, type=click.Path(path_type=Path),
-                  help="Folder the decrypted files are written to (created if missing).")
+    @click.option(
+        "--target-folder",
+        required=True,
+        type=click.Path(path_type=Path),
+        help="Folder the decrypted files are written to (created if missing).",
+    )
+    @verb_output
     @click.pass_context
-    def command(ctx: click.Context, name: str, target_folder: Path) -> None:
+    def command(ctx: click.Context, name: str, target_folder: Path) -> Result:
         workspace = _workspace(ctx)
         with transfer_progress(f"download {name}") as progress:
             manifest = download_asset(workspace, kind, name, target_folder, progress=progress)
-        console.print(f"decrypted {len(manifest.files)} files ({_size(manifest.total_bytes)}) "
-                      f"of {kind} [bold]{name}[/] into {target_folder}")
+        return Result(
+            {
+                kind: name,
+                "files": len(manifest.files),
+                "plaintextBytes": manifest.total_bytes,
+                "targetFolder": str(target_folder),
+            },
+            text=f"decrypted {len(manifest.files)} files ({_size(manifest.total_bytes)}) "
+            f"of {kind} {name} into {target_folder}",
+        )
 
-    example = ("cleanroom -w W/consumer datasource download --name training-data --target-folder ./out"
-               if kind == "datasource" else
-               "cleanroom -w W/provider datasink download --name trained-model --target-folder ./trained")
+    example = (
+        "cleanroom -w W/consumer datasource download --name training-data --target-folder ./out"
+        if kind == "datasource"
+        else "cleanroom -w W/provider datasink download --name trained-model --target-folder ./trained"
+    )
     command.__doc__ = f"""Download the {kind} and decrypt it into a folder, byte for byte.
 
     Every chunk is authenticated. Each file is written under a temporary name and renamed
@@ -105,22 +125,33 @@ def _download_command(kind: str) -> click.Command:
     return click.command("download")(command)
 
 
+def _render_assets(console: Console, kind: str, statuses: list[AssetStatus]) -> None:
+    if not statuses:
+        console.print(f"no {kind}s yet: declare one with `cleanroom config add-{kind} --name NAME`", highlight=False)
+        return
+    table = Table(title=f"{kind}s")
+    for column in ("name", "location", "uploaded", "files", "size"):
+        table.add_column(column)
+    for status in statuses:
+        table.add_row(
+            status.name,
+            status.location,
+            "yes" if status.uploaded else "no",
+            str(status.files),
+            _size(status.plaintext_bytes),
+        )
+    console.print(table)
+
+
 def _list_command(kind: str) -> click.Command:
-    @click.option("--output", "-o", "output", type=click.Choice(["table", "json"]), default="table",
-                  show_default=True, help="table for people, json for scripts.")
+    @verb_output
     @click.pass_context
-    def command(ctx: click.Context, output: str) -> None:
+    def command(ctx: click.Context) -> Result:
         statuses = list_assets(_workspace(ctx), kind)
-        if output == "json":
-            click.echo(json.dumps([asdict(status) for status in statuses], indent=2))
-            return
-        table = Table(title=f"{kind}s")
-        for column in ("name", "location", "uploaded", "files", "size"):
-            table.add_column(column)
-        for status in statuses:
-            table.add_row(status.name, status.location, "yes" if status.uploaded else "no",
-                          str(status.files), _size(status.plaintext_bytes))
-        console.print(table)
+        return Result(
+            [camel_keys(asdict(status)) for status in statuses],
+            render=lambda console: _render_assets(console, kind, statuses),
+        )
 
     command.__doc__ = f"""List this party's {kind}s, where they are stored and what their current upload holds.
 

@@ -2,19 +2,19 @@
 
 Verbs mirror `az cleanroom governance`. Every write is signed with the workspace's member key;
 the workspace must have been pointed at a service (`cleanroom up` or `governance client deploy`).
-Read verbs take `--output json|table` and `--query FIELD` (dotted path, e.g. `proposalIds.0`),
-which prints that one value raw, as `az ... --query X --output tsv` does.
+Every verb returns its data to ``tui.output``: `-o json` prints it (writes say what they did),
+`--query` is JMESPath over it (e.g. `proposalIds[0]`), and a string result prints bare, as
+`az ... --query X --output tsv` does.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from core import embedded
 from core.crypto.identity import load_certificate
@@ -23,7 +23,9 @@ from core.errors import ConflictError, InvalidInputError, NotFoundError, Service
 from core.governance import launcher, ledger
 from core.governance.client import WORKSPACE_KEY, GovernanceClient, deploy_to_workspace
 from core.workspace import Workspace
+from tui import vote_review
 from tui.aci_backend import check_aci_flags, check_aci_spec, generate_options, write_aci_artifacts
+from tui.output import Result, Stream, camel_keys, generic_table, verb_output
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -46,8 +48,10 @@ def _read_json(value: str, what: str) -> dict[str, Any]:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno})",
-                                hint="pass a JSON object, @file or a file path") from exc
+        raise InvalidInputError(
+            f"{what} is not valid JSON ({exc.msg} at line {exc.lineno})",
+            hint="pass a JSON object, @file or a file path",
+        ) from exc
     if not isinstance(document, dict):
         raise InvalidInputError(f"{what} must be a JSON object", hint="wrap it in {...}")
     return document
@@ -62,63 +66,19 @@ def _read_pem(value: str) -> str:
     return path.read_text()
 
 
-def _query(document: Any, query: str) -> Any:
-    for part in query.split("."):
-        if isinstance(document, list) and part.lstrip("-").isdigit():
-            index = int(part)
-            if not -len(document) <= index < len(document):
-                raise NotFoundError(f"--query {query}: index {index} is out of range (length {len(document)})",
-                                    hint="nothing matches yet; check the proposal was made")
-            document = document[index]
-        elif isinstance(document, dict) and part in document:
-            document = document[part]
-        else:
-            raise InvalidInputError(f"--query {query}: no field {part!r}", hint="run with --output json to see fields")
-    return document
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True)
-    return "" if value is None else str(value)
-
-
-def _emit(document: Any, output: str, query: str | None = None, *, columns: list[str] | None = None,
-          title: str | None = None) -> None:
-    if query:
-        value = _query(document, query)
-        click.echo(value if isinstance(value, str) else json.dumps(value))
-        return
-    if output == "json":
-        click.echo(json.dumps(document, indent=2, sort_keys=True))
-        return
-    console = Console()
-    if isinstance(document, list):
-        keys = columns or sorted({k for row in document for k in row})
-        table = Table(title=title)
-        for key in keys:
-            table.add_column(key, overflow="fold")
-        for row in document:
-            table.add_row(*(_cell(row.get(key)) for key in keys))
-    else:
-        table = Table(title=title, show_header=False)
-        table.add_column("field", style="bold")
-        table.add_column("value", overflow="fold")
-        for key, value in document.items():
-            table.add_row(key, _cell(value))
-    console.print(table)
-
-
-def read_verb(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --output and --query to a read verb."""
-    function = click.option("--query", default=None, help="Print only this field (dotted path, e.g. proposalIds.0).")(function)
-    return click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table",
-                        show_default=True, help="Output format.")(function)
-
-
 def _proposal_summary(proposal: dict[str, Any]) -> dict[str, Any]:
-    return {"proposalId": proposal["proposalId"], "action": proposal["action"], "state": proposal["proposalState"],
-            "contractId": proposal.get("contractId") or "", "ballots": len(proposal.get("ballots", {}))}
+    return {
+        "proposalId": proposal["proposalId"],
+        "action": proposal["action"],
+        "state": proposal["proposalState"],
+        "contractId": proposal.get("contractId") or "",
+        "ballots": len(proposal.get("ballots", {})),
+    }
+
+
+def _proposed(result: dict[str, Any]) -> Result:
+    """What a verb that opens a proposal did: the proposal (id and state) it opened."""
+    return Result(result, text=f"proposal {result['proposalId']} ({result['proposalState']})")
 
 
 @click.group("governance")
@@ -139,8 +99,12 @@ def service() -> None:
     """Run a governance service on loopback (the embedded default)."""
 
 
-STATE_DIR = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                         help="Service state directory (default: $CLEANROOM_HOME/governance).")
+STATE_DIR = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Service state directory (default: $CLEANROOM_HOME/governance).",
+)
 
 
 def _state_dir(value: Path | None) -> Path:
@@ -153,13 +117,23 @@ def _state_dir(value: Path | None) -> Path:
 @click.option("--port", type=int, default=None, help="Port to listen on (default: a free one, kept across restarts).")
 @click.option("--window-seconds", type=int, default=300, show_default=True, help="Freshness/replay window.")
 @click.option("--checkpoint-every", type=int, default=100, show_default=True, help="Entries per signed checkpoint.")
-@click.option("--maa-endpoint", "maa_endpoints", multiple=True,
-              help="MAA endpoint whose SEV-SNP tokens Azure clean rooms present (repeat); recorded in the config.")
+@click.option(
+    "--maa-endpoint",
+    "maa_endpoints",
+    multiple=True,
+    help="MAA endpoint whose SEV-SNP tokens Azure clean rooms present (repeat); recorded in the config.",
+)
 @click.option("--maa-ca-file", default=None, help="CA bundle for reaching the MAA endpoint (default: system trust).")
-@read_verb
-def service_start(state_dir: Path | None, certs: tuple[str, ...], port: int | None, window_seconds: int,
-                  checkpoint_every: int, maa_endpoints: tuple[str, ...], maa_ca_file: str | None,
-                  output: str, query: str | None) -> None:
+@verb_output
+def service_start(
+    state_dir: Path | None,
+    certs: tuple[str, ...],
+    port: int | None,
+    window_seconds: int,
+    checkpoint_every: int,
+    maa_endpoints: tuple[str, ...],
+    maa_ca_file: str | None,
+) -> Result:
     """Create (first time, with the consortium) and start the governance service.
 
     \b
@@ -175,26 +149,43 @@ def service_start(state_dir: Path | None, certs: tuple[str, ...], port: int | No
         launcher.maa_settings(list(maa_endpoints), maa_ca_file)  # refuse bad flags before creating anything
     if not launcher.exists(directory):
         if not certs:
-            raise InvalidInputError(f"no governance service in {directory} yet, and no founding members given",
-                                    hint="pass --initial-member-cert PEM for each party")
-        launcher.create(directory, [_read_pem(c) for c in certs], port=port, window_seconds=window_seconds,
-                        checkpoint_every=checkpoint_every)
+            raise InvalidInputError(
+                f"no governance service in {directory} yet, and no founding members given",
+                hint="pass --initial-member-cert PEM for each party",
+            )
+        launcher.create(
+            directory,
+            [_read_pem(c) for c in certs],
+            port=port,
+            window_seconds=window_seconds,
+            checkpoint_every=checkpoint_every,
+        )
     elif certs:
-        raise InvalidInputError(f"the service in {directory} already has its consortium",
-                                hint="add members with `cleanroom governance member add --cert PEM`")
-    if maa_endpoints and launcher.set_maa_endpoints(directory, list(maa_endpoints), maa_ca_file) \
-            and launcher.running_pid(directory) is not None:
-        raise ConflictError(f"the service in {directory} is running; the MAA endpoints apply at its next start",
-                            hint="run `cleanroom governance service stop`, then start it again")
+        raise InvalidInputError(
+            f"the service in {directory} already has its consortium",
+            hint="add members with `cleanroom governance member add --cert PEM`",
+        )
+    if (
+        maa_endpoints
+        and launcher.set_maa_endpoints(directory, list(maa_endpoints), maa_ca_file)
+        and launcher.running_pid(directory) is not None
+    ):
+        raise ConflictError(
+            f"the service in {directory} is running; the MAA endpoints apply at its next start",
+            hint="run `cleanroom governance service stop`, then start it again",
+        )
     info = launcher.start(directory)
-    document = info.as_dict() | {"maaEndpoints": launcher.maa_endpoints(directory),
-                                 "serviceCertFile": str(directory / launcher.IDENTITY_DIR / "service_cert.pem")}
-    _emit(document, output, query, title="governance service")
+    document = info.as_dict() | {
+        "maaEndpoints": launcher.maa_endpoints(directory),
+        "serviceCertFile": str(directory / launcher.IDENTITY_DIR / "service_cert.pem"),
+    }
+    return Result(document, title="governance service")
 
 
 @service.command("stop")
 @STATE_DIR
-def service_stop(state_dir: Path | None) -> None:
+@verb_output
+def service_stop(state_dir: Path | None) -> Result:
     """Stop the governance service (its state stays).
 
     \b
@@ -202,13 +193,16 @@ def service_stop(state_dir: Path | None) -> None:
       cleanroom governance service stop
     """
     directory = _state_dir(state_dir)
-    click.echo("stopped" if launcher.stop(directory) else f"not running ({directory})")
+    stopped = launcher.stop(directory)
+    return Result(
+        {"stateDir": str(directory), "stopped": stopped}, text="stopped" if stopped else f"not running ({directory})"
+    )
 
 
 @service.command("status")
 @STATE_DIR
-@read_verb
-def service_status(state_dir: Path | None, output: str, query: str | None) -> None:
+@verb_output
+def service_status(state_dir: Path | None) -> Result:
     """Show where the service listens, its pid and whether it answers.
 
     \b
@@ -216,8 +210,10 @@ def service_status(state_dir: Path | None, output: str, query: str | None) -> No
       cleanroom governance service status --output json
     """
     info = launcher.info(_state_dir(state_dir))
-    document = info.as_dict() | {"healthy": info.pid is not None and launcher.healthy(info.endpoint, info.service_cert_pem)}
-    _emit(document, output, query, title="governance service")
+    document = info.as_dict() | {
+        "healthy": info.pid is not None and launcher.healthy(info.endpoint, info.service_cert_pem)
+    }
+    return Result(document, title="governance service")
 
 
 # -- client -----------------------------------------------------------------------------------------
@@ -229,8 +225,9 @@ def client_group() -> None:
 @client_group.command("deploy")
 @click.option("--endpoint", required=True, help="https://127.0.0.1:PORT of the service.")
 @click.option("--service-cert", required=True, help="The service certificate PEM file to pin.")
+@verb_output
 @click.pass_context
-def client_deploy(ctx: click.Context, endpoint: str, service_cert: str) -> None:
+def client_deploy(ctx: click.Context, endpoint: str, service_cert: str) -> Result:
     """Record the service endpoint and pin its certificate in this workspace.
 
     \b
@@ -246,13 +243,21 @@ def client_deploy(ctx: click.Context, endpoint: str, service_cert: str) -> None:
         member = next((m for m in client.members() if m["memberId"] == me), None)
     deploy_to_workspace(workspace, endpoint, pem)
     status = member["status"] if member else "not a member yet (ask a member to `member add` you)"
-    click.echo(f"workspace {workspace.root} now uses {endpoint} (member {me[:16]}…: {status})")
+    return Result(
+        {
+            "workspace": str(workspace.root),
+            "endpoint": endpoint,
+            "memberId": me,
+            "memberStatus": member["status"] if member else None,
+        },
+        text=f"workspace {workspace.root} now uses {endpoint} (member {me[:16]}…: {status})",
+    )
 
 
 @client_group.command("show")
-@read_verb
+@verb_output
 @click.pass_context
-def client_show(ctx: click.Context, output: str, query: str | None) -> None:
+def client_show(ctx: click.Context) -> Result:
     """Show the governance endpoint this workspace uses and its member id.
 
     \b
@@ -263,7 +268,7 @@ def client_show(ctx: click.Context, output: str, query: str | None) -> None:
     settings = workspace.settings.get(WORKSPACE_KEY)
     if not settings:
         raise NotFoundError(f"workspace {workspace.root} has no governance service", hint="run `cleanroom up`")
-    _emit({"endpoint": settings["endpoint"], "memberId": workspace.identity.member_id}, output, query)
+    return Result({"endpoint": settings["endpoint"], "memberId": workspace.identity.member_id})
 
 
 # -- contracts --------------------------------------------------------------------------------------
@@ -276,8 +281,9 @@ def contract() -> None:
 @click.option("--id", "contract_id", required=True, help="Contract id.")
 @click.option("--data", required=True, help="Contract data: JSON, @file or a file (`config view --output json`).")
 @click.option("--version", default=None, help="Current version, to update an existing Draft.")
+@verb_output
 @click.pass_context
-def contract_create(ctx: click.Context, contract_id: str, data: str, version: str | None) -> None:
+def contract_create(ctx: click.Context, contract_id: str, data: str, version: str | None) -> Result:
     """Create a Draft contract (or update one with --version).
 
     \b
@@ -286,33 +292,49 @@ def contract_create(ctx: click.Context, contract_id: str, data: str, version: st
       cleanroom -w W/hoster governance contract create --id inference-initial --data @spec.json
     """
     document = _read_json(data, "contract data")
-    if {"spec", "spec_hash"} <= set(document):  # `config view --output json` wraps the spec with its hash
+    if {"spec", "specHash"} <= set(document):  # `config view --output json` wraps the spec with its hash
         document = document["spec"]
     with _client(ctx) as client:
-        result = (client.update_contract(contract_id, document, version) if version
-                  else client.create_contract(contract_id, document))
-    click.echo(f"contract {contract_id}: {result['state']}, version {result['version']}")
+        result = (
+            client.update_contract(contract_id, document, version)
+            if version
+            else client.create_contract(contract_id, document)
+        )
+    return Result(
+        {"id": contract_id, **result}, text=f"contract {contract_id}: {result['state']}, version {result['version']}"
+    )
 
 
 @contract.command("show")
 @click.option("--id", "contract_id", required=True, help="Contract id.")
-@read_verb
+@click.option(
+    "--diff",
+    "diff_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Compare the contract's data with the spec you regenerated (`config view -o json`).",
+)
+@verb_output
 @click.pass_context
-def contract_show(ctx: click.Context, contract_id: str, output: str, query: str | None) -> None:
-    """Show a contract (state, version, proposalId, hash, data).
+def contract_show(ctx: click.Context, contract_id: str, diff_file: Path | None) -> Result:
+    """Show a contract: state, version, proposalId, hash and a readable summary of its data
+    (parties, assets, applications, network policy, logging/telemetry); -o json for the raw
+    document. --diff FILE says "identical" or lists the fields that differ.
 
     \b
     Example:
       cleanroom -w W/provider governance contract show --id inference-initial --query proposalId
+      cleanroom config view --configs W/hoster W/provider W/consumer -o json > spec.json
+      cleanroom -w W/provider governance contract show --id inference-initial --diff spec.json
     """
     with _client(ctx) as client:
-        _emit(client.contract(contract_id), output, query, title=f"contract {contract_id}")
+        return vote_review.contract_result(client, contract_id, diff_file)
 
 
 @contract.command("list")
-@read_verb
+@verb_output
 @click.pass_context
-def contract_list(ctx: click.Context, output: str, query: str | None) -> None:
+def contract_list(ctx: click.Context) -> Result:
     """List contracts.
 
     \b
@@ -321,17 +343,15 @@ def contract_list(ctx: click.Context, output: str, query: str | None) -> None:
     """
     with _client(ctx) as client:
         contracts = client.contracts()
-    rows = contracts if output == "json" or query else [
-        {k: c[k] for k in ("id", "state", "version", "proposalId", "hash")} for c in contracts]
-    _emit(rows, output, query, columns=None if output == "json" else ["id", "state", "version", "proposalId", "hash"],
-          title="contracts")
+    return Result(contracts, columns=["id", "state", "version", "proposalId", "hash"], title="contracts")
 
 
 @contract.command("propose")
 @click.option("--id", "contract_id", required=True, help="Contract id.")
 @click.option("--version", required=True, help="The version you reviewed (from `contract show`).")
+@verb_output
 @click.pass_context
-def contract_propose(ctx: click.Context, contract_id: str, version: str) -> None:
+def contract_propose(ctx: click.Context, contract_id: str, version: str) -> Result:
     """Open a set_contract proposal for the reviewed version.
 
     \b
@@ -339,14 +359,16 @@ def contract_propose(ctx: click.Context, contract_id: str, version: str) -> None
       cleanroom -w W/hoster governance contract propose --id inference-initial --version 3f2a...
     """
     with _client(ctx) as client:
-        proposal = client.propose_contract(contract_id, version)
-    click.echo(f"proposal {proposal['proposalId']} ({proposal['proposalState']})")
+        return _proposed(client.propose_contract(contract_id, version))
 
 
-def _vote(client: GovernanceClient, proposal_id: str, action: str) -> None:
+def _vote(client: GovernanceClient, proposal_id: str, action: str) -> Result:
     proposal = client.vote(proposal_id, action)
     note = " (already cast)" if proposal.get("idempotent") else ""
-    click.echo(f"voted {action}{note}; proposal {proposal_id[:16]}… is {proposal['proposalState']}")
+    return Result(
+        {"proposalId": proposal_id, "ballot": action} | proposal,
+        text=f"voted {action}{note}; proposal {proposal_id[:16]}… is {proposal['proposalState']}",
+    )
 
 
 VOTE_ACTION = click.option("--action", type=click.Choice(["accept", "reject"]), required=True, help="Your ballot.")
@@ -356,8 +378,9 @@ VOTE_ACTION = click.option("--action", type=click.Choice(["accept", "reject"]), 
 @click.option("--id", "contract_id", required=True, help="Contract id.")
 @click.option("--proposal-id", required=True, help="The contract's proposalId (from `contract show`).")
 @VOTE_ACTION
+@verb_output
 @click.pass_context
-def contract_vote(ctx: click.Context, contract_id: str, proposal_id: str, action: str) -> None:
+def contract_vote(ctx: click.Context, contract_id: str, proposal_id: str, action: str) -> Result:
     """Vote on a contract's proposal.
 
     \b
@@ -369,15 +392,18 @@ def contract_vote(ctx: click.Context, contract_id: str, proposal_id: str, action
     with _client(ctx) as client:
         current = client.contract(contract_id)
         if current["proposalId"] and current["proposalId"] != proposal_id:
-            raise InvalidInputError(f"proposal {proposal_id[:16]}… is not the open proposal of contract '{contract_id}'",
-                                    hint=f"its open proposal is {current['proposalId']}")
-        _vote(client, proposal_id, action)
+            raise InvalidInputError(
+                f"proposal {proposal_id[:16]}… is not the open proposal of contract '{contract_id}'",
+                hint=f"its open proposal is {current['proposalId']}",
+            )
+        return _vote(client, proposal_id, action)
 
 
 @contract.command("withdraw")
 @click.option("--id", "contract_id", required=True, help="Contract id.")
+@verb_output
 @click.pass_context
-def contract_withdraw(ctx: click.Context, contract_id: str) -> None:
+def contract_withdraw(ctx: click.Context, contract_id: str) -> Result:
     """Withdraw your open proposal of a contract (it returns to Draft).
 
     \b
@@ -388,20 +414,23 @@ def contract_withdraw(ctx: click.Context, contract_id: str) -> None:
         proposal_id = client.contract(contract_id)["proposalId"]
         if not proposal_id:
             raise NotFoundError(f"contract '{contract_id}' has no open proposal", hint="nothing to withdraw")
-        client.withdraw(proposal_id)
-    click.echo(f"withdrew proposal {proposal_id}; contract {contract_id} is a Draft again")
+        result = client.withdraw(proposal_id)
+    return Result(
+        {"contractId": contract_id, "proposalId": proposal_id, "proposalState": result["proposalState"]},
+        text=f"withdrew proposal {proposal_id}; contract {contract_id} is a Draft again",
+    )
 
 
 @contract.command("token")
 @click.option("--id", "--contract-id", "contract_id", required=True, help="Contract id.")
-@click.option("--output", "-o", type=click.Choice(["token", "json"]), default="token", show_default=True,
-              help="token: the bare JWT (for $(...)); json: token, expiresAt, audience, issuer.")
+@verb_output
 @click.pass_context
-def contract_token(ctx: click.Context, contract_id: str, output: str) -> None:
+def contract_token(ctx: click.Context, contract_id: str) -> Result:
     """Get a bearer token (ES384 JWT, one hour) for the contract's clean-room ingress.
 
     Only a party the accepted contract names gets one; the ingress checks it against the
-    governance JWKS and refuses a token of another contract.
+    governance JWKS and refuses a token of another contract. The table output is the bare JWT
+    (for $(...)); -o json adds expiresAt, audience and issuer.
 
     \b
     Example (the consumer calls the running clean room):
@@ -410,10 +439,7 @@ def contract_token(ctx: click.Context, contract_id: str, output: str) -> None:
     """
     with _client(ctx) as client:
         issued = client.issue_token(contract_id)
-    if output == "json":
-        click.echo(json.dumps({"contractId": contract_id, **issued}, indent=2, sort_keys=True))
-    else:
-        click.echo(issued["token"])
+    return Result({"contractId": contract_id, **issued}, text=issued["token"])
 
 
 @contract.group("runtime-option")
@@ -421,16 +447,17 @@ def runtime_option() -> None:
     """The kill switch (execution) and the logging/telemetry options of a contract."""
 
 
-OPTION = click.option("--option", type=click.Choice(["execution", "logging", "telemetry"]), required=True,
-                      help="Which option.")
+OPTION = click.option(
+    "--option", type=click.Choice(["execution", "logging", "telemetry"]), required=True, help="Which option."
+)
 
 
 @runtime_option.command("get")
 @click.option("--id", "contract_id", required=True, help="Contract id.")
 @OPTION
-@read_verb
+@verb_output
 @click.pass_context
-def runtime_option_get(ctx: click.Context, contract_id: str, option: str, output: str, query: str | None) -> None:
+def runtime_option_get(ctx: click.Context, contract_id: str, option: str) -> Result:
     """Show whether an option is enabled (and who disabled execution).
 
     \b
@@ -438,15 +465,16 @@ def runtime_option_get(ctx: click.Context, contract_id: str, option: str, output
       cleanroom -w W/consumer governance contract runtime-option get --id inference-initial --option execution
     """
     with _client(ctx) as client:
-        _emit(client.runtime_option(contract_id, option), output, query, title=f"{option} of {contract_id}")
+        return Result(client.runtime_option(contract_id, option), title=f"{option} of {contract_id}")
 
 
 @runtime_option.command("set")
 @click.option("--id", "contract_id", required=True, help="Contract id.")
 @OPTION
 @click.option("--action", type=click.Choice(["enable", "disable"]), required=True, help="enable or disable.")
+@verb_output
 @click.pass_context
-def runtime_option_set(ctx: click.Context, contract_id: str, option: str, action: str) -> None:
+def runtime_option_set(ctx: click.Context, contract_id: str, option: str, action: str) -> Result:
     """Disable execution alone (kill switch) or re-enable it; logging/telemetry open a proposal.
 
     \b
@@ -458,9 +486,8 @@ def runtime_option_set(ctx: click.Context, contract_id: str, option: str, action
         result = client.set_runtime_option(contract_id, option, action == "enable")
     if option == "execution":
         waiting = ", ".join(m[:16] + "…" for m in result["disabledBy"]) or "nobody"
-        click.echo(f"execution of {contract_id} is {result['status']} (disabled by: {waiting})")
-    else:
-        click.echo(f"proposal {result['proposalId']} ({result['action']}) is {result['proposalState']}")
+        return Result(result, text=f"execution of {contract_id} is {result['status']} (disabled by: {waiting})")
+    return Result(result, text=f"proposal {result['proposalId']} ({result['action']}) is {result['proposalState']}")
 
 
 @contract.group("event")
@@ -472,25 +499,35 @@ def event() -> None:
 @click.option("--id", "contract_id", required=True, help="Contract id.")
 @click.option("--from-seqno", type=int, default=1, show_default=True, help="First event sequence number.")
 @click.option("--follow", is_flag=True, help="Keep printing new events as they arrive (Ctrl-C stops).")
-@read_verb
+@verb_output
 @click.pass_context
-def event_list(ctx: click.Context, contract_id: str, from_seqno: int, follow: bool, output: str,
-               query: str | None) -> None:
+def event_list(ctx: click.Context, contract_id: str, from_seqno: int, follow: bool) -> Result | Stream:
     """List a contract's events (telemetry/logging only if the contract enabled them).
 
     \b
     Example:
       cleanroom -w W/consumer governance contract event list --id inference-initial --output json
     """
+    if follow:
+        return Stream(
+            _follow_events(ctx, contract_id, from_seqno),
+            lambda item: f"{item['seqno']:>5} {item['category']:<9} {item['type']:<20} {json.dumps(item['data'])}",
+        )
     with _client(ctx) as client:
-        if follow:
-            for item in client.stream_events(contract_id, from_seqno):
-                click.echo(json.dumps(item) if output == "json" else
-                           f"{item['seqno']:>5} {item['category']:<9} {item['type']:<20} {json.dumps(item['data'])}")
-            return
         result = client.events(contract_id, from_seqno)
-    _emit(result if output == "json" or query else result["events"], output, query,
-          columns=["seqno", "category", "type", "data"], title=f"events of {contract_id}")
+    return Result(
+        result,
+        render=lambda console: console.print(
+            generic_table(
+                result["events"], columns=["seqno", "category", "type", "data"], title=f"events of {contract_id}"
+            )
+        ),
+    )
+
+
+def _follow_events(ctx: click.Context, contract_id: str, from_seqno: int) -> Iterator[dict[str, Any]]:
+    with _client(ctx) as client:
+        yield from client.stream_events(contract_id, from_seqno)
 
 
 # -- proposals --------------------------------------------------------------------------------------
@@ -501,26 +538,35 @@ def proposal() -> None:
 
 @proposal.command("show")
 @click.option("--proposal-id", required=True, help="Proposal id.")
-@read_verb
+@click.option(
+    "--diff",
+    "diff_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Compare what a ballot accepts with the document you regenerated.",
+)
+@verb_output
 @click.pass_context
-def proposal_show(ctx: click.Context, proposal_id: str, output: str, query: str | None) -> None:
-    """Show a proposal: action, args, state and ballots.
+def proposal_show(ctx: click.Context, proposal_id: str, diff_file: Path | None) -> Result:
+    """Show a proposal: action, state, ballots by persona and a readable summary of what a ballot
+    accepts (a set_contract's contract data, a proposed deployment spec or policy with its hash);
+    -o json for the raw proposal. --diff FILE says "identical" or lists the fields that differ.
 
     \b
     Example:
       cleanroom -w W/hoster governance proposal show --proposal-id 4c1e... --output json
+      cleanroom -w W/consumer governance proposal show --proposal-id 4c1e... --diff out/clean-room-policy.json
     """
     with _client(ctx) as client:
-        _emit(client.proposal(proposal_id), output, query, title="proposal")
+        return vote_review.proposal_result(client, proposal_id, diff_file)
 
 
 @proposal.command("list")
 @click.option("--state", default=None, help="Only proposals in this state (Open, Accepted, ...).")
 @click.option("--contract-id", default=None, help="Only proposals about this contract.")
-@read_verb
+@verb_output
 @click.pass_context
-def proposal_list(ctx: click.Context, state: str | None, contract_id: str | None, output: str,
-                  query: str | None) -> None:
+def proposal_list(ctx: click.Context, state: str | None, contract_id: str | None) -> Result:
     """List proposals.
 
     \b
@@ -529,15 +575,20 @@ def proposal_list(ctx: click.Context, state: str | None, contract_id: str | None
     """
     with _client(ctx) as client:
         proposals = client.proposals(state=state, contract_id=contract_id)
-    _emit(proposals if output == "json" or query else [_proposal_summary(p) for p in proposals], output, query,
-          title="proposals")
+    return Result(
+        proposals,
+        render=lambda console: console.print(
+            generic_table([_proposal_summary(p) for p in proposals], title="proposals")
+        ),
+    )
 
 
 @proposal.command("vote")
 @click.option("--proposal-id", required=True, help="Proposal id.")
 @VOTE_ACTION
+@verb_output
 @click.pass_context
-def proposal_vote(ctx: click.Context, proposal_id: str, action: str) -> None:
+def proposal_vote(ctx: click.Context, proposal_id: str, action: str) -> Result:
     """Cast your signed ballot on a proposal.
 
     \b
@@ -545,13 +596,14 @@ def proposal_vote(ctx: click.Context, proposal_id: str, action: str) -> None:
       cleanroom -w W/provider governance proposal vote --proposal-id 4c1e... --action accept
     """
     with _client(ctx) as client:
-        _vote(client, proposal_id, action)
+        return _vote(client, proposal_id, action)
 
 
 @proposal.command("withdraw")
 @click.option("--proposal-id", required=True, help="Proposal id.")
+@verb_output
 @click.pass_context
-def proposal_withdraw(ctx: click.Context, proposal_id: str) -> None:
+def proposal_withdraw(ctx: click.Context, proposal_id: str) -> Result:
     """Withdraw a proposal you made.
 
     \b
@@ -560,7 +612,9 @@ def proposal_withdraw(ctx: click.Context, proposal_id: str) -> None:
     """
     with _client(ctx) as client:
         result = client.withdraw(proposal_id)
-    click.echo(f"proposal {proposal_id[:16]}… is {result['proposalState']}")
+    return Result(
+        {"proposalId": proposal_id} | result, text=f"proposal {proposal_id[:16]}… is {result['proposalState']}"
+    )
 
 
 # -- deployment template / policy -------------------------------------------------------------------
@@ -580,37 +634,43 @@ def policy() -> None:
 
 
 def _document_verbs(group: click.Group, kind: str, file_option: str, noun: str) -> None:
-    @group.command("propose", help=f"""Propose the {noun} of an accepted contract.
+    @group.command(
+        "propose",
+        help=f"""Propose the {noun} of an accepted contract.
 
     \b
     Example:
       cleanroom -w W/hoster governance deployment {group.name} propose --contract-id inference-initial \\
-          --{file_option} out/deployments/{'deployment-spec' if kind == 'deployment_spec' else 'clean-room-policy'}.json
-    """)
+          --{file_option} out/deployments/{"deployment-spec" if kind == "deployment_spec" else "clean-room-policy"}.json
+    """,
+    )
     @click.option("--contract-id", required=True, help="Contract id.")
     @click.option(f"--{file_option}", "document_file", required=True, help=f"The {noun} JSON file.")
+    @verb_output
     @click.pass_context
-    def propose(ctx: click.Context, contract_id: str, document_file: str) -> None:
+    def propose(ctx: click.Context, contract_id: str, document_file: str) -> Result:
         document = _read_json(document_file, noun)
         with _client(ctx) as client:
             submit = client.propose_deployment_spec if kind == "deployment_spec" else client.propose_clean_room_policy
-            result = submit(contract_id, document)
-        click.echo(f"proposal {result['proposalId']} ({result['proposalState']})")
+            return _proposed(submit(contract_id, document))
 
-    @group.command("show", help=f"""Show the accepted {noun} and the open proposals (proposalIds).
+    @group.command(
+        "show",
+        help=f"""Show the accepted {noun} and the open proposals (proposalIds).
 
     \b
     Example:
       cleanroom -w W/consumer governance deployment {group.name} show --contract-id inference-initial \\
-          --query proposalIds.0
-    """)
+          --query 'proposalIds[0]'
+    """,
+    )
     @click.option("--contract-id", required=True, help="Contract id.")
-    @read_verb
+    @verb_output
     @click.pass_context
-    def show(ctx: click.Context, contract_id: str, output: str, query: str | None) -> None:
+    def show(ctx: click.Context, contract_id: str) -> Result:
         with _client(ctx) as client:
             reader = client.deployment_spec if kind == "deployment_spec" else client.clean_room_policy
-            _emit(reader(contract_id), output, query, title=f"{noun} of {contract_id}")
+            return Result(reader(contract_id), title=f"{noun} of {contract_id}")
 
 
 _document_verbs(template, "deployment_spec", "template-file", "deployment spec")
@@ -619,13 +679,18 @@ _document_verbs(policy, "clean_room_policy", "policy-file", "clean-room policy")
 
 @deployment.command("generate")
 @click.option("--contract-id", required=True, help="Contract id (must exist; its merged spec is used).")
-@click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write deployment-spec.json and clean-room-policy.json.")
-@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--output-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write deployment-spec.json and clean-room-policy.json.",
+)
 @generate_options
+@verb_output
 @click.pass_context
-def deployment_generate(ctx: click.Context, contract_id: str, output_dir: Path, output: str, backend: str,
-                        **aci_options: Any) -> None:
+def deployment_generate(
+    ctx: click.Context, /, contract_id: str, output_dir: Path, backend: str, **aci_options: Any
+) -> Result:
     """Write the deployment spec and clean-room policy (with its hash) of a contract, for proposal.
 
     \b
@@ -636,7 +701,7 @@ def deployment_generate(ctx: click.Context, contract_id: str, output_dir: Path, 
           --output-dir out/deployments --backend aci --cce-policy out/deployments/cce-policy.b64 \\
           --maa-endpoint sharedeus.eus.attest.azure.net \\
           --kek-vault m-provider=https://provider-kv.vault.azure.net \\
-          --identity /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.ManagedIdentity/userAssignedIdentities/MI \\
+          --identity "$(az identity show -g RG -n MI --query id -o tsv)" \\
           --identity-client-id 6c0a9f0e-3f5b-4f7e-9a43-4a9d8d1f2b7c
     """
     from core.runtime.deployment import write_deployment
@@ -649,7 +714,7 @@ def deployment_generate(ctx: click.Context, contract_id: str, output_dir: Path, 
         summary = write_deployment(contract_id, contract_data, output_dir)
         if backend == "aci":
             summary = write_aci_artifacts(summary, governance=client, **aci_options)
-    _emit(summary, output, None, title=f"deployment of {contract_id}")
+    return Result(camel_keys(summary), title=f"deployment of {contract_id}")
 
 
 # -- CA ---------------------------------------------------------------------------------------------
@@ -660,8 +725,9 @@ def ca() -> None:
 
 @ca.command("propose-enable")
 @click.option("--contract-id", required=True, help="Contract id.")
+@verb_output
 @click.pass_context
-def ca_propose_enable(ctx: click.Context, contract_id: str) -> None:
+def ca_propose_enable(ctx: click.Context, contract_id: str) -> Result:
     """Propose enabling the contract's CA.
 
     \b
@@ -669,14 +735,14 @@ def ca_propose_enable(ctx: click.Context, contract_id: str) -> None:
       cleanroom -w W/hoster governance ca propose-enable --contract-id inference-initial
     """
     with _client(ctx) as client:
-        result = client.propose_enable_ca(contract_id)
-    click.echo(f"proposal {result['proposalId']} ({result['proposalState']})")
+        return _proposed(client.propose_enable_ca(contract_id))
 
 
 @ca.command("generate-key")
 @click.option("--contract-id", required=True, help="Contract id.")
+@verb_output
 @click.pass_context
-def ca_generate_key(ctx: click.Context, contract_id: str) -> None:
+def ca_generate_key(ctx: click.Context, contract_id: str) -> Result:
     """Generate the contract's P-384 CA key (after enable_ca was accepted).
 
     \b
@@ -685,14 +751,17 @@ def ca_generate_key(ctx: click.Context, contract_id: str) -> None:
     """
     with _client(ctx) as client:
         client.generate_ca_key(contract_id)
-    click.echo(f"CA key generated for {contract_id}; fetch the certificate with `ca show --query caCert`")
+        ca_state = client.ca(contract_id)
+    return Result(
+        ca_state, text=f"CA key generated for {contract_id}; fetch the certificate with `ca show --query caCert`"
+    )
 
 
 @ca.command("show")
 @click.option("--contract-id", required=True, help="Contract id.")
-@read_verb
+@verb_output
 @click.pass_context
-def ca_show(ctx: click.Context, contract_id: str, output: str, query: str | None) -> None:
+def ca_show(ctx: click.Context, contract_id: str) -> Result:
     """Show the CA state, its certificate (caCert) and open enable_ca proposals (proposalIds).
 
     \b
@@ -700,7 +769,7 @@ def ca_show(ctx: click.Context, contract_id: str, output: str, query: str | None
       cleanroom -w W/consumer governance ca show --contract-id inference-initial --query caCert > ca.crt
     """
     with _client(ctx) as client:
-        _emit(client.ca(contract_id), output, query, title=f"CA of {contract_id}")
+        return Result(client.ca(contract_id), title=f"CA of {contract_id}")
 
 
 # -- members ----------------------------------------------------------------------------------------
@@ -712,8 +781,9 @@ def member() -> None:
 @member.command("add")
 @click.option("--cert", required=True, help="The new member's certificate PEM file.")
 @click.option("--name", default="", help="A display name.")
+@verb_output
 @click.pass_context
-def member_add(ctx: click.Context, cert: str, name: str) -> None:
+def member_add(ctx: click.Context, cert: str, name: str) -> Result:
     """Propose a new member (set_member); once accepted it runs `member activate`.
 
     \b
@@ -721,13 +791,13 @@ def member_add(ctx: click.Context, cert: str, name: str) -> None:
       cleanroom -w W/hoster governance member add --cert W/auditor/identity/member_cert.pem --name auditor
     """
     with _client(ctx) as client:
-        result = client.propose_member(_read_pem(cert), name)
-    click.echo(f"proposal {result['proposalId']} ({result['proposalState']})")
+        return _proposed(client.propose_member(_read_pem(cert), name))
 
 
 @member.command("activate")
+@verb_output
 @click.pass_context
-def member_activate(ctx: click.Context) -> None:
+def member_activate(ctx: click.Context) -> Result:
     """Activate your membership after the consortium accepted it.
 
     \b
@@ -736,14 +806,14 @@ def member_activate(ctx: click.Context) -> None:
     """
     with _client(ctx) as client:
         result = client.activate_member()
-    click.echo(f"member {result['memberId'][:16]}… is {result['status']}")
+    return Result(result, text=f"member {result['memberId'][:16]}… is {result['status']}")
 
 
 @member.command("show")
 @click.option("--id", "member_id", default=None, help="Member id (default: this workspace's).")
-@read_verb
+@verb_output
 @click.pass_context
-def member_show(ctx: click.Context, member_id: str | None, output: str, query: str | None) -> None:
+def member_show(ctx: click.Context, member_id: str | None) -> Result:
     """Show a member (default: you).
 
     \b
@@ -752,13 +822,13 @@ def member_show(ctx: click.Context, member_id: str | None, output: str, query: s
     """
     workspace = _workspace(ctx)
     with GovernanceClient.from_workspace(workspace) as client:
-        _emit(client.member(member_id or workspace.identity.member_id), output, query, title="member")
+        return Result(client.member(member_id or workspace.identity.member_id), title="member")
 
 
 @member.command("list")
-@read_verb
+@verb_output
 @click.pass_context
-def member_list(ctx: click.Context, output: str, query: str | None) -> None:
+def member_list(ctx: click.Context) -> Result:
     """List the consortium's members.
 
     \b
@@ -767,9 +837,7 @@ def member_list(ctx: click.Context, output: str, query: str | None) -> None:
     """
     with _client(ctx) as client:
         members = client.members()
-    _emit(members if output == "json" or query else
-          [{"memberId": m["memberId"], "name": m["name"], "status": m["status"]} for m in members],
-          output, query, title="members")
+    return Result(members, columns=["memberId", "name", "status"], title="members")
 
 
 # -- ledger -----------------------------------------------------------------------------------------
@@ -780,8 +848,9 @@ def ledger_group() -> None:
 
 @ledger_group.command("export")
 @click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output file.")
+@verb_output
 @click.pass_context
-def ledger_export(ctx: click.Context, path: Path) -> None:
+def ledger_export(ctx: click.Context, path: Path) -> Result:
     """Export the whole ledger (JSON lines) for offline verification.
 
     \b
@@ -790,7 +859,7 @@ def ledger_export(ctx: click.Context, path: Path) -> None:
     """
     with _client(ctx) as client:
         size = client.export_ledger(path)
-    click.echo(f"wrote {path} ({size} bytes)")
+    return Result({"file": str(path), "bytes": size}, text=f"wrote {path} ({size} bytes)")
 
 
 def _pinned_cert(ctx: click.Context, service_cert: str | None) -> str | None:
@@ -834,17 +903,23 @@ def _against(ctx: click.Context, against: str | None, service_cert: str | None) 
         with _client(ctx) as client:
             return _service_head(client)
     except ServiceUnavailableError as exc:
-        raise ServiceUnavailableError(f"cannot fetch the service's signed head to verify against ({exc.message})",
-                                      hint="pass --against FILE (a head saved with `ledger head --file`) or "
-                                           "--against none to verify offline") from exc
+        raise ServiceUnavailableError(
+            f"cannot fetch the service's signed head to verify against ({exc.message})",
+            hint="pass --against FILE (a head saved with `ledger head --file`) or --against none to verify offline",
+        ) from exc
 
 
 @ledger_group.command("head")
-@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Save the signed head here, to verify a later export against it.")
-@read_verb
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Save the signed head here, to verify a later export against it.",
+)
+@verb_output
 @click.pass_context
-def ledger_head(ctx: click.Context, path: Path | None, output: str, query: str | None) -> None:
+def ledger_head(ctx: click.Context, path: Path | None) -> Result:
     """Fetch the service's latest signed checkpoint (seqno, chain head, signature) and keep it.
 
     A head you saved proves how far the ledger had reached: `ledger verify --against FILE`
@@ -859,22 +934,33 @@ def ledger_head(ctx: click.Context, path: Path | None, output: str, query: str |
         head = _service_head(client)
     if path is not None:
         write_public_file(path, (json.dumps(head.document(), indent=2, sort_keys=True) + "\n").encode())
-    _emit({"seqno": head.seqno, "fromSeqno": head.from_seqno, "chainHead": head.chain_head,
-           "merkleRoot": head.merkle_root, "verified": True, "file": str(path) if path else None},
-          output, query, title=f"signed ledger head: entry {head.seqno}")
+    return Result(
+        {
+            "seqno": head.seqno,
+            "fromSeqno": head.from_seqno,
+            "chainHead": head.chain_head,
+            "merkleRoot": head.merkle_root,
+            "verified": True,
+            "file": str(path) if path else None,
+        },
+        title=f"signed ledger head: entry {head.seqno}",
+    )
 
 
 @ledger_group.command("verify")
 @click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Export file.")
 @click.option("--service-cert", default=None, help="Service certificate to check against (default: the pinned one).")
 @click.option("--full", is_flag=True, help="Also re-check every member signature (slower).")
-@click.option("--against", default=None, metavar="FILE|service|none",
-              help="Signed head the export must reach: a file from `ledger head --file` or a saved receipt, "
-                   "`service` (fetch it now) or `none`. Default: service if the workspace has one, else none.")
-@read_verb
+@click.option(
+    "--against",
+    default=None,
+    metavar="FILE|service|none",
+    help="Signed head the export must reach: a file from `ledger head --file` or a saved receipt, "
+    "`service` (fetch it now) or `none`. Default: service if the workspace has one, else none.",
+)
+@verb_output
 @click.pass_context
-def ledger_verify(ctx: click.Context, path: Path, service_cert: str | None, full: bool, against: str | None,
-                  output: str, query: str | None) -> None:
+def ledger_verify(ctx: click.Context, path: Path, service_cert: str | None, full: bool, against: str | None) -> Result:
     """Verify an export: hash chain, digests, signed checkpoints, its end (and signatures).
 
     The export must end at a signed checkpoint and reach the signed head it is checked against,
@@ -891,17 +977,19 @@ def ledger_verify(ctx: click.Context, path: Path, service_cert: str | None, full
     head = _against(ctx, against, service_cert)
     report = ledger.verify_export_file(path, expected_service_cert_pem=pinned, full=full, against=head)
     if head is None:  # after the checks, so that a failure stays one line
-        click.echo("warning: not checked against a signed head, so an export cut at a checkpoint boundary "
-                   "would pass; pass --against service or --against FILE (saved with `ledger head --file`)",
-                   err=True)
-    _emit(report.as_dict(), output, query, title=f"ledger {path.name}: OK")
+        click.echo(
+            "warning: not checked against a signed head, so an export cut at a checkpoint boundary "
+            "would pass; pass --against service or --against FILE (saved with `ledger head --file`)",
+            err=True,
+        )
+    return Result(report.as_dict(), title=f"ledger {path.name}: OK")
 
 
 @ledger_group.command("receipt")
 @click.option("--seqno", type=int, required=True, help="Ledger entry sequence number.")
-@read_verb
+@verb_output
 @click.pass_context
-def ledger_receipt(ctx: click.Context, seqno: int, output: str, query: str | None) -> None:
+def ledger_receipt(ctx: click.Context, seqno: int) -> Result:
     """Fetch a receipt proving one entry, and check it against the pinned certificate.
 
     \b
@@ -911,4 +999,4 @@ def ledger_receipt(ctx: click.Context, seqno: int, output: str, query: str | Non
     with _client(ctx) as client:
         receipt = client.receipt(seqno)
         ledger.verify_receipt(receipt, service_cert_pem=client.service_cert_pem)
-    _emit(receipt | {"verified": True}, output, query, title=f"receipt for entry {seqno} (verified)")
+    return Result(receipt | {"verified": True}, title=f"receipt for entry {seqno} (verified)")

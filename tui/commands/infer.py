@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -18,30 +17,55 @@ from rich.table import Table
 
 from core.errors import InvalidInputError
 from core.ml.evaluation import DEFAULT_BATCH_SIZE, EvaluationReport
+from tui.output import Result, camel_keys, stderr_console, verb_output
 
 
 @click.command("infer")
-@click.option("--dataset", required=True, metavar="FOLDER|PARQUET|rotten_tomatoes",
-              help="Labelled data: a folder of <split>.parquet, one .parquet file, a datasets "
-                   "save_to_disk folder, or the vendored rotten_tomatoes.")
+@click.option(
+    "--dataset",
+    required=True,
+    metavar="FOLDER|PARQUET|rotten_tomatoes",
+    help="Labelled data: a folder of <split>.parquet, one .parquet file, a datasets "
+    "save_to_disk folder, or the vendored rotten_tomatoes.",
+)
 @click.option("--split", default="test", show_default=True, help="Which split to send.")
 @click.option("--endpoint", required=True, help="The clean room's inference URL, https://HOST:PORT.")
-@click.option("--ca", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="PEM of the clean room's CA; the endpoint's certificate must chain to it.")
-@click.option("--token", envvar="CLEANROOM_TOKEN", default=None,
-              help="Bearer token for the endpoint. On the command line every local user can read it "
-                   "(ps, /proc): prefer env CLEANROOM_TOKEN or --token-file.")
-@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Read the bearer token from this file (yours, mode 0600) instead of --token.")
-@click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=int,
-              help="Texts per request.")
+@click.option(
+    "--ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM of the clean room's CA; the endpoint's certificate must chain to it.",
+)
+@click.option(
+    "--token",
+    envvar="CLEANROOM_TOKEN",
+    default=None,
+    help="Bearer token for the endpoint. On the command line every local user can read it "
+    "(ps, /proc): prefer env CLEANROOM_TOKEN or --token-file.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Read the bearer token from this file (yours, mode 0600) instead of --token.",
+)
+@click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=int, help="Texts per request.")
 @click.option("--per-row", is_flag=True, help="One request per row, as the field's sample client does.")
 @click.option("--limit", type=int, default=None, help="Send only the first N rows.")
-@click.option("--output", "output_format", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="table: totals; json: also per-class precision/recall and confusion.")
-def infer(dataset: str, split: str, endpoint: str, ca: Path | None, token: str | None, token_file: Path | None,
-          batch_size: int, per_row: bool, limit: int | None, output_format: str) -> None:
-    """Send a labelled split to the endpoint and print Total rows, Correct and Accuracy.
+@verb_output
+def infer(
+    dataset: str,
+    split: str,
+    endpoint: str,
+    ca: Path | None,
+    token: str | None,
+    token_file: Path | None,
+    batch_size: int,
+    per_row: bool,
+    limit: int | None,
+) -> Result:
+    """Send a labelled split to the endpoint and print Total rows, Correct and Accuracy
+    (-o json adds per-class precision/recall and the confusion matrix).
 
     \b
     Example:
@@ -64,17 +88,21 @@ def infer(dataset: str, split: str, endpoint: str, ca: Path | None, token: str |
         rows = LabelledRows(texts=rows.texts[:limit], labels=rows.labels[:limit])
     with InferenceClient(endpoint, ca=ca, token=token) as client:
         run = EvaluationRun(rows, client, batch_size=batch_size, per_row=per_row)
-        columns = (TextColumn("[bold]inferring"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("accuracy {task.fields[accuracy]:.3f}"), TimeRemainingColumn())
-        with Progress(*columns, console=Console(stderr=True), transient=output_format == "json") as bar:
+        columns = (
+            TextColumn("[bold]inferring"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("accuracy {task.fields[accuracy]:.3f}"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=stderr_console()) as bar:
             task = bar.add_task("infer", total=len(rows), accuracy=0.0)
             for progress in run:
                 bar.update(task, completed=progress.done, accuracy=progress.accuracy)
         report = run.report()
-    if output_format == "json":
-        click.echo(json.dumps(report.as_dict()))
-    else:
-        _print_table(report)
+    document = camel_keys(report.as_dict())
+    document["confusionMatrix"] = camel_keys(document["confusionMatrix"])
+    return Result(document, render=lambda console: _render(console, report))
 
 
 def read_token_file(path: Path, *, also_given: bool) -> str:
@@ -86,34 +114,43 @@ def read_token_file(path: Path, *, also_given: bool) -> str:
     import stat
 
     if also_given:
-        raise InvalidInputError("--token (or CLEANROOM_TOKEN) and --token-file both give a token",
-                                hint="pass only one of them")
+        raise InvalidInputError(
+            "--token (or CLEANROOM_TOKEN) and --token-file both give a token", hint="pass only one of them"
+        )
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise InvalidInputError(f"cannot read token file {path} ({exc.strerror})",
-                                hint="write it with `cleanroom governance contract token --id C > FILE`") from None
+        raise InvalidInputError(
+            f"cannot read token file {path} ({exc.strerror})",
+            hint="write it with `cleanroom governance contract token --id C > FILE`",
+        ) from None
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise InvalidInputError(f"token file {path} is not a regular file", hint="pass the file holding the token")
         if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) or info.st_uid != os.getuid():
-            raise InvalidInputError(f"token file {path} can be read by other users (mode "
-                                    f"{stat.S_IMODE(info.st_mode):04o}, uid {info.st_uid})",
-                                    hint=f"run `chmod 600 {path}` (it must be yours)")
+            raise InvalidInputError(
+                f"token file {path} can be read by other users (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}, uid {info.st_uid})",
+                hint=f"run `chmod 600 {path}` (it must be yours)",
+            )
         text = handle.read(16_384).decode(errors="replace").strip()
     if not text or len(text.splitlines()) != 1:
-        raise InvalidInputError(f"token file {path} does not hold one token line",
-                                hint="write it with `cleanroom governance contract token --id C > FILE`")
+        raise InvalidInputError(
+            f"token file {path} does not hold one token line",
+            hint="write it with `cleanroom governance contract token --id C > FILE`",
+        )
     return text
 
 
-def _print_table(report: EvaluationReport) -> None:
+def _render(console: Console, report: EvaluationReport) -> None:
     table = Table(show_header=False)
     table.add_row("Total rows", str(report.total))
     table.add_row("Correct", str(report.correct))
     table.add_row("Accuracy", f"{report.accuracy:.2%}")
     table.add_row("Requests", str(report.requests))
     table.add_row("Rows/s", f"{report.total / report.elapsed_s:.1f}" if report.elapsed_s else "-")
-    table.add_row("Model", f"{report.model.get('model_file', '?')} sha256 {str(report.model.get('model_sha256', '?'))[:16]}…")
-    Console().print(table)
+    table.add_row(
+        "Model", f"{report.model.get('model_file', '?')} sha256 {str(report.model.get('model_sha256', '?'))[:16]}…"
+    )
+    console.print(table)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -11,16 +11,22 @@ from rich.table import Table
 
 from core import embedded
 from core.workspace import Workspace
+from tui.output import Result, stderr_console, verb_output
 
 
 @click.command("up")
-@click.option("--workspace-dirs", "workspace_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Persona workspaces that form the consortium and are pointed at the services (repeatable; "
-                   "several may follow one flag).")
+@click.option(
+    "--workspace-dirs",
+    "workspace_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Persona workspaces that form the consortium and are pointed at the services (repeatable; "
+    "several may follow one flag).",
+)
 @click.argument("more_dirs", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@verb_output
 @click.pass_context
-def up(ctx: click.Context, workspace_dirs: tuple[Path, ...], more_dirs: tuple[Path, ...], output: str) -> None:
+def up(ctx: click.Context, workspace_dirs: tuple[Path, ...], more_dirs: tuple[Path, ...]) -> Result:
     """Start the embedded services on loopback (governance first) and deploy the workspaces to them.
 
     The first run creates the consortium from the workspaces' member certificates; later runs
@@ -34,24 +40,25 @@ def up(ctx: click.Context, workspace_dirs: tuple[Path, ...], more_dirs: tuple[Pa
     if not dirs and (Path(ctx.obj["workspace"]) / "workspace.json").is_file():
         dirs = [Path(ctx.obj["workspace"])]
     workspaces = [Workspace.open(d) for d in dirs]
-    console = Console(stderr=True)
-    with console.status("starting services…") as status:
+    with stderr_console().status("starting services…") as status:
         records = embedded.up(workspaces, progress=lambda name: status.update(f"starting {name}…"))
-    if output == "json":
-        click.echo(json.dumps(records, indent=2, sort_keys=True))
-        return
+    return Result(records, render=lambda console: _render(console, records, workspaces))
+
+
+def _render(console: Console, records: dict[str, Any], workspaces: list[Workspace]) -> None:
     table = Table(title=f"cleanroom services ({embedded.home()})")
     for column in ("service", "endpoint", "pid"):
         table.add_column(column)
     for name, record in records.items():
         table.add_row(name, record["endpoint"], str(record["pid"]))
-    Console().print(table)
+    console.print(table)
     for workspace in workspaces:
-        click.echo(f"deployed {workspace.root} ({workspace.name})")
+        console.print(f"deployed {workspace.root} ({workspace.name})", highlight=False)
 
 
 @click.command("down")
-def down() -> None:
+@verb_output
+def down() -> Result:
     """Stop the embedded services (their state stays for the next `cleanroom up`).
 
     \b
@@ -59,4 +66,7 @@ def down() -> None:
       cleanroom down
     """
     stopped = embedded.down()
-    click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    return Result(
+        {"home": str(embedded.home()), "stopped": stopped},
+        text=f"stopped: {', '.join(stopped)}" if stopped else "nothing was running",
+    )

@@ -7,15 +7,21 @@ switch is stronger still: the operator types the contract id, as in a cloud cons
 
 from __future__ import annotations
 
-from textual import on
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 from core.engine import PersonaEngine, Proposal
+from core.errors import CleanroomError
+from core.governance.review import DocumentDiff, Section, compare, read_regenerated, summarize
+from tui.widgets.worker_errors import error_text
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -58,27 +64,108 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class VoteScreen(ConfirmScreen):
-    """Restates proposal, choice and persona before a ballot is signed."""
+    """Restates proposal, choice and persona before a ballot is signed, and what it accepts.
+
+    Below the ballot line the modal loads the voted document (a set_contract's contract data,
+    a proposed deployment spec or policy) and shows it readably, the same summary as
+    `contract show` / `proposal show` (core.governance.review). A path typed into the box is the
+    document the voter regenerated (`config view --output json`, `deployment generate`): Enter
+    compares it field by field and says "identical" only when the canonical JSON is equal.
+    Typing goes to the box, so `y` there is a letter, never a signature.
+    """
 
     def __init__(self, engine: PersonaEngine, proposal: Proposal, accept: bool) -> None:
         super().__init__("", confirm_label="Sign ballot")
+        self.add_class("vote-modal")
         self.engine = engine
         self.proposal = proposal
         self.accept = accept
+        self.voted: dict[str, Any] | None = None  # once loaded
 
     def body(self) -> ComposeResult:
         proposal, engine = self.proposal, self.engine
-        choice = (Content.styled("✔ ACCEPT", "bold $success") if self.accept
-                  else Content.styled("✖ REJECT", "bold $error"))
+        choice = (
+            Content.styled("✔ ACCEPT", "bold $success") if self.accept else Content.styled("✖ REJECT", "bold $error")
+        )
         yield Static(Content.styled("Sign this ballot?", "bold"), classes="modal-title")
-        yield Static(Content.assemble(
-            "proposal  ", Content.styled(proposal.proposal_id, "bold"), "\n",
-            "action    ", proposal.action, "\n",
-            "contract  ", proposal.contract_id or "–", "\n",
-            "choice    ", choice, "\n",
-            "as        ", Content.styled(engine.persona, "bold"), f" (member {engine.short_member_id})",
-        ), id="vote-summary")
+        yield Static(
+            Content.assemble(
+                "proposal  ",
+                Content.styled(proposal.proposal_id, "bold"),
+                "\n",
+                "action    ",
+                proposal.action,
+                "\n",
+                "contract  ",
+                proposal.contract_id or "–",
+                "\n",
+                "choice    ",
+                choice,
+                "\n",
+                "as        ",
+                Content.styled(engine.persona, "bold"),
+                f" (member {engine.short_member_id})",
+            ),
+            id="vote-summary",
+        )
+        with VerticalScroll(id="vote-review"):
+            yield Static(Content.styled("… loading what this ballot accepts", "$text-muted"), id="vote-review-body")
+        yield Input(placeholder="compare with the file you regenerated: path, then Enter", id="vote-diff-input")
+        yield Static("", id="vote-diff")
         yield Static(Content.styled("A signed ballot is final; the ledger records it.", "$text-muted"))
+
+    def on_mount(self) -> None:
+        self._load_review()
+
+    @work(thread=True, exit_on_error=False)
+    def _load_review(self) -> None:
+        try:
+            document = self.engine.voted_document(self.proposal.proposal_id)
+            names = {member.member_id: member.name for member in self.engine.members()}
+        except Exception as exc:  # shown where the summary would be; the modal still works
+            self.app.call_from_thread(self._show_review_error, error_text(exc))
+            return
+        self.app.call_from_thread(self._show_review, document, names)
+
+    def _show_review(self, document: dict[str, Any], names: dict[str, str]) -> None:
+        self.voted = document
+        self.query_one("#vote-review-body", Static).update(review_content(summarize(document, names)))
+
+    def _show_review_error(self, text: str) -> None:
+        self.query_one("#vote-review-body", Static).update(
+            Content.styled(f"✖ could not load what this ballot accepts: {text}", "$error")
+        )
+
+    @on(Input.Submitted, "#vote-diff-input")
+    def _compare(self, event: Input.Submitted) -> None:
+        event.stop()
+        target = self.query_one("#vote-diff", Static)
+        if self.voted is None:
+            target.update(Content.styled("the voted document has not loaded yet", "$warning"))
+            return
+        try:
+            regenerated = read_regenerated(Path(event.value.strip()).expanduser())
+        except CleanroomError as exc:
+            target.update(Content.styled(f"✖ {exc.one_line()}", "$error"))
+            return
+        target.update(diff_content(compare(self.voted, regenerated)))
+
+
+def review_content(sections: list[Section]) -> Content:
+    """The review summary with bold section titles (the CLI prints the same text plainly)."""
+    lines: list[Content] = []
+    for section in sections:
+        lines.append(Content.styled(section.title, "bold $primary"))
+        lines.extend(Content(f"  {line}") for line in section.lines)
+    return Content("\n").join(lines)
+
+
+def diff_content(diff: DocumentDiff) -> Content:
+    lines = diff.lines()
+    head = Content.styled(
+        f"✔ {lines[0]}" if diff.identical else f"✖ {lines[0]}", "bold $success" if diff.identical else "bold $error"
+    )
+    return Content("\n").join([head, *(Content.styled(line, "$warning") for line in lines[1:])])
 
 
 class KillSwitchScreen(ModalScreen[bool]):
@@ -94,11 +181,15 @@ class KillSwitchScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-dialog"):
             yield Static(Content.styled("■ Kill switch", "bold $error"), classes="modal-title")
-            yield Static(Content.assemble(
-                "Disable execution of contract ", Content.styled(self.contract_id, "bold"),
-                f" as {self.engine.persona} (member {self.engine.short_member_id}).\n"
-                "Running deployments stop; a restart needs you to re-enable it.\n\n"
-                "Type the contract id to confirm:"))
+            yield Static(
+                Content.assemble(
+                    "Disable execution of contract ",
+                    Content.styled(self.contract_id, "bold"),
+                    f" as {self.engine.persona} (member {self.engine.short_member_id}).\n"
+                    "Running deployments stop; a restart needs you to re-enable it.\n\n"
+                    "Type the contract id to confirm:",
+                )
+            )
             yield Input(placeholder=self.contract_id, id="kill-confirm-input")
             yield Static("", id="kill-confirm-error")
 
@@ -111,7 +202,8 @@ class KillSwitchScreen(ModalScreen[bool]):
             self.dismiss(True)
         else:
             self.query_one("#kill-confirm-error", Static).update(
-                Content.styled("✖ that is not the contract id; Esc cancels", "$error"))
+                Content.styled("✖ that is not the contract id; Esc cancels", "$error")
+            )
 
     def action_cancel(self) -> None:
         self.dismiss(False)
@@ -167,12 +259,18 @@ class QuitScreen(ModalScreen[str | None]):
         with Vertical(id="confirm-dialog"):
             yield Static(Content.styled("Quit the console?", "bold"), classes="modal-title")
             yield Static("Still running:\n" + "\n".join(f"  • {item}" for item in self.running), id="quit-running")
-            yield Static(Content.styled("s stops them (datasinks are sealed; a training run is lost); "
-                                        "l leaves them running; a later `cleanroom console` resumes."
-                                        + (" A step in progress here is interrupted either way and "
-                                           "done again on resume." if any(item.startswith("step ")
-                                                                          for item in self.running) else ""),
-                                        "$text-muted"))
+            yield Static(
+                Content.styled(
+                    "s stops them (datasinks are sealed; a training run is lost); "
+                    "l leaves them running; a later `cleanroom console` resumes."
+                    + (
+                        " A step in progress here is interrupted either way and done again on resume."
+                        if any(item.startswith("step ") for item in self.running)
+                        else ""
+                    ),
+                    "$text-muted",
+                )
+            )
             with Horizontal(id="confirm-buttons"):
                 for label, button_id in (("Stop all (s)", "quit-stop"), ("Leave running (l)", "quit-leave")):
                     button = Button(label, id=button_id, variant="error" if button_id == "quit-stop" else "default")

@@ -11,12 +11,19 @@ from textual.widgets import Static
 
 from tui.actions import actions_for
 
-VIEW_TITLES = {"proposals": "Proposals and contracts", "deployments": "Deployments",
-               "training": "Training monitor", "inference": "Inference", "data": "Data",
-               "ledger": "Ledger", "views": "Views", "app": "Everywhere"}
+VIEW_TITLES = {
+    "proposals": "Proposals and contracts",
+    "deployments": "Deployments",
+    "training": "Training monitor",
+    "inference": "Inference",
+    "data": "Data",
+    "ledger": "Ledger",
+    "views": "Views",
+    "app": "Everywhere",
+}
 VIEW_NOTES = {
     "proposals": "Ballots per member: ✔ accept  ✖ reject  · not yet. Keys that do not apply to the "
-                 "selected proposal are hidden (closed, or not yours to withdraw).",
+    "selected proposal are hidden (closed, or not yours to withdraw).",
     "deployments": "The log follows new lines; scroll up to hold it (it counts +N lines).",
     "training": "Fed by the contract's telemetry events; enable telemetry by vote to see them.",
     "inference": "Type the contract id of an inference deployment and press Enter.",
@@ -26,11 +33,11 @@ VIEW_NOTES = {
 
 
 def key_label(key: str) -> str:
-    return {"slash": "/", "end": "End"}.get(key, key.upper() if key.startswith("f") else key)
+    return {"slash": "/", "end": "End", "question_mark": "?"}.get(key, key.upper() if key.startswith("f") else key)
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,f1,q", "dismiss", "Close", id="help.close")]
+    BINDINGS = [Binding("escape,f1,q,question_mark", "dismiss", "Close", id="help.close")]
 
     def __init__(self, view: str, *, read_only: bool) -> None:
         super().__init__(classes="help-modal")
@@ -47,11 +54,17 @@ class HelpScreen(ModalScreen[None]):
             if not actions:
                 lines.append(Content("  (no keys: this view only shows)"))
             for action in actions:
-                lines.append(Content.assemble(Content.styled(f"  {key_label(action.key):<8}", "bold $accent"),
-                                              f"{action.title:<12} {action.help}"))
+                lines.append(
+                    Content.assemble(
+                        Content.styled(f"  {key_label(action.key):<8}", "bold $accent"),
+                        f"{action.title:<12} {action.help}",
+                    )
+                )
             lines.append(Content(""))
         if self.read_only:
             lines.append(Content.styled("read-only: actions that change state are hidden", "$warning"))
-        lines.append(Content.styled("Ctrl+P opens the command palette. Esc closes this help.", "$text-muted"))
+        lines.append(
+            Content.styled("Ctrl+P opens the command palette; q or Ctrl+Q quits. Esc closes this help.", "$text-muted")
+        )
         with Vertical(id="help-dialog"):
             yield Static(Content("\n").join(lines), id="help-body")

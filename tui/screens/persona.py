@@ -22,7 +22,8 @@ from textual.containers import Container
 from textual.screen import Screen
 from textual.widget import Widget
 
-from core.engine import LIFECYCLE, CleanroomEvent, EndpointHealth, PersonaEngine
+from core.engine import CleanroomEvent, EndpointHealth, PersonaEngine
+from core.runtime.lifecycle import LIFECYCLE_EVENTS
 from tui.actions import bindings_for
 from tui.widgets.context_bar import ContextBar, PersonaTabs, ViewTabs
 from tui.widgets.data import DataView
@@ -35,15 +36,28 @@ from tui.widgets.training import TrainingMonitor
 
 # where views wait while another is shown: still laid out at their size, never drawn
 OFF_STAGE = (0, 10_000)
-VIEW_TABS = (("proposals", "Proposals"), ("deployments", "Deployments"), ("training", "Training"),
-             ("inference", "Inference"), ("data", "Data"), ("ledger", "Ledger"))
+VIEW_TABS = (
+    ("proposals", "Proposals"),
+    ("deployments", "Deployments"),
+    ("training", "Training"),
+    ("inference", "Inference"),
+    ("data", "Data"),
+    ("ledger", "Ledger"),
+)
 
 
 class PersonaScreen(Screen):
     BINDINGS = bindings_for("views")
 
-    def __init__(self, engine: PersonaEngine, *, index: int, personas: list[str], read_only: bool,
-                 now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        engine: PersonaEngine,
+        *,
+        index: int,
+        personas: list[str],
+        read_only: bool,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__(name=f"persona-{index}", classes="persona-screen")
         self.engine = engine
         self.index = index
@@ -93,7 +107,7 @@ class PersonaScreen(Screen):
         return {view.VIEW_ID: view for view in self.query_one("#views").children}  # type: ignore[attr-defined]
 
     def show_view(self, view: str) -> None:
-        """Put a view on stage and focus its first table, log or chart.
+        """Put a view on stage and focus its input (``FOCUS_FIRST``) or its first table, log or chart.
 
         Offsets are set inline, so they apply at once (no stylesheet pass), and views off stage
         offer no focus, so neither this nor Tab can leave keys with a view that is not shown.
@@ -105,7 +119,9 @@ class PersonaScreen(Screen):
             widget.can_focus_children = on_stage
         if view == TrainingMonitor.VIEW_ID:
             self._training.catch_up()
-        self.set_focus(shown.query("DataTable, Log, LineChart").first(), scroll_visible=False)
+        # a view that starts with something to type (Inference: the contract id) focuses it
+        focus = getattr(shown, "FOCUS_FIRST", "DataTable, Log, LineChart")
+        self.set_focus(shown.query(focus).first(), scroll_visible=False)
         self._view_tabs.active = view
 
     def action_show_view(self, view: str) -> None:
@@ -136,5 +152,5 @@ class PersonaScreen(Screen):
             return
         deployments = self._deployments
         deployments.add_event(event)
-        if event.kind in LIFECYCLE:
+        if event.kind in LIFECYCLE_EVENTS:
             deployments.load()

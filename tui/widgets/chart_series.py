@@ -63,5 +63,4 @@ def _pair_means(values: list[float]) -> list[float]:
 
 
 def _bucket_means(values: list[float], bucket: int) -> list[float]:
-    return [math.fsum(chunk) / len(chunk)
-            for chunk in (values[i:i + bucket] for i in range(0, len(values), bucket))]
+    return [math.fsum(chunk) / len(chunk) for chunk in (values[i : i + bucket] for i in range(0, len(values), bucket))]

@@ -14,6 +14,7 @@ from textual.widgets import Static
 from core.engine import EndpointHealth, PersonaEngine
 
 PERSONA_KEYS = ("F2", "F3", "F4")
+SCENARIO_MIN = 16  # "scenario 12/14 ▶": the step count survives any cut
 
 
 class PersonaTabs(Static):
@@ -30,9 +31,11 @@ class PersonaTabs(Static):
             key = PERSONA_KEYS[index] if index < len(PERSONA_KEYS) else "  "
             style = "reverse bold $primary" if index == self.active else "$text-muted"
             marker = "▸" if index == self.active else " "
-            parts.append(Content.from_markup(
-                f"[@click=app.switch_persona({index})][{style}]{marker} {key} $persona [/][/]",
-                persona=persona))
+            parts.append(
+                Content.from_markup(
+                    f"[@click=app.switch_persona({index})][{style}]{marker} {key} $persona [/][/]", persona=persona
+                )
+            )
         return Content(" ").join(parts)
 
 
@@ -50,13 +53,17 @@ class ViewTabs(Static):
         parts: list[Content] = []
         for key, (view, title) in enumerate(self.views, start=1):
             style = "reverse bold $accent" if view == self.active else "$text-muted"
-            parts.append(Content.from_markup(
-                f"[@click=screen.show_view('{view}')][{style}] {key} {title} [/][/]"))
+            parts.append(Content.from_markup(f"[@click=screen.show_view('{view}')][{style}] {key} {title} [/][/]"))
         return Content(" ").join(parts)
 
 
 class ContextBar(Static):
-    """Persona · member · governance endpoint health · LIVE/PAUSED (· READ-ONLY) (· scenario)."""
+    """Persona · member · governance endpoint health · LIVE/PAUSED (· READ-ONLY) (· scenario).
+
+    On a narrow terminal (80 columns) the bar gives way from the least to the most important:
+    first the endpoint address goes, then the member id, then the scenario text is cut; the
+    persona, the health mark, LIVE/PAUSED, READ-ONLY and the scenario's step count always stay.
+    """
 
     health: reactive[EndpointHealth | None] = reactive(None)
     live: reactive[bool] = reactive(True)
@@ -67,28 +74,42 @@ class ContextBar(Static):
         self.engine = engine
         self.read_only = read_only
 
-    def render(self) -> Content:
-        engine = self.engine
+    def _status(self) -> Content:
         health = self.health
         if health is not None and health.endpoint is None:
-            status = Content.styled("✖ not configured", "$warning")
-        elif health is None:
-            status = Content.styled("… checking", "$text-muted")
-        elif health.reachable:
-            status = Content.styled("● healthy", "$success")
-        else:
-            status = Content.styled("✖ unreachable", "bold $error")
-        endpoint = (health.endpoint if health else engine.governance_endpoint) or ""
-        live = (Content.styled("● LIVE", "bold $success") if self.live
-                else Content.styled("⏸ PAUSED", "bold $warning"))
-        pieces = [
-            Content.styled(f" {engine.persona}", "bold"),
-            Content.styled(f"member {engine.short_member_id}", "$text-muted"),
-            Content.assemble("governance ", endpoint, " ", status),
-            live,
+            return Content.styled("✖ not configured", "$warning")
+        if health is None:
+            return Content.styled("… checking", "$text-muted")
+        if health.reachable:
+            return Content.styled("● healthy", "$success")
+        return Content.styled("✖ unreachable", "bold $error")
+
+    def render(self) -> Content:
+        engine = self.engine
+        endpoint = (self.health.endpoint if self.health else engine.governance_endpoint) or ""
+        status = self._status()
+        persona = Content.styled(f" {engine.persona}", "bold")
+        member = Content.styled(f"member {engine.short_member_id}", "$text-muted")
+        fixed = [
+            Content.styled("● LIVE", "bold $success") if self.live else Content.styled("⏸ PAUSED", "bold $warning")
         ]
         if self.read_only:
-            pieces.append(Content.styled("READ-ONLY", "bold $warning"))
-        if self.scenario:
-            pieces.append(Content.styled(self.scenario, "$accent"))
-        return Content(" │ ").join(pieces)
+            fixed.append(Content.styled("READ-ONLY", "bold $warning"))
+        width = self.size.width or 10_000  # not laid out yet: the widest form
+        layouts = (
+            [persona, member, Content.assemble("governance ", endpoint, " ", status)],
+            [persona, member, Content.assemble("gov ", status)],
+            [persona, Content.assemble("gov ", status)],
+        )
+        separator = Content(" │ ")
+        # the scenario keeps at least its step count ("scenario 4/12 ▶ …") however narrow
+        scenario_needs = len(separator) + min(len(self.scenario), SCENARIO_MIN) if self.scenario else 0
+        for head in layouts:
+            bar = separator.join([*head, *fixed])
+            if bar.cell_length + scenario_needs <= width:
+                break
+        if not self.scenario:
+            return bar
+        room = max(width - bar.cell_length - len(separator), 0)
+        scenario = self.scenario if len(self.scenario) <= room else self.scenario[: max(room - 1, 0)] + "…"
+        return separator.join([bar, Content.styled(scenario, "$accent")])

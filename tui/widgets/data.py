@@ -14,23 +14,32 @@ from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.widgets import DataTable, ProgressBar, Static
 
-from core.engine import DataAsset, PersonaEngine
+from core.engine import DataAssetStatus, PersonaEngine
 from tui.actions import bindings_for
 from tui.screens.confirm import FolderPromptScreen
+from tui.widgets.empty_hint import EmptyHint
+from tui.widgets.idle_keys import ExplainsIdleKeys
 from tui.widgets.worker_errors import ToastsWorkerErrors
 
 KIND_CELLS = {"datasource": ("⇩ datasource", "read-only mount"), "datasink": ("⇧ datasink", "write-only mount")}
 
 
 def size_text(size: int) -> str:
+    value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} B"
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value} B"
 
 
-class DataView(ToastsWorkerErrors, Vertical):
+NO_ASSETS = (
+    "This persona brings no datasources or datasinks yet: declare them with "
+    "`cleanroom config add-datasource` / `add-datasink` in its workspace."
+)
+
+
+class DataView(ExplainsIdleKeys, ToastsWorkerErrors, Vertical):
     VIEW_ID = "data"
     BINDINGS = bindings_for("data")
 
@@ -38,12 +47,17 @@ class DataView(ToastsWorkerErrors, Vertical):
         super().__init__(id="data-view")
         self.engine = engine
         self.read_only = read_only
-        self.assets: list[DataAsset] = []
+        self.assets: list[DataAssetStatus] = []
 
     def compose(self) -> ComposeResult:
-        yield Static(Content.styled("Encrypted with your DEKs, wrapped by your KEK; only you and an "
-                                    "attested clean room can open them.", "$text-muted"))
+        yield Static(
+            Content.styled(
+                "Encrypted with your DEKs, wrapped by your KEK; only you and an attested clean room can open them.",
+                "$text-muted",
+            )
+        )
         yield DataTable(id="data-table", cursor_type="row")
+        yield EmptyHint(NO_ASSETS, id="data-empty")
         with Horizontal(id="transfer-row", classes="hidden"):
             yield Static("", id="transfer-label")
             yield ProgressBar(total=None, show_eta=True, id="transfer-progress")
@@ -56,66 +70,79 @@ class DataView(ToastsWorkerErrors, Vertical):
         assets = self.engine.data_assets()
         self.app.call_from_thread(self.show, assets)
 
-    def show(self, assets: list[DataAsset]) -> None:
+    def show(self, assets: list[DataAssetStatus]) -> None:
         self.assets = assets
         table = self.query_one(DataTable)
         table.clear()
         for asset in assets:
             kind, mount_mode = KIND_CELLS.get(asset.kind, (asset.kind, ""))
-            uploaded = (f"✔ {asset.files} files, {size_text(asset.plaintext_bytes)}" if asset.uploaded
-                        else "· nothing yet")
+            uploaded = (
+                f"✔ {asset.files} files, {size_text(asset.plaintext_bytes)}" if asset.uploaded else "· nothing yet"
+            )
             table.add_row(kind, asset.name, f"{asset.mount_path or '–'} ({mount_mode})", uploaded, asset.store)
+        self.query_one("#data-empty", EmptyHint).follow(len(assets))
         self.refresh_bindings()
 
     @property
-    def selected(self) -> DataAsset | None:
+    def selected(self) -> DataAssetStatus | None:
         table = self.query_one(DataTable)
         if not self.assets or table.row_count == 0:
             return None
         return self.assets[min(table.cursor_row, len(self.assets) - 1)]
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (self.read_only and action == "upload")
+
+    def idle_reason(self, action: str) -> str | None:
+        if action not in ("upload", "download"):
+            return None
         asset = self.selected
-        if action == "upload":
-            if self.read_only:
-                return False
-            return True if asset is not None and asset.kind == "datasource" else None
-        if action == "download":
-            return True if asset is not None and asset.uploaded else None
-        return True
+        if asset is None:
+            return f"nothing to {action}: this persona has no datasources or datasinks"
+        if action == "upload" and asset.kind != "datasource":
+            return f"'{asset.name}' is a datasink: the clean room writes it; only datasources are uploaded"
+        if action == "download" and not asset.uploaded:
+            return f"nothing uploaded to {asset.kind} '{asset.name}' yet"
+        return None
 
     def action_upload(self) -> None:
         asset = self.selected
-        if asset is None or asset.kind != "datasource":
+        if self.explain_idle("upload") or asset is None:
             return
 
         def chosen(folder: str | None) -> None:
             if folder:
                 self.transfer("upload", asset, Path(folder).expanduser())
 
-        self.app.push_screen(FolderPromptScreen(
-            f"Encrypt and upload a folder as datasource '{asset.name}' ({self.engine.persona})",
-            "/path/to/folder"), chosen)
+        self.app.push_screen(
+            FolderPromptScreen(
+                f"Encrypt and upload a folder as datasource '{asset.name}' ({self.engine.persona})", "/path/to/folder"
+            ),
+            chosen,
+        )
 
     def action_download(self) -> None:
         asset = self.selected
-        if asset is None:
+        if self.explain_idle("download") or asset is None:
             return
 
         def chosen(folder: str | None) -> None:
             if folder:
                 self.transfer("download", asset, Path(folder).expanduser())
 
-        self.app.push_screen(FolderPromptScreen(
-            f"Download and decrypt {asset.kind} '{asset.name}' into", "/path/to/target-folder"), chosen)
+        self.app.push_screen(
+            FolderPromptScreen(f"Download and decrypt {asset.kind} '{asset.name}' into", "/path/to/target-folder"),
+            chosen,
+        )
 
     @work(thread=True, exclusive=True, group="data-transfer", exit_on_error=False)
-    def transfer(self, direction: str, asset: DataAsset, folder: Path) -> None:
+    def transfer(self, direction: str, asset: DataAssetStatus, folder: Path) -> None:
         self.app.call_from_thread(self._transfer_started, direction, asset)
 
         def progress(done: int, total: int) -> None:
-            self.app.call_from_thread(self.query_one("#transfer-progress", ProgressBar).update,
-                                      total=max(total, 1), progress=done)
+            self.app.call_from_thread(
+                self.query_one("#transfer-progress", ProgressBar).update, total=max(total, 1), progress=done
+            )
 
         try:
             if direction == "upload":
@@ -125,11 +152,12 @@ class DataView(ToastsWorkerErrors, Vertical):
         finally:
             self.app.call_from_thread(self.query_one("#transfer-row").add_class, "hidden")
         verb = "uploaded (encrypted)" if direction == "upload" else f"downloaded (decrypted) to {folder}"
-        self.app.call_from_thread(self.notify, f"{asset.kind} '{asset.name}': {files} files {verb}",
-                                  title="Transfer done")
+        self.app.call_from_thread(
+            self.notify, f"{asset.kind} '{asset.name}': {files} files {verb}", title="Transfer done"
+        )
         self.app.call_from_thread(self.load)
 
-    def _transfer_started(self, direction: str, asset: DataAsset) -> None:
+    def _transfer_started(self, direction: str, asset: DataAssetStatus) -> None:
         self.query_one("#transfer-label", Static).update(f"{direction} {asset.name} ")
         self.query_one("#transfer-progress", ProgressBar).update(total=None, progress=0)
         self.query_one("#transfer-row").remove_class("hidden")

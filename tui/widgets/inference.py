@@ -37,6 +37,8 @@ class EvaluationRun:
 class InferenceView(ToastsWorkerErrors, Vertical):
     VIEW_ID = "inference"
     BINDINGS = bindings_for("inference")
+    # the view starts with the contract id to type; Esc hands the keys back to the view
+    FOCUS_FIRST = "#inference-contract"
 
     def __init__(self, engine: PersonaEngine, *, read_only: bool) -> None:
         super().__init__(id="inference-view")
@@ -46,8 +48,10 @@ class InferenceView(ToastsWorkerErrors, Vertical):
         self.accuracy = ChartSeries()  # running accuracy of the current run, by rows done
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="contract id of an inference deployment, then Enter (or e)",
-                    id="inference-contract")
+        yield Input(
+            placeholder="contract id of an inference deployment, then Enter (Esc: back to the view keys)",
+            id="inference-contract",
+        )
         with Horizontal(id="inference-progress-row"):
             yield ProgressBar(total=None, show_eta=False, id="inference-progress")
             yield Static("no evaluation yet", id="inference-counter")
@@ -59,6 +63,11 @@ class InferenceView(ToastsWorkerErrors, Vertical):
         if action == "run_evaluation":
             return not self.read_only
         return True
+
+    def key_escape(self) -> None:
+        """Esc in the contract box: focus the chart, so digits switch views again."""
+        if self.query_one("#inference-contract", Input).has_focus:
+            self.query_one("#accuracy-chart", LineChart).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -91,7 +100,8 @@ class InferenceView(ToastsWorkerErrors, Vertical):
         self.accuracy.append(done, run.accuracy)
         self.query_one(ProgressBar).update(total=total, progress=done)
         self.query_one("#inference-counter", Static).update(
-            f"{done}/{total} rows · {correct} correct · accuracy {run.accuracy:.2%}")
+            f"{done}/{total} rows · {correct} correct · accuracy {run.accuracy:.2%}"
+        )
         self._draw_chart()
 
     def follow(self, contract_id: str, done: int, correct: int, total: int) -> None:
@@ -105,8 +115,9 @@ class InferenceView(ToastsWorkerErrors, Vertical):
             self._finished(run)
 
     def _finished(self, run: EvaluationRun) -> None:
-        self.notify(f"accuracy {run.accuracy:.2%} on {run.done} rows (contract {run.contract_id})",
-                    title="Accuracy measured")
+        self.notify(
+            f"accuracy {run.accuracy:.2%} on {run.done} rows (contract {run.contract_id})", title="Accuracy measured"
+        )
         self._compare()
 
     def _compare(self) -> None:
@@ -114,14 +125,17 @@ class InferenceView(ToastsWorkerErrors, Vertical):
         if not finished:
             return
         baseline, latest = finished[0], finished[-1]
-        lines = [Content.styled("baseline", "bold"),
-                 Content(f"  {baseline.contract_id}\n  {baseline.accuracy:.2%}")]
+        lines = [Content.styled("baseline", "bold"), Content(f"  {baseline.contract_id}\n  {baseline.accuracy:.2%}")]
         if latest is not baseline:
             gain = latest.accuracy - baseline.accuracy
-            lines += [Content.styled("fine-tuned", "bold"),
-                      Content(f"  {latest.contract_id}\n  {latest.accuracy:.2%}"),
-                      Content.styled(f"{'▲' if gain >= 0 else '▼'} {gain * 100:+.1f} points",
-                                     "bold $success" if gain >= 0 else "bold $error")]
+            lines += [
+                Content.styled("fine-tuned", "bold"),
+                Content(f"  {latest.contract_id}\n  {latest.accuracy:.2%}"),
+                Content.styled(
+                    f"{'▲' if gain >= 0 else '▼'} {gain * 100:+.1f} points",
+                    "bold $success" if gain >= 0 else "bold $error",
+                ),
+            ]
         self.query_one("#inference-compare", Static).update(Content("\n").join(lines))
 
     def _draw_chart(self) -> None:

@@ -3,7 +3,7 @@
 Textual's Footer remounts a widget per key on every focus change, which made a tab switch
 restyle the whole screen several times; the console changes focus on almost every key, so
 this bar renders the same information (disabled keys dimmed, hidden ones absent) as a single
-widget that only re-renders.
+widget that only re-renders. A key a view would only explain (``ExplainsIdleKeys``) is dimmed.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 from textual.content import Content
 from textual.screen import Screen
 from textual.widget import Widget
+
+from tui.widgets.idle_keys import ExplainsIdleKeys
 
 
 class KeyBar(Widget):
@@ -27,14 +29,19 @@ class KeyBar(Widget):
     def render(self) -> Content:
         seen: set[str] = set()
         parts: list[Content] = []
-        for _node, binding, enabled, _tooltip in self.screen.active_bindings.values():
+        for node, binding, enabled, _tooltip in self.screen.active_bindings.values():
             if not binding.show or binding.action in seen:
                 continue
             seen.add(binding.action)
-            key = Content.styled(f" {self.app.get_key_display(binding)} ",
-                                 "bold $footer-key-foreground" if enabled else "$text-disabled")
-            label = Content.styled(binding.description, "$footer-description-foreground" if enabled
-                                   else "$text-disabled")
+            if enabled and isinstance(node, ExplainsIdleKeys):
+                # a key with nothing to act on is dimmed here, and says why when pressed
+                enabled = node.idle_reason(binding.action.split("(", 1)[0]) is None
+            key = Content.styled(
+                f" {self.app.get_key_display(binding)} ", "bold $footer-key-foreground" if enabled else "$text-disabled"
+            )
+            label = Content.styled(
+                binding.description, "$footer-description-foreground" if enabled else "$text-disabled"
+            )
             parts.append(Content.assemble(key, label))
         parts.append(Content.assemble(Content.styled(" ^p ", "bold $footer-key-foreground"), "palette"))
         return Content(" ").join(parts)

@@ -12,11 +12,11 @@ from textual.widgets import DataTable, Static
 
 from core.engine import LedgerEntry, LedgerVerification, PersonaEngine
 from tui.actions import bindings_for
-from tui.widgets.worker_errors import ToastsWorkerErrors
+from tui.widgets.worker_errors import ToastsWorkerErrors, error_text
 
 
 def clock_text(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 class LedgerView(ToastsWorkerErrors, Vertical):
@@ -30,8 +30,9 @@ class LedgerView(ToastsWorkerErrors, Vertical):
         self.verification: LedgerVerification | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(Content.styled("Press v to verify the chain and its signed checkpoints.",
-                                    "$text-muted"), id="ledger-result")
+        yield Static(
+            Content.styled("Press v to verify the chain and its signed checkpoints.", "$text-muted"), id="ledger-result"
+        )
         yield DataTable(id="ledger-table", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
@@ -61,11 +62,25 @@ class LedgerView(ToastsWorkerErrors, Vertical):
 
     @work(thread=True, exclusive=True, group="ledger-verify", exit_on_error=False)
     def verify(self) -> None:
-        result = self.engine.verify_ledger()
+        try:
+            result = self.engine.verify_ledger()
+        except Exception as exc:
+            # the toast (ToastsWorkerErrors) says what failed; "… verifying" must not stay behind
+            self.app.call_from_thread(self.show_verify_error, exc)
+            raise
         self.app.call_from_thread(self.show_verification, result)
+
+    def show_verify_error(self, error: BaseException) -> None:
+        self.verification = None
+        self.query_one("#ledger-result", Static).update(
+            Content.styled(f"✖ could not verify the ledger: {error_text(error)} (v tries again)", "bold $error")
+        )
 
     def show_verification(self, result: LedgerVerification) -> None:
         self.verification = result
-        text = (Content.styled(f"✔ ledger verified: {result.entries} entries; {result.detail}", "bold $success")
-                if result.ok else Content.styled(f"✖ ledger verification FAILED: {result.detail}", "bold $error"))
+        text = (
+            Content.styled(f"✔ ledger verified: {result.entries} entries; {result.detail}", "bold $success")
+            if result.ok
+            else Content.styled(f"✖ ledger verification FAILED: {result.detail}", "bold $error")
+        )
         self.query_one("#ledger-result", Static).update(text)

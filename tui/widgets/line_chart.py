@@ -57,8 +57,9 @@ class LineChart(Widget):
     # a view whose only content is a chart focuses it, so keys never stay with a hidden view
     can_focus = True
 
-    def __init__(self, title: str, x_label: str, *, y_range: tuple[float, float] | None = None,
-                 id: str | None = None) -> None:  # noqa: A002 - Textual's own name for it
+    def __init__(
+        self, title: str, x_label: str, *, y_range: tuple[float, float] | None = None, id: str | None = None
+    ) -> None:
         super().__init__(id=id)
         self.title = title
         self.x_label = x_label
@@ -101,7 +102,8 @@ class LineChart(Widget):
         width, height = self.size
         title_style, axis_style, line_style = (
             self.get_component_rich_style(name)  # full styles: translucent colours blended
-            for name in ("line-chart--title", "line-chart--axis", "line-chart--line"))
+            for name in ("line-chart--title", "line-chart--axis", "line-chart--line")
+        )
         strips = [Strip([Segment(self.title.center(width)[:width], title_style)])]
         y_low, y_high = self.y_range or (padded_range(self.ys) if self.ys else (0.0, 1.0))
         top, middle, bottom = (axis_number(v) for v in (y_high, (y_low + y_high) / 2, y_low))
@@ -114,8 +116,9 @@ class LineChart(Widget):
         for row in range(plot_height):
             label = ticks.get(row)
             axis = f"{label:>{label_width}}┤" if label is not None else f"{'':>{label_width}}│"
-            dots = "".join(chr(BRAILLE_BLANK + bits) if bits else " "
-                           for bits in cells[row * plot_width:(row + 1) * plot_width])
+            dots = "".join(
+                chr(BRAILLE_BLANK + bits) if bits else " " for bits in cells[row * plot_width : (row + 1) * plot_width]
+            )
             strips.append(Strip([Segment(axis, axis_style), Segment(dots, line_style)]))
         strips.append(Strip([Segment(f"{'':>{label_width}}└{'─' * plot_width}", axis_style)]))
         x_low, x_high = (min(self.xs), max(self.xs)) if self.xs else (0.0, 1.0)

@@ -59,5 +59,4 @@ class LogTail(Vertical):
     def _show_status(self) -> None:
         status = self.query_one(".log-tail-status", Static)
         status.set_class(self.pending == 0, "hidden")
-        status.update(Content.styled(f"⏸ paused · +{self.pending} lines · End to follow",
-                                     "bold $warning"))
+        status.update(Content.styled(f"⏸ paused · +{self.pending} lines · End to follow", "bold $warning"))

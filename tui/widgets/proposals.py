@@ -2,7 +2,8 @@
 
 The table shows each member's ballot as ✔ (accept) ✖ (reject) · (not yet) in a fixed member
 order, so "who is still missing" reads at a glance. Vote keys are offered only where they
-apply: an open proposal, a persona that may write; withdraw only for your own proposals.
+apply; a key with nothing to act on (already voted, a closed proposal, someone else's to
+withdraw) is dimmed and, pressed, says why.
 """
 
 from __future__ import annotations
@@ -20,14 +21,22 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from core.engine import Contract, Member, PersonaEngine, Proposal
+from core.governance.models import ProposalState
 from tui.actions import bindings_for
 from tui.screens.confirm import ConfirmScreen, VoteScreen
+from tui.widgets.empty_hint import EmptyHint
+from tui.widgets.idle_keys import ExplainsIdleKeys
 from tui.widgets.worker_errors import ToastsWorkerErrors
 
 STATE_ICONS = {
-    "Open": ("◌", "$accent"), "Accepted": ("✔", "$success"), "Rejected": ("✖", "$error"),
-    "Withdrawn": ("↩", "$text-muted"), "Failed": ("!", "$error"), "Dropped": ("–", "$text-muted"),
-    "Draft": ("✎", "$text-muted"), "Proposed": ("◌", "$accent"),
+    "Open": ("◌", "$accent"),
+    "Accepted": ("✔", "$success"),
+    "Rejected": ("✖", "$error"),
+    "Withdrawn": ("↩", "$text-muted"),
+    "Failed": ("!", "$error"),
+    "Dropped": ("–", "$text-muted"),
+    "Draft": ("✎", "$text-muted"),
+    "Proposed": ("◌", "$accent"),
 }
 STATE_WIDTH = 11
 BALLOT_MARKS = {"accept": ("✔", "$success"), "reject": ("✖", "$error")}
@@ -63,13 +72,30 @@ def content_diff(proposal: Proposal) -> Content:
     previous = json.dumps(proposal.previous_content, indent=2, sort_keys=True).splitlines()
     lines = []
     for line in difflib.unified_diff(previous, current, "previous", "proposed", lineterm="", n=2):
-        style = ("$success" if line.startswith("+") else "$error" if line.startswith("-")
-                 else "$accent" if line.startswith("@@") else "")
+        style = (
+            "$success"
+            if line.startswith("+")
+            else "$error"
+            if line.startswith("-")
+            else "$accent"
+            if line.startswith("@@")
+            else ""
+        )
         lines.append(Content.styled(line, style) if style else Content(line))
     return Content("\n").join(lines) if lines else Content("(identical to the previous version)")
 
 
-class ProposalsView(ToastsWorkerErrors, Vertical):
+NO_PROPOSALS = (
+    "No proposals yet: a party proposes a contract (`cleanroom governance contract propose`) "
+    "and it appears here for every member to vote on."
+)
+NO_CONTRACTS = (
+    "No contracts yet: the hoster creates one from the merged config fragments "
+    "(`cleanroom governance contract create`)."
+)
+
+
+class ProposalsView(ExplainsIdleKeys, ToastsWorkerErrors, Vertical):
     """The home view of every persona: proposals with ballots, contracts, and a detail pane."""
 
     VIEW_ID = "proposals"
@@ -83,8 +109,7 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
             self.proposal = proposal
             self.accept = accept
 
-    def __init__(self, engine: PersonaEngine, *, read_only: bool,
-                 now: Callable[[], float] = time.time) -> None:
+    def __init__(self, engine: PersonaEngine, *, read_only: bool, now: Callable[[], float] = time.time) -> None:
         super().__init__(id="proposals-view")
         self.engine = engine
         self.read_only = read_only
@@ -96,13 +121,18 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
         self._loaded = False
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter: id, action, contract, proposer or state (Esc clears)",
-                    id="proposal-filter", classes="hidden")
+        yield Input(
+            placeholder="filter: id, action, contract, proposer or state (Esc clears)",
+            id="proposal-filter",
+            classes="hidden",
+        )
         with Horizontal():
             with Vertical(id="proposal-tables"):
                 yield DataTable(id="proposals-table", cursor_type="row", zebra_stripes=True)
+                yield EmptyHint(NO_PROPOSALS, id="proposals-empty")
                 yield Static("Contracts", classes="section-title")
                 yield DataTable(id="contracts-table", cursor_type="row")
+                yield EmptyHint(NO_CONTRACTS, id="contracts-empty")
             with VerticalScroll(id="proposal-detail"):
                 yield Static("Select a proposal to see its content.", id="proposal-detail-body")
 
@@ -152,11 +182,20 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
         contracts_table = self.query_one("#contracts-table", DataTable)
         contracts_table.clear()
         for contract in contracts:
-            execution = (Content.styled("▶ enabled", "$success") if contract.execution_enabled
-                         else Content.styled("■ disabled", "bold $error"))
-            contracts_table.add_row(contract.contract_id, state_cell(contract.state), contract.version[:8],
-                                    (contract.contract_hash or "")[:12], execution,
-                                    key=contract.contract_id)
+            execution = (
+                Content.styled("▶ enabled", "$success")
+                if contract.execution_enabled
+                else Content.styled("■ disabled", "bold $error")
+            )
+            contracts_table.add_row(
+                contract.contract_id,
+                state_cell(contract.state),
+                contract.version[:8],
+                (contract.contract_hash or "")[:12],
+                execution,
+                key=contract.contract_id,
+            )
+        self.query_one("#contracts-empty", EmptyHint).follow(len(contracts))
 
     def _toast_decisions(self, proposals: list[Proposal]) -> None:
         """A proposal that closed since the last load is news for every persona: toast it."""
@@ -164,20 +203,27 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
         if not before:
             return
         for proposal in proposals:
-            if before.get(proposal.proposal_id) == "Open" and not proposal.is_open:
+            if before.get(proposal.proposal_id) == ProposalState.OPEN and not proposal.is_open:
                 icon, _ = STATE_ICONS.get(proposal.state, ("?", ""))
-                self.notify(f"{icon} {proposal.action} {proposal.proposal_id[:10]} on "
-                            f"{proposal.contract_id or '–'} is {proposal.state}",
-                            title=f"Proposal {proposal.state.lower()}",
-                            severity="information" if proposal.state == "Accepted" else "warning")
+                self.notify(
+                    f"{icon} {proposal.action} {proposal.proposal_id[:10]} on "
+                    f"{proposal.contract_id or '–'} is {proposal.state}",
+                    title=f"Proposal {proposal.state.lower()}",
+                    severity="information" if proposal.state == ProposalState.ACCEPTED else "warning",
+                )
 
     def _visible(self) -> list[Proposal]:
         needle = self.filter_text.lower()
         if not needle:
             return self.proposals
-        return [p for p in self.proposals
-                if needle in " ".join((p.proposal_id, p.action, p.contract_id, p.proposer_id,
-                                       self._member_name(p.proposer_id), p.state)).lower()]
+        return [
+            p
+            for p in self.proposals
+            if needle
+            in " ".join(
+                (p.proposal_id, p.action, p.contract_id, p.proposer_id, self._member_name(p.proposer_id), p.state)
+            ).lower()
+        ]
 
     def _member_name(self, member_id: str) -> str:
         for member in self.members:
@@ -194,12 +240,19 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
             proposer = self._member_name(proposal.proposer_id)
             if proposal.proposer_id == self.engine.member_id:
                 proposer += " (you)"
-            table.add_row(proposal.proposal_id[:10], proposal.action, proposal.contract_id, proposer,
-                          state_cell(proposal.state), ballots_cell(proposal, self.members),
-                          age_text(now - proposal.created_at) if proposal.created_at else "–",
-                          key=proposal.proposal_id)
+            table.add_row(
+                proposal.proposal_id[:10],
+                proposal.action,
+                proposal.contract_id,
+                proposer,
+                state_cell(proposal.state),
+                ballots_cell(proposal, self.members),
+                age_text(now - proposal.created_at) if proposal.created_at else "–",
+                key=proposal.proposal_id,
+            )
         if selected is not None and selected.proposal_id in table.rows:
             table.move_cursor(row=table.get_row_index(selected.proposal_id))
+        self.query_one("#proposals-empty", EmptyHint).follow(len(self.proposals))
         self._show_detail()
 
     def _refresh_ages(self) -> None:
@@ -212,8 +265,7 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
                     table.update_cell(proposal.proposal_id, "age", age)
 
     def replace(self, proposal: Proposal) -> None:
-        self.proposals = [proposal if p.proposal_id == proposal.proposal_id else p
-                          for p in self.proposals]
+        self.proposals = [proposal if p.proposal_id == proposal.proposal_id else p for p in self.proposals]
         self._fill_proposals()
 
     @property
@@ -236,30 +288,52 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
             body.update("No proposals yet." if not self.proposals else "No proposal matches the filter.")
             return
         header = Content.assemble(
-            Content.styled(f"{proposal.action}", "bold"), f"  {proposal.proposal_id[:16]}…\n",
-            "contract ", proposal.contract_id or "–", "   state ", state_cell(proposal.state), "\n",
-            "proposer ", self._member_name(proposal.proposer_id), "\n",
-            "ballots  ", Content(", ").join(
-                [Content.assemble(m.name, " ", ballot_mark(proposal, m.member_id))
-                 for m in self.members]) if self.members else "–", "\n",
-            Content.styled("changes against the previous version\n" if proposal.previous_content
-                           is not None else "content\n", "$text-muted underline"),
+            Content.styled(f"{proposal.action}", "bold"),
+            f"  {proposal.proposal_id[:16]}…\n",
+            "contract ",
+            proposal.contract_id or "–",
+            "   state ",
+            state_cell(proposal.state),
+            "\n",
+            "proposer ",
+            self._member_name(proposal.proposer_id),
+            "\n",
+            "ballots  ",
+            Content(", ").join(
+                [Content.assemble(m.name, " ", ballot_mark(proposal, m.member_id)) for m in self.members]
+            )
+            if self.members
+            else "–",
+            "\n",
+            Content.styled(
+                "changes against the previous version\n" if proposal.previous_content is not None else "content\n",
+                "$text-muted underline",
+            ),
         )
         body.update(Content.assemble(header, content_diff(proposal)))
 
     # keys -------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("vote", "withdraw"):
-            if self.read_only:
-                return False
-            proposal = self.selected
-            if proposal is None or not proposal.is_open:
-                return False
-            if action == "withdraw" and proposal.proposer_id != self.engine.member_id:
-                return False
-            if action == "vote" and self.engine.member_id in proposal.ballots:
-                return None  # already voted: shown dimmed, a second ballot would be refused
-        return True
+        return not (self.read_only and action in ("vote", "withdraw"))
+
+    def idle_reason(self, action: str) -> str | None:
+        if action not in ("vote", "withdraw"):
+            return None
+        proposal = self.selected
+        if proposal is None:
+            return "no proposal selected: " + (
+                "none match the filter (Esc clears it)"
+                if self.proposals
+                else "none yet; they appear when a party proposes a contract"
+            )
+        short = proposal.proposal_id[:10]
+        if not proposal.is_open:
+            return f"proposal {short} is {proposal.state}: {'voting' if action == 'vote' else 'withdrawing'} is over"
+        if action == "vote" and self.engine.member_id in proposal.ballots:
+            return f"you already voted {proposal.ballots[self.engine.member_id]} on {short}: a signed ballot is final"
+        if action == "withdraw" and proposal.proposer_id != self.engine.member_id:
+            return f"only its proposer ({self._member_name(proposal.proposer_id)}) can withdraw {short}"
+        return None
 
     def action_filter(self) -> None:
         box = self.query_one("#proposal-filter", Input)
@@ -284,7 +358,7 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
 
     def action_vote(self, accept: bool) -> None:
         proposal = self.selected
-        if proposal is None:
+        if self.explain_idle("vote") or proposal is None:
             return
 
         def confirmed(yes: bool | None) -> None:
@@ -301,16 +375,20 @@ class ProposalsView(ToastsWorkerErrors, Vertical):
 
     def action_withdraw(self) -> None:
         proposal = self.selected
-        if proposal is None:
+        if self.explain_idle("withdraw") or proposal is None:
             return
 
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.submit_withdraw(proposal.proposal_id)
 
-        self.app.push_screen(ConfirmScreen(
-            f"Withdraw proposal {proposal.proposal_id[:10]} ({proposal.action}) "
-            f"as {self.engine.persona}?", confirm_label="Withdraw"), confirmed)
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Withdraw proposal {proposal.proposal_id[:10]} ({proposal.action}) as {self.engine.persona}?",
+                confirm_label="Withdraw",
+            ),
+            confirmed,
+        )
 
     @work(thread=True, group="proposals-write", exit_on_error=False)
     def submit_withdraw(self, proposal_id: str) -> None:

@@ -45,8 +45,10 @@ class TrainingMonitor(Vertical):
         self._epochs_drawn: list[tuple[int, float]] = []
 
     def compose(self) -> ComposeResult:
-        yield Static(Content.styled("Waiting for telemetry (enable it on the contract by vote).",
-                                    "$text-muted"), id="training-headline")
+        yield Static(
+            Content.styled("Waiting for telemetry (enable it on the contract by vote).", "$text-muted"),
+            id="training-headline",
+        )
         with Horizontal(id="training-progress-row"):
             yield ProgressBar(total=None, show_eta=False, id="training-progress")
             yield Static(eta_text(None), id="training-eta")
@@ -65,11 +67,13 @@ class TrainingMonitor(Vertical):
     def add_event(self, event: CleanroomEvent) -> None:
         data = event.data
         self.contract_id = event.contract_id
-        if "total_steps" in data or "max_steps" in data:
-            self.total_steps = int(data.get("total_steps") or data.get("max_steps"))
-        if "eval_accuracy" in data or "val_accuracy" in data:
+        total = data.get("total_steps") or data.get("max_steps")
+        if total is not None:
+            self.total_steps = int(total)
+        accuracy = data.get("eval_accuracy", data.get("val_accuracy"))
+        if accuracy is not None:
             epoch = int(float(data.get("epoch", len(self.epoch_accuracy) + 1)))
-            self.epoch_accuracy[epoch] = float(data.get("eval_accuracy", data.get("val_accuracy")))
+            self.epoch_accuracy[epoch] = float(accuracy)
         if "step" in data and "loss" in data:
             step, loss = int(data["step"]), float(data["loss"])
             self.loss.append(step, loss)
@@ -77,9 +81,13 @@ class TrainingMonitor(Vertical):
                 self.learning_rate = float(data["learning_rate"])
             if self._first is None:
                 self._first = (event.time, step)
-            self._latest = {"time": event.time, "step": step,
-                            "epoch": float(data.get("epoch", 0.0)), "loss": loss,
-                            "examples_per_s": float(data.get("examples_per_s", 0.0))}
+            self._latest = {
+                "time": event.time,
+                "step": step,
+                "epoch": float(data.get("epoch", 0.0)),
+                "loss": loss,
+                "examples_per_s": float(data.get("examples_per_s", 0.0)),
+            }
         self._dirty = True
 
     def eta_seconds(self) -> float | None:
@@ -115,15 +123,19 @@ class TrainingMonitor(Vertical):
         if latest:
             total = f"/{self.total_steps}" if self.total_steps else ""
             finished = bool(self.total_steps) and latest["step"] >= (self.total_steps or 0)
-            self.query_one("#training-headline", Static).update(Content.assemble(
-                Content.styled("✔ trained" if finished else "▶ training", "bold $success"),
-                f"  contract {self.contract_id}  ",
-                f"epoch {latest['epoch']:.2f}  step {int(latest['step'])}{total}"), layout=False)
+            self.query_one("#training-headline", Static).update(
+                Content.assemble(
+                    Content.styled("✔ trained" if finished else "▶ training", "bold $success"),
+                    f"  contract {self.contract_id}  ",
+                    f"epoch {latest['epoch']:.2f}  step {int(latest['step'])}{total}",
+                ),
+                layout=False,
+            )
             lr = "–" if self.learning_rate is None else f"{self.learning_rate:.2e}"
             self.query_one("#training-stats", Static).update(
-                f"loss        {latest['loss']:.4f}\n"
-                f"lr          {lr}\n"
-                f"examples/s  {latest['examples_per_s']:.1f}", layout=False)
+                f"loss        {latest['loss']:.4f}\nlr          {lr}\nexamples/s  {latest['examples_per_s']:.1f}",
+                layout=False,
+            )
         epochs = sorted(self.epoch_accuracy.items())
         if epochs != self._epochs_drawn:
             self._epochs_drawn = epochs
