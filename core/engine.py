@@ -16,14 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import CleanroomError, IntegrityError, NotFoundError, ServiceUnavailableError
-from core.workspace import PERSONAS, Workspace
+from core.errors import CleanroomError, IntegrityError, InvalidInputError, NotFoundError, ServiceUnavailableError
+from core.governance.models import Action, ContractState, MemberStatus, OptionStatus, ProposalState, Vote
+from core.runtime.lifecycle import LIFECYCLE_EVENTS, LIVE_STATES, ApplicationState, DeploymentState, LifecycleEvent
+from core.workspace import Workspace
 
-if TYPE_CHECKING:  # the scenario pulls in the services; only the embedded console needs it
-    from core.scenario import Reporter, Scenario
+if TYPE_CHECKING:
+    from core.keys.wrap_deks import WrappedDeks
+    from core.runtime.process import RuntimeEnvironment
 
-OPEN_STATES = frozenset({"Open"})
 SHORT_ID = 8
+ENDPOINT_READY_TIMEOUT_S = 180.0  # the runtime says `running` when the workload starts; the model loads later
 
 
 # -- records a front end renders ------------------------------------------------------------
@@ -53,16 +56,19 @@ class Proposal:
 
     @property
     def is_open(self) -> bool:
-        return self.state in OPEN_STATES
+        return self.state == ProposalState.OPEN
 
 
 @dataclass(frozen=True)
 class Contract:
+    """A contract; ``document`` (the merged spec the parties vote on) only when read alone."""
+
     contract_id: str
     state: str
     version: str
     contract_hash: str | None
     execution_enabled: bool = True
+    document: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,10 +84,12 @@ class LedgerVerification:
     ok: bool
     entries: int
     detail: str
+    checkpoints: int = 0
+    member_signatures_checked: int = 0
 
 
 @dataclass(frozen=True)
-class DataAsset:
+class DataAssetStatus:
     """A datasource (read-only mount) or datasink (write-only mount) of this persona."""
 
     kind: str  # "datasource" | "datasink"
@@ -115,6 +123,48 @@ class CleanroomEvent:
 
 
 @dataclass(frozen=True)
+class DeploymentStatus:
+    """A clean room as the runtime on this machine records it (``status.json``)."""
+
+    contract_id: str
+    state: str  # starting | running | exited | failed | lost (its runtime died unrecorded)
+    pid: int | None
+    ingress: str | None
+    exit_codes: dict[str, int] = field(default_factory=dict)
+    sealed: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.state in LIVE_STATES
+
+    @classmethod
+    def from_status(cls, contract_id: str, status: dict[str, Any]) -> DeploymentStatus:
+        pid = status.get("pid")
+        return cls(
+            contract_id,
+            str(status.get("state")),
+            int(pid) if pid else None,
+            status.get("ingress"),
+            {k: int(v) for k, v in dict(status.get("exit_codes") or {}).items()},
+            list(status.get("sealed") or []),
+            status.get("error"),
+        )
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """What one evaluation through a contract's endpoint measured."""
+
+    contract_id: str
+    endpoint: str
+    accuracy: float
+    total_rows: int
+    correct: int
+    rows_per_s: float
+
+
+@dataclass(frozen=True)
 class EndpointHealth:
     endpoint: str | None
     reachable: bool
@@ -122,7 +172,6 @@ class EndpointHealth:
 
 
 # -- the facade -----------------------------------------------------------------------------
-LIFECYCLE = ("deploying", "attested", "keys_released", "running", "stopping", "exited", "failed")
 
 
 class PersonaEngine:
@@ -139,7 +188,7 @@ class PersonaEngine:
         self._ledger_times: dict[int, float] = {}
 
     @classmethod
-    def open(cls, path: Path) -> "PersonaEngine":
+    def open(cls, path: Path) -> PersonaEngine:
         return cls(Workspace.open(path))
 
     # identity ---------------------------------------------------------------------------
@@ -185,8 +234,7 @@ class PersonaEngine:
         return EndpointHealth(endpoint, True, "ok")
 
     def members(self) -> list[Member]:
-        return [Member(m["memberId"], m.get("name") or m["memberId"][:SHORT_ID])
-                for m in self._governance().members()]
+        return [Member(m["memberId"], m.get("name") or m["memberId"][:SHORT_ID]) for m in self._governance().members()]
 
     def proposals(self) -> list[Proposal]:
         """Every proposal, oldest first, each with the previous version of what it proposes."""
@@ -197,29 +245,61 @@ class PersonaEngine:
         for raw in raws:
             subject = (raw["action"], raw.get("contractId") or "")
             previous = latest.get(subject)
-            proposals.append(Proposal(
-                proposal_id=raw["proposalId"], action=raw["action"], contract_id=raw.get("contractId") or "",
-                proposer_id=raw["proposerId"], state=raw["proposalState"],
-                created_at=times.get(int(raw.get("seqno", 0)), 0.0), ballots=dict(raw.get("ballots", {})),
-                content=dict(raw.get("args", {})), previous_content=previous))
+            proposals.append(
+                Proposal(
+                    proposal_id=raw["proposalId"],
+                    action=raw["action"],
+                    contract_id=raw.get("contractId") or "",
+                    proposer_id=raw["proposerId"],
+                    state=raw["proposalState"],
+                    created_at=times.get(int(raw.get("seqno", 0)), 0.0),
+                    ballots=dict(raw.get("ballots", {})),
+                    content=dict(raw.get("args", {})),
+                    previous_content=previous,
+                )
+            )
             latest[subject] = dict(raw.get("args", {}))
         return proposals
 
     def _proposal(self, raw: dict[str, Any]) -> Proposal:
         seqno = int(raw.get("seqno", 0))
-        return Proposal(raw["proposalId"], raw["action"], raw.get("contractId") or "", raw["proposerId"],
-                        raw["proposalState"], self._times_of([seqno]).get(seqno, 0.0),
-                        dict(raw.get("ballots", {})), dict(raw.get("args", {})))
+        return Proposal(
+            raw["proposalId"],
+            raw["action"],
+            raw.get("contractId") or "",
+            raw["proposerId"],
+            raw["proposalState"],
+            self._times_of([seqno]).get(seqno, 0.0),
+            dict(raw.get("ballots", {})),
+            dict(raw.get("args", {})),
+        )
 
     def contracts(self) -> list[Contract]:
         client = self._governance()
-        return [Contract(c["id"], c["state"], str(c.get("version", "")), c.get("hash") or None,
-                         client.execution_enabled(c["id"]) if c["state"] == "Accepted" else True)
-                for c in client.contracts()]
+        return [
+            Contract(
+                c["id"],
+                c["state"],
+                str(c.get("version", "")),
+                c.get("hash") or None,
+                client.execution_enabled(c["id"]) if c["state"] == ContractState.ACCEPTED else True,
+            )
+            for c in client.contracts()
+        ]
+
+    def voted_document(self, proposal_id: str) -> dict[str, Any]:
+        """What a ballot on this proposal accepts (a set_contract's contract data, a proposed
+        document, or the args), for the vote modal's summary and diff (core.governance.review)."""
+        from core.governance.review import voted_document
+
+        client = self._governance()
+        raw = client.proposal(proposal_id)
+        contract = client.contract(raw["contractId"]) if raw["action"] == Action.SET_CONTRACT else None
+        return voted_document(raw, contract)
 
     def vote(self, proposal_id: str, accept: bool) -> Proposal:
         """Sign and submit one ballot; returns the proposal as the service now sees it."""
-        return self._proposal(self._governance().vote(proposal_id, "accept" if accept else "reject"))
+        return self._proposal(self._governance().vote(proposal_id, Vote.ACCEPT if accept else Vote.REJECT))
 
     def withdraw(self, proposal_id: str) -> Proposal:
         return self._proposal(self._governance().withdraw(proposal_id))
@@ -227,6 +307,106 @@ class PersonaEngine:
     def disable_execution(self, contract_id: str) -> None:
         """The kill switch: this member alone stops the contract from running."""
         self._governance().set_runtime_option(contract_id, "execution", enable=False)
+
+    # governance writes of an operator's verbs (what `cleanroom governance ...` does) ------
+    def ensure_active(self) -> bool:
+        """Activate this member if governance has it as accepted but not yet active; True if it did."""
+        client = self._governance()
+        if client.member(self.member_id).get("status") == MemberStatus.ACTIVE:
+            return False
+        client.activate_member()
+        return True
+
+    def contract(self, contract_id: str) -> Contract:
+        """One contract with its document (raises NotFoundError if governance has none)."""
+        raw = self._governance().contract(contract_id)
+        return Contract(
+            contract_id,
+            raw["state"],
+            str(raw.get("version", "")),
+            raw.get("hash") or None,
+            document=dict(raw.get("data") or {}),
+        )
+
+    def create_contract(self, contract_id: str, document: dict[str, Any]) -> Contract:
+        self._governance().create_contract(contract_id, document)
+        return self.contract(contract_id)
+
+    def propose_contract(self, contract_id: str, version: str) -> str:
+        """Propose the Draft at ``version`` (the version token guards concurrent edits); the proposal id."""
+        return str(self._governance().propose_contract(contract_id, version)["proposalId"])
+
+    def open_proposals(self, contract_id: str) -> list[Proposal]:
+        """The contract's open proposals, without the ledger look-up ``proposals()`` does for times."""
+        return [
+            Proposal(
+                raw["proposalId"],
+                raw["action"],
+                raw.get("contractId") or "",
+                raw["proposerId"],
+                raw["proposalState"],
+                0.0,
+                dict(raw.get("ballots", {})),
+                dict(raw.get("args", {})),
+            )
+            for raw in self._governance().proposals(state=ProposalState.OPEN, contract_id=contract_id)
+        ]
+
+    def deployment_spec(self, contract_id: str) -> dict[str, Any] | None:
+        """The accepted deployment spec, None until a proposal for it is accepted."""
+        data = self._governance().deployment_spec(contract_id).get("data")
+        return dict(data) if data is not None else None
+
+    def clean_room_policy(self, contract_id: str) -> dict[str, Any] | None:
+        """The accepted clean-room policy, None until a proposal for it is accepted."""
+        data = self._governance().clean_room_policy(contract_id).get("data")
+        return dict(data) if data is not None else None
+
+    def accepted_policy_hash(self, contract_id: str) -> str | None:
+        return self._governance().accepted_policy_hash(contract_id)  # type: ignore[no-any-return]
+
+    def propose_deployment_spec(self, contract_id: str, spec: dict[str, Any]) -> str:
+        return str(self._governance().propose_deployment_spec(contract_id, spec)["proposalId"])
+
+    def propose_clean_room_policy(self, contract_id: str, policy: dict[str, Any]) -> str:
+        return str(self._governance().propose_clean_room_policy(contract_id, policy)["proposalId"])
+
+    def ca_enabled(self, contract_id: str) -> bool:
+        return bool(self._governance().ca(contract_id).get("enabled"))
+
+    def ca_certificate(self, contract_id: str) -> str | None:
+        """The contract CA's certificate (PEM), None until its key was generated."""
+        return self._governance().ca(contract_id).get("caCert") or None
+
+    def propose_enable_ca(self, contract_id: str) -> str:
+        return str(self._governance().propose_enable_ca(contract_id)["proposalId"])
+
+    def generate_ca_key(self, contract_id: str) -> None:
+        self._governance().generate_ca_key(contract_id)
+
+    def runtime_option_enabled(self, contract_id: str, option: str) -> bool:
+        return bool(self._governance().runtime_option(contract_id, option).get("status") == OptionStatus.ENABLED)
+
+    def set_runtime_option(self, contract_id: str, option: str, *, enable: bool) -> None:
+        """Propose enabling (or, unilaterally, disable) a runtime option such as telemetry."""
+        self._governance().set_runtime_option(contract_id, option, enable=enable)
+
+    def request_secret(self, contract_id: str, name: str, attestation: str) -> bytes:
+        """What a clean room does to get a wrapped DEK: governance releases it only to an
+        attestation of the accepted policy (the isolation proofs try it with a forged one)."""
+        return self._governance().get_secret(contract_id, name, attestation)  # type: ignore[no-any-return]
+
+    def wrap_deks(self, contract_id: str) -> WrappedDeks:
+        """`config wrap-deks`: wrap this party's DEKs to its per-contract KEK in the key service."""
+        from core import embedded
+        from core.keys import launcher as key_launcher
+        from core.keys.wrap_deks import wrap_deks
+
+        keys = key_launcher.info(embedded.key_service_state_dir(self.services_home or embedded.home())).client()
+        try:
+            return wrap_deks(self.workspace, contract_id, governance=self._governance(), keys=keys)
+        finally:
+            keys.close()
 
     # ledger -----------------------------------------------------------------------------
     def _export_ledger(self, directory: Path) -> Path:
@@ -270,19 +450,39 @@ class PersonaEngine:
                 report = verify_export_file(path, expected_service_cert_pem=pinned, full=True)
             except IntegrityError as exc:
                 return LedgerVerification(False, 0, exc.one_line())
-        return LedgerVerification(True, report.entries,
-                                  f"{report.checkpoints} signed checkpoints, "
-                                  f"{report.member_signatures_checked} member signatures checked")
+        return LedgerVerification(
+            True,
+            report.entries,
+            f"{report.checkpoints} signed checkpoints, {report.member_signatures_checked} member signatures checked",
+            report.checkpoints,
+            report.member_signatures_checked,
+        )
 
     # events and deployments -------------------------------------------------------------
-    def events(self, contract_id: str, since: int = 1) -> list[CleanroomEvent]:
-        answer = self._governance().events(contract_id, from_seqno=since)
-        return [CleanroomEvent(contract_id, int(e["seqno"]), float(e["timestamp"]), e["type"],
-                               dict(e.get("data", {})), e.get("category", "audit"))
-                for e in answer["events"]]
+    def events(self, contract_id: str, since: int = 1, *, wait: float | None = None) -> list[CleanroomEvent]:
+        """One page of the contract's events from ``since``; ``wait`` long-polls for the next one."""
+        client = self._governance()
+        answer = client.events(contract_id, from_seqno=since, wait=wait or 0.0)
+        return [
+            CleanroomEvent(
+                contract_id,
+                int(e["seqno"]),
+                float(e["timestamp"]),
+                e["type"],
+                dict(e.get("data", {})),
+                e.get("category", "audit"),
+            )
+            for e in answer["events"]
+        ]
 
-    def follow_events(self, should_stop: Callable[[], bool],
-                      poll_seconds: float = 1.0) -> Iterator[CleanroomEvent]:
+    def all_events(self, contract_id: str) -> list[CleanroomEvent]:
+        """Every event of the contract, page after page."""
+        events: list[CleanroomEvent] = []
+        while batch := self.events(contract_id, events[-1].seqno + 1 if events else 1):
+            events.extend(batch)
+        return events
+
+    def follow_events(self, should_stop: Callable[[], bool], poll_seconds: float = 1.0) -> Iterator[CleanroomEvent]:
         """Every contract's new events, in order, until ``should_stop()``.
 
         An unreachable service is not an error here: the feed waits and retries (the context
@@ -306,12 +506,40 @@ class PersonaEngine:
         """Each application's state, folded from the lifecycle events the runtime recorded."""
         statuses: list[ApplicationStatus] = []
         for contract in self.contracts():
-            if contract.state != "Accepted":
+            if contract.state != ContractState.ACCEPTED:
                 continue
-            lifecycle = [e for e in self.events(contract.contract_id) if e.kind in LIFECYCLE]
+            lifecycle = [e for e in self.all_events(contract.contract_id) if e.kind in LIFECYCLE_EVENTS]
             if lifecycle:
                 statuses.extend(application_statuses(contract.contract_id, lifecycle))
         return statuses
+
+    def runtime_environment(self) -> RuntimeEnvironment:
+        """The embedded runtime on this machine (under ``services_home``, else $CLEANROOM_HOME)."""
+        from core import embedded
+
+        return runtime_environment(self.services_home or embedded.home())
+
+    def deployment_status(self, contract_id: str) -> DeploymentStatus | None:
+        """The clean room as this machine's runtime records it; None if it never ran here."""
+        return deployment_status(self.runtime_environment(), contract_id)
+
+    def start_deployment(self, contract_id: str) -> DeploymentStatus:
+        """Start the accepted contract's clean room on this machine (`deployment start`); a
+        clean room already starting or running is left as it is."""
+        from core.runtime import process
+
+        current = self.deployment_status(contract_id)
+        if current is not None and current.alive:
+            return current
+        status = DeploymentStatus.from_status(
+            contract_id, process.start_background(self.runtime_environment(), contract_id)
+        )
+        if status.state == DeploymentState.FAILED:
+            raise ServiceUnavailableError(
+                f"the clean room of '{contract_id}' failed to start: {status.error}",
+                hint=f"see `cleanroom deployment logs --contract-id {contract_id}`",
+            )
+        return status
 
     def stop_deployment(self, contract_id: str) -> dict[str, Any]:
         """Stop a clean room the embedded runtime on this machine runs (step 3's `deployment stop`).
@@ -319,24 +547,24 @@ class PersonaEngine:
         Only the machine that runs the clean room can stop it this way; any member anywhere can
         use the kill switch instead.
         """
-        from core import embedded
         from core.runtime import process
 
-        home = self.services_home or embedded.home()
-        environment = process.RuntimeEnvironment(embedded.runtime_state_dir(home),
-                                                 embedded.governance_state_dir(home),
-                                                 embedded.key_service_state_dir(home))
-        return process.stop(environment, contract_id)
+        return process.stop(self.runtime_environment(), contract_id)
 
     def ingress_endpoint(self, contract_id: str) -> str:
-        running = [e for e in self.events(contract_id) if e.kind == "running" and e.data.get("ingress")]
+        """The ingress URL the clean room announced in its (attested) ``running`` event."""
+        running = [
+            e for e in self.all_events(contract_id) if e.kind == LifecycleEvent.RUNNING and e.data.get("ingress")
+        ]
         if not running:
-            raise NotFoundError(f"contract {contract_id} has no running clean room with an ingress",
-                                hint="deploy it first (`cleanroom deployment start`)")
+            raise NotFoundError(
+                f"contract '{contract_id}' has no running clean room with an ingress",
+                hint=f"the hoster starts it with `cleanroom deployment start --contract-id {contract_id}`",
+            )
         return str(running[-1].data["ingress"])
 
     # data -------------------------------------------------------------------------------
-    def data_assets(self) -> list[DataAsset]:
+    def data_assets(self) -> list[DataAssetStatus]:
         """This persona's datasources and datasinks with what their current upload holds."""
         from core.config.party import party_fragment
         from core.datasource import KINDS, list_assets
@@ -345,35 +573,53 @@ class PersonaEngine:
             return []
         fragment = party_fragment(self.workspace)
         mounts = {m.source: m.target for app in fragment.applications for m in app.mounts}
-        return [DataAsset(status.kind, status.name, status.location, mounts.get(status.name),
-                          status.uploaded, status.files, status.plaintext_bytes)
-                for kind in KINDS for status in list_assets(self.workspace, kind)]
+        return [
+            DataAssetStatus(
+                status.kind,
+                status.name,
+                status.location,
+                mounts.get(status.name),
+                status.uploaded,
+                status.files,
+                status.plaintext_bytes,
+            )
+            for kind in KINDS
+            for status in list_assets(self.workspace, kind)
+        ]
 
-    def upload_datasource(self, name: str, folder: Path,
-                          on_progress: Callable[[int, int], None]) -> int:
+    def upload_datasource(self, name: str, folder: Path, on_progress: Callable[[int, int], None]) -> int:
         """Encrypt and upload ``folder`` as datasource ``name``; ``on_progress(bytes_done, total)``."""
         from core.datasource import upload_datasource
 
-        manifest = upload_datasource(self.workspace, name, folder,
-                                     progress=lambda s: on_progress(s.bytes_done, s.bytes_total))
+        manifest = upload_datasource(
+            self.workspace, name, folder, progress=lambda s: on_progress(s.bytes_done, s.bytes_total)
+        )
         return len(manifest.files)
 
-    def download_asset(self, kind: str, name: str, target: Path,
-                       on_progress: Callable[[int, int], None]) -> int:
+    def download_asset(self, kind: str, name: str, target: Path, on_progress: Callable[[int, int], None]) -> int:
         """Download and decrypt a datasource or datasink of this persona into ``target``."""
         from core.datasource import download_asset
 
-        manifest = download_asset(self.workspace, kind, name, target,
-                                  progress=lambda s: on_progress(s.bytes_done, s.bytes_total))
+        manifest = download_asset(
+            self.workspace, kind, name, target, progress=lambda s: on_progress(s.bytes_done, s.bytes_total)
+        )
         return len(manifest.files)
 
     # evaluation -------------------------------------------------------------------------
-    def run_evaluation(self, contract_id: str, on_progress: Callable[[int, int, int], None], *,
-                       dataset: str | Path = "rotten_tomatoes", split: str = "test") -> dict[str, Any]:
+    def run_evaluation(
+        self,
+        contract_id: str,
+        on_progress: Callable[[int, int, int], None],
+        *,
+        dataset: str | Path = "rotten_tomatoes",
+        split: str = "test",
+        on_wait: Callable[[str], None] = lambda endpoint: None,
+    ) -> EvaluationReport:
         """Send this persona's test split to the contract's endpoint and score it (step 4's client).
 
         TLS is pinned to the contract's CA and the bearer token is issued to this member by
-        governance, exactly as `cleanroom infer` does; ``on_progress(done, correct, total)``.
+        governance, exactly as `cleanroom infer` does; a clean room that has just started is
+        waited for (``on_wait(endpoint)``) until its model serves. ``on_progress(done, correct, total)``.
         """
         from core.ml.datasets import load_split
         from core.ml.evaluation import evaluate
@@ -382,55 +628,85 @@ class PersonaEngine:
         client = self._governance()
         ca_pem = client.ca(contract_id).get("caCert")
         if not ca_pem:
-            raise NotFoundError(f"contract {contract_id} has no CA certificate",
-                                hint="enable the CA by vote and generate its key")
+            raise NotFoundError(
+                f"contract '{contract_id}' has no CA certificate", hint="enable the CA by vote and generate its key"
+            )
         token = client.issue_token(contract_id)["token"]
         rows = load_split(dataset, split)
         with tempfile.TemporaryDirectory(prefix="cleanroom-eval-") as tmp:
             ca_path = Path(tmp) / "ca.pem"
             ca_path.write_text(ca_pem)
-            report = evaluate(rows, endpoint, ca=ca_path, token=token,
-                              on_progress=lambda p: on_progress(p.done, p.correct, p.total))
-        return report.as_dict()
+            on_wait(endpoint)
+            _wait_until_serving(endpoint, ca_path, token)
+            report = evaluate(
+                rows, endpoint, ca=ca_path, token=token, on_progress=lambda p: on_progress(p.done, p.correct, p.total)
+            )
+        return EvaluationReport(
+            contract_id, endpoint, report.accuracy, report.total, report.correct, float(report.as_dict()["rows_per_s"])
+        )
+
+
+def _wait_until_serving(endpoint: str, ca_path: Path, token: str) -> None:
+    """The runtime reports ``running`` when the workload starts; the model loads a moment later."""
+    from core.ml.evaluation import InferenceClient
+
+    deadline = time.monotonic() + ENDPOINT_READY_TIMEOUT_S
+    last: CleanroomError | None = None
+    while time.monotonic() < deadline:
+        try:
+            with InferenceClient(endpoint, ca=ca_path, token=token) as client:
+                client.metadata()
+            return
+        except (ServiceUnavailableError, InvalidInputError) as exc:
+            last = exc
+            time.sleep(0.5)
+    raise ServiceUnavailableError(
+        f"endpoint {endpoint} did not serve within {ENDPOINT_READY_TIMEOUT_S:.0f}s "
+        f"({last.one_line() if last else 'no answer'})",
+        hint="see `cleanroom deployment logs`",
+    )
+
+
+def deployment_status(environment: RuntimeEnvironment, contract_id: str) -> DeploymentStatus | None:
+    """A clean room as the runtime of ``environment`` records it; None if it never ran there."""
+    from core.runtime.local import read_status
+
+    try:
+        return DeploymentStatus.from_status(contract_id, read_status(environment.runtime_state_dir, contract_id))
+    except NotFoundError:
+        return None
+
+
+def runtime_environment(home: Path) -> RuntimeEnvironment:
+    """The embedded runtime's environment under a services home (CLEANROOM_HOME)."""
+    from core import embedded
+    from core.runtime.process import RuntimeEnvironment
+
+    return RuntimeEnvironment(
+        embedded.runtime_state_dir(home), embedded.governance_state_dir(home), embedded.key_service_state_dir(home)
+    )
 
 
 def application_statuses(contract_id: str, lifecycle: list[CleanroomEvent]) -> list[ApplicationStatus]:
     """Fold one contract's lifecycle events into a status per application."""
     applications: list[str] = []
     started: float | None = None
-    state = "deploying"
+    state = ApplicationState.DEPLOYING
     exit_codes: dict[str, int] = {}
     for event in lifecycle:
-        if event.kind == "running":
+        if event.kind == LifecycleEvent.RUNNING:
             applications = list(event.data.get("applications", [])) or applications
-            started, state = event.time, "running"
-        elif event.kind == "exited":
+            started, state = event.time, ApplicationState.RUNNING
+        elif event.kind == LifecycleEvent.EXITED:
             exit_codes = {k: int(v) for k, v in dict(event.data.get("exit_codes", {})).items()}
-            state = "stopped" if event.data.get("stopped_by") else "exited"
-        elif event.kind == "failed":
-            state = "failed"
-        elif event.kind in ("deploying", "attested", "keys_released"):
-            applications, started, exit_codes, state = applications, None, {}, event.kind
+            state = ApplicationState.STOPPED if event.data.get("stopped_by") else ApplicationState.EXITED
+        elif event.kind == LifecycleEvent.FAILED:
+            state = ApplicationState.FAILED
+        elif event.kind in (LifecycleEvent.DEPLOYING, LifecycleEvent.ATTESTED, LifecycleEvent.KEYS_RELEASED):
+            applications, started, exit_codes, state = applications, None, {}, ApplicationState(event.kind)
     names = applications or sorted(exit_codes) or ["(starting)"]
     return [ApplicationStatus(contract_id, name, state, started, exit_codes.get(name)) for name in names]
 
 
 def open_personas(paths: list[Path]) -> list[PersonaEngine]:
     return [PersonaEngine.open(path) for path in paths]
-
-
-def open_embedded_scenario(root: Path | None = None, *, quick: bool | None = None,
-                           reporter: Reporter | None = None) -> tuple[Scenario, list[PersonaEngine]]:
-    """The embedded default as the console opens it: the three-persona scenario of `cleanroom
-    demo`, under ``<CLEANROOM_HOME>/scenario`` unless ``root`` says otherwise.
-
-    Its workspaces are created and its services started on loopback on first use; later runs
-    resume where the last one stopped. Every step after that is left to the operators.
-    """
-    from core import embedded
-    from core.scenario import Reporter, Scenario
-
-    scenario = Scenario.open(root or embedded.home() / "scenario", quick=quick)
-    scenario.open_consortium(reporter or Reporter())
-    return scenario, [PersonaEngine(scenario.workspace(persona), services_home=scenario.services_home)
-                      for persona in PERSONAS]

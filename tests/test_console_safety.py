@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from core import embedded
-from core.engine import PersonaEngine, open_embedded_scenario
+from core.engine import PersonaEngine
 from core.runtime.local import pid_alive, write_status
-from core.scenario import STATE_FILE, TRAINING_CONTRACT, Scenario, build_steps
+from core.scenario import STATE_FILE, TRAINING_CONTRACT, Scenario, build_steps, open_embedded_scenario
 from tests.cli_runner import cleanroom
 from tests.test_evaluation import TOKEN, endpoint, tls_files, trained_model  # noqa: F401 (fixtures)
 from tests.test_tui_governance import (  # noqa: F401 (fixture)
@@ -114,8 +114,11 @@ def _training_runs(scenario: Scenario) -> subprocess.Popen[bytes]:
     the pid of a live process (a real training run takes minutes; what quitting does to it only
     depends on this record and on that process receiving SIGTERM from `process.stop`)."""
     runtime = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    write_status(scenario.runtime_environment().runtime_state_dir, TRAINING_CONTRACT,
-                 {"contract_id": TRAINING_CONTRACT, "state": "running", "pid": runtime.pid})
+    write_status(
+        scenario.runtime_environment().runtime_state_dir,
+        TRAINING_CONTRACT,
+        {"contract_id": TRAINING_CONTRACT, "state": "running", "pid": runtime.pid},
+    )
     return runtime
 
 
@@ -127,7 +130,8 @@ def _end(runtime: subprocess.Popen[bytes]) -> None:
 
 @pytest.mark.anyio
 async def test_ctrl_q_asks_before_stopping_a_running_training_and_enter_stays(
-        scenario_console: tuple[Scenario, list[PersonaEngine]]) -> None:
+    scenario_console: tuple[Scenario, list[PersonaEngine]],
+) -> None:
     scenario, engines = scenario_console
     runtime = _training_runs(scenario)
     try:
@@ -161,7 +165,8 @@ async def test_ctrl_q_asks_before_stopping_a_running_training_and_enter_stays(
 
 @pytest.mark.anyio
 async def test_sighup_or_sigterm_leave_running_work_running_and_say_so(
-        scenario_console: tuple[Scenario, list[PersonaEngine]]) -> None:
+    scenario_console: tuple[Scenario, list[PersonaEngine]],
+) -> None:
     scenario, engines = scenario_console
     runtime = _training_runs(scenario)
     try:
@@ -206,7 +211,8 @@ async def test_stop_all_in_the_quit_modal_stops_the_training_and_the_services(tm
 
 @pytest.mark.anyio
 async def test_ctrl_q_during_a_step_asks_and_n_lets_the_step_finish(
-        scenario_console: tuple[Scenario, list[PersonaEngine]]) -> None:
+    scenario_console: tuple[Scenario, list[PersonaEngine]],
+) -> None:
     scenario, engines = scenario_console
     app = CleanroomConsole(engines, background=False, scenario=scenario)
     async with app.run_test(size=SIZE) as pilot:
@@ -217,7 +223,8 @@ async def test_ctrl_q_during_a_step_asks_and_n_lets_the_step_finish(
         await pilot.pause()
         modal = app.screen
         assert isinstance(modal, QuitScreen) and modal.running == [
-            "step 'consumer-data': consumer keep its test split; stage its training data"]
+            "step 'consumer-data': consumer keep its test split; stage its training data"
+        ]
         await pilot.press("n")
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -227,7 +234,8 @@ async def test_ctrl_q_during_a_step_asks_and_n_lets_the_step_finish(
 
 @pytest.mark.anyio
 async def test_ctrl_q_with_nothing_running_quits_at_once(
-        scenario_console: tuple[Scenario, list[PersonaEngine]]) -> None:
+    scenario_console: tuple[Scenario, list[PersonaEngine]],
+) -> None:
     scenario, engines = scenario_console
     app = CleanroomConsole(engines, background=False, scenario=scenario)
     async with app.run_test(size=SIZE) as pilot:
@@ -239,8 +247,8 @@ async def test_ctrl_q_with_nothing_running_quits_at_once(
 
 # -- the real console process: signals, a closed terminal, a second console ----------------------
 TAKE_TERMINAL_THEN_RUN = (
-    "import fcntl, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
-    "from tui.cli import main; main(sys.argv[1:])")
+    "import fcntl, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); from tui.cli import main; main(sys.argv[1:])"
+)
 
 
 class Terminal:
@@ -252,12 +260,24 @@ class Terminal:
 
         self.master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
-        env = {**os.environ, "CLEANROOM_HOME": str(home), "TERM": "xterm-256color", "HF_HUB_OFFLINE": "1"}
+        env = {
+            **os.environ,
+            "CLEANROOM_HOME": str(home),
+            "TERM": "xterm-256color",
+            "HF_HUB_OFFLINE": "1",
+            "XDG_CONFIG_HOME": str(home / "config"),
+        }  # not the operator's remembered theme/persona
         # a new session whose controlling terminal is this pty (TIOCSCTTY), then the console
         # itself; done in the child's own code rather than a preexec_fn (unsafe with threads)
         self.process = subprocess.Popen(
-            [sys.executable, "-c", TAKE_TERMINAL_THEN_RUN, "console", "--quick"], cwd=ROOT, env=env,
-            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+            [sys.executable, "-c", TAKE_TERMINAL_THEN_RUN, "console", "--quick"],
+            cwd=ROOT,
+            env=env,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+        )
         os.close(slave)
         self.output = bytearray()
         self._hung_up = threading.Event()
@@ -308,8 +328,7 @@ def _console_up(terminal: Terminal) -> None:
     terminal.wait_for("Quit")  # the key bar: the consortium is up and the app draws
 
 
-def test_second_console_is_refused_and_sigterm_stops_cleanly(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_console_is_refused_and_sigterm_stops_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
     terminal = Terminal(home)
     try:
@@ -320,9 +339,11 @@ def test_second_console_is_refused_and_sigterm_stops_cleanly(tmp_path: Path,
         monkeypatch.setenv("CLEANROOM_HOME", str(home))
         second = cleanroom("console")
         assert second.code == 5
-        assert second.stderr.strip() == (f"error: another cleanroom console (pid {terminal.process.pid}) has the "
-                                         f"scenario in {root} open; close that one first (one console or demo per "
-                                         "scenario at a time)")
+        assert second.stderr.strip() == (
+            f"error: another cleanroom console (pid {terminal.process.pid}) has the "
+            f"scenario in {root} open; close that one first (one console or demo per "
+            "scenario at a time)"
+        )
         demo = cleanroom("demo", "--workspace", root, "--quick", "--stop-after", "consumer-data")
         assert demo.code == 5 and "another cleanroom console" in demo.stderr
         assert "consumer-data" not in json.loads((root / STATE_FILE).read_text())["completed"]
@@ -402,8 +423,10 @@ def test_demo_refuses_a_folder_others_can_write(tmp_path: Path, mode: int) -> No
     folder.chmod(mode)
     outcome = cleanroom("demo", "--workspace", folder, "--quick", "--stop-after", "init:hoster")
     assert outcome.code == 2
-    assert outcome.stderr.strip() == (f"error: demo workspace {folder} is writable by others (mode {mode:04o}); "
-                                      f"run `chmod go-w {folder}` or pass a folder only you can write to")
+    assert outcome.stderr.strip() == (
+        f"error: demo workspace {folder} is writable by others (mode {mode:04o}); "
+        f"run `chmod go-w {folder}` or pass a folder only you can write to"
+    )
     assert list(folder.iterdir()) == []
 
 
@@ -417,9 +440,11 @@ def test_demo_refuses_a_folder_another_user_owns(tmp_path: Path) -> None:
         foreign, owner = Path("/"), 0  # root's, not this user's
     outcome = cleanroom("demo", "--workspace", foreign, "--quick", "--stop-after", "init:hoster")
     assert outcome.code == 2
-    assert outcome.stderr.strip() == (f"error: demo workspace {foreign} is owned by uid {owner}, not by you (uid "
-                                      f"{os.getuid()}); pass a folder you own to --workspace, e.g. "
-                                      "--workspace ~/cleanroom-demo")
+    assert outcome.stderr.strip() == (
+        f"error: demo workspace {foreign} is owned by uid {owner}, not by you (uid "
+        f"{os.getuid()}); pass a folder you own to --workspace, e.g. "
+        "--workspace ~/cleanroom-demo"
+    )
     assert list(foreign.iterdir()) == [] or foreign == Path("/")
 
 
@@ -445,11 +470,14 @@ def test_infer_takes_the_token_from_a_private_file_and_refuses_a_shared_one(tmp_
     token.chmod(0o644)
     shared = cleanroom("infer", "--dataset", tmp_path, "--endpoint", "https://127.0.0.1:1", "--token-file", token)
     assert shared.code == 2
-    assert shared.stderr.strip() == (f"error: token file {token} can be read by other users (mode 0644, uid "
-                                     f"{os.getuid()}); run `chmod 600 {token}` (it must be yours)")
+    assert shared.stderr.strip() == (
+        f"error: token file {token} can be read by other users (mode 0644, uid "
+        f"{os.getuid()}); run `chmod 600 {token}` (it must be yours)"
+    )
     token.chmod(0o600)
-    both = cleanroom("infer", "--dataset", tmp_path, "--endpoint", "https://127.0.0.1:1", "--token-file", token,
-                     "--token", "x")
+    both = cleanroom(
+        "infer", "--dataset", tmp_path, "--endpoint", "https://127.0.0.1:1", "--token-file", token, "--token", "x"
+    )
     assert both.code == 2 and "--token (or CLEANROOM_TOKEN) and --token-file both give a token" in both.stderr
     link = tmp_path / "link"
     link.symlink_to(token)
@@ -458,17 +486,32 @@ def test_infer_takes_the_token_from_a_private_file_and_refuses_a_shared_one(tmp_
 
 
 def test_the_token_from_the_environment_or_a_file_reaches_a_real_endpoint(
-        endpoint: str, tls_files: dict[str, Path], trained_model: dict[str, Path], tmp_path: Path,  # noqa: F811
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoint: str,  # noqa: F811 (the fixture imported from test_evaluation)
+    tls_files: dict[str, Path],  # noqa: F811
+    trained_model: dict[str, Path],  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The two ways that keep the token out of `ps` work end to end over pinned TLS."""
-    base = ["infer", "--dataset", trained_model["data"], "--endpoint", endpoint, "--ca", tls_files["ca"],
-            "--limit", "8", "--output", "json"]
+    base = [
+        "infer",
+        "--dataset",
+        trained_model["data"],
+        "--endpoint",
+        endpoint,
+        "--ca",
+        tls_files["ca"],
+        "--limit",
+        "8",
+        "--output",
+        "json",
+    ]
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
     token.chmod(0o600)
     from_file = cleanroom(*base, "--token-file", token)
     assert from_file.code == 0, from_file.stderr
-    assert json.loads(from_file.stdout)["total_rows"] == 8
+    assert json.loads(from_file.stdout)["totalRows"] == 8
     monkeypatch.setenv("CLEANROOM_TOKEN", TOKEN)
     from_env = cleanroom(*base)
     assert from_env.code == 0, from_env.stderr

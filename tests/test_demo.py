@@ -26,8 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run_demo(*args: str | Path, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CLEANROOM_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "tui.cli", "demo", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=3000)
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", "demo", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3000,
+    )
 
 
 @pytest.mark.smoke
@@ -44,15 +50,31 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     assert result["finetuned_accuracy"] - result["baseline_accuracy"] >= 0.10
     assert result["training"]["steps"] <= 100
     assert {c["id"]: c["state"] for c in result["contracts"]} == {
-        "inference-base": "Accepted", "finetune": "Accepted", "inference-finetuned": "Accepted"}
+        "inference-base": "Accepted",
+        "finetune": "Accepted",
+        "inference-finetuned": "Accepted",
+    }
     assert all(len(c["hash"]) == 64 for c in result["contracts"])
     # each party can recompute every contract's hash from the three fragments with the CLI
     hashes = {c["id"]: c["hash"] for c in result["contracts"]}
-    for contract_id, application in (("inference-base", "inference"), ("finetune", "trainer"),
-                                     ("inference-finetuned", "inference-finetuned")):
-        view = cleanroom("config", "view", "--configs", root / "hoster", root / "provider", root / "consumer",
-                         "--application", application, "--output", "json")
-        assert json.loads(view.stdout)["spec_hash"] == hashes[contract_id]
+    for contract_id, application in (
+        ("inference-base", "inference"),
+        ("finetune", "trainer"),
+        ("inference-finetuned", "inference-finetuned"),
+    ):
+        view = cleanroom(
+            "config",
+            "view",
+            "--configs",
+            root / "hoster",
+            root / "provider",
+            root / "consumer",
+            "--application",
+            application,
+            "--output",
+            "json",
+        )
+        assert json.loads(view.stdout)["specHash"] == hashes[contract_id]
     assert result["ledger_verified"] is True
     assert result["ledger"]["by_persona"] == {p: "ok" for p in PERSONAS}
 
@@ -157,8 +179,9 @@ def test_every_step_names_its_persona_and_the_commands_a_team_would_type(tmp_pat
     assert len({s.key for s in steps}) == len(steps)
     for step in steps:
         assert step.persona in (*PERSONAS, "all"), step.key
-        assert step.commands, step.key
-        assert all("cleanroom" in command or command.startswith("cp ") for command in step.commands), step.key
+        # the isolation proofs are attacks no CLI verb mounts (a forged attestation, a raw store read)
+        assert step.commands or step.key.startswith("isolation:"), step.key
+        assert all(i.program in ("cleanroom", "cp", "diff") for i in step.invocations), step.key
     # each contract is voted by all three parties, twice (contract, then deployment)
     for contract_id in ("inference-base", "finetune", "inference-finetuned"):
         voters = [s.persona for s in steps if s.key.startswith(f"{contract_id}:vote-")]
@@ -187,13 +210,16 @@ def test_perform_next_acts_only_on_the_persona_whose_turn_it_is(tmp_path: Path) 
 @pytest.mark.timeout(1800)
 def test_resuming_at_the_evaluation_restarts_the_clean_room_the_interruption_stopped(tmp_path: Path) -> None:
     root = tmp_path / "demo"
-    first = cleanroom("demo", "--workspace", root, "--quick", "--stop-after", "inference-base:start", "--output", "json")
+    first = cleanroom(
+        "demo", "--workspace", root, "--quick", "--stop-after", "inference-base:start", "--output", "json"
+    )
     assert first.code == 0, first.stderr
     status = json.loads((root / "services" / "runtime" / "deployments" / "inference-base" / "status.json").read_text())
     assert status["state"] == "exited"  # stopping the services at the pause stopped the clean room too
 
-    resumed = cleanroom("demo", "--workspace", root, "--quick", "--stop-after", "inference-base:evaluate",
-                        "--output", "json")
+    resumed = cleanroom(
+        "demo", "--workspace", root, "--quick", "--stop-after", "inference-base:evaluate", "--output", "json"
+    )
     assert resumed.code == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
     assert summary["baseline_accuracy"] < 0.6 and summary["test_rows"] == 1066
@@ -209,11 +235,23 @@ def test_config_view_scopes_the_merged_spec_to_one_contracts_applications(tmp_pa
     for name in ("base-onnx", "base-pytorch"):
         add_data_asset(parties["provider"], "datasource", name)
     add_data_asset(parties["consumer"], "datasource", "training-data")
-    add_application(parties["hoster"], name="inference", entrypoint="containers/inference_server", command=["x"],
-                    mounts=[{"source": "base-onnx", "target": "/mnt/remote/model"}])
-    add_application(parties["hoster"], name="trainer", entrypoint="containers/trainer", command=["y"],
-                    mounts=[{"source": "base-pytorch", "target": "/mnt/remote/model"},
-                            {"source": "training-data", "target": "/mnt/remote/data"}])
+    add_application(
+        parties["hoster"],
+        name="inference",
+        entrypoint="containers/inference_server",
+        command=["x"],
+        mounts=[{"source": "base-onnx", "target": "/mnt/remote/model"}],
+    )
+    add_application(
+        parties["hoster"],
+        name="trainer",
+        entrypoint="containers/trainer",
+        command=["y"],
+        mounts=[
+            {"source": "base-pytorch", "target": "/mnt/remote/model"},
+            {"source": "training-data", "target": "/mnt/remote/data"},
+        ],
+    )
     configs = ["--configs", *(tmp_path / p for p in PERSONAS)]
     view = cleanroom("config", "view", *configs, "--application", "inference", "--output", "json")
     assert view.code == 0, view.stderr

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from core.engine import PersonaEngine, open_embedded_scenario
-from core.scenario import Scenario
+from core.engine import PersonaEngine
+from core.scenario import Scenario, open_embedded_scenario
 from tests.cli_runner import cleanroom
 from tui.app import CleanroomConsole
 from tui.widgets.context_bar import ContextBar
@@ -44,7 +44,8 @@ def palette(app: CleanroomConsole) -> dict[str, object]:
 
 
 async def test_opening_makes_the_consortium_and_leaves_every_later_step_to_the_operators(
-        embedded: tuple[Scenario, list[PersonaEngine]]) -> None:
+    embedded: tuple[Scenario, list[PersonaEngine]],
+) -> None:
     scenario, engines = embedded
     assert [e.persona for e in engines] == ["hoster", "provider", "consumer"]
     assert scenario.state.completed[:4] == ["init:hoster", "init:provider", "init:consumer", "services-up"]
@@ -52,7 +53,8 @@ async def test_opening_makes_the_consortium_and_leaves_every_later_step_to_the_o
 
 
 async def test_the_palette_walks_to_whose_turn_it_is_and_takes_that_step(
-        embedded: tuple[Scenario, list[PersonaEngine]]) -> None:
+    embedded: tuple[Scenario, list[PersonaEngine]],
+) -> None:
     scenario, engines = embedded
     app = CleanroomConsole(engines, background=False, scenario=scenario)
     total = len(scenario.steps)
@@ -72,8 +74,7 @@ async def test_the_palette_walks_to_whose_turn_it_is_and_takes_that_step(
         await pilot.pause()
         assert "consumer-data" in scenario.state.completed and app.running_step is None
         assert (scenario.workspace_dir("consumer") / "data" / "test.parquet").is_file()
-        assert any(n.title == "✔ consumer: keep its test split; stage its training data"
-                   for n in app._notifications)
+        assert any(n.title == "✔ consumer: keep its test split; stage its training data" for n in app._notifications)
         assert f"scenario 5/{total} · next: provider" in app.screen.query_one(ContextBar).render().plain
         app.run_scenario_step("consumer")  # not the consumer's turn any more: nothing runs
         assert app.running_step is None and len(scenario.state.completed) == 5

@@ -14,26 +14,21 @@ import contextlib
 import sys
 from pathlib import Path
 
-from core.errors import NotFoundError
-from core.scenario import BASE_CONTRACT, FINETUNED_CONTRACT, TRAINING_CONTRACT, Scenario
+from core.scenario import Scenario
 
 NOTE_NAME = "left-running.txt"
-CONTRACTS = (BASE_CONTRACT, TRAINING_CONTRACT, FINETUNED_CONTRACT)
 
 
 def running_deployments(scenario: Scenario) -> list[tuple[str, str]]:
     """(contract id, state) of the scenario's clean rooms whose runtime is alive."""
-    from core.runtime.local import read_status
-
-    state_dir = scenario.runtime_environment().runtime_state_dir
     running = []
-    for contract_id in CONTRACTS:
+    for contract_id in scenario.definition.contracts:
         try:
-            state = str(read_status(state_dir, contract_id).get("state"))
-        except (NotFoundError, ValueError, OSError):
+            status = scenario.deployment_status(contract_id)
+        except (ValueError, OSError):
             continue
-        if state in ("starting", "running"):
-            running.append((contract_id, state))
+        if status is not None and status.alive:
+            running.append((contract_id, status.state))
     return running
 
 
@@ -48,8 +43,10 @@ def left_running_line(scenario: Scenario, contracts: list[tuple[str, str]], why:
     home = scenario.services_home
     stops = "; ".join(f"CLEANROOM_HOME={home} cleanroom deployment stop --contract-id {c}" for c, _ in contracts)
     what = ", ".join(f"clean room '{c}' ({state})" for c, state in contracts) or "no clean room"
-    return (f"{why}: left running {what} and the scenario's services under {home}. `cleanroom console` "
-            f"resumes; to stop them: {stops + '; ' if stops else ''}CLEANROOM_HOME={home} cleanroom down")
+    return (
+        f"{why}: left running {what} and the scenario's services under {home}. `cleanroom console` "
+        f"resumes; to stop them: {stops + '; ' if stops else ''}CLEANROOM_HOME={home} cleanroom down"
+    )
 
 
 def end_session(scenario: Scenario, *, choice: str | None, signal_name: str | None) -> str:
@@ -70,9 +67,11 @@ def end_session(scenario: Scenario, *, choice: str | None, signal_name: str | No
     scenario.stop_services()
     done, total = scenario.progress
     ended = f"{signal_name} received; " if signal_name else ""
-    return (f"{ended}scenario {scenario.root}: {done}/{total} steps done; "
-            + (f"stopped clean rooms {', '.join(stopped)} and the services" if stopped else "services stopped")
-            + ". `cleanroom console` resumes it.")
+    return (
+        f"{ended}scenario {scenario.root}: {done}/{total} steps done; "
+        + (f"stopped clean rooms {', '.join(stopped)} and the services" if stopped else "services stopped")
+        + ". `cleanroom console` resumes it."
+    )
 
 
 def previous_note(root: Path) -> str | None:

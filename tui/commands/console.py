@@ -12,22 +12,34 @@ from pathlib import Path
 
 import click
 
-from core.engine import PersonaEngine, open_embedded_scenario, open_personas
+from core.engine import PersonaEngine, open_personas
 from core.errors import InvalidInputError
 from themes import ALIASES, THEMES
+from tui.preferences import ConsolePreferences
 
 
 @click.command("console")
-@click.option("--workspace", "workspaces", multiple=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="A persona workspace to open as a tab (repeat for each persona).")
+@click.option(
+    "--workspace",
+    "workspaces",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A persona workspace to open as a tab (repeat for each persona).",
+)
 @click.option("--read-only", is_flag=True, help="Hide every action that changes state.")
-@click.option("--theme", default="dark", show_default=True,
-              help=f"Colour theme: {', '.join([*ALIASES, *THEMES])}.")
-@click.option("--quick/--full", default=None,
-              help="Without --workspace: start the scenario's quick variant (100 training steps) "
-                   "or the full one; a scenario already started keeps its own.")
-def console(workspaces: tuple[Path, ...], read_only: bool, theme: str, quick: bool | None) -> None:
+@click.option(
+    "--theme",
+    default=None,
+    help=f"Colour theme: {', '.join([*ALIASES, *THEMES])} (default: the last one used, else dark; "
+    "remembered in $XDG_CONFIG_HOME/cleanroom/console.json with the last persona).",
+)
+@click.option(
+    "--quick/--full",
+    default=None,
+    help="Without --workspace: start the scenario's quick variant (100 training steps) "
+    "or the full one; a scenario already started keeps its own.",
+)
+def console(workspaces: tuple[Path, ...], read_only: bool, theme: str | None, quick: bool | None) -> None:
     """Open the console: one tab per persona, keyboard voting, live deployments and training.
 
     With no --workspace it opens the embedded default as the three-persona scenario of
@@ -44,12 +56,15 @@ def console(workspaces: tuple[Path, ...], read_only: bool, theme: str, quick: bo
     Example (an auditor's view that cannot change anything):
       cleanroom console --workspace W/consumer --read-only --theme high-contrast
     """
-    if theme not in ALIASES and theme not in THEMES:
-        raise InvalidInputError(f"theme {theme!r} does not exist",
-                                hint=f"choose one of {', '.join([*ALIASES, *THEMES])}")
+    if theme is not None and theme not in ALIASES and theme not in THEMES:
+        raise InvalidInputError(
+            f"theme {theme!r} does not exist", hint=f"choose one of {', '.join([*ALIASES, *THEMES])}"
+        )
     if workspaces and quick is not None:
-        raise InvalidInputError("--quick/--full choose the embedded scenario's variant",
-                                hint="drop --quick/--full, or drop --workspace to open the embedded scenario")
+        raise InvalidInputError(
+            "--quick/--full choose the embedded scenario's variant",
+            hint="drop --quick/--full, or drop --workspace to open the embedded scenario",
+        )
     if workspaces:
         engines = open_personas(list(workspaces))
         _run_console(engines, read_only=read_only, theme=theme)
@@ -57,25 +72,25 @@ def console(workspaces: tuple[Path, ...], read_only: bool, theme: str, quick: bo
     _run_scenario_console(quick=quick, read_only=read_only, theme=theme)
 
 
-def _run_console(engines: list[PersonaEngine], *, read_only: bool, theme: str) -> None:
+def _run_console(engines: list[PersonaEngine], *, read_only: bool, theme: str | None) -> None:
     """Persona workspaces given on the command line: the console starts and stops nothing."""
     from tui.app import (
         CleanroomConsole,  # textual loads only when the console really opens
     )
 
     try:
-        CleanroomConsole(engines, read_only=read_only, theme=theme).run()
+        CleanroomConsole(engines, read_only=read_only, theme=theme, preferences=ConsolePreferences.load()).run()
     finally:
         for engine in engines:
             engine.close()
 
 
-def _run_scenario_console(*, quick: bool | None, read_only: bool, theme: str) -> None:
+def _run_scenario_console(*, quick: bool | None, read_only: bool, theme: str | None) -> None:
     """The embedded scenario: one console per scenario (session lock), a quit that asks before
     it stops running clean rooms, and SIGTERM/SIGHUP that end the session without destroying
     work or leaving it running unannounced (see tui.scenario_session)."""
     from core import embedded
-    from core.scenario import Reporter, Scenario
+    from core.scenario import Reporter, Scenario, open_embedded_scenario
     from tui.scenario_session import end_session, previous_note, say
     from tui.session_lock import SessionLock
 
@@ -85,14 +100,22 @@ def _run_scenario_console(*, quick: bool | None, read_only: bool, theme: str) ->
         if note:
             say(note)
         with _stop_if_signalled_while_opening(root):
-            scenario, engines = open_embedded_scenario(root, quick=quick, reporter=Reporter(
-                note=lambda text: click.echo(text, err=True),
-                step_finished=lambda step, seconds, summary: click.echo(
-                    f"done: {step.persona}: {step.title} ({seconds:.1f} s)", err=True)))
+            scenario, engines = open_embedded_scenario(
+                root,
+                quick=quick,
+                reporter=Reporter(
+                    note=lambda text: click.echo(text, err=True),
+                    step_finished=lambda step, seconds, summary: click.echo(
+                        f"done: {step.persona}: {step.title} ({seconds:.1f} s)", err=True
+                    ),
+                ),
+            )
         # textual loads only when the console really opens
         from tui.app import CleanroomConsole
 
-        app = CleanroomConsole(engines, read_only=read_only, theme=theme, scenario=scenario)
+        app = CleanroomConsole(
+            engines, read_only=read_only, theme=theme, scenario=scenario, preferences=ConsolePreferences.load()
+        )
         # our own loop: asyncio.run() would wait, after the app closed, for a step's worker
         # thread (a training run: an hour) before anything below could say or stop anything
         loop = asyncio.new_event_loop()
@@ -134,8 +157,10 @@ def _stop_if_signalled_while_opening(root: Path) -> Iterator[None]:
         yield
     except _Signalled as exc:
         stopped = Scenario.open(root).stop_services()
-        say(f"{exc} received while opening {root}: stopped {', '.join(stopped) or 'nothing'}; "
-            "`cleanroom console` resumes it")
+        say(
+            f"{exc} received while opening {root}: stopped {', '.join(stopped) or 'nothing'}; "
+            "`cleanroom console` resumes it"
+        )
         raise SystemExit(1) from None
     finally:
         for signum, handler in previous.items():

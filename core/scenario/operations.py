@@ -1,0 +1,496 @@
+"""The step bodies scenarios are built from: each performs its step's invocations.
+
+Every body reads what it does from the step's ``cleanroom`` invocations (names, folders,
+contract ids, the application's command line, cpu and memory, the routes it allows) and adds
+no argument of its own, so the narrated command lines are the program. Placeholders in
+capitals (``ID``, ``VERSION``, ``URL``) are the values only known when the step runs; the body
+finds them the way an operator would (the open proposal, the contract's version, the
+ingress the clean room announced).
+
+Each body acts with the step persona's own workspace and keys, and reaches the services only
+through that persona's engine (``core.engine``, the one code that talks to governance): what
+a separate organisation could do.
+Each checks what already exists first, so a half-done step can be done again.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from core.config.canonical import document_hash
+from core.config.merge import merge_fragments
+from core.config.party import add_application, add_data_asset, init_party, party_fragment, set_network_policy
+from core.crypto.secret_file import write_public_file
+from core.engine import Proposal
+from core.errors import ConflictError, IntegrityError, InvalidInputError, NotFoundError, ServiceUnavailableError
+from core.governance.models import ContractState
+from core.runtime.lifecycle import DeploymentState, LifecycleEvent
+from core.scenario.steps import Invocation, Reporter, Step
+from core.workspace import Workspace
+
+if TYPE_CHECKING:
+    from core.scenario.run import Scenario
+
+Operation = Callable[["Scenario", Invocation, Reporter], str]
+TRAINING_TIMEOUT_S = 3600.0
+# the lifecycle events worth a narration line while a training run is followed
+NARRATED_EVENTS = frozenset(
+    {
+        LifecycleEvent.KEYS_RELEASED,
+        LifecycleEvent.RUNNING,
+        LifecycleEvent.EXITED,
+        LifecycleEvent.SEALED,
+        LifecycleEvent.FAILED,
+    }
+)
+
+
+def _persona(invocation: Invocation) -> str:
+    if invocation.persona is None:
+        raise InvalidInputError(f"`{invocation.narration()}` names no workspace", hint="fix the scenario definition")
+    return invocation.persona
+
+
+# -- config verbs: what `cleanroom config ...` does to the persona's own fragment -----------------
+def _config_init(scenario: Scenario, invocation: Invocation, reporter: Reporter) -> str:
+    persona = _persona(invocation)
+    directory = scenario.workspace_dir(persona)
+    if not (directory / "workspace.json").is_file():
+        if directory.exists():
+            shutil.rmtree(directory)  # a half-created workspace from an interrupted run holds no asset
+        init_party(directory, invocation.value("--persona"))
+    workspace = scenario.workspace(persona)
+    return f"member {workspace.identity.member_id[:16]}, KEK and config fragment in {directory}"
+
+
+def _add_asset(kind: str) -> Operation:
+    def operation(scenario: Scenario, invocation: Invocation, reporter: Reporter) -> str:
+        workspace = scenario.workspace(_persona(invocation))
+        name = invocation.value("--name")
+        fragment = party_fragment(workspace)
+        existing = fragment.datasources if kind == "datasource" else fragment.datasinks
+        if all(asset.name != name for asset in existing):
+            add_data_asset(workspace, kind, name)
+        return f"{kind} '{name}' declared (only {workspace.persona} holds its DEK)" if kind == "datasink" else ""
+
+    return operation
+
+
+def mount(text: str) -> dict[str, str]:
+    """``src=NAME,dst=PATH`` as ``config add-application --mounts`` reads it."""
+    parts = dict(part.split("=", 1) for part in text.split(",") if "=" in part)
+    if set(parts) != {"src", "dst"} or len(text.split(",")) != 2:
+        raise InvalidInputError(
+            f"--mounts {text!r} is not 'src=<datasource>,dst=<path>'", hint="fix the scenario definition"
+        )
+    return {"source": parts["src"], "target": parts["dst"]}
+
+
+def _add_application(scenario: Scenario, invocation: Invocation, reporter: Reporter) -> str:
+    """`config add-application`: every field from its options; cpu and memory take the CLI's
+    defaults (the fragment model's) when the command line leaves them out."""
+    workspace = scenario.workspace(_persona(invocation))
+    name = invocation.value("--name")
+    fields: dict[str, Any] = {
+        "entrypoint": invocation.value("--entrypoint"),
+        "command": shlex.split(invocation.value("--command")),
+        "mounts": [mount(text) for text in invocation.values("--mounts")],
+        "ports": [int(port) for value in invocation.values("--ports") for port in value.split(",") if port],
+    }
+    if invocation.has("--cpu"):
+        fields["cpu"] = float(invocation.value("--cpu"))
+    if invocation.has("--memory"):
+        fields["memory_gb"] = float(invocation.value("--memory"))
+    if all(app.name != name for app in party_fragment(workspace).applications):
+        add_application(workspace, name=name, **fields)
+    reads = ", ".join(f"'{m['source']}' at {m['target']}" for m in fields["mounts"])
+    return f"application '{name}' mounts {reads}"
+
+
+def _set_network_policy(scenario: Scenario, invocation: Invocation, reporter: Reporter) -> str:
+    routes = invocation.values("--allow")
+    set_network_policy(
+        scenario.workspace(_persona(invocation)),
+        inbound_allow=routes,
+        allow_all_outbound=invocation.has("--allow-all-outbound"),
+    )
+    outbound = "allowed" if invocation.has("--allow-all-outbound") else "none"
+    return f"inbound: {', '.join(routes)}; outbound: {outbound}"
+
+
+def _wrap_deks(scenario: Scenario, invocation: Invocation, reporter: Reporter) -> str:
+    persona = _persona(invocation)
+    wrapped = scenario.engine(persona).wrap_deks(invocation.value("--contract-id"))
+    return f"DEKs of {', '.join(wrapped.assets)} wrapped to {persona}'s contract KEK {wrapped.kek_fingerprint[:16]}"
+
+
+# -- data ------------------------------------------------------------------------------------------
+def _upload(scenario: Scenario, invocation: Invocation, reporter: Reporter) -> str:
+    persona = _persona(invocation)
+    name = invocation.value("--name")
+    task = f"{persona}: encrypt + upload '{name}'"
+    from core.datasource import upload_datasource
+
+    manifest = upload_datasource(
+        scenario.workspace(persona),
+        name,
+        scenario.path(invocation.value("--dataset-folder")),
+        progress=lambda s: reporter.progress(task, s.bytes_done, s.bytes_total, s.current),
+    )
+    return f"'{name}': {len(manifest.files)} files, {manifest.total_bytes / 1e6:.1f} MB sealed with its DEK"
+
+
+def _download_datasink(scenario: Scenario, invocation: Invocation, reporter: Reporter) -> str:
+    """`datasink download`: decrypted into a partial folder first, so an interrupted download
+    never leaves a half-written target a resumed run would take for done."""
+    from core.datasource import download_asset
+
+    persona = _persona(invocation)
+    name = invocation.value("--name")
+    target = scenario.path(invocation.value("--target-folder"))
+    if not target.is_dir():
+        partial = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:6]}")
+        task = f"{persona}: download + decrypt '{name}'"
+        try:
+            download_asset(
+                scenario.workspace(persona),
+                "datasink",
+                name,
+                partial,
+                progress=lambda s: reporter.progress(task, s.bytes_done, s.bytes_total, s.current),
+            )
+            partial.rename(target)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return f"decrypted {', '.join(sorted(p.name for p in target.iterdir()))} into {target}"
+
+
+def _copy(scenario: Scenario, invocation: Invocation, reporter: Reporter) -> str:
+    """`cp FILE... FOLDER/` of the vendored dataset into a persona's folder (nothing is overwritten)."""
+    from core.ml.datasets import VENDORED_DIR
+
+    *sources, destination = invocation.args
+    folder = scenario.path(destination)
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        target = folder / source.rsplit("/", 1)[-1]
+        if not target.is_file():
+            write_public_file(target, (VENDORED_DIR / source).read_bytes())
+    return f"{', '.join(s.rsplit('/', 1)[-1] for s in sources)} in {folder}"
+
+
+def _model_prepare(scenario: Scenario, invocation: Invocation, reporter: Reporter) -> str:
+    from core.ml.model_preparation import prepare
+
+    output = scenario.path(invocation.value("--output-dir"))
+    if (output / "onnx").is_dir() and (output / "pytorch").is_dir():
+        return f"already prepared in {output}"
+    task = f"{_persona(invocation)}: model prepare (all-MiniLM-L6-v2, offline)"
+    stages = ["loading base model", "writing pytorch/ (safetensors)", "exporting onnx/ (fp32 + int8)"]
+    reporter.progress(task, 0, len(stages), "")
+
+    def on_stage(name: str) -> None:
+        reporter.progress(task, stages.index(name) if name in stages else 0, len(stages), name)
+
+    prepared = prepare(None, output, on_stage=on_stage)
+    reporter.progress(task, len(stages), len(stages), "done")
+    return f"{len(prepared.files)} files: pytorch/ (safetensors) and onnx/ (fp32 + int8), fresh 2-label head"
+
+
+# -- services and the runtime ----------------------------------------------------------------------
+def _services_up(scenario: Scenario, invocation: Invocation, reporter: Reporter) -> str:
+    from core import embedded
+
+    scenario.ensure_services(reporter)
+    for persona in [directory.rsplit("/", 1)[-1] for directory in invocation.values("--workspace-dirs")]:
+        scenario.engine(persona).ensure_active()
+    records = embedded.load_records(scenario.services_home)
+    return ", ".join(f"{name} {record['endpoint']}" for name, record in records.items())
+
+
+def _deployment_start(scenario: Scenario, invocation: Invocation, reporter: Reporter) -> str:
+    contract_id = invocation.value("--contract-id")
+    engine = scenario.engine(_persona(invocation))
+    current = engine.deployment_status(contract_id)
+    if current is None or not current.alive:
+        reporter.note(f"{engine.persona} starts the clean room of '{contract_id}' (attest, key release, sandbox)")
+    status = engine.start_deployment(contract_id)
+    where = f", ingress {status.ingress}" if status.ingress else ""
+    return f"clean room of '{contract_id}' {status.state} (pid {status.pid}){where}"
+
+
+def _deployment_stop(scenario: Scenario, invocation: Invocation, reporter: Reporter) -> str:
+    contract_id = invocation.value("--contract-id")
+    try:
+        status = scenario.engine(_persona(invocation)).stop_deployment(contract_id)
+    except NotFoundError:
+        return f"'{contract_id}' was not running"
+    return f"'{contract_id}' {status.get('state')}; plaintext mounts removed"
+
+
+OPERATIONS: dict[tuple[str, ...], Operation] = {
+    ("config", "init"): _config_init,
+    ("config", "add-datasource"): _add_asset("datasource"),
+    ("config", "add-datasink"): _add_asset("datasink"),
+    ("config", "add-application"): _add_application,
+    ("config", "set-network-policy"): _set_network_policy,
+    ("config", "wrap-deks"): _wrap_deks,
+    ("datasource", "upload"): _upload,
+    ("datasink", "download"): _download_datasink,
+    ("model", "prepare"): _model_prepare,
+    ("up",): _services_up,
+    ("deployment", "start"): _deployment_start,
+    ("deployment", "stop"): _deployment_stop,
+}
+
+
+def perform_each(scenario: Scenario, step: Step, reporter: Reporter) -> str:
+    """The plain body: each invocation in order, by its verb (``cp`` copies the vendored data)."""
+    summaries = []
+    for invocation in step.invocations:
+        operation = _copy if invocation.program == "cp" else OPERATIONS.get(invocation.verb)
+        if operation is None:
+            raise InvalidInputError(
+                f"no operation performs `{' '.join(invocation.verb)}`",
+                hint="give the step its own body, or add the verb to OPERATIONS",
+            )
+        summaries.append(operation(scenario, invocation, reporter))
+    return "; ".join(summary for summary in summaries if summary)
+
+
+# -- governance of one contract ---------------------------------------------------------------------
+def contract_document(scenario: Scenario, view: Invocation) -> dict[str, Any]:
+    """What ``config view --configs ... --application A --output json`` prints: the fragments
+    merged, scoped to the applications this contract runs."""
+    fragments = [party_fragment(Workspace.open(scenario.path(folder))) for folder in view.values("--configs")]
+    return merge_fragments(fragments).for_applications(view.values("--application")).document()
+
+
+def propose_contract(scenario: Scenario, step: Step, reporter: Reporter) -> str:
+    """`config view > C.json`, `contract create --data @C.json`, `contract propose --version VERSION`."""
+    create = step.invocation("governance", "contract", "create")
+    contract_id = create.value("--id")
+    hoster = scenario.engine(_persona(create))
+    try:
+        current = hoster.contract(contract_id)
+    except NotFoundError:
+        current = hoster.create_contract(contract_id, contract_document(scenario, step.invocation("config", "view")))
+    if current.state == ContractState.DRAFT:
+        step.invocation("governance", "contract", "propose")  # VERSION: the version just read
+        proposal_id = hoster.propose_contract(contract_id, current.version)
+        return (
+            f"contract '{contract_id}' proposed ({proposal_id[:8]}); every party can recompute "
+            f"its hash {document_hash(current.document)[:16]} from the three fragments"
+        )
+    return f"contract '{contract_id}' is already {current.state}"
+
+
+def _review(scenario: Scenario, persona: str, proposal: Proposal) -> str | None:
+    """What a careful party checks before accepting; returns the reason to reject, or None.
+
+    The deployment spec and the clean-room policy are regenerated by the voter from the
+    contract it already accepted (its `deployment generate`), so a hoster cannot slip in a
+    different command or mount."""
+    from core.runtime.deployment import deployment_spec, policy_document
+
+    args = proposal.content
+    if proposal.action not in ("set_deployment_spec", "set_clean_room_policy"):
+        return None
+    contract_id = str(args.get("contract_id") or proposal.contract_id)
+    expected = deployment_spec(contract_id, scenario.engine(persona).contract(contract_id).document)
+    if proposal.action == "set_deployment_spec":
+        return None if args.get("data") == expected else "the deployment spec differs from the accepted contract's"
+    return (
+        None
+        if args.get("data") == policy_document(expected)
+        else "the clean-room policy hash differs from the accepted contract's"
+    )
+
+
+def vote_open(scenario: Scenario, step: Step, reporter: Reporter) -> str:
+    """`... vote --proposal-id ID --action accept` on every open proposal of the contract the
+    step names (ID: each open proposal this member has not voted on), after reviewing it."""
+    vote = next(i for i in step.invocations if i.verb[-1:] == ("vote",))
+    persona = _persona(vote)
+    contract_id = next(
+        i.values("--id") or i.values("--contract-id")
+        for i in step.invocations
+        if i.values("--id") or i.values("--contract-id")
+    )[0]
+    if vote.value("--action") != "accept":
+        raise InvalidInputError(f"step '{step.key}' votes {vote.value('--action')}", hint="scenario votes accept")
+    engine = scenario.engine(persona)
+    cast = []
+    for proposal in engine.open_proposals(contract_id):
+        if engine.member_id in proposal.ballots:
+            continue
+        reason = _review(scenario, persona, proposal)
+        if reason is not None:
+            engine.vote(proposal.proposal_id, accept=False)
+            raise IntegrityError(
+                f"{persona} rejected {proposal.action} on '{contract_id}': {reason}",
+                hint="the hoster must propose the document generated from the accepted contract",
+            )
+        after = engine.vote(proposal.proposal_id, accept=True)
+        cast.append(f"{proposal.action} {proposal.proposal_id[:8]} -> {after.state}")
+    return "; ".join(cast) if cast else "nothing open to vote on"
+
+
+def propose_deployment(scenario: Scenario, step: Step, reporter: Reporter) -> str:
+    """`deployment generate`, then the proposals the step's invocations name: the deployment
+    spec, the clean-room policy, and (if named) enabling the CA and the telemetry option."""
+    from core.runtime.deployment import deployment_spec, policy_document
+
+    generate = step.invocation("governance", "deployment", "generate")
+    contract_id = generate.value("--contract-id")
+    hoster = scenario.engine(_persona(generate))
+    contract = hoster.contract(contract_id)
+    if contract.state != ContractState.ACCEPTED:
+        raise ConflictError(
+            f"contract '{contract_id}' is {contract.state}, not Accepted",
+            hint="every party must accept it first (`cleanroom governance proposal vote`)",
+        )
+    spec = deployment_spec(contract_id, contract.document)
+    policy = policy_document(spec)
+    open_actions = {p.action for p in hoster.open_proposals(contract_id)}
+    proposed = []
+    step.invocation("governance", "deployment", "template", "propose")
+    if hoster.deployment_spec(contract_id) is None and "set_deployment_spec" not in open_actions:
+        hoster.propose_deployment_spec(contract_id, spec)
+        proposed.append("deployment spec")
+    step.invocation("governance", "deployment", "policy", "propose")
+    if hoster.clean_room_policy(contract_id) is None and "set_clean_room_policy" not in open_actions:
+        hoster.propose_clean_room_policy(contract_id, policy)
+        proposed.append(f"policy {policy['policy_hash'][:16]}")
+    if (
+        step.invocations_of("governance", "ca", "propose-enable")
+        and not hoster.ca_enabled(contract_id)
+        and "enable_ca" not in open_actions
+    ):
+        hoster.propose_enable_ca(contract_id)
+        proposed.append("enable CA")
+    for option in step.invocations_of("governance", "contract", "runtime-option", "set"):
+        name = option.value("--option")
+        enable = option.value("--action") == "enable"
+        if (
+            hoster.runtime_option_enabled(contract_id, name) != enable
+            and f"{'enable' if enable else 'disable'}_{name}" not in open_actions
+        ):
+            hoster.set_runtime_option(contract_id, name, enable=enable)
+            proposed.append(f"{'enable' if enable else 'disable'} {name}")
+    return "proposed " + ", ".join(proposed) if proposed else "already proposed"
+
+
+def generate_ca(scenario: Scenario, step: Step, reporter: Reporter) -> str:
+    """`ca generate-key`, once every deployment proposal of the contract was accepted."""
+    invocation = step.invocation("governance", "ca", "generate-key")
+    contract_id = invocation.value("--contract-id")
+    hoster = scenario.engine(_persona(invocation))
+    missing = [
+        what
+        for what, ok in (
+            ("deployment spec", hoster.deployment_spec(contract_id) is not None),
+            ("clean-room policy", hoster.clean_room_policy(contract_id) is not None),
+            ("CA", hoster.ca_enabled(contract_id)),
+        )
+        if not ok
+    ]
+    if missing:
+        raise ConflictError(
+            f"contract '{contract_id}': {', '.join(missing)} not accepted yet",
+            hint="every party must vote on the open proposals",
+        )
+    if not hoster.ca_certificate(contract_id):
+        hoster.generate_ca_key(contract_id)
+    return f"CA certificate of '{contract_id}' published in governance"
+
+
+# -- the clean room at work ---------------------------------------------------------------------------
+def evaluate(scenario: Scenario, step: Step, reporter: Reporter) -> str:
+    """`ca show`, `event list` (the ingress URL), `contract token`, `infer --dataset D --endpoint
+    URL --ca ca.crt`: the consumer's evaluation through the clean room's TLS ingress."""
+    infer = step.invocation("infer")
+    contract_id = step.invocation("governance", "contract", "token").value("--id")
+    engine = scenario.engine(_persona(step.invocation("governance", "contract", "token")))
+    task = f"{engine.persona}: evaluate the test rows on '{contract_id}'"
+
+    def on_progress(done: int, correct: int, total: int) -> None:
+        reporter.progress(task, done, total, f"accuracy {correct / done if done else 0.0:.3f}")
+        reporter.evaluation(contract_id, done, correct, total)
+
+    report = engine.run_evaluation(
+        contract_id,
+        on_progress,
+        dataset=scenario.path(infer.value("--dataset")),
+        split="test",
+        on_wait=lambda endpoint: reporter.note(
+            f"{engine.persona} waits for {endpoint} (TLS pinned to the contract's CA)"
+        ),
+    )
+    scenario.state.results.setdefault("evaluation", {})[contract_id] = {
+        "accuracy": round(report.accuracy, 6),
+        "total_rows": report.total_rows,
+        "correct": report.correct,
+        "rows_per_s": report.rows_per_s,
+        "endpoint": report.endpoint,
+    }
+    return f"accuracy {report.accuracy:.3f} on {report.total_rows} rows ({report.correct} correct)"
+
+
+def train(scenario: Scenario, step: Step, reporter: Reporter) -> str:
+    """`deployment start`, then `event list --follow` until the training clean room ends:
+    every party watches the telemetry it voted for."""
+    start = step.invocation("deployment", "start")
+    contract_id = start.value("--contract-id")
+    hoster = scenario.engine(_persona(start))
+    _deployment_start(scenario, start, reporter)
+    watcher = scenario.engine(_persona(step.invocation("governance", "contract", "event", "list")))
+    seqno = 1
+    task = "clean room: fine-tuning (telemetry events)"
+    deadline = time.monotonic() + TRAINING_TIMEOUT_S
+    last_eval: dict[str, Any] = {}
+    steps = 0
+    while True:
+        for event in watcher.events(contract_id, seqno, wait=1.0):
+            seqno = event.seqno + 1
+            if event.kind == "telemetry" and event.data.get("event") == "step":
+                steps = int(event.data.get("step", 0))
+                reporter.progress(
+                    task, steps, float(event.data.get("total_steps") or 0) or None, f"loss {event.data.get('loss')}"
+                )
+            elif event.kind == "telemetry" and event.data.get("event") == "eval":
+                last_eval = event.data
+                reporter.note(
+                    f"telemetry: epoch {event.data.get('epoch')} validation accuracy {event.data.get('val_accuracy')}"
+                )
+            elif event.kind in NARRATED_EVENTS:
+                reporter.note(f"event: {event.kind} {json.dumps(event.data, sort_keys=True)[:120]}")
+        status = hoster.deployment_status(contract_id)
+        if status is None or not status.alive:
+            break
+        if time.monotonic() > deadline:
+            raise ServiceUnavailableError(
+                f"training of '{contract_id}' did not end within {TRAINING_TIMEOUT_S:.0f}s",
+                hint=f"stop it with `cleanroom deployment stop --contract-id {contract_id}`",
+            )
+    failed_codes = [code for code in status.exit_codes.values() if code != 0] if status else []
+    if status is None or status.state != DeploymentState.EXITED or failed_codes:
+        raise ServiceUnavailableError(
+            f"training of '{contract_id}' ended {status.state if status else 'unrecorded'} "
+            f"(exit codes {status.exit_codes if status else {}}, {status.error if status else ''})",
+            hint=f"see `cleanroom deployment logs --contract-id {contract_id}`",
+        )
+    if not status.sealed:
+        raise NotFoundError("the trainer wrote nothing to its datasink", hint="see the deployment logs")
+    scenario.state.results["training"] = {
+        "steps": steps,
+        "val_accuracy": last_eval.get("val_accuracy"),
+        "sealed": status.sealed,
+    }
+    return f"{steps} steps; validation accuracy {last_eval.get('val_accuracy')}; sealed to {', '.join(status.sealed)}"
