@@ -382,14 +382,15 @@ def _signed_out(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000000")
 
 
-def test_aci_status_without_sign_in_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("verb", ["status", "logs", "stop"])
+def test_aci_verbs_without_sign_in_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verb: str) -> None:
     """azure-identity's multi-line warning must not reach the terminal; our one line does."""
     _signed_out(monkeypatch)
     outcome = cleanroom(
         "-w",
         tmp_path,
         "deployment",
-        "status",
+        verb,
         "--contract-id",
         "c1",
         "--backend",

@@ -1,8 +1,12 @@
-"""`cleanroom deployment start|status|logs|stop`: run an accepted contract's clean room here.
+"""`cleanroom deployment start|status|logs|stop`: run an accepted contract's clean room.
 
-The runtime runs as a background process under ``$CLEANROOM_HOME/runtime`` and talks to the
-embedded governance and key service (`cleanroom up`). Which home that is comes from the workspace:
-the one whose governance it is pinned to (see ``core.services_home``), so a forgotten
+Where it runs is one option, ``--backend local|aci``: each verb builds that backend
+(``core.runtime.backend``), calls its start/status/logs/stop and shows the data with that
+backend's view (``LocalView`` here, ``tui.aci_backend.AciView`` for Azure).
+
+Locally, the runtime runs as a background process under ``$CLEANROOM_HOME/runtime`` and talks to
+the embedded governance and key service (`cleanroom up`). Which home that is comes from the
+workspace: the one whose governance it is pinned to (see ``core.services_home``), so a forgotten
 ``CLEANROOM_HOME`` neither points at another consortium nor hides a running clean room.
 Lifecycle events are also recorded in governance, so every party can follow them with
 `cleanroom governance contract event list`.
@@ -10,12 +14,11 @@ Lifecycle events are also recorded in governance, so every party can follow them
 
 from __future__ import annotations
 
+import contextlib
 import json
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import click
 from rich.console import Console
@@ -25,11 +28,11 @@ from core import embedded
 from core.errors import CleanroomError, NotFoundError
 from core.keys.release import KeyReleaseEvent
 from core.runtime import process
-from core.runtime.lifecycle import LIFECYCLE_EVENTS, LIVE_STATES, DeploymentState
-from core.runtime.local import read_status
+from core.runtime.backend import DeploymentBackend, StartOptions, deployment_backend
+from core.runtime.lifecycle import LIFECYCLE_EVENTS, DeploymentState
 from core.services_home import services_home
 from core.workspace import Workspace
-from tui.aci_backend import aci_backend
+from tui.aci_backend import AciView, aci_start_options, backend_options
 from tui.output import Result, Stream, camel_keys, stderr_console, verb_output
 
 CONTRACT = click.option("--contract-id", required=True, help="The accepted contract to deploy.")
@@ -62,6 +65,78 @@ def _when(at: Any) -> str:
     return datetime.fromtimestamp(float(at), tz=UTC).strftime("%H:%M:%S") if at else ""
 
 
+def _backend(
+    ctx: click.Context, backend: str, resource_group: str | None, subscription: str | None, *, starting: bool = False
+) -> DeploymentBackend:
+    return deployment_backend(
+        backend,
+        local_environment=lambda: _environment(ctx, starting=starting),
+        resource_group=resource_group,
+        subscription=subscription,
+    )
+
+
+class DeploymentView(Protocol):
+    """How one backend's results are shown: what it prints while it works and what it returns."""
+
+    def starting(self, contract_id: str, options: StartOptions) -> str: ...
+    def started(self, contract_id: str, status: dict[str, Any]) -> Result: ...
+    def status(self, ctx: click.Context, contract_id: str, status: dict[str, Any]) -> Result: ...
+    def log_line(self, record: dict[str, Any]) -> str: ...
+    def stopping(self, contract_id: str) -> str | None: ...
+    def stopped(self, contract_id: str, status: dict[str, Any]) -> Result: ...
+
+
+class LocalView:
+    """How the local runtime's status files and log lines are shown, with governance's events."""
+
+    def starting(self, contract_id: str, options: StartOptions) -> str:
+        if options.insecure_no_sandbox:
+            stderr_console().print(
+                "[bold red]WARNING: --insecure-no-sandbox: workloads run WITHOUT bubblewrap. They can "
+                "reach the network and read this machine's files. This is not a clean room.[/]"
+            )
+        return f"starting the clean room of {contract_id}…"
+
+    def started(self, contract_id: str, status: dict[str, Any]) -> Result:
+        if status.get("state") == DeploymentState.FAILED:
+            raise CleanroomError(
+                f"deployment of '{contract_id}' failed: {status.get('error')}",
+                hint=f"see `cleanroom deployment logs --contract-id {contract_id}`",
+            )
+        return Result(
+            camel_keys(status),
+            text=f"{contract_id} is {status.get('state')} (pid {status.get('pid')}, sandbox "
+            f"{status.get('sandbox')})" + (f"; ingress {status['ingress']}" if status.get("ingress") else ""),
+        )
+
+    def status(self, ctx: click.Context, contract_id: str, status: dict[str, Any]) -> Result:
+        events = _governance_events(ctx, contract_id)
+        return Result(
+            {"status": camel_keys(status), "events": events},
+            render=lambda console: _render_status(console, contract_id, status, events),
+        )
+
+    def log_line(self, record: dict[str, Any]) -> str:
+        detail = {k: v for k, v in record.items() if k not in ("at", "type")}
+        return (
+            f"{_when(record.get('at'))} {record.get('type')} {json.dumps(detail, sort_keys=True) if detail else ''}"
+        ).rstrip()
+
+    def stopping(self, contract_id: str) -> str | None:
+        return f"stopping {contract_id} and sealing its datasinks…"
+
+    def stopped(self, contract_id: str, status: dict[str, Any]) -> Result:
+        return Result(
+            camel_keys(status),
+            text=f"{contract_id} is {status.get('state')}"
+            + (f"; sealed {', '.join(status['sealed'])}" if status.get("sealed") else ""),
+        )
+
+
+VIEWS: dict[str, DeploymentView] = {"local": LocalView(), "aci": AciView()}
+
+
 @click.group("deployment")
 def deployment() -> None:
     """Start, watch and stop the clean room of an accepted contract (the hoster runs it)."""
@@ -86,9 +161,15 @@ def deployment() -> None:
 )
 @verb_output
 @click.pass_context
-@aci_backend("start")
+@aci_start_options
+@backend_options
 def start(
-    ctx: click.Context, contract_id: str, insecure_no_sandbox: bool, spec_file: Path | None, ingress_port: int
+    ctx: click.Context,
+    contract_id: str,
+    backend: str,
+    resource_group: str | None,
+    subscription: str | None,
+    **start_options: Any,
 ) -> Result:
     """Attest, get keys released, decrypt datasources into private mounts and run the workloads.
 
@@ -99,31 +180,12 @@ def start(
           --resource-group rg-cleanroom --location westeurope \\
           --template out/cleanroom-aci-template.json --cce-policy-file out/cce-policy.b64
     """
-    err_console = stderr_console()
-    if insecure_no_sandbox:
-        err_console.print(
-            "[bold red]WARNING: --insecure-no-sandbox: workloads run WITHOUT bubblewrap. They can "
-            "reach the network and read this machine's files. This is not a clean room.[/]"
-        )
-    environment = _environment(ctx, starting=True)
-    with err_console.status(f"starting the clean room of {contract_id}…"):
-        status = process.start_background(
-            environment,
-            contract_id,
-            insecure_no_sandbox=insecure_no_sandbox,
-            spec_file=spec_file,
-            ingress_port=ingress_port,
-        )
-    if status.get("state") == DeploymentState.FAILED:
-        raise CleanroomError(
-            f"deployment of '{contract_id}' failed: {status.get('error')}",
-            hint=f"see `cleanroom deployment logs --contract-id {contract_id}`",
-        )
-    return Result(
-        camel_keys(status),
-        text=f"{contract_id} is {status.get('state')} (pid {status.get('pid')}, sandbox "
-        f"{status.get('sandbox')})" + (f"; ingress {status['ingress']}" if status.get("ingress") else ""),
-    )
+    chosen = _backend(ctx, backend, resource_group, subscription, starting=True)
+    view = VIEWS[backend]
+    options = StartOptions(**start_options)
+    with stderr_console().status(view.starting(contract_id, options)):
+        status = chosen.start(contract_id, options)
+    return view.started(contract_id, status)
 
 
 def _governance_events(ctx: click.Context, contract_id: str) -> list[dict[str, Any]]:
@@ -142,24 +204,18 @@ def _governance_events(ctx: click.Context, contract_id: str) -> list[dict[str, A
 @CONTRACT
 @verb_output
 @click.pass_context
-@aci_backend("status")
-def status_verb(ctx: click.Context, contract_id: str) -> Result:
+@backend_options
+def status_verb(
+    ctx: click.Context, contract_id: str, backend: str, resource_group: str | None, subscription: str | None
+) -> Result:
     """Show the deployment's state here and its lifecycle events in governance.
 
     \b
     Example:
       cleanroom -w W/consumer deployment status --contract-id inference-initial -o json
     """
-    environment = _environment(ctx)
-    try:
-        local = read_status(environment.runtime_state_dir, contract_id)
-    except CleanroomError:
-        local = {"contract_id": contract_id, "state": "not deployed on this machine"}
-    events = _governance_events(ctx, contract_id)
-    return Result(
-        {"status": camel_keys(local), "events": events},
-        render=lambda console: _render_status(console, contract_id, local, events),
-    )
+    chosen = _backend(ctx, backend, resource_group, subscription)
+    return VIEWS[backend].status(ctx, contract_id, chosen.status(contract_id))
 
 
 def _render_status(console: Console, contract_id: str, local: dict[str, Any], events: list[dict[str, Any]]) -> None:
@@ -193,8 +249,15 @@ def _render_status(console: Console, contract_id: str, local: dict[str, Any], ev
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the deployment ends.")
 @verb_output
 @click.pass_context
-@aci_backend("logs")
-def logs(ctx: click.Context, contract_id: str, follow: bool) -> Stream:
+@backend_options
+def logs(
+    ctx: click.Context,
+    contract_id: str,
+    follow: bool,
+    backend: str,
+    resource_group: str | None,
+    subscription: str | None,
+) -> Stream:
     """Print the runtime's log (lifecycle, refusals, telemetry). Application output is not here: it
     goes to the logging datasink only when the contract enables logging.
 
@@ -202,42 +265,27 @@ def logs(ctx: click.Context, contract_id: str, follow: bool) -> Stream:
     Example:
       cleanroom -w W/hoster deployment logs --contract-id inference-initial --follow
     """
-    return Stream(_log_lines(_environment(ctx), contract_id, follow), _log_line)
-
-
-def _log_lines(env: process.RuntimeEnvironment, contract_id: str, follow: bool) -> Iterator[dict[str, Any]]:
-    shown = 0
-    while True:
-        lines = process.log_lines(env, contract_id)
-        yield from lines[shown:]
-        shown = len(lines)
-        if not follow or read_status(env.runtime_state_dir, contract_id).get("state") not in LIVE_STATES:
-            return
-        time.sleep(0.5)
-
-
-def _log_line(line: dict[str, Any]) -> str:
-    detail = {k: v for k, v in line.items() if k not in ("at", "type")}
-    return f"{_when(line.get('at'))} {line.get('type')} {json.dumps(detail, sort_keys=True) if detail else ''}".rstrip()
+    chosen = _backend(ctx, backend, resource_group, subscription)
+    return Stream(chosen.logs(contract_id, follow=follow), VIEWS[backend].log_line)
 
 
 @deployment.command("stop")
 @CONTRACT
 @verb_output
 @click.pass_context
-@aci_backend("stop")
-def stop(ctx: click.Context, contract_id: str) -> Result:
+@backend_options
+def stop(
+    ctx: click.Context, contract_id: str, backend: str, resource_group: str | None, subscription: str | None
+) -> Result:
     """Stop the workloads, seal the datasinks to their owners and remove the plaintext mounts.
 
     \b
     Example:
       cleanroom -w W/hoster deployment stop --contract-id inference-initial
     """
-    environment = _environment(ctx)
-    with stderr_console().status(f"stopping {contract_id} and sealing its datasinks…"):
-        status = process.stop(environment, contract_id)
-    return Result(
-        camel_keys(status),
-        text=f"{contract_id} is {status.get('state')}"
-        + (f"; sealed {', '.join(status['sealed'])}" if status.get("sealed") else ""),
-    )
+    chosen = _backend(ctx, backend, resource_group, subscription)
+    view = VIEWS[backend]
+    message = view.stopping(contract_id)
+    with stderr_console().status(message) if message else contextlib.nullcontext():
+        status = chosen.stop(contract_id)
+    return view.stopped(contract_id, status)

@@ -24,7 +24,7 @@ from core.governance import launcher, ledger
 from core.governance.client import WORKSPACE_KEY, GovernanceClient, deploy_to_workspace
 from core.workspace import Workspace
 from tui import vote_review
-from tui.aci_backend import check_aci_flags, check_aci_spec, generate_options, write_aci_artifacts
+from tui.aci_backend import generate_options
 from tui.output import Result, Stream, camel_keys, generic_table, verb_output
 
 
@@ -704,16 +704,20 @@ def deployment_generate(
           --identity "$(az identity show -g RG -n MI --query id -o tsv)" \\
           --identity-client-id 6c0a9f0e-3f5b-4f7e-9a43-4a9d8d1f2b7c
     """
+    from core.runtime.aci_artifacts import AciGenerateOptions, check_aci_flags, check_aci_spec, write_aci_artifacts
     from core.runtime.deployment import write_deployment
 
-    check_aci_flags(backend, **aci_options)
+    request = AciGenerateOptions(**aci_options)
+    check_aci_flags(backend, request)
     with _client(ctx) as client:
         contract_data = client.contract(contract_id)["data"]
         if backend == "aci":
-            check_aci_spec(contract_id, contract_data, **aci_options)
+            check_aci_spec(contract_id, contract_data, request)
         summary = write_deployment(contract_id, contract_data, output_dir)
         if backend == "aci":
-            summary = write_aci_artifacts(summary, governance=client, **aci_options)
+            summary = write_aci_artifacts(
+                summary, governance_url=client.endpoint, governance_cert_pem=client.service_cert_pem, options=request
+            )
     return Result(camel_keys(summary), title=f"deployment of {contract_id}")
 
 
