@@ -12,7 +12,7 @@ demo: bootstrap
 console: bootstrap
 	.venv/bin/cleanroom console
 
-test: bootstrap
+test: bootstrap lint
 	.venv/bin/python -m pytest -q --durations=15
 
 # The gates CI holds the tree to: lint, format, types (strict for core/), import contracts.
