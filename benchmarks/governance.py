@@ -10,6 +10,12 @@ with synchronous=FULL). Each figure is shown next to a baseline measured in the 
 * ledger verification entries/s (chain, digests, signed checkpoints) vs re-checking every
   member's ECDSA signature (``--full``).
 
+``service_cpu_ms_per_ballot`` is the service process's CPU during the sustained phase; it rises
+with the machine's load (less group commit, more wake-ups, cache misses). ``ballot_path_cpu_ms``
+is the CPU of the checks and the write alone (``verify_request`` + ``GovernanceState.ballot``,
+in this process, one at a time), so a rise in the first with none in the second points at the
+transport or the load, not at the ballot's checks.
+
 Usage: python benchmarks/governance.py [--quick]. The last line is one JSON object.
 """
 
@@ -31,6 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.crypto.identity import MemberIdentity
 from core.governance import launcher, ledger
 from core.governance.client import GovernanceClient
+from core.governance.models import Action
+from core.governance.service_identity import ServiceIdentity
+from core.governance.signing import VerifiedRequest, sign_request, verify_request
+from core.governance.state import GovernanceState
 
 TARGETS = {"ballot_p50_ms": 10.0, "ballots_per_second": 500.0, "verify_entries_per_second": 20_000.0}
 
@@ -47,6 +57,41 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc), to report the service's cost per ballot."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ballot_path_cpu_ms(root: Path, members: list[MemberIdentity], count: int) -> float:
+    """CPU ms per ballot of ``verify_request`` + ``GovernanceState.ballot`` on a state of its own."""
+    launcher.create(root, [m.cert_pem for m in members])
+    state = GovernanceState(root, ServiceIdentity.load(root / launcher.IDENTITY_DIR))
+    hoster, voter = members[0], members[1]
+
+    def verified(member: MemberIdentity, path: str, body: dict[str, object]) -> VerifiedRequest:
+        raw = sign_request(member, path, body)
+        return verify_request(raw, path=path, window_seconds=state.window_seconds, member_key=state.member_key)
+
+    try:
+        ballots = []
+        for index in range(count):
+            contract = state.put_contract(verified(hoster, f"/contracts/p{index}", {"data": {"i": index}}), f"p{index}")
+            proposal = state.create_proposal(
+                verified(
+                    hoster,
+                    "/proposals",
+                    {
+                        "action": Action.SET_CONTRACT,
+                        "args": {"contract_id": f"p{index}", "version": contract["version"]},
+                    },
+                )
+            )
+            path = f"/proposals/{proposal['proposalId']}/ballots"
+            ballots.append((proposal["proposalId"], path, sign_request(voter, path, {"ballot": "accept"})))
+        started = time.process_time()
+        for proposal_id, path, raw in ballots:
+            request = verify_request(raw, path=path, window_seconds=state.window_seconds, member_key=state.member_key)
+            state.ballot(request, proposal_id)
+        return (time.process_time() - started) * 1000 / count
+    finally:
+        state.close()
 
 
 def _voter_process(
@@ -95,6 +140,9 @@ def main() -> None:
             member.save(root / member.name)
         launcher.create(root / "service", [m.cert_pem for m in members])
         info = launcher.start(root / "service")
+        service_pid = info.pid
+        if service_pid is None:
+            raise SystemExit("the governance service started but reported no pid: check launcher.info")
         try:
             clients = [GovernanceClient(info.endpoint, info.service_cert_pem, m) for m in members]
             hoster = clients[0]
@@ -120,7 +168,7 @@ def main() -> None:
                 clients[2].vote(proposal_id, "accept")
             sequential_rate = sequential_n / (time.perf_counter() - started)
 
-            cpu_before = _cpu_seconds(info.pid)
+            cpu_before = _cpu_seconds(service_pid)
             results: multiprocessing.Queue = multiprocessing.Queue()
             start_at = time.time() + 1.5
             processes = [
@@ -144,7 +192,7 @@ def main() -> None:
             for process in processes:
                 process.join()
             total = sum(count for count, _ in finished)
-            service_cpu_ms = (_cpu_seconds(info.pid) - cpu_before) * 1000 / total
+            service_cpu_ms = (_cpu_seconds(service_pid) - cpu_before) * 1000 / total
             sustained_rate = total / (max(end for _, end in finished) - start_at)
             accepted = sum(1 for p in sustained_ids if hoster.proposal(p)["proposalState"] == "Accepted")
 
@@ -160,6 +208,7 @@ def main() -> None:
             full_rate = report.entries / (time.perf_counter() - started)
             for client in clients:
                 client.close()
+            path_cpu_ms = _ballot_path_cpu_ms(root / "in-process", members, sequential_n)
         finally:
             launcher.stop(root / "service")
 
@@ -172,6 +221,7 @@ def main() -> None:
         "baseline_sequential_ballots_per_second": round(sequential_rate, 1),
         "sustained_ballots": total,
         "service_cpu_ms_per_ballot": round(service_cpu_ms, 2),
+        "ballot_path_cpu_ms": round(path_cpu_ms, 3),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "sustained_proposals_accepted": accepted,
         "verify_entries_per_second": round(verify_rate),

@@ -43,6 +43,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import cbor2
@@ -185,10 +186,15 @@ class ParsedMessage:
     signature: bytes
     unprotected: dict[Any, Any] = field(default_factory=dict)
 
+    @cached_property
+    def to_be_signed(self) -> bytes:
+        """The Signature1 structure: encoded once, then both verified and digested."""
+        return _to_be_signed(self.protected, self.payload)
+
     @property
     def signed_digest(self) -> str:
         """SHA-256 of the Signature1 structure: the identity of the request for replay checks."""
-        return hashlib.sha256(_to_be_signed(self.protected, self.payload)).hexdigest()
+        return hashlib.sha256(self.to_be_signed).hexdigest()
 
     @property
     def ledger_record(self) -> bytes:
@@ -201,7 +207,7 @@ class ParsedMessage:
         r = int.from_bytes(self.signature[:_COORD], "big")
         s = int.from_bytes(self.signature[_COORD:], "big")
         try:
-            public_key.verify(encode_dss_signature(r, s), _to_be_signed(self.protected, self.payload), _ECDSA)
+            public_key.verify(encode_dss_signature(r, s), self.to_be_signed, _ECDSA)
         except InvalidSignature:
             return False
         return True
@@ -314,7 +320,9 @@ def verify_request(
         body=body,
         raw=raw,
         signed_digest=parsed.signed_digest,
-        ledger_record=parsed.ledger_record,
+        # parse_message proved ``raw`` is the canonical encoding: with no unprotected header it
+        # is already the ledger record, so it is not encoded a third time
+        ledger_record=parsed.ledger_record if parsed.unprotected else raw,
         unprotected=parsed.unprotected,
     )
 
