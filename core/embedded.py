@@ -103,8 +103,8 @@ def _start_governance(home_dir: Path, workspaces: list[Workspace], _: dict[str, 
     }
 
 
-def _stop_governance(_: Path, record: Record) -> bool:
-    return governance_launcher.stop(Path(record["stateDir"]))
+def _stop_governance(home_dir: Path, record: Record) -> bool:
+    return governance_launcher.stop(Path(record.get("stateDir") or governance_state_dir(home_dir)))
 
 
 def _governance_healthy(record: Record) -> bool:
@@ -131,10 +131,10 @@ def _start_key_service(home_dir: Path, _: list[Workspace], __: dict[str, Record]
     }
 
 
-def _stop_key_service(_: Path, record: Record) -> bool:
+def _stop_key_service(home_dir: Path, record: Record) -> bool:
     from core.keys import launcher as key_launcher
 
-    return key_launcher.stop(Path(record["stateDir"]))
+    return key_launcher.stop(Path(record.get("stateDir") or key_service_state_dir(home_dir)))
 
 
 def _key_service_healthy(record: Record) -> bool:
@@ -182,7 +182,10 @@ def up(
 
 
 def down(*, home_dir: Path | None = None, progress: Callable[[str], None] = lambda name: None) -> list[str]:
-    """Stop every embedded service, last started first; returns the names that were running."""
+    """Stop every embedded service, last started first; returns the names that were running.
+
+    A service whose start was interrupted (a signal while it came up) has a pid file but no
+    record yet: it is stopped through its state dir, so nothing is left running unrecorded."""
     home_dir = home_dir or home()
     records = load_records(home_dir)
     stopped = []
@@ -190,8 +193,8 @@ def down(*, home_dir: Path | None = None, progress: Callable[[str], None] = lamb
         record = records.pop(service.name, None)
         if record is not None:
             progress(service.name)
-            if service.stop(home_dir, record):
-                stopped.append(service.name)
+        if service.stop(home_dir, record or {}):
+            stopped.append(service.name)
     if _services_path(home_dir).exists():
         _save_records(home_dir, records)
     return stopped

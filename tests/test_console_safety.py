@@ -26,6 +26,7 @@ import pytest
 
 from core import embedded
 from core.engine import PersonaEngine
+from core.governance import launcher as governance_launcher
 from core.runtime.local import pid_alive, write_status
 from core.scenario import STATE_FILE, TRAINING_CONTRACT, Scenario, build_steps, open_embedded_scenario
 from tests.cli_runner import cleanroom
@@ -561,6 +562,8 @@ def test_sigterm_while_the_services_start_stops_them_and_says_so(tmp_path: Path)
         assert terminal.process.wait(timeout=60) == 1
         assert f"SIGTERM received while opening {home / 'scenario'}: stopped" in terminal.text()
         assert not any(r.get("healthy") for r in embedded.status(home_dir=home / "scenario" / "services").values())
+        # the service that was coming up has no record yet, but its process must be gone too
+        assert governance_launcher.running_pid(embedded.governance_state_dir(home / "scenario" / "services")) is None
     finally:
         terminal.close()
         embedded.down(home_dir=home / "scenario" / "services")
