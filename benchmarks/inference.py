@@ -145,6 +145,7 @@ class TlsIngress:
 
         self.folder = work / ("ingress-int8" if quantised else "ingress-fp32")
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.chmod(0o700)  # the ingress refuses a socket folder others can enter
         self.ca, cert, key = self._certificates()
         sock = self.folder / "infer.sock"
         command = [
