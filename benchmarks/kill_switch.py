@@ -40,7 +40,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.datasource import upload_datasource
-from core.runtime.local import KILL_SWITCH_GRACE_SECONDS, KILL_SWITCH_POLL_SECONDS, pid_alive
+from core.runtime.local import KILL_SWITCH_GRACE_SECONDS, KILL_SWITCH_POLL_SECONDS
+from core.service_process import process_alive
 from tests.runtime_world import World
 
 TARGET_SECONDS = 2.0
@@ -126,7 +127,7 @@ def one_stop(world: World, mode: str) -> float:
     consumer = world.clients["consumer"]
     begin = time.perf_counter()
     consumer.set_runtime_option(CONTRACT, "execution", enable=False)
-    while any(pid_alive(pid) for pid in pids):
+    while any(process_alive(pid) for pid in pids):
         if time.perf_counter() - begin > 60:
             raise RuntimeError(f"the '{mode}' workload was still running 60 s after the kill switch")
         time.sleep(0.002)

@@ -27,8 +27,9 @@ import pytest
 from core import embedded
 from core.engine import PersonaEngine
 from core.governance import launcher as governance_launcher
-from core.runtime.local import pid_alive, write_status
+from core.runtime.local import write_status
 from core.scenario import STATE_FILE, TRAINING_CONTRACT, Scenario, build_steps, open_embedded_scenario
+from core.service_process import process_alive
 from tests.cli_runner import cleanroom
 from tests.test_evaluation import TOKEN, endpoint, tls_files, trained_model  # noqa: F401 (fixtures)
 from tests.test_tui_governance import (  # noqa: F401 (fixture)
@@ -152,7 +153,7 @@ async def test_ctrl_q_asks_before_stopping_a_running_training_and_enter_stays(
             await pilot.pause()
         assert app.exit_choice == "leave"
         line = end_session(scenario, choice=app.exit_choice, signal_name=app.exit_signal)
-        assert pid_alive(runtime.pid), "the training run was left running"
+        assert process_alive(runtime.pid), "the training run was left running"
         assert _services_healthy(scenario), "and the services it reports to"
         assert f"left running clean room '{TRAINING_CONTRACT}' (running)" in line
         assert f"cleanroom deployment stop --contract-id {TRAINING_CONTRACT}" in line
@@ -179,7 +180,7 @@ async def test_sighup_or_sigterm_leave_running_work_running_and_say_so(
         assert (app.exit_choice, app.exit_signal) == ("leave", "SIGHUP")
         line = end_session(scenario, choice=app.exit_choice, signal_name=app.exit_signal)
         assert line.startswith("SIGHUP received: left running clean room 'finetune'")
-        assert pid_alive(runtime.pid) and _services_healthy(scenario)
+        assert process_alive(runtime.pid) and _services_healthy(scenario)
         assert (scenario.root / NOTE_NAME).read_text().strip() == line, "said where a closed terminal can't lose it"
         previous_note(scenario.root)
     finally:
@@ -371,7 +372,7 @@ def test_closing_the_terminal_leaves_a_training_run_and_says_so(tmp_path: Path) 
         runtime = _training_runs(scenario)
         terminal.hang_up()  # the terminal window is closed: SIGHUP to the console
         assert terminal.process.wait(timeout=60) is not None
-        assert pid_alive(runtime.pid), "the training run survived the closed terminal"
+        assert process_alive(runtime.pid), "the training run survived the closed terminal"
         assert _services_healthy(scenario), "and so did the services it reports to"
         note = (root / NOTE_NAME).read_text()
         assert note.startswith("SIGHUP received: left running clean room 'finetune' (running)")

@@ -76,6 +76,7 @@ from core.runtime.deployment import RUN_DIR, TELEMETRY_FILE, accepted_policy_has
 from core.runtime.ingress import IngressProxy, RouteAllowList, TokenPolicy
 from core.runtime.ingress_cert import endorsed_ingress_identity
 from core.runtime.lifecycle import LIVE_STATES, DeploymentState, LifecycleEvent
+from core.service_process import process_alive
 from core.storage.locator import open_store
 from core.storage.transfer import Manifest, UntrustedEntryError, download_folder, upload_untrusted_folder
 
@@ -193,15 +194,6 @@ def check_ready(governance: GovernancePort, contract_id: str) -> dict[str, Any]:
 
 
 # -- plaintext mounts ---------------------------------------------------------------------------
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie left by a killed runtime counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
 def sweep_stale_mounts(state_dir: Path) -> list[str]:
     """Remove the private mounts of every run whose runtime process is gone (e.g. SIGKILLed)."""
     root = state_dir / MOUNTS_DIR
@@ -213,7 +205,7 @@ def sweep_stale_mounts(state_dir: Path) -> list[str]:
             pid = int((run_dir / OWNER_FILE).read_text().strip())
         except (OSError, ValueError):
             pid = 0
-        if pid and pid != os.getpid() and pid_alive(pid):
+        if pid and pid != os.getpid() and process_alive(pid):
             continue
         if pid == os.getpid():
             continue
@@ -965,6 +957,6 @@ def read_status(state_dir: Path, contract_id: str) -> dict[str, Any]:
         )
     status: dict[str, Any] = json.loads(path.read_text())
     pid = status.get("pid")
-    if status.get("state") in LIVE_STATES and pid and not pid_alive(int(pid)):
+    if status.get("state") in LIVE_STATES and pid and not process_alive(int(pid)):
         status["state"] = DeploymentState.LOST
     return status

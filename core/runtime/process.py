@@ -32,11 +32,11 @@ from core.runtime.local import (
     LocalRuntime,
     check_ready,
     deployment_dir,
-    pid_alive,
     read_status,
     sweep_stale_mounts,
     write_status,
 )
+from core.service_process import process_alive
 
 LOG_FILE = "runtime.log"
 ERR_FILE = "runtime.err"
@@ -240,7 +240,7 @@ def stop(env: RuntimeEnvironment, contract_id: str, *, timeout: float = 60.0) ->
         return status
     os.kill(int(pid), signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and pid_alive(int(pid)):
+    while time.monotonic() < deadline and process_alive(int(pid)):
         try:
             os.waitpid(int(pid), os.WNOHANG)  # reap if it is our child (tests, same-process callers)
         except ChildProcessError:

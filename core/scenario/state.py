@@ -99,7 +99,7 @@ class RunLock:
         self.held = False
 
     def acquire(self) -> None:
-        from core.runtime.local import pid_alive
+        from core.service_process import process_alive
 
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -108,7 +108,7 @@ class RunLock:
                 pid = int(self.path.read_text().strip() or 0)
             except (OSError, ValueError):
                 pid = 0
-            if pid and pid_alive(pid):
+            if pid and process_alive(pid):
                 raise ConflictError(
                     f"another demo (pid {pid}) is running in {self.root}",
                     hint="wait for it to finish, or use another --workspace",

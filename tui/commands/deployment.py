@@ -56,9 +56,9 @@ def _environment(ctx: click.Context, *, starting: bool = False) -> process.Runti
             hint=f"pass -w WORKSPACE of a party deployed to them (it finds their home), or set "
             f"{embedded.HOME_ENV} to the folder `cleanroom up` used",
         )
-    return process.RuntimeEnvironment(
-        embedded.runtime_state_dir(home), embedded.governance_state_dir(home), embedded.key_service_state_dir(home)
-    )
+    from core.engine import runtime_environment
+
+    return runtime_environment(home)
 
 
 def _when(at: Any) -> str:
