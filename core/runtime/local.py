@@ -32,8 +32,9 @@ The runtime never follows a path a workload could have written (DESIGN.md sectio
   group). A normal stop (``deployment stop``, the runtime's SIGTERM) gives the longer
   :data:`STOP_GRACE_SECONDS`, so a cooperative workload can write its last checkpoint. The
   SIGTERM goes to the workload's own processes inside the sandbox (found by host pid:
-  ``sandbox.signal_workload``), once; bwrap's process group only gets the final SIGKILL. The
-  kill switch is still polled during a stop's grace and cuts it short.
+  ``sandbox.signal_workload``), once; the final SIGKILL goes to the sandbox's init and bwrap
+  (``sandbox.kill_sandbox``). The kill switch is still polled during a stop's grace and cuts it
+  short.
 
 A SIGKILLed runtime cannot clean up; :func:`sweep_stale_mounts` removes the plaintext of
 every run whose runtime is gone, and runs at every start (and ``cleanroom up``).
@@ -640,9 +641,8 @@ class LocalRuntime:
         workload that takes a second SIGTERM as "quit now" would lose the checkpoint it is
         writing. ``kill_switch``: still polled during a normal stop's grace; once it trips, what
         is left of the grace is cut to :data:`KILL_SWITCH_GRACE_SECONDS` (the kill switch wins
-        within 2 s, also over a stop under way). The SIGKILL goes to bwrap's process group: bwrap
-        dies and ``--die-with-parent`` takes the whole sandbox with it (without a sandbox, the
-        group is the workload's)."""
+        within 2 s, also over a stop under way). The SIGKILL goes to the sandbox's init and bwrap's
+        process group (``sandbox.kill_sandbox``)."""
         if not signalled:
             LocalRuntime._signal(processes, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -657,10 +657,7 @@ class LocalRuntime:
                     deadline = min(deadline, time.monotonic() + KILL_SWITCH_GRACE_SECONDS)
                     kill_switch = None
             if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                sandbox.kill_sandbox(process)
                 process.wait()
 
     def _seal(

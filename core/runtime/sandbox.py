@@ -45,6 +45,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,7 @@ SHM_BYTES = 64 * MIB
 DATA_BACKSTOP_FACTOR = 2
 DATA_BACKSTOP_EXTRA = 256 * MIB
 MAX_OPEN_FILES = 4096
+SETUP_WAIT_SECONDS = 0.5  # how long a stop waits for bwrap to clone the sandbox it is to end (the kill switch has 2 s)
 MAX_PROCESSES = 8192  # counts every process of the uid; high enough for a user's own, low for a fork bomb
 GUARD_INTERVAL_SECONDS = 0.05
 
@@ -405,23 +407,69 @@ def signal_workload(process: subprocess.Popen[bytes], signum: int) -> int:
     pid namespace of their own are not signalled: they end with the sandbox.
 
     Without a sandbox the workload leads its own process group, which is signalled as a whole.
-    When bwrap has not started the workload yet there is nothing to stop cleanly: the signal
-    goes to bwrap's group then, which ends the sandbox at once."""
+    When bwrap has not started the workload yet there is nothing to stop cleanly: the sandbox's
+    init is SIGKILLed then, which ends the namespace with whatever it forks next. bwrap itself is
+    never the target while it may be cloning: killed between its clone and the child's
+    ``PR_SET_PDEATHSIG``, it would leave an orphaned sandbox running (seen once in CI)."""
     if process.poll() is not None:
         return 0
     if getattr(process, "sandboxed", False):
-        host = _pid_namespace("self")
-        namespaces = {ns for child in _children(process.pid) if (ns := _pid_namespace(child)) not in (None, host)}
-        if len(namespaces) == 1:  # bwrap's one child, the sandbox's init, is in the sandbox's namespace
-            (namespace,) = namespaces
-            signalled = sum(_signal_if_in(pid, namespace, signum) for pid in _tree(process.pid)[1:])
-            if signalled:
-                return signalled
+        deadline = time.monotonic() + SETUP_WAIT_SECONDS
+        while process.poll() is None:
+            namespace = _sandbox_namespace(process)
+            if namespace is not None:
+                signalled = sum(_signal_if_in(pid, namespace, signum) for pid in _tree(process.pid)[1:])
+                if signalled or _kill_init(process, namespace):
+                    return max(signalled, 1)
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        if process.poll() is not None:
+            return 0
     try:
         os.killpg(process.pid, signum)
     except ProcessLookupError:
         return 0
     return 1
+
+
+def kill_sandbox(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a workload for good: the sandbox's init first (a SIGKILL from the host's namespace
+    reaches a namespace's init and ends every process in it, whether or not bwrap's
+    ``--die-with-parent`` was set up yet), then bwrap's process group (the workload's own group
+    without a sandbox)."""
+    if getattr(process, "sandboxed", False) and (namespace := _sandbox_namespace(process)) is not None:
+        _kill_init(process, namespace)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _sandbox_namespace(process: subprocess.Popen[bytes]) -> int | None:
+    """The pid namespace of bwrap's one child, the sandbox's init (None before bwrap has cloned it)."""
+    host = _pid_namespace("self")
+    namespaces = {ns for child in _children(process.pid) if (ns := _pid_namespace(child)) not in (None, host)}
+    return namespaces.pop() if len(namespaces) == 1 else None
+
+
+def _kill_init(process: subprocess.Popen[bytes], namespace: int) -> bool:
+    """SIGKILL the init of the sandbox whose pid namespace is ``namespace`` (checked through a
+    pidfd, as in :func:`_signal_if_in`); whether one was killed."""
+    for child in _children(process.pid):
+        try:
+            pidfd = os.pidfd_open(child)
+        except OSError:
+            continue
+        try:
+            if _pid_namespace(child) == namespace and _innermost_pid(child) == 1:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                return True
+        except OSError:
+            continue
+        finally:
+            os.close(pidfd)
+    return False
 
 
 def _memory_of(pid: int) -> int:
@@ -460,10 +508,7 @@ class MemoryGuard(threading.Thread):
                 self.process.limit_exceeded = (
                     f"application '{self.application}' exceeded its memory limit of {self.limits.describe_memory()}"
                 )
-                try:
-                    os.killpg(self.process.pid, signal.SIGKILL)  # bwrap; --die-with-parent takes the rest
-                except ProcessLookupError:
-                    pass
+                kill_sandbox(self.process)
                 return
             try:
                 self.process.wait(timeout=GUARD_INTERVAL_SECONDS)
