@@ -11,11 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.config.fragment import DataAsset
-from core.config.party import party_fragment
+from core.config.party import party_fragment, pin_upload
 from core.crypto.kek import dek_for
 from core.errors import NotFoundError
 from core.storage.locator import open_store
-from core.storage.transfer import Manifest, TransferProgress, download_folder, read_manifest, upload_folder
+from core.storage.transfer import (
+    Manifest,
+    TransferProgress,
+    content_hash,
+    download_folder,
+    read_manifest,
+    upload_folder,
+)
 from core.workspace import Workspace
 
 KINDS = ("datasource", "datasink")
@@ -41,12 +48,15 @@ def _asset(workspace: Workspace, kind: str, name: str) -> DataAsset:
 def upload_datasource(
     workspace: Workspace, name: str, folder: Path, *, progress: TransferProgress | None = None
 ) -> Manifest:
-    """Encrypt every file of ``folder`` with the datasource's DEK and upload it to its store."""
+    """Encrypt every file of ``folder`` with the datasource's DEK, upload it to its store, and pin
+    the upload's ciphertext hash in the fragment (``content_hash``): a contract proposed after
+    this names exactly these blobs, and the runtime refuses any others."""
     asset = _asset(workspace, "datasource", name)
     dek = dek_for(workspace.keys_dir, name)
-    return upload_folder(
-        open_store(asset.store), asset.container, dek, folder, label=f"datasource '{name}'", progress=progress
-    )
+    store = open_store(asset.store)
+    manifest = upload_folder(store, asset.container, dek, folder, label=f"datasource '{name}'", progress=progress)
+    pin_upload(workspace, name, content_hash(store, asset.container))
+    return manifest
 
 
 def download_asset(

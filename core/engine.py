@@ -22,6 +22,7 @@ from core.runtime.lifecycle import LIFECYCLE_EVENTS, LIVE_STATES, ApplicationSta
 from core.workspace import Workspace
 
 if TYPE_CHECKING:
+    from core.governance.client import GovernanceClient
     from core.keys.wrap_deks import WrappedDeks
     from core.runtime.process import RuntimeEnvironment
 
@@ -184,7 +185,7 @@ class PersonaEngine:
         self.workspace = workspace
         self.services_home = services_home  # the embedded services' home; None: $CLEANROOM_HOME
         self.member_id = workspace.identity.member_id
-        self._client: Any = None
+        self._client: GovernanceClient | None = None
         self._ledger_times: dict[int, float] = {}
 
     @classmethod
@@ -215,7 +216,7 @@ class PersonaEngine:
         self._client = None
 
     # governance -------------------------------------------------------------------------
-    def _governance(self) -> Any:
+    def _governance(self) -> GovernanceClient:
         """The workspace's pinned-TLS governance client (step 2), created on first use."""
         if self._client is None:
             from core.governance.client import GovernanceClient
@@ -363,7 +364,7 @@ class PersonaEngine:
         return dict(data) if data is not None else None
 
     def accepted_policy_hash(self, contract_id: str) -> str | None:
-        return self._governance().accepted_policy_hash(contract_id)  # type: ignore[no-any-return]
+        return self._governance().accepted_policy_hash(contract_id)
 
     def propose_deployment_spec(self, contract_id: str, spec: dict[str, Any]) -> str:
         return str(self._governance().propose_deployment_spec(contract_id, spec)["proposalId"])
@@ -394,7 +395,7 @@ class PersonaEngine:
     def request_secret(self, contract_id: str, name: str, attestation: str) -> bytes:
         """What a clean room does to get a wrapped DEK: governance releases it only to an
         attestation of the accepted policy (the isolation proofs try it with a forged one)."""
-        return self._governance().get_secret(contract_id, name, attestation)  # type: ignore[no-any-return]
+        return self._governance().get_secret(contract_id, name, attestation)
 
     def wrap_deks(self, contract_id: str) -> WrappedDeks:
         """`config wrap-deks`: wrap this party's DEKs to its per-contract KEK in the key service."""
@@ -457,6 +458,34 @@ class PersonaEngine:
             report.checkpoints,
             report.member_signatures_checked,
         )
+
+    # privacy ledger ----------------------------------------------------------------------
+    def privacy_datasets(self) -> list[dict[str, Any]]:
+        """Every budgeted dataset: ``{dataset, owner, name, privacyUnit, epsilonTotal, delta, spent,
+        reserved, left}`` as governance enforces them (members only)."""
+        return self._governance().privacy_datasets()
+
+    def privacy_history(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        """Privacy ledger entries in ledger order, of one dataset (OWNER/NAME or a unique NAME) or all."""
+        return self._governance().privacy_history(dataset)
+
+    def verify_privacy(self) -> dict[str, Any]:
+        """`privacy verify` on a fresh export: the chain checked against the pinned service
+        certificate, every recorded epsilon recomputed offline, the replayed budgets compared
+        with the service's. ``{verified, problems, entries, runs}``; a failed check is
+        ``verified: False`` with its one line, so a scenario or a view can say what failed."""
+        from core.governance import privacy
+
+        pinned = self.workspace.settings.get("governance", {}).get("service_cert_pem")
+        with tempfile.TemporaryDirectory(prefix="cleanroom-ledger-") as tmp:
+            lines = self._export_ledger(Path(tmp)).read_text(encoding="utf-8").splitlines()
+        try:
+            report, replayed = privacy.replay_export(lines, expected_service_cert_pem=pinned)
+        except IntegrityError as exc:
+            return {"verified": False, "problems": [exc.one_line()], "entries": 0, "runs": 0}
+        problems = privacy.compare(replayed.datasets(), self.privacy_datasets())
+        runs = sum(1 for item in replayed.history if item["kind"] == "record")
+        return {"verified": not problems, "problems": problems, "entries": report.entries, "runs": runs}
 
     # events and deployments -------------------------------------------------------------
     def events(self, contract_id: str, since: int = 1, *, wait: float | None = None) -> list[CleanroomEvent]:

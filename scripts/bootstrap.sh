@@ -41,10 +41,10 @@ install_cpu_torch() {
 stamp=.venv/.cleanroom-installed
 want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "bootstrap: installing cleanroom-console with extras ml, azure, test" >&2
+    echo "bootstrap: installing cleanroom-console with extras ml, azure, test, summarise" >&2
     .venv/bin/python -m pip install -q --upgrade pip
     install_cpu_torch
-    .venv/bin/python -m pip install -q -e ".[ml,azure,test]"
+    .venv/bin/python -m pip install -q -e ".[ml,azure,test,summarise]"
     echo "$want" > "$stamp"
 fi
 

@@ -448,3 +448,61 @@ def azure_contract_data(owner: MemberIdentity) -> dict[str, Any]:
             }
         ],
     }
+
+
+def test_both_backends_generate_through_the_protocol_and_check_flags_before_reading_the_contract(
+    tmp_path: Path,
+) -> None:
+    """`generation_backend` builds either backend from the one option, without local services or
+    a resource group; each writes its files through `DeploymentBackend.generate`, and refuses a
+    flag that is not its own before it reads the contract or writes anything."""
+    from core.errors import InvalidInputError, NotFoundError
+    from core.runtime.aci import ACI_TEMPLATE_FILE
+    from core.runtime.backend import (
+        AciBackend,
+        DeploymentBackend,
+        GenerateOptions,
+        GovernedContract,
+        LocalBackend,
+        generation_backend,
+    )
+    from core.runtime.deployment import DEPLOYMENT_SPEC_FILE, POLICY_FILE
+    from core.workspace import Workspace
+
+    owner = Workspace.init(tmp_path / "hoster", "hoster").identity
+    reads: list[str] = []
+
+    def governed() -> GovernedContract:
+        reads.append("contract")
+        return GovernedContract(azure_contract_data(owner), "https://127.0.0.1:9443", owner.cert_pem)
+
+    local: DeploymentBackend = generation_backend("local")  # the protocol, checked by mypy too
+    aci: DeploymentBackend = generation_backend("aci")
+    assert isinstance(local, LocalBackend) and isinstance(aci, AciBackend)
+    assert isinstance(local, DeploymentBackend) and isinstance(aci, DeploymentBackend)
+
+    written = local.generate("c1", governed, tmp_path / "local", GenerateOptions())
+    assert sorted(p.name for p in (tmp_path / "local").iterdir()) == sorted([DEPLOYMENT_SPEC_FILE, POLICY_FILE])
+    assert written["deployment_spec"] == str(tmp_path / "local" / DEPLOYMENT_SPEC_FILE)
+    assert len(written["policy_hash"]) == 64 and written["applications"] == ["inference"]
+
+    azure = aci.generate("c1", governed, tmp_path / "aci", GenerateOptions())
+    assert sorted(p.name for p in (tmp_path / "aci").iterdir()) == sorted(
+        [DEPLOYMENT_SPEC_FILE, POLICY_FILE, ACI_TEMPLATE_FILE]
+    )
+    assert azure["policy_hash"] == written["policy_hash"]  # the same contract, the same policy to vote
+    assert azure["aci_template"] == str(tmp_path / "aci" / ACI_TEMPLATE_FILE) and "az confcom" in azure["next_step"]
+    assert reads == ["contract", "contract"]
+
+    with pytest.raises(InvalidInputError, match="are for --backend aci"):
+        local.generate(
+            "c1", governed, tmp_path / "refused", GenerateOptions(maa_endpoint="sharedeus.eus.attest.azure.net")
+        )
+    with pytest.raises(InvalidInputError, match="--identity and --identity-client-id go together"):
+        aci.generate("c1", governed, tmp_path / "refused", GenerateOptions(identity_id="/subscriptions/x"))
+    assert reads == ["contract", "contract"] and not (tmp_path / "refused").exists()
+
+    with pytest.raises(NotFoundError, match="built to write deployment files, not to run them"):
+        local.status("c1")
+    with pytest.raises(InvalidInputError, match="no deployment backend 'moon'"):
+        generation_backend("moon")

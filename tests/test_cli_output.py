@@ -21,9 +21,9 @@ from tui.cli import cli
 from tui.output import OutputFormat, camel
 
 ROOT = Path(__file__).resolve().parent.parent
-# Verbs that print no result: `console` opens the full-screen console. `demo` renders the scenario
-# package's own summary; it joins when the scenario package returns it through tui.output.
-NOT_RESULT_VERBS = {"cleanroom console", "cleanroom demo"}
+# The one verb that prints no result: `console` takes over the terminal until the operator quits
+# it, and what it did is the state it leaves (the ledger, the scenario's demo.json), not a document.
+NOT_RESULT_VERBS = {"cleanroom console"}
 COLOUR = re.compile(r"\x1b\[[0-9;]*(3[0-9]|9[0-7]|38;)")
 
 

@@ -389,22 +389,22 @@ def test_the_same_stop_after_again_runs_nothing_and_a_later_one_continues(tmp_pa
     root = tmp_path / "demo"
     first = cleanroom("demo", "--workspace", root, "--quick", "--stop-after", "init:provider", "--output", "json")
     assert first.code == 0, first.stderr
-    assert json.loads(first.stdout)["steps_done"] == 2
+    assert json.loads(first.stdout)["stepsDone"] == 2
     before = (root / STATE_FILE).read_bytes()
 
     again = cleanroom("demo", "--workspace", root, "--quick", "--stop-after", "init:provider", "--output", "json")
     assert again.code == 0, again.stderr
     assert "already past init:provider (2/" in again.stderr and "nothing to run" in again.stderr
-    assert json.loads(again.stdout)["steps_done"] == 2
+    assert json.loads(again.stdout)["stepsDone"] == 2
     assert (root / STATE_FILE).read_bytes() == before, "nothing ran"
     assert not (root / "consumer").exists()
 
     earlier = cleanroom("demo", "--workspace", root, "--quick", "--stop-after", "init:hoster", "--output", "json")
-    assert earlier.code == 0 and json.loads(earlier.stdout)["steps_done"] == 2
+    assert earlier.code == 0 and json.loads(earlier.stdout)["stepsDone"] == 2
 
     later = cleanroom("demo", "--workspace", root, "--quick", "--stop-after", "init:consumer", "--output", "json")
     assert later.code == 0, later.stderr
-    assert json.loads(later.stdout)["steps_done"] == 3
+    assert json.loads(later.stdout)["stepsDone"] == 3
     assert json.loads((root / STATE_FILE).read_text())["completed"] == [s.key for s in build_steps()[:3]]
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from core import embedded
-from core.scenario import PERSONAS, STATE_FILE, Scenario, build_steps
+from core.errors import InvalidInputError
+from core.scenario import PERSONAS, SCENARIOS, STATE_FILE, Scenario, build_steps
 from core.workspace import Workspace
 from tests.cli_runner import cleanroom
 
@@ -45,9 +46,9 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     result = json.loads(done.stdout)  # exactly one JSON document on stdout
 
     assert result["status"] == "complete"
-    assert result["test_rows"] == 1066
-    assert result["baseline_accuracy"] < 0.6
-    assert result["finetuned_accuracy"] - result["baseline_accuracy"] >= 0.10
+    assert result["testRows"] == 1066
+    assert result["baselineAccuracy"] < 0.6
+    assert result["finetunedAccuracy"] - result["baselineAccuracy"] >= 0.10
     assert result["training"]["steps"] <= 100
     assert {c["id"]: c["state"] for c in result["contracts"]} == {
         "inference-base": "Accepted",
@@ -75,22 +76,22 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
             "json",
         )
         assert json.loads(view.stdout)["specHash"] == hashes[contract_id]
-    assert result["ledger_verified"] is True
-    assert result["ledger"]["by_persona"] == {p: "ok" for p in PERSONAS}
+    assert result["ledgerVerified"] is True
+    assert result["ledger"]["byPersona"] == {p: "ok" for p in PERSONAS}
 
-    checks = result["isolation_checks"]
+    checks = result["isolationChecks"]
     assert checks and all(check["passed"] for check in checks), [c for c in checks if not c["passed"]]
     assert {check["persona"] for check in checks} == set(PERSONAS)
     assert any("blob store" in check["check"] for check in checks)
 
-    training_events = result["event_counts"]["finetune"]
+    training_events = result["eventCounts"]["finetune"]
     assert training_events.get("telemetry", 0) >= 2  # progress streamed because the parties voted for it
     for contract_id in ("inference-base", "finetune", "inference-finetuned"):
-        counts = result["event_counts"][contract_id]
+        counts = result["eventCounts"][contract_id]
         for kind in ("attested", "keys_released", "running", "exited"):
             assert counts.get(kind, 0) >= 1, (contract_id, counts)
-    assert result["event_counts"]["finetune"].get("sealed", 0) >= 1
-    assert set(result["durations_s"]) == {"setup", "baseline", "fine-tuning", "fine-tuned", "proofs"}
+    assert result["eventCounts"]["finetune"].get("sealed", 0) >= 1
+    assert set(result["durationsSeconds"]) == {"setup", "baseline", "fine-tuning", "fine-tuned", "proofs"}
 
     # The sealed model reached its owner only, and the services were stopped at the end.
     assert (root / "provider" / "finetuned" / "onnx" / "model.onnx").is_file()
@@ -115,14 +116,14 @@ def test_stop_after_then_resume_keeps_identities_and_consortium(tmp_path: Path) 
     first = cleanroom("demo", "--workspace", root, "--quick", "--stop-after", "services-up", "--output", "json")
     assert first.code == 0, first.stderr
     summary = json.loads(first.stdout)
-    assert summary["status"] == "running" and summary["steps_done"] == 4
+    assert summary["status"] == "running" and summary["stepsDone"] == 4
     members = _member_ids(root)
     endpoint = Workspace.open(root / "hoster").settings["governance"]["endpoint"]
     assert embedded.load_records(root / "services") == {}  # services stopped when the run stopped
 
     second = cleanroom("demo", "--workspace", root, "--quick", "--stop-after", "consumer-data", "--output", "json")
     assert second.code == 0, second.stderr
-    assert json.loads(second.stdout)["steps_done"] == 5
+    assert json.loads(second.stdout)["stepsDone"] == 5
     assert _member_ids(root) == members  # resumed: nothing was re-created
     assert Workspace.open(root / "hoster").settings["governance"]["endpoint"] == endpoint
     assert (root / "consumer" / "data" / "test.parquet").is_file()
@@ -157,7 +158,7 @@ def test_refuses_while_another_run_holds_the_lock_and_takes_over_a_stale_one(tmp
         sleeper.wait()
     stale = cleanroom("demo", "--workspace", root, "--quick", "--stop-after", "init:hoster", "--output", "json")
     assert stale.code == 0, stale.stderr
-    assert json.loads(stale.stdout)["steps_done"] == 1
+    assert json.loads(stale.stdout)["stepsDone"] == 1
     assert not (root / "demo.lock").exists()
 
 
@@ -179,9 +180,10 @@ def test_every_step_names_its_persona_and_the_commands_a_team_would_type(tmp_pat
     assert len({s.key for s in steps}) == len(steps)
     for step in steps:
         assert step.persona in (*PERSONAS, "all"), step.key
-        # the isolation proofs are attacks no CLI verb mounts (a forged attestation, a raw store read)
-        assert step.commands or step.key.startswith("isolation:"), step.key
-        assert all(i.program in ("cleanroom", "cp", "diff") for i in step.invocations), step.key
+        # every step narrates what it runs: the isolation proofs (attacks no CLI verb mounts) are
+        # `python -m core.scenario isolation ...` lines, the provider's training config a `write`
+        assert step.commands, step.key
+        assert all(i.program in ("cleanroom", "cp", "diff", "write", "python") for i in step.invocations), step.key
     # each contract is voted by all three parties, twice (contract, then deployment)
     for contract_id in ("inference-base", "finetune", "inference-finetuned"):
         voters = [s.persona for s in steps if s.key.startswith(f"{contract_id}:vote-")]
@@ -222,7 +224,7 @@ def test_resuming_at_the_evaluation_restarts_the_clean_room_the_interruption_sto
     )
     assert resumed.code == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
-    assert summary["baseline_accuracy"] < 0.6 and summary["test_rows"] == 1066
+    assert summary["baselineAccuracy"] < 0.6 and summary["testRows"] == 1066
     state = json.loads((root / STATE_FILE).read_text())
     assert state["results"]["evaluation"]["inference-base"]["total_rows"] == 1066
     assert state["completed"][-2:] == ["inference-base:start", "inference-base:evaluate"]
@@ -261,3 +263,120 @@ def test_config_view_scopes_the_merged_spec_to_one_contracts_applications(tmp_pa
     assert len(spec["parties"]) == 3
     unknown = cleanroom("config", "view", *configs, "--application", "nope")
     assert unknown.code == 3 and "application 'nope' is in no party's config" in unknown.stderr
+
+
+# -- one output layer, any registered scenario ----------------------------------------------------
+def test_list_steps_is_the_verbs_result_in_json_and_query() -> None:
+    listed = cleanroom("demo", "--list-steps", "-o", "json")
+    assert listed.code == 0, listed.stderr
+    steps = json.loads(listed.stdout)
+    assert [s["key"] for s in steps] == [s.key for s in build_steps()]
+    assert steps[0] == {
+        "key": "init:hoster",
+        "phase": "setup",
+        "persona": "hoster",
+        "title": "create its workspace: member identity and KEK",
+        "commands": ["cleanroom -w W/hoster config init --persona hoster"],
+    }
+    first = cleanroom("demo", "--list-steps", "--query", "[0].commands[0]")
+    assert first.stdout == "cleanroom -w W/hoster config init --persona hoster\n"
+    table = cleanroom("demo", "--list-steps", "--scenario", "three-personas")
+    assert "inference-base:evaluate" in table.stdout and "$ cleanroom -w W/consumer infer" in table.stdout
+    assert "── 4. Proofs: isolation, ledger, events ──" in table.stdout
+    assert max(map(len, table.stdout.splitlines())) < 1000  # piped output is unbounded: nothing may fill it
+
+
+def test_an_unknown_scenario_is_refused_naming_the_registered_ones(tmp_path: Path) -> None:
+    refused = cleanroom("demo", "-w", tmp_path / "demo", "--scenario", "no-such")
+    assert refused.code == 2
+    assert "Invalid value for '--scenario': 'no-such' is not" in refused.stderr
+    assert all(f"'{name}'" in refused.stderr for name in SCENARIOS)
+    assert not (tmp_path / "demo").exists()
+
+
+@pytest.fixture
+def sketch(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The one-persona scenario of test_scenario_package, registered as a real scenario is."""
+    from tests.test_scenario_package import ONBOARDING
+
+    monkeypatch.setitem(SCENARIOS, ONBOARDING.name, lambda: ONBOARDING)
+    return ONBOARDING.name
+
+
+def test_another_scenario_runs_through_demo_in_its_own_folder_with_a_generic_summary(
+    tmp_path: Path, sketch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    ran = cleanroom("demo", "--scenario", sketch, "-o", "json")
+    assert ran.code == 0, ran.stderr
+    summary = json.loads(ran.stdout)
+    root = tmp_path / f"cleanroom-demo-{sketch}"  # beside, never inside, the reference scenario's folder
+    assert summary["workspace"] == str(root) and summary["scenario"] == sketch
+    assert summary["status"] == "complete" and summary["stepsDone"] == summary["stepsTotal"] == 3
+    assert summary["datasources"] == ["survey", "census"]
+    assert set(summary["durationsSeconds"]) == {"setup", "data"}
+    assert not (tmp_path / "cleanroom-demo").exists()
+    assert "onboarding-sketch demo in" in ran.stderr  # narration on stderr, the document alone on stdout
+
+    listed = cleanroom("demo", "--scenario", sketch, "--list-steps")
+    assert "analyst" in listed.stdout and "cleanroom -w W/analyst config add-datasource --name census" in listed.stdout
+
+
+def test_the_generic_summary_table_shows_the_phases_and_the_definitions_figures(tmp_path: Path, sketch: str) -> None:
+    shown = cleanroom("demo", "--scenario", sketch, "-w", tmp_path / "sketch")
+    assert shown.code == 0, shown.stderr
+    assert "onboarding-sketch scenario" in shown.stdout
+    assert "Setup" in shown.stdout and "Data" in shown.stdout and "total" in shown.stdout
+    assert "datasources" in shown.stdout and '["survey", "census"]' in shown.stdout
+    assert "results kept in" in shown.stderr
+
+
+def test_a_folder_holding_one_scenario_is_refused_to_another_and_left_as_it_was(tmp_path: Path, sketch: str) -> None:
+    root = tmp_path / "demo"
+    first = cleanroom("demo", "-w", root, "--quick", "--stop-after", "init:hoster", "-o", "json")
+    assert first.code == 0, first.stderr
+    before = (root / STATE_FILE).read_bytes()
+    other = cleanroom("demo", "--scenario", sketch, "-w", root, "--quick")
+    assert other.code == 5 and other.stdout == ""
+    assert other.stderr.strip() == (
+        f"error: {root.resolve()} holds the scenario 'three-personas', not '{sketch}'; resume it with "
+        "--scenario three-personas, or use a new --workspace directory for this one"
+    )
+    assert (root / STATE_FILE).read_bytes() == before
+    assert not (root / "analyst").exists()
+
+
+def test_a_stopped_run_in_table_output_says_how_far_it_got(tmp_path: Path) -> None:
+    stopped = cleanroom("demo", "-w", tmp_path / "demo", "--quick", "--stop-after", "init:hoster")
+    assert stopped.code == 0, stopped.stderr
+    assert (
+        stopped.stdout == f"{(tmp_path / 'demo').resolve()}: 1/{len(build_steps())} steps done, next: init:provider\n"
+    )
+    assert "stopped after init:hoster; run it again" in stopped.stderr
+    figure = cleanroom(
+        "demo", "-w", tmp_path / "demo", "--quick", "--stop-after", "init:hoster", "--query", "stepsDone"
+    )
+    assert figure.code == 0 and figure.stdout == "1\n"
+
+
+def test_the_console_opens_another_scenario_in_its_own_folder_of_the_embedded_home(
+    tmp_path: Path, sketch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.scenario import open_embedded_scenario, scenario_definition
+
+    monkeypatch.setenv("CLEANROOM_HOME", str(tmp_path / "home"))
+    scenario, engines = open_embedded_scenario(definition=scenario_definition(sketch))
+    for engine in engines:
+        engine.close()
+    assert scenario.root == (tmp_path / "home" / f"scenario-{sketch}").resolve()
+    assert scenario.state.completed == ["init:analyst"]  # its consortium steps, nothing more
+    assert not (tmp_path / "home" / "scenario").exists()
+
+    both = cleanroom("console", "--workspace", tmp_path / "w", "--scenario", sketch)
+    assert both.code == InvalidInputError.exit_code and both.stdout == ""
+    assert both.stderr == (
+        "error: --scenario chooses the embedded scenario to play; drop --scenario, or drop --workspace "
+        "to open the embedded scenario\n"
+    )
+    unknown = cleanroom("console", "--scenario", "no-such")
+    assert unknown.code == 2 and "Invalid value for '--scenario': 'no-such' is not" in unknown.stderr

@@ -147,3 +147,87 @@ def test_the_parse_refuses_what_the_cli_would_refuse() -> None:
         parse(["-w", "W/hoster", "governance", "ca", "generate-key"])
     with pytest.raises(click.UsageError, match="No such command"):
         parse(["-w", "W/hoster", "governance", "contract", "frobnicate"])
+
+
+def test_every_isolation_proof_narrates_the_proof_command_it_performs() -> None:
+    """The attacks are no `cleanroom` verb: each is a `python -m core.scenario isolation` line,
+    parsed here with that module's own parser, and the step's body reads its attempts from them."""
+    from core.scenario.__main__ import parser
+    from core.scenario.proofs import ATTEMPTS
+
+    proofs = [s for s in THREE_PERSONAS.steps if s.key.startswith("isolation:")]
+    assert [s.persona for s in proofs] == list(THREE_PERSONAS.personas)
+    for step in proofs:
+        assert all(i.program == "python" for i in step.invocations), step.key
+        attempts = []
+        for invocation in step.invocations:
+            args = parser().parse_args(invocation.argv()[2:])  # after `-m core.scenario`
+            assert invocation.argv()[:2] == ["-m", "core.scenario"]
+            assert (args.verb, str(args.root), args.persona) == ("isolation", "W", step.persona)
+            attempts.append(args.attempt)
+        expected = set(ATTEMPTS) if step.persona == "hoster" else {"secret", "release", "decrypt"}
+        assert set(attempts) == expected, step.key
+    with pytest.raises(SystemExit):
+        parser().parse_args(["isolation", "--root", "W", "--persona", "consumer", "--attempt", "nope"])
+
+
+def test_a_proof_a_persona_cannot_mount_is_refused_and_a_root_without_a_scenario_named(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from core.errors import InvalidInputError
+    from core.scenario.proofs import isolation_checks
+
+    scenario = Scenario.open(tmp_path / "root", quick=True)
+    with pytest.raises(InvalidInputError, match="consumer cannot attempt stores/mounts"):
+        isolation_checks(scenario, "consumer", ["stores"])
+    with pytest.raises(InvalidInputError, match="hoster cannot attempt x"):
+        isolation_checks(scenario, "hoster", ["x"])
+    ran = subprocess.run(
+        [
+            *(sys.executable, "-m", "core.scenario", "isolation", "--root", tmp_path / "none"),
+            *("--persona", "consumer", "--attempt", "secret"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=60,
+    )
+    assert ran.returncode == 3 and ran.stdout == ""
+    assert ran.stderr == f"error: {tmp_path / 'none'} holds no scenario; pass the folder `cleanroom demo -w` ran in\n"
+    assert not (tmp_path / "none").exists()
+
+
+def test_the_training_config_write_is_narrated_and_its_body_writes_that_file(tmp_path: Path) -> None:
+    step = next(s for s in THREE_PERSONAS.steps if s.key == "upload-training-assets")
+    (write,) = [i for i in step.invocations if i.program == "write"]
+    assert write.narration() == "write W/provider/training-config/training_config.json"
+    names = [i.narration() for i in step.invocations]
+    upload = (
+        "cleanroom -w W/provider datasource upload --name training-config --dataset-folder W/provider/training-config"
+    )
+    assert names.index(write.narration()) < names.index(upload)  # written before it is uploaded
+
+
+def test_the_cli_and_the_step_bodies_read_mounts_and_ports_alike(tmp_path: Path) -> None:
+    """One parser (core.config.cli_values) for `config add-application` and the steps that
+    perform its narrated lines: the same refusal, word for word."""
+    from core.errors import InvalidInputError
+
+    scenario = Scenario.open(tmp_path / "root", quick=True)
+    init = Invocation(("config", "init", "--persona", "hoster"), persona="hoster")
+    OPERATIONS[init.verb](scenario, init, Reporter())
+    for option, value, message in (
+        ("--mounts", "src=model", "--mounts 'src=model' is not 'src=<datasource>,dst=<path>'"),
+        ("--ports", "80,http", "--ports 80,http are not numbers"),
+    ):
+        line = Invocation(
+            ("config", "add-application", "--name", "a", "--entrypoint", "e", "--command", "c", option, value),
+            persona="hoster",
+        )
+        typed = cleanroom(*[str(tmp_path / "root" / w[2:]) if w.startswith("W/") else w for w in line.argv()])
+        assert typed.code == InvalidInputError.exit_code and message in typed.stderr
+        with pytest.raises(InvalidInputError) as refused:
+            OPERATIONS[line.verb](scenario, line, Reporter())
+        assert typed.stderr == f"error: {refused.value.one_line()}\n"
+    assert party_fragment(scenario.workspace("hoster")).applications == []

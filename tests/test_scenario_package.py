@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from core.config.party import party_fragment
-from core.errors import ConflictError, InvalidInputError
+from core.errors import ConflictError, IntegrityError, InvalidInputError
 from core.scenario import STATE_FILE, Invocation, Phase, Reporter, RunStatus, Scenario, ScenarioDefinition, Step
 from core.scenario.operations import perform_each
 from core.scenario.steps import cleanroom
@@ -80,9 +80,9 @@ def test_a_new_scenario_is_a_definition_plus_its_own_step_bodies(tmp_path: Path)
     assert upcoming is not None and upcoming.key == "record"
     resumed.run(Reporter())
     summary = resumed.summary()
-    assert summary["status"] == "complete" and summary["steps_done"] == summary["steps_total"] == 3
+    assert summary["status"] == "complete" and summary["stepsDone"] == summary["stepsTotal"] == 3
     assert summary["datasources"] == ["survey", "census"]
-    assert set(summary["durations_s"]) == {"setup", "data"}
+    assert set(summary["durationsSeconds"]) == {"setup", "data"}
     assert json.loads((tmp_path / "root" / STATE_FILE).read_text())["scenario"] == "onboarding-sketch"
 
 
@@ -144,3 +144,112 @@ def test_the_scenario_reaches_governance_only_through_the_engine() -> None:
         for node in ast.walk(ast.parse(module.read_text())):
             if isinstance(node, ast.ImportFrom):
                 assert not (node.module or "").startswith("core.governance.client"), module.name
+
+
+def _governed_app_scenario() -> ScenarioDefinition:
+    """Three parties, services on loopback, one application with no data: the governance steps of
+    the reference scenario (`_contract_steps`) on a contract cheap enough to vote in a test."""
+    from core.scenario.three_personas import PERSONAS, _contract_steps, build_steps
+
+    setup = [s for s in build_steps() if s.key.startswith("init:") or s.key == "services-up"]
+    app = Step(
+        "add-app",
+        "data",
+        "hoster",
+        "add an application",
+        (
+            cleanroom(
+                "hoster",
+                "config",
+                "add-application",
+                "--name",
+                "echo",
+                "--entrypoint",
+                "containers/inference_server",
+                "--command",
+                "python -m containers.inference_server",
+            ),
+        ),
+        perform_each,
+    )
+    governance = [
+        s
+        for s in _contract_steps("data", "c-echo", ["echo"], serves=False, data_owners=[])
+        if ":vote-" in s.key or s.key.endswith((":propose", ":propose-deployment"))
+    ]
+    return ScenarioDefinition(
+        "governed-app",
+        PERSONAS,
+        (Phase("setup", "Setup"), Phase("data", "Contract")),
+        (*setup, app, *governance),
+        ("c-echo",),
+        frozenset({*(f"init:{p}" for p in PERSONAS), "services-up"}),
+    )
+
+
+def test_votes_read_what_their_narrated_lines_read_and_a_tampered_spec_is_rejected(tmp_path: Path) -> None:
+    """The vote steps list the open proposals, regenerate the spec from the accepted contract and
+    compare (`deployment generate`, `diff`, `proposal list`): a spec the hoster changed after the
+    contract was accepted is voted down, and the step fails naming it."""
+    from dataclasses import replace
+
+    from core.runtime.deployment import deployment_spec
+    from core.scenario.operations import READS, vote_open
+
+    definition = _governed_app_scenario()
+    scenario = Scenario.open(tmp_path / "root", definition=definition)
+    try:
+        scenario.run(Reporter(), stop_after="c-echo:propose-deployment", keep_services=True)
+        hoster = scenario.engine("hoster")
+        assert hoster.contract("c-echo").state == "Accepted"  # the three contract votes were cast
+        honest = deployment_spec("c-echo", hoster.contract("c-echo").document)
+        tampered = {**honest, "applications": [{**honest["applications"][0], "command": ["sh", "-c", "exfiltrate"]}]}
+        step = next(s for s in definition.steps if s.key == "c-echo:vote-deployment:provider")
+        listed = READS[("governance", "proposal", "list")](scenario, step.invocation("governance", "proposal", "list"))
+        assert {p.action for p in listed} == {"set_deployment_spec", "set_clean_room_policy"}
+        # the hoster withdraws its honest spec and proposes one with another command
+        spec_proposal = next(p for p in listed if p.action == "set_deployment_spec")
+        hoster.withdraw(spec_proposal.proposal_id)
+        hoster.propose_deployment_spec("c-echo", tampered)
+        with pytest.raises(
+            IntegrityError, match="provider rejected set_deployment_spec on 'c-echo': the deployment spec differs"
+        ):
+            scenario.run(Reporter(), stop_after=step.key, keep_services=True)
+        after = scenario.engine("provider").open_proposals("c-echo")
+        assert [p.action for p in after] == ["set_clean_room_policy"]  # the veto ended the tampered one
+        assert scenario.state.error is not None and scenario.state.error.startswith(step.key)
+
+        # a vote step that does not narrate the comparison may not accept a deployment proposal
+        unseen = [i for i in step.invocations if i.program != "diff" and i.verb[-1:] != ("generate",)]
+        lines = tuple(replace(i, persona="consumer") for i in unseen)
+        blind = Step("blind", "data", "consumer", "accept unseen", lines, vote_open)
+        with pytest.raises(
+            InvalidInputError, match="step 'blind' would accept set_clean_room_policy without comparing"
+        ):
+            vote_open(scenario, blind, Reporter())
+        consumer = scenario.engine("consumer")
+        assert all(consumer.member_id not in p.ballots for p in consumer.open_proposals("c-echo"))
+    finally:
+        scenario.stop_services()
+
+
+def test_the_registry_names_each_scenario_once_and_loads_it_only_when_asked() -> None:
+    import subprocess
+    import sys
+
+    from core.scenario import REFERENCE_SCENARIO, SCENARIOS, scenario_definition
+
+    assert all(scenario_definition(name).name == name for name in SCENARIOS)
+    assert scenario_definition(REFERENCE_SCENARIO).steps[0].key == "init:hoster"
+    with pytest.raises(InvalidInputError) as unknown:
+        scenario_definition("nope")
+    assert unknown.value.one_line() == f"scenario 'nope' does not exist; choose one of {', '.join(SCENARIOS)}"
+    # listing the names imports no scenario beyond the reference one (whose names the package exports)
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, core.scenario; print(sorted(m for m in sys.modules if 'dp_' in m))"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=60,
+    )
+    assert loaded.returncode == 0 and loaded.stdout == "[]\n", loaded.stderr

@@ -210,6 +210,36 @@ class SeededPersona(PersonaEngine):
     def follow_events(self, should_stop: Callable[[], bool], poll_seconds: float = 1.0) -> Iterator[CleanroomEvent]:
         return iter(())
 
+    def privacy_datasets(self) -> list[dict]:
+        return PRIVACY_DATASETS
+
+
+# two budgets: one with a run reserved, one nearly spent (the privacy view's gauges)
+PRIVACY_DATASETS = [
+    {
+        "dataset": f"{MEMBERS[1].member_id}/model",
+        "owner": MEMBERS[1].member_id,
+        "name": "model",
+        "privacyUnit": "person_id",
+        "epsilonTotal": 10.0,
+        "delta": 1e-5,
+        "spent": 2.9,
+        "reserved": 3.0,
+        "left": 4.1,
+    },
+    {
+        "dataset": f"{MEMBERS[2].member_id}/training-data",
+        "owner": MEMBERS[2].member_id,
+        "name": "training-data",
+        "privacyUnit": "person_id",
+        "epsilonTotal": 8.0,
+        "delta": 1e-5,
+        "spent": 5.8,
+        "reserved": 0.0,
+        "left": 2.2,
+    },
+]
+
 
 def training_events() -> list[CleanroomEvent]:
     """A deterministic fine-tuning run: 60 of 200 steps, one epoch evaluated."""

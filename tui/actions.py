@@ -31,35 +31,31 @@ class ConsoleAction:
         return Binding(self.key, self.method, self.title, show=self.show, priority=self.priority, id=self.action_id)
 
 
+MAX_PERSONAS = 9
+ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth")
+
+
+def persona_keys(index: int) -> str:
+    """The keys of persona tab ``index`` (0-based): Alt+1 .. Alt+9 for every tab, and F2/F3/F4
+    too for the first three (the keys the three-persona console always had). Alt+digit, not the
+    bare digit, because the digits already pick a view and an Input takes them as text."""
+    return ",".join([*([f"f{index + 2}"] if index < 3 else []), f"alt+{index + 1}"])
+
+
 ACTIONS: tuple[ConsoleAction, ...] = (
     # app-wide
-    # the persona tab line already shows F2/F3/F4 with names, so the footer does not repeat them
-    ConsoleAction(
-        "app.persona-1",
-        "f2",
-        "switch_persona(0)",
-        "Persona 1",
-        "Switch to the first persona tab.",
-        show=False,
-        priority=True,
-    ),
-    ConsoleAction(
-        "app.persona-2",
-        "f3",
-        "switch_persona(1)",
-        "Persona 2",
-        "Switch to the second persona tab.",
-        show=False,
-        priority=True,
-    ),
-    ConsoleAction(
-        "app.persona-3",
-        "f4",
-        "switch_persona(2)",
-        "Persona 3",
-        "Switch to the third persona tab.",
-        show=False,
-        priority=True,
+    # the persona tab line already shows each tab's key with its name, so the footer does not repeat them
+    *(
+        ConsoleAction(
+            f"app.persona-{index + 1}",
+            persona_keys(index),
+            f"switch_persona({index})",
+            f"Persona {index + 1}",
+            f"Switch to the {ORDINALS[index]} persona tab.",
+            show=False,
+            priority=True,
+        )
+        for index in range(MAX_PERSONAS)
     ),
     ConsoleAction("app.help", "f1", "help", "Help", "Show the keys of the focused view."),
     ConsoleAction(
@@ -91,6 +87,14 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "views.data", "5", "show_view('data')", "Data", "Show this persona's datasources and datasinks.", show=False
     ),
     ConsoleAction("views.ledger", "6", "show_view('ledger')", "Ledger", "Show the ledger.", show=False),
+    ConsoleAction(
+        "views.privacy",
+        "7",
+        "show_view('privacy')",
+        "Privacy",
+        "Show each dataset's privacy budget: epsilon spent, reserved and left.",
+        show=False,
+    ),
     # on a persona screen only, so they never fire from a modal (where q closes help, y/n answer)
     ConsoleAction(
         "views.help", "question_mark", "app.help", "Help", "Show the keys of the focused view (as F1 does).", show=False

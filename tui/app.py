@@ -27,7 +27,7 @@ from textual.worker import get_current_worker
 from core.engine import CleanroomEvent, EndpointHealth, PersonaEngine
 from core.runtime.lifecycle import ApplicationState, LifecycleEvent
 from themes import ALIASES, CSS_PATH, DEFAULT_THEME, THEMES
-from tui.actions import ACTIONS, actions_for, is_mutating
+from tui.actions import ACTIONS, MAX_PERSONAS, actions_for, is_mutating
 from tui.preferences import ConsolePreferences
 from tui.screens.confirm import QuitScreen
 from tui.screens.help import HelpScreen
@@ -35,6 +35,7 @@ from tui.screens.persona import VIEW_TABS, PersonaScreen
 from tui.widgets.data import DataView
 from tui.widgets.deployments import DeploymentsView
 from tui.widgets.inference import InferenceView
+from tui.widgets.privacy_gauge import LEDGER_EVENTS, PrivacyGauges
 from tui.widgets.proposals import ProposalsView
 from tui.widgets.worker_errors import ToastsWorkerErrors
 
@@ -44,8 +45,9 @@ if TYPE_CHECKING:
 HEALTH_SECONDS = 5.0
 PROPOSALS_SECONDS = 3.0
 PROGRESS_SECONDS = 0.25  # a running step's progress reaches the context bar at most this often
-# scenario steps worth watching: the view that shows them live (by the last part of the step key)
-STEP_VIEWS = {"train": "training", "evaluate": "inference"}
+# scenario steps worth watching: the view that shows them live, by the last part of the step key
+# without its run number ("dp-join:run-2" -> "run")
+STEP_VIEWS = {"train": "training", "evaluate": "inference", "run": "training", "budget": "privacy"}
 
 
 class EngineEvent(Message):
@@ -80,6 +82,8 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
         super().__init__()
         if not engines:
             raise ValueError("the console needs at least one persona workspace")
+        if len(engines) > MAX_PERSONAS:
+            raise ValueError(f"the console shows at most {MAX_PERSONAS} persona workspaces, not {len(engines)}")
         self.engines = engines
         self.scenario = scenario  # the embedded default's scenario, driven step by step
         self.running_step: Step | None = None
@@ -262,11 +266,15 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
             screen.set_scenario_status(text)
 
     def refresh_proposals(self) -> None:
+        """Every few seconds: the shown persona's proposals, and its privacy budgets while they are
+        on screen (a run reserving or being refused changes them without an event of this persona)."""
         if not self.live:
             return
         screen = self.screen
         if isinstance(screen, PersonaScreen):
             screen.query_one(ProposalsView).load()
+            if screen.active_view == PrivacyGauges.VIEW_ID:
+                screen.query_one(PrivacyGauges).load()
 
     @work(thread=True, group="events", exit_on_error=False)
     def follow_events(self, index: int, engine: PersonaEngine) -> None:
@@ -287,6 +295,8 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
         except LookupError:
             return
         screen.route_event(event)
+        if event.kind in LEDGER_EVENTS:  # a run reserved, recorded or was refused: the budgets moved
+            screen.query_one(PrivacyGauges).load()
         if message.persona_index == self.persona_index:
             self._toast_for(event)
 
@@ -326,7 +336,7 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
         self.running_step = step
         self._show_scenario_status()
         self.notify(f"{persona}: {step.title}", title="Scenario step started")
-        view = STEP_VIEWS.get(step.key.rpartition(":")[2])
+        view = STEP_VIEWS.get(step.key.rpartition(":")[2].rstrip("0123456789").rstrip("-"))
         if view and isinstance(self.screen, PersonaScreen):
             self.screen.show_view(view)
         self._perform_step(persona, step)

@@ -43,7 +43,7 @@ SHORT_HELP: dict[str, str] = {
     "datasink": "Download and decrypt a sealed datasink.",
     "governance": "Contracts, proposals, ballots, CA, events and the ledger.",
     "deployment": "Start, watch and stop a clean room for an accepted contract.",
-    "model": "Prepare a model for the clean room (PyTorch + ONNX).",
+    "model": "Prepare, package and scan models for the clean room.",
     "infer": "Evaluate a dataset against a clean-room inference endpoint.",
     "demo": "Run the three-persona scenario end to end.",
     "console": "Open the multi-persona terminal console.",

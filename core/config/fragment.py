@@ -32,6 +32,8 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from core.config.join_spec import JoinSpec
+from core.config.summary_policy import SummaryPolicy
 from core.crypto.identity import MemberIdentity, load_certificate, member_id_of
 from core.crypto.secret_file import write_public_file
 from core.errors import ConflictError, InvalidInputError, NotFoundError
@@ -41,6 +43,7 @@ SCHEMA_VERSION: Literal[1] = 1
 FRAGMENT_FILE = "config.json"
 _ROUTE = re.compile(r"^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) /[A-Za-z0-9._~/{}:-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONTENT_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def _valid_name(kind: str, value: str) -> str:
@@ -96,20 +99,51 @@ StoreSpec = Annotated[LocalStoreSpec | AzureBlobStoreSpec, Field(discriminator="
 """Where a datasource's blobs live. Dispatched on ``kind`` by ``core.storage.locator.open_store``."""
 
 
+class PrivacyBudget(SpecModel):
+    """A datasource's lifetime differential-privacy budget, declared by its owner and voted.
+
+    Governance registers it in its privacy ledger when the contract is accepted and charges every
+    private run against it, across runs and contracts. ``privacy_unit`` is the column naming the
+    person a row belongs to: the unit the epsilon protects, and the key of every join on it."""
+
+    epsilon_total: float = Field(gt=0)
+    delta: float = Field(gt=0, lt=1)
+    privacy_unit: str
+
+    @field_validator("privacy_unit")
+    @classmethod
+    def _column(cls, value: str) -> str:
+        if not value or value != value.strip():
+            raise ValueError(f"privacy_unit {value!r} must be a column name (the person id)")
+        return value
+
+
 class DataAsset(SpecModel):
     """A datasource or datasink: a named encrypted folder in a blob store, owned by one member.
 
     The DEK that seals it is in the owner's workspace (``keys/deks/<name>.dek.wrapped``), never here.
+    ``content_hash`` pins the uploaded ciphertext (``datasource upload`` writes it), so the
+    runtime refuses data swapped after the vote; it is the hash of the ciphertext, never of the
+    plaintext, which for low-entropy data would tell a reader whether a guessed dataset is it.
     """
 
     name: str
     owner: str  # member id of the owning party
     store: StoreSpec
+    privacy: PrivacyBudget | None = None  # datasources only
+    content_hash: str | None = None  # "sha256:<hex>" of the uploaded blobs
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return _valid_name("datasource", value)
+
+    @field_validator("content_hash")
+    @classmethod
+    def _content_hash(cls, value: str | None) -> str | None:
+        if value is not None and not _CONTENT_HASH.match(value):
+            raise ValueError(f"content_hash {value!r} is not 'sha256:<64 hex digits>'")
+        return value
 
     @property
     def container(self) -> str:
@@ -129,6 +163,56 @@ class Mount(SpecModel):
         if not path.is_absolute() or ".." in path.parts or str(path) == "/":
             raise ValueError(f"mount target {value!r} must be an absolute path below /, without '..'")
         return str(path)
+
+
+class LoraSpec(SpecModel):
+    """The LoRA adapters trained instead of the whole model (peft): fewer trainable weights, so
+    per-sample clipping and noise touch only these."""
+
+    r: int = Field(default=8, gt=0)
+    alpha: int = Field(default=16, gt=0)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
+
+
+class PrivateTraining(SpecModel):
+    """A differentially private training run (DP-SGD with opacus), voted with the contract.
+
+    The privacy parameters come from here, never from a party's private config: every data owner
+    sees the epsilon of one run, the join and ``max_rows_per_key`` (governance charges
+    ``max_rows_per_key * epsilon``: group privacy over one person's rows). ``batch_size`` is the
+    EXPECTED batch of Poisson sampling (``sample_rate = batch_size / rows``); without Poisson
+    sampling the accountant's guarantee does not hold, so ``poisson_sampling: false`` is kept as a
+    field only to be refused explicitly. ``delta`` must be below ``1 / join.min_rows``: a larger
+    delta allows releasing a whole row outright, and it is refused rather than clamped."""
+
+    epsilon: float = Field(gt=0)
+    delta: float = Field(gt=0, lt=1)
+    accountant: Literal["prv", "rdp"] = "prv"
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(gt=0)
+    epochs: int = Field(default=1, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+    learning_rate: float = Field(default=5e-4, gt=0)
+    max_length: int = Field(default=64, gt=0, le=512)
+    lora: LoraSpec = LoraSpec()
+    seed: int = Field(default=42, ge=0)
+    poisson_sampling: bool = True
+    join: JoinSpec
+
+    @model_validator(mode="after")
+    def _accounting_holds(self) -> PrivateTraining:
+        if not self.poisson_sampling:
+            raise ValueError(
+                "poisson_sampling false is refused: the accountant's epsilon holds only with Poisson sampling;"
+                " remove the field or set it to true"
+            )
+        if self.delta >= 1 / self.join.min_rows:
+            raise ValueError(
+                f"delta {self.delta:g} is not below 1/min_rows = {1 / self.join.min_rows:g}: lower delta"
+                " (it is never clamped)"
+            )
+        return self
 
 
 class Application(SpecModel):
@@ -152,6 +236,8 @@ class Application(SpecModel):
     memory_gb: float = 2.0
     env_names: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
+    private_training: PrivateTraining | None = None
+    summary_policy: SummaryPolicy | None = None  # a summariser's voted output caps (core.config.summary_policy)
 
     @field_validator("name")
     @classmethod
@@ -257,6 +343,9 @@ class Fragment(SpecModel):
         for asset in self.datasources + self.datasinks + self.applications:
             if asset.owner != self.member_id:
                 raise ValueError(f"{asset.name!r} is owned by another member; a fragment holds only its party's items")
+        for asset in self.datasinks:
+            if asset.privacy is not None:
+                raise ValueError(f"datasink {asset.name!r} declares a privacy budget: only datasources have one")
         sinks = {asset.name for asset in self.datasinks}
         for kind, setting in (("logging", self.logging), ("telemetry", self.telemetry)):
             if setting.datasink is not None and setting.datasink not in sinks:
@@ -287,10 +376,22 @@ class Fragment(SpecModel):
         )
 
     # -- edits -------------------------------------------------------------------------------
-    def with_datasource(self, name: str, store: LocalStoreSpec | AzureBlobStoreSpec) -> Fragment:
+    def with_datasource(
+        self, name: str, store: LocalStoreSpec | AzureBlobStoreSpec, *, privacy: PrivacyBudget | None = None
+    ) -> Fragment:
         self._free_name(name)
-        asset = DataAsset(name=name, owner=self.member_id, store=store)
+        asset = DataAsset(name=name, owner=self.member_id, store=store, privacy=privacy)
         return self._replace(datasources=[*self.datasources, asset])
+
+    def with_content_hash(self, name: str, content_hash: str) -> Fragment:
+        """Pin what ``datasource upload`` just uploaded; a contract proposed from this fragment
+        then names exactly these blobs (a re-upload changes the pin, and needs a new vote)."""
+        self.datasource(name)
+        pinned = [
+            asset.model_copy(update={"content_hash": content_hash}) if asset.name == name else asset
+            for asset in self.datasources
+        ]
+        return self._replace(datasources=pinned)
 
     def with_datasink(self, name: str, store: LocalStoreSpec | AzureBlobStoreSpec) -> Fragment:
         self._free_name(name)

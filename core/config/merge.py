@@ -28,6 +28,7 @@ from pydantic import Field
 
 from core.config.canonical import canonical_json, document_hash
 from core.config.fragment import Application, DataAsset, Fragment, NetworkPolicy, SpecModel, load_fragment, parse_model
+from core.config.private_training import check_private_training
 from core.crypto.identity import load_certificate, member_id_of
 from core.errors import ConflictError, InvalidInputError, NotFoundError
 
@@ -203,8 +204,9 @@ def parse_contract_spec(document: object, *, source: str = "contract data") -> M
     the wire is not, so besides the models' own checks (names, routes, mount targets, unknown
     fields) this checks what merging guarantees: every asset and application is owned by a
     listed party, names are unique, logging/telemetry sinks are datasinks of their owner, and
-    every mount names a declared datasource or datasink. Errors are one InvalidInputError line
-    naming the field.
+    every mount names a declared datasource or datasink; and that private training is accounted
+    as declared (``core.config.private_training``). Errors are one InvalidInputError line naming
+    the field.
     """
     spec = parse_model(MergedSpec, document, source=source)
 
@@ -244,6 +246,7 @@ def parse_contract_spec(document: object, *, source: str = "contract data") -> M
         spec.check_complete()
     except InvalidInputError as exc:
         refuse("applications.mounts", exc.message)
+    check_private_training(spec.datasources, spec.datasinks, spec.applications)
     return spec
 
 

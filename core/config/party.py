@@ -16,6 +16,7 @@ from core.config.fragment import (
     Fragment,
     LocalStoreSpec,
     NetworkPolicy,
+    PrivacyBudget,
     SinkSetting,
     load_fragment,
     parse_model,
@@ -49,13 +50,28 @@ def _save(workspace: Workspace, fragment: Fragment) -> Fragment:
     return fragment
 
 
-def add_data_asset(workspace: Workspace, kind: str, name: str, store: StoreSpecValue | None = None) -> Fragment:
-    """Declare a datasource or datasink (``kind``) and create its DEK."""
+def add_data_asset(
+    workspace: Workspace,
+    kind: str,
+    name: str,
+    store: StoreSpecValue | None = None,
+    *,
+    privacy: PrivacyBudget | None = None,
+) -> Fragment:
+    """Declare a datasource or datasink (``kind``) and create its DEK; a datasource may carry a privacy budget."""
     fragment = party_fragment(workspace)
     spec = store or default_store_spec(workspace)
-    edited = fragment.with_datasource(name, spec) if kind == "datasource" else fragment.with_datasink(name, spec)
+    if kind == "datasource":
+        edited = fragment.with_datasource(name, spec, privacy=privacy)
+    else:
+        edited = fragment.with_datasink(name, spec)
     dek_for(workspace.keys_dir, name, create=True)
     return _save(workspace, edited)
+
+
+def pin_upload(workspace: Workspace, name: str, content_hash: str) -> Fragment:
+    """Record the content hash of a datasource's new upload in the fragment (``content_hash``)."""
+    return _save(workspace, party_fragment(workspace).with_content_hash(name, content_hash))
 
 
 def set_export(workspace: Workspace, kind: str, datasink: str | None) -> tuple[Fragment, bool]:

@@ -39,7 +39,7 @@ from core.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
-from core.governance.models import Action, OptionStatus, StaleVersionError
+from core.governance.models import RUNTIME_OPTIONS, VOTED_OPTIONS, Action, OptionStatus, StaleVersionError
 from core.governance.signing import CONTENT_TYPE, sign_read, sign_request, sign_secret_put
 from core.keys.measurement import policy_hash_of
 
@@ -257,23 +257,23 @@ class GovernanceClient:
         return self._signed("POST", f"/contracts/{contract_id}/ca/generate-key", {})
 
     def runtime_option(self, contract_id: str, option: str) -> dict[str, Any]:
-        """``{status: enabled|disabled, disabledBy (execution) or proposalIds (logging/telemetry)}``."""
+        """``{status: enabled|disabled, disabledBy (execution) or proposalIds (the voted options)}``."""
         return self._get(f"/contracts/{contract_id}/runtime-options/{option}")
 
     def execution_enabled(self, contract_id: str) -> bool:
         return bool(self.runtime_option(contract_id, "execution")["status"] == OptionStatus.ENABLED)
 
     def set_runtime_option(self, contract_id: str, option: str, enable: bool) -> dict[str, Any]:
-        """Execution: the kill switch, immediate. Logging/telemetry: opens a proposal (returned)."""
+        """Execution: the kill switch, immediate. Logging, telemetry, loss_telemetry: opens a proposal (returned)."""
         if option == "execution":
             return self._signed(
                 "POST",
                 f"/contracts/{contract_id}/runtime-options/execution",
                 {"action": "enable" if enable else "disable"},
             )
-        if option not in ("logging", "telemetry"):
+        if option not in VOTED_OPTIONS:
             raise InvalidInputError(
-                f"runtime option {option!r} is not known", hint="use execution, logging or telemetry"
+                f"runtime option {option!r} is not known", hint=f"use one of: {', '.join(RUNTIME_OPTIONS)}"
             )
         return self.propose(f"{'enable' if enable else 'disable'}_{option}", {"contract_id": contract_id})
 
@@ -339,6 +339,45 @@ class GovernanceClient:
                 json={"attestation": attestation, "type": event_type, "category": category, "data": data or {}},
             )
         )
+
+    def reserve_privacy(self, contract_id: str, application: str, attestation: str) -> dict[str, Any]:
+        """``{runId, reserved, datasets: [{dataset, left, ...}]}``: the run's epsilon, charged
+        before any DEK of a budgeted datasource is released (403 when a dataset would overspend)."""
+        return self._object(
+            self._send(
+                "POST",
+                f"/contracts/{contract_id}/privacy/reservations",
+                json={"attestation": attestation, "application": application},
+            )
+        )
+
+    def record_privacy(self, contract_id: str, run_id: str, record: dict[str, Any], attestation: str) -> dict[str, Any]:
+        """Report a run's privacy accounting; governance recomputes epsilon (409 on a mismatch)."""
+        return self._object(
+            self._send(
+                "POST",
+                f"/contracts/{contract_id}/privacy/reservations/{run_id}/record",
+                json={**record, "attestation": attestation},
+            )
+        )
+
+    # -- privacy ledger ------------------------------------------------------------------------------
+    def privacy_datasets(self) -> list[dict[str, Any]]:
+        """Every budgeted dataset: ``{dataset, owner, name, privacyUnit, epsilonTotal, delta, spent,
+        reserved, left}`` (members only)."""
+        return list(self._member_get("/privacy/datasets")["value"])
+
+    def privacy_history(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        """Privacy ledger entries in ledger order, optionally of one dataset (members only)."""
+        return list(self._member_get("/privacy/history", dataset=dataset)["value"])
+
+    def lower_privacy_budget(self, dataset: str, epsilon_total: float) -> dict[str, Any]:
+        """The owner lowers its dataset's lifetime epsilon (alone: lowering only protects its data)."""
+        return self._signed("POST", "/privacy/budgets/lower", {"dataset": dataset, "epsilon_total": epsilon_total})
+
+    def propose_privacy_budget(self, dataset: str, epsilon_total: float) -> dict[str, Any]:
+        """Open a ``set_privacy_budget`` proposal raising a dataset's budget (every member must accept)."""
+        return self.propose(Action.SET_PRIVACY_BUDGET, {"dataset": dataset, "epsilon_total": epsilon_total})
 
     # -- events ------------------------------------------------------------------------------------
     def events(self, contract_id: str, from_seqno: int = 1, *, wait: float = 0.0) -> dict[str, Any]:

@@ -42,6 +42,10 @@ class ConstitutionState(Protocol):
     def set_option(self, contract_id: str, option: str, status: str) -> None: ...
     def enable_ca(self, contract_id: str, proposal_id: str) -> None: ...
     def add_member(self, cert_pem: str, name: str, data: dict[str, Any]) -> None: ...
+    def check_privacy_declarations(self, contract_id: str, data: dict[str, Any]) -> None: ...
+    def register_privacy(self, contract_id: str, data: dict[str, Any]) -> None: ...
+    def check_privacy_raise(self, dataset: str, epsilon_total: float) -> None: ...
+    def raise_privacy_budget(self, dataset: str, epsilon_total: float, proposal_id: str) -> None: ...
 
 
 def _contract_id(args: dict[str, Any]) -> str:
@@ -114,6 +118,7 @@ def validate(action: str, args: dict[str, Any], state: ConstitutionState) -> Non
                 hint="run `cleanroom governance contract show` and propose its current version",
             )
         check_contract_data(contract["data"])  # drafts stored before validation existed
+        state.check_privacy_declarations(contract_id, contract["data"])
     elif action in (Action.SET_DEPLOYMENT_SPEC, Action.SET_CLEAN_ROOM_POLICY):
         _accepted_contract(args, state, action)
         if not isinstance(args.get("data"), dict):
@@ -125,10 +130,29 @@ def validate(action: str, args: dict[str, Any], state: ConstitutionState) -> Non
             policy_hash_of(args["data"])
     elif action == Action.ENABLE_CA or action in OPTION_ACTIONS:
         _accepted_contract(args, state, action)
+    elif action == Action.SET_PRIVACY_BUDGET:
+        dataset, epsilon_total = _privacy_budget_args(args)
+        state.check_privacy_raise(dataset, epsilon_total)
     elif action == Action.SET_MEMBER:
         cert = load_certificate(args.get("cert", ""))
         if state.member(member_id_of(cert)) is not None:
             raise ConflictError(f"member {member_id_of(cert)[:16]}… is already in the consortium", hint="nothing to do")
+
+
+def _privacy_budget_args(args: dict[str, Any]) -> tuple[str, float]:
+    """A raise names a dataset as OWNER/NAME (the id every party sees) and a finite epsilon_total."""
+    dataset, epsilon_total = args.get("dataset"), args.get("epsilon_total")
+    if not isinstance(dataset, str) or "/" not in dataset:
+        raise InvalidInputError(
+            f"set_privacy_budget needs a dataset as OWNER/NAME, not {dataset!r}",
+            hint="see `cleanroom governance privacy show` for dataset ids",
+        )
+    if isinstance(epsilon_total, bool) or not isinstance(epsilon_total, int | float) or not 0 < epsilon_total < 1e6:
+        raise InvalidInputError(
+            f"set_privacy_budget epsilon_total {epsilon_total!r} is not a positive number",
+            hint="pass --epsilon-total X",
+        )
+    return dataset, float(epsilon_total)
 
 
 def resolve(ballots: dict[str, str], active_members: set[str]) -> str:
@@ -148,6 +172,7 @@ def apply(action: str, args: dict[str, Any], state: ConstitutionState, proposal_
         if contract is None or contract["version"] != args["version"]:
             raise ConflictError("the contract changed after it was proposed", hint="propose it again")
         state.mark_contract_accepted(args["contract_id"], document_hash(contract["data"]))
+        state.register_privacy(args["contract_id"], contract["data"])
     elif action == Action.SET_DEPLOYMENT_SPEC:
         state.set_document(args["contract_id"], "deployment_spec", args["data"], proposal_id)
     elif action == Action.SET_CLEAN_ROOM_POLICY:
@@ -157,5 +182,7 @@ def apply(action: str, args: dict[str, Any], state: ConstitutionState, proposal_
     elif action in OPTION_ACTIONS:
         option, status = OPTION_ACTIONS[action]
         state.set_option(args["contract_id"], option, status)
+    elif action == Action.SET_PRIVACY_BUDGET:
+        state.raise_privacy_budget(*_privacy_budget_args(args), proposal_id)
     elif action == Action.SET_MEMBER:
         state.add_member(args["cert"], str(args.get("name", "")), dict(args.get("member_data", {})))

@@ -55,11 +55,14 @@ class Action(StrEnum):
     DISABLE_LOGGING = "disable_logging"
     ENABLE_TELEMETRY = "enable_telemetry"
     DISABLE_TELEMETRY = "disable_telemetry"
+    ENABLE_LOSS_TELEMETRY = "enable_loss_telemetry"
+    DISABLE_LOSS_TELEMETRY = "disable_loss_telemetry"
     SET_MEMBER = "set_member"
+    SET_PRIVACY_BUDGET = "set_privacy_budget"
 
 
 class OptionStatus(StrEnum):
-    """A runtime option's status (execution, logging, telemetry)."""
+    """A runtime option's status (execution, logging, telemetry, loss_telemetry)."""
 
     ENABLED = "enabled"
     DISABLED = "disabled"
@@ -74,12 +77,17 @@ OPTION_ACTIONS: dict[str, tuple[str, OptionStatus]] = {
     Action.DISABLE_LOGGING: ("logging", OptionStatus.DISABLED),
     Action.ENABLE_TELEMETRY: ("telemetry", OptionStatus.ENABLED),
     Action.DISABLE_TELEMETRY: ("telemetry", OptionStatus.DISABLED),
+    # per-step loss is a function of the data: shown only when every member (each data owner) voted it
+    Action.ENABLE_LOSS_TELEMETRY: ("loss_telemetry", OptionStatus.ENABLED),
+    Action.DISABLE_LOSS_TELEMETRY: ("loss_telemetry", OptionStatus.DISABLED),
 }
 
 
 # contract document kinds set by proposals: (kind stored, action that sets it)
 DOCUMENT_ACTIONS = {"deployment_spec": Action.SET_DEPLOYMENT_SPEC, "clean_room_policy": Action.SET_CLEAN_ROOM_POLICY}
-RUNTIME_OPTIONS = ("execution", "logging", "telemetry")
+RUNTIME_OPTIONS = ("execution", "logging", "telemetry", "loss_telemetry")
+# the options a proposal sets (execution is the kill switch, set by any member alone)
+VOTED_OPTIONS = ("logging", "telemetry", "loss_telemetry")
 EVENT_CATEGORIES = ("audit", "telemetry", "logging")
 # ``attestation_type`` claims of services acting beside the clean room (the key service recording
 # releases): they vouch for an event, never for a workload, so they get no secrets or certificates

@@ -144,6 +144,7 @@ def _spec_sections(document: Mapping[str, Any], names: Mapping[str, str]) -> lis
                 for line in (
                     f"{kind} {asset.get('name')}  owner {_who(asset.get('owner'), names)}",
                     f"    store {_store(asset.get('store'))}",
+                    *_privacy_lines(asset),
                 )
             )
             or ("(none)",),
@@ -207,7 +208,36 @@ def _application_lines(
         lines.append("    env " + " ".join(f"{key}={value}" for key, value in sorted(app["env"].items())))
     if app.get("env_names"):
         lines.append(f"    env supplied at deployment {', '.join(app['env_names'])}")
+    return lines + _private_training_lines(app.get("private_training"))
+
+
+def _privacy_lines(asset: Mapping[str, Any]) -> list[str]:
+    """A datasource's privacy budget and pinned upload: what its owner protects, and which data."""
+    lines = []
+    budget = asset.get("privacy")
+    if isinstance(budget, dict):
+        lines.append(
+            f"    privacy budget epsilon {budget.get('epsilon_total')} in all, delta {budget.get('delta')},"
+            f" person column {budget.get('privacy_unit')}"
+        )
+    if asset.get("content_hash"):
+        lines.append(f"    pinned upload {asset['content_hash']}")
     return lines
+
+
+def _private_training_lines(training: Any) -> list[str]:
+    """What a private training run spends: the charge governance reserves, and the join it runs."""
+    if not isinstance(training, dict):
+        return []
+    join: dict[str, Any] = training["join"] if isinstance(training.get("join"), dict) else {}
+    sources = [s for s in join.get("sources") or [] if isinstance(s, dict)]
+    return [
+        f"    private training epsilon {training.get('epsilon')} per run x {join.get('max_rows_per_key')} rows per"
+        f" person, delta {training.get('delta')}, accountant {training.get('accountant', 'prv')}",
+        f"    join on {join.get('key')}: "
+        + ", ".join(f"{s.get('how')} {s.get('datasource')}/{s.get('file')}" for s in sources)
+        + f"; at least {join.get('min_rows')} rows",
+    ]
 
 
 def _network_lines(policy: Any) -> tuple[str, ...]:

@@ -2,11 +2,12 @@
 
 Writes are ``POST``/``PUT`` with a COSE_Sign1 body (``application/cose``, see ``signing``);
 the service checks signature, membership, freshness and replay before touching state.
-Clean-room calls (CA endorsement, secret get, event append) carry an attestation token and are
-checked by the injected ``attestation_verifier``; until step 3 plugs one in, they are refused.
-Reads are plain ``GET``s over the pinned TLS connection; the members-only ones (a contract's
-events and their stream, its secret names) also need ``Authorization: COSE-Sign1 <message>``, a
-fresh signed read bound to the path, from an active member (``signing.verify_read``).
+Clean-room calls (CA endorsement, secret get, event append, privacy reserve and record) carry
+an attestation token and are checked by the injected ``attestation_verifier``; until step 3
+plugs one in, they are refused. Reads are plain ``GET``s over the pinned TLS connection; the
+members-only ones (a contract's events and their stream, its secret names, the privacy budgets
+and history) also need ``Authorization: COSE-Sign1 <message>``, a fresh signed read bound to
+the path, from an active member (``signing.verify_read``).
 
 Errors are ``{"error": {"code", "message"}}`` with 400 (malformed), 401 (signature, membership,
 freshness, replay), 403 (not allowed), 404, 409 (state forbids it) or 412 (stale version).
@@ -411,6 +412,29 @@ def create_app(state: GovernanceState) -> FastAPI:
     @app.post("/contracts/{contract_id}/tokens")
     def token(contract_id: str, request: Request, raw: bytes = RAW) -> Response:
         return JSONResponse(state.issue_token(signed(request, raw), contract_id))
+
+    # -- privacy ledger --------------------------------------------------------------------------
+    @app.post("/contracts/{contract_id}/privacy/reservations")
+    def reserve_privacy(contract_id: str, body: dict[str, Any] = JSON) -> Response:
+        return JSONResponse(state.reserve_privacy(contract_id, body))
+
+    @app.post("/contracts/{contract_id}/privacy/reservations/{run_id}/record")
+    def record_privacy(contract_id: str, run_id: str, body: dict[str, Any] = JSON) -> Response:
+        return JSONResponse(state.record_privacy(contract_id, run_id, body))
+
+    @app.post("/privacy/budgets/lower")
+    def lower_privacy_budget(request: Request, raw: bytes = RAW) -> Response:
+        return JSONResponse(state.lower_privacy_budget(signed(request, raw)))
+
+    @app.get("/privacy/datasets")
+    def privacy_datasets(request: Request) -> Response:
+        member_read(request)
+        return JSONResponse({"value": state.privacy_datasets()})
+
+    @app.get("/privacy/history")
+    def privacy_history(request: Request, dataset: str | None = Query(None, max_length=300)) -> Response:
+        member_read(request)
+        return JSONResponse({"value": state.privacy_history(dataset)})
 
     # -- events ----------------------------------------------------------------------------------
     @app.post("/contracts/{contract_id}/events")

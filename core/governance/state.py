@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,11 +37,13 @@ from core.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
-from core.governance import ca, constitution, ledger
+from core.governance import ca, constitution, ledger, privacy
 from core.governance.models import (
     DOCUMENT_ACTIONS,
     EVENT_CATEGORIES,
+    RUNTIME_OPTIONS,
     SERVICE_ATTESTATION_TYPES,
+    VOTED_OPTIONS,
     VOTES,
     Action,
     ContractState,
@@ -65,6 +69,7 @@ from core.keys.measurement import policy_hash_of
 DB_FILE = "governance.db"
 DEK_SECRET_PREFIX = "dek-"  # ``core.keys.wrap_deks.dek_secret_name``: the DEK of a named asset
 TOKEN_TTL_SECONDS = 3600
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -92,6 +97,8 @@ CREATE TABLE IF NOT EXISTS cas (contract_id TEXT PRIMARY KEY, proposal_id TEXT N
     cert_pem TEXT);
 CREATE TABLE IF NOT EXISTS secrets (contract_id TEXT NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL,
     owner TEXT NOT NULL, seqno INTEGER NOT NULL, PRIMARY KEY (contract_id, name));
+CREATE TABLE IF NOT EXISTS privacy_entries (seqno INTEGER PRIMARY KEY, kind TEXT NOT NULL, signer TEXT NOT NULL,
+    record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (contract_id TEXT NOT NULL, seqno INTEGER NOT NULL, ledger_seqno INTEGER NOT NULL,
     timestamp REAL NOT NULL, type TEXT NOT NULL, category TEXT NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (contract_id, seqno));
@@ -709,9 +716,9 @@ class GovernanceState:
                     else OptionStatus.DISABLED
                 )
                 return {"contractId": contract_id, "option": option, "status": status, "disabledBy": disabled_by}
-            if option not in ("logging", "telemetry"):
+            if option not in VOTED_OPTIONS:
                 raise InvalidInputError(
-                    f"runtime option {option!r} is not known", hint="use execution, logging or telemetry"
+                    f"runtime option {option!r} is not known", hint=f"use one of: {', '.join(RUNTIME_OPTIONS)}"
                 )
             row = self._db.execute(
                 "SELECT status FROM options WHERE contract_id=? AND option=?", (contract_id, option)
@@ -958,8 +965,10 @@ class GovernanceState:
     def get_secret(self, contract_id: str, name: str, body: dict[str, Any]) -> tuple[bytes, str]:
         """The secret's value and the member who wrote it (the runtime checks a DEK's writer is
         the asset's owner before it uses it)."""
-        self._attested(contract_id, body.get("attestation"), purpose="secret")
+        claims = self._attested(contract_id, body.get("attestation"), purpose="secret")
         with self._lock:
+            if name.startswith(DEK_SECRET_PREFIX):
+                self._check_privacy_reservation(contract_id, name[len(DEK_SECRET_PREFIX) :], claims)
             row = self._db.execute(
                 "SELECT value, owner FROM secrets WHERE contract_id=? AND name=?", (contract_id, name)
             ).fetchone()
@@ -1001,15 +1010,19 @@ class GovernanceState:
             data = {**data, "unaccepted_policy_hash": str(claims.get("policy_hash"))}
         with self._write():
             ledger_seqno = self._attested_write(contract_id, "event.append", body)
-            seqno = (
-                self._db.execute("SELECT MAX(seqno) FROM events WHERE contract_id=?", (contract_id,)).fetchone()[0] or 0
-            ) + 1
-            self._db.execute(
-                "INSERT INTO events VALUES (?,?,?,?,?,?,?)",
-                (contract_id, seqno, ledger_seqno, time.time(), kind, category, canonical_json(data).decode()),
-            )
+            seqno = self._insert_event(contract_id, ledger_seqno, kind, category, data)
         self.on_event(contract_id)
         return {"contractId": contract_id, "seqno": seqno}
+
+    def _insert_event(self, contract_id: str, ledger_seqno: int, kind: str, category: str, data: dict[str, Any]) -> int:
+        seqno = (
+            self._db.execute("SELECT MAX(seqno) FROM events WHERE contract_id=?", (contract_id,)).fetchone()[0] or 0
+        ) + 1
+        self._db.execute(
+            "INSERT INTO events VALUES (?,?,?,?,?,?,?)",
+            (contract_id, seqno, ledger_seqno, time.time(), kind, category, canonical_json(data).decode()),
+        )
+        return seqno
 
     def events(self, contract_id: str, from_seqno: int = 1, limit: int = 1000) -> dict[str, Any]:
         """Events from ``from_seqno``; telemetry/logging ones only if the contract enabled them."""
@@ -1039,6 +1052,220 @@ class GovernanceState:
         ]
         next_seqno = (rows[-1]["seqno"] + 1) if rows else max(from_seqno, (last or 0) + 1)
         return {"contractId": contract_id, "events": events, "nextSeqno": next_seqno}
+
+    # -- privacy ledger (rules in ``core.governance.privacy``) ---------------------------------------
+    def _privacy(self) -> privacy.PrivacyLedger:
+        """The privacy state, rebuilt from its entries in ledger order: the same replay an offline
+        verifier runs, so what the service enforces is what ``privacy verify`` recomputes. A few
+        entries per run, so rebuilding per call costs far less than the run it guards."""
+        with self._lock:
+            model = privacy.PrivacyLedger()
+            for row in self._db.execute("SELECT seqno, kind, signer, record FROM privacy_entries ORDER BY seqno"):
+                model.apply(row["seqno"], row["kind"], row["signer"], json.loads(row["record"]))
+            return model
+
+    def _privacy_write(self, kind: str, signer: str, request: bytes, record: dict[str, Any]) -> int:
+        seqno = self._append(kind, signer, request)
+        self._db.execute(
+            "INSERT INTO privacy_entries VALUES (?,?,?,?)", (seqno, kind, signer, canonical_json(record).decode())
+        )
+        return seqno
+
+    def _service_privacy_write(self, kind: str, record: dict[str, Any]) -> int:
+        """A privacy entry the service itself decides (a registration, an accepted raise), signed by it."""
+        path = "/" + kind.replace(".", "/")
+        request = sign_es384(self.identity.private_key, kid=self.identity.service_id, path=path, body=record)
+        return self._privacy_write(kind, ledger.SERVICE_SIGNER, request, record)
+
+    def _attested_privacy_write(self, contract_id: str, kind: str, record: dict[str, Any]) -> int:
+        return self._privacy_write(kind, f"{ledger.ATTESTED_PREFIX}{contract_id}", canonical_json(record), record)
+
+    def check_privacy_declarations(self, contract_id: str, data: dict[str, Any]) -> None:
+        """Refuse a contract declaring another budget for a dataset the privacy ledger knows."""
+        self._privacy().check_declarations(contract_id, privacy.declared_budgets(data))
+
+    def register_privacy(self, contract_id: str, data: dict[str, Any]) -> None:
+        """On acceptance: register the contract's budgeted datasources the ledger does not know yet."""
+        new = self._privacy().check_declarations(contract_id, privacy.declared_budgets(data))
+        if new:
+            self._service_privacy_write(
+                privacy.REGISTER, {"contract_id": contract_id, "datasets": [item.record() for item in new]}
+            )
+
+    def check_privacy_raise(self, dataset: str, epsilon_total: float) -> None:
+        self._privacy().check_raise(dataset, epsilon_total)
+
+    def raise_privacy_budget(self, dataset: str, epsilon_total: float, proposal_id: str) -> None:
+        self._privacy().check_raise(dataset, epsilon_total)
+        self._service_privacy_write(
+            privacy.RAISE, {"dataset": dataset, "epsilon_total": epsilon_total, "proposal_id": proposal_id}
+        )
+
+    def lower_privacy_budget(self, request: VerifiedRequest) -> dict[str, Any]:
+        """The owner lowers its dataset's budget alone: lowering only ever protects its own rows."""
+        dataset, epsilon_total = request.body.get("dataset"), request.body.get("epsilon_total")
+        if not isinstance(dataset, str) or not dataset:
+            raise InvalidInputError("lowering a budget needs a dataset", hint="pass --dataset OWNER/NAME or NAME")
+        if isinstance(epsilon_total, bool) or not isinstance(epsilon_total, int | float) or not epsilon_total > 0:
+            raise InvalidInputError(
+                f"epsilon_total {epsilon_total!r} is not a positive number", hint="pass --epsilon-total X (X > 0)"
+            )
+        resolved = privacy.owned_dataset(dataset, request.signer)
+        with self._write(request):
+            self._privacy().check_lower(resolved, float(epsilon_total), request.signer)
+            seqno = self._member_write(request, privacy.LOWER)
+            self._db.execute(
+                "INSERT INTO privacy_entries VALUES (?,?,?,?)",
+                (seqno, privacy.LOWER, request.signer, canonical_json(request.body).decode()),
+            )
+        return self._privacy().budget(resolved).view(resolved) | {"seqno": seqno}
+
+    def reserve_privacy(self, contract_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Charge k * epsilon on every source dataset of the application's join, before any DEK.
+
+        The plan is read from the accepted deployment spec (the measured one every member voted),
+        never from the clean room's request: a workload cannot ask for a smaller charge. A refusal
+        is itself a ledger entry and an audit event, so every party sees which dataset ran out."""
+        claims = self._attested(contract_id, body.get("attestation"), purpose="secret")
+        instance = privacy.instance_of(claims)
+        application = body.get("application")
+        if not isinstance(application, str) or not application:
+            raise InvalidInputError(
+                "a privacy reservation names its application", hint="send {attestation, application}"
+            )
+        spec = self.document(contract_id, "deployment_spec")["data"]
+        if spec is None:
+            raise ConflictError(
+                f"contract '{contract_id}' has no accepted deployment spec",
+                hint="propose and accept one with `cleanroom governance deployment spec propose`",
+            )
+        plan = privacy.run_plan(contract_id, spec, application)
+        base = {
+            "contract_id": contract_id,
+            "application": application,
+            "instance": instance,
+            "attestation_sha256": ledger.payload_digest(str(body["attestation"]).encode()),
+        }
+        refusal: AccessDeniedError | None = None
+        with self._write():
+            model = self._privacy()
+            short = model.shortfall(plan)
+            if short is not None:
+                dataset, needed, left, total = short
+                name = model.budget(dataset).name
+                seqno = self._attested_privacy_write(
+                    contract_id, privacy.REFUSE, base | {"dataset": dataset, "needed": needed, "left": left}
+                )
+                self._insert_event(
+                    contract_id,
+                    seqno,
+                    "privacy_refused",
+                    "audit",
+                    {"dataset": name, "datasetId": dataset, "application": application, "needed": needed, "left": left},
+                )
+                refusal = AccessDeniedError(
+                    f"run needs epsilon {needed:.2f} of dataset '{name}' but {left:.2f} of {total:.2f} is left",
+                    hint="no key was released; the dataset's owner may raise the budget with every member's vote "
+                    "(`cleanroom governance privacy budget propose-raise`)",
+                )
+            else:
+                run_id = uuid.uuid4().hex
+                record = base | {
+                    "run_id": run_id,
+                    "datasets": list(plan.datasets),
+                    "epsilon": plan.epsilon,
+                    "delta": plan.delta,
+                    "accountant": plan.accountant,
+                    "max_rows_per_key": plan.max_rows_per_key,
+                    "epsilon_reserved": plan.charge,
+                }
+                seqno = self._attested_privacy_write(contract_id, privacy.RESERVE, record)
+                model.apply(seqno, privacy.RESERVE, f"{ledger.ATTESTED_PREFIX}{contract_id}", record)
+                views = [model.budget(d).view(d) for d in plan.datasets]
+                self._insert_event(
+                    contract_id,
+                    seqno,
+                    "privacy_reserved",
+                    "audit",
+                    {
+                        "runId": run_id,
+                        "application": application,
+                        "reserved": plan.charge,
+                        "datasets": [{"dataset": v["name"], "left": v["left"]} for v in views],
+                    },
+                )
+        self.on_event(contract_id)
+        if refusal is not None:
+            raise refusal
+        return {"runId": run_id, "reserved": plan.charge, "datasets": views}
+
+    def record_privacy(self, contract_id: str, run_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Take a run's accounting only if governance's own recomputation agrees with it.
+
+        Epsilon is recomputed outside the write lock (opacus takes tens of milliseconds, its first
+        import seconds); the reservation is looked up again under the lock before anything is
+        written. A refused record is kept (ledger entry, event) and leaves the reservation charged."""
+        claims = self._attested(contract_id, body.get("attestation"), purpose="secret")
+        instance = privacy.instance_of(claims)
+        if not _RUN_ID.match(run_id):
+            raise InvalidInputError(f"run id {run_id!r} is not valid", hint="use the runId the reservation returned")
+        fields = privacy.check_record(body)
+        self._privacy().reservation_for(contract_id, run_id, instance)  # refuse before the slow part
+        recomputed = privacy.recompute_epsilon(
+            fields["accountant"], fields["noise_multiplier"], fields["sample_rate"], fields["steps"], fields["delta"]
+        )
+        with self._write():
+            model = self._privacy()
+            verdict = privacy.judge_record(model.reservation_for(contract_id, run_id, instance), fields, recomputed)
+            record = fields | {
+                "contract_id": contract_id,
+                "run_id": run_id,
+                "instance": instance,
+                "status": verdict.status,
+                "epsilon_recomputed": verdict.epsilon_recomputed,
+                "epsilon_spent": verdict.epsilon_spent,
+                "reason": verdict.reason,
+                "attestation_sha256": ledger.payload_digest(str(body["attestation"]).encode()),
+            }
+            seqno = self._attested_privacy_write(contract_id, privacy.RECORD, record)
+            model.apply(seqno, privacy.RECORD, f"{ledger.ATTESTED_PREFIX}{contract_id}", record)
+            datasets = [model.budget(d).view(d) for d in model.reservations[run_id].datasets]
+            event = {"runId": run_id, "epsilonRecomputed": recomputed, "epsilonSpent": verdict.epsilon_spent}
+            if verdict.status == privacy.RECORDED:
+                self._insert_event(contract_id, seqno, "privacy_recorded", "audit", event)
+            else:
+                self._insert_event(contract_id, seqno, "privacy_refused", "audit", event | {"reason": verdict.reason})
+        self.on_event(contract_id)
+        if verdict.status != privacy.RECORDED:
+            raise ConflictError(
+                f"privacy record of run {run_id[:12]}… refused: {verdict.reason}",
+                hint="the run's whole reservation stays charged",
+            )
+        return {
+            "runId": run_id,
+            "status": verdict.status,
+            "epsilonRecomputed": recomputed,
+            "epsilonSpent": verdict.epsilon_spent,
+            "datasets": datasets,
+        }
+
+    def _check_privacy_reservation(self, contract_id: str, asset: str, claims: dict[str, Any]) -> None:
+        """The DEK of a budgeted datasource goes only to the instance holding an open reservation."""
+        contract = self.get_contract(contract_id)
+        if not any(item.name == asset for item in privacy.declared_budgets(contract["data"])):
+            return
+        if not self._privacy().open_reservation(contract_id, privacy.instance_of(claims)):
+            raise AccessDeniedError(
+                "no privacy reservation for this clean room: the runtime reserves epsilon before keys are released",
+                hint=f"'{asset}' has a privacy budget; reserve with POST /contracts/{contract_id}/privacy/reservations",
+            )
+
+    def privacy_datasets(self) -> list[dict[str, Any]]:
+        return self._privacy().datasets()
+
+    def privacy_history(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        model = self._privacy()
+        return model.history_of(model.resolve(dataset) if dataset else None)
 
     # -- ledger reads -------------------------------------------------------------------------------
     def head(self) -> dict[str, Any]:

@@ -2,34 +2,23 @@
 confidential container group's ARM template and, with the real ccePolicy, the policy to vote and
 the Key Vault secure-key-release (SKR) policy.
 
-The Azure flags are checked on their own first (`check_aci_flags`), then against the contract
-(`check_aci_spec`), before anything is asked of governance or written, so a mistyped flag costs
-neither a round trip nor a half-written folder.
+``core.runtime.backend.AciBackend.generate`` checks the Azure flags on their own first
+(`check_aci_flags`), before anything is asked of governance, then against the contract
+(`check_aci_spec`) before anything is written, so a mistyped flag costs neither a round trip nor
+a half-written folder.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidInputError
+from core.runtime.backend import GenerateOptions
 
 
-@dataclass(frozen=True)
-class AciGenerateOptions:
-    """The `--backend aci` flags of `governance deployment generate`."""
-
-    runtime_image: str | None = None
-    maa_endpoint: str | None = None
-    cce_policy_file: Path | None = None
-    kek_vaults: tuple[str, ...] = ()
-    identity_id: str | None = None
-    identity_client_id: str | None = None
-
-
-def _identity(options: AciGenerateOptions) -> Any:
+def _identity(options: GenerateOptions) -> Any:
     """The group's user-assigned managed identity (None without --identity); both flags or neither."""
     from core.runtime.aci import ManagedIdentity
 
@@ -43,23 +32,25 @@ def _identity(options: AciGenerateOptions) -> Any:
     return None
 
 
-def check_aci_flags(backend: str, options: AciGenerateOptions) -> None:
+def refuse_aci_flags(options: GenerateOptions) -> None:
+    """Another backend given Azure flags: refused rather than silently writing no Azure file."""
+    if (
+        options.cce_policy_file
+        or options.maa_endpoint
+        or options.kek_vaults
+        or options.identity_id
+        or options.identity_client_id
+    ):
+        raise InvalidInputError(
+            "--cce-policy, --maa-endpoint, --kek-vault and --identity are for --backend aci",
+            hint="add --backend aci",
+        )
+
+
+def check_aci_flags(options: GenerateOptions) -> None:
     """The Azure flags on their own, before governance is asked anything."""
     from core.keys.skr import ACIPOLICYGEN_HINT, cce_policy_host_data, maa_authority
 
-    if backend != "aci":
-        if (
-            options.cce_policy_file
-            or options.maa_endpoint
-            or options.kek_vaults
-            or options.identity_id
-            or options.identity_client_id
-        ):
-            raise InvalidInputError(
-                "--cce-policy, --maa-endpoint, --kek-vault and --identity are for --backend aci",
-                hint="add --backend aci",
-            )
-        return
     _identity(options)
     if options.maa_endpoint:
         maa_authority(options.maa_endpoint)
@@ -79,7 +70,7 @@ def check_aci_flags(backend: str, options: AciGenerateOptions) -> None:
             )
 
 
-def check_aci_spec(contract_id: str, contract_data: dict[str, Any], options: AciGenerateOptions) -> None:
+def check_aci_spec(contract_id: str, contract_data: dict[str, Any], options: GenerateOptions) -> None:
     """Before anything is written: the template must be buildable, and a deployable one (with the
     real ccePolicy) needs every data owner's vault, or the sidecar could release no key."""
     from core.runtime.aci import aci_template
@@ -118,7 +109,7 @@ def kek_vaults(items: tuple[str, ...]) -> dict[str, str]:
 
 
 def write_aci_artifacts(
-    summary: dict[str, Any], *, governance_url: str, governance_cert_pem: str, options: AciGenerateOptions
+    summary: dict[str, Any], *, governance_url: str, governance_cert_pem: str, options: GenerateOptions
 ) -> dict[str, Any]:
     """Add the ARM template (and, with the ccePolicy, the policy to vote and the SKR policy)
     next to the deployment spec `write_deployment` wrote; the governance URL and pinned service

@@ -1,9 +1,11 @@
 """Where a clean room runs: one `DeploymentBackend` interface, a local and an Azure (ACI) implementation.
 
 `cleanroom deployment start|status|logs|stop` build one backend from ``--backend local|aci``
-(`deployment_backend`) and call only this interface, so a new place to run a clean room is a new
-class here, not a new branch in every verb. Backends return data (JSON-able dicts, snake_case);
-how it is shown is the front end's business.
+(`deployment_backend`) and `cleanroom governance deployment generate` from the same option
+(`generation_backend`: writing files needs neither the local services nor an Azure resource
+group); they call only this interface, so a new place to run a clean room is a new class here,
+not a new branch in every verb. Backends return data (JSON-able dicts, snake_case); how it is
+shown is the front end's business.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from core.errors import CleanroomError, InvalidInputError
+from core.errors import CleanroomError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # the runtime and the Azure SDK load only when a verb uses them, not with `--help`
     from core.runtime.process import RuntimeEnvironment
@@ -40,9 +42,39 @@ class StartOptions:
     allow_debug_policy: bool = False  # aci: no ccePolicy (not confidential)
 
 
+@dataclass(frozen=True)
+class GenerateOptions:
+    """How to write a contract's deployment files; like ``StartOptions``, every field belongs to
+    the backends that read it (all to aci today: the local files need nothing more)."""
+
+    runtime_image: str | None = None  # aci: the runtime sidecar image
+    maa_endpoint: str | None = None  # aci: the MAA the SKR policy trusts
+    cce_policy_file: Path | None = None  # aci: base64 ccePolicy from `az confcom acipolicygen`
+    kek_vaults: tuple[str, ...] = ()  # aci: MEMBER=URL of each data owner's Key Vault
+    identity_id: str | None = None  # aci: the group's user-assigned managed identity
+    identity_client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class GovernedContract:
+    """A contract as governance holds it, and the governance a deployed clean room reports to."""
+
+    data: dict[str, Any]
+    governance_url: str
+    governance_cert_pem: str
+
+
 @runtime_checkable
 class DeploymentBackend(Protocol):
-    """start/status/logs/stop of one contract's clean room, wherever it runs."""
+    """generate/start/status/logs/stop of one contract's clean room, wherever it runs."""
+
+    def generate(
+        self, contract_id: str, contract: Callable[[], GovernedContract], output_dir: Path, options: GenerateOptions
+    ) -> dict[str, Any]:
+        """Write the files the parties vote on and the hoster deploys into ``output_dir``; a summary
+        naming them. ``options`` are checked before ``contract`` is read, so a mistyped flag
+        costs no governance round trip and writes nothing."""
+        ...
 
     def start(self, contract_id: str, options: StartOptions) -> dict[str, Any]:
         """Start the clean room; its status once it runs (or has been provisioned)."""
@@ -62,11 +94,32 @@ class DeploymentBackend(Protocol):
 
 
 class LocalBackend:
-    """This machine's sandboxed runtime, as a detached process (``core.runtime.process``)."""
+    """This machine's sandboxed runtime, as a detached process (``core.runtime.process``).
 
-    def __init__(self, environment: RuntimeEnvironment, *, poll_seconds: float = 0.5) -> None:
-        self.environment = environment
+    Built without an environment (``generation_backend``) it writes files only."""
+
+    def __init__(self, environment: RuntimeEnvironment | None, *, poll_seconds: float = 0.5) -> None:
+        self._environment = environment
         self._poll_seconds = poll_seconds
+
+    @property
+    def environment(self) -> RuntimeEnvironment:
+        if self._environment is None:
+            raise NotFoundError(
+                "this local backend was built to write deployment files, not to run them",
+                hint="build it with deployment_backend('local', ...)",
+            )
+        return self._environment
+
+    def generate(
+        self, contract_id: str, contract: Callable[[], GovernedContract], output_dir: Path, options: GenerateOptions
+    ) -> dict[str, Any]:
+        """The deployment spec and the clean-room policy (with its hash) the runtime attests."""
+        from core.runtime.aci_artifacts import refuse_aci_flags
+        from core.runtime.deployment import write_deployment
+
+        refuse_aci_flags(options)
+        return write_deployment(contract_id, contract().data, output_dir)
 
     def start(self, contract_id: str, options: StartOptions) -> dict[str, Any]:
         from core.runtime import process
@@ -83,8 +136,9 @@ class LocalBackend:
         """The status file, or ``NOT_DEPLOYED``: status is asked of any contract by any party."""
         from core.runtime.local import read_status
 
+        state_dir = self.environment.runtime_state_dir
         try:
-            return read_status(self.environment.runtime_state_dir, contract_id)
+            return read_status(state_dir, contract_id)
         except CleanroomError:
             return {"contract_id": contract_id, "state": NOT_DEPLOYED}
 
@@ -116,7 +170,36 @@ class AciBackend:
     contract, named by `container_group_name`."""
 
     def __init__(self, deployment: Any) -> None:
-        self.deployment = deployment  # core.runtime.aci.AciDeployment (or one over a test client)
+        # core.runtime.aci.AciDeployment (or one over a test client); None: writes files only
+        self._deployment = deployment
+
+    @property
+    def deployment(self) -> Any:
+        if self._deployment is None:
+            raise NotFoundError(
+                "this ACI backend was built to write deployment files, not to deploy them",
+                hint="build it with deployment_backend('aci', resource_group=...)",
+            )
+        return self._deployment
+
+    def generate(
+        self, contract_id: str, contract: Callable[[], GovernedContract], output_dir: Path, options: GenerateOptions
+    ) -> dict[str, Any]:
+        """The local files plus the confidential container group's ARM template and, with the
+        real ccePolicy, the policy to vote carrying it and the Key Vault SKR policy."""
+        from core.runtime.aci_artifacts import check_aci_flags, check_aci_spec, write_aci_artifacts
+        from core.runtime.deployment import write_deployment
+
+        check_aci_flags(options)
+        governed = contract()
+        check_aci_spec(contract_id, governed.data, options)
+        summary = write_deployment(contract_id, governed.data, output_dir)
+        return write_aci_artifacts(
+            summary,
+            governance_url=governed.governance_url,
+            governance_cert_pem=governed.governance_cert_pem,
+            options=options,
+        )
 
     @classmethod
     def in_resource_group(cls, resource_group: str | None, subscription: str | None = None) -> AciBackend:
@@ -186,4 +269,15 @@ def deployment_backend(
         return LocalBackend(local_environment())
     if name == "aci":
         return AciBackend.in_resource_group(resource_group, subscription)
+    raise InvalidInputError(f"no deployment backend '{name}'", hint=f"use one of: {', '.join(BACKEND_NAMES)}")
+
+
+def generation_backend(name: str) -> DeploymentBackend:
+    """The backend ``--backend NAME`` chose, for writing a contract's deployment files only
+    (`governance deployment generate`): neither the local services nor an Azure resource group
+    is looked for, since writing the files needs neither."""
+    if name == "local":
+        return LocalBackend(None)
+    if name == "aci":
+        return AciBackend(None)
     raise InvalidInputError(f"no deployment backend '{name}'", hint=f"use one of: {', '.join(BACKEND_NAMES)}")

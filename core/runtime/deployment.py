@@ -12,7 +12,11 @@ fragments) into two documents the parties then vote on:
 
 The runtime adds two variables to every application and they are part of the measured
 ``env``: ``CLEANROOM_TELEMETRY_FILE`` (where a workload appends JSON-lines progress) and,
-for an application that serves, ``CLEANROOM_UDS``, which only *names* the spec's socket.
+for an application that serves, ``CLEANROOM_UDS``, which only *names* the spec's socket. An
+application with ``private_training`` also gets ``CLEANROOM_PRIVATE_TRAINING`` (its voted job,
+:func:`private_training_job`), and the section itself stays in the spec, where governance reads
+the epsilon it charges. ``CLEANROOM_LOSS_TELEMETRY`` is set at launch, not measured: it follows
+the ``loss_telemetry`` runtime option, which members vote on after the deployment.
 
 A serving workload does not bind ``CLEANROOM_UDS``: the local runtime binds and listens on the
 unix socket itself, before the workload starts and outside the sandbox (in a 0700 directory no
@@ -31,7 +35,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.config.canonical import document_hash
+from core.config.canonical import canonical_json, document_hash
+from core.config.summary_policy import SummaryPolicy
 from core.crypto.secret_file import write_public_file
 from core.errors import InvalidInputError
 from core.keys.measurement import clean_room_policy, policy_hash
@@ -40,8 +45,20 @@ from core.keys.skr import aci_policy_fields
 SPEC_VERSION = 1
 RUN_DIR = "/run/cleanroom"
 TELEMETRY_FILE = f"{RUN_DIR}/telemetry.jsonl"
+PRIVATE_TRAINING_ENV = "CLEANROOM_PRIVATE_TRAINING"
+LOSS_TELEMETRY_ENV = "CLEANROOM_LOSS_TELEMETRY"
 DEPLOYMENT_SPEC_FILE = "deployment-spec.json"
 POLICY_FILE = "clean-room-policy.json"
+
+
+def private_training_job(training: dict[str, Any], mounts: list[dict[str, Any]]) -> str:
+    """The job of a private training workload (``CLEANROOM_PRIVATE_TRAINING``): the voted
+    ``private_training`` section plus where each mounted datasource is, as canonical JSON.
+
+    It is in the spec's ``env``, so the measured policy shows the exact job every party votes
+    on, and the Azure backend passes it like any voted variable."""
+    located = {m["name"]: m["path"] for m in mounts if m["kind"] == "datasource"}
+    return canonical_json({**training, "mounts": located}).decode()
 
 
 def socket_path(application: str) -> str:
@@ -86,6 +103,12 @@ def deployment_spec(contract_id: str, merged_spec: dict[str, Any]) -> dict[str, 
         env["CLEANROOM_TELEMETRY_FILE"] = TELEMETRY_FILE
         if app.get("ports"):
             env["CLEANROOM_UDS"] = socket_path(app["name"])
+        training = app.get("private_training")
+        if training is not None:
+            env[PRIVATE_TRAINING_ENV] = private_training_job(training, mounts)
+        summary_policy = app.get("summary_policy")
+        if summary_policy is not None:  # the caps the summariser enforces on what leaves
+            env.update(SummaryPolicy.model_validate(summary_policy).to_env())
         applications.append(
             {
                 "name": app["name"],
@@ -100,6 +123,9 @@ def deployment_spec(contract_id: str, merged_spec: dict[str, Any]) -> dict[str, 
                 "socket": socket_path(app["name"]) if app.get("ports") else None,
                 "cpu": app.get("cpu"),
                 "memory_gb": app.get("memory_gb"),
+                # only when set: the specs of contracts without private training stay as they were
+                **({"private_training": training} if training is not None else {}),
+                **({"summary_policy": summary_policy} if summary_policy is not None else {}),
             }
         )
     return {

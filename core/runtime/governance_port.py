@@ -1,7 +1,7 @@
 """The runtime's and key service's view of governance: a thin adapter over ``GovernanceClient``.
 
 Only what a clean room does: reads (contract, accepted documents, runtime options, JWKS) and
-attested calls (secret get, CA endorse, event append), whose body carries the attestation
+attested calls (secret get, CA endorse, event append, privacy reserve/record), whose body carries the attestation
 token instead of a member signature.
 """
 
@@ -56,6 +56,12 @@ class HttpGovernance:
             raise AccessDeniedError("the runtime has not attested yet, so governance will not take its events")
         data = {k: v for k, v in event.items() if k != "type"}
         self.client.append_event(contract_id, attestation, event["type"], data, category=category)
+
+    def reserve_privacy(self, contract_id: str, application: str, attestation: str) -> dict[str, Any]:
+        return self.client.reserve_privacy(contract_id, application, attestation)
+
+    def record_privacy(self, contract_id: str, run_id: str, record: dict[str, Any], attestation: str) -> dict[str, Any]:
+        return self.client.record_privacy(contract_id, run_id, record, attestation)
 
     def accepted_policy_hash(self, contract_id: str) -> str | None:
         return accepted_policy_hash(self.document(contract_id, "clean_room_policy"))

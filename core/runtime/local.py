@@ -4,9 +4,11 @@ One call of :meth:`LocalRuntime.run` is one deployment:
 
 1. refuse unless the contract, its deployment spec and clean-room policy are accepted and
    execution is enabled;
-2. attest the spec it is about to run (virtual attestation, ephemeral workload key), get the
-   contract's secrets (wrapped DEKs) and each owner's KEK released by the key service, and
-   decrypt every datasource into a private mount (0700, a neutral temp dir: see RunDirectory);
+2. attest the spec it is about to run (virtual attestation, ephemeral workload key); check
+   every pinned datasource's ciphertext against the contract's hash and reserve each private
+   training application's epsilon (``core.runtime.private_training``), both before any key;
+   get the contract's secrets (wrapped DEKs) and each owner's KEK released by the key service,
+   and decrypt every datasource into a private mount (0700, a neutral temp dir: see RunDirectory);
 3. run each application in the bubblewrap sandbox (no network, read-only sources, writable
    sinks only) behind the TLS ingress when it serves;
 4. while running, follow the kill switch, forward telemetry only if enabled and application
@@ -73,13 +75,22 @@ from core.keys.measurement import policy_hash
 from core.keys.release import WorkloadKey
 from core.keys.wrap_deks import dek_secret_name
 from core.runtime import sandbox
-from core.runtime.deployment import RUN_DIR, TELEMETRY_FILE, accepted_policy_hash
+from core.runtime.deployment import LOSS_TELEMETRY_ENV, RUN_DIR, TELEMETRY_FILE, accepted_policy_hash
 from core.runtime.ingress import IngressProxy, RouteAllowList, TokenPolicy
 from core.runtime.ingress_cert import endorsed_ingress_identity
 from core.runtime.lifecycle import LIVE_STATES, DeploymentState, LifecycleEvent
+from core.runtime.private_training import (
+    LOSS_TELEMETRY_OPTION,
+    PrivacyRecords,
+    reserve,
+    telemetry_filter,
+    unaccounted_sinks,
+    withheld_reason,
+)
 from core.service_process import process_alive
+from core.storage.blobstore import BlobStore
 from core.storage.locator import open_store
-from core.storage.transfer import Manifest, UntrustedEntryError, download_folder, upload_untrusted_folder
+from core.storage.transfer import Manifest, UntrustedEntryError, download_folder, pinned_copy, upload_untrusted_folder
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MOUNTS_DIR = "mounts"
@@ -99,9 +110,13 @@ TELEMETRY_POLL_SECONDS = 0.2
 TELEMETRY_QUEUE = 100  # records waiting to be forwarded; the oldest are dropped
 TELEMETRY_EVENTS_PER_SECOND = 50.0  # what one run may send governance as telemetry
 TELEMETRY_DRAIN_SECONDS = 2.0  # how long the end of a run waits for queued records
+# ... and for the last claimed record: governance recomputes a privacy record's epsilon (opacus,
+# whose first import in the service takes seconds) before it answers
+CLAIM_DRAIN_SECONDS = 120.0
 MAX_LOG_LINE = 64 * 1024  # a longer application output line is cut here
 OUTPUT_CHUNK = 64 * 1024  # bytes read from a workload's stdout at a time
 LOGS_DIR = "logs"
+CIPHERTEXT_DIR = "ciphertext"  # in a run's private area: pinned datasources' checked ciphertext
 REATTEST_AFTER_SECONDS = DEFAULT_TTL_SECONDS / 2
 
 
@@ -133,6 +148,16 @@ class GovernancePort(Protocol):
     def record_event(
         self, contract_id: str, event: dict[str, Any], *, category: str = "audit", attestation: str | None = None
     ) -> None: ...
+
+    def reserve_privacy(self, contract_id: str, application: str, attestation: str) -> dict[str, Any]:
+        """Reserve the run's epsilon before any DEK of a budgeted datasource is released:
+        ``{runId, reserved, datasets}``; AccessDeniedError naming the dataset when it would overspend."""
+        ...
+
+    def record_privacy(self, contract_id: str, run_id: str, record: dict[str, Any], attestation: str) -> dict[str, Any]:
+        """Report the run's ``privacy_record`` (noise_multiplier, sample_rate, steps, delta,
+        accountant, epsilon); governance recomputes epsilon and refuses a mismatch."""
+        ...
 
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -321,6 +346,8 @@ class LocalRuntime:
         self._listening: dict[str, sandbox.ListeningSocket] = {}  # serving application -> its socket
         self._token_lock = threading.Lock()  # the telemetry thread sends events too
         self._kill_switch_tripped = False
+        self._privacy: PrivacyRecords | None = None  # private training runs: their privacy records
+        self._loss_telemetry = False  # members voted loss_telemetry (only read for private runs)
 
     # -- control ----------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -364,6 +391,7 @@ class LocalRuntime:
                 hint="pass the spec generated for this contract",
             )
         outcome = DeploymentOutcome(contract_id)
+        self._privacy, self._loss_telemetry = None, False
         processes: dict[str, subprocess.Popen[bytes]] = {}
         ingress: IngressProxy | None = None
         deks: dict[str, bytes] = {}
@@ -379,9 +407,11 @@ class LocalRuntime:
             if sandbox.bwrap_path() is None and not self.insecure_no_sandbox:
                 raise sandbox.missing_bwrap_error()  # before any key is released
             self._note(contract_id, LifecycleEvent.ATTESTED, attestation, policy_hash=policy_hash(spec))
+            stores = self._pin_datasources(spec, run_dir)  # a swapped upload: nothing reserved or released
+            self._reserve_privacy(contract_id, spec, attestation)  # before any key: a refusal ends the run here
             deks = self._release_deks(contract_id, spec, attestation, workload_key)
             self._note(contract_id, LifecycleEvent.KEYS_RELEASED, attestation, assets=sorted(deks))
-            self._decrypt_datasources(spec, run_dir, deks)
+            self._decrypt_datasources(spec, run_dir, stores, deks)
             if self._stop.is_set():
                 raise AccessDeniedError(f"deployment of '{contract_id}' stopped before it ran ({self._stop_reason})")
             ingress = self._start_ingress(contract_id, spec, run_dir, attestation, ingress_port)
@@ -425,6 +455,20 @@ class LocalRuntime:
                 run_dir.remove()
         return outcome
 
+    def _reserve_privacy(self, contract_id: str, spec: dict[str, Any], attestation: str) -> None:
+        """Reserve every private training application's epsilon (``core.runtime.private_training``)."""
+
+        def note(event_type: str, /, **detail: Any) -> None:
+            self._note(contract_id, event_type, attestation, **detail)
+
+        runs = reserve(self.governance, contract_id, spec, attestation, note)
+        if not runs:
+            return
+        self._privacy = PrivacyRecords(
+            self.governance, contract_id, runs, lambda: self._fresh(attestation) or attestation, note
+        )
+        self._loss_telemetry = self.governance.option_enabled(contract_id, LOSS_TELEMETRY_OPTION)
+
     def _release_deks(
         self, contract_id: str, spec: dict[str, Any], attestation: str, workload_key: WorkloadKey
     ) -> dict[str, bytes]:
@@ -439,16 +483,41 @@ class LocalRuntime:
             deks[asset["name"]] = keks[owner].unwrap(wrapped, label=f"DEK of '{asset['name']}'")
         return deks
 
-    def _decrypt_datasources(self, spec: dict[str, Any], run_dir: RunDirectory, deks: dict[str, bytes]) -> None:
+    def _pin_datasources(self, spec: dict[str, Any], run_dir: RunDirectory) -> dict[str, BlobStore]:
+        """Where each datasource is decrypted from. A pinned one (``content_hash``) is first copied
+        (ciphertext) into the run's private area and its hash checked against the contract's, all
+        before any epsilon is reserved or key released: a swapped upload ends the run with nothing
+        charged, released or decrypted, and what is decrypted is exactly the copy that was checked."""
+        stores: dict[str, BlobStore] = {}
         for document in spec.get("datasources", []):
             asset = DataAsset.model_validate(document)
-            download_folder(
-                open_store(asset.store),
-                asset.container,
-                deks[asset.name],
-                run_dir.asset(asset.name),
-                label=f"datasource '{asset.name}'",
-            )
+            store = open_store(asset.store)
+            if asset.content_hash is not None:
+                store = pinned_copy(
+                    store,
+                    asset.container,
+                    run_dir.path / CIPHERTEXT_DIR / asset.name,
+                    expected=asset.content_hash,
+                    label=f"datasource '{asset.name}'",
+                )
+            stores[asset.name] = store
+        return stores
+
+    def _decrypt_datasources(
+        self, spec: dict[str, Any], run_dir: RunDirectory, stores: dict[str, BlobStore], deks: dict[str, bytes]
+    ) -> None:
+        try:
+            for document in spec.get("datasources", []):
+                asset = DataAsset.model_validate(document)
+                download_folder(
+                    stores[asset.name],
+                    asset.container,
+                    deks[asset.name],
+                    run_dir.asset(asset.name),
+                    label=f"datasource '{asset.name}'",
+                )
+        finally:
+            shutil.rmtree(run_dir.path / CIPHERTEXT_DIR, ignore_errors=True)
         for document in spec.get("datasinks", []):
             run_dir.asset(document["name"])
 
@@ -493,6 +562,8 @@ class LocalRuntime:
 
     def _env(self, contract_id: str, app: dict[str, Any], attestation: str) -> dict[str, str]:
         env = dict(app.get("env", {}))
+        if app.get("private_training") is not None and self._loss_telemetry:
+            env[LOSS_TELEMETRY_ENV] = "1"
         for name in app.get("env_names", []):
             env[name] = self.governance.secret(contract_id, env_secret_name(name), attestation).decode()
         return env
@@ -553,12 +624,17 @@ class LocalRuntime:
         for pump in pumps:
             pump.start()
         telemetry: TelemetryForwarder | None = None
-        if telemetry_on:
+        privacy = self._privacy
+        if telemetry_on or privacy:  # a private run's privacy record is read even with telemetry off
             telemetry = TelemetryForwarder(
                 _TelemetryTail(run_dir.run / Path(TELEMETRY_FILE).relative_to(RUN_DIR)),
                 forward=lambda record: self._forward_telemetry(contract_id, record, attestation),
                 refused=lambda kind: self._note(contract_id, "telemetry_refused", attestation, kind=kind),
                 dropped=lambda count: self._note(contract_id, "telemetry_dropped", attestation, records=count),
+                claim=privacy.take if privacy else None,
+                keep=telemetry_filter(
+                    telemetry_on=telemetry_on, private_run=bool(privacy), loss_voted=self._loss_telemetry
+                ),
             )
             telemetry.start()
         kill_switch = KillSwitch(self.governance, contract_id)
@@ -671,8 +747,19 @@ class LocalRuntime:
         sealed = []
         log_sink = spec.get("logging", {}).get("datasink")
         logs = run_dir.logs() if log_sink else {}
+        withheld = unaccounted_sinks(spec, self._privacy)
         for document in spec.get("datasinks", []):
             asset = DataAsset.model_validate(document)
+            if asset.name in withheld:
+                self._note(
+                    contract_id,
+                    "seal_refused",
+                    attestation,
+                    datasink=asset.name,
+                    owner=asset.owner,
+                    reason=withheld_reason(withheld[asset.name]),
+                )
+                continue
             try:
                 manifest = seal_datasink(
                     asset,
@@ -844,7 +931,11 @@ class TelemetryForwarder:
     oldest records are dropped when it is full: the latest progress matters most), a sender
     thread forwards at most :data:`TELEMETRY_EVENTS_PER_SECOND`. A workload flooding its
     telemetry file therefore costs one thread a bounded read per poll and governance a bounded
-    event rate, and never delays the kill switch. Used by the local runtime and the sidecar."""
+    event rate, and never delays the kill switch. Used by the local runtime and the sidecar.
+
+    ``claim`` takes records out on the reader thread before they are queued (a private run's
+    ``privacy_record``, which a flood must never push out of the queue); ``keep`` filters what
+    is forwarded (telemetry off; loss fields without the ``loss_telemetry`` vote)."""
 
     def __init__(
         self,
@@ -853,9 +944,13 @@ class TelemetryForwarder:
         forward: Callable[[dict[str, Any]], None],
         refused: Callable[[str], None] | None = None,
         dropped: Callable[[int], None] | None = None,
+        claim: Callable[[dict[str, Any]], bool] | None = None,
+        keep: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         self._tail = tail
         self._forward = forward
+        self._claim = claim
+        self._keep = keep
         self._refused = refused
         self._dropped_report = dropped
         self._queue: deque[dict[str, Any]] = deque()
@@ -875,7 +970,8 @@ class TelemetryForwarder:
         """Read what the workload wrote last, forward what is queued (for at most
         :data:`TELEMETRY_DRAIN_SECONDS`), and report how many records were dropped."""
         self._reading.set()
-        self._reader.join(timeout=TELEMETRY_DRAIN_SECONDS)
+        # a claimed record (a privacy record) is the run's account: wait for governance's answer
+        self._reader.join(timeout=TELEMETRY_DRAIN_SECONDS if self._claim is None else CLAIM_DRAIN_SECONDS)
         with self._ready:
             self._sending.set()
             self._ready.notify_all()
@@ -886,6 +982,10 @@ class TelemetryForwarder:
 
     def _read_once(self) -> None:
         records = self._tail.read_new()
+        if self._claim is not None:  # taken before the queue, so a flood can never drop them
+            records = [record for record in records if not self._claim(record)]
+        if self._keep is not None:
+            records = [record for record in records if self._keep(record)]
         if records:
             with self._ready:
                 for record in records:

@@ -5,8 +5,10 @@ It does inside ACI what ``LocalRuntime`` does on one machine, with the same piec
 1. read the accepted deployment spec from governance (contract, spec, policy accepted and
    execution on) and refuse unless its measurement is the ``CLEANROOM_POLICY_HASH`` this group
    was built for;
-2. attest (``KeyRelease``: MAA via the SKR sidecar on Azure), fetch each mount's wrapped DEK from
-   governance with that attestation, get each owner's KEK released and unwrap the DEKs;
+2. attest (``KeyRelease``: MAA via the SKR sidecar on Azure); check every pinned datasource's
+   ciphertext against the contract's hash and reserve each private training application's
+   epsilon (``core.runtime.private_training``), both before any key; fetch each mount's wrapped
+   DEK from governance with that attestation, get each owner's KEK released and unwrap the DEKs;
 3. download and decrypt every datasource from its owner's blob store into the shared in-memory
    volume, then write ``ready`` into the run volume: the workload containers were waiting for it
    (see the command wrapper in ``core.runtime.aci``);
@@ -36,6 +38,7 @@ import shutil
 import signal
 import stat
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -69,8 +72,17 @@ from core.runtime.local import (
     owned_dek,
     seal_datasink,
 )
+from core.runtime.private_training import (
+    LOSS_TELEMETRY_OPTION,
+    PrivacyRecords,
+    reserve,
+    telemetry_filter,
+    unaccounted_sinks,
+    withheld_reason,
+)
+from core.storage.blobstore import BlobStore
 from core.storage.locator import open_store
-from core.storage.transfer import UntrustedEntryError, download_folder
+from core.storage.transfer import UntrustedEntryError, download_folder, pinned_copy
 
 POLL_SECONDS = 0.1
 STOP_GRACE_SECONDS = 20.0
@@ -214,6 +226,8 @@ class RuntimeSidecar:
         self._token: str | None = None
         self._attested_at = 0.0
         self._token_lock = threading.Lock()  # the telemetry thread sends events too
+        self._privacy: PrivacyRecords | None = None  # private training runs: their privacy records
+        self._loss_telemetry = False
 
     def request_stop(self, reason: str) -> None:
         """Kill switch or SIGTERM (ACI stop): stop the workloads, seal what they wrote, wipe plaintext."""
@@ -268,18 +282,12 @@ class RuntimeSidecar:
         ready = False
         try:
             self._note(LifecycleEvent.ATTESTED, policy_hash=measured)
-            deks = self._release_deks()
-            self._note(LifecycleEvent.KEYS_RELEASED, assets=sorted(deks))
-            for entry in self.config.mount_plan:
-                if entry["kind"] == "datasource":
-                    asset = self._asset(entry)
-                    download_folder(
-                        open_store(asset.store),
-                        asset.container,
-                        deks[asset.name],
-                        self.config.volume(entry),
-                        label=f"datasource '{asset.name}'",
-                    )
+            with tempfile.TemporaryDirectory(prefix="cleanroom-ciphertext-") as copies:
+                stores = self._pin_datasources(Path(copies))  # a swapped upload: nothing reserved or released
+                self._reserve_privacy()  # before any key: a refusal ends the run here
+                deks = self._release_deks()
+                self._note(LifecycleEvent.KEYS_RELEASED, assets=sorted(deks))
+                self._decrypt_datasources(stores, deks)
             if self._stop.is_set():
                 raise AccessDeniedError(f"deployment of '{contract_id}' stopped before it ran ({self._stop_reason})")
             self._open_volumes_to_workloads()
@@ -302,6 +310,47 @@ class RuntimeSidecar:
                     self._seal(deks)
             finally:
                 self._wipe()
+
+    def _reserve_privacy(self) -> None:
+        """Reserve every private training application's epsilon (``core.runtime.private_training``)."""
+        contract_id = self.config.contract_id
+        runs = reserve(self.governance, contract_id, self._spec, self._attestation(), self._note)
+        if runs:
+            self._privacy = PrivacyRecords(self.governance, contract_id, runs, self._attestation, self._note)
+            self._loss_telemetry = self.governance.option_enabled(contract_id, LOSS_TELEMETRY_OPTION)
+
+    def _pin_datasources(self, copies: Path) -> dict[str, BlobStore]:
+        """Where each datasource is decrypted from. A pinned one (``content_hash``) is first copied
+        (ciphertext) and its hash checked against the contract's, all before any epsilon is
+        reserved or key released; what is decrypted is exactly the copy that was checked."""
+        stores: dict[str, BlobStore] = {}
+        for entry in self.config.mount_plan:
+            if entry["kind"] != "datasource":
+                continue
+            asset = self._asset(entry)
+            store: BlobStore = open_store(asset.store)
+            if asset.content_hash is not None:
+                store = pinned_copy(
+                    store,
+                    asset.container,
+                    copies / asset.name,
+                    expected=asset.content_hash,
+                    label=f"datasource '{asset.name}'",
+                )
+            stores[asset.name] = store
+        return stores
+
+    def _decrypt_datasources(self, stores: dict[str, BlobStore], deks: dict[str, bytes]) -> None:
+        for entry in self.config.mount_plan:
+            if entry["kind"] == "datasource":
+                asset = self._asset(entry)
+                download_folder(
+                    stores[asset.name],
+                    asset.container,
+                    deks[asset.name],
+                    self.config.volume(entry),
+                    label=f"datasource '{asset.name}'",
+                )
 
     def _open_volumes_to_workloads(self) -> None:
         """Workload images run as their own users, and the group's volumes are memory inside the
@@ -333,12 +382,18 @@ class RuntimeSidecar:
         the workloads control, is read and forwarded on its own threads."""
         contract_id = self.config.contract_id
         telemetry: TelemetryForwarder | None = None
-        if self.governance.option_enabled(contract_id, "telemetry"):
+        telemetry_on = self.governance.option_enabled(contract_id, "telemetry")
+        privacy = self._privacy
+        if telemetry_on or privacy:  # a private run's privacy record is read even with telemetry off
             telemetry = TelemetryForwarder(
                 _TelemetryTail(self.config.run_dir / Path(TELEMETRY_FILE).name),
                 forward=lambda record: self._note("telemetry", category="telemetry", **record),
                 refused=lambda kind: self._note("telemetry_refused", kind=kind),
                 dropped=lambda count: self._note("telemetry_dropped", records=count),
+                claim=privacy.take if privacy else None,
+                keep=telemetry_filter(
+                    telemetry_on=telemetry_on, private_run=bool(privacy), loss_voted=self._loss_telemetry
+                ),
             ).start()
         exits = {app: self.config.run_dir / f"{EXIT_FILE_PREFIX}{app}" for app in self.config.applications}
         kill_switch = KillSwitch(self.governance, contract_id)
@@ -368,10 +423,16 @@ class RuntimeSidecar:
         return codes
 
     def _seal(self, deks: dict[str, bytes]) -> None:
+        withheld = unaccounted_sinks(self._spec, self._privacy)
         for entry in self.config.mount_plan:
             if entry["kind"] != "datasink":
                 continue
             asset = self._asset(entry)
+            if asset.name in withheld:
+                self._note(
+                    "seal_refused", datasink=asset.name, owner=asset.owner, reason=withheld_reason(withheld[asset.name])
+                )
+                continue
             try:
                 manifest = seal_datasink(asset, self.config.volume(entry), deks[asset.name])
             except UntrustedEntryError as refused:

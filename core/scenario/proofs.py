@@ -13,13 +13,13 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.config.party import party_fragment
 from core.crypto.kek import dek_for
-from core.errors import AccessDeniedError, CleanroomError, ConflictError, IntegrityError
+from core.errors import AccessDeniedError, CleanroomError, ConflictError, IntegrityError, InvalidInputError
 from core.scenario.steps import Reporter, Step
 
 if TYPE_CHECKING:
@@ -32,6 +32,14 @@ KIND_DECRYPT = "decrypt another party's blobs with its own DEKs"
 KIND_STORES = "find plaintext in any blob store on the hoster's machine"
 KIND_MOUNTS = "find a decrypted mount left after the runs"
 DATA_OWNERS = ("provider", "consumer")  # the parties whose assets the others try to reach
+# `--attempt NAME` of the narrated proof lines (`python -m core.scenario isolation ...`), by kind
+ATTEMPTS = {
+    "secret": KIND_SECRET,
+    "release": KIND_RELEASE,
+    "decrypt": KIND_DECRYPT,
+    "stores": KIND_STORES,
+    "mounts": KIND_MOUNTS,
+}
 
 
 def _forged_attestation(contract_id: str, policy: str | None) -> str:
@@ -124,10 +132,13 @@ def _try_decrypt(scenario: Scenario, persona: str, asset: dict[str, Any]) -> Non
 
 
 def isolation(persona: str) -> Callable[[Scenario, Step, Reporter], str]:
-    """The body of ``isolation:<persona>``: every attempt of that persona on the others' assets."""
+    """The body of ``isolation:<persona>``: the attempts its narrated lines name
+    (``python -m core.scenario isolation --persona P --attempt NAME``), each on every asset of
+    the other parties."""
 
     def perform(scenario: Scenario, step: Step, reporter: Reporter) -> str:
-        checks = _isolation_checks(scenario, persona)
+        attempts = [invocation.value("--attempt") for invocation in step.invocations]
+        checks = isolation_checks(scenario, persona, attempts)
         kept = [c for c in scenario.state.results.get("isolation_checks", []) if c["persona"] != persona]
         scenario.state.results["isolation_checks"] = kept + checks
         for kind in dict.fromkeys(c["kind"] for c in checks):
@@ -142,11 +153,21 @@ def isolation(persona: str) -> Callable[[Scenario, Step, Reporter], str]:
     return perform
 
 
-def _isolation_checks(scenario: Scenario, persona: str) -> list[dict[str, Any]]:
+def isolation_checks(scenario: Scenario, persona: str, attempts: Collection[str]) -> list[dict[str, Any]]:
+    """What ``persona`` tries (``attempts``: names of ``ATTEMPTS``) and whether each was refused;
+    ``stores`` and ``mounts`` are the hoster's, whose machine holds every store and mount."""
+    unknown = sorted(set(attempts) - set(ATTEMPTS))
+    if unknown or (persona != "hoster" and {"stores", "mounts"} & set(attempts)):
+        raise InvalidInputError(
+            f"{persona} cannot attempt {', '.join(unknown) or 'stores/mounts'}",
+            hint=f"attempts: {', '.join(ATTEMPTS)} (stores and mounts: the hoster only)",
+        )
+    wanted = set(attempts)
     checks: list[dict[str, Any]] = []
     engine = scenario.engine(persona)
     for owner in [p for p in DATA_OWNERS if p != persona]:
-        for contract_id, asset in _contract_assets(scenario, owner):
+        assets = _contract_assets(scenario, owner)
+        for contract_id, asset in assets:
             secret = f"dek-{asset['name']}"
             policy = engine.accepted_policy_hash(contract_id)
 
@@ -156,25 +177,29 @@ def _isolation_checks(scenario: Scenario, persona: str) -> list[dict[str, Any]]:
             def decrypt(a: dict[str, Any] = asset) -> None:
                 _try_decrypt(scenario, persona, a)
 
-            _check(
-                checks,
-                persona,
-                KIND_SECRET,
-                f"cannot get {owner}'s wrapped DEK '{secret}' of '{contract_id}' "
-                "from governance with a self-made attestation",
-                get_secret,
-                (AccessDeniedError,),
-            )
-            _check(
-                checks,
-                persona,
-                KIND_DECRYPT,
-                f"cannot decrypt {owner}'s '{asset['name']}' blobs with its own DEKs",
-                decrypt,
-                (IntegrityError, AccessDeniedError),
-            )
+            if "secret" in wanted:
+                _check(
+                    checks,
+                    persona,
+                    KIND_SECRET,
+                    f"cannot get {owner}'s wrapped DEK '{secret}' of '{contract_id}' "
+                    "from governance with a self-made attestation",
+                    get_secret,
+                    (AccessDeniedError,),
+                )
+            if "decrypt" in wanted:
+                _check(
+                    checks,
+                    persona,
+                    KIND_DECRYPT,
+                    f"cannot decrypt {owner}'s '{asset['name']}' blobs with its own DEKs",
+                    decrypt,
+                    (IntegrityError, AccessDeniedError),
+                )
+        if "release" not in wanted:
+            continue
         owner_id = scenario.engine(owner).member_id
-        for contract_id in sorted({c for c, _ in _contract_assets(scenario, owner)}):
+        for contract_id in sorted({c for c, _ in assets}):
             policy = engine.accepted_policy_hash(contract_id)
 
             def release(c: str = contract_id, p: str | None = policy, owner_id: str = owner_id) -> None:
@@ -194,8 +219,9 @@ def _isolation_checks(scenario: Scenario, persona: str) -> list[dict[str, Any]]:
                 release,
                 (AccessDeniedError,),
             )
-    if persona == "hoster":
+    if "stores" in wanted:
         checks.append(_stores_hold_no_plaintext(scenario))
+    if "mounts" in wanted:
         checks.append(_no_plaintext_mounts(scenario))
     return checks
 

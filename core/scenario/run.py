@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from core import embedded
 from core.engine import DeploymentStatus, PersonaEngine, deployment_status, runtime_environment
 from core.errors import CleanroomError, ConflictError, InvalidInputError, NotFoundError
-from core.scenario.state import STATE_FILE, RunLock, RunStatus, ScenarioState
+from core.scenario.state import REFERENCE_SCENARIO, STATE_FILE, RunLock, RunStatus, ScenarioState
 from core.scenario.steps import ROOT_NAME, SERVICES_DIR, Reporter, ScenarioDefinition, Step
 from core.workspace import Workspace
 
@@ -44,7 +44,7 @@ class Scenario:
         if state.scenario != self.definition.name:
             raise ConflictError(
                 f"{root} holds the scenario '{state.scenario}', not '{self.definition.name}'",
-                hint="use a new --workspace directory for this scenario",
+                hint=f"resume it with --scenario {state.scenario}, or use a new --workspace directory for this one",
             )
         self.steps = list(self.definition.steps)
         self._engines: dict[str, PersonaEngine] = {}
@@ -308,38 +308,55 @@ class Scenario:
         return totals
 
     def summary(self) -> dict[str, Any]:
-        """The JSON document ``cleanroom demo --output json`` prints: the run's progress, then
-        what the definition reports about its results."""
+        """The JSON document ``cleanroom demo --output json`` prints (camelCase keys, the CLI's
+        one JSON style): the run's progress, then what the definition reports about its results
+        (``definition.summarise``), then the seconds each phase took."""
         return {
             "workspace": str(self.root),
+            "scenario": self.definition.name,
             "quick": self.state.quick,
             "status": self.state.status.value,
-            "steps_done": len(self.state.completed),
-            "steps_total": len(self.steps),
+            "stepsDone": len(self.state.completed),
+            "stepsTotal": len(self.steps),
             **self.definition.summarise(self),
-            "durations_s": self.phase_durations(),
-            "total_s": round(sum(self.state.durations_s.values()), 3),
+            "durationsSeconds": self.phase_durations(),
+            "totalSeconds": round(sum(self.state.durations_s.values()), 3),
         }
 
 
 def _reference() -> ScenarioDefinition:
     """The reference scenario, the default of `cleanroom demo` and the console (imported late:
     the definition imports the step bodies, which import this runner's types)."""
-    from core.scenario.three_personas import THREE_PERSONAS
+    from core.scenario import scenario_definition
 
-    return THREE_PERSONAS
+    return scenario_definition(REFERENCE_SCENARIO)
+
+
+def scenario_root(base: Path, name: str) -> Path:
+    """Where scenario ``name`` keeps its state when the reference one keeps its at ``base``:
+    ``base`` itself for the reference scenario, ``<base>-<name>`` beside it for any other, so
+    two scenarios never share a root (and ``Scenario.open`` refuses a root holding another)."""
+    return base if name == REFERENCE_SCENARIO else base.with_name(f"{base.name}-{name}")
 
 
 def open_embedded_scenario(
-    root: Path | None = None, *, quick: bool | None = None, reporter: Reporter | None = None
+    root: Path | None = None,
+    *,
+    quick: bool | None = None,
+    reporter: Reporter | None = None,
+    definition: ScenarioDefinition | None = None,
 ) -> tuple[Scenario, list[PersonaEngine]]:
-    """The embedded default as the console opens it: the three-persona scenario of `cleanroom
-    demo`, under ``<CLEANROOM_HOME>/scenario`` unless ``root`` says otherwise.
+    """The embedded default as the console opens it: a scenario of `cleanroom demo` (the
+    three-persona one unless ``definition`` says otherwise), under ``<CLEANROOM_HOME>/scenario``
+    (see :func:`scenario_root`) unless ``root`` says otherwise.
 
     Its workspaces are created and its services started on loopback on first use; later runs
     resume where the last one stopped. Every step after that is left to the operators.
     """
-    scenario = Scenario.open(root or embedded.home() / "scenario", quick=quick)
+    name = definition.name if definition is not None else REFERENCE_SCENARIO
+    scenario = Scenario.open(
+        root or scenario_root(embedded.home() / "scenario", name), quick=quick, definition=definition
+    )
     scenario.open_consortium(reporter or Reporter())
     return scenario, [
         PersonaEngine(scenario.workspace(persona), services_home=scenario.services_home)

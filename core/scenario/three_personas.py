@@ -14,6 +14,7 @@ workspace, ``W/services`` the embedded services); the bodies in ``operations`` a
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from core.crypto.secret_file import write_public_file
@@ -22,6 +23,7 @@ from core.scenario import operations, proofs
 from core.scenario.operations import perform_each
 from core.scenario.steps import (
     EVERY_PERSONA,
+    ROOT_NAME,
     Invocation,
     Phase,
     Reporter,
@@ -121,9 +123,16 @@ def _contract_steps(
     serves: bool,
     data_owners: list[str],
     telemetry: bool = False,
+    personas: tuple[str, ...] = PERSONAS,
+    runtime_options: tuple[str, ...] = (),
 ) -> list[Step]:
-    """Propose, vote, deploy-propose, vote, (CA), wrap DEKs: the governance of one contract."""
-    configs = [word for p in PERSONAS for word in ("--configs", workspace_of(p))]
+    """Propose, vote, deploy-propose, vote, (CA), wrap DEKs: the governance of one contract.
+
+    ``personas`` are the parties whose fragments make the contract and who all vote (the hoster
+    proposes, so it votes last); ``runtime_options`` are voted options enabled besides telemetry."""
+    configs = [word for p in personas for word in ("--configs", workspace_of(p))]
+    voters = [*(p for p in personas if p != "hoster"), "hoster"]
+    options = (("telemetry",) if telemetry else ()) + runtime_options
     document = f"{contract_id}.json"
     steps = [
         Step(
@@ -148,7 +157,7 @@ def _contract_steps(
             operations.propose_contract,
         )
     ]
-    for persona in ("provider", "consumer", "hoster"):
+    for persona in voters:
         steps.append(
             Step(
                 f"{contract_id}:vote-contract:{persona}",
@@ -202,7 +211,7 @@ def _contract_steps(
     ]
     if serves:
         proposals.append(cleanroom("hoster", "governance", "ca", "propose-enable", "--contract-id", contract_id))
-    if telemetry:
+    for option in options:
         proposals.append(
             cleanroom(
                 "hoster",
@@ -213,7 +222,7 @@ def _contract_steps(
                 "--id",
                 contract_id,
                 "--option",
-                "telemetry",
+                option,
                 "--action",
                 "enable",
             )
@@ -225,12 +234,12 @@ def _contract_steps(
             "hoster",
             "propose the deployment spec, clean-room policy"
             + (" and CA" if serves else "")
-            + (" and telemetry" if telemetry else ""),
+            + "".join(f" and {option}" for option in options),
             tuple(proposals),
             operations.propose_deployment,
         )
     )
-    for persona in ("provider", "consumer", "hoster"):
+    for persona in voters:
         steps.append(
             Step(
                 f"{contract_id}:vote-deployment:{persona}",
@@ -331,12 +340,17 @@ def _inference_steps(phase: str, contract_id: str) -> list[Step]:
 
 # -- step bodies of this scenario only ------------------------------------------------------------
 def _training_assets(scenario: Scenario, step: Step, reporter: Reporter) -> str:
-    """The provider writes its training config (quick or full) into the folder it uploads."""
-    folder = scenario.path(TRAINING_CONFIG)
-    write_public_file(
-        folder / "training_config.json", (json.dumps(training_config(scenario), indent=2) + "\n").encode()
-    )
-    return perform_each(scenario, step, reporter)
+    """The provider writes its training config into the folder it then uploads: the narrated
+    `write FILE` names the file only, since quick or full is known only when the step runs."""
+    summaries = []
+    for invocation in step.invocations:
+        if invocation.program != "write":
+            summaries.append(perform_each(scenario, replace(step, invocations=(invocation,)), reporter))
+            continue
+        (narrated,) = invocation.args
+        write_public_file(scenario.path(narrated), (json.dumps(training_config(scenario), indent=2) + "\n").encode())
+        summaries.append(f"{narrated}: the {'quick' if scenario.state.quick else 'full'} run's config")
+    return "; ".join(summary for summary in summaries if summary)
 
 
 def _train(scenario: Scenario, step: Step, reporter: Reporter) -> str:
@@ -353,6 +367,19 @@ def _download_trained(scenario: Scenario, step: Step, reporter: Reporter) -> str
         k: metrics.get(k) for k in ("steps", "wall_time_s", "train_loop_s") if k in metrics
     }
     return summary
+
+
+def _attempts(persona: str) -> tuple[str, ...]:
+    """Each party tries the others' DEKs and KEKs; the hoster, whose machine holds every store and
+    mount, also looks for plaintext in them."""
+    return ("secret", "release", "decrypt", *(("stores", "mounts") if persona == "hoster" else ()))
+
+
+def _isolation_attempt(persona: str, attempt: str) -> Invocation:
+    return Invocation(
+        ("-m", "core.scenario", "isolation", "--root", ROOT_NAME, "--persona", persona, "--attempt", attempt),
+        program="python",
+    )
 
 
 def build_steps() -> list[Step]:
@@ -440,6 +467,7 @@ def build_steps() -> list[Step]:
             "upload the PyTorch model and training config; declare the output datasink",
             (
                 *_upload("provider", "base-pytorch", "W/provider/model/pytorch"),
+                Invocation((f"{TRAINING_CONFIG}/training_config.json",), program="write"),
                 *_upload("provider", "training-config", TRAINING_CONFIG),
                 cleanroom("provider", "config", "add-datasink", "--name", "trained-model"),
             ),
@@ -550,7 +578,7 @@ def build_steps() -> list[Step]:
     )
     steps += _inference_steps("fine-tuned", FINETUNED_CONTRACT)
     # 4. proofs: the attacks are not CLI verbs (a forged attestation, a raw read of a store), so
-    # these steps narrate no command line; their bodies say what each attempt was
+    # each is the proof module's own command line, which the step performs exactly
     for persona in PERSONAS:
         steps.append(
             Step(
@@ -558,7 +586,7 @@ def build_steps() -> list[Step]:
                 "proofs",
                 persona,
                 "try to open the other parties' assets (every attempt must be refused)",
-                (),
+                tuple(_isolation_attempt(persona, attempt) for attempt in _attempts(persona)),
                 proofs.isolation(persona),
             )
         )
@@ -593,27 +621,50 @@ def build_steps() -> list[Step]:
 
 
 def summarise(scenario: Scenario) -> dict[str, Any]:
-    """The results part of ``cleanroom demo --output json``."""
+    """The results part of ``cleanroom demo --output json``, camelCase like every CLI document
+    (the training config and its metrics keep the trainer's own keys: they are its files)."""
     results = scenario.state.results
     baseline = results.get("evaluation", {}).get(BASE_CONTRACT, {})
     finetuned = results.get("evaluation", {}).get(FINETUNED_CONTRACT, {})
     checks = results.get("isolation_checks", [])
+    training = results.get("training")
+    ledger = results.get("ledger")
     return {
-        "baseline_accuracy": baseline.get("accuracy"),
-        "finetuned_accuracy": finetuned.get("accuracy"),
+        "baselineAccuracy": baseline.get("accuracy"),
+        "finetunedAccuracy": finetuned.get("accuracy"),
         "gain": (
             round(finetuned["accuracy"] - baseline["accuracy"], 6)
             if "accuracy" in baseline and "accuracy" in finetuned
             else None
         ),
-        "test_rows": finetuned.get("total_rows", baseline.get("total_rows")),
-        "training": results.get("training"),
+        "testRows": finetuned.get("total_rows", baseline.get("total_rows")),
+        "training": (
+            {
+                "steps": training.get("steps"),
+                "valAccuracy": training.get("val_accuracy"),
+                "sealed": training.get("sealed"),
+                "config": training.get("config"),
+                "metrics": training.get("metrics"),
+            }
+            if training
+            else None
+        ),
         "contracts": results.get("contracts", []),
-        "ledger_verified": results.get("ledger", {}).get("verified"),
-        "ledger": results.get("ledger"),
-        "isolation_checks": checks,
-        "isolation_passed": bool(checks) and all(c["passed"] for c in checks),
-        "event_counts": results.get("event_counts", {}),
+        "ledgerVerified": (ledger or {}).get("verified"),
+        "ledger": (
+            {
+                "entries": ledger.get("entries"),
+                "checkpoints": ledger.get("checkpoints"),
+                "memberSignaturesChecked": ledger.get("member_signatures_checked"),
+                "verified": ledger.get("verified"),
+                "byPersona": ledger.get("by_persona"),
+            }
+            if ledger
+            else None
+        ),
+        "isolationChecks": checks,
+        "isolationPassed": bool(checks) and all(c["passed"] for c in checks),
+        "eventCounts": results.get("event_counts", {}),
     }
 
 

@@ -12,10 +12,17 @@ Why an upload id: a new upload writes beside the old one and only the manifest w
 readers over, so an interrupted upload never leaves a mix of old and new files. The runtime
 seals datasinks with :func:`upload_untrusted_folder`, the same upload (so ``datasink download``
 is the same code) over a folder a workload wrote: see there for why it walks differently.
+
+Why a content hash of the ciphertext (:func:`content_hash`): a contract pins each datasource's
+upload, so its owner cannot swap the data after the others voted. It is computed over the
+sealed blobs, never the plaintext: a hash of low-entropy plaintext would let any reader of the
+contract confirm a guessed dataset. The runtime checks it on a private copy of the blobs before
+decrypting anything (:func:`pinned_copy`), so what is checked is what is decrypted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -38,7 +45,7 @@ from core.crypto.envelope import (
 )
 from core.errors import CleanroomError, IntegrityError, InvalidInputError, NotFoundError
 from core.storage.blobstore import BlobStore
-from core.storage.local import check_blob_name
+from core.storage.local import LocalBlobStore, check_blob_name
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -456,6 +463,75 @@ def download_folder(
     if progress is not None:
         progress(TransferStatus(total, total, len(manifest.files), len(manifest.files), ""))
     return manifest
+
+
+CONTENT_HASH_PREFIX = "sha256:"
+_HASH_CHUNK = 1 << 20
+
+
+def content_hash(store: BlobStore, container: str) -> str:
+    """``sha256:<hex>`` of every blob of the container (the current upload: ``_upload`` removes
+    the previous one's blobs), over the sorted blob names and each blob's own SHA-256."""
+    blobs: dict[str, str] = {}
+    for info in store.list(container):
+        digest = hashlib.sha256()
+        with store.open_read(container, info.name) as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
+        blobs[info.name] = digest.hexdigest()
+    return _combined(blobs)
+
+
+def _combined(blobs: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(blobs):
+        digest.update(f"{name}\0{blobs[name]}\n".encode())
+    return CONTENT_HASH_PREFIX + digest.hexdigest()
+
+
+class _Hashing(io.RawIOBase):
+    """A read-through stream that hashes what passes, so a blob is copied and hashed in one read."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._source.read(len(view))
+        view[: len(data)] = data
+        self.digest.update(data)
+        return len(data)
+
+
+def pinned_copy(store: BlobStore, container: str, folder: Path, *, expected: str, label: str) -> LocalBlobStore:
+    """A private local copy of the container's blobs, refused unless their content hash is ``expected``.
+
+    Copying first and checking the copy closes the window in which an owner could swap blobs
+    between a check on the original and the download: the runtime decrypts only the copy it
+    hashed. IntegrityError (and nothing kept) on a mismatch."""
+    copy = LocalBlobStore(folder)
+    copy.ensure_container(container)
+    blobs: dict[str, str] = {}
+    for info in store.list(container):
+        with store.open_read(container, info.name) as handle:
+            reader = _Hashing(handle)
+            copy.put(container, info.name, cast(BinaryIO, io.BufferedReader(reader, _HASH_CHUNK)))
+        blobs[info.name] = reader.digest.hexdigest()
+    actual = _combined(blobs)
+    if actual != expected:
+        raise IntegrityError(
+            f"{label} differs from the upload pinned in the contract ({_short(expected)} != {_short(actual)})",
+            hint="the owner re-uploads and the contract is voted again",
+        )
+    return copy
+
+
+def _short(hash_text: str) -> str:
+    return hash_text[: len(CONTENT_HASH_PREFIX) + 12] + "…"
 
 
 def _delete_prefix(store: BlobStore, container: str, prefix: str) -> None:

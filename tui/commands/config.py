@@ -15,9 +15,18 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from core.config.fragment import AzureBlobStoreSpec, LocalStoreSpec, parse_store_spec
+from core.config.cli_values import parse_mount, parse_ports, split_list
+from core.config.fragment import (
+    AzureBlobStoreSpec,
+    LocalStoreSpec,
+    PrivacyBudget,
+    PrivateTraining,
+    parse_model,
+    parse_store_spec,
+)
 from core.config.merge import MergedSpec, merge_paths
 from core.config.party import add_application, add_data_asset, init_party, set_export, set_network_policy
+from core.config.summary_policy import parse_summary_policy
 from core.errors import InvalidInputError
 from core.storage.locator import local_store_spec
 from core.workspace import Workspace
@@ -163,33 +172,140 @@ def _asset_command(kind: str) -> click.Command:
         storage_account: str | None,
         connection_string_env: str | None,
         container: str | None,
+        epsilon_total: float | None = None,
+        delta: float | None = None,
+        privacy_unit: str | None = None,
     ) -> Result:
         workspace = _workspace(ctx)
         store = _store_option(store_path, store_json)
         azure = _azure_store_option(storage_account, connection_string_env, container)
         if store is not None and azure is not None:
             raise InvalidInputError("--store-path/--store and the Azure flags both given", hint="pass only one store")
-        fragment = add_data_asset(workspace, kind, name, azure or store)
+        privacy = _privacy_budget(epsilon_total, delta, privacy_unit)
+        fragment = add_data_asset(workspace, kind, name, azure or store, privacy=privacy)
         asset = fragment.datasource(name) if kind == "datasource" else fragment.datasink(name)
-        return Result(
-            {"kind": kind, "name": name, "store": asset.store.kind, "container": asset.container},
-            text=f"added {kind} {name} ({asset.store.kind} store, new DEK wrapped by this party's KEK)",
+        budget = (
+            f"; privacy budget epsilon {privacy.epsilon_total:g}, delta {privacy.delta:g}, person column "
+            f"{privacy.privacy_unit}"
+            if privacy
+            else ""
         )
+        document: dict[str, object] = {
+            "kind": kind,
+            "name": name,
+            "store": asset.store.kind,
+            "container": asset.container,
+        }
+        if kind == "datasource":  # a datasink never has a budget: no key rather than a null to explain
+            document["privacy"] = _camel_budget(privacy)
+        return Result(
+            document,
+            text=f"added {kind} {name} ({asset.store.kind} store, new DEK wrapped by this party's KEK){budget}",
+        )
+
+    if kind == "datasource":
+        command = click.option(
+            "--privacy-unit",
+            default=None,
+            metavar="COLUMN",
+            help="Privacy budget: the column naming the person a row belongs to.",
+        )(command)
+        command = click.option(
+            "--delta", type=float, default=None, help="Privacy budget: delta, in (0, 1), e.g. 1e-5."
+        )(command)
+        command = click.option(
+            "--epsilon-total",
+            type=float,
+            default=None,
+            help="Privacy budget: lifetime epsilon of this datasource over every run and contract.",
+        )(command)
 
     mount = "read-only" if kind == "datasource" else "write-only"
     example_name = "training-data" if kind == "datasource" else "consumer-output"
+    budget = (
+        """
+    A datasource may declare a differential-privacy budget (--epsilon-total, --delta and
+    --privacy-unit, all three or none): only private training may then read it, and governance
+    charges every run against it, across runs and contracts.
+"""
+        if kind == "datasource"
+        else ""
+    )
+    budget_example = (
+        f"""
+      cleanroom -w W/texts config add-{kind} --name texts \\
+          --epsilon-total 10 --delta 1e-5 --privacy-unit person_id"""
+        if kind == "datasource"
+        else ""
+    )
     command.__doc__ = f"""Declare a {kind} owned by this party and create its DEK.
 
     A {kind} is a named encrypted folder in a blob store, mounted {mount} in the clean room.
     Its random 256-bit DEK is stored only wrapped by this party's KEK (keys/deks/).
-
+{budget}
     \b
     Example:
       cleanroom -w W/consumer config add-{kind} --name {example_name}
       cleanroom -w W/consumer config add-{kind} --name {example_name} \\
-          --storage-account https://consumerstore.blob.core.windows.net
+          --storage-account https://consumerstore.blob.core.windows.net{budget_example}
     """
     return click.command(f"add-{kind}")(command)
+
+
+def _private_training(path: Path | None) -> dict[str, object] | None:
+    """The ``private_training`` section from its JSON file, validated now so a mistake is named
+    here rather than at contract time."""
+    if path is None:
+        return None
+    try:
+        document = json.loads(path.expanduser().read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInputError(
+            f"--private-training file {path} does not exist", hint="write the private_training JSON first"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(
+            f"--private-training file {path} is not readable JSON ({exc})", hint="fix the file and retry"
+        ) from None
+    return parse_model(PrivateTraining, document, source=f"--private-training file {path}").model_dump(mode="json")
+
+
+def _summary_policy(path: Path | None) -> dict[str, object] | None:
+    """The summariser's voted output caps from their JSON file, checked now rather than at contract time."""
+    if path is None:
+        return None
+    try:
+        text = path.expanduser().read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInputError(
+            f"--summary-policy file {path} does not exist",
+            hint='write {"max_sentences": 3, "max_ratio": 0.3, "max_document_bytes": 100000} to it',
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"--summary-policy file {path} is not readable ({exc})", hint="fix the file") from None
+    return parse_summary_policy(text, f"--summary-policy file {path}").model_dump(mode="json")
+
+
+def _privacy_budget(epsilon_total: float | None, delta: float | None, privacy_unit: str | None) -> PrivacyBudget | None:
+    given = [value is not None for value in (epsilon_total, delta, privacy_unit)]
+    if not any(given):
+        return None
+    if not all(given):
+        raise InvalidInputError(
+            "--epsilon-total, --delta and --privacy-unit declare one privacy budget together",
+            hint="give all three or none, e.g. --epsilon-total 10 --delta 1e-5 --privacy-unit person_id",
+        )
+    return parse_model(
+        PrivacyBudget,
+        {"epsilon_total": epsilon_total, "delta": delta, "privacy_unit": privacy_unit},
+        source="privacy budget",
+    )
+
+
+def _camel_budget(budget: PrivacyBudget | None) -> dict[str, object] | None:
+    if budget is None:
+        return None
+    return {"epsilonTotal": budget.epsilon_total, "delta": budget.delta, "privacyUnit": budget.privacy_unit}
 
 
 config.add_command(_asset_command("datasource"))
@@ -230,20 +346,6 @@ config.add_command(_export_command("logging"))
 config.add_command(_export_command("telemetry"))
 
 
-def _mount(text: str) -> dict[str, str]:
-    parts = dict(part.split("=", 1) for part in text.split(",") if "=" in part)
-    if set(parts) != {"src", "dst"} or len(text.split(",")) != 2:
-        raise InvalidInputError(
-            f"--mounts {text!r} is not 'src=<datasource>,dst=<path>'",
-            hint="e.g. --mounts src=training-data,dst=/mnt/data",
-        )
-    return {"source": parts["src"], "target": parts["dst"]}
-
-
-def _split_list(values: tuple[str, ...]) -> list[str]:
-    return [item.strip() for value in values for item in value.split(",") if item.strip()]
-
-
 def _env(values: tuple[str, ...]) -> dict[str, str]:
     pairs = {}
     for value in values:
@@ -281,6 +383,22 @@ def _env(values: tuple[str, ...]) -> dict[str, str]:
     metavar="NAME=VALUE",
     help="Non-secret environment value every party sees; repeatable.",
 )
+@click.option(
+    "--private-training",
+    "private_training_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    metavar="FILE.json",
+    help="Train with differential privacy: epsilon, delta, the join of budgeted datasources (voted).",
+)
+@click.option(
+    "--summary-policy",
+    "summary_policy_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    metavar="FILE.json",
+    help="A summariser's output caps: max_sentences, max_ratio, max_document_bytes (voted).",
+)
 @verb_output
 @click.pass_context
 def add_application_command(
@@ -295,6 +413,8 @@ def add_application_command(
     memory: float,
     env_names: tuple[str, ...],
     env_values: tuple[str, ...],
+    private_training_file: Path | None,
+    summary_policy_file: Path | None,
 ) -> Result:
     """Add an application (workload) this party brings to the clean room.
 
@@ -306,27 +426,32 @@ def add_application_command(
       cleanroom -w W/hoster config add-application --name inference \\
         --entrypoint containers/inference_server --command "python -m server --port 8080" \\
         --mounts src=model,dst=/mnt/model --ports 8080 --cpu 2 --memory 4 --env-names MODEL_NAME
+      cleanroom -w W/hoster config add-application --name dp-trainer --entrypoint containers/dp_trainer \\
+        --command "python -m containers.dp_trainer --model-dir /mnt/remote/model --output-dir /mnt/remote/output" \\
+        --mounts src=texts,dst=/mnt/remote/texts --mounts src=labels,dst=/mnt/remote/labels \\
+        --private-training private-training.json
     """
-    try:
-        port_numbers = [int(port) for port in _split_list(ports)]
-    except ValueError:
-        raise InvalidInputError(f"--ports {', '.join(ports)} are not numbers", hint="e.g. --ports 8080") from None
+    port_numbers = parse_ports(ports)
     try:
         command = shlex.split(command_line)
     except ValueError as exc:
         raise InvalidInputError(f"--command cannot be split ({exc})", hint="check its quotes") from None
+    training = _private_training(private_training_file)
+    summary_policy = _summary_policy(summary_policy_file)
     add_application(
         _workspace(ctx),
         name=name,
         image=image,
         entrypoint=entrypoint,
         command=command,
-        mounts=[_mount(text) for text in mounts],
+        mounts=[parse_mount(text) for text in mounts],
         ports=port_numbers,
         cpu=cpu,
         memory_gb=memory,
-        env_names=_split_list(env_names),
+        env_names=split_list(env_names),
         env=_env(env_values),
+        private_training=training,
+        summary_policy=summary_policy,
     )
     return Result(
         {
@@ -334,13 +459,20 @@ def add_application_command(
             "image": image,
             "entrypoint": entrypoint,
             "command": command,
-            "mounts": [_mount(text) for text in mounts],
+            "mounts": [parse_mount(text) for text in mounts],
             "ports": port_numbers,
             "cpu": cpu,
             "memoryGb": memory,
-            "envNames": _split_list(env_names),
+            "envNames": split_list(env_names),
+            "privateTraining": training,
+            "summaryPolicy": summary_policy,
         },
-        text=f"added application {name}",
+        text=f"added application {name}"
+        + (
+            f" (private training: epsilon {training['epsilon']:g} per run, delta {training['delta']:g})"
+            if training
+            else ""
+        ),
     )
 
 
@@ -432,7 +564,7 @@ def _render_spec(console: Console, spec: MergedSpec) -> None:
     console.print(parties)
 
     assets = Table(title="datasources and datasinks")
-    for column in ("kind", "name", "owner", "store", "container"):
+    for column in ("kind", "name", "owner", "store", "container", "privacy budget", "pinned upload"):
         assets.add_column(column)
     for kind, items in (("datasource", spec.datasources), ("datasink", spec.datasinks)):
         for asset in items:
@@ -447,6 +579,10 @@ def _render_spec(console: Console, spec: MergedSpec) -> None:
                 personas.get(asset.owner, asset.owner[:12]),
                 f"{asset.store.kind}: {where}",
                 asset.container,
+                f"ε {asset.privacy.epsilon_total:g}, δ {asset.privacy.delta:g}, by {asset.privacy.privacy_unit}"
+                if asset.privacy
+                else "",
+                asset.content_hash[:19] + "…" if asset.content_hash else "",
             )
     if spec.datasources or spec.datasinks:
         console.print(assets)
@@ -468,6 +604,16 @@ def _render_spec(console: Console, spec: MergedSpec) -> None:
         )
     if spec.applications:
         console.print(apps)
+    for app in spec.applications:
+        if app.private_training is not None:
+            training, join = app.private_training, app.private_training.join
+            console.print(
+                f"[bold]private training[/] {app.name}: ε {training.epsilon:g} per run x {join.max_rows_per_key} "
+                f"rows per person, δ {training.delta:g}, accountant {training.accountant}; join on {join.key}: "
+                + ", ".join(f"{source.how} {source.datasource}/{source.file}" for source in join.sources)
+                + f"; at least {join.min_rows} rows",
+                highlight=False,
+            )
 
     for kind, setting in (("logging", spec.logging), ("telemetry", spec.telemetry)):
         state = (

@@ -14,7 +14,9 @@ import click
 
 from core.engine import PersonaEngine, open_personas
 from core.errors import InvalidInputError
+from core.scenario import REFERENCE_SCENARIO, ScenarioDefinition, scenario_definition
 from themes import ALIASES, THEMES
+from tui.commands.demo import ScenarioName
 from tui.preferences import ConsolePreferences
 
 
@@ -39,11 +41,21 @@ from tui.preferences import ConsolePreferences
     help="Without --workspace: start the scenario's quick variant (100 training steps) "
     "or the full one; a scenario already started keeps its own.",
 )
-def console(workspaces: tuple[Path, ...], read_only: bool, theme: str | None, quick: bool | None) -> None:
+@click.option(
+    "--scenario",
+    "name",
+    type=ScenarioName(),
+    default=REFERENCE_SCENARIO,
+    show_default=True,
+    help="Without --workspace: the scenario of `cleanroom demo` to play, under "
+    "$CLEANROOM_HOME/scenario (three-personas) or $CLEANROOM_HOME/scenario-NAME.",
+)
+def console(workspaces: tuple[Path, ...], read_only: bool, theme: str | None, quick: bool | None, name: str) -> None:
     """Open the console: one tab per persona, keyboard voting, live deployments and training.
 
-    With no --workspace it opens the embedded default as the three-persona scenario of
-    `cleanroom demo`, under $CLEANROOM_HOME/scenario: the first run creates the workspaces and
+    With no --workspace it opens the embedded default as a scenario of `cleanroom demo` (the
+    three-persona one unless --scenario names another), under $CLEANROOM_HOME/scenario
+    ($CLEANROOM_HOME/scenario-NAME for another): the first run creates the workspaces and
     starts governance and the key service on loopback; then Ctrl+P offers each persona its next
     step, and a later run resumes where this one stopped. Quitting (Ctrl+Q) stops its services;
     while a clean room or a step is running it asks first: stop all, leave running, or stay.
@@ -65,11 +77,16 @@ def console(workspaces: tuple[Path, ...], read_only: bool, theme: str | None, qu
             "--quick/--full choose the embedded scenario's variant",
             hint="drop --quick/--full, or drop --workspace to open the embedded scenario",
         )
+    if workspaces and name != REFERENCE_SCENARIO:
+        raise InvalidInputError(
+            "--scenario chooses the embedded scenario to play",
+            hint="drop --scenario, or drop --workspace to open the embedded scenario",
+        )
     if workspaces:
         engines = open_personas(list(workspaces))
         _run_console(engines, read_only=read_only, theme=theme)
         return
-    _run_scenario_console(quick=quick, read_only=read_only, theme=theme)
+    _run_scenario_console(scenario_definition(name), quick=quick, read_only=read_only, theme=theme)
 
 
 def _run_console(engines: list[PersonaEngine], *, read_only: bool, theme: str | None) -> None:
@@ -85,24 +102,29 @@ def _run_console(engines: list[PersonaEngine], *, read_only: bool, theme: str | 
             engine.close()
 
 
-def _run_scenario_console(*, quick: bool | None, read_only: bool, theme: str | None) -> None:
+def _run_scenario_console(
+    definition: ScenarioDefinition, *, quick: bool | None, read_only: bool, theme: str | None
+) -> None:
     """The embedded scenario: one console per scenario (session lock), a quit that asks before
     it stops running clean rooms, and SIGTERM/SIGHUP that end the session without destroying
     work or leaving it running unannounced (see tui.scenario_session)."""
     from core import embedded
-    from core.scenario import Reporter, Scenario, open_embedded_scenario
+    from core.scenario import Reporter, Scenario, open_embedded_scenario, scenario_root
     from tui.scenario_session import end_session, previous_note, say
     from tui.session_lock import SessionLock
 
-    root = Scenario.open(embedded.home() / "scenario", quick=quick).root
+    root = Scenario.open(
+        scenario_root(embedded.home() / "scenario", definition.name), quick=quick, definition=definition
+    ).root
     with SessionLock(root, "console"):
         note = previous_note(root)
         if note:
             say(note)
-        with _stop_if_signalled_while_opening(root):
+        with _stop_if_signalled_while_opening(root, definition):
             scenario, engines = open_embedded_scenario(
                 root,
                 quick=quick,
+                definition=definition,
                 reporter=Reporter(
                     note=lambda text: click.echo(text, err=True),
                     step_finished=lambda step, seconds, summary: click.echo(
@@ -143,7 +165,7 @@ class _Signalled(Exception):
 
 
 @contextlib.contextmanager
-def _stop_if_signalled_while_opening(root: Path) -> Iterator[None]:
+def _stop_if_signalled_while_opening(root: Path, definition: ScenarioDefinition) -> Iterator[None]:
     """While the services start, SIGTERM/SIGHUP stop what was started and say so, instead of
     killing the console between two services and orphaning the first one silently."""
     from core.scenario import Scenario
@@ -156,7 +178,7 @@ def _stop_if_signalled_while_opening(root: Path) -> Iterator[None]:
     try:
         yield
     except _Signalled as exc:
-        stopped = Scenario.open(root).stop_services()
+        stopped = Scenario.open(root, definition=definition).stop_services()
         say(
             f"{exc} received while opening {root}: stopped {', '.join(stopped) or 'nothing'}; "
             "`cleanroom console` resumes it"

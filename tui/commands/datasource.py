@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from core.config.party import party_fragment
 from core.datasource import AssetStatus, download_asset, list_assets, upload_datasource
 from core.workspace import Workspace
 from tui.output import Result, camel_keys, verb_output
@@ -67,7 +68,9 @@ def upload(ctx: click.Context, name: str, dataset_folder: Path) -> Result:
 
     Files are sealed in 1 MiB AES-256-GCM chunks; a sealed manifest lists them so that
     download detects missing or swapped files. Readers switch to the new upload only once
-    every file is stored.
+    every file is stored. The SHA-256 of the uploaded ciphertext is pinned in this party's
+    config (content_hash): a contract created after the upload names exactly this data, and
+    the clean room refuses any other (upload before the contract is created).
 
     \b
     Example:
@@ -76,9 +79,16 @@ def upload(ctx: click.Context, name: str, dataset_folder: Path) -> Result:
     workspace = _workspace(ctx)
     with transfer_progress(f"upload {name}") as progress:
         manifest = upload_datasource(workspace, name, dataset_folder, progress=progress)
+    pinned = party_fragment(workspace).datasource(name).content_hash
     return Result(
-        {"datasource": name, "files": len(manifest.files), "plaintextBytes": manifest.total_bytes},
-        text=f"uploaded {len(manifest.files)} files ({_size(manifest.total_bytes)}) to datasource {name}, encrypted",
+        {
+            "datasource": name,
+            "files": len(manifest.files),
+            "plaintextBytes": manifest.total_bytes,
+            "contentHash": pinned,
+        },
+        text=f"uploaded {len(manifest.files)} files ({_size(manifest.total_bytes)}) to datasource {name}, encrypted;"
+        f" pinned {pinned} in this party's config",
     )
 
 

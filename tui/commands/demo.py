@@ -1,10 +1,12 @@
-"""`cleanroom demo`: the three-persona scenario, acted out for real and narrated.
+"""`cleanroom demo`: a scenario (the three-persona one unless --scenario says otherwise), acted
+out for real and narrated.
 
 The steps, their personas and their command lines come from ``core.scenario`` (the very
 invocations each step performs); this module only renders: a rule and a progress display per
 phase (the phase's steps plus a bar for each long task: uploads, the evaluation, the training
-run), one line per step with the commands a team would have typed, then the summary tables. Narration goes to stderr so
-``--output json`` leaves exactly one JSON document on stdout.
+run), one line per step with the commands a team would have typed, then the summary. Narration
+goes to stderr; the summary is the verb's result (``tui.output``), so ``-o json`` leaves exactly
+one JSON document on stdout and ``--query`` picks a figure out of it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +34,34 @@ from core.errors import InvalidInputError
 from core.scenario import (
     BASE_CONTRACT,
     FINETUNED_CONTRACT,
-    THREE_PERSONAS,
+    REFERENCE_SCENARIO,
+    SCENARIOS,
     TRAINING_CONTRACT,
     Reporter,
     Scenario,
     ScenarioDefinition,
     Step,
+    scenario_definition,
+    scenario_root,
 )
+from tui.output import Result, camel_keys, generic_table, stderr_console, verb_output
 from tui.session_lock import SessionLock
 
 DEFAULT_ROOT = Path("cleanroom-demo")
 PERSONA_STYLE = {"hoster": "magenta", "provider": "cyan", "consumer": "green", "all": "yellow"}
+OTHER_PERSONA_STYLES = ("blue", "bright_cyan", "bright_magenta", "bright_green", "bright_blue")
+# what every scenario's summary says about the run itself; the rest is the definition's results
+RUN_KEYS = frozenset(
+    {"workspace", "scenario", "quick", "status", "stepsDone", "stepsTotal", "durationsSeconds", "totalSeconds"}
+)
+
+
+def persona_style(persona: str) -> str:
+    """The persona's colour: the reference personas keep theirs, any other gets one by its name
+    (stable from run to run, so a persona reads the same in every narration)."""
+    if persona in PERSONA_STYLE:
+        return PERSONA_STYLE[persona]
+    return OTHER_PERSONA_STYLES[sum(persona.encode()) % len(OTHER_PERSONA_STYLES)]
 
 
 class Narration:
@@ -103,7 +123,7 @@ class Narration:
 
     def step_finished(self, step: Step, seconds: float, summary: str) -> None:
         self.done.add(step.key)
-        style = PERSONA_STYLE.get(step.persona, "white")
+        style = persona_style(step.persona)
         self.console.print(f"[{style}]{step.persona:>8}[/] [green]✓[/] {step.title} [dim]({seconds:.1f}s)[/]")
         self.console.print(f"         [dim]→[/] {summary}", highlight=False)
         if self.show_commands:
@@ -123,14 +143,20 @@ class Narration:
         self.console.print(f"         [dim]· {text}[/]", highlight=False)
 
 
-# -- output --------------------------------------------------------------------------------------
+# -- the summary ---------------------------------------------------------------------------------
 def _accuracy(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
 
 
-def _render(console: Console, summary: dict[str, Any]) -> None:
+def _seconds(value: Any) -> str:
+    return f"{value:.1f}s" if isinstance(value, (int, float)) else "-"
+
+
+def _three_personas_view(console: Console, summary: dict[str, Any]) -> None:
+    """The reference scenario's own view: one row per phase with its contract, state and accuracy,
+    the accuracy gain, the isolation proofs grouped by attempt, the ledger and the events."""
     contracts = {c["id"]: c for c in summary["contracts"]}
-    durations = summary["durations_s"]
+    durations = summary["durationsSeconds"]
     table = Table(title="three-persona scenario")
     for column, justify in (
         ("phase", "left"),
@@ -143,27 +169,27 @@ def _render(console: Console, summary: dict[str, Any]) -> None:
     training = summary.get("training") or {}
     rows = [
         ("setup", "", "", durations.get("setup")),
-        ("baseline", BASE_CONTRACT, _accuracy(summary["baseline_accuracy"]), durations.get("baseline")),
+        ("baseline", BASE_CONTRACT, _accuracy(summary["baselineAccuracy"]), durations.get("baseline")),
         (
             "fine-tuning",
             TRAINING_CONTRACT,
-            f"val {_accuracy(training.get('val_accuracy'))}" if training else "-",
+            f"val {_accuracy(training.get('valAccuracy'))}" if training else "-",
             durations.get("fine-tuning"),
         ),
-        ("fine-tuned", FINETUNED_CONTRACT, _accuracy(summary["finetuned_accuracy"]), durations.get("fine-tuned")),
+        ("fine-tuned", FINETUNED_CONTRACT, _accuracy(summary["finetunedAccuracy"]), durations.get("fine-tuned")),
         ("proofs", "", "", durations.get("proofs")),
     ]
     for phase, contract_id, accuracy, seconds in rows:
         state = contracts.get(contract_id, {}).get("state", "") if contract_id else ""
-        table.add_row(phase, contract_id, state, accuracy, f"{seconds:.1f}s" if seconds is not None else "-")
-    table.add_row("[bold]total", "", "", "", f"[bold]{summary['total_s']:.1f}s")
+        table.add_row(phase, contract_id, state, accuracy, _seconds(seconds))
+    table.add_row("[bold]total", "", "", "", f"[bold]{_seconds(summary['totalSeconds'])}")
     console.print(table)
     if summary["gain"] is not None:
         console.print(
-            f"accuracy on {summary['test_rows']} test rows: {_accuracy(summary['baseline_accuracy'])} → "
-            f"{_accuracy(summary['finetuned_accuracy'])} ([bold]{summary['gain'] * 100:+.1f} points[/])"
+            f"accuracy on {summary['testRows']} test rows: {_accuracy(summary['baselineAccuracy'])} → "
+            f"{_accuracy(summary['finetunedAccuracy'])} ([bold]{summary['gain'] * 100:+.1f} points[/])"
         )
-    checks = summary["isolation_checks"]
+    checks = summary["isolationChecks"]
     if checks:
         proofs = Table(title="isolation checks: every attempt must be refused")
         proofs.add_column("persona")
@@ -180,14 +206,44 @@ def _render(console: Console, summary: dict[str, Any]) -> None:
         for check in checks:
             if not check["passed"]:
                 console.print(f"[red]LEAK[/] {check['persona']}: {check['check']} ({check['detail']})")
-    if summary["ledger_verified"] is not None:
+    if summary["ledgerVerified"] is not None:
         ledger = summary.get("ledger") or {}
         console.print(
-            f"ledger verified by every party: {summary['ledger_verified']} "
+            f"ledger verified by every party: {summary['ledgerVerified']} "
             f"({ledger.get('entries')} entries, {ledger.get('checkpoints')} signed checkpoints)"
         )
-    for contract_id, counts in summary["event_counts"].items():
+    for contract_id, counts in summary["eventCounts"].items():
         console.print(f"events of {contract_id}: " + ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False)
+
+
+def _generic_view(console: Console, definition: ScenarioDefinition, summary: dict[str, Any]) -> None:
+    """Any scenario's summary, from the document alone: the phases and what each took, the
+    definition's figures as field/value rows, then each of its lists and mappings as a table."""
+    title = f"{definition.name} scenario"
+    phases = Table(title=title, min_width=len(title) + 4)  # a title wider than its table would fold
+    phases.add_column("phase")
+    phases.add_column("duration", justify="right")
+    durations = summary.get("durationsSeconds", {})
+    for phase in definition.phases:
+        phases.add_row(phase.title, _seconds(durations.get(phase.key)))
+    phases.add_row("[bold]total", f"[bold]{_seconds(summary.get('totalSeconds'))}")
+    console.print(phases)
+    results = {key: value for key, value in summary.items() if key not in RUN_KEYS}
+    figures = {key: value for key, value in results.items() if not isinstance(value, (dict, list))}
+    if figures:
+        console.print(generic_table(figures, title="results"))
+    for key, value in results.items():
+        if key in figures or not value:
+            continue
+        table = generic_table(value, title=key)
+        if table is not None:
+            console.print(table)
+        else:  # a list of plain values
+            console.print(f"{key}: {json.dumps(value)}", highlight=False)
+
+
+# a scenario with a view of its own; any other is drawn by _generic_view
+SUMMARY_VIEWS: dict[str, Callable[[Console, dict[str, Any]], None]] = {REFERENCE_SCENARIO: _three_personas_view}
 
 
 def private_folder(root: Path) -> Path:
@@ -216,41 +272,59 @@ def private_folder(root: Path) -> Path:
     return resolved
 
 
-def _list_steps(console: Console, definition: ScenarioDefinition) -> None:
-    phase = None
-    titles = definition.phase_titles
-    for step in definition.steps:
-        if step.phase != phase:
-            phase = step.phase
-            console.rule(titles[phase])
-        console.print(
-            f"[{PERSONA_STYLE.get(step.persona, 'white')}]{step.persona:>8}[/] [bold]{step.key}[/]: {step.title}"
-        )
-        for command in step.commands:
-            console.print(f"         [dim]$ {command}[/]", highlight=False, soft_wrap=True)
-        if not step.commands:
-            console.print("         [dim]· no command line: an attack no verb mounts (see its checks)[/]")
+class ScenarioName(click.Choice[str]):
+    """A name in ``core.scenario.SCENARIOS``, read when the option is parsed rather than when this
+    module is imported: the registry is the one list of scenarios, whoever adds to it."""
+
+    def __init__(self) -> None:
+        super().__init__(SCENARIOS)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        self.choices = tuple(SCENARIOS)
+        return super().convert(value, param, ctx)
+
+
+def _steps_result(definition: ScenarioDefinition) -> Result:
+    """``--list-steps``: every step, its persona and the command lines it runs, by phase."""
+    steps = [
+        {
+            "key": step.key,
+            "phase": step.phase,
+            "persona": step.persona,
+            "title": step.title,
+            "commands": list(step.commands),
+        }
+        for step in definition.steps
+    ]
+
+    def render(console: Console) -> None:
+        phase = None
+        titles = definition.phase_titles
+        for step in definition.steps:
+            if step.phase != phase:
+                phase = step.phase
+                # not console.rule: piped output is unbounded (never wrapped), and a rule fills it
+                console.print(f"[bold]── {titles[phase]} ──[/]", highlight=False)
+            console.print(f"[{persona_style(step.persona)}]{step.persona:>8}[/] [bold]{step.key}[/]: {step.title}")
+            for command in step.commands:
+                console.print(f"         [dim]$ {command}[/]", highlight=False, soft_wrap=True)
+            if not step.commands:
+                console.print("         [dim]· no command line: the scenario's own bookkeeping[/]")
+
+    return Result(steps, render=render)
 
 
 @click.command("demo")
 @click.option(
-    "--workspace",
-    "-w",
-    "root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder holding the three persona workspaces and the services' state "
-    "(default: the global --workspace if given, else ./cleanroom-demo).",
+    "--scenario",
+    "name",
+    type=ScenarioName(),
+    default=REFERENCE_SCENARIO,
+    show_default=True,
+    help="The scenario to play. Each keeps its own folder: ./cleanroom-demo for three-personas, "
+    "./cleanroom-demo-NAME for another, unless -w names one.",
 )
 @click.option("--quick", is_flag=True, help="Train at most 100 steps (a few minutes) instead of a full epoch.")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="json: one JSON object with the results on stdout (narration stays on stderr).",
-)
 @click.option("--keep-running", is_flag=True, help="Leave the embedded services running at the end.")
 @click.option(
     "--stop-after",
@@ -263,49 +337,50 @@ def _list_steps(console: Console, definition: ScenarioDefinition) -> None:
     "--show-commands/--hide-commands",
     default=True,
     show_default=True,
-    help="Print the `cleanroom` command lines each step runs under it.",
+    help="Print the `cleanroom` command lines each step runs under it (narration, on stderr).",
 )
 @click.option("--list-steps", is_flag=True, help="Print the scenario's steps and commands, then exit.")
+@verb_output
 @click.pass_context
 def demo(
     ctx: click.Context,
-    root: Path | None,
+    name: str,
     quick: bool,
-    output: str,
     keep_running: bool,
     stop_after: str | None,
     show_commands: bool,
     list_steps: bool,
-) -> None:
-    """Run the three-persona scenario end to end on the embedded default.
+) -> Result:
+    """Run a scenario end to end on the embedded default (the three-persona one by default).
 
     A hoster, a model provider and a model consumer each get a workspace with their own keys.
     Acting as each in turn through governance, key release and the sandboxed runtime:
     inference on the base model (~50%), a governed fine-tuning run sealed to the provider,
     inference on the fine-tuned model (>= 80% with a full run), then isolation proofs and an
-    offline ledger verification. Re-running on the same folder resumes an interrupted run
-    and refuses a finished one. The folder must be yours and writable by you alone.
+    offline ledger verification. Re-running on the same folder (-w, default ./cleanroom-demo)
+    resumes an interrupted run and refuses a finished one. The folder must be yours and
+    writable by you alone. Narration goes to stderr; -o json prints the results as one
+    JSON document on stdout.
 
     \b
     Example:
       cleanroom demo --quick
-      cleanroom demo --workspace /tmp/demo --output json > results.json
-      cleanroom demo --workspace /tmp/demo --stop-after inference-base:evaluate --keep-running
+      cleanroom demo -w /tmp/demo -o json > results.json
+      cleanroom demo -w /tmp/demo --stop-after inference-base:evaluate --keep-running
+      cleanroom demo --quick --query finetunedAccuracy
+      cleanroom demo --scenario three-personas --list-steps
     """
-    console = Console(stderr=True)
+    definition = scenario_definition(name)
     if list_steps:
-        _list_steps(Console(), THREE_PERSONAS)
-        return
-    if root is None:
-        given = Path(ctx.obj.get("workspace", Path("."))) if ctx.obj else Path(".")
-        root = given if given != Path(".") else DEFAULT_ROOT
-    scenario = Scenario.open(private_folder(root), quick=quick)
+        return _steps_result(definition)
+    given = Path(ctx.obj.get("workspace", Path("."))) if ctx.obj else Path(".")
+    root = given if given != Path(".") else scenario_root(DEFAULT_ROOT, name)
+    scenario = Scenario.open(private_folder(root), quick=quick, definition=definition)
     with SessionLock(scenario.root, "demo"):  # not while a console drives the same scenario
-        _run(
-            console,
+        return _run(
+            stderr_console(),
             scenario,
             quick=quick,
-            output=output,
             keep_running=keep_running,
             stop_after=stop_after,
             show_commands=show_commands,
@@ -317,12 +392,12 @@ def _run(
     scenario: Scenario,
     *,
     quick: bool,
-    output: str,
     keep_running: bool,
     stop_after: str | None,
     show_commands: bool,
-) -> None:
-    narration = Narration(console, scenario, show_commands=show_commands and output == "table")
+) -> Result:
+    """Run the pending steps, narrated on ``console`` (stderr), and return the summary."""
+    narration = Narration(console, scenario, show_commands=show_commands)
     already = scenario.stopped_at(stop_after) and not scenario.complete
     if already:
         done, total = scenario.progress
@@ -337,23 +412,34 @@ def _run(
             f"[bold]{scenario.pending()[0].key}[/] ({len(scenario.state.completed)} steps done)"
         )
     else:
-        console.print(f"three-persona demo in {scenario.root}" + (" (--quick)" if quick else ""))
+        console.print(f"{scenario.definition.name} demo in {scenario.root}" + (" (--quick)" if quick else ""))
     try:
         scenario.run(narration.reporter(), stop_after=stop_after, keep_services=keep_running)
     finally:
         narration.close()
-    summary = scenario.summary()
-    if output == "json":
-        click.echo(json.dumps(summary, sort_keys=True))
-        return
-    if not scenario.complete:
-        if not already:
-            console.print(
-                f"stopped after {stop_after}; run it again without --stop-after, or with a later step, to continue",
+    summary = camel_keys(scenario.summary())
+
+    def render(out: Console) -> None:
+        if not scenario.complete:
+            done, total = scenario.progress
+            upcoming = scenario.next_step()
+            out.print(
+                f"{scenario.root}: {done}/{total} steps done" + (f", next: {upcoming.key}" if upcoming else ""),
                 highlight=False,
             )
-        return
-    _render(Console(), summary)
-    console.print(f"results kept in {scenario.root / 'demo.json'}; `--output json` prints them as one document")
-    if keep_running:
-        console.print(f"services left running: CLEANROOM_HOME={scenario.services_home} cleanroom down")
+            if not already:
+                console.print(
+                    f"stopped after {stop_after}; run it again without --stop-after, or with a later step, to continue",
+                    highlight=False,
+                )
+            return
+        view = SUMMARY_VIEWS.get(scenario.definition.name)
+        if view is not None:
+            view(out, summary)
+        else:
+            _generic_view(out, scenario.definition, summary)
+        console.print(f"results kept in {scenario.root / 'demo.json'}; `-o json` prints them as one document")
+        if keep_running:
+            console.print(f"services left running: CLEANROOM_HOME={scenario.services_home} cleanroom down")
+
+    return Result(summary, render=render)

@@ -25,6 +25,7 @@ from core.governance.client import WORKSPACE_KEY, GovernanceClient, deploy_to_wo
 from core.workspace import Workspace
 from tui import vote_review
 from tui.aci_backend import generate_options
+from tui.commands.privacy import privacy_group
 from tui.output import Result, Stream, camel_keys, generic_table, verb_output
 
 
@@ -91,6 +92,9 @@ def governance() -> None:
       cleanroom -w W/hoster governance contract propose --id inference-initial \\
           --version $(cleanroom -w W/hoster governance contract show --id inference-initial --query version)
     """
+
+
+governance.add_command(privacy_group)
 
 
 # -- service ----------------------------------------------------------------------------------------
@@ -448,7 +452,11 @@ def runtime_option() -> None:
 
 
 OPTION = click.option(
-    "--option", type=click.Choice(["execution", "logging", "telemetry"]), required=True, help="Which option."
+    "--option",
+    type=click.Choice(["execution", "logging", "telemetry", "loss-telemetry"]),
+    required=True,
+    callback=lambda _ctx, _param, value: value.replace("-", "_"),  # loss-telemetry is governance's loss_telemetry
+    help="Which option (loss-telemetry: per-step loss of private training, which every member must vote).",
 )
 
 
@@ -704,20 +712,13 @@ def deployment_generate(
           --identity "$(az identity show -g RG -n MI --query id -o tsv)" \\
           --identity-client-id 6c0a9f0e-3f5b-4f7e-9a43-4a9d8d1f2b7c
     """
-    from core.runtime.aci_artifacts import AciGenerateOptions, check_aci_flags, check_aci_spec, write_aci_artifacts
-    from core.runtime.deployment import write_deployment
+    from core.runtime.backend import GenerateOptions, GovernedContract, generation_backend
 
-    request = AciGenerateOptions(**aci_options)
-    check_aci_flags(backend, request)
-    with _client(ctx) as client:
-        contract_data = client.contract(contract_id)["data"]
-        if backend == "aci":
-            check_aci_spec(contract_id, contract_data, request)
-        summary = write_deployment(contract_id, contract_data, output_dir)
-        if backend == "aci":
-            summary = write_aci_artifacts(
-                summary, governance_url=client.endpoint, governance_cert_pem=client.service_cert_pem, options=request
-            )
+    def governed() -> GovernedContract:
+        with _client(ctx) as client:
+            return GovernedContract(client.contract(contract_id)["data"], client.endpoint, client.service_cert_pem)
+
+    summary = generation_backend(backend).generate(contract_id, governed, output_dir, GenerateOptions(**aci_options))
     return Result(camel_keys(summary), title=f"deployment of {contract_id}")
 
 

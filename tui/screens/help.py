@@ -18,6 +18,7 @@ VIEW_TITLES = {
     "inference": "Inference",
     "data": "Data",
     "ledger": "Ledger",
+    "privacy": "Privacy budgets",
     "views": "Views",
     "app": "Everywhere",
 }
@@ -29,11 +30,16 @@ VIEW_NOTES = {
     "inference": "Type the contract id of an inference deployment and press Enter.",
     "data": "Your datasources (read-only mounts) and datasinks (write-only mounts).",
     "ledger": "Every governance write, hash-chained and signed.",
+    "privacy": "Epsilon per dataset across every run and contract: █ spent, ▒ reserved, ░ left.",
 }
 
 
 def key_label(key: str) -> str:
-    return {"slash": "/", "end": "End", "question_mark": "?"}.get(key, key.upper() if key.startswith("f") else key)
+    """How a binding's keys read in help and docs: ``f2,alt+1`` is ``F2/Alt+1``."""
+    names = {"slash": "/", "end": "End", "question_mark": "?"}
+    return "/".join(
+        names.get(one, one.upper() if one.startswith("f") else one.replace("alt+", "Alt+")) for one in key.split(",")
+    )
 
 
 class HelpScreen(ModalScreen[None]):

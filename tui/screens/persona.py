@@ -3,7 +3,7 @@
 The screen owns the persona's live state: it loads each view through workers (a slow or
 failing service never blocks a key) and routes the persona's event feed to the views.
 
-The six views are stacked in one place; the one shown sits on stage and the others wait just
+The seven views are stacked in one place; the one shown sits on stage and the others wait just
 off it, laid out at their size but never drawn. A switch moves two views: nothing is shown or
 hidden, so no widget gets Show, Hide or Resize (a DataTable re-renders every row on a resize),
 no tab widgets are restyled, and the tab line is one widget that repaints. Measured side by
@@ -31,6 +31,7 @@ from tui.widgets.deployments import DeploymentsView
 from tui.widgets.inference import InferenceView
 from tui.widgets.key_bar import KeyBar
 from tui.widgets.ledger import LedgerView
+from tui.widgets.privacy_gauge import PrivacyGauges
 from tui.widgets.proposals import ProposalsView
 from tui.widgets.training import TrainingMonitor
 
@@ -43,6 +44,7 @@ VIEW_TABS = (
     ("inference", "Inference"),
     ("data", "Data"),
     ("ledger", "Ledger"),
+    ("privacy", "Privacy"),
 )
 
 
@@ -76,6 +78,7 @@ class PersonaScreen(Screen):
             yield InferenceView(self.engine, read_only=self.read_only)
             yield DataView(self.engine, read_only=self.read_only)
             yield LedgerView(self.engine)
+            yield PrivacyGauges(self.engine)
         yield KeyBar(classes="key-bar")
 
     def on_mount(self) -> None:
@@ -93,6 +96,7 @@ class PersonaScreen(Screen):
         self.query_one(LedgerView).load()
         self.query_one(DataView).load()
         self.query_one(DeploymentsView).load()
+        self.query_one(PrivacyGauges).load()
 
     @property
     def active_view(self) -> str:

@@ -13,12 +13,12 @@ from textual.widgets import Static
 
 from core.engine import EndpointHealth, PersonaEngine
 
-PERSONA_KEYS = ("F2", "F3", "F4")
+PERSONA_KEYS = ("F2", "F3", "F4", "Alt+4", "Alt+5", "Alt+6", "Alt+7", "Alt+8", "Alt+9")  # tui.actions.persona_keys
 SCENARIO_MIN = 16  # "scenario 12/14 ▶": the step count survives any cut
 
 
 class PersonaTabs(Static):
-    """One tab per persona workspace; click or F2/F3/F4 switches (each keeps its own screens)."""
+    """One tab per persona workspace (up to nine); click, F2/F3/F4 or Alt+1..9 switches (each keeps its own screens)."""
 
     def __init__(self, personas: list[str], active: int) -> None:
         super().__init__(classes="persona-tabs")
