@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,11 @@ def test_spec_edited_outside_the_measured_applications_gets_no_key(world: World,
     elif edit == "datasink_owner":
         changed["datasinks"][0]["owner"] = hoster_id
     elif edit == "datasource_store":
+        # the hoster serves a copy of the pinned ciphertext from its own store, so the upload pin
+        # (checked by the runtime itself) matches and what refuses is the key service
+        source = changed["datasources"][0]
+        container = source["store"].get("container") or source["name"]
+        shutil.copytree(Path(source["store"]["path"]) / container, world.parties["hoster"].root / "store" / container)
         changed["datasources"][0]["store"] = _hoster_store(world)
     elif edit in ("logging", "telemetry"):
         changed[edit] = {"enabled": True, "datasink": "results", "owner": hoster_id}
