@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
 from containers.dp_trainer.job import LOSS_TELEMETRY_ENV, OUTPUT_NAMES, PrivacyConfigError, load_job
 from containers.dp_trainer.join import JoinError, execute_join, join_report
-from containers.trainer.__main__ import EXIT_BAD_INPUT, EXIT_STOPPED, TELEMETRY_ENV, ModelMountError, model_folder
+from containers.trainer.__main__ import (
+    EXIT_BAD_INPUT,
+    EXIT_STOPPED,
+    TELEMETRY_ENV,
+    ModelMountError,
+    check_output,
+    model_folder,
+    run_until_stopped,
+)
 from containers.trainer.model_files import PickleCheckpointError
 from containers.trainer.training import StopSignal, TrainingStopped
 
@@ -38,25 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_output(output_dir: Path) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    existing = [name for name in OUTPUT_NAMES if (output_dir / name).exists()]
-    if existing:
-        raise ModelMountError(
-            f"output folder '{output_dir}' already holds {', '.join(existing)}; "
-            "give an empty output mount so no earlier result is overwritten"
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stop = StopSignal()
-    previous = {signum: signal.signal(signum, lambda *_: stop.request()) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        return run(args, stop)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    return run_until_stopped(lambda stop: run(args, stop))
 
 
 def run(args: argparse.Namespace, stop: StopSignal) -> int:
@@ -64,7 +55,7 @@ def run(args: argparse.Namespace, stop: StopSignal) -> int:
         # Refusals come before the (slow) model load: the job, the mounts, then the join.
         job = load_job(dict(os.environ))
         folder = model_folder(args.model_dir)
-        check_output(args.output_dir)
+        check_output(args.output_dir, OUTPUT_NAMES)
         joined = execute_join(job.join, job.mounts)
     except (PrivacyConfigError, JoinError, ModelMountError, PickleCheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)

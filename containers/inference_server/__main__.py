@@ -14,6 +14,7 @@ import socket
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 from containers.inference_server.app import DEFAULT_MAX_BATCH, create_app
 from containers.inference_server.classifier import ModelFolderError, OnnxClassifier
@@ -78,18 +79,11 @@ def inherited_listener() -> int | None:
     return fd
 
 
-def main(argv: list[str] | None = None) -> int:
+def serve(app: Any, args: argparse.Namespace) -> None:
+    """Serve ``app`` on the socket the runtime passed (``CLEANROOM_LISTEN_FD``), else on
+    ``args.uds``, else on ``args.host``/``args.port`` (running by hand)."""
     import uvicorn
 
-    args = parse_args(argv)
-    try:
-        classifier = OnnxClassifier(
-            args.model_dir, quantised=args.quantised, threads=args.threads, max_length=args.max_length
-        )
-    except ModelFolderError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    app = create_app(classifier, max_batch=args.max_batch)
     listen_fd = inherited_listener()
     if listen_fd is not None:
         uvicorn.run(app, fd=listen_fd, log_level=args.log_level)
@@ -99,6 +93,19 @@ def main(argv: list[str] | None = None) -> int:
         uvicorn.run(app, uds=str(args.uds), log_level=args.log_level)
     else:
         uvicorn.run(app, host=args.host or "127.0.0.1", port=args.port, log_level=args.log_level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        classifier = OnnxClassifier(
+            args.model_dir, quantised=args.quantised, threads=args.threads, max_length=args.max_length
+        )
+    except ModelFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(classifier, max_batch=args.max_batch)
+    serve(app, args)
     return 0
 
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import stat
 import sys
 from pathlib import Path
 
-from containers.inference_server.__main__ import inherited_listener
+from containers.inference_server.__main__ import serve as serve_app
 from containers.summariser.batch import OutputFolderError, run_batch
 from containers.summariser.documents import DocumentsError
 from containers.summariser.encoder import EncoderFolderError
@@ -100,20 +99,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(summariser: DocumentSummariser, args: argparse.Namespace) -> None:
-    import uvicorn
-
     from containers.summariser.app import create_app
 
-    app = create_app(summariser)
-    listen_fd = inherited_listener()
-    if listen_fd is not None:
-        uvicorn.run(app, fd=listen_fd, log_level=args.log_level)
-    elif args.uds:
-        if args.uds.exists() and stat.S_ISSOCK(args.uds.stat().st_mode):
-            os.unlink(args.uds)  # a socket left by a previous run would make bind fail
-        uvicorn.run(app, uds=str(args.uds), log_level=args.log_level)
-    else:
-        uvicorn.run(app, host=args.host or "127.0.0.1", port=args.port, log_level=args.log_level)
+    serve_app(create_app(summariser), args)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from containers.trainer.config import ConfigError, load_config
@@ -64,9 +65,10 @@ def model_folder(model_dir: Path) -> Path:
     return folder
 
 
-def check_output(output_dir: Path) -> None:
+def check_output(output_dir: Path, names: tuple[str, ...] = OUTPUT_NAMES) -> None:
+    """Refuse an output mount that already holds any of ``names`` (the trainer's outputs)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    existing = [name for name in OUTPUT_NAMES if (output_dir / name).exists()]
+    existing = [name for name in names if (output_dir / name).exists()]
     if existing:
         raise ModelMountError(
             f"output folder '{output_dir}' already holds {', '.join(existing)}; "
@@ -74,15 +76,21 @@ def check_output(output_dir: Path) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_until_stopped(run: Callable[[StopSignal], int]) -> int:
+    """Run ``run`` with SIGTERM/SIGINT turned into a stop request it checks between steps, so
+    a stop from the runtime ends the run cleanly instead of mid-write."""
     stop = StopSignal()
     previous = {signum: signal.signal(signum, lambda *_: stop.request()) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return run(args, stop)
+        return run(stop)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_until_stopped(lambda stop: run(args, stop))
 
 
 def run(args: argparse.Namespace, stop: StopSignal) -> int:
