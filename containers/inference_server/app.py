@@ -31,10 +31,10 @@ class BadRequest(Exception):
         self.message = message
 
 
-def create_app(
-    classifier: OnnxClassifier, *, max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-) -> FastAPI:
-    app = FastAPI(title="cleanroom inference server", docs_url=None, redoc_url=None, openapi_url=None)
+def workload_app(title: str) -> FastAPI:
+    """A served workload's app: no docs or schema routes (nothing the contract did not list),
+    refusals as ``{"error": ...}`` with their status, and ``/healthz`` for the runtime."""
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(BadRequest)
     async def bad_request(_request: Request, exc: BadRequest) -> JSONResponse:
@@ -43,6 +43,14 @@ def create_app(
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    return app
+
+
+def create_app(
+    classifier: OnnxClassifier, *, max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> FastAPI:
+    app = workload_app("cleanroom inference server")
 
     @app.get("/metadata")
     async def metadata() -> dict[str, Any]:

@@ -11,10 +11,9 @@ import json
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from containers.inference_server.app import BadRequest, read_capped_body
+from containers.inference_server.app import BadRequest, read_capped_body, workload_app
 from containers.summariser.summarising import DocumentSummariser, Refusal
 
 BODY_OVERHEAD = 64 * 1024  # JSON escaping and the id around a document of the voted size
@@ -22,17 +21,9 @@ SHAPE = 'send {"text": "<document>"} with an optional "id"'
 
 
 def create_app(summariser: DocumentSummariser) -> FastAPI:
-    app = FastAPI(title="cleanroom summariser", docs_url=None, redoc_url=None, openapi_url=None)
+    app = workload_app("cleanroom summariser")
     # A JSON string can take up to 6 bytes per document byte (\\uXXXX escapes).
     max_body_bytes = 6 * summariser.policy.max_document_bytes + BODY_OVERHEAD
-
-    @app.exception_handler(BadRequest)
-    async def bad_request(_request: Request, exc: BadRequest) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
     @app.get("/metadata")
     async def metadata() -> dict[str, Any]:

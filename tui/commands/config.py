@@ -252,18 +252,27 @@ def _asset_command(kind: str) -> click.Command:
     return click.command(f"add-{kind}")(command)
 
 
+def _voted_section_text(path: Path, option: str, hint: str) -> str:
+    """The text of a voted section's file (``--private-training``, ``--summary-policy``), read
+    now so a missing or unreadable file is named here rather than at contract time."""
+    try:
+        return path.expanduser().read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInputError(f"{option} file {path} does not exist", hint=hint) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(
+            f"{option} file {path} is not readable ({exc})", hint="fix the file and retry"
+        ) from None
+
+
 def _private_training(path: Path | None) -> dict[str, object] | None:
-    """The ``private_training`` section from its JSON file, validated now so a mistake is named
-    here rather than at contract time."""
+    """The ``private_training`` section from its JSON file, validated now."""
     if path is None:
         return None
+    text = _voted_section_text(path, "--private-training", "write the private_training JSON first")
     try:
-        document = json.loads(path.expanduser().read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InvalidInputError(
-            f"--private-training file {path} does not exist", hint="write the private_training JSON first"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise InvalidInputError(
             f"--private-training file {path} is not readable JSON ({exc})", hint="fix the file and retry"
         ) from None
@@ -271,18 +280,11 @@ def _private_training(path: Path | None) -> dict[str, object] | None:
 
 
 def _summary_policy(path: Path | None) -> dict[str, object] | None:
-    """The summariser's voted output caps from their JSON file, checked now rather than at contract time."""
+    """The summariser's voted output caps from their JSON file, validated now."""
     if path is None:
         return None
-    try:
-        text = path.expanduser().read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InvalidInputError(
-            f"--summary-policy file {path} does not exist",
-            hint='write {"max_sentences": 3, "max_ratio": 0.3, "max_document_bytes": 100000} to it',
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"--summary-policy file {path} is not readable ({exc})", hint="fix the file") from None
+    hint = 'write {"max_sentences": 3, "max_ratio": 0.3, "max_document_bytes": 100000} to it'
+    text = _voted_section_text(path, "--summary-policy", hint)
     return parse_summary_policy(text, f"--summary-policy file {path}").model_dump(mode="json")
 
 
