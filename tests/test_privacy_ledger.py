@@ -389,6 +389,17 @@ def test_malformed_reservations_and_records_are_refused_with_one_line(
         "'sample_rate' = 1.5 is out of range",
         InvalidInputError,
     )
+    # NaN and Infinity are not JSON, but Python's JSON reader takes them: sent raw, as an attacker
+    # would (the client refuses to encode them), the body is refused before any field is read
+    path = f"/contracts/{clean_room.contract_id}/privacy/reservations/{run_id}/record"
+    for field in ("noise_multiplier", "sample_rate", "epsilon"):
+        for value in ("NaN", "Infinity", "-Infinity"):
+            body = {"noise_multiplier": SIGMA, "sample_rate": RATE, "steps": STEPS, "delta": DELTA,
+                    "accountant": "prv", "epsilon": 1.0, "attestation": clean_room.token()}  # fmt: skip
+            raw = json.dumps(body).replace(f'"{field}": {json.dumps(body[field])}', f'"{field}": {value}')
+            assert value in raw
+            answer = clean_room.client._http.post(path, content=raw, headers={"content-type": "application/json"})
+            assert answer.status_code == 400 and f"({value} is not JSON)" in answer.text, (field, answer.text)
     refused(lambda: clean_room.record("not-a-run"), 400, "run id 'not-a-run' is not valid", InvalidInputError)
     refused(lambda: clean_room.record("0" * 32), 404, "does not exist", NotFoundError)
     assert budgets(gov)["bad-texts"]["reserved"] == pytest.approx(3.0)  # still charged, never recorded
