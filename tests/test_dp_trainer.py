@@ -178,15 +178,16 @@ def test_without_the_loss_option_no_record_carries_a_loss(
 def test_a_poisson_batch_without_rows_is_still_a_noised_accounted_step(
     world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Expected batch 1 of 540 rows: about a third of the Poisson batches are empty. Each is a
-    step (noise only), counted by the accountant; skipping it would change the sampling."""
-    code, _output, telemetry = run_in_process(world, "empty", job_of(world, batch_size=1, max_steps=6), monkeypatch)
+    """Expected batch 1 of 540 rows: about a third of the Poisson batches are empty (e^-1). Each
+    is a step (noise only), counted by the accountant; skipping it would change the sampling. The
+    sampler draws from OS entropy, so 40 steps: the chance that none is empty is 0.632^40 ~ 1e-8."""
+    code, _output, telemetry = run_in_process(world, "empty", job_of(world, batch_size=1, max_steps=40), monkeypatch)
     assert code == 0
     steps = [r for r in records(telemetry) if r["event"] == "step"]
-    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in steps] == list(range(1, 41))
     assert any(r["examples_per_s"] == 0 for r in steps)  # at least one batch drew no row
     [record] = [r for r in records(telemetry) if r["event"] == "privacy_record"]
-    assert record["steps"] == 6 and record["sample_rate"] == pytest.approx(1 / LABELLED)
+    assert record["steps"] == 40 and record["sample_rate"] == pytest.approx(1 / LABELLED)
 
 
 def refused(
