@@ -2,7 +2,8 @@
 epsilon 8 and at epsilon 3, plus the figures of the voted join.
 
 Every run fine-tunes the offline all-MiniLM-L6-v2 classifier (prepared by
-``core.ml.model_preparation``) with LoRA (r 8 on query/value, head trainable) on the
+``core.ml.model_preparation``) with LoRA (r 8 on query/value, head trainable, the head on the
+masked mean of the token states: ``pooling: mean``) for two epochs on the
 rotten_tomatoes train split, keyed by a person id and split vertically into a ``texts`` and a
 ``labels`` datasource that the workload's join (``containers.dp_trainer.join``) joins back, and
 is evaluated on the 1,066 test rows. The DP runs are ``containers.dp_trainer``'s own
@@ -43,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-FULL = {"batch_size": 512, "epochs": 3, "learning_rate": 3e-3, "train_rows": None, "test_rows": None}
+FULL = {"batch_size": 512, "epochs": 2, "learning_rate": 5e-3, "train_rows": None, "test_rows": None}
 QUICK = {"batch_size": 128, "epochs": 1, "learning_rate": 3e-3, "train_rows": 1024, "test_rows": 300}
 DELTA = 1e-5
 MAX_LENGTH = 64

@@ -18,6 +18,7 @@ from typing import Any
 JOB_ENV = "CLEANROOM_PRIVATE_TRAINING"
 LOSS_TELEMETRY_ENV = "CLEANROOM_LOSS_TELEMETRY"
 ACCOUNTANTS = ("prv", "rdp")
+POOLINGS = ("mean", "cls")  # containers/trainer/mean_pooling.py says why mean is the default
 HOWS = ("base", "inner", "left", "union")
 # What a run leaves in the output mount (all of it, renamed into place at the end, or nothing).
 OUTPUT_NAMES = ("pytorch", "onnx", "join_report.json", "privacy_report.json")
@@ -67,6 +68,7 @@ class PrivateTrainingJob:
     max_steps: int | None = None
     learning_rate: float = 5e-4
     max_length: int = 64
+    pooling: str = "mean"
     lora: LoraSettings = field(default_factory=LoraSettings)
     seed: int = 42
     poisson_sampling: bool = True
@@ -82,6 +84,7 @@ _JOB_FIELDS = {
     "max_steps",
     "learning_rate",
     "max_length",
+    "pooling",
     "lora",
     "seed",
     "poisson_sampling",
@@ -119,6 +122,9 @@ def parse_job(document: Any) -> PrivateTrainingJob:
             "poisson_sampling false is refused: the accountant's guarantee holds only for Poisson-sampled batches"
         )
     max_steps = data.get("max_steps")
+    pooling = data.get("pooling", "mean")
+    if pooling not in POOLINGS:
+        raise PrivacyConfigError(f"private_training pooling {pooling!r} is unknown; use mean or cls")
     mounts = data.get("mounts")
     if not isinstance(mounts, dict) or not all(isinstance(v, str) for v in mounts.values()):
         raise PrivacyConfigError("private_training mounts must map each datasource to its mount path")
@@ -136,6 +142,7 @@ def parse_job(document: Any) -> PrivateTrainingJob:
         max_steps=None if max_steps is None else _integer(data, "max_steps"),
         learning_rate=_number(data, "learning_rate", positive=True, default=5e-4),
         max_length=_integer(data, "max_length", default=64),
+        pooling=pooling,
         lora=_lora(data.get("lora", {})),
         seed=_integer(data, "seed", default=42, minimum=0),
         join=join,

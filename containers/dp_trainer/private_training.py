@@ -86,14 +86,23 @@ def check_delta(delta: float, rows: int) -> None:
 
 
 def load_lora_model(model_dir: Path, job: PrivateTrainingJob) -> tuple[Any, Any]:
-    """The classifier from the model mount with LoRA adapters; the head stays trainable."""
+    """The classifier from the model mount with LoRA adapters; the head stays trainable.
+
+    With ``pooling: mean`` the head classifies the masked mean of the token states (see
+    containers/trainer/mean_pooling.py): under DP-SGD the head is most of what learns, and
+    the [CLS] pooler of a sentence-transformers backbone is a poor feature for it."""
     import transformers
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from containers.trainer.mean_pooling import from_bert_classifier
+
     transformers.logging.set_verbosity_error()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    base = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
+    if job.pooling == "mean":
+        base = from_bert_classifier(model_dir)
+    else:
+        base = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS,  # peft then keeps the classifier head trainable (modules_to_save)
         r=job.lora.r,
@@ -338,6 +347,7 @@ def privacy_report(run: PrivateRun, job: PrivateTrainingJob) -> dict[str, Any]:
         "poisson_sampling": True,
         "expected_batch_size": job.batch_size,
         "epochs": job.epochs,
+        "pooling": job.pooling,
         "lora": asdict(job.lora),
     }
 

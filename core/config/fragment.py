@@ -195,6 +195,9 @@ class PrivateTraining(SpecModel):
     max_steps: int | None = Field(default=None, gt=0)
     learning_rate: float = Field(default=5e-4, gt=0)
     max_length: int = Field(default=64, gt=0, le=512)
+    # "mean": classify the attention-masked mean of the token states, as a sentence-transformers
+    # backbone was trained; "cls": the [CLS] pooler of BertForSequenceClassification.
+    pooling: Literal["mean", "cls"] = "mean"
     lora: LoraSpec = LoraSpec()
     seed: int = Field(default=42, ge=0)
     poisson_sampling: bool = True
