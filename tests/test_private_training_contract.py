@@ -127,6 +127,8 @@ def test_declarations_survive_merge_and_contract_validation(identities) -> None:
         ({"epsilon": 0}, "epsilon"),
         ({"delta": 1.0}, "delta"),
         ({"clip": 1.0}, "clip"),
+        ({"max_steps": 100_001}, "max_steps"),  # above what governance recomputes: refused at the vote
+        ({"pooling": "max"}, "pooling"),
     ],
 )
 def test_a_private_training_section_that_breaks_the_accounting_is_refused(changes, message) -> None:

@@ -192,7 +192,8 @@ class PrivateTraining(SpecModel):
     max_grad_norm: float = Field(default=1.0, gt=0)
     batch_size: int = Field(gt=0)
     epochs: int = Field(default=1, gt=0)
-    max_steps: int | None = Field(default=None, gt=0)
+    # governance recomputes epsilon for at most 100,000 steps (core/governance/privacy.py MAX_STEPS)
+    max_steps: int | None = Field(default=None, gt=0, le=100_000)
     learning_rate: float = Field(default=5e-4, gt=0)
     max_length: int = Field(default=64, gt=0, le=512)
     # "mean": classify the attention-masked mean of the token states, as a sentence-transformers

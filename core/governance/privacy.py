@@ -48,6 +48,16 @@ from core.governance.signing import SignatureRejected, parse_message
 ACCOUNTANTS = ("prv", "rdp")
 EPSILON_TOLERANCE = 1e-3  # relative: |claimed - recomputed| > tolerance * max(1, recomputed) is a mismatch
 ROUNDING = 1e-9  # float slack when comparing sums of charges with budgets
+# The accountants' cost grows with the steps they compose (PRV: about half a minute for 100,000 on
+# this project's CPUs), and governance recomputes every record a clean room sends: a record
+# claiming a billion steps would hold a service thread for hours. No run of this product comes
+# near the cap (the full dp-join run takes a few hundred steps).
+MAX_STEPS = 100_000
+# PRV discretises the privacy loss on a grid whose size grows with the steps and with how large
+# epsilon is (small noise, large sample rate): a record of a few steps with almost no noise asks
+# for tens of millions of points (minutes, or gigabytes). Ten million points is about a minute
+# here; 100,000 steps at noise 1.1 and sample rate 0.01 (epsilon 21) need six million.
+MAX_PRV_GRID = 10_000_000
 
 # ledger entry kinds (the ``kind`` column) of privacy writes
 REGISTER = "privacy.register"  # service-signed: datasets of an accepted contract seen for the first time
@@ -202,7 +212,38 @@ def recompute_epsilon(accountant: str, noise_multiplier: float, sample_rate: flo
         return 0.0
     meter = accountants.PRVAccountant() if accountant == "prv" else accountants.RDPAccountant()
     meter.history = [(noise_multiplier, sample_rate, steps)]
-    return float(meter.get_epsilon(delta))
+    try:
+        if accountant == "prv":
+            _check_prv_grid(meter, accountants, noise_multiplier, sample_rate, steps, delta)
+        epsilon = float(meter.get_epsilon(delta))
+    except (ArithmeticError, MemoryError, RuntimeError, ValueError) as exc:  # numpy/scipy refusing the domain
+        epsilon, why = math.nan, f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
+    else:
+        why = f"epsilon {epsilon}"
+    if not math.isfinite(epsilon):
+        raise InvalidInputError(
+            f"the {accountant} accountant cannot account for noise_multiplier {noise_multiplier}, sample_rate "
+            f"{sample_rate}, {steps} steps at delta {delta} ({why})",
+            hint="send the record of a run whose privacy loss can be accounted for; the run stays charged",
+        )
+    return epsilon
+
+
+def _check_prv_grid(
+    meter: Any, accountants: Any, noise_multiplier: float, sample_rate: float, steps: int, delta: float
+) -> None:
+    """Refuse, before PRV allocates it, a grid above :data:`MAX_PRV_GRID` points. The domain is
+    opacus's own (``_get_domain`` with ``get_epsilon``'s defaults), found with a few RDP
+    evaluations: cheap whatever the parameters."""
+    prv = accountants.analysis.prv.PoissonSubsampledGaussianPRV(sample_rate, noise_multiplier)
+    domain = meter._get_domain(prvs=[prv], num_self_compositions=[steps], eps_error=0.01, delta_error=delta / 1000)
+    if domain.size > MAX_PRV_GRID:
+        raise InvalidInputError(
+            f"the prv accountant cannot account for noise_multiplier {noise_multiplier}, sample_rate {sample_rate}, "
+            f"{steps} steps at delta {delta}: its grid would need {domain.size:,} points (at most {MAX_PRV_GRID:,}), "
+            "so little noise that no budget covers it",
+            hint="send the record of the run as trained; the run stays charged",
+        )
 
 
 def check_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -222,6 +263,11 @@ def check_record(record: dict[str, Any]) -> dict[str, Any]:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise InvalidInputError(
             "privacy record field 'steps' must be an integer >= 0", hint="send the workload's record"
+        )
+    if steps > MAX_STEPS:
+        raise InvalidInputError(
+            f"privacy record field 'steps' = {steps} is above the {MAX_STEPS} steps governance recomputes",
+            hint=f"train at most {MAX_STEPS} steps per run (set private_training.max_steps)",
         )
     accountant = record.get("accountant")
     if accountant not in ACCOUNTANTS:
@@ -536,14 +582,18 @@ def entry_record(signer: str, request: bytes) -> dict[str, Any]:
 
 
 def replay_export(
-    lines: Iterable[str], *, expected_service_cert_pem: str | None = None
+    lines: Iterable[str], *, expected_service_cert_pem: str | None = None, against: ledger.SignedHead | None = None
 ) -> tuple[ledger.VerifyReport, PrivacyLedger]:
     """Verify a ledger export (hash chain, checkpoints) and rebuild the privacy ledger from it.
 
-    Every recorded run's epsilon is recomputed with opacus and judged again; a record whose
-    verdict differs from the one the service wrote is an IntegrityError naming the entry."""
+    The privacy entries are governance-ledger entries, so an export cut at a checkpoint boundary
+    verifies on its own and would replay to a budget with the last runs' spend missing: only a
+    signed head the verifier holds (``against``: saved earlier or fetched from the service) proves
+    how far the ledger reached, and the export must reach it. Every recorded run's epsilon is then
+    recomputed with opacus and judged again; a record whose verdict differs from the one the
+    service wrote is an IntegrityError naming the entry."""
     kept = list(lines)
-    report = ledger.verify_export(kept, expected_service_cert_pem=expected_service_cert_pem)
+    report = ledger.verify_export(kept, expected_service_cert_pem=expected_service_cert_pem, against=against)
     state = PrivacyLedger()
     for line in kept[1:]:
         entry = json.loads(line).get("entry") if line.strip() else None

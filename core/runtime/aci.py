@@ -19,6 +19,9 @@ Workload containers start with the sidecar, before their datasources are decrypt
 command is wrapped: it waits for ``/run/cleanroom/ready`` (written by the sidecar once every
 datasource is in place; ``failed`` makes it give up) and records its exit code in
 ``/run/cleanroom/exit-<container>``, which is how the sidecar knows when to seal the datasinks.
+The template cannot carry ``CLEANROOM_LOSS_TELEMETRY`` (members vote ``loss_telemetry`` after the
+template is measured), so the sidecar writes what governance says beside ``ready`` and the wrapper
+exports it to a private training workload, as the local runtime sets it at launch.
 The sidecar writes ``stop`` for a stop (SIGTERM of the sidecar: ACI stop), and ``kill`` then
 ``stop`` for the kill switch; the wrapper checks for them every 0.2 s, sends the command SIGTERM,
 and SIGKILLs it if it is still there after the grace: 10 s for a stop (a last checkpoint), 0.5 s
@@ -59,7 +62,7 @@ from core.errors import (
 )
 from core.keys.measurement import policy_hash
 from core.keys.skr import CCE_POLICY_PLACEHOLDER, cce_policy_host_data
-from core.runtime.deployment import RUN_DIR
+from core.runtime.deployment import LOSS_TELEMETRY_ENV, PRIVATE_TRAINING_ENV, RUN_DIR
 
 ARM_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
 ACI_API_VERSION = "2023-05-01"
@@ -73,6 +76,11 @@ FAILED_FILE = "failed"
 EXIT_FILE_PREFIX = "exit-"
 STOP_FILE = "stop"  # the sidecar asks the workloads to stop: SIGTERM, SIGKILL after WRAPPER_STOP_GRACE_SECONDS
 KILL_FILE = "kill"  # ... because of the kill switch: the grace is WRAPPER_KILL_GRACE_SECONDS
+# The voted loss_telemetry option, as the sidecar read it from governance: it writes exactly one of
+# these before `ready`, and the wrapper tells a private training workload (CLEANROOM_LOSS_TELEMETRY=1)
+# only when "on" is there and "off" is not, so a name a workload plants cannot turn loss on.
+LOSS_TELEMETRY_ON_FILE = "loss-telemetry-on"
+LOSS_TELEMETRY_OFF_FILE = "loss-telemetry-off"
 WRAPPER_POLL_SECONDS = 0.2
 WRAPPER_KILL_GRACE_SECONDS = 0.5  # with the sidecar's poll of the kill switch: gone within 2 s
 WRAPPER_STOP_GRACE_SECONDS = 10  # a normal stop: time for a last checkpoint, as in the local runtime
@@ -87,6 +95,8 @@ _TICK_SECONDS = 0.1  # the grace is counted in ticks of this length
 # workload can write, is opened, so a FIFO planted at a name cannot block the watcher.
 WAIT_FOR_DATA = (
     f'r={RUN_DIR}; while [ ! -e "$r/{READY_FILE}" ]; do [ -e "$r/{FAILED_FILE}" ] && exit 70; sleep 1; done; '
+    f'[ -n "${PRIVATE_TRAINING_ENV}" ] && [ -e "$r/{LOSS_TELEMETRY_ON_FILE}" ] && '
+    f'[ ! -e "$r/{LOSS_TELEMETRY_OFF_FILE}" ] && export {LOSS_TELEMETRY_ENV}=1; '
     "\"$@\" & pid=$!; trap 'kill -TERM $pid 2>/dev/null' TERM; "
     f"( if sleep {_TICK_SECONDS} 2>/dev/null; then p={WRAPPER_POLL_SECONDS} t={_TICK_SECONDS} "
     f"g={round(WRAPPER_STOP_GRACE_SECONDS / _TICK_SECONDS)} k={round(WRAPPER_KILL_GRACE_SECONDS / _TICK_SECONDS)}; "

@@ -54,6 +54,8 @@ from core.runtime.aci import (
     EXIT_FILE_PREFIX,
     FAILED_FILE,
     KILL_FILE,
+    LOSS_TELEMETRY_OFF_FILE,
+    LOSS_TELEMETRY_ON_FILE,
     READY_FILE,
     RUN_VOLUME,
     SIDECAR_MOUNT_ROOT,
@@ -240,12 +242,12 @@ class RuntimeSidecar:
                 self._token, self._attested_at = self.keys.attest(self._spec), time.monotonic()
             return self._token
 
-    def _note(self, event_type: str, /, *, category: str = "audit", **detail: Any) -> None:
+    def _note(self, event_type: str, /, **detail: Any) -> None:
         try:
             self.governance.record_event(
                 self.config.contract_id,
                 {"type": event_type, **detail},
-                category=category,
+                category="audit",
                 attestation=self._attestation(),
             )
         except CleanroomError as exc:
@@ -291,6 +293,7 @@ class RuntimeSidecar:
             if self._stop.is_set():
                 raise AccessDeniedError(f"deployment of '{contract_id}' stopped before it ran ({self._stop_reason})")
             self._open_volumes_to_workloads()
+            self._tell_loss_telemetry()
             write_control_file(self.config.run_dir, READY_FILE, measured)
             ready = True
             self._note(
@@ -318,6 +321,28 @@ class RuntimeSidecar:
         if runs:
             self._privacy = PrivacyRecords(self.governance, contract_id, runs, self._attestation, self._note)
             self._loss_telemetry = self.governance.option_enabled(contract_id, LOSS_TELEMETRY_OPTION)
+
+    def _tell_loss_telemetry(self) -> None:
+        """The voted ``loss_telemetry`` option as governance gave it (never the template's word):
+        the workloads' wrapper exports ``CLEANROOM_LOSS_TELEMETRY=1`` to a private training
+        workload only on "on", as the local runtime sets it at launch. One of the two names is
+        always written, so a name a workload plants later cannot turn loss on; loss telemetry
+        from a workload that ignores the answer is dropped by ``telemetry_filter`` all the same."""
+        voted = self._privacy is not None and self._loss_telemetry
+        write_control_file(self.config.run_dir, LOSS_TELEMETRY_ON_FILE if voted else LOSS_TELEMETRY_OFF_FILE, "1")
+
+    def _forward_telemetry(self, record: dict[str, Any]) -> None:
+        """One telemetry record to governance, built as the local runtime builds it: the record's
+        keys are the event's data, never keyword arguments (a ``category`` key would break them)."""
+        try:
+            self.governance.record_event(
+                self.config.contract_id,
+                {**record, "type": "telemetry"},
+                category="telemetry",
+                attestation=self._attestation(),
+            )
+        except CleanroomError as exc:
+            print(f"cleanroom-runtime: telemetry not recorded: {exc.one_line()}", file=sys.stderr)
 
     def _pin_datasources(self, copies: Path) -> dict[str, BlobStore]:
         """Where each datasource is decrypted from. A pinned one (``content_hash``) is first copied
@@ -387,7 +412,7 @@ class RuntimeSidecar:
         if telemetry_on or privacy:  # a private run's privacy record is read even with telemetry off
             telemetry = TelemetryForwarder(
                 _TelemetryTail(self.config.run_dir / Path(TELEMETRY_FILE).name),
-                forward=lambda record: self._note("telemetry", category="telemetry", **record),
+                forward=self._forward_telemetry,
                 refused=lambda kind: self._note("telemetry_refused", kind=kind),
                 dropped=lambda count: self._note("telemetry_dropped", records=count),
                 claim=privacy.take if privacy else None,

@@ -9,6 +9,7 @@ names one dataset (for `lower`, the signer's own).
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import click
 
 from core.errors import IntegrityError, InvalidInputError, NotFoundError, ServiceUnavailableError
-from core.governance import privacy
+from core.governance import ledger, privacy
 from core.governance.client import WORKSPACE_KEY, GovernanceClient
 from core.workspace import Workspace
 from tui.output import Result, generic_table, verb_output
@@ -106,19 +107,29 @@ def _print_history(console: Any, table: list[dict[str, Any]]) -> None:
     default=None,
     help="A ledger export (`governance ledger export`); default: export it from the service now.",
 )
+@click.option(
+    "--against",
+    default=None,
+    metavar="FILE|URL|service|none",
+    help="Signed head the export must reach: a file from `ledger head --file` or a saved receipt, a "
+    "governance URL or `service` (fetch it now), or `none`. Default: service if the workspace has one, else none.",
+)
 @verb_output
 @click.pass_context
-def privacy_verify(ctx: click.Context, path: Path | None) -> Result:
+def privacy_verify(ctx: click.Context, path: Path | None, against: str | None) -> Result:
     """Rebuild every budget from the ledger, recomputing each run's epsilon, and compare with the service.
 
-    The export's hash chain and signed checkpoints are verified first (as `ledger verify` does), so
-    a trimmed or altered export fails. With --file and no reachable service, the recomputed
-    budgets are printed without the comparison (and a warning says so).
+    The export's hash chain and signed checkpoints are verified first (as `ledger verify` does),
+    and the export must reach a head the governance service signed: an export cut at a checkpoint
+    boundary (the last runs' spend missing), reordered or altered is refused, naming the first bad
+    entry. With --file and no service, the recomputed budgets are printed without the comparison
+    (and a warning says so).
 
     \b
     Example:
+      cleanroom -w W/consumer governance ledger head --file head.json
       cleanroom -w W/consumer governance ledger export --file ledger.jsonl
-      cleanroom -w W/consumer governance privacy verify --file ledger.jsonl
+      cleanroom -w W/consumer governance privacy verify --file ledger.jsonl --against head.json
     """
     workspace = _workspace_or_none(ctx)
     settings = (workspace.settings.get(WORKSPACE_KEY) or {}) if workspace else {}
@@ -142,7 +153,14 @@ def privacy_verify(ctx: click.Context, path: Path | None) -> Result:
         lines = path.read_text(encoding="utf-8").splitlines()
     if pinned is None:
         click.echo("warning: no pinned service certificate; trusting the one in the export", err=True)
-    report, replayed = privacy.replay_export(lines, expected_service_cert_pem=pinned)
+    head = _signed_head(ctx, against or ("service" if settings else "none"), settings, lines)
+    report, replayed = privacy.replay_export(lines, expected_service_cert_pem=pinned, against=head)
+    if head is None:  # after the checks, so that a failure stays one line
+        click.echo(
+            "warning: not checked against a signed head, so an export cut at a checkpoint boundary would pass; "
+            "pass --against service, URL or FILE (saved with `governance ledger head --file`)",
+            err=True,
+        )
     served = _served_budgets(ctx, settings)
     if served is not None:
         problems = privacy.compare(replayed.datasets(), served)
@@ -160,17 +178,71 @@ def privacy_verify(ctx: click.Context, path: Path | None) -> Result:
         "entries": report.entries,
         "privacyEntries": len(replayed.history),
         "recordsRecomputed": recorded,
+        "against": report.against,
+        "headSeqno": report.head_seqno,
         "comparedWithService": served is not None,
         "datasets": replayed.datasets(),
     }
 
     def render(console: Any) -> None:
         compared = "matches the service" if served is not None else "not compared with a service"
-        console.print(f"privacy ledger OK: {len(replayed.history)} entries, {recorded} runs recomputed; {compared}")
+        reached = f"reaches the signed head (entry {report.head_seqno})" if head is not None else "no signed head"
+        console.print(
+            f"privacy ledger OK: {len(replayed.history)} entries, {recorded} runs recomputed; {reached}; {compared}"
+        )
         columns = [column for column in BUDGET_COLUMNS if column != "ownerName"]
         console.print(generic_table(_rounded(replayed.datasets()), title="recomputed budgets", columns=columns))
 
     return Result(document, render=render)
+
+
+def _signed_head(
+    ctx: click.Context, against: str, settings: dict[str, Any], lines: list[str]
+) -> ledger.SignedHead | None:
+    """Resolve ``--against``: ``none``, a head file (or saved receipt), or a head fetched now from
+    the workspace's service or a governance URL.
+
+    A fetched head is not trusted for being fetched: ``verify_export`` checks its signature with
+    the export's service certificate, which must be the pinned one when the workspace pins one. A
+    URL is reached over TLS pinned to that same certificate (the export's when nothing is pinned)."""
+    if against == "none":
+        return None
+    if against == "service":
+        if not settings:
+            raise InvalidInputError(
+                "--against service: this workspace has no governance service",
+                hint="pass --against URL or --against FILE (saved with `governance ledger head --file`)",
+            )
+        endpoint, cert = str(settings["endpoint"]), str(settings["service_cert_pem"])
+    elif "://" in against:
+        if not against.startswith("https://"):
+            raise InvalidInputError(
+                f"--against {against}: the governance service is reached over TLS only",
+                hint="pass its https:// URL",
+            )
+        endpoint, cert = against, settings.get("service_cert_pem") or _export_service_cert(lines)
+    else:
+        return ledger.load_signed_head(Path(against))
+    try:
+        with GovernanceClient(endpoint, cert) as client:
+            checkpoint = client.receipt(client.ledger_head()["seqno"]).get("checkpoint")
+    except ServiceUnavailableError as exc:
+        raise ServiceUnavailableError(
+            f"cannot fetch the signed head of the governance service at {endpoint} ({exc.message})",
+            hint="pass --against FILE (saved with `governance ledger head --file`) or --against none",
+        ) from exc
+    return ledger.SignedHead.from_checkpoint(checkpoint, f"the service at {endpoint}")
+
+
+def _export_service_cert(lines: list[str]) -> str:
+    """The service certificate an export's header names (checked again by ``verify_export``)."""
+    try:
+        return str(json.loads(lines[0])["service_cert"])
+    except (IndexError, ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        raise InvalidInputError(
+            "ledger export has no service certificate to reach the --against URL with",
+            hint="export it again with `cleanroom governance ledger export --file F`",
+        ) from exc
 
 
 def _workspace_or_none(ctx: click.Context) -> Workspace | None:
