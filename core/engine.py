@@ -459,6 +459,16 @@ class PersonaEngine:
             report.member_signatures_checked,
         )
 
+    # model registry ----------------------------------------------------------------------
+    def models(self) -> list[dict[str, Any]]:
+        """The model registry (``core.governance.model_registry``): every model, each version's
+        status, details and history, as `cleanroom model list -o json` prints it."""
+        return self._governance().models()
+
+    def propose_publish_model(self, name: str, version: str) -> dict[str, Any]:
+        """Open a ``publish_model_version`` proposal (every member must accept; verified versions only)."""
+        return self._governance().propose_publish_model(name, version)
+
     # privacy ledger ----------------------------------------------------------------------
     def privacy_datasets(self) -> list[dict[str, Any]]:
         """Every budgeted dataset: ``{dataset, owner, name, privacyUnit, epsilonTotal, delta, spent,

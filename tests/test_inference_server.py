@@ -184,3 +184,14 @@ def test_the_server_imports_neither_core_nor_tui() -> None:
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_serving_uses_only_the_package_check_from_core() -> None:
+    """The image ships core/__init__.py, core/errors.py and core/onboarding/ (see the Dockerfile)."""
+    script = (
+        "import sys, containers.inference_server.scoring, containers.inference_server.served_model; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('core', 'tui')))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    loaded = json.loads(result.stdout.replace("'", '"'))
+    assert loaded and all(m in ("core", "core.errors") or m.startswith("core.onboarding") for m in loaded), loaded

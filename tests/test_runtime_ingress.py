@@ -164,8 +164,8 @@ def test_expired_token_is_refused(ingress) -> None:
 def test_token_signed_by_another_key_is_refused(ingress) -> None:
     _, client, token, _, _ = ingress
     forged = token(key=ec.generate_private_key(ec.SECP256R1()))
-    assert client.post("/infer", content=b"{}", headers=_auth(forged)).status_code == 403
-    assert client.post("/infer", content=b"{}", headers=_auth(token(kid="unknown"))).status_code == 403
+    assert client.post("/infer", content=b"{}", headers=_auth(forged)).status_code == 401
+    assert client.post("/infer", content=b"{}", headers=_auth(token(kid="unknown"))).status_code == 401
 
 
 @pytest.mark.parametrize(

@@ -182,6 +182,9 @@ class SeededPersona(PersonaEngine):
             Contract("finetune-1", "Proposed", "8c21", None, True),
         ]
 
+    def contract(self, contract_id: str) -> Contract:
+        return next(c for c in self.contracts() if c.contract_id == contract_id)
+
     def ledger(self) -> list[LedgerEntry]:
         actions = ["member.genesis", "contract.create", "proposal.create", "ballot", "ballot", "ballot"]
         return [LedgerEntry(i + 1, NOW - 7300 + 60 * i, MEMBERS[i % 3].member_id, a) for i, a in enumerate(actions)]
@@ -212,6 +215,9 @@ class SeededPersona(PersonaEngine):
 
     def privacy_datasets(self) -> list[dict]:
         return PRIVACY_DATASETS
+
+    def models(self) -> list[dict]:
+        return MODELS
 
 
 # two budgets: one with a run reserved, one nearly spent (the privacy view's gauges)
@@ -295,3 +301,56 @@ class EvaluatingPersona(SeededPersona):
         for done in range(50, 201, 50):
             on_progress(done, round(done * accuracy), 200)
         return {"total": 200, "correct": round(200 * accuracy), "accuracy": accuracy}
+
+
+def _version(status: str, history: list[tuple[str, dict]], *, published: bool = False) -> dict:
+    steps = [
+        {"status": name, "details": details, "at": NOW - 600 + i, "writer": "attested:onboard-minilm", "seqno": 40 + i}
+        for i, (name, details) in enumerate(history)
+    ]
+    steps[0]["writer"] = MEMBERS[1].member_id
+    return {
+        "status": status,
+        "details": history[-1][1],
+        "history": steps,
+        "packageHash": "ab" * 32,
+        "wrapperHash": "cd" * 32,
+        "published": published,
+        "loadtest": None,
+        "regression": None,
+    }
+
+
+# the models view: one verified version, one the scan found vulnerable
+MODELS = [
+    {
+        "name": "minilm",
+        "owner": MEMBERS[1].member_id,
+        "description": "sentiment classifier",
+        "versions": {
+            "1": _version(
+                "verified",
+                [
+                    ("created", {}),
+                    ("downloaded", {"packageHash": "ab" * 32}),
+                    ("scanning", {}),
+                    ("environmentCreated", {"python": "3.11"}),
+                    ("deployed", {"wrapperClass": "TextClassifier"}),
+                    ("verified", {"sampleValid": True, "latencyMs": 12.5}),
+                ],
+            ),
+            "2": _version(
+                "vulnerable",
+                [
+                    ("created", {}),
+                    ("downloaded", {}),
+                    ("scanning", {}),
+                    (
+                        "vulnerable",
+                        {"findings": ["model/extra.pkl: raw pickle stream (protocol 4)"], "reasons": ["pickle"]},
+                    ),
+                ],
+            ),
+        },
+    }
+]

@@ -95,6 +95,22 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "Show each dataset's privacy budget: epsilon spent, reserved and left.",
         show=False,
     ),
+    ConsoleAction(
+        "views.summaries",
+        "9",
+        "show_view('summaries')",
+        "Summaries",
+        "Show the summaries sealed to this party: sentences and ratio against the voted caps, and the method.",
+        show=False,
+    ),
+    ConsoleAction(
+        "views.models",
+        "0",
+        "show_view('models')",
+        "Models",
+        "Show the model registry: each version's status (written by the clean room only) and why.",
+        show=False,
+    ),
     # on a persona screen only, so they never fire from a modal (where q closes help, y/n answer)
     ConsoleAction(
         "views.help", "question_mark", "app.help", "Help", "Show the keys of the focused view (as F1 does).", show=False
@@ -169,6 +185,15 @@ ACTIONS: tuple[ConsoleAction, ...] = (
     ),
     ConsoleAction(
         "deployments.follow", "end", "follow", "Follow log", "Jump to the end of the log and resume following it."
+    ),
+    # models
+    ConsoleAction(
+        "models.publish",
+        "p",
+        "publish",
+        "Publish",
+        "Propose publishing the selected verified version (asks for confirmation; every member votes).",
+        mutating=True,
     ),
     # inference
     ConsoleAction(

@@ -35,6 +35,7 @@ from tui.screens.persona import VIEW_TABS, PersonaScreen
 from tui.widgets.data import DataView
 from tui.widgets.deployments import DeploymentsView
 from tui.widgets.inference import InferenceView
+from tui.widgets.models import MODEL_STATUS_EVENT, ModelsView
 from tui.widgets.privacy_gauge import LEDGER_EVENTS, PrivacyGauges
 from tui.widgets.proposals import ProposalsView
 from tui.widgets.worker_errors import ToastsWorkerErrors
@@ -47,7 +48,13 @@ PROPOSALS_SECONDS = 3.0
 PROGRESS_SECONDS = 0.25  # a running step's progress reaches the context bar at most this often
 # scenario steps worth watching: the view that shows them live, by the last part of the step key
 # without its run number ("dp-join:run-2" -> "run")
-STEP_VIEWS = {"train": "training", "evaluate": "inference", "run": "training", "budget": "privacy"}
+STEP_VIEWS = {
+    "train": "training",
+    "evaluate": "inference",
+    "run": "training",
+    "budget": "privacy",
+    "read-summaries": "summaries",
+}
 
 
 class EngineEvent(Message):
@@ -297,6 +304,8 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
         screen.route_event(event)
         if event.kind in LEDGER_EVENTS:  # a run reserved, recorded or was refused: the budgets moved
             screen.query_one(PrivacyGauges).load()
+        if event.kind == MODEL_STATUS_EVENT:  # the clean room moved a model version: the registry changed
+            screen.query_one(ModelsView).load()
         if message.persona_index == self.persona_index:
             self._toast_for(event)
 

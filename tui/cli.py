@@ -31,6 +31,7 @@ VERBS: dict[str, str] = {
     "deployment": "tui.commands.deployment:deployment",
     "model": "tui.commands.model:model",
     "infer": "tui.commands.infer:infer",
+    "summarise": "tui.commands.summarise:summarise",
     "demo": "tui.commands.demo:demo",
     "console": "tui.commands.console:console",
 }
@@ -45,6 +46,7 @@ SHORT_HELP: dict[str, str] = {
     "deployment": "Start, watch and stop a clean room for an accepted contract.",
     "model": "Prepare, package and scan models for the clean room.",
     "infer": "Evaluate a dataset against a clean-room inference endpoint.",
+    "summarise": "Read the summaries sealed to you, or summarise one document.",
     "demo": "Run the three-persona scenario end to end.",
     "console": "Open the multi-persona terminal console.",
 }

@@ -17,19 +17,29 @@ from pathlib import Path
 from typing import Any
 
 from containers.inference_server.app import DEFAULT_MAX_BATCH, create_app
-from containers.inference_server.classifier import ModelFolderError, OnnxClassifier
+from containers.inference_server.classifier import ModelFolderError
 
-LISTEN_FD_ENV = "CLEANROOM_LISTEN_FD"  # set by core.runtime.sandbox (not imported: the image ships without core)
+LISTEN_FD_ENV = "CLEANROOM_LISTEN_FD"  # set by core.runtime.sandbox (not imported: the image has core/onboarding only)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m containers.inference_server",
-        description="Serve an ONNX text classifier: POST /infer, GET /healthz, GET /metadata.",
+        description="Serve a model package or an ONNX text classifier: POST /infer, POST /score, Open Inference "
+        "Protocol v2 (/v2/health/*, /v2/models/{name}[/infer]), GET /healthz, GET /metadata.",
         epilog="Example: python -m containers.inference_server --model-dir /mnt/remote/model --uds /run/infer.sock",
     )
     parser.add_argument(
-        "--model-dir", type=Path, required=True, help="prepared model root (with onnx/) or the onnx/ folder itself"
+        "--model-dir",
+        type=Path,
+        required=True,
+        help="a model package (model/, src/inference.py, ...), a prepared model root (with onnx/) or an onnx/ folder",
+    )
+    parser.add_argument("--model-name", default="model", help="the name /v2/models/{name} answers to (default: model)")
+    parser.add_argument(
+        "--source-sha256",
+        default=None,
+        help="a package's voted wrapper source digest (`cleanroom model package check`); refuse any other",
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--uds", type=Path, help="listen on this unix socket (what the runtime uses)")
@@ -96,15 +106,27 @@ def serve(app: Any, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Imported here: the summariser reuses serve() from this module and needs no model-package code.
+    from containers.inference_server.scoring import create_package_app
+    from containers.inference_server.served_model import OnnxFolderModel, load_served_model
+
     args = parse_args(argv)
     try:
-        classifier = OnnxClassifier(
-            args.model_dir, quantised=args.quantised, threads=args.threads, max_length=args.max_length
+        model = load_served_model(
+            args.model_dir,
+            args.model_name,
+            quantised=args.quantised,
+            threads=args.threads,
+            max_length=args.max_length,
+            source_sha256=args.source_sha256,
         )
     except ModelFolderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    app = create_app(classifier, max_batch=args.max_batch)
+    if isinstance(model, OnnxFolderModel):
+        app = create_app(model.classifier, max_batch=args.max_batch, model_name=args.model_name)
+    else:
+        app = create_package_app(model, max_batch=args.max_batch)
     serve(app, args)
     return 0
 

@@ -1,4 +1,5 @@
-"""The HTTP API: ``POST /infer``, ``GET /healthz``, ``GET /metadata``.
+"""The HTTP API of an ONNX folder: ``POST /infer``, ``GET /healthz``, ``GET /metadata`` (and the
+record routes of containers.inference_server.scoring), and the base every served workload shares.
 
 Request bodies are parsed by hand rather than by pydantic so every bad input gets one plain
 sentence naming the field and the fix (the consumer reads these through the ingress), and no
@@ -48,9 +49,19 @@ def workload_app(title: str) -> FastAPI:
 
 
 def create_app(
-    classifier: OnnxClassifier, *, max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    classifier: OnnxClassifier,
+    *,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    model_name: str = "model",
 ) -> FastAPI:
+    """The ONNX folder's server: ``/infer`` with texts, plus the record routes (``/score``, ``/v2``)."""
+    # Imported here: this module is also the summariser's workload base, which needs no model code.
+    from containers.inference_server.scoring import add_record_routes
+    from containers.inference_server.served_model import OnnxFolderModel
+
     app = workload_app("cleanroom inference server")
+    add_record_routes(app, OnnxFolderModel(classifier, model_name), max_batch=max_batch, max_body_bytes=max_body_bytes)
 
     @app.get("/metadata")
     async def metadata() -> dict[str, Any]:
@@ -67,13 +78,7 @@ def create_app(
     @app.post("/infer")
     async def infer(request: Request) -> dict[str, Any]:
         body = await read_capped_body(request, max_body_bytes)
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type != "application/json":
-            raise BadRequest(
-                415,
-                f"Content-Type {media_type or 'none'!r} is not application/json; "
-                "send the request as JSON with Content-Type: application/json",
-            )
+        require_json(request)
         single, texts = parse_request(body, max_batch)
         predictions = await run_in_threadpool(classifier.classify, texts)
         truncated = [i for i, p in enumerate(predictions) if p.truncated]
@@ -147,9 +152,19 @@ def _check_text(text: str, where: str) -> None:
         ) from None
 
 
-def parse_request(body: bytes, max_batch: int) -> tuple[bool, list[str]]:
-    """Return (is the single-text shape, texts) or raise BadRequest with a one-line reason."""
-    shapes = 'send {"data": "<text>"} or {"inputs": ["<text>", ...]}'
+def require_json(request: Request) -> None:
+    """Refuse with 415 a body that does not say it is JSON."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise BadRequest(
+            415,
+            f"Content-Type {media_type or 'none'!r} is not application/json; "
+            "send the request as JSON with Content-Type: application/json",
+        )
+
+
+def parse_json(body: bytes, shapes: str) -> Any:
+    """The JSON document of ``body`` or a 400 whose reason ends with ``shapes`` (what to send)."""
     try:
         document = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -162,6 +177,12 @@ def parse_request(body: bytes, max_batch: int) -> tuple[bool, list[str]]:
         raise BadRequest(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels; {shapes}") from None
     if _nests_deeper_than(document, MAX_JSON_DEPTH):
         raise BadRequest(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels; {shapes}")
+    return document
+
+
+def parse_request(body: bytes, max_batch: int) -> tuple[bool, list[str]]:
+    """Return (is the single-text shape, texts) or raise BadRequest with a one-line reason."""
+    document = parse_json(body, 'send {"data": "<text>"} or {"inputs": ["<text>", ...]}')
     if not isinstance(document, dict) or ("data" in document) == ("inputs" in document):
         raise BadRequest(
             422, 'request must be a JSON object with exactly one of "data" (a text) or "inputs" (a list of texts)'

@@ -39,6 +39,7 @@ from core.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
+from core.governance.client_apps import ASSERTION_TYPE, GRANT_TYPE, SCOPE_PREFIX, TOKEN_PATH, client_assertion
 from core.governance.models import RUNTIME_OPTIONS, VOTED_OPTIONS, Action, OptionStatus, StaleVersionError
 from core.governance.signing import CONTENT_TYPE, sign_read, sign_request, sign_secret_put
 from core.keys.measurement import policy_hash_of
@@ -277,6 +278,18 @@ class GovernanceClient:
             )
         return self.propose(f"{'enable' if enable else 'disable'}_{option}", {"contract_id": contract_id})
 
+    def traffic(self, contract_id: str) -> dict[str, Any]:
+        """``{version, split {app: percent} or {}, rolledBackTo, applications (serving), proposalIds}``."""
+        return self._get(f"/contracts/{contract_id}/traffic")
+
+    def propose_traffic_split(self, contract_id: str, split: dict[str, int]) -> dict[str, Any]:
+        """Open a set_traffic_split proposal (every member votes it)."""
+        return self.propose(Action.SET_TRAFFIC_SPLIT, {"contract_id": contract_id, "split": split})
+
+    def rollback_traffic(self, contract_id: str, application: str) -> dict[str, Any]:
+        """Send all traffic to ``application`` at once: this member alone, recorded in the ledger."""
+        return self._signed("POST", f"/contracts/{contract_id}/traffic/rollback", {"to": application})
+
     # -- secrets, tokens ---------------------------------------------------------------------------
     def put_secret(self, contract_id: str, name: str, value: bytes) -> dict[str, Any]:
         """Store opaque bytes (e.g. a wrapped DEK) that only an attested clean room can read."""
@@ -301,6 +314,71 @@ class GovernanceClient:
 
     def jwks(self) -> dict[str, Any]:
         return self._get("/jwks")
+
+    def rotate_token_key(self) -> dict[str, Any]:
+        """Make a fresh token key current; the previous one stays in /jwks until its tokens expire."""
+        return self._signed("POST", "/token-keys/rotate", {})
+
+    # -- client applications (core.governance.client_apps) -------------------------------------------
+    def propose_client_app(
+        self,
+        name: str,
+        *,
+        owner: str,
+        contracts: list[str],
+        routes: list[str],
+        rate_limit_per_minute: int,
+        public_key: str,
+    ) -> dict[str, Any]:
+        """Open a ``register_client_app`` proposal (every member must accept)."""
+        args = {
+            "name": name,
+            "owner": owner,
+            "contracts": contracts,
+            "routes": routes,
+            "rate_limit_per_minute": rate_limit_per_minute,
+            "public_key": public_key,
+        }
+        return self.propose(Action.REGISTER_CLIENT_APP, args)
+
+    def client_apps(self) -> list[dict[str, Any]]:
+        """Registered applications' metadata (never their keys)."""
+        return list(self._get("/oauth2/apps")["value"])
+
+    def revoke_client_app(self, name: str) -> dict[str, Any]:
+        """Revoke an application at once: this member alone, recorded in the ledger."""
+        return self._signed("POST", f"/oauth2/apps/{name}/revoke", {})
+
+    def app_revocations(self) -> dict[str, Any]:
+        """``{version, revoked: [{app, revokedAt}]}``, the feed the ingress polls."""
+        return self._get("/oauth2/revocations")
+
+    def app_token(self, name: str, private_key: Any, contract_id: str) -> dict[str, Any]:
+        """An access token for application ``name``, got as any OAuth2 client gets one: client
+        credentials with a private_key_jwt assertion (no member identity is involved)."""
+        url = f"{self.endpoint}{TOKEN_PATH}"
+        form = {
+            "grant_type": GRANT_TYPE,
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": client_assertion(name, private_key, url),
+            "scope": f"{SCOPE_PREFIX}{contract_id}",
+        }
+        try:
+            response = self._http.post(TOKEN_PATH, data=form)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailableError(
+                f"governance service at {self.endpoint} is not reachable ({exc})",
+                hint="start it with `cleanroom up` or `cleanroom governance service start`",
+            ) from exc
+        if response.status_code >= 400:
+            try:
+                refusal = response.json()
+                code, description = refusal["error"], refusal["error_description"]
+            except (ValueError, KeyError, TypeError):
+                code, description = "error", response.text[:200]
+            error = _ERRORS.get(response.status_code, ServiceUnavailableError)
+            raise error(f"governance refused a token for client application '{name}' ({code}): {description}")
+        return self._object(response)
 
     # -- clean-room (attested) calls ---------------------------------------------------------------
     def endorse_csr(self, contract_id: str, attestation: str, csr_pem: str) -> dict[str, Any]:
@@ -378,6 +456,48 @@ class GovernanceClient:
     def propose_privacy_budget(self, dataset: str, epsilon_total: float) -> dict[str, Any]:
         """Open a ``set_privacy_budget`` proposal raising a dataset's budget (every member must accept)."""
         return self.propose(Action.SET_PRIVACY_BUDGET, {"dataset": dataset, "epsilon_total": epsilon_total})
+
+    # -- model registry (core.governance.model_registry) ---------------------------------------------
+    def onboard_model(
+        self, name: str, version: str, *, package_hash: str, wrapper_hash: str, description: str = ""
+    ) -> dict[str, Any]:
+        """Register a model version (status created); the signer becomes the model's owner."""
+        body = {
+            "name": name,
+            "version": version,
+            "description": description,
+            "packageHash": package_hash,
+            "wrapperHash": wrapper_hash,
+        }
+        return self._signed("POST", "/models", body)
+
+    def models(self) -> list[dict[str, Any]]:
+        return list(self._get("/models")["value"])
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self._get(f"/models/{name}")
+
+    def propose_publish_model(self, name: str, version: str) -> dict[str, Any]:
+        """Open a ``publish_model_version`` proposal (every member must accept; only a verified version)."""
+        return self.propose(Action.PUBLISH_MODEL_VERSION, {"model": name, "version": version})
+
+    def unpublish_model(self, name: str, version: str) -> dict[str, Any]:
+        return self._signed("POST", f"/models/{name}/unpublish", {"version": version})
+
+    def delete_model(self, name: str, version: str | None = None) -> dict[str, Any]:
+        return self._signed("POST", f"/models/{name}/delete", {"version": version})
+
+    def record_model_status(
+        self, contract_id: str, name: str, version: str, status: str, details: dict[str, Any], attestation: str
+    ) -> dict[str, Any]:
+        """The clean room reports a model version's new status (attested; 403 for another contract)."""
+        return self._object(
+            self._send(
+                "POST",
+                f"/contracts/{contract_id}/models/{name}/versions/{version}/status",
+                json={"status": status, "details": details, "attestation": attestation},
+            )
+        )
 
     # -- events ------------------------------------------------------------------------------------
     def events(self, contract_id: str, from_seqno: int = 1, *, wait: float = 0.0) -> dict[str, Any]:

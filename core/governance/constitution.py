@@ -21,6 +21,8 @@ from core.config.canonical import document_hash
 from core.config.merge import SPEC_FIELDS, parse_contract_spec
 from core.crypto.identity import load_certificate, member_id_of
 from core.errors import ConflictError, InvalidInputError, NotFoundError
+from core.governance.client_apps import check_registration
+from core.governance.model_registry import check_name
 from core.governance.models import (
     ACTIONS,
     OPTION_ACTIONS,
@@ -46,6 +48,12 @@ class ConstitutionState(Protocol):
     def register_privacy(self, contract_id: str, data: dict[str, Any]) -> None: ...
     def check_privacy_raise(self, dataset: str, epsilon_total: float) -> None: ...
     def raise_privacy_budget(self, dataset: str, epsilon_total: float, proposal_id: str) -> None: ...
+    def check_traffic_split(self, contract_id: str, split: object) -> dict[str, int]: ...
+    def set_traffic_split(self, contract_id: str, split: object, proposal_id: str) -> None: ...
+    def check_model_publish(self, model: str, version: str) -> None: ...
+    def publish_model_version(self, model: str, version: str, proposal_id: str) -> None: ...
+    def client_app(self, name: str) -> dict[str, Any] | None: ...
+    def register_client_app(self, app: dict[str, Any], proposal_id: str) -> None: ...
 
 
 def _contract_id(args: dict[str, Any]) -> str:
@@ -133,6 +141,12 @@ def validate(action: str, args: dict[str, Any], state: ConstitutionState) -> Non
     elif action == Action.SET_PRIVACY_BUDGET:
         dataset, epsilon_total = _privacy_budget_args(args)
         state.check_privacy_raise(dataset, epsilon_total)
+    elif action == Action.SET_TRAFFIC_SPLIT:
+        state.check_traffic_split(_contract_id(args), args.get("split"))
+    elif action == Action.PUBLISH_MODEL_VERSION:
+        state.check_model_publish(*_model_version_args(args))
+    elif action == Action.REGISTER_CLIENT_APP:
+        check_registration(args, state)
     elif action == Action.SET_MEMBER:
         cert = load_certificate(args.get("cert", ""))
         if state.member(member_id_of(cert)) is not None:
@@ -153,6 +167,11 @@ def _privacy_budget_args(args: dict[str, Any]) -> tuple[str, float]:
             hint="pass --epsilon-total X",
         )
     return dataset, float(epsilon_total)
+
+
+def _model_version_args(args: dict[str, Any]) -> tuple[str, str]:
+    """A publish names the registry's model and one of its versions (``core.governance.model_registry``)."""
+    return check_name("model name", args.get("model")), check_name("model version", args.get("version"))
 
 
 def resolve(ballots: dict[str, str], active_members: set[str]) -> str:
@@ -184,5 +203,11 @@ def apply(action: str, args: dict[str, Any], state: ConstitutionState, proposal_
         state.set_option(args["contract_id"], option, status)
     elif action == Action.SET_PRIVACY_BUDGET:
         state.raise_privacy_budget(*_privacy_budget_args(args), proposal_id)
+    elif action == Action.SET_TRAFFIC_SPLIT:
+        state.set_traffic_split(args["contract_id"], args["split"], proposal_id)
+    elif action == Action.PUBLISH_MODEL_VERSION:
+        state.publish_model_version(*_model_version_args(args), proposal_id)
+    elif action == Action.REGISTER_CLIENT_APP:  # checked again: a member or contract may be gone
+        state.register_client_app(check_registration(args, state), proposal_id)
     elif action == Action.SET_MEMBER:
         state.add_member(args["cert"], str(args.get("name", "")), dict(args.get("member_data", {})))

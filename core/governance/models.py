@@ -59,6 +59,9 @@ class Action(StrEnum):
     DISABLE_LOSS_TELEMETRY = "disable_loss_telemetry"
     SET_MEMBER = "set_member"
     SET_PRIVACY_BUDGET = "set_privacy_budget"
+    SET_TRAFFIC_SPLIT = "set_traffic_split"  # blue/green: voted; a rollback by one member needs none
+    PUBLISH_MODEL_VERSION = "publish_model_version"  # every member votes; unpublishing needs one
+    REGISTER_CLIENT_APP = "register_client_app"  # every member votes; any member revokes alone
 
 
 class OptionStatus(StrEnum):

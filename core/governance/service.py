@@ -39,6 +39,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from core import http_guard
 from core.errors import AccessDeniedError, CleanroomError, ConflictError, InvalidInputError, NotFoundError
+from core.governance.client_apps import OAuth2Error, token_endpoints
 from core.governance.launcher import CONFIG_FILE, IDENTITY_DIR
 from core.governance.models import DOCUMENT_ACTIONS, MemberStatus, StaleVersionError
 from core.governance.service_identity import ServiceIdentity
@@ -310,6 +311,32 @@ def create_app(state: GovernanceState) -> FastAPI:
     def jwks() -> Response:
         return JSONResponse(state.jwks())
 
+    @app.post("/token-keys/rotate")
+    def rotate_token_key(request: Request, raw: bytes = RAW) -> Response:
+        return JSONResponse(state.rotate_token_key(signed(request, raw)))
+
+    # -- client applications and OAuth2 client credentials (core.governance.client_apps) ---------
+    @app.post("/oauth2/token")
+    def oauth2_token(request: Request, raw: bytes = RAW) -> Response:
+        """RFC 6749 4.4 with RFC 7523 client assertions; errors in RFC 6749 5.2's shape, never cached."""
+        try:
+            answer, status = state.client_apps.issue(raw, request.headers.get("content-type", "")), 200
+        except OAuth2Error as exc:
+            answer, status = exc.body(), exc.status
+        return JSONResponse(answer, status_code=status, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    @app.get("/oauth2/apps")
+    def client_apps() -> Response:
+        return JSONResponse({"value": state.client_apps.list()})
+
+    @app.post("/oauth2/apps/{name}/revoke")
+    def revoke_client_app(name: str, request: Request, raw: bytes = RAW) -> Response:
+        return JSONResponse(state.client_apps.revoke(signed(request, raw), name))
+
+    @app.get("/oauth2/revocations")
+    def revocations() -> Response:
+        return JSONResponse(state.client_apps.revocations())
+
     # -- members ---------------------------------------------------------------------------------
     @app.get("/members")
     def members() -> Response:
@@ -381,6 +408,15 @@ def create_app(state: GovernanceState) -> FastAPI:
     def set_execution(contract_id: str, request: Request, raw: bytes = RAW) -> Response:
         return JSONResponse(state.set_execution(signed(request, raw), contract_id))
 
+    # -- traffic split between serving applications (the ingress polls it; no secrets in it) ------
+    @app.get("/contracts/{contract_id}/traffic")
+    def traffic(contract_id: str) -> Response:
+        return JSONResponse(state.traffic(contract_id))
+
+    @app.post("/contracts/{contract_id}/traffic/rollback")
+    def rollback_traffic(contract_id: str, request: Request, raw: bytes = RAW) -> Response:
+        return JSONResponse(state.rollback_traffic(signed(request, raw), contract_id))
+
     # -- CA --------------------------------------------------------------------------------------
     @app.get("/contracts/{contract_id}/ca")
     def ca_info(contract_id: str) -> Response:
@@ -435,6 +471,31 @@ def create_app(state: GovernanceState) -> FastAPI:
     def privacy_history(request: Request, dataset: str | None = Query(None, max_length=300)) -> Response:
         member_read(request)
         return JSONResponse({"value": state.privacy_history(dataset)})
+
+    # -- model registry (core.governance.model_registry) ------------------------------------------
+    @app.post("/models")
+    def onboard_model(request: Request, raw: bytes = RAW) -> Response:
+        return JSONResponse(state.models.onboard(signed(request, raw)))
+
+    @app.get("/models")
+    def models() -> Response:
+        return JSONResponse({"value": state.models.all_models()})
+
+    @app.get("/models/{name}")
+    def model(name: str) -> Response:
+        return JSONResponse(state.models.show(name))
+
+    @app.post("/models/{name}/unpublish")
+    def unpublish_model(name: str, request: Request, raw: bytes = RAW) -> Response:
+        return JSONResponse(state.models.unpublish(signed(request, raw), name))
+
+    @app.post("/models/{name}/delete")
+    def delete_model(name: str, request: Request, raw: bytes = RAW) -> Response:
+        return JSONResponse(state.models.delete(signed(request, raw), name))
+
+    @app.post("/contracts/{contract_id}/models/{name}/versions/{version}/status")
+    def model_status(contract_id: str, name: str, version: str, body: dict[str, Any] = JSON) -> Response:
+        return JSONResponse(state.models.record_status(contract_id, name, version, body))
 
     # -- events ----------------------------------------------------------------------------------
     @app.post("/contracts/{contract_id}/events")
@@ -518,6 +579,7 @@ def serve(state_dir: Path) -> None:
         checkpoint_every=config["checkpoint_every"],
         attestation_verifier=verifier,
     )
+    state.client_apps.token_endpoints = token_endpoints(int(config["port"]))
     if maa is not None:
 
         def accepted_policy(contract_id: str) -> dict[str, Any] | None:

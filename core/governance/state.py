@@ -22,8 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
@@ -37,7 +35,7 @@ from core.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
-from core.governance import ca, constitution, ledger, privacy
+from core.governance import ca, client_apps, constitution, ledger, model_registry, privacy, token_keys, traffic
 from core.governance.models import (
     DOCUMENT_ACTIONS,
     EVENT_CATEGORIES,
@@ -147,6 +145,7 @@ class GovernanceState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._db.executescript(traffic.SCHEMA)
         self._lock = threading.RLock()  # the connection and the in-memory ledger head
         self._commit_lock = threading.Lock()  # one committer at a time (group commit)
         self._in_transaction = False
@@ -156,6 +155,11 @@ class GovernanceState:
         self._member_keys: dict[str, tuple[str, ec.EllipticCurvePublicKey]] = {}
         self._load_head()
         self.on_event: Callable[[str], None] = lambda contract_id: None
+        self.models = model_registry.ModelRecords(self)  # the model registry's writes and reads
+        self.client_apps = client_apps.ClientApps(self)  # client applications and /oauth2/token
+        # a retired key stays published while any token it signed may still be valid
+        overlap = max(TOKEN_TTL_SECONDS, client_apps.APP_TOKEN_TTL_SECONDS)
+        self.token_keys = token_keys.TokenKeyRing(self._db, self._lock, identity.token_key, overlap_seconds=overlap)
 
     def close(self) -> None:
         with self._lock:
@@ -758,6 +762,36 @@ class GovernanceState:
     def execution_enabled(self, contract_id: str) -> bool:
         return bool(self.runtime_option(contract_id, "execution")["status"] == OptionStatus.ENABLED)
 
+    # -- traffic split between serving applications (core.governance.traffic) ------------------------
+    def traffic(self, contract_id: str) -> dict[str, Any]:
+        """The ingress's feed, plus the serving applications and open split proposals for people."""
+        with self._lock:
+            contract = self.get_contract(contract_id)
+            return traffic.feed(self._db, contract_id) | {
+                "applications": traffic.serving_applications(contract),
+                "proposalIds": self._open_ids(contract_id, Action.SET_TRAFFIC_SPLIT),
+            }
+
+    def check_traffic_split(self, contract_id: str, split: object) -> dict[str, int]:
+        return traffic.check_split(self.get_contract(contract_id), split)
+
+    def set_traffic_split(self, contract_id: str, split: object, proposal_id: str) -> None:
+        checked = self.check_traffic_split(contract_id, split)
+        traffic.store(self._db, contract_id, checked, seqno=self._head[0], proposal_id=proposal_id)
+
+    def rollback_traffic(self, request: VerifiedRequest, contract_id: str) -> dict[str, Any]:
+        """Any member alone sends all traffic to one serving application (ledgered as signed).
+
+        Open split proposals are dropped: ballots cast before the incident must not undo the
+        rollback when the last of them arrives; a member proposes again once it is understood."""
+        with self._write(request):
+            application = traffic.check_rollback(self.get_contract(contract_id), request.body.get("to"))
+            seqno = self._member_write(request, "traffic.rollback")
+            traffic.store(self._db, contract_id, {application: 100}, seqno=seqno, rolled_back_to=application)
+            for proposal_id in self._open_ids(contract_id, Action.SET_TRAFFIC_SPLIT):
+                self._close(proposal_id, ProposalState.DROPPED, f"superseded by a rollback to '{application}'")
+        return self.traffic(contract_id)
+
     # -- secrets, tokens ----------------------------------------------------------------------------
     def put_secret(self, request: VerifiedRequest, contract_id: str, name: str) -> dict[str, Any]:
         """Store a secret sent as ``signing.sign_secret_put`` does: the value rides in the unprotected
@@ -892,7 +926,7 @@ class GovernanceState:
             "nbf": now - 5,
             "exp": now + TOKEN_TTL_SECONDS,
         }
-        token = jwt.encode(claims, self.identity.token_key, algorithm="ES384", headers={"kid": self.token_kid})
+        token = self.token_keys.current.sign(claims)
         return {"token": token, "expiresAt": claims["exp"], "audience": claims["aud"], "issuer": self.token_issuer}
 
     @property
@@ -901,15 +935,25 @@ class GovernanceState:
 
     @property
     def token_kid(self) -> str:
-        return ledger.payload_digest(
-            self.identity.token_key.public_key().public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )[:32]
+        return self.token_keys.current.kid
 
     def jwks(self) -> dict[str, Any]:
-        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.identity.token_key.public_key()))
-        return {"keys": [jwk | {"kid": self.token_kid, "alg": "ES384", "use": "sig"}]}
+        """The current token key and retired ones whose tokens may still be valid (``token_keys``)."""
+        return self.token_keys.jwks()
+
+    def rotate_token_key(self, request: VerifiedRequest) -> dict[str, Any]:
+        """Any active member rotates alone: a fresh key only narrows what a leaked old one can sign."""
+        with self._write(request):
+            seqno = self._member_write(request, "token_key.rotate")
+            new = self.token_keys.rotate(seqno)
+        return {"kid": new.kid, "seqno": seqno} | self.token_keys.jwks()
+
+    # -- client applications (rules and writes in ``core.governance.client_apps``) --------------------
+    def client_app(self, name: str) -> dict[str, Any] | None:
+        return self.client_apps.get(name)
+
+    def register_client_app(self, app: dict[str, Any], proposal_id: str) -> None:
+        self.client_apps.register(app, proposal_id)
 
     # -- attested clean-room calls ------------------------------------------------------------------
     def _attested(self, contract_id: str, token: Any, *, purpose: str) -> dict[str, Any]:
@@ -1052,6 +1096,13 @@ class GovernanceState:
         ]
         next_seqno = (rows[-1]["seqno"] + 1) if rows else max(from_seqno, (last or 0) + 1)
         return {"contractId": contract_id, "events": events, "nextSeqno": next_seqno}
+
+    # -- model registry (rules and writes in ``core.governance.model_registry``) ------------------------
+    def check_model_publish(self, model: str, version: str) -> None:
+        self.models.check_publish(model, version)
+
+    def publish_model_version(self, model: str, version: str, proposal_id: str) -> None:
+        self.models.publish(model, version, proposal_id)
 
     # -- privacy ledger (rules in ``core.governance.privacy``) ---------------------------------------
     def _privacy(self) -> privacy.PrivacyLedger:

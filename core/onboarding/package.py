@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from core.errors import NotFoundError
+from core.errors import InvalidInputError, NotFoundError
+from core.onboarding.request_schema import RecordSchema
 from core.onboarding.scan import Finding, ScanReport, scan_folder
 from core.onboarding.wrapper import WRAPPER_FILE, WRAPPER_METHODS
 
@@ -110,6 +111,8 @@ def check_package(folder: Path) -> PackageReport:
     settings = _check_settings(folder, files, problems)
     requirements = _check_requirements(folder, files, scan, problems, notes)
     wrapper_class = _find_wrapper_class(folder, files, settings.get("wrapper"), problems)
+    if wrapper_class is not None and isinstance(settings.get("sample_post_data"), dict):
+        _check_sample_post_data(folder, wrapper_class, settings["sample_post_data"], problems)
     return PackageReport(
         root=str(folder),
         scan=scan,
@@ -300,3 +303,81 @@ def _find_wrapper_class(folder: Path, files: dict[str, Any], named: Any, problem
         message = f"has several wrapper classes ({', '.join(complete)}); name one in settings.yml wrapper:"
     problems.append(Finding(WRAPPER_FILE, "wrapper", message))
     return None
+
+
+# -- sample_post_data against the wrapper's input schema ------------------------------------------
+def _check_sample_post_data(folder: Path, wrapper_class: str, sample: dict[str, Any], problems: list[Finding]) -> None:
+    """The sample must be a request the wrapper accepts: a load test sends it, and the server's
+    start-up self-check runs it. The input schema is read from the syntax tree (a literal, module
+    constants allowed), like the wrapper class, so the check still runs none of the package's code."""
+    name = f"{wrapper_class}.input_schema"
+    schema = _literal_return(ast.parse((folder / WRAPPER_FILE).read_bytes()), wrapper_class, "input_schema")
+    if not isinstance(schema, dict):
+        problems.append(
+            Finding(
+                WRAPPER_FILE,
+                "schema",
+                f"{name} does not return a dict literal; return the JSON Schema as a literal (module-level "
+                "constants allowed) so the check can read it without running the package",
+            )
+        )
+        return
+    try:
+        checker = RecordSchema(schema, name=name)
+    except InvalidInputError as exc:
+        problems.append(Finding(WRAPPER_FILE, "schema", exc.one_line()))
+        return
+    problem = checker.problem(sample, "sample_post_data")
+    if problem is not None:
+        problems.append(
+            Finding(SETTINGS_FILE, "sample", f"{problem}; make sample_post_data a request valid under {name}")
+        )
+
+
+class _NotLiteral(Exception):
+    pass
+
+
+def _literal_return(tree: ast.Module, class_name: str, method: str) -> Any:
+    """What ``class_name.method`` returns if its body is one ``return <literal>``, else None."""
+    constants = {
+        target.id: node.value
+        for node in tree.body
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Name)
+    }
+    for node in tree.body:
+        if not (isinstance(node, ast.ClassDef) and node.name == class_name):
+            continue
+        for item in node.body:
+            if isinstance(item, ast.FunctionDef) and item.name == method:
+                body = [s for s in item.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+                if len(body) == 1 and isinstance(body[0], ast.Return) and body[0].value is not None:
+                    try:
+                        return _literal(body[0].value, constants, depth=0)
+                    except _NotLiteral:
+                        return None
+    return None
+
+
+def _literal(node: ast.expr, constants: dict[str, ast.expr], depth: int) -> Any:
+    if depth > 32:  # a constant defined through itself, or absurd nesting
+        raise _NotLiteral
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Dict) and all(key is not None for key in node.keys):
+        return {
+            _literal(key, constants, depth + 1): _literal(value, constants, depth + 1)
+            for key, value in zip(node.keys, node.values, strict=True)
+            if key is not None
+        }
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_literal(element, constants, depth + 1) for element in node.elts]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        value = _literal(node.operand, constants, depth + 1)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return -value
+    if isinstance(node, ast.Name) and node.id in constants:
+        return _literal(constants[node.id], constants, depth + 1)
+    raise _NotLiteral

@@ -11,6 +11,7 @@ from typing import Any
 
 from core.errors import AccessDeniedError, ConflictError, NotFoundError
 from core.governance.client import GovernanceClient
+from core.governance.client_apps import TOKEN_PATH
 from core.governance.models import MemberStatus, OptionStatus
 from core.keys.attestation import KeyServiceAttester
 from core.runtime.deployment import accepted_policy_hash
@@ -38,6 +39,15 @@ class HttpGovernance:
     def jwks(self) -> dict[str, Any]:
         return self.client.jwks()
 
+    def app_revocations(self) -> dict[str, Any]:
+        return self.client.app_revocations()
+
+    def token_url(self) -> str:
+        return f"{self.client.endpoint}{TOKEN_PATH}"
+
+    def traffic(self, contract_id: str) -> dict[str, Any]:
+        return self.client.traffic(contract_id)
+
     def secret(self, contract_id: str, name: str, attestation: str) -> bytes:
         return self.client.get_secret(contract_id, name, attestation)
 
@@ -62,6 +72,11 @@ class HttpGovernance:
 
     def record_privacy(self, contract_id: str, run_id: str, record: dict[str, Any], attestation: str) -> dict[str, Any]:
         return self.client.record_privacy(contract_id, run_id, record, attestation)
+
+    def record_model_status(
+        self, contract_id: str, name: str, version: str, status: str, details: dict[str, Any], attestation: str
+    ) -> dict[str, Any]:
+        return self.client.record_model_status(contract_id, name, version, status, details, attestation)
 
     def accepted_policy_hash(self, contract_id: str) -> str | None:
         return accepted_policy_hash(self.document(contract_id, "clean_room_policy"))

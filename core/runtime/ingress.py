@@ -11,9 +11,20 @@ A small asyncio HTTP/1.1 reverse proxy on 127.0.0.1 that
   request reaches the (untrusted) workload, which instead sees ``X-Cleanroom-Member``;
 * forwards to the workload's unix socket (the workload has no network of its own).
 
-Bodies are passed through by Content-Length (chunked requests are refused with 411); a
-response without Content-Length is streamed until the workload closes, then the client
-connection is closed too.
+Client applications (issue #16) call with tokens that carry an ``app`` claim: such a token may
+call only the routes in its ``routes`` claim (403 naming the route otherwise), only while
+governance's revocation feed does not name its app (``core.runtime.revocations``, polled every
+second), and at most ``rate_limit_per_minute`` times a minute (``core.runtime.rate_limit``: 429
+with Retry-After). Member tokens (no ``app`` claim) keep their behaviour. Every caller's
+requests, rows and refusals are counted per minute (``core.runtime.usage``). ``GET
+/openapi.json`` is answered by the ingress itself, without a token (``core.runtime.openapi``
+says why).
+
+Bodies are passed through by Content-Length: a chunked request, or a POST/PUT/PATCH without a
+length, is refused with 411, one above ``max_body`` with 413, both before the token is looked
+at; a body whose Content-Type is not JSON gets 415 (every route here is a JSON API; a body
+without Content-Type is taken as JSON, as the workload's framework does). A response without
+Content-Length is streamed until the workload closes, then the client connection is closed too.
 
 Before any token is looked at, a request must be plain HTTP/1.1 the workload cannot read
 differently: CRLF line ends only (a bare LF could start a header such as
@@ -44,6 +55,11 @@ from urllib.parse import quote, unquote
 import jwt
 
 from core.errors import AccessDeniedError, CleanroomError, InvalidInputError, ServiceUnavailableError
+from core.runtime.openapi import OPENAPI_PATH, openapi_document
+from core.runtime.rate_limit import CallerRateLimits, retry_after_header
+from core.runtime.revocations import RevocationFeed
+from core.runtime.traffic_split import VERSION_HEADER, TrafficRouter
+from core.runtime.usage import INLINE_COUNT_BYTES, UNAUTHENTICATED, UsageMeter, rows_in
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
@@ -68,14 +84,18 @@ HOP_BY_HOP = frozenset(
         "proxy-connection",
         "proxy-authorization",
         "x-cleanroom-member",
+        VERSION_HEADER,  # a pin is for the ingress (core.runtime.traffic_split), not the workload
     }
 )
 TOKEN_ALGORITHMS = ["ES256", "ES384", "RS256", "PS256", "EdDSA"]
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_JSON_MEDIA_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json$")
 
 
 @dataclass(frozen=True)
 class RouteAllowList:
-    """Routes from the network policy: ``"METHOD /path"``; a path ending in ``/*`` is a prefix."""
+    """Routes from the network policy or an app token: ``"METHOD /path"``; a path ending in
+    ``/*`` is a prefix, a ``{name}`` segment (as app registrations write them) matches one segment."""
 
     routes: tuple[tuple[str, str], ...]
 
@@ -96,9 +116,21 @@ class RouteAllowList:
             if allowed_path.endswith("/*"):
                 if path == allowed_path[:-2] or path.startswith(allowed_path[:-1]):
                     return True
-            elif path == allowed_path:
+            elif path == allowed_path or ("{" in allowed_path and _matches_template(allowed_path, path)):
                 return True
         return False
+
+
+def _matches_template(template: str, path: str) -> bool:
+    """``/v2/models/{name}/infer`` matches ``/v2/models/m1/infer``: a ``{...}`` segment stands for
+    exactly one non-empty segment, every other segment must be equal."""
+    expected, actual = template.split("/"), path.split("/")
+    if len(expected) != len(actual):
+        return False
+    return all(
+        (want.startswith("{") and want.endswith("}") and bool(got)) or want == got
+        for want, got in zip(expected, actual, strict=True)
+    )
 
 
 def normalised_path(target: str) -> str | None:
@@ -117,8 +149,9 @@ def normalised_path(target: str) -> str | None:
 class TokenRejected(AccessDeniedError):
     """A bearer token refused by ``TokenPolicy``, with the HTTP status the ingress answers.
 
-    401: no usable credentials (malformed, wrong algorithm, expired); 403: a well-formed token
-    this clean room does not accept (unknown key, bad signature, another contract).
+    401: no valid credentials (malformed, wrong algorithm, expired, or not signed by a key
+    governance publishes: RFC 6750's ``invalid_token``); 403: a valid token of governance this
+    clean room does not accept (another contract, a route or app it does not allow).
     """
 
     def __init__(self, status: int, message: str, *, hint: str = "ask governance for a new token") -> None:
@@ -182,7 +215,7 @@ class TokenPolicy:
                 if len(self._unknown) > 4096:
                     self._unknown.clear()
                 self._unknown[kid] = now + self.refetch_seconds
-                raise TokenRejected(403, "token is signed by a key governance does not publish")
+                raise TokenRejected(401, "token is signed by a key governance does not publish")
         return known
 
     def cached(self, token: str) -> dict[str, Any] | None:
@@ -227,7 +260,7 @@ class TokenPolicy:
         except jwt.ExpiredSignatureError as exc:
             raise TokenRejected(401, "token has expired") from exc
         except jwt.InvalidSignatureError as exc:
-            raise TokenRejected(403, f"token rejected ({exc})", hint="use a token issued by governance") from exc
+            raise TokenRejected(401, f"token rejected ({exc})", hint="use a token issued by governance") from exc
         except jwt.InvalidAudienceError as exc:  # a valid token of governance, for another contract
             raise TokenRejected(
                 403,
@@ -251,12 +284,55 @@ class TokenPolicy:
         return claims
 
 
-def _response(status: int, reason: str, message: str) -> bytes:
+def _response(status: int, reason: str, message: str, extra_headers: str = "") -> bytes:
     body = json.dumps({"error": message}).encode()
     return (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n{extra_headers}"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     ).encode() + body
+
+
+def _json_response(body: bytes, keep_alive: bool) -> bytes:
+    return (
+        f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        f"connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+    ).encode() + body
+
+
+@dataclass(frozen=True)
+class AppGrant:
+    """What an app token's claims let its app do here. Built per request from the cached claims:
+    parsing a handful of routes costs microseconds, and keeps no second cache to bound."""
+
+    app: str
+    routes: RouteAllowList
+    rate_limit_per_minute: int
+
+    @classmethod
+    def from_claims(cls, claims: dict[str, Any]) -> AppGrant | None:
+        """None for a member token (no ``app`` claim); TokenRejected(403) for malformed app claims."""
+        app = claims.get("app")
+        if app is None:
+            return None
+        routes, limit = claims.get("routes"), claims.get("rate_limit_per_minute")
+        if (
+            not isinstance(app, str)
+            or not app
+            or not isinstance(routes, list)
+            or not all(isinstance(route, str) for route in routes)
+            or not isinstance(limit, int)
+            or isinstance(limit, bool)
+            or limit < 1
+        ):
+            raise TokenRejected(
+                403,
+                "app token needs an app name, a routes list and a positive rate_limit_per_minute",
+                hint="get the token from governance's /oauth2/token",
+            )
+        try:
+            return cls(app, RouteAllowList.from_policy(routes), limit)
+        except InvalidInputError as exc:
+            raise TokenRejected(403, f"app token has a malformed route ({exc.message})") from exc
 
 
 class IngressProxy:
@@ -269,6 +345,7 @@ class IngressProxy:
     idle_timeout: float = IDLE_TIMEOUT_SECONDS
     body_timeout: float = BODY_TIMEOUT_SECONDS
     max_connections: int = MAX_CONNECTIONS
+    max_body: int = MAX_BODY
     _connections: int = 0  # open client connections (only touched on the proxy's loop)
 
     def __init__(
@@ -282,8 +359,17 @@ class IngressProxy:
         port: int = 0,
         on_refusal: Callable[[str, str, str], None] | None = None,
         upstream_pid: int | None = None,
+        revocations: RevocationFeed | None = None,
+        rate_limits: CallerRateLimits | None = None,
+        member_rate_limit_per_minute: int | None = None,
+        usage: UsageMeter | None = None,
+        token_url: str | None = None,
+        traffic: TrafficRouter | None = None,
     ) -> None:
         self.upstream_socket = upstream_socket
+        # blue/green: several serving applications, each with its socket beside upstream_socket
+        self.traffic = traffic
+        self._version_paths: dict[str, str] = {}
         # the pid that listen()ed on the upstream socket: the runtime binds it itself and hands
         # the workload only the fd, so every connection's SO_PEERCRED must name the runtime or a
         # process of the workload's own sandbox (a server calls listen() again on the fd it was
@@ -293,6 +379,16 @@ class IngressProxy:
         self.routes = routes
         self.tokens = tokens
         self.on_refusal = on_refusal
+        # app tokens need the revocation feed: without one, no app token is let through; the
+        # proxy starts and stops the feed and the usage meter with itself
+        self.revocations = revocations
+        self.rate_limits = rate_limits if rate_limits is not None else CallerRateLimits()
+        self.member_rate_limit_per_minute = member_rate_limit_per_minute  # None: members are not limited
+        self.usage = usage
+        # the OpenAPI document of the allowed routes, with governance's token URL when known
+        self._openapi_body = json.dumps(
+            openapi_document(routes, contract_id=tokens.contract_id, token_url=token_url)
+        ).encode()
         self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._context.load_cert_chain(str(cert_chain), str(key_file))
@@ -328,6 +424,13 @@ class IngressProxy:
                 hint="the runtime binds the socket in a 0700 directory of its own",
             )
         self._upstream_path = f"/proc/self/fd/{self._socket_dir_fd}/{self.upstream_socket.name}"
+        for version, socket_file in (self.traffic.upstreams if self.traffic is not None else {}).items():
+            if socket_file.parent != self.upstream_socket.parent:
+                raise InvalidInputError(
+                    f"socket of '{version}' is not in {self.upstream_socket.parent}",
+                    hint="bind every serving application's socket in the runtime's private socket directory",
+                )
+            self._version_paths[version] = f"/proc/self/fd/{self._socket_dir_fd}/{socket_file.name}"
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(
             asyncio.start_server(
@@ -343,6 +446,10 @@ class IngressProxy:
                 hint="choose another --ingress-port",
             ) from exc
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.revocations is not None:
+            self.revocations.start()
+        if self.usage is not None:
+            self.usage.start()
         return self
 
     def stop(self) -> None:
@@ -365,6 +472,10 @@ class IngressProxy:
         if self._socket_dir_fd is not None:
             os.close(self._socket_dir_fd)
             self._socket_dir_fd = None
+        if self.revocations is not None:
+            self.revocations.stop()
+        if self.usage is not None:
+            self.usage.stop()  # hands over the minute in progress: requests of the last minute count too
 
     # -- one client connection ---------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -386,11 +497,24 @@ class IngressProxy:
             writer.close()
 
     def _refuse(
-        self, writer: asyncio.StreamWriter, status: int, reason: str, message: str, method: str = "", path: str = ""
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        reason: str,
+        message: str,
+        method: str = "",
+        path: str = "",
+        *,
+        caller: str = UNAUTHENTICATED,
+        extra_headers: str = "",
     ) -> bool:
         if self.on_refusal is not None:
             self.on_refusal(f"{method} {path}".strip(), str(status), message)
-        writer.write(_response(status, reason, message))
+        if self.usage is not None:
+            self.usage.refused(caller, status)
+        if status == 401 and "www-authenticate" not in extra_headers:  # RFC 6750: the token is invalid
+            extra_headers += 'www-authenticate: Bearer realm="cleanroom", error="invalid_token"\r\n'
+        writer.write(_response(status, reason, message, extra_headers))
         return False
 
     async def _refuse_unread(
@@ -483,6 +607,14 @@ class IngressProxy:
                 target[:200],
             )
         path = normalised_path(target)
+        if method == "GET" and path == OPENAPI_PATH:
+            # answered here, without a token (core.runtime.openapi says why); a request with a
+            # body is answered and closed so its body is never read as a next request
+            keep_alive = version == "HTTP/1.1" and fields.get("connection", "").lower() != "close"
+            keep_alive = keep_alive and "content-length" not in fields and "transfer-encoding" not in fields
+            writer.write(_json_response(self._openapi_body, keep_alive))
+            await writer.drain()
+            return keep_alive
         if path is None or not self.routes.allows(method, path):
             return self._refuse(
                 writer,
@@ -494,14 +626,46 @@ class IngressProxy:
             )
         if sum(1 for name, _ in headers if name == "authorization") > 1:
             return self._refuse(writer, 400, "Bad Request", "send one Authorization header, not several", method, path)
+        # body framing and size are capped before any token is looked at
+        if "transfer-encoding" in fields:
+            return await self._refuse_unread(
+                reader, writer, 411, "Length Required", "chunked request bodies are not accepted; send a Content-Length"
+            )
+        # exactly one plain decimal length: anything else could frame the body differently for
+        # the workload and smuggle a second request past the route check
+        lengths = [value for name, value in headers if name == "content-length"]
+        if len(lengths) > 1 or (lengths and not lengths[0].isdigit()) or (lengths and not lengths[0].isascii()):
+            return self._refuse(writer, 400, "Bad Request", "content-length must be given once, as a number")
+        if not lengths and method in BODY_METHODS:
+            return await self._refuse_unread(
+                reader, writer, 411, "Length Required", f"a {method} request needs a Content-Length header"
+            )
+        length = int(lengths[0]) if lengths else 0
+        if length > self.max_body:
+            return await self._refuse_unread(
+                reader,
+                writer,
+                413,
+                "Payload Too Large",
+                f"request body of {length} bytes is over the ingress limit of {self.max_body}; send less per request",
+            )
         authorization = fields.get("authorization", "")
         if not authorization.lower().startswith("bearer "):
-            return self._refuse(writer, 401, "Unauthorized", "a bearer token from governance is required", method, path)
+            return self._refuse(
+                writer,
+                401,
+                "Unauthorized",
+                "a bearer token from governance is required",
+                method,
+                path,
+                extra_headers='www-authenticate: Bearer realm="cleanroom"\r\n',  # RFC 6750 3.1: no error code
+            )
         token = authorization[7:].strip()
         try:
             claims = self.tokens.cached(token)
             if claims is None:  # verifying may fetch governance's JWKS: never on the event loop
                 claims = await asyncio.get_running_loop().run_in_executor(None, self.tokens.verify, token)
+            grant = AppGrant.from_claims(claims)
         except ServiceUnavailableError as exc:
             return self._refuse(writer, 503, "Service Unavailable", exc.one_line(), method, path)
         except AccessDeniedError as exc:
@@ -512,16 +676,38 @@ class IngressProxy:
         member = str(claims.get("sub", ""))
         if _CONTROL.search(member) or "\t" in member:
             return self._refuse(writer, 403, "Forbidden", "token subject has a control character", method, path)
-        if "transfer-encoding" in fields:
-            return self._refuse(writer, 411, "Length Required", "chunked request bodies are not accepted")
-        # exactly one plain decimal length: anything else could frame the body differently for
-        # the workload and smuggle a second request past the route check
-        lengths = [value for name, value in headers if name == "content-length"]
-        if len(lengths) > 1 or (lengths and not lengths[0].isdigit()) or (lengths and not lengths[0].isascii()):
-            return self._refuse(writer, 400, "Bad Request", "content-length must be given once, as a number")
-        length = int(lengths[0]) if lengths else 0
-        if not 0 <= length <= MAX_BODY:
-            return self._refuse(writer, 413, "Payload Too Large", f"body above {MAX_BODY} bytes")
+        caller = member if grant is None else f"app:{grant.app}"
+        if grant is not None:
+            refused = self._app_refusal(grant, method, path)
+            if refused is not None:
+                status, message = refused
+                reason = "Forbidden" if status == 403 else "Service Unavailable"
+                return self._refuse(writer, status, reason, message, method, path, caller=caller)
+        media_type = fields.get("content-type")
+        if length and media_type is not None and not _JSON_MEDIA_TYPE.match(media_type.split(";")[0].strip().lower()):
+            return self._refuse(
+                writer,
+                415,
+                "Unsupported Media Type",
+                f"content-type {media_type[:60]!r} is not application/json; send the body as JSON",
+                method,
+                path,
+                caller=caller,
+            )
+        limit = self.member_rate_limit_per_minute if grant is None else grant.rate_limit_per_minute
+        wait = self.rate_limits.take(caller, limit) if limit is not None else None
+        if wait is not None:
+            retry = retry_after_header(wait)
+            return self._refuse(
+                writer,
+                429,
+                "Too Many Requests",
+                f"caller '{caller[:80]}' is over its limit of {limit} requests a minute; retry after {retry} s",
+                method,
+                path,
+                caller=caller,
+                extra_headers=f"retry-after: {retry}\r\n",
+            )
         try:
             body = await asyncio.wait_for(reader.readexactly(length), self.body_timeout) if length else b""
         except TimeoutError:
@@ -532,18 +718,55 @@ class IngressProxy:
                 f"request body did not arrive within {self.body_timeout:g} s",
                 method,
                 path,
+                caller=caller,
             )
+        self._count_usage(caller, body)
+        application = None
+        if self.traffic is not None:  # blue/green: this request's application, chosen once
+            if sum(1 for name, _ in headers if name == VERSION_HEADER) > 1:
+                return self._refuse(writer, 400, "Bad Request", "send one X-Cleanroom-Version header", method, path)
+            try:
+                application = self.traffic.choose(fields.get(VERSION_HEADER))
+            except InvalidInputError as exc:
+                return self._refuse(writer, 400, "Bad Request", exc.one_line(), method, path)
+            upstream = upstream.sibling(self._version_paths[application])
         keep_alive = version == "HTTP/1.1" and fields.get("connection", "").lower() != "close"
         query = target.partition("?")[2].partition("#")[0]
         forwarded = [f"{method} {quote(path, safe=_PATH_SAFE)}{'?' + query if query else ''} HTTP/1.1"]
         forwarded += [f"{n}: {v}" for n, v in headers if n not in HOP_BY_HOP]
         forwarded += [f"content-length: {length}", f"x-cleanroom-member: {member}"]
         return await self._forward(
-            ("\r\n".join(forwarded) + "\r\n\r\n").encode("latin-1") + body, writer, keep_alive, upstream
+            ("\r\n".join(forwarded) + "\r\n\r\n").encode("latin-1") + body, writer, keep_alive, upstream, application
         )
 
+    def _app_refusal(self, grant: AppGrant, method: str, path: str) -> tuple[int, str] | None:
+        """Why an app token may not make this request (a route its registration does not list,
+        a revoked app, no fresh revocation list), as (status, message), or None."""
+        if not grant.routes.allows(method, path):
+            allowed = ", ".join(f"{m} {p}" for m, p in grant.routes.routes) or "no route"
+            return 403, f"app '{grant.app}' may not call {method} {path[:200]}; its registration allows {allowed[:300]}"
+        if self.revocations is None:
+            return 503, "this ingress has no revocation feed, so it takes no app tokens"
+        return self.revocations.refusal(grant.app)
+
+    def _count_usage(self, caller: str, body: bytes) -> None:
+        """Count a forwarded request; a large body's rows are counted off the event loop."""
+        usage = self.usage
+        if usage is None:
+            return
+        if len(body) <= INLINE_COUNT_BYTES:
+            usage.forwarded(caller, rows_in(body) if body else 1)
+            return
+        counting = asyncio.get_running_loop().run_in_executor(None, rows_in, body)
+        counting.add_done_callback(lambda done: usage.forwarded(caller, done.result()))
+
     async def _forward(
-        self, request: bytes, writer: asyncio.StreamWriter, keep_alive: bool, upstream: _Upstream
+        self,
+        request: bytes,
+        writer: asyncio.StreamWriter,
+        keep_alive: bool,
+        upstream: _Upstream,
+        application: str | None = None,
     ) -> bool:
         """Send to the workload over this client's upstream connection (reused while both sides
         keep alive: a new unix connection per request would cost the workload a new handler)."""
@@ -577,8 +800,10 @@ class IngressProxy:
                     length = int(value.strip())
                 elif lower == "connection" and value.strip().lower() == "close":
                     upstream_close = True
-                if lower not in ("connection", "keep-alive"):
+                if lower not in ("connection", "keep-alive", VERSION_HEADER):
                     kept.append(line)
+            if application is not None:  # who answered, named by the ingress, never by the workload
+                kept.append(f"{VERSION_HEADER}: {application}")
             keep_alive = keep_alive and length is not None
             kept.append("connection: keep-alive" if keep_alive else "connection: close")
             writer.write(("\r\n".join(kept) + "\r\n\r\n").encode("latin-1"))
@@ -611,6 +836,16 @@ class _Upstream:
         self.expected_pid = expected_pid
         self.workload_roots = workload_roots if workload_roots is not None else set()
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._siblings: dict[str, _Upstream] = {}
+
+    def sibling(self, path: str) -> _Upstream:
+        """This client connection's connection to another serving application's socket (blue/green),
+        kept open for its later requests like this one and closed with it."""
+        if path == self.path:
+            return self
+        if path not in self._siblings:
+            self._siblings[path] = _Upstream(path, self.expected_pid, self.workload_roots)
+        return self._siblings[path]
 
     @property
     def connected(self) -> bool:
@@ -634,6 +869,8 @@ class _Upstream:
         if self._streams is not None:
             self._streams[1].close()
             self._streams = None
+        for sibling in self._siblings.values():
+            sibling.close()
 
 
 def _descends_from(pid: int, ancestor: int) -> bool:

@@ -79,6 +79,7 @@ from core.runtime.deployment import LOSS_TELEMETRY_ENV, RUN_DIR, TELEMETRY_FILE,
 from core.runtime.ingress import IngressProxy, RouteAllowList, TokenPolicy
 from core.runtime.ingress_cert import endorsed_ingress_identity
 from core.runtime.lifecycle import LIVE_STATES, DeploymentState, LifecycleEvent
+from core.runtime.model_status import ModelStatusRecords, claim_first
 from core.runtime.private_training import (
     LOSS_TELEMETRY_OPTION,
     PrivacyRecords,
@@ -87,12 +88,19 @@ from core.runtime.private_training import (
     unaccounted_sinks,
     withheld_reason,
 )
+from core.runtime.revocations import RevocationFeed
+from core.runtime.traffic_split import TrafficPoller, TrafficRouter, TrafficSplit
+from core.runtime.usage import USAGE_EVENT, UsageMeter
 from core.service_process import process_alive
 from core.storage.blobstore import BlobStore
 from core.storage.locator import open_store
 from core.storage.transfer import Manifest, UntrustedEntryError, download_folder, pinned_copy, upload_untrusted_folder
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Shown read-only to every workload besides containers/: the model-package check and loader the
+# inference server runs (its image copies the same files), so the clean room accepts a package by
+# the very code `cleanroom model package check` runs.
+WORKLOAD_CORE = tuple(PROJECT_ROOT / "core" / name for name in ("__init__.py", "errors.py", "onboarding"))
 MOUNTS_DIR = "mounts"
 DEPLOYMENTS_DIR = "deployments"
 OWNER_FILE = "runtime.pid"
@@ -145,6 +153,18 @@ class GovernancePort(Protocol):
 
     def jwks(self) -> dict[str, Any]: ...
 
+    def app_revocations(self) -> dict[str, Any]:
+        """Revoked client applications: ``{version, revoked: [{app, revokedAt}]}`` (the ingress polls it)."""
+        ...
+
+    def token_url(self) -> str:
+        """Governance's OAuth2 token endpoint, advertised in the ingress's OpenAPI document."""
+        ...
+
+    def traffic(self, contract_id: str) -> dict[str, Any]:
+        """The voted split between serving applications: ``{version, split, rolledBackTo}``."""
+        ...
+
     def record_event(
         self, contract_id: str, event: dict[str, Any], *, category: str = "audit", attestation: str | None = None
     ) -> None: ...
@@ -157,6 +177,13 @@ class GovernancePort(Protocol):
     def record_privacy(self, contract_id: str, run_id: str, record: dict[str, Any], attestation: str) -> dict[str, Any]:
         """Report the run's ``privacy_record`` (noise_multiplier, sample_rate, steps, delta,
         accountant, epsilon); governance recomputes epsilon and refuses a mismatch."""
+        ...
+
+    def record_model_status(
+        self, contract_id: str, name: str, version: str, status: str, details: dict[str, Any], attestation: str
+    ) -> dict[str, Any]:
+        """Report a model version's new status (``core.runtime.model_status``); refused unless the
+        contract onboards that version and the registry's state machine allows the step."""
         ...
 
 
@@ -344,6 +371,7 @@ class LocalRuntime:
         self._token: str | None = None
         self._attested_at = 0.0
         self._listening: dict[str, sandbox.ListeningSocket] = {}  # serving application -> its socket
+        self._traffic: TrafficPoller | None = None  # several serving applications: the voted split
         self._token_lock = threading.Lock()  # the telemetry thread sends events too
         self._kill_switch_tripped = False
         self._privacy: PrivacyRecords | None = None  # private training runs: their privacy records
@@ -443,6 +471,9 @@ class LocalRuntime:
             self._note(contract_id, LifecycleEvent.FAILED, attestation, reason=reason)
             raise
         finally:
+            if self._traffic is not None:
+                self._traffic.stop()
+                self._traffic = None
             if ingress is not None:
                 ingress.stop()
             for listening in self._listening.values():
@@ -527,21 +558,28 @@ class LocalRuntime:
         serving = [app for app in spec["applications"] if app.get("socket")]
         if not serving:
             return None
-        if len(serving) > 1:
-            raise InvalidInputError(
-                f"contract '{contract_id}' has {len(serving)} serving applications",
-                hint="the local runtime fronts one; give ports to one application only",
-            )
-        app = serving[0]
         identity = endorsed_ingress_identity(
             run_dir.path, contract_id, lambda csr: self.governance.endorse(contract_id, csr, attestation)
         )
-        # the runtime binds the workload's socket where no sandbox sees it and hands in the fd
+        # the runtime binds each workload's socket where no sandbox sees it and hands in the fd
         # (core.runtime.sandbox.ListeningSocket): no workload-written path is ever connected to
-        listening = self._listening[app["name"]] = sandbox.ListeningSocket(
-            run_dir.path / "ingress", f"{app['name']}.sock"
-        )
-        socket_file = listening.path
+        for app in serving:
+            self._listening[app["name"]] = sandbox.ListeningSocket(run_dir.path / "ingress", f"{app['name']}.sock")
+        socket_file = self._listening[serving[0]["name"]].path
+        router = None
+        if len(serving) > 1:  # blue/green: one endpoint, the members' voted split between them
+            router = TrafficRouter({app["name"]: self._listening[app["name"]].path for app in serving})
+
+            def applied(split: TrafficSplit) -> None:
+                self._note(contract_id, "traffic_split", attestation, version=split.version, split=split.weights)
+
+            def unreadable(reason: str) -> None:
+                if self.listener is not None:
+                    self.listener("traffic_split_unread", {"reason": reason})
+
+            self._traffic = TrafficPoller(
+                router, lambda: self.governance.traffic(contract_id), on_change=applied, on_error=unreadable
+            ).start()
 
         def refused(route: str, status: str, reason: str) -> None:
             if self.listener is not None:
@@ -556,6 +594,10 @@ class LocalRuntime:
             port=port,
             on_refusal=refused,
             upstream_pid=os.getpid(),
+            traffic=router,
+            revocations=RevocationFeed(self.governance.app_revocations),
+            usage=UsageMeter(lambda minute: self._note(contract_id, USAGE_EVENT, attestation, **minute)),
+            token_url=self.governance.token_url(),
         ).start()
         self.ingress_url = proxy.url
         return proxy
@@ -580,7 +622,7 @@ class LocalRuntime:
             ]
             mounts.append(sandbox.Mount(run_dir.run, RUN_DIR, writable=True))
             entrypoint = app.get("entrypoint")
-            code = [PROJECT_ROOT / "containers"]
+            code = [PROJECT_ROOT / "containers", *WORKLOAD_CORE]
             if entrypoint and not (PROJECT_ROOT / entrypoint).resolve().is_relative_to(PROJECT_ROOT / "containers"):
                 raise InvalidInputError(
                     f"entrypoint {entrypoint!r} of '{app['name']}' is not under containers/",
@@ -625,13 +667,20 @@ class LocalRuntime:
             pump.start()
         telemetry: TelemetryForwarder | None = None
         privacy = self._privacy
-        if telemetry_on or privacy:  # a private run's privacy record is read even with telemetry off
+        statuses = ModelStatusRecords.for_spec(  # an onboarding run's model statuses go to the registry
+            self.governance,
+            contract_id,
+            spec,
+            lambda: self._fresh(attestation) or attestation,
+            lambda event_type, /, **detail: self._note(contract_id, event_type, attestation, **detail),
+        )
+        if telemetry_on or privacy or statuses:  # privacy records and model statuses are read with telemetry off
             telemetry = TelemetryForwarder(
                 _TelemetryTail(run_dir.run / Path(TELEMETRY_FILE).relative_to(RUN_DIR)),
                 forward=lambda record: self._forward_telemetry(contract_id, record, attestation),
                 refused=lambda kind: self._note(contract_id, "telemetry_refused", attestation, kind=kind),
                 dropped=lambda count: self._note(contract_id, "telemetry_dropped", attestation, records=count),
-                claim=privacy.take if privacy else None,
+                claim=claim_first(privacy.take if privacy else None, statuses.take if statuses else None),
                 keep=telemetry_filter(
                     telemetry_on=telemetry_on, private_run=bool(privacy), loss_voted=self._loss_telemetry
                 ),
@@ -668,7 +717,7 @@ class LocalRuntime:
             self.listener("telemetry", record)
         try:
             self.governance.record_event(
-                contract_id, {"type": "telemetry", **record}, category="telemetry", attestation=self._fresh(attestation)
+                contract_id, {**record, "type": "telemetry"}, category="telemetry", attestation=self._fresh(attestation)
             )
         except CleanroomError:
             pass

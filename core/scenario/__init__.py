@@ -44,6 +44,7 @@ def _definition(module: str, name: str) -> Callable[[], ScenarioDefinition]:
 SCENARIOS: dict[str, Callable[[], ScenarioDefinition]] = {
     REFERENCE_SCENARIO: _definition("three_personas", "THREE_PERSONAS"),
     "dp-join": _definition("dp_join", "DP_JOIN"),
+    "summarise": _definition("summarise", "SUMMARISE"),
 }
 
 

@@ -25,7 +25,9 @@ from core.governance.client import WORKSPACE_KEY, GovernanceClient, deploy_to_wo
 from core.workspace import Workspace
 from tui import vote_review
 from tui.aci_backend import generate_options
+from tui.commands.apps import app_group, keys_group
 from tui.commands.privacy import privacy_group
+from tui.commands.traffic import traffic_group
 from tui.output import Result, Stream, camel_keys, generic_table, verb_output
 
 
@@ -95,6 +97,9 @@ def governance() -> None:
 
 
 governance.add_command(privacy_group)
+governance.add_command(app_group)
+governance.add_command(keys_group)
+governance.add_command(traffic_group)
 
 
 # -- service ----------------------------------------------------------------------------------------

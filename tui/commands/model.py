@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from tui.output import Result, stderr_console, verb_output
+
+if TYPE_CHECKING:
+    from core.governance.client import GovernanceClient
 
 
 @click.group("model")
@@ -98,9 +101,17 @@ def package() -> None:
 @click.option(
     "--from-model",
     "from_model",
-    required=True,
+    default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="A folder from `cleanroom model prepare` (its onnx/ is used) or an ONNX folder with tokenizer.json.",
+    help="A folder from `cleanroom model prepare` (its onnx/ is used) or an ONNX folder with tokenizer.json; "
+    "omit it to prepare --base and package it in one step.",
+)
+@click.option(
+    "--base",
+    default=None,
+    metavar="NAME|HUB-ID|PATH",
+    help="Without --from-model: the base model to prepare (as `model prepare --base`); default the offline "
+    "all-MiniLM-L6-v2, which makes the shipped MiniLM classifier package.",
 )
 @click.option("--task", default="text-classification", show_default=True, help="The task the wrapper serves.")
 @click.option(
@@ -111,17 +122,32 @@ def package() -> None:
     help="The package folder to create (new or empty).",
 )
 @verb_output
-def package_init(from_model: Path, task: str, output_dir: Path) -> Result:
+def package_init(from_model: Path | None, base: str | None, task: str, output_dir: Path) -> Result:
     """Write a model package from a prepared ONNX classifier, then check it.
 
     \b
     Example:
       cleanroom model package init --from-model ./prepared --output-dir ./pkg
+    Example (the shipped MiniLM classifier, offline):
+      cleanroom model package init --output-dir ./minilm-package
     """
+    from core.errors import InvalidInputError
     from core.onboarding.package import check_package
     from core.onboarding.scaffold import scaffold_package
 
-    created = scaffold_package(from_model, output_dir, task=task)
+    if from_model is not None:
+        if base is not None:
+            raise InvalidInputError("--base applies only without --from-model", hint="give one of them")
+        created = scaffold_package(from_model, output_dir, task=task)
+    elif task != "text-classification":
+        raise InvalidInputError(
+            f"--task {task!r} needs --from-model", hint="a prepared base is packaged as text-classification only"
+        )
+    else:
+        from core.ml.classifier_package import build_classifier_package
+
+        with stderr_console().status("preparing model") as status:
+            created = build_classifier_package(output_dir, base=base, on_stage=lambda stage: status.update(stage))
     report = check_package(created)
     document = report.document()
     if not report.ok:
@@ -218,3 +244,242 @@ def _render_check(console: Console, document: dict[str, Any]) -> None:
     )
     for note in document["notes"]:
         console.print(f"note: {note}", markup=False)
+
+
+# -- the model registry (governance): onboard, list, show, versions, publish, unpublish, delete ----
+def _client(ctx: click.Context) -> GovernanceClient:
+    from core.governance.client import GovernanceClient
+    from core.workspace import Workspace
+
+    return GovernanceClient.from_workspace(Workspace.open(ctx.obj["workspace"]))
+
+
+@model.command("onboard")
+@click.option(
+    "--package",
+    "package_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The model package folder (`cleanroom model package init` writes one).",
+)
+@click.option("--name", required=True, help="The model's name in the registry (unique; you become its owner).")
+@click.option("--version", "version", required=True, help="This version's name, e.g. 1 or 2026-12-03.")
+@click.option("--description", default="", help="What the model does, for the other members.")
+@verb_output
+@click.pass_context
+def onboard(ctx: click.Context, package_dir: Path, name: str, version: str, description: str) -> Result:
+    """Check a package locally and register it as a new version (status created).
+
+    Only the clean room moves it further (downloaded, scanning, ... verified): run the onboarding
+    clean room with the commands this verb prints. Exits 2, registering nothing, if the package
+    fails its check.
+
+    \b
+    Example:
+      cleanroom -w W/provider model onboard --package ./pkg --name minilm --version 1 \\
+          --description "sentiment classifier"
+    """
+    from core.governance.onboarding_contract import onboarding_env
+    from core.onboarding.package import check_package
+    from core.onboarding.package_digest import package_sha256
+
+    report = check_package(package_dir)
+    if not report.ok:
+        _refuse(report.document(), f"model package '{package_dir}' fails its check; nothing was registered")
+    package_hash = package_sha256(package_dir)
+    with _client(ctx) as client:
+        shown = client.onboard_model(
+            name, version, package_hash=package_hash, wrapper_hash=report.source_sha256, description=description
+        )
+    env = onboarding_env(name, version, package_hash, report.source_sha256)
+    source, contract = f"{name}-package", f"onboard-{name}-{version}"
+    steps = [
+        f"cleanroom -w W/provider config add-datasource --name {source}",
+        f"cleanroom -w W/provider datasource upload --name {source} --dataset-folder {package_dir}",
+        f"cleanroom -w W/hoster config add-application --name onboard-{name} --entrypoint containers/onboarding "
+        f'--command "python -m containers.onboarding --package-dir /mnt/remote/package" '
+        f"--mounts src={source},dst=/mnt/remote/package " + " ".join(f"--env {k}={v}" for k, v in env.items()),
+        f"cleanroom config view --configs W/hoster W/provider --output json > {contract}.json",
+        f"cleanroom -w W/hoster governance contract create --id {contract} --data @{contract}.json",
+        f"cleanroom -w W/hoster governance contract propose --id {contract} --version "
+        f"$(cleanroom -w W/hoster governance contract show --id {contract} --query version)",
+        f"every member: cleanroom -w W/<member> governance contract vote --id {contract} --proposal-id "
+        f"$(cleanroom -w W/<member> governance contract show --id {contract} --query proposalId) --action accept",
+        f"cleanroom -w W/hoster governance deployment generate --contract-id {contract} ..., then propose and vote "
+        "its deployment spec and clean-room policy as for any clean room",
+        f"cleanroom -w W/hoster deployment start --contract-id {contract}   (then: cleanroom model show {name})",
+    ]
+    document = {"model": shown, "version": version, "packageHash": package_hash, "wrapperHash": report.source_sha256}
+    document["nextSteps"] = steps
+
+    def render(console: Console) -> None:
+        console.print(
+            f"registered {name} version {version}: created (package {package_hash[:16]}…, wrapper "
+            f"{report.source_sha256[:16]}…). Next, verify it in an onboarding clean room:",
+            markup=False,
+        )
+        for step in steps:
+            console.print(f"  {step}", markup=False, soft_wrap=True)
+
+    return Result(document, render=render)
+
+
+@model.command("list")
+@verb_output
+@click.pass_context
+def model_list(ctx: click.Context) -> Result:
+    """Every model in the registry with its owner and each version's status.
+
+    \b
+    Example:
+      cleanroom -w W/consumer model list --query "[].name"
+    """
+    from tui.model_statuses import status_label
+
+    with _client(ctx) as client:
+        models = client.models()
+    rows = [
+        {
+            "name": m["name"],
+            "owner": m["owner"][:16] + "…",
+            "versions": ", ".join(
+                f"{v} {status_label(d['status'])}{' (published)' if d['published'] else ''}"
+                for v, d in m["versions"].items()
+            ),
+            "description": m["description"],
+        }
+        for m in models
+    ]
+    return Result(models, render=lambda console: _render_rows(console, rows, "model registry"))
+
+
+@model.command("show")
+@click.argument("name")
+@verb_output
+@click.pass_context
+def model_show(ctx: click.Context, name: str) -> Result:
+    """One model: owner, description, and each version's status with its details and history.
+
+    \b
+    Example:
+      cleanroom -w W/provider model show minilm --query "versions.\\"1\\".status"
+    """
+    with _client(ctx) as client:
+        shown = client.model(name)
+    return Result(shown, render=lambda console: _render_model(console, shown))
+
+
+@model.command("versions")
+@click.argument("name")
+@verb_output
+@click.pass_context
+def model_versions(ctx: click.Context, name: str) -> Result:
+    """A model's versions: status, why (details), published, and the pinned hashes.
+
+    \b
+    Example:
+      cleanroom -w W/provider model versions minilm -o json
+    """
+    from tui.model_statuses import details_line, status_label
+
+    with _client(ctx) as client:
+        shown = client.model(name)
+    rows = [
+        {"version": v} | d | {"statusLabel": status_label(d["status"]), "why": details_line(d["details"])}
+        for v, d in shown["versions"].items()
+    ]
+    table = [
+        {
+            "version": r["version"],
+            "status": r["statusLabel"],
+            "details": r["why"],
+            "published": "yes" if r["published"] else "no",
+            "package": r["packageHash"][:16] + "…",
+            "wrapper": r["wrapperHash"][:16] + "…",
+        }
+        for r in rows
+    ]
+    document = [{k: v for k, v in r.items() if k not in ("statusLabel", "why")} for r in rows]
+    return Result(document, render=lambda console: _render_rows(console, table, f"versions of {name}"))
+
+
+@model.command("publish")
+@click.argument("name")
+@click.option("--version", "version", required=True, help="The verified version to publish.")
+@verb_output
+@click.pass_context
+def model_publish(ctx: click.Context, name: str, version: str) -> Result:
+    """Propose publishing a verified version: every member must accept (`governance proposal vote`).
+
+    \b
+    Example:
+      cleanroom -w W/provider model publish minilm --version 1 --query proposalId
+    """
+    with _client(ctx) as client:
+        proposal = client.propose_publish_model(name, version)
+    return Result(
+        proposal,
+        text=f"proposed publishing {name} version {version} ({proposal['proposalId']}); every member must "
+        "accept it with `cleanroom governance proposal vote`",
+    )
+
+
+@model.command("unpublish")
+@click.argument("name")
+@click.option("--version", "version", required=True, help="The published version to take off publication.")
+@verb_output
+@click.pass_context
+def model_unpublish(ctx: click.Context, name: str, version: str) -> Result:
+    """Take a version off publication: any member may, alone (ledgered).
+
+    \b
+    Example:
+      cleanroom -w W/consumer model unpublish minilm --version 1
+    """
+    with _client(ctx) as client:
+        shown = client.unpublish_model(name, version)
+    return Result(shown, text=f"unpublished {name} version {version}")
+
+
+@model.command("delete")
+@click.argument("name")
+@click.option("--version", "version", default=None, help="Delete only this version (default: the whole model).")
+@verb_output
+@click.pass_context
+def model_delete(ctx: click.Context, name: str, version: str | None) -> Result:
+    """Delete a model or one version: its owner only, and never while a version is published.
+
+    \b
+    Example:
+      cleanroom -w W/provider model delete minilm --version 1
+    """
+    with _client(ctx) as client:
+        deleted = client.delete_model(name, version)
+    return Result(deleted, text=f"deleted {name}" + (f" version {version}" if version else ""))
+
+
+def _render_rows(console: Console, rows: list[dict[str, Any]], title: str) -> None:
+    from tui.output import generic_table
+
+    table = generic_table(rows, title=title)
+    console.print(table if table is not None else f"{title}: none")
+
+
+def _render_model(console: Console, shown: dict[str, Any]) -> None:
+    from tui.model_statuses import details_line, status_label
+
+    console.print(f"{shown['name']} (owner {shown['owner'][:16]}…): {shown['description']}", markup=False)
+    for version, data in shown["versions"].items():
+        published = ", published" if data["published"] else ""
+        console.print(f"version {version}: {status_label(data['status'])}{published}", markup=False)
+        for entry in data["history"]:
+            findings = entry["details"].get("findings") or []
+            why = f"{len(findings)} finding(s):" if findings else details_line(entry["details"])
+            console.print(f"  {entry['status']:<18} {entry['writer'][:24]:<24} {why}", markup=False, soft_wrap=True)
+            for finding in findings:  # every scan finding, one per line: what the provider must fix
+                console.print(f"    {finding}", markup=False, soft_wrap=True)
+
+
+from tui.commands import model_tests  # noqa: E402  (the load and regression tests join this group)
+
+model_tests.register(model)

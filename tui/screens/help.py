@@ -19,6 +19,7 @@ VIEW_TITLES = {
     "data": "Data",
     "ledger": "Ledger",
     "privacy": "Privacy budgets",
+    "models": "Model registry",
     "views": "Views",
     "app": "Everywhere",
 }
@@ -31,6 +32,7 @@ VIEW_NOTES = {
     "data": "Your datasources (read-only mounts) and datasinks (write-only mounts).",
     "ledger": "Every governance write, hash-chained and signed.",
     "privacy": "Epsilon per dataset across every run and contract: █ spent, ▒ reserved, ░ left.",
+    "models": "Statuses come from the attested onboarding clean room only; p proposes publishing a verified one.",
 }
 
 

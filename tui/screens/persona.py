@@ -31,8 +31,10 @@ from tui.widgets.deployments import DeploymentsView
 from tui.widgets.inference import InferenceView
 from tui.widgets.key_bar import KeyBar
 from tui.widgets.ledger import LedgerView
+from tui.widgets.models import ModelsView
 from tui.widgets.privacy_gauge import PrivacyGauges
 from tui.widgets.proposals import ProposalsView
+from tui.widgets.summaries import SummariesView
 from tui.widgets.training import TrainingMonitor
 
 # where views wait while another is shown: still laid out at their size, never drawn
@@ -45,6 +47,8 @@ VIEW_TABS = (
     ("data", "Data"),
     ("ledger", "Ledger"),
     ("privacy", "Privacy"),
+    ("models", "Models"),
+    ("summaries", "Summaries"),
 )
 
 
@@ -79,6 +83,8 @@ class PersonaScreen(Screen):
             yield DataView(self.engine, read_only=self.read_only)
             yield LedgerView(self.engine)
             yield PrivacyGauges(self.engine)
+            yield ModelsView(self.engine, read_only=self.read_only)
+            yield SummariesView(self.engine)
         yield KeyBar(classes="key-bar")
 
     def on_mount(self) -> None:
@@ -97,6 +103,8 @@ class PersonaScreen(Screen):
         self.query_one(DataView).load()
         self.query_one(DeploymentsView).load()
         self.query_one(PrivacyGauges).load()
+        self.query_one(ModelsView).load()
+        self.query_one(SummariesView).load()
 
     @property
     def active_view(self) -> str:

@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Static
 
 from core.engine import ApplicationStatus, CleanroomEvent, PersonaEngine
 from core.runtime.lifecycle import ApplicationState
+from core.runtime.usage import USAGE_EVENT, describe_usage
 from tui.actions import bindings_for
 from tui.screens.confirm import ConfirmScreen, KillSwitchScreen
 from tui.widgets.empty_hint import EmptyHint
@@ -107,6 +108,8 @@ class DeploymentsView(ExplainsIdleKeys, ToastsWorkerErrors, Vertical):
         tail = self.query_one(LogTail)
         if "line" in event.data:
             tail.append(str(event.data["line"]))
+        elif event.kind == USAGE_EVENT:  # the ingress's per-caller minute (core.runtime.usage)
+            tail.append(f"[{event.contract_id} #{event.seqno}] {describe_usage(event.data)}")
         else:
             details = " ".join(f"{k}={short(v)}" for k, v in sorted(event.data.items()))
             tail.append(f"[{event.contract_id} #{event.seqno}] {event.kind} {details}".rstrip())

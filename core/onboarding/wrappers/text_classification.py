@@ -53,15 +53,7 @@ class TextClassifier:
         }
 
     def output_schema(self) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "properties": {
-                "label": {"type": "string", "enum": list(self.labels)},
-                "score": {"type": "number", "minimum": 0, "maximum": 1},
-            },
-            "required": ["label", "score"],
-            "additionalProperties": False,
-        }
+        return output_schema_for(self.labels)
 
     def convert_input(self, record: Mapping[str, Any]) -> str:
         text = record.get("text") if isinstance(record, Mapping) else None
@@ -95,3 +87,17 @@ class TextClassifier:
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities = shifted / shifted.sum(axis=1, keepdims=True)
         return [self.convert_output(row) for row in probabilities]
+
+
+def output_schema_for(labels: Sequence[str]) -> dict[str, Any]:
+    """The answer to one text: its most likely label and that label's probability. A function of
+    the labels, so a server of a plain ONNX folder answers in exactly the package's shape."""
+    return {
+        "type": "object",
+        "properties": {
+            "label": {"type": "string", "enum": list(labels)},
+            "score": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+        "required": ["label", "score"],
+        "additionalProperties": False,
+    }

@@ -1,0 +1,176 @@
+"""The Models view: every model version in the registry, its status, and why.
+
+A provider onboarding a model wants one answer first: did the clean room verify it, and if not,
+what to fix. So each version is one row with its status icon and the reason or first finding,
+and the selected version's full history (each status, who wrote it: the attested clean room, and
+its details, every scan finding) is spelled out below. It reads governance's model registry, the
+same document `cleanroom model list -o json` prints, reloaded on every ``model_status`` event and
+every few seconds while shown. Publishing a verified version opens a proposal (every member then
+votes in the Proposals view), after the confirm modal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.content import Content
+from textual.widgets import DataTable, Static
+
+from core.engine import PersonaEngine
+from tui.actions import bindings_for
+from tui.model_statuses import FINAL_BAD, details_line, status_label
+from tui.screens.confirm import ConfirmScreen
+from tui.widgets.empty_hint import EmptyHint
+from tui.widgets.idle_keys import ExplainsIdleKeys
+from tui.widgets.worker_errors import ToastsWorkerErrors
+
+MODEL_STATUS_EVENT = "model_status"  # governance's audit event for each status the clean room writes
+RELOAD_SECONDS = 3.0
+NO_MODELS = (
+    "No model onboarded yet: a provider registers a version with `cleanroom model onboard --package DIR "
+    "--name N --version V`, then an onboarding clean room verifies it."
+)
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    model: str
+    version: str
+    data: dict[str, Any]
+
+
+def version_rows(models: list[dict[str, Any]]) -> list[VersionRow]:
+    return [VersionRow(m["name"], v, data) for m in models for v, data in m["versions"].items()]
+
+
+def history_lines(row: VersionRow) -> Content:
+    """The selected version: each status with its writer and details; scan findings one per line."""
+    lines = [Content.styled(f"{row.model} {row.version}  package {row.data['packageHash'][:16]}…", "bold")]
+    for entry in row.data["history"]:
+        style = "$error" if entry["status"] in FINAL_BAD else "$success" if entry["status"] == "verified" else ""
+        writer = "clean room" if str(entry["writer"]).startswith("attested:") else "member"
+        lines.append(
+            Content.assemble(
+                Content.styled(f"{status_label(entry['status']):<22}", style),
+                Content.styled(f"{writer:<11}", "$text-muted"),
+                details_line(entry["details"]),
+            )
+        )
+        for finding in entry["details"].get("findings", []) if isinstance(entry["details"], dict) else []:
+            lines.append(Content.styled(f"    {finding}", "$error"))
+    return Content("\n").join(lines)
+
+
+class ModelsView(ExplainsIdleKeys, ToastsWorkerErrors, Vertical):
+    VIEW_ID = "models"
+    BINDINGS = bindings_for("models")
+
+    def __init__(self, engine: PersonaEngine, *, read_only: bool) -> None:
+        super().__init__(id="models-view")
+        self.engine = engine
+        self.read_only = read_only
+        self.rows: list[VersionRow] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static(
+            Content.styled(
+                "Statuses are written by the attested clean room only: ○ created ↓ downloaded ⋯ scanning "
+                "⚙ environment ▶ deployed ✔ verified ✘ failed ↻ retried",
+                "$text-muted",
+            )
+        )
+        yield DataTable(id="models-table", cursor_type="row")
+        yield EmptyHint(NO_MODELS, id="models-empty")
+        yield Static("", id="models-detail")
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).add_columns("model", "version", "status", "published", "why")
+        self.set_interval(RELOAD_SECONDS, self._reload_if_shown)
+
+    def _reload_if_shown(self) -> None:
+        if getattr(self.screen, "active_view", None) == self.VIEW_ID:
+            self.load()
+
+    @work(thread=True, exclusive=True, group="models-load", exit_on_error=False)
+    def load(self) -> None:
+        models = self.engine.models()
+        self.app.call_from_thread(self.show, models)
+
+    def show(self, models: list[dict[str, Any]]) -> None:
+        table = self.query_one(DataTable)
+        cursor = table.cursor_row
+        self.rows = version_rows(models)
+        table.clear()
+        for row in self.rows:
+            table.add_row(
+                row.model,
+                row.version,
+                status_label(row.data["status"]),
+                "✔ published" if row.data["published"] else "·",
+                details_line(row.data["details"]),
+            )
+        if self.rows:
+            table.move_cursor(row=min(cursor, len(self.rows) - 1))
+        self.query_one("#models-empty", EmptyHint).follow(len(self.rows))
+        self._show_detail()
+        self.refresh_bindings()
+
+    def on_data_table_row_highlighted(self, _: DataTable.RowHighlighted) -> None:
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        row = self.selected
+        self.query_one("#models-detail", Static).update(history_lines(row) if row else "")
+
+    @property
+    def selected(self) -> VersionRow | None:
+        table = self.query_one(DataTable)
+        if not self.rows or table.row_count == 0:
+            return None
+        return self.rows[min(table.cursor_row, len(self.rows) - 1)]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (self.read_only and action == "publish")
+
+    def idle_reason(self, action: str) -> str | None:
+        if action != "publish":
+            return None
+        row = self.selected
+        if row is None:
+            return "no model version to publish: onboard one with `cleanroom model onboard`"
+        if row.data["published"]:
+            return f"{row.model} {row.version} is published already"
+        if row.data["status"] != "verified":
+            return f"{row.model} {row.version} is {row.data['status']}: only a verified version can be published"
+        return None
+
+    def action_publish(self) -> None:
+        row = self.selected
+        if self.explain_idle("publish") or row is None:
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.publish(row.model, row.version)
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Propose publishing {row.model} version {row.version} as {self.engine.persona}? "
+                "Every member must then accept it in the Proposals view.",
+                confirm_label="Propose",
+            ),
+            confirmed,
+        )
+
+    @work(thread=True, group="models-write", exit_on_error=False)
+    def publish(self, model: str, version: str) -> None:
+        proposal = self.engine.propose_publish_model(model, version)
+        self.app.call_from_thread(
+            self.app.notify,
+            f"proposed publishing {model} {version} ({str(proposal['proposalId'])[:12]}…): every member votes",
+            title="Publish proposed",
+        )
