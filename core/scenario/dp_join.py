@@ -41,6 +41,8 @@ from core.scenario.steps import (
     ScenarioDefinition,
     Step,
     cleanroom,
+    consortium_setup,
+    python_module,
     workspace_of,
 )
 from core.scenario.three_personas import _contract_steps
@@ -128,40 +130,7 @@ def _add_private_trainer(scenario: Scenario, step: Step, reporter: Reporter) -> 
     return perform_each(scenario, step, reporter)
 
 
-def _python(*args: str) -> Invocation:
-    return Invocation(("-m", *args), program="python")
-
-
 # -- steps ---------------------------------------------------------------------------------------
-def _setup_steps() -> list[Step]:
-    steps = [
-        Step(
-            f"init:{persona}",
-            "setup",
-            persona,
-            "create its workspace: member identity and KEK",
-            (cleanroom(persona, "config", "init", "--persona", persona),),
-            perform_each,
-        )
-        for persona in PERSONAS
-    ]
-    steps.append(
-        Step(
-            "services-up",
-            "setup",
-            "hoster",
-            "start governance and the key service on loopback",
-            (
-                cleanroom(
-                    None, "up", *(w for p in PERSONAS for w in ("--workspace-dirs", workspace_of(p))), services=True
-                ),
-            ),
-            perform_each,
-        )
-    )
-    return steps
-
-
 def _data_steps() -> list[Step]:
     steps = []
     for provider in PROVIDERS:
@@ -173,7 +142,7 @@ def _data_steps() -> list[Step]:
                 provider,
                 f"prepare its rows keyed by {KEY}, declare its budget (epsilon {BUDGETS[provider]:g}), upload",
                 (
-                    _python("core.ml.dp_split", "--provider", provider, "--output-dir", folder),
+                    python_module("core.ml.dp_split", "--provider", provider, "--output-dir", folder),
                     cleanroom(
                         provider,
                         "config",
@@ -289,7 +258,7 @@ def _run_steps(run: int) -> list[Step]:
             f"download the model of run {run} and score it on its own 1,066 test rows",
             (
                 cleanroom("consumer", "datasink", "download", "--name", MODEL_SINK, "--target-folder", run_folder(run)),
-                _python("core.ml.local_evaluation", "--model-dir", run_folder(run), "--dataset", TEST_SPLIT),
+                python_module("core.ml.local_evaluation", "--model-dir", run_folder(run), "--dataset", TEST_SPLIT),
             ),
             dp_operations.score_run,
         ),
@@ -306,7 +275,7 @@ def _run_steps(run: int) -> list[Step]:
 
 
 def build_steps() -> list[Step]:
-    steps = _setup_steps() + _data_steps() + [_trainer_step()]
+    steps = consortium_setup(PERSONAS, perform_each) + _data_steps() + [_trainer_step()]
     steps += _contract_steps(
         "contract",
         CONTRACT,

@@ -16,7 +16,7 @@ scenario root; a step body maps those back to real paths (``Scenario.path``).
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -138,6 +138,33 @@ class Step:
 
     def invocations_of(self, *verb: str) -> list[Invocation]:
         return [i for i in self.invocations if i.verb == verb]
+
+
+SERVICES_TITLE = "start governance and the key service on loopback"
+
+
+def python_module(*args: str) -> Invocation:
+    """``python -m MODULE ...``: a narrated line that runs one of the project's own modules."""
+    return Invocation(("-m", *args), program="python")
+
+
+def consortium_setup(personas: Sequence[str], perform: Perform) -> list[Step]:
+    """The setup every scenario starts with: each persona's workspace, then the services on
+    loopback knowing every workspace (``services-up``, the step a resumed run restarts)."""
+    steps = [
+        Step(
+            f"init:{persona}",
+            "setup",
+            persona,
+            "create its workspace: member identity and KEK",
+            (cleanroom(persona, "config", "init", "--persona", persona),),
+            perform,
+        )
+        for persona in personas
+    ]
+    up = cleanroom(None, "up", *(w for p in personas for w in ("--workspace-dirs", workspace_of(p))), services=True)
+    steps.append(Step("services-up", "setup", "hoster", SERVICES_TITLE, (up,), perform))
+    return steps
 
 
 @dataclass(frozen=True)

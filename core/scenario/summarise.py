@@ -31,7 +31,16 @@ from typing import TYPE_CHECKING, Any
 from core.crypto.secret_file import write_public_file
 from core.scenario import summarise_operations
 from core.scenario.operations import perform_each
-from core.scenario.steps import Invocation, Phase, Reporter, ScenarioDefinition, Step, cleanroom, workspace_of
+from core.scenario.steps import (
+    Invocation,
+    Phase,
+    Reporter,
+    ScenarioDefinition,
+    Step,
+    cleanroom,
+    consortium_setup,
+    python_module,
+)
 from core.scenario.three_personas import _contract_steps
 
 if TYPE_CHECKING:
@@ -73,40 +82,7 @@ def _add_summariser(scenario: Scenario, step: Step, reporter: Reporter) -> str:
     return f"{narrated}: the caps; " + perform_each(scenario, replace(step, invocations=(add,)), reporter)
 
 
-def _python(*args: str) -> Invocation:
-    return Invocation(("-m", *args), program="python")
-
-
 # -- steps ---------------------------------------------------------------------------------------
-def _setup_steps() -> list[Step]:
-    steps = [
-        Step(
-            f"init:{persona}",
-            "setup",
-            persona,
-            "create its workspace: member identity and KEK",
-            (cleanroom(persona, "config", "init", "--persona", persona),),
-            perform_each,
-        )
-        for persona in PERSONAS
-    ]
-    steps.append(
-        Step(
-            "services-up",
-            "setup",
-            "hoster",
-            "start governance and the key service on loopback",
-            (
-                cleanroom(
-                    None, "up", *(w for p in PERSONAS for w in ("--workspace-dirs", workspace_of(p))), services=True
-                ),
-            ),
-            perform_each,
-        )
-    )
-    return steps
-
-
 def _data_steps() -> list[Step]:
     return [
         Step(
@@ -115,7 +91,7 @@ def _data_steps() -> list[Step]:
             "owner",
             "write its documents (.txt files and a parquet file), encrypt and upload them",
             (
-                _python("core.scenario.summary_documents", "--output-dir", DOCUMENTS_FOLDER),
+                python_module("core.scenario.summary_documents", "--output-dir", DOCUMENTS_FOLDER),
                 cleanroom("owner", "config", "add-datasource", "--name", DOCUMENTS),
                 cleanroom("owner", "datasource", "upload", "--name", DOCUMENTS, "--dataset-folder", DOCUMENTS_FOLDER),
             ),
@@ -171,7 +147,7 @@ def _summariser_step() -> Step:
 
 
 def build_steps() -> list[Step]:
-    steps = _setup_steps() + _data_steps() + [_summariser_step()]
+    steps = consortium_setup(PERSONAS, perform_each) + _data_steps() + [_summariser_step()]
     steps += _contract_steps(
         "contract", CONTRACT, [APPLICATION], serves=False, data_owners=["owner", "reader"], personas=PERSONAS
     )

@@ -30,6 +30,7 @@ from core.scenario.steps import (
     ScenarioDefinition,
     Step,
     cleanroom,
+    consortium_setup,
     workspace_of,
 )
 
@@ -383,32 +384,7 @@ def _isolation_attempt(persona: str, attempt: str) -> Invocation:
 
 
 def build_steps() -> list[Step]:
-    steps: list[Step] = []
-    for persona in PERSONAS:
-        steps.append(
-            Step(
-                f"init:{persona}",
-                "setup",
-                persona,
-                "create its workspace: member identity and KEK",
-                (cleanroom(persona, "config", "init", "--persona", persona),),
-                perform_each,
-            )
-        )
-    steps.append(
-        Step(
-            "services-up",
-            "setup",
-            "hoster",
-            "start governance and the key service on loopback",
-            (
-                cleanroom(
-                    None, "up", *(w for p in PERSONAS for w in ("--workspace-dirs", workspace_of(p))), services=True
-                ),
-            ),
-            perform_each,
-        )
-    )
+    steps = consortium_setup(PERSONAS, perform_each)
     steps.append(
         Step(
             "consumer-data",
