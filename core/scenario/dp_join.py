@@ -42,6 +42,7 @@ from core.scenario.steps import (
     Step,
     cleanroom,
     consortium_setup,
+    consortium_step_keys,
     python_module,
     workspace_of,
 )
@@ -342,6 +343,6 @@ DP_JOIN = ScenarioDefinition(
     phases=PHASES,
     steps=tuple(build_steps()),
     contracts=(CONTRACT,),
-    consortium_steps=frozenset({*(f"init:{p}" for p in PERSONAS), "services-up"}),
+    consortium_steps=consortium_step_keys(PERSONAS),
     summarise=summarise,
 )

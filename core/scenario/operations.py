@@ -112,6 +112,8 @@ def _add_application(scenario: Scenario, invocation: Invocation, reporter: Repor
         fields["memory_gb"] = float(invocation.value("--memory"))
     if invocation.has("--private-training"):
         fields["private_training"] = json.loads(scenario.path(invocation.value("--private-training")).read_text())
+    if invocation.has("--env"):  # NAME=VALUE, voted in clear (an onboarding application's pinned hashes)
+        fields["env"] = {name: value for name, _, value in (text.partition("=") for text in invocation.values("--env"))}
     if invocation.has("--summary-policy"):
         fields["summary_policy"] = json.loads(scenario.path(invocation.value("--summary-policy")).read_text())
     if all(app.name != name for app in party_fragment(workspace).applications):

@@ -167,6 +167,11 @@ def consortium_setup(personas: Sequence[str], perform: Perform) -> list[Step]:
     return steps
 
 
+def consortium_step_keys(personas: Sequence[str]) -> frozenset[str]:
+    """The keys of ``consortium_setup``'s steps: without them no persona can be opened."""
+    return frozenset({*(f"init:{persona}" for persona in personas), "services-up"})
+
+
 @dataclass(frozen=True)
 class Phase:
     key: str

@@ -39,6 +39,7 @@ from core.scenario.steps import (
     Step,
     cleanroom,
     consortium_setup,
+    consortium_step_keys,
     python_module,
 )
 from core.scenario.three_personas import _contract_steps
@@ -203,6 +204,6 @@ SUMMARISE = ScenarioDefinition(
     phases=PHASES,
     steps=tuple(build_steps()),
     contracts=(CONTRACT,),
-    consortium_steps=frozenset({*(f"init:{p}" for p in PERSONAS), "services-up"}),
+    consortium_steps=consortium_step_keys(PERSONAS),
     summarise=summarise,
 )

@@ -31,6 +31,7 @@ from core.scenario.steps import (
     Step,
     cleanroom,
     consortium_setup,
+    consortium_step_keys,
     workspace_of,
 )
 
@@ -650,6 +651,6 @@ THREE_PERSONAS = ScenarioDefinition(
     phases=PHASES,
     steps=tuple(build_steps()),
     contracts=CONTRACTS,
-    consortium_steps=frozenset({*(f"init:{p}" for p in PERSONAS), "services-up"}),
+    consortium_steps=consortium_step_keys(PERSONAS),
     summarise=summarise,
 )
