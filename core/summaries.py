@@ -54,6 +54,15 @@ class ReceivedSummary:
     def ratio(self) -> float:
         return round(self.chars / self.document_chars, 4) if self.document_chars else 0.0
 
+    def against_caps(self, policy: dict[str, Any]) -> tuple[str, str, str, str]:
+        """The row every front end shows: id, sentences / cap, ratio / cap, within caps."""
+        return (
+            self.id,
+            f"{self.sentences}/{policy['max_sentences']}",
+            f"{self.ratio:.2f} / {policy['max_ratio']}",
+            "yes" if self.within_caps else "NO",
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -65,13 +65,7 @@ def _render(console: Console, received: SummarySet) -> None:
     for column in ("document", "sentences", "ratio / cap", "within caps", "summary"):
         table.add_column(column, no_wrap=column != "summary")
     for item in received.summaries:
-        table.add_row(
-            item.id,
-            f"{item.sentences}/{policy['max_sentences']}",
-            f"{item.ratio:.2f} / {policy['max_ratio']}",
-            "yes" if item.within_caps else "NO",
-            item.summary,
-        )
+        table.add_row(*item.against_caps(policy), item.summary)
     console.print(table)
     for refusal in received.refused:
         console.print(f"refused {refusal['id']}: {refusal['refused']}")

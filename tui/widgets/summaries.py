@@ -83,10 +83,7 @@ class SummariesView(ToastsWorkerErrors, Vertical):
             policy = received.sink.policy
             for item in received.summaries:
                 table.add_row(
-                    item.id,
-                    f"{item.sentences}/{policy['max_sentences']}",
-                    f"{item.ratio:.2f} / {policy['max_ratio']}",
-                    "yes" if item.within_caps else "NO",
+                    *item.against_caps(policy),
                     item.method,
                     received.contract_id,
                     key=f"{received.contract_id}/{received.sink.datasink}/{item.id}",
