@@ -5,9 +5,11 @@ as a ``usage`` event."""
 
 from __future__ import annotations
 
+import importlib.util
 import ssl
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,6 +54,16 @@ def world(tmp_path):
     world = World.create(tmp_path)
     yield world
     world.close()
+
+
+def _stock_client() -> Any:
+    """docs/oauth2_client.py as an application team runs it (it imports nothing of cleanroom)."""
+    script = Path(__file__).resolve().parent.parent / "docs" / "oauth2_client.py"
+    spec = importlib.util.spec_from_file_location("oauth2_client", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _register(world: World, name: str, contract_id: str) -> ec.EllipticCurvePrivateKey:
@@ -106,6 +118,17 @@ def test_an_app_scores_is_revoked_by_one_member_and_its_usage_is_recorded(world:
         flow = document["components"]["securitySchemes"]["governance"]["flows"]["clientCredentials"]
         assert flow["tokenUrl"] == f"{consumer.endpoint}/oauth2/token"
         assert sorted(document["paths"]) == ["/infer", "/score"]
+
+        # the stock OAuth2 client of the docs (authlib, private_key_jwt) gets its own token and scores
+        stock = _stock_client()
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        answer_of_stock = stock.fetch_token(consumer.endpoint, consumer.service_cert_pem, "scorer", key_pem, "scoring1")
+        ingress_ca = tmp_path / "ingress-ca.pem"
+        ingress_ca.write_text(consumer.ca("scoring1")["caCert"])
+        scored = stock.score(runtime.ingress_url, ingress_ca, answer_of_stock["access_token"], [{"a": 1}])
+        assert scored["caller"] == "app:scorer"
 
         world.clients["provider"].revoke_client_app("scorer")  # any member, alone
         revoked_at = time.monotonic()
