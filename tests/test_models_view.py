@@ -36,7 +36,7 @@ class PublishingPersona(SeededPersona):
 async def _models_view(pilot: Any) -> ModelsView:
     """Key 0 shows the view; its rows once its own load has answered (other views' workers may
     still run or fail: this waits on the Models view's answer only)."""
-    await pilot.press("0")
+    await pilot.press("8")
     view = pilot.app.screen.query_one(ModelsView)
     for _ in range(100):
         await pilot.pause(0.02)

@@ -105,7 +105,7 @@ ACTIONS: tuple[ConsoleAction, ...] = (
     ),
     ConsoleAction(
         "views.models",
-        "0",
+        "8",
         "show_view('models')",
         "Models",
         "Show the model registry: each version's status (written by the clean room only) and why.",
