@@ -469,6 +469,18 @@ class PersonaEngine:
         """Open a ``publish_model_version`` proposal (every member must accept; verified versions only)."""
         return self._governance().propose_publish_model(name, version)
 
+    def onboard_model(
+        self, name: str, version: str, *, package_hash: str, wrapper_hash: str, description: str = ""
+    ) -> dict[str, Any]:
+        """Register a model version (status created; `cleanroom model onboard`): this member owns the model."""
+        return self._governance().onboard_model(
+            name, version, package_hash=package_hash, wrapper_hash=wrapper_hash, description=description
+        )
+
+    def model(self, name: str) -> dict[str, Any]:
+        """One model with each version's status, details and history (`cleanroom model show`)."""
+        return self._governance().model(name)
+
     # privacy ledger ----------------------------------------------------------------------
     def privacy_datasets(self) -> list[dict[str, Any]]:
         """Every budgeted dataset: ``{dataset, owner, name, privacyUnit, epsilonTotal, delta, spent,

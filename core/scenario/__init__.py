@@ -45,6 +45,7 @@ SCENARIOS: dict[str, Callable[[], ScenarioDefinition]] = {
     REFERENCE_SCENARIO: _definition("three_personas", "THREE_PERSONAS"),
     "dp-join": _definition("dp_join", "DP_JOIN"),
     "summarise": _definition("summarise", "SUMMARISE"),
+    "onboard": _definition("onboard", "ONBOARD"),
 }
 
 

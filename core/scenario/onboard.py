@@ -1,0 +1,241 @@
+"""The onboarding scenario as data: a provider's model verified in a clean room, then published by vote.
+
+Two parties, every one of them a voter:
+
+- **provider** builds the shipped MiniLM classifier as a model package (`model package init`),
+  registers it (`model onboard`: status created, both hashes pinned), and uploads it encrypted.
+- **hoster** adds the onboarding application (containers/onboarding) whose voted env pins the
+  hashes it read back from the registry; both parties vote the contract and its deployment.
+
+1. The provider builds the package, and a copy of it carrying a code-running pickle.
+2. MiniLM: onboard, upload, onboarding contract voted, clean room run in the sandbox: the
+   clean room itself writes downloaded -> scanning -> environmentCreated -> deployed -> verified.
+   The summary gives the wall time from `model onboard` to `verified` by the ledger's own times.
+3. The pickled package goes the same way and ends `vulnerable`, its finding named, never loaded.
+4. Publishing MiniLM is proposed and accepted by every member; `model versions` shows it published.
+
+Quick and full runs are the same (the package is the shipped model either way).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from core.governance.onboarding_contract import MODEL_ENV, PACKAGE_HASH_ENV, VERSION_ENV, WRAPPER_HASH_ENV
+from core.scenario import onboard_operations
+from core.scenario.operations import perform_each
+from core.scenario.steps import Invocation, Phase, ScenarioDefinition, Step, cleanroom, consortium_setup
+from core.scenario.three_personas import _contract_steps
+
+if TYPE_CHECKING:
+    from core.scenario.run import Scenario
+
+NAME = "onboard"
+PERSONAS = ("hoster", "provider")
+PHASES = (
+    Phase("setup", "Setup: a model provider and a hoster; one consortium"),
+    Phase("package", "1. The provider builds the MiniLM model package (and a pickled copy)"),
+    Phase("onboard-minilm", "2. MiniLM onboarded: its onboarding clean room verifies it"),
+    Phase("onboard-pickled", "3. The pickled package onboarded: the clean room finds it vulnerable"),
+    Phase("publish", "4. Every member votes to publish the verified version"),
+)
+
+VERSION = "1"
+MINILM, PICKLED = "minilm", "minilm-pickled"
+PACKAGE_FOLDER = "W/provider/minilm-package"
+PICKLED_FOLDER = "W/provider/minilm-pickled-package"
+PICKLE_FILE = f"{PICKLED_FOLDER}/model/extra.pkl"
+MOUNT = "/mnt/remote/package"
+TARGET_SECONDS = 60.0  # issue #15: a new user onboards the shipped package to verified within this
+
+
+def contract_of(model: str) -> str:
+    """The onboarding contract of one model version (`model onboard` prints the same id)."""
+    return f"onboard-{model}-{VERSION}"
+
+
+def _package_steps(base: str | None) -> list[Step]:
+    init = ["model", "package", "init", "--task", "text-classification", "--output-dir", PACKAGE_FOLDER]
+    return [
+        Step(
+            "build-package",
+            "package",
+            "provider",
+            "build the shipped MiniLM classifier as a model package (prepare, export, scaffold, check)",
+            (cleanroom("provider", *init, *(("--base", base) if base else ())),),
+            onboard_operations.build_package,
+        ),
+        Step(
+            "build-pickled-package",
+            "package",
+            "provider",
+            "copy it and slip a code-running pickle beside the weights",
+            (
+                Invocation(("-r", PACKAGE_FOLDER, PICKLED_FOLDER), program="cp"),
+                Invocation((PICKLE_FILE,), program="write"),
+            ),
+            onboard_operations.build_pickled_package,
+        ),
+    ]
+
+
+def _onboarding_steps(phase: str, model: str, folder: str, description: str, expected: str) -> list[Step]:
+    """`model onboard`, then the next commands it prints: upload, the hoster's application pinning
+    the registered hashes, the contract voted by all, the clean room run to its last status."""
+    source, application, contract = f"{model}-package", f"onboard-{model}", contract_of(model)
+    env = {
+        MODEL_ENV: model,
+        VERSION_ENV: VERSION,
+        PACKAGE_HASH_ENV: "PACKAGE_SHA256",
+        WRAPPER_HASH_ENV: "WRAPPER_SHA256",
+    }
+    onboard = cleanroom(
+        "provider", "model", "onboard", "--package", folder, "--name", model, "--version", VERSION,
+        "--description", description,
+    )  # fmt: skip
+    steps = [
+        Step(
+            f"{model}:onboard",
+            phase,
+            "provider",
+            f"register {model} {VERSION} (status created)"
+            + ("" if expected == "verified" else "; the CLI refuses it, the registry API does not"),
+            (onboard,),
+            onboard_operations.onboard,
+        ),
+        Step(
+            f"{model}:upload",
+            phase,
+            "provider",
+            "encrypt and upload the package (the weights stay sealed)",
+            (
+                cleanroom("provider", "config", "add-datasource", "--name", source),
+                cleanroom("provider", "datasource", "upload", "--name", source, "--dataset-folder", folder),
+            ),
+            perform_each,
+        ),
+        Step(
+            f"{model}:add-onboarding",
+            phase,
+            "hoster",
+            "add the onboarding application, pinning the hashes the registry holds",
+            (
+                cleanroom("hoster", "model", "show", "--output", "json", model),
+                cleanroom(
+                    "hoster",
+                    "config",
+                    "add-application",
+                    "--name",
+                    application,
+                    "--entrypoint",
+                    "containers/onboarding",
+                    "--command",
+                    f"python -m containers.onboarding --package-dir {MOUNT}",
+                    "--mounts",
+                    f"src={source},dst={MOUNT}",
+                    *(w for key, value in env.items() for w in ("--env", f"{key}={value}")),
+                ),
+            ),
+            onboard_operations.add_onboarding_application,
+        ),
+    ]
+    steps += _contract_steps(phase, contract, [application], serves=False, data_owners=["provider"], personas=PERSONAS)
+    steps.append(
+        Step(
+            f"{contract}:run",
+            phase,
+            "hoster",
+            f"run the onboarding clean room (sandbox); {model} must end {expected}",
+            (
+                cleanroom("hoster", "deployment", "start", "--contract-id", contract, services=True),
+                cleanroom("provider", "model", "versions", "--output", "json", model),
+            ),
+            onboard_operations.follow_onboarding(expected),
+        )
+    )
+    return steps
+
+
+def _publish_steps() -> list[Step]:
+    steps = [
+        Step(
+            "publish",
+            "publish",
+            "provider",
+            f"propose publishing {MINILM} {VERSION}",
+            (cleanroom("provider", "model", "publish", "--version", VERSION, MINILM),),
+            onboard_operations.propose_publish,
+        )
+    ]
+    for persona in ("provider", "hoster"):
+        steps.append(
+            Step(
+                f"publish:vote:{persona}",
+                "publish",
+                persona,
+                f"read {MINILM}'s versions (verified, pinned hashes) and accept publishing it",
+                (
+                    cleanroom(persona, "model", "versions", "--output", "json", MINILM),
+                    cleanroom(persona, "governance", "proposal", "vote", "--proposal-id", "ID", "--action", "accept"),
+                ),
+                onboard_operations.vote_publish,
+            )
+        )
+    steps.append(
+        Step(
+            "versions",
+            "publish",
+            "hoster",
+            "read every version: MiniLM published, the pickled one vulnerable",
+            (
+                cleanroom("hoster", "model", "versions", "--output", "json", MINILM),
+                cleanroom("hoster", "model", "versions", "--output", "json", PICKLED),
+            ),
+            onboard_operations.read_versions,
+        )
+    )
+    return steps
+
+
+def build_steps(base: str | None = None) -> list[Step]:
+    """The scenario's steps; ``base`` (a `model package init --base`) packages another model than
+    the shipped MiniLM (the tests' tiny BERT)."""
+    steps = consortium_setup(PERSONAS, perform_each) + _package_steps(base)
+    steps += _onboarding_steps("onboard-minilm", MINILM, PACKAGE_FOLDER, "sentiment classifier", "verified")
+    steps += _onboarding_steps(
+        "onboard-pickled", PICKLED, PICKLED_FOLDER, "the same classifier with a pickle", "vulnerable"
+    )
+    return steps + _publish_steps()
+
+
+def summarise(scenario: Scenario) -> dict[str, Any]:
+    """The results part of ``cleanroom demo --scenario onboard --output json`` (camelCase)."""
+    models = scenario.state.results.get("models", {})
+    verified, pickled = models.get(MINILM, {}), models.get(PICKLED, {})
+    shown = ("version", "status", "published", "history", "writers")
+    findings = {key: pickled.get("details", {}).get(key) for key in ("reasons", "findings")}
+    seconds = verified.get("secondsToEnd")
+    return {
+        "buildPackageSeconds": scenario.state.durations_s.get("build-package"),
+        "onboardToVerifiedSeconds": seconds,
+        "targetSeconds": TARGET_SECONDS,
+        "withinTarget": seconds is not None and seconds <= TARGET_SECONDS,
+        "verified": {key: verified.get(key) for key in shown},
+        "vulnerable": {key: pickled.get(key) for key in shown} | findings,
+    }
+
+
+def definition(base: str | None = None) -> ScenarioDefinition:
+    """The scenario over the shipped MiniLM, or over ``base`` (see ``build_steps``)."""
+    return ScenarioDefinition(
+        name=NAME,
+        personas=PERSONAS,
+        phases=PHASES,
+        steps=tuple(build_steps(base)),
+        contracts=(contract_of(MINILM), contract_of(PICKLED)),
+        consortium_steps=frozenset({*(f"init:{p}" for p in PERSONAS), "services-up"}),
+        summarise=summarise,
+    )
+
+
+ONBOARD = definition()
