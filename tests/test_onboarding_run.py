@@ -5,7 +5,9 @@ The workload (containers/onboarding) runs in-process over a package scaffolded f
 runtime's router (core.runtime.model_status) through the runtime's own TelemetryForwarder, and
 sent to the governance service on loopback TLS with the clean room's attestation. The registry
 must end where the package deserves: verified, vulnerable (a pickle, never loaded), toBeRetried
-then verifyFailed (a wrapper that times out), verifyFailed (an output outside its schema); and a
+then verifyFailed (a wrapper that times out), verifyFailed (an output outside its schema, an older
+python, an unpinned requirement, an init that raises), vulnerable (a pickle in a torch zip, a numpy
+object array, a link out of the package, ONNX external data outside it); and a
 package whose bytes differ from the registered ones moves no status at all.
 """
 
@@ -28,7 +30,7 @@ from core.onboarding.scaffold import scaffold_package
 from core.runtime.local import TelemetryForwarder, _TelemetryTail
 from core.runtime.model_status import ModelStatusRecords
 from tests.governance_support import Attester, Consortium, start_consortium
-from tests.model_package_corpus import global_pickle
+from tests.model_package_corpus import CORPUS, global_pickle
 from tests.model_registry_support import CONSUMER, PROVIDER, OnboardingRoom, onboarding_contract
 
 TO_DEPLOYED = ["downloaded", "scanning", "environmentCreated", "deployed"]
@@ -145,6 +147,33 @@ def test_a_pickle_bearing_package_ends_vulnerable_with_the_reason_and_is_never_l
     details = version["details"]
     assert details["reasons"] == ["pickle"]
     assert any(line.startswith("model/extra.pkl") and "pickle" in line for line in details["findings"]), details
+    assert not marker.exists()
+
+
+PLANTED = ("torch-zip-bin", "numpy-object-npy", "symlink-to-etc-passwd", "onnx-external-data-traversal")
+
+
+@pytest.mark.parametrize("malicious", [m for m in CORPUS if m.name in PLANTED], ids=lambda m: m.name)
+def test_a_package_with_a_planted_payload_ends_vulnerable_naming_the_file(
+    gov: Consortium,
+    attester: Attester,
+    package: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    malicious: Any,
+) -> None:
+    """More broken packages from the scan's corpus, each through the whole onboarding run: a
+    pickle in a torch zip, a numpy object array, a link out of the package, ONNX external data
+    outside it. Each ends vulnerable with the corpus's reason and the file named; none runs."""
+    planted = copy_of(package, tmp_path)
+    marker = tmp_path / "payload-ran"
+    malicious.plant(planted, marker)
+    run = onboard_and_run(gov, attester, monkeypatch, tmp_path, f"planted-{malicious.name}", planted)
+    assert run.code == 0
+    version = registry_version(gov, f"planted-{malicious.name}")
+    assert [h["status"] for h in version["history"]] == ["created", "downloaded", "scanning", "vulnerable"]
+    assert malicious.reason in version["details"]["reasons"]
+    assert any(line.startswith(malicious.path) for line in version["details"]["findings"]), version["details"]
     assert not marker.exists()
 
 
