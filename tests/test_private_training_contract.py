@@ -238,6 +238,18 @@ def test_a_shadow_model_on_budgeted_rows_is_refused(identities) -> None:
     )
 
 
+def test_a_second_private_training_application_is_refused(identities) -> None:
+    """Both would write privacy records to the clean room's one telemetry stream: one could
+    send a record in the other's name first, so a contract runs one private application."""
+    document = contract_document(identities)
+    twin = copy.deepcopy(_app(document))
+    twin["name"] = "dp-trainer-2"
+    document["applications"].append(twin)
+    message = _refused(document)
+    assert "applications 'dp-trainer', 'dp-trainer-2' all have private_training" in message
+    assert "put each private training run in its own contract" in message
+
+
 def test_a_budgeted_mount_outside_the_join_is_refused(identities) -> None:
     document = contract_document(identities)
     join = _app(document)["private_training"]["join"]

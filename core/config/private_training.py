@@ -17,7 +17,10 @@ application or datasource and the fix. Why each one:
 * a budgeted datasource may be mounted only by private training applications that join it: a
   second, non-private application on the same rows (a shadow model) would release them with no
   epsilon at all;
-* a run charging more than a source's whole budget could never run, so it is refused now.
+* a run charging more than a source's whole budget could never run, so it is refused now;
+* one private training application per contract: every workload of a clean room writes to the
+  same telemetry stream, so with two, one could send a privacy record in the other's name before
+  it (a record is attributed by the contract, not by the process that wrote it).
 """
 
 from __future__ import annotations
@@ -38,6 +41,13 @@ def check_private_training(
                 f"datasink '{sink.name}' declares a privacy budget",
                 hint="only datasources have one: remove privacy from the datasink",
             )
+    private = [app.name for app in applications if app.private_training is not None]
+    if len(private) > 1:
+        raise InvalidInputError(
+            f"applications {', '.join(repr(name) for name in private)} all have private_training; a contract"
+            " runs one private training application (their privacy records would share one stream)",
+            hint="put each private training run in its own contract",
+        )
     budgeted = {asset.name: asset for asset in datasources if asset.privacy is not None}
     for app in applications:
         mounted = {mount.source for mount in app.mounts}
