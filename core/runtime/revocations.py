@@ -10,16 +10,17 @@ depend on the feed.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from core.runtime.feed_polling import FeedPolling
 
 POLL_SECONDS = 1.0
 STALE_AFTER_SECONDS = 5.0
 
 
-class RevocationFeed:
+class RevocationFeed(FeedPolling):
     """The set of revoked app names, refreshed by polling ``fetch`` (governance's feed)."""
 
     def __init__(
@@ -29,26 +30,13 @@ class RevocationFeed:
         poll_seconds: float = POLL_SECONDS,
         stale_after_seconds: float = STALE_AFTER_SECONDS,
     ) -> None:
+        super().__init__(poll_seconds, "ingress-revocations")
         self.fetch = fetch
-        self.poll_seconds = poll_seconds
         self.stale_after_seconds = stale_after_seconds
         self.version = -1
         self.revoked: frozenset[str] = frozenset()
         self.last_error = "the revocation list has not been fetched yet"
         self._fresh_at = float("-inf")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ingress-revocations", daemon=True)
-
-    def start(self) -> RevocationFeed:
-        """Fetch once now (so the first app request need not wait), then poll in the background."""
-        self.poll()
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
 
     def poll(self) -> None:
         """One fetch; a failure keeps the last good list and lets it go stale."""
@@ -68,10 +56,6 @@ class RevocationFeed:
         if app in self.revoked:
             return 403, f"client application '{app}' has been revoked by governance"
         return None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            self.poll()
 
 
 def _parse(document: dict[str, Any]) -> tuple[frozenset[str], int]:

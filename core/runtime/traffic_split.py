@@ -24,13 +24,13 @@ import bisect
 import itertools
 import os
 import random
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core.errors import CleanroomError, IntegrityError, InvalidInputError
+from core.runtime.feed_polling import FeedPolling
 
 VERSION_HEADER = "x-cleanroom-version"  # lower case: the ingress compares lower-cased names
 POLL_SECONDS = 1.0
@@ -115,7 +115,7 @@ class TrafficRouter:
         return names[bisect.bisect_right(cumulative, self._random.randrange(cumulative[-1]))]
 
 
-class TrafficPoller:
+class TrafficPoller(FeedPolling):
     """Keeps a router on governance's current split, polling every ``interval`` seconds.
 
     A failed poll keeps the split already applied (traffic keeps flowing as last voted) and is
@@ -130,14 +130,12 @@ class TrafficPoller:
         on_change: Callable[[TrafficSplit], None] | None = None,
         on_error: Callable[[str], None] | None = None,
     ) -> None:
+        super().__init__(interval, "traffic-split")
         self.router = router
         self.fetch = fetch
-        self.interval = interval
         self.on_change = on_change
         self.on_error = on_error
-        self._stop = threading.Event()
         self._failing = False
-        self._thread = threading.Thread(target=self._loop, name="traffic-split", daemon=True)
 
     def poll(self) -> None:
         """Fetch once and apply the split if its version is new."""
@@ -153,17 +151,3 @@ class TrafficPoller:
             self.router.apply(split)
             if self.on_change is not None:
                 self.on_change(split)
-
-    def start(self) -> TrafficPoller:
-        self.poll()  # the first requests already follow the voted split
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.poll()
