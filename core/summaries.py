@@ -213,16 +213,13 @@ def send_document(engine: PersonaEngine, contract_id: str, text: str, document_i
     governance issues to this member; the answer is the capped summary (never the document)."""
     import httpx
 
-    from core.governance.client import GovernanceClient
-
     endpoint = engine.ingress_endpoint(contract_id)
     ca_pem = engine.ca_certificate(contract_id)
     if not ca_pem:
         raise NotFoundError(
             f"contract '{contract_id}' has no CA certificate", hint="enable the CA by vote and generate its key"
         )
-    with GovernanceClient.from_workspace(engine.workspace) as client:
-        token = client.issue_token(contract_id)["token"]
+    token = engine.contract_token(contract_id)["token"]
     with tempfile.TemporaryDirectory(prefix="cleanroom-summarise-") as tmp:
         ca_path = Path(tmp) / "ca.pem"
         ca_path.write_text(ca_pem)

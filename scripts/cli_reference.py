@@ -14,9 +14,13 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core import errors  # noqa: E402
 from tui.cli import cli  # noqa: E402
 
 TARGET = ROOT / "docs" / "cli.md"
+
+# the exit codes that are no error class: success, and click's Abort (tui.cli.main exits 130)
+NOT_ERRORS = {0: "done", 130: "interrupted (Ctrl-C)"}
 
 CONVENTIONS = """## Conventions every verb shares
 
@@ -46,18 +50,7 @@ they cannot.
 
 **Exit codes.** Every error is one line on stderr, `error: <what>; <how to fix it>`:
 
-| code | meaning |
-| --- | --- |
-| 0 | done |
-| 1 | any other failure (a deployment that failed, ...) |
-| 2 | bad input: a flag, file or document (also click's usage errors) |
-| 3 | not found: workspace, datasource, contract, blob, or a `--query` that matches nothing |
-| 4 | integrity: ciphertext, a signature or the ledger failed verification (tampering or a wrong key) |
-| 5 | conflict: valid, but the current state forbids it (stale version, closed proposal) |
-| 6 | access denied: not a member, not attested, not named by the contract |
-| 7 | a required service is not running or not reachable |
-| 130 | interrupted (Ctrl-C) |
-
+{exit_codes}
 `CLEANROOM_DEBUG=1` shows the traceback behind an error.
 
 **Logs.** Under the services' home: `governance/service.log`, `keys/service.log`, and per
@@ -83,6 +76,18 @@ _CLEANROOM_COMPLETE=fish_source cleanroom > ~/.config/fish/completions/cleanroom
 """
 
 
+def exit_codes() -> dict[int, str]:
+    """Each exit code and its meaning, from the error classes of core.errors (one class per code)
+    and the codes that are no error."""
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.CleanroomError)]
+    return dict(sorted({**NOT_ERRORS, **{c.exit_code: c.meaning for c in classes}}.items()))
+
+
+def exit_code_table() -> str:
+    rows = [f"| {code} | {meaning} |" for code, meaning in exit_codes().items()]
+    return "\n".join(["| code | meaning |", "| --- | --- |", *rows]) + "\n"
+
+
 def _walk(command: click.Command, path: list[str], ctx: click.Context):
     yield path, command, ctx
     if isinstance(command, click.Group):
@@ -101,7 +106,7 @@ def render() -> str:
         "# `cleanroom` CLI reference\n",
         "Generated from the command tree by `scripts/cli_reference.py`; do not edit by hand.",
         "Every verb also answers `--help`.\n",
-        CONVENTIONS,
+        CONVENTIONS.replace("{exit_codes}", exit_code_table()),
     ]
     for path, command, ctx in _walk(cli, ["cleanroom"], root_ctx):
         title = " ".join(path)

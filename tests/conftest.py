@@ -60,3 +60,14 @@ def blob_store(request: pytest.FixtureRequest) -> BlobStore:
 def container() -> str:
     """A container name no other test uses (stores may be shared across a session)."""
     return f"ds-{uuid.uuid4().hex[:12]}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding a `smoke` test (the real model end to end, minutes each) run first.
+
+    Under pytest-xdist (`make test` runs `-n 3 --dist loadfile`) a file is one unit of work,
+    handed out in collection order: a long end-to-end file collected last would run alone on one
+    worker after the others have finished, so the suite's wall time would be its tail.
+    """
+    heavy = {item.path for item in items if item.get_closest_marker("smoke")}
+    items.sort(key=lambda item: item.path not in heavy)  # stable: the rest keep their order

@@ -5,12 +5,15 @@ everywhere, write verbs that say what they did in JSON too, piped output that is
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -25,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # it, and what it did is the state it leaves (the ledger, the scenario's demo.json), not a document.
 NOT_RESULT_VERBS = {"cleanroom console"}
 COLOUR = re.compile(r"\x1b\[[0-9;]*(3[0-9]|9[0-7]|38;)")
+COLOUR_256 = re.compile(r"\x1b\[(?:[0-9;]*;)?[34]8;5;")
 
 
 def _leaves(command: click.Command, path: list[str], ctx: click.Context):
@@ -168,6 +172,66 @@ def test_no_color_is_honoured(hoster: Path) -> None:
     assert not COLOUR.search(plain.stdout)
 
 
+def _console_first_screen(workspace: Path, home: Path, *, no_color: bool) -> str:
+    """What `cleanroom console` writes to a 24-bit-colour terminal until its first screen is
+    drawn (its footer names the Quit key). The console is this test's own child: killed after."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    env = {key: value for key, value in os.environ.items() if key != "NO_COLOR"}
+    env |= {"TERM": "xterm-256color", "COLORTERM": "truecolor", "CLEANROOM_HOME": str(home)}
+    env["XDG_CONFIG_HOME"] = str(home / "config")  # not the operator's remembered theme
+    if no_color:
+        env["NO_COLOR"] = "1"
+    console = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "console", "--workspace", str(workspace)],
+        cwd=ROOT,
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    screen = bytearray()
+    try:
+        while b"Quit" not in screen and select.select([master], [], [], 60)[0]:
+            try:
+                screen.extend(os.read(master, 65536))
+            except OSError:  # the console exited: the assertion below shows what it wrote
+                break
+    finally:
+        console.kill()
+        console.wait()
+        os.close(master)
+    assert b"Quit" in screen, bytes(screen[-2000:])
+    return screen.decode(errors="replace")
+
+
+def _colours(screen: str) -> set[tuple[int, int, int]]:
+    """Every 24-bit foreground and background colour an SGR sequence sets."""
+    found = set()
+    for params in re.findall(r"\x1b\[([0-9;]*)m", screen):
+        for match in re.finditer(r"(?:^|;)[34]8;2;(\d+);(\d+);(\d+)", params):
+            found.add((int(match[1]), int(match[2]), int(match[3])))
+    return found
+
+
+def test_the_console_honours_no_color(tmp_path: Path) -> None:
+    """Textual's answer to NO_COLOR is monochrome: the same screen, every colour a grey (no hue
+    the operator asked not to see). The same first screen without it has colours."""
+    workspace = tmp_path / "hoster"
+    assert cleanroom("config", "init", "--persona", "hoster", "-w", workspace).code == 0
+    coloured = _colours(_console_first_screen(workspace, tmp_path / "home", no_color=False))
+    assert any(len(set(rgb)) > 1 for rgb in coloured)
+    plain = _console_first_screen(workspace, tmp_path / "home", no_color=True)
+    assert _colours(plain) and all(len(set(rgb)) == 1 for rgb in _colours(plain))
+    assert not COLOUR_256.search(plain)  # nor a palette colour, which would keep its hue
+    helped = _run("console", "--help", env={"NO_COLOR": "1", "FORCE_COLOR": "1"})
+    assert helped.returncode == 0 and "\x1b[" not in helped.stdout
+
+
 def test_version() -> None:
     shown = cleanroom("--version")
     assert shown.code == 0
@@ -188,3 +252,121 @@ def test_camel_case_is_the_one_json_key_style() -> None:
         "policyHash",
         "aciTemplate",
     ]
+
+
+# -- camelCase at every level of what a verb generates --------------------------------------------
+# Subtrees that are someone's document, printed verbatim: renaming a key there would change what
+# was signed, voted or configured. Paths are keys joined by '.', '[]' for each list item.
+VERBATIM = {
+    "data": "the contract document as its author wrote it",
+    "[].data": "each contract document as its author wrote it (or event payload, in an event list)",
+    "args": "the signed proposal's arguments (their keys are the governance wire format)",
+    "[].args": "each signed proposal's arguments",
+    "checkpoint": "the ledger's signed checkpoint, whose signature covers these keys",
+    "spec": "the merged config fragments, whose keys are the clean-room spec's",
+    "events[].data": "each event's payload as the clean room recorded it",
+}
+# verb -> the path of a mapping keyed by names (`up`: by service), not by fields: its keys are data
+NAMED = {"up": ""}
+SNAKE_KEY = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$")
+
+
+def _snake_keys(document: object, named: str | None, path: str = "") -> list[str]:
+    """Paths of snake_case keys in ``document``, outside ``VERBATIM`` subtrees."""
+    if path in VERBATIM:
+        return []
+    found: list[str] = []
+    if isinstance(document, dict):
+        for key, value in document.items():
+            where = f"{path}.{key}" if path else str(key)
+            if path != named and SNAKE_KEY.match(str(key)):
+                found.append(where)
+            found += _snake_keys(value, named, path=f"{path}.{key}" if path else str(key))
+    elif isinstance(document, list):
+        for item in document:
+            found += _snake_keys(item, named, path=f"{path}[]")
+    return found
+
+
+def test_the_snake_key_finder_skips_verbatim_documents_and_names() -> None:
+    document = {"proposalId": "p", "args": {"contract_id": "c"}, "nested": [{"exit_code": 1, "ok": {"a_b": 2}}]}
+    assert _snake_keys(document, None) == ["nested[].exit_code", "nested[].ok.a_b"]
+    assert _snake_keys({"key_service": {"state_dir": "d"}}, "") == ["key_service.state_dir"]
+
+
+def test_json_keys_are_camel_case_at_every_level(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real verbs against real embedded services: every key the CLI generates is camelCase, at any
+    depth; the documents it prints on someone's behalf keep their keys."""
+    from core.runtime.backend import AciBackend
+    from tests.test_deployment_backend import _InMemoryGroups
+
+    monkeypatch.setenv("CLEANROOM_HOME", str(tmp_path / "home"))
+    workspaces = {p: tmp_path / p for p in ("hoster", "provider", "consumer")}
+    for persona, root in workspaces.items():
+        assert cleanroom("config", "init", "--persona", persona, "-w", root).code == 0
+    offenders: dict[str, list[str]] = {}
+
+    def verb(persona: str, command: str) -> Any:
+        args = shlex.split(command.format(tmp=tmp_path))
+        name = " ".join(itertools.takewhile(lambda arg: not arg.startswith("-"), args))
+        ran = cleanroom("-w", workspaces[persona], *args, "-o", "json")
+        assert ran.code == 0, f"{command}: {ran.stderr}"
+        document = json.loads(ran.stdout)
+        if snake := _snake_keys(document, NAMED.get(name)):
+            offenders[name] = snake
+        return document
+
+    verb("hoster", "up --workspace-dirs {tmp}/hoster {tmp}/provider {tmp}/consumer")
+    try:
+        for command in (
+            "config add-datasource --name inference-code",
+            "config add-application --name inference --entrypoint containers/inference_server --ports 8000"
+            " --mounts src=inference-code,dst=/mnt/code --command 'python -m server'",
+            "config add-datasink --name results",
+            "config set-network-policy --allow 'POST /infer'",
+            "config set-logging --datasink log-sink",
+            "datasource list",
+            "datasink list",
+            "governance service status",
+            "governance member list",
+            "governance member show",
+        ):
+            verb("hoster", command)
+        (tmp_path / "merged.json").write_text(json.dumps(verb("hoster", "config view")["spec"]))
+        (tmp_path / "spec.json").write_text(json.dumps({"purpose": "inference", "user_chosen_key": 1}))
+        verb("hoster", "governance contract create --id c1 --data @{tmp}/spec.json")
+        version = verb("hoster", "governance contract show --id c1")["version"]
+        proposal_id = verb("hoster", f"governance contract propose --id c1 --version {version}")["proposalId"]
+        verb("hoster", "governance proposal list")
+        verb("hoster", f"governance proposal show --proposal-id {proposal_id}")
+        for persona in workspaces:
+            verb(persona, f"governance proposal vote --proposal-id {proposal_id} --action accept")
+        for command in (
+            "governance contract list",
+            "governance contract event list --id c1",
+            "governance contract runtime-option get --id c1 --option logging",
+            "governance contract runtime-option set --id c1 --option execution --action disable",
+            "governance contract token --id c1",
+            "governance contract create --id c2 --data @{tmp}/merged.json",
+            "governance deployment generate --contract-id c2 --output-dir {tmp}/deployment",
+            "governance traffic show --contract c1",
+            "governance privacy show",
+            "governance privacy history",
+            "governance app register --name scorer --contract c1 --route 'POST /infer' --rate-limit 60"
+            " --generate-key {tmp}/scorer.pem",
+            "governance app list",
+            "governance ledger head",
+            "governance ledger export --file {tmp}/ledger.json",
+            "governance ledger verify --file {tmp}/ledger.json",
+            "governance ledger receipt --seqno 1",
+            "model list",
+            "deployment status --contract-id c1",
+        ):
+            verb("hoster", command)
+    finally:
+        assert cleanroom("down").code == 0
+    # Azure itself cannot run here: its container groups are the test double the backend tests use
+    monkeypatch.setattr(AciBackend, "in_resource_group", staticmethod(lambda *_: AciBackend(_InMemoryGroups())))
+    verb("hoster", "deployment status --contract-id c1 --backend aci --resource-group rg")
+    verb("hoster", "demo --list-steps")
+    assert offenders == {}

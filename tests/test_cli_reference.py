@@ -35,3 +35,23 @@ def test_every_verb_has_an_example() -> None:
         if "example" not in (command.help or "").lower():
             missing.append(" ".join(path))
     assert missing == [], f"verbs without an Example in --help: {missing}"
+
+
+def test_the_exit_code_table_is_the_error_classes() -> None:
+    """docs/cli.md's table lists each error class of core.errors with its own code and meaning,
+    so a new class (or a changed code) reaches the docs on the next regeneration."""
+    import re
+
+    from core import errors
+
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.CleanroomError)]
+    assert len({c.exit_code for c in classes}) == len(classes), "two error classes share an exit code"
+    for error in classes:
+        assert "meaning" in vars(error) and "\n" not in error.meaning, (
+            f"{error.__name__} needs its own one-line meaning"
+        )
+    text = (ROOT / "docs" / "cli.md").read_text()
+    table = text[text.index("| code | meaning |") :].split("\n\n")[0]
+    rows = dict(re.findall(r"^\| (\d+) \| (.+) \|$", table, re.MULTILINE))
+    not_errors = {str(code): meaning for code, meaning in _generator().NOT_ERRORS.items()}
+    assert rows == {str(c.exit_code): c.meaning for c in classes} | not_errors

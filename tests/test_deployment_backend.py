@@ -37,7 +37,7 @@ class _InMemoryGroups:
 
     def status(self, name: str) -> GroupStatus:
         self.calls.append(("status", name))
-        container = {"name": "cleanroom-runtime", "state": self.groups.get(name, "Unknown"), "exit_code": None}
+        container = {"name": "cleanroom-runtime", "state": self.groups.get(name, "Unknown"), "exitCode": None}
         return GroupStatus(name, "Succeeded", self.groups.get(name, "Unknown"), [container], "10.0.0.4")
 
     def logs(self, name: str, container: str) -> str:
@@ -108,7 +108,7 @@ def test_cli_verbs_dispatch_through_the_backend(tmp_path: Path, monkeypatch: pyt
         "name": name,
         "provisioningState": "Succeeded",
         "state": "Running",
-        "containers": [{"name": "cleanroom-runtime", "state": "Running", "exit_code": None}],
+        "containers": [{"name": "cleanroom-runtime", "state": "Running", "exitCode": None}],
         "ipAddress": "10.0.0.4",
     }
     shown = cleanroom("-w", tmp_path, "deployment", "status", "--contract-id", "c1", *aci)

@@ -13,7 +13,8 @@ from textual.widgets import DataTable, Static
 from tests.tui_seeded import SeededPersona
 from tui.app import CleanroomConsole
 from tui.screens.confirm import ConfirmScreen
-from tui.widgets.models import ModelsView
+from tui.widgets.empty_hint import EmptyHint
+from tui.widgets.models import NO_MODELS, ModelsView
 
 SIZE = (140, 40)
 
@@ -54,6 +55,7 @@ async def test_the_models_view_shows_each_version_its_status_and_why(tmp_path: P
         table = view.query_one(DataTable)
         rows = [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
         assert rows[0][:4] == ["minilm", "1", "✔ verified", "·"]
+        assert not view.query_one("#models-empty", EmptyHint).display
         assert rows[1][:3] == ["minilm", "2", "✘ vulnerable"]
         assert rows[1][4] == "model/extra.pkl: raw pickle stream (protocol 4)"
         table.move_cursor(row=1)
@@ -91,3 +93,25 @@ async def test_publishing_goes_through_the_confirm_modal_and_only_for_a_verified
             if personas[0].proposed:
                 break
         assert personas[0].proposed == [("minilm", "1")]
+
+
+class EmptyRegistryPersona(SeededPersona):
+    def models(self) -> list[dict]:
+        return []
+
+
+@pytest.mark.anyio
+async def test_an_empty_registry_says_what_would_fill_it(tmp_path: Path) -> None:
+    app = CleanroomConsole([EmptyRegistryPersona(tmp_path, i) for i in range(3)], background=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("8")
+        view = app.screen.query_one(ModelsView)
+        hint = view.query_one("#models-empty", EmptyHint)
+        for _ in range(100):
+            await pilot.pause(0.02)
+            if hint.display:
+                break
+        assert app.screen.active_view == "models" and view.query_one(DataTable).row_count == 0
+        assert hint.display and hint.region.height > 0  # on screen, not only in the tree
+        assert str(hint.render()) == NO_MODELS
+        assert "cleanroom model onboard --package DIR" in NO_MODELS

@@ -3,11 +3,14 @@ change a byte of what governance stores, signs or returns, or of the runtime's e
 
 from __future__ import annotations
 
+import ast
 import json
+from pathlib import Path
 
 import cbor2
 
 from core.config.canonical import canonical_json
+from core.governance.model_registry import ModelStatus
 from core.governance.models import (
     ACTIONS,
     OPTION_ACTIONS,
@@ -74,3 +77,65 @@ def test_plain_strings_from_json_compare_and_look_up_as_members() -> None:
     assert "sealed" in LIFECYCLE_EVENTS and "key_released" not in LIFECYCLE_EVENTS
     assert "set_contract" in ACTIONS and "drop_table" not in ACTIONS
     assert OPTION_ACTIONS["enable_logging"] == ("logging", "enabled")
+
+
+# Every state a comparison could spell by hand: the values are read from the enum classes, so a
+# state added to one is guarded from the day it exists.
+STATE_ENUMS = (ProposalState, ContractState, MemberStatus, ModelStatus, DeploymentState, ApplicationState, OptionStatus)
+STATE_VALUES = {member.value for enum in STATE_ENUMS for member in enum}
+SCANNED = ("core", "tui")
+# (file, comparison as ast.unparse prints it) -> why its literal is no state; keep this tiny
+NOT_A_STATE: dict[tuple[str, str], str] = {}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _literals(node: ast.expr) -> list[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+    return []
+
+
+def _state_comparisons(root: Path) -> dict[tuple[str, str], str]:
+    """(file, comparison) -> 'file:line: literal' for every ==, !=, in, not in against a state value."""
+    found: dict[tuple[str, str], str] = {}
+    for folder in SCANNED:
+        for path in sorted((root / folder).rglob("*.py")):
+            relative = path.relative_to(root).as_posix()
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=relative)):
+                if not isinstance(node, ast.Compare):
+                    continue
+                operands = [node.left, *node.comparators]
+                for index, op in enumerate(node.ops):
+                    if not isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn)):
+                        continue
+                    for literal in _literals(operands[index]) + _literals(operands[index + 1]):
+                        if literal in STATE_VALUES:
+                            found[(relative, ast.unparse(node))] = f"{relative}:{node.lineno}: {literal!r}"
+    return found
+
+
+def test_no_comparison_spells_a_state_by_hand() -> None:
+    found = _state_comparisons(ROOT)
+    bare = [where for key, where in sorted(found.items()) if key not in NOT_A_STATE]
+    assert not bare, "compare with the enum member, not its string: " + "; ".join(bare)
+    stale = sorted(set(NOT_A_STATE) - set(found))
+    assert not stale, f"allowlisted comparisons no longer in the source, remove them: {stale}"
+
+
+def test_the_scan_names_each_bare_state_by_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "tui").mkdir()
+    (tmp_path / "core" / "governance").mkdir(parents=True)
+    (tmp_path / "core" / "governance" / "votes.py").write_text(
+        "def f(c, s, v):\n"
+        "    if c['state'] != 'Accepted':\n"
+        "        return s in ('x', 'verified')\n"
+        "    return v == 'accept' or s == ContractState.ACCEPTED or s < 'running'\n"
+    )
+    found = _state_comparisons(tmp_path)
+    # 'accept' is a vote, not a state; ordering comparisons are no state tests; the member passes
+    assert sorted(found.values()) == [
+        "core/governance/votes.py:2: 'Accepted'",
+        "core/governance/votes.py:3: 'verified'",
+    ]

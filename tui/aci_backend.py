@@ -100,7 +100,7 @@ class AciView:
             for column in ("name", "state", "exit code"):
                 table.add_column(column)
             for container in status["containers"]:
-                table.add_row(container["name"], str(container["state"]), str(container.get("exit_code") or ""))
+                table.add_row(container["name"], str(container["state"]), str(container.get("exitCode") or ""))
             console.print(table)
 
         return Result(camel_keys(status), render=render)

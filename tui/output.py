@@ -6,7 +6,9 @@ verb, so scripts can rely on them everywhere, as they can on `az`:
 
 - ``-o/--output table|json``: ``table`` for people (a verb's own rendering, a one-line summary
   for writes, or a generic table), ``json`` for scripts: exactly one JSON document on stdout
-  (JSON Lines for ``--follow`` streams). Keys are camelCase, as `az` and the governance API use.
+  (JSON Lines for ``--follow`` streams). Keys are camelCase, as `az` and the governance API use,
+  at every level a verb builds; a document it prints on someone's behalf (a contract, a config,
+  a signed proposal or checkpoint) keeps its own keys, so what is shown is what was signed.
 - ``--query EXPR``: a JMESPath expression applied to that JSON document. A string or number
   result prints bare (so ``$(cleanroom ... --query version)`` works, like `az ... -o tsv`);
   anything else prints as JSON. A query that matches nothing is an error, not an empty line.
@@ -87,7 +89,9 @@ def camel(name: str) -> str:
 
 def camel_keys(document: Mapping[str, Any]) -> dict[str, Any]:
     """The same mapping with camelCase top-level keys. Only the top level: nested values may be
-    user data (a contract's spec, per-application exit codes) whose keys are not ours to rename."""
+    user data (a contract's spec, per-application exit codes) whose keys are not ours to rename,
+    so whoever builds a nested object spells its keys in camelCase there (tests/test_cli_output.py
+    runs the verbs and finds any that do not)."""
     return {camel(key): value for key, value in document.items()}
 
 

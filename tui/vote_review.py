@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from core.governance.client import GovernanceClient
+from core.engine import PersonaEngine
 from core.governance.review import (
     MISSING,
     SHORT_ID,
@@ -32,12 +32,12 @@ from tui.output import Result
 BALLOT_MARKS = {"accept": "✔ accept", "reject": "✖ reject"}
 
 
-def contract_result(client: GovernanceClient, contract_id: str, diff_file: Path | None) -> Result:
-    contract = client.contract(contract_id)
+def contract_result(engine: PersonaEngine, contract_id: str, diff_file: Path | None) -> Result:
+    contract = engine.read_contract(contract_id)
     document = dict(contract.get("data") or {})
     if diff_file is not None:
         return diff_result(document, diff_file, f"contract {contract_id}")
-    names = _names(client)
+    names = _names(engine)
     header = {
         "contract": contract_id,
         "state": contract.get("state"),
@@ -49,13 +49,12 @@ def contract_result(client: GovernanceClient, contract_id: str, diff_file: Path 
     return Result(contract, render=lambda console: _print_review(console, header, document, names))
 
 
-def proposal_result(client: GovernanceClient, proposal_id: str, diff_file: Path | None) -> Result:
-    proposal = client.proposal(proposal_id)
-    contract = client.contract(proposal["contractId"]) if proposal.get("action") == "set_contract" else None
+def proposal_result(engine: PersonaEngine, proposal_id: str, diff_file: Path | None) -> Result:
+    proposal, contract = engine.proposal_under_review(proposal_id)
     document = voted_document(proposal, contract)
     if diff_file is not None:
         return diff_result(document, diff_file, f"proposal {proposal_id[:SHORT_ID]}")
-    names = _names(client)
+    names = _names(engine)
     ballots = proposal.get("ballots") or {}
     header = {
         "proposal": proposal_id,
@@ -87,8 +86,8 @@ def diff_result(voted: dict[str, Any], diff_file: Path, subject: str) -> Result:
     return Result(document, render=lambda console: _print_diff(console, diff, subject, diff_file))
 
 
-def _names(client: GovernanceClient) -> dict[str, str]:
-    return {m["memberId"]: m.get("name") or m["memberId"][:SHORT_ID] for m in client.members()}
+def _names(engine: PersonaEngine) -> dict[str, str]:
+    return {m["memberId"]: m.get("name") or m["memberId"][:SHORT_ID] for m in engine.list_members()}
 
 
 def _who(member_id: Any, names: dict[str, str]) -> str:

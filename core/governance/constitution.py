@@ -97,9 +97,9 @@ def check_contract_data(data: object) -> None:
         parse_contract_spec(data, source="contract data")
 
 
-def validate(action: str, args: dict[str, Any], state: ConstitutionState) -> None:
+def validate(action: object, args: object, state: ConstitutionState) -> None:
     """Refuse a proposal that could never apply. Raises a CleanroomError naming the fix."""
-    if action not in ACTIONS:
+    if not isinstance(action, str) or action not in ACTIONS:
         raise InvalidInputError(f"proposal action {action!r} is not known", hint=f"use one of: {', '.join(Action)}")
     if not isinstance(args, dict):
         raise InvalidInputError("proposal args must be a JSON object", hint="pass the args as {...}")

@@ -108,6 +108,28 @@ def _common_name(cert: Any) -> str:
     return str(names[0].value) if names else cert.subject.rfc4514_string()
 
 
+def _member_document(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "memberId": row["member_id"],
+        "name": row["name"],
+        "status": row["status"],
+        "certificate": row["cert_pem"],
+        "memberData": json.loads(row["data"]),
+    }
+
+
+def _contract_document(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "data": json.loads(row["data"]),
+        "version": row["version"],
+        "state": row["state"],
+        "proposalId": row["proposal_id"] or "",
+        "hash": row["hash"] or "",
+        "createdBy": row["created_by"],
+    }
+
+
 def _refuse_attestation(token: str) -> dict[str, Any]:
     raise AccessDeniedError(
         "this governance service has no attestation verifier configured",
@@ -327,30 +349,22 @@ class GovernanceState:
                 ).fetchone()
             if row is None:
                 return None
-            cached = (row["status"], load_certificate(row["cert_pem"]).public_key())  # type: ignore[assignment]
-            self._member_keys[member_id] = cached  # type: ignore[assignment]
-        status, key = cached  # type: ignore[misc]
+            public_key = load_certificate(row["cert_pem"]).public_key()
+            if not isinstance(public_key, ec.EllipticCurvePublicKey):
+                return None  # nothing it signs could verify: members sign ES384 (P-384) only
+            cached = self._member_keys[member_id] = (str(row["status"]), public_key)
+        status, key = cached
         return key if status in statuses else None
 
     def member(self, member_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM members WHERE member_id=?", (member_id,)).fetchone()
-        return (
-            None
-            if row is None
-            else {
-                "memberId": row["member_id"],
-                "name": row["name"],
-                "status": row["status"],
-                "certificate": row["cert_pem"],
-                "memberData": json.loads(row["data"]),
-            }
-        )
+        return None if row is None else _member_document(row)
 
     def members(self) -> list[dict[str, Any]]:
         with self._lock:
-            ids = [r[0] for r in self._db.execute("SELECT member_id FROM members ORDER BY seqno, member_id")]
-            return [self.member(i) for i in ids]  # type: ignore[misc]
+            rows = self._db.execute("SELECT * FROM members ORDER BY seqno, member_id").fetchall()
+        return [_member_document(row) for row in rows]
 
     def _active_members(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT member_id FROM members WHERE status=?", (MemberStatus.ACTIVE,))}
@@ -384,23 +398,13 @@ class GovernanceState:
             self._member_write(request, "member.activate")
             self._db.execute("UPDATE members SET status=? WHERE member_id=?", (MemberStatus.ACTIVE, request.signer))
             self._member_keys.pop(request.signer, None)
-        return self.member(request.signer)  # type: ignore[return-value]
+        return member | {"status": MemberStatus.ACTIVE}  # the one column the update changed
 
     # -- contracts ----------------------------------------------------------------------------------
     def contract(self, contract_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM contracts WHERE id=?", (contract_id,)).fetchone()
-        if row is None:
-            return None
-        return {
-            "id": row["id"],
-            "data": json.loads(row["data"]),
-            "version": row["version"],
-            "state": row["state"],
-            "proposalId": row["proposal_id"] or "",
-            "hash": row["hash"] or "",
-            "createdBy": row["created_by"],
-        }
+        return None if row is None else _contract_document(row)
 
     def get_contract(self, contract_id: str) -> dict[str, Any]:
         with self._lock:
@@ -414,8 +418,8 @@ class GovernanceState:
 
     def contracts(self) -> list[dict[str, Any]]:
         with self._lock:
-            ids = [r[0] for r in self._db.execute("SELECT id FROM contracts ORDER BY seqno")]
-            return [self.contract(i) for i in ids]  # type: ignore[misc]
+            rows = self._db.execute("SELECT * FROM contracts ORDER BY seqno").fetchall()
+        return [_contract_document(row) for row in rows]
 
     def put_contract(self, request: VerifiedRequest, contract_id: str) -> dict[str, Any]:
         """Create a Draft (no version given) or update one (current version required)."""
@@ -533,7 +537,7 @@ class GovernanceState:
     def create_proposal(self, request: VerifiedRequest) -> dict[str, Any]:
         action, args = request.body.get("action"), request.body.get("args", {})
         with self._write(request):
-            constitution.validate(action, args, self)  # type: ignore[arg-type]
+            constitution.validate(action, args, self)
             if action == Action.SET_CONTRACT:  # freeze what is being voted on
                 contract = self.contract(args["contract_id"])
                 assert contract is not None, "validate() refuses a proposal for an unknown contract"

@@ -21,6 +21,7 @@ from typing import Any
 
 from core.config.canonical import canonical_json
 from core.errors import ConflictError, InvalidInputError
+from core.governance.models import ContractState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS traffic_splits (contract_id TEXT PRIMARY KEY, split TEXT NOT NULL,
@@ -40,7 +41,7 @@ def serving_applications(contract: dict[str, Any]) -> list[str]:
 
 
 def _accepted_serving(contract: dict[str, Any]) -> list[str]:
-    if contract["state"] != "Accepted":
+    if contract["state"] != ContractState.ACCEPTED:
         raise ConflictError(
             f"contract '{contract['id']}' is {contract['state']}, so its traffic cannot be split yet",
             hint="get the contract accepted first (`cleanroom governance contract vote`)",

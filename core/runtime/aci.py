@@ -573,7 +573,7 @@ class AciDeployment:
                 {
                     "name": container.name,
                     "state": getattr(current, "state", None) or "Unknown",
-                    "exit_code": getattr(current, "exit_code", None),
+                    "exitCode": getattr(current, "exit_code", None),  # Azure's own key, as `-o json` prints it
                 }
             )
         view = getattr(group, "instance_view", None)

@@ -82,7 +82,7 @@ def _runs(scenario: Scenario) -> dict[str, dict[str, Any]]:
 
 def _budgets(scenario: Scenario, persona: str) -> list[dict[str, Any]]:
     """`governance privacy show` as ``persona``: every budgeted dataset, kept in the results."""
-    datasets = scenario.engine(persona).privacy_datasets()
+    datasets = scenario.engine(persona).privacy_budgets()
     scenario.state.results["budgets"] = {
         item["name"]: {key: round(float(item[key]), 4) for key in ("epsilonTotal", "spent", "reserved", "left")}
         for item in datasets

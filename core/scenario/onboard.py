@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from core.governance.model_registry import ModelStatus
 from core.governance.onboarding_contract import MODEL_ENV, PACKAGE_HASH_ENV, VERSION_ENV, WRAPPER_HASH_ENV
 from core.scenario import onboard_operations
 from core.scenario.operations import perform_each
@@ -99,7 +100,7 @@ def _onboarding_steps(phase: str, model: str, folder: str, description: str, exp
             phase,
             "provider",
             f"register {model} {VERSION} (status created)"
-            + ("" if expected == "verified" else "; the CLI refuses it, the registry API does not"),
+            + ("" if expected == ModelStatus.VERIFIED else "; the CLI refuses it, the registry API does not"),
             (onboard,),
             onboard_operations.onboard,
         ),

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from core.crypto.secret_file import write_public_file
 from core.engine import Proposal
 from core.errors import IntegrityError, InvalidInputError, NotFoundError, ServiceUnavailableError
+from core.governance.model_registry import ModelStatus
 from core.governance.models import Action, ProposalState
 from core.scenario import operations
 from core.scenario.steps import Invocation, Perform, Reporter, Step
@@ -147,7 +148,7 @@ def add_onboarding_application(scenario: Scenario, step: Step, reporter: Reporte
 def _history_seconds(history: list[dict[str, Any]], status: str) -> float | None:
     """Seconds from the version's `created` to its first ``status``, by the ledger's own times."""
     at = {entry["status"]: float(entry["at"]) for entry in reversed(history)}
-    return round(at[status] - at["created"], 3) if status in at and "created" in at else None
+    return round(at[status] - at[ModelStatus.CREATED], 3) if status in at and ModelStatus.CREATED in at else None
 
 
 def ended_as(model: dict[str, Any], expected: str) -> dict[str, Any]:
@@ -183,7 +184,7 @@ def follow_onboarding(expected: str) -> Perform:
         name = versions.args[-1]
         hoster = scenario.engine(_persona(start))
         ((_, entry),) = scenario.engine(_persona(versions)).model(name)["versions"].items()
-        if entry["status"] == "created":  # a resumed run whose clean room already ran does not run it again
+        if entry["status"] == ModelStatus.CREATED:  # a resumed run whose clean room already ran does not run it again
             operations.perform_each(scenario, dataclasses.replace(step, invocations=(start,)), reporter)
         deadline = time.monotonic() + ONBOARDING_TIMEOUT_S
         while (status := hoster.deployment_status(contract_id)) is not None and status.alive:

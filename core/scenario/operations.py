@@ -292,7 +292,7 @@ def propose_contract(scenario: Scenario, step: Step, reporter: Reporter) -> str:
         current = hoster.create_contract(contract_id, contract_document(scenario, step.invocation("config", "view")))
     if current.state == ContractState.DRAFT:
         step.invocation("governance", "contract", "propose")  # VERSION: the version just read
-        proposal_id = hoster.propose_contract(contract_id, current.version)
+        proposal_id = hoster.propose_contract(contract_id, current.version)["proposalId"]
         return (
             f"contract '{contract_id}' proposed ({proposal_id[:8]}); every party can recompute "
             f"its hash {document_hash(current.document)[:16]} from the three fragments"

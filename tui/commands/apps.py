@@ -11,27 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from core.crypto.secret_file import write_secret_file
-from core.errors import ConflictError, InvalidInputError, NotFoundError
-from core.governance.client import GovernanceClient
-from core.governance.client_apps import new_app_key
+from core.engine import PersonaEngine
 from core.workspace import Workspace
 from tui.output import Result, verb_output
 
 APP_COLUMNS = ("name", "owner", "contracts", "routes", "rateLimitPerMinute", "keyType", "status")
 
 
-def _workspace(ctx: click.Context) -> Workspace:
-    return Workspace.open(ctx.obj["workspace"])
-
-
-def _read_file(path: Path, what: str) -> bytes:
-    if not path.is_file():
-        raise NotFoundError(f"{what} file {path} does not exist", hint="check the path")
-    return path.read_bytes()
+def _engine(ctx: click.Context) -> PersonaEngine:
+    return PersonaEngine(Workspace.open(ctx.obj["workspace"]))
 
 
 @click.group("app")
@@ -78,33 +67,20 @@ def app_register(
       cleanroom -w W/consumer governance app register --name scorer --contract inference-initial \\
           --route "POST /score" --route "POST /v2/models/{name}/infer" --rate-limit 600 --public-key scorer.pub.pem
     """
-    if (public_key is None) == (generate_key is None):
-        raise InvalidInputError(
-            "give exactly one of --public-key FILE and --generate-key OUT", hint="see `governance app register --help`"
-        )
-    private_pem = None
-    if generate_key is not None:
-        if generate_key.exists():
-            raise ConflictError(f"key file {generate_key} already exists", hint="choose another --generate-key path")
-        private_pem, key_text = new_app_key()
-    else:
-        assert public_key is not None
-        key_text = _read_file(public_key, "public key").decode(errors="replace")
-    workspace = _workspace(ctx)
-    with GovernanceClient.from_workspace(workspace) as client:
-        proposal = client.propose_client_app(
+    with _engine(ctx) as engine:
+        proposal = engine.register_client_app(
             name,
-            owner=owner or workspace.identity.member_id,
+            owner=owner,
             contracts=list(contracts),
             routes=list(routes),
             rate_limit_per_minute=rate_limit,
-            public_key=key_text,
+            public_key_file=public_key,
+            generate_key=generate_key,
         )
     text = f"proposal {proposal['proposalId']} ({proposal['proposalState']}) registers client application '{name}'"
-    if generate_key is not None and private_pem is not None:  # written once the proposal exists
-        write_secret_file(generate_key, private_pem)
+    if proposal["privateKeyFile"] is not None:
         text += f"; its private key is in {generate_key}"
-    return Result(proposal | {"privateKeyFile": str(generate_key) if generate_key else None}, text=text)
+    return Result(proposal, text=text)
 
 
 @app_group.command("list")
@@ -117,8 +93,8 @@ def app_list(ctx: click.Context) -> Result:
     Example:
       cleanroom -w W/hoster governance app list --query "[?status=='active'].name"
     """
-    with GovernanceClient.from_workspace(_workspace(ctx), with_identity=False) as client:
-        apps = client.client_apps()
+    with _engine(ctx) as engine:
+        apps = engine.client_apps()
     return Result(apps, columns=APP_COLUMNS, title="client applications")
 
 
@@ -133,8 +109,8 @@ def app_revoke(ctx: click.Context, name: str) -> Result:
     Example:
       cleanroom -w W/provider governance app revoke scorer
     """
-    with GovernanceClient.from_workspace(_workspace(ctx)) as client:
-        revoked = client.revoke_client_app(name)
+    with _engine(ctx) as engine:
+        revoked = engine.revoke_client_app(name)
     already = " (it already was)" if revoked.get("idempotent") else ""
     return Result(revoked, text=f"client application '{name}' is revoked{already}")
 
@@ -155,16 +131,8 @@ def app_token(ctx: click.Context, name: str, key_file: Path, contract_id: str) -
     Example:
       export TOKEN=$(cleanroom -w W/consumer governance app token scorer --key scorer.pem --contract inference-initial)
     """
-    try:
-        private_key = serialization.load_pem_private_key(_read_file(key_file, "application key"), password=None)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInputError(
-            f"application key {key_file} is not an unencrypted PEM private key", hint="pass the key you registered"
-        ) from exc
-    if not isinstance(private_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise InvalidInputError(f"application key {key_file} is not an EC or RSA key", hint="use EC P-384")
-    with GovernanceClient.from_workspace(_workspace(ctx), with_identity=False) as client:
-        answer = client.app_token(name, private_key, contract_id)
+    with _engine(ctx) as engine:
+        answer = engine.app_token(name, key_file, contract_id)
     return Result(answer, text=answer["access_token"])
 
 
@@ -186,7 +154,7 @@ def keys_rotate(ctx: click.Context) -> Result:
     Example:
       cleanroom -w W/hoster governance keys rotate
     """
-    with GovernanceClient.from_workspace(_workspace(ctx)) as client:
-        rotated = client.rotate_token_key()
+    with _engine(ctx) as engine:
+        rotated = engine.rotate_token_key()
     published = len(rotated.get("keys", []))
     return Result(rotated, text=f"token key {rotated['kid']} is current ({published} keys published in /jwks)")

@@ -661,10 +661,7 @@ def wrap_deks_verb(ctx: click.Context, contract_id: str, kek_vault: str | None, 
       cleanroom -w W/provider config wrap-deks --contract-id inference-initial \\
           --kek-vault https://provider-kv.vault.azure.net --maa-endpoint sharedeus.eus.attest.azure.net
     """
-    from core import embedded
-    from core.governance.client import GovernanceClient
-    from core.keys import launcher as key_launcher
-    from core.keys.wrap_deks import wrap_deks
+    from core.engine import PersonaEngine
 
     workspace = _workspace(ctx)
     if (kek_vault is None) != (maa_endpoint is None):
@@ -672,22 +669,11 @@ def wrap_deks_verb(ctx: click.Context, contract_id: str, kek_vault: str | None, 
             "--kek-vault and --maa-endpoint go together",
             hint="pass both to keep the KEK in Key Vault, or neither for the key service",
         )
-    if kek_vault is not None:
-        from core.keys.skr import check_kek_vault, maa_authority, wrap_deks_to_vault
-
-        check_kek_vault(kek_vault)  # before any governance call
-        maa_authority(str(maa_endpoint))
-        with GovernanceClient.from_workspace(workspace) as governance:
-            result = wrap_deks_to_vault(
-                workspace, contract_id, governance=governance, vault_url=kek_vault, maa_endpoint=str(maa_endpoint)
-            )
-    else:
-        keys = key_launcher.info(embedded.key_service_state_dir(embedded.home())).client()
-        try:
-            with GovernanceClient.from_workspace(workspace) as governance:
-                result = wrap_deks(workspace, contract_id, governance=governance, keys=keys)
-        finally:
-            keys.close()
+    with PersonaEngine(workspace) as engine:
+        if kek_vault is not None:
+            result = engine.wrap_deks_to_vault(contract_id, kek_vault, str(maa_endpoint))
+        else:
+            result = engine.wrap_deks(contract_id)
     return Result(
         {"contractId": result.contract_id, "kekFingerprint": result.kek_fingerprint, "assets": result.assets},
         text=f"wrapped {len(result.assets)} DEK(s) for contract {contract_id} "

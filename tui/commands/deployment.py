@@ -190,11 +190,11 @@ def start(
 
 def _governance_events(ctx: click.Context, contract_id: str) -> list[dict[str, Any]]:
     """Lifecycle events from governance, when this workspace is deployed to it (else none)."""
-    from core.governance.client import GovernanceClient
+    from core.engine import PersonaEngine
 
     try:
-        with GovernanceClient.from_workspace(Workspace.open(ctx.obj["workspace"])) as client:  # events: members only
-            events = client.events(contract_id)["events"]
+        with PersonaEngine(Workspace.open(ctx.obj["workspace"])) as engine:  # events: members only
+            events = engine.event_page(contract_id)["events"]
     except CleanroomError:
         return []
     return [event for event in events if event["type"] in DEPLOYMENT_EVENTS]

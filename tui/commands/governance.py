@@ -17,11 +17,10 @@ from typing import Any
 import click
 
 from core import embedded
-from core.crypto.identity import load_certificate
 from core.crypto.secret_file import write_public_file
+from core.engine import PersonaEngine, deploy_governance_client, deployed_service
 from core.errors import ConflictError, InvalidInputError, NotFoundError, ServiceUnavailableError
 from core.governance import launcher, ledger
-from core.governance.client import WORKSPACE_KEY, GovernanceClient, deploy_to_workspace
 from core.workspace import Workspace
 from tui import vote_review
 from tui.aci_backend import generate_options
@@ -36,8 +35,8 @@ def _workspace(ctx: click.Context) -> Workspace:
     return Workspace.open(ctx.obj["workspace"])
 
 
-def _client(ctx: click.Context) -> GovernanceClient:
-    return GovernanceClient.from_workspace(_workspace(ctx))
+def _engine(ctx: click.Context) -> PersonaEngine:
+    return PersonaEngine(_workspace(ctx))
 
 
 def _read_json(value: str, what: str) -> dict[str, Any]:
@@ -245,12 +244,8 @@ def client_deploy(ctx: click.Context, endpoint: str, service_cert: str) -> Resul
           --service-cert ~/.cleanroom/governance/identity/service_cert.pem
     """
     workspace = _workspace(ctx)
-    pem = _read_pem(service_cert)
-    with GovernanceClient(endpoint, pem, workspace.identity) as client:
-        client.health()
-        me = workspace.identity.member_id
-        member = next((m for m in client.members() if m["memberId"] == me), None)
-    deploy_to_workspace(workspace, endpoint, pem)
+    member = deploy_governance_client(workspace, endpoint, _read_pem(service_cert))
+    me = workspace.identity.member_id
     status = member["status"] if member else "not a member yet (ask a member to `member add` you)"
     return Result(
         {
@@ -274,7 +269,7 @@ def client_show(ctx: click.Context) -> Result:
       cleanroom -w W/hoster governance client show
     """
     workspace = _workspace(ctx)
-    settings = workspace.settings.get(WORKSPACE_KEY)
+    settings = deployed_service(workspace)
     if not settings:
         raise NotFoundError(f"workspace {workspace.root} has no governance service", hint="run `cleanroom up`")
     return Result({"endpoint": settings["endpoint"], "memberId": workspace.identity.member_id})
@@ -301,14 +296,8 @@ def contract_create(ctx: click.Context, contract_id: str, data: str, version: st
       cleanroom -w W/hoster governance contract create --id inference-initial --data @spec.json
     """
     document = _read_json(data, "contract data")
-    if {"spec", "specHash"} <= set(document):  # `config view --output json` wraps the spec with its hash
-        document = document["spec"]
-    with _client(ctx) as client:
-        result = (
-            client.update_contract(contract_id, document, version)
-            if version
-            else client.create_contract(contract_id, document)
-        )
+    with _engine(ctx) as engine:
+        result = engine.write_contract(contract_id, document, version)
     return Result(
         {"id": contract_id, **result}, text=f"contract {contract_id}: {result['state']}, version {result['version']}"
     )
@@ -336,8 +325,8 @@ def contract_show(ctx: click.Context, contract_id: str, diff_file: Path | None) 
       cleanroom config view --configs W/hoster W/provider W/consumer -o json > spec.json
       cleanroom -w W/provider governance contract show --id inference-initial --diff spec.json
     """
-    with _client(ctx) as client:
-        return vote_review.contract_result(client, contract_id, diff_file)
+    with _engine(ctx) as engine:
+        return vote_review.contract_result(engine, contract_id, diff_file)
 
 
 @contract.command("list")
@@ -350,8 +339,8 @@ def contract_list(ctx: click.Context) -> Result:
     Example:
       cleanroom -w W/hoster governance contract list --output json
     """
-    with _client(ctx) as client:
-        contracts = client.contracts()
+    with _engine(ctx) as engine:
+        contracts = engine.list_contracts()
     return Result(contracts, columns=["id", "state", "version", "proposalId", "hash"], title="contracts")
 
 
@@ -367,12 +356,11 @@ def contract_propose(ctx: click.Context, contract_id: str, version: str) -> Resu
     Example:
       cleanroom -w W/hoster governance contract propose --id inference-initial --version 3f2a...
     """
-    with _client(ctx) as client:
-        return _proposed(client.propose_contract(contract_id, version))
+    with _engine(ctx) as engine:
+        return _proposed(engine.propose_contract(contract_id, version))
 
 
-def _vote(client: GovernanceClient, proposal_id: str, action: str) -> Result:
-    proposal = client.vote(proposal_id, action)
+def _voted(proposal_id: str, action: str, proposal: dict[str, Any]) -> Result:
     note = " (already cast)" if proposal.get("idempotent") else ""
     return Result(
         {"proposalId": proposal_id, "ballot": action} | proposal,
@@ -398,14 +386,8 @@ def contract_vote(ctx: click.Context, contract_id: str, proposal_id: str, action
           --proposal-id $(cleanroom -w W/consumer governance contract show --id inference-initial --query proposalId) \\
           --action accept
     """
-    with _client(ctx) as client:
-        current = client.contract(contract_id)
-        if current["proposalId"] and current["proposalId"] != proposal_id:
-            raise InvalidInputError(
-                f"proposal {proposal_id[:16]}… is not the open proposal of contract '{contract_id}'",
-                hint=f"its open proposal is {current['proposalId']}",
-            )
-        return _vote(client, proposal_id, action)
+    with _engine(ctx) as engine:
+        return _voted(proposal_id, action, engine.vote_on_contract(contract_id, proposal_id, action))
 
 
 @contract.command("withdraw")
@@ -419,15 +401,9 @@ def contract_withdraw(ctx: click.Context, contract_id: str) -> Result:
     Example:
       cleanroom -w W/hoster governance contract withdraw --id inference-initial
     """
-    with _client(ctx) as client:
-        proposal_id = client.contract(contract_id)["proposalId"]
-        if not proposal_id:
-            raise NotFoundError(f"contract '{contract_id}' has no open proposal", hint="nothing to withdraw")
-        result = client.withdraw(proposal_id)
-    return Result(
-        {"contractId": contract_id, "proposalId": proposal_id, "proposalState": result["proposalState"]},
-        text=f"withdrew proposal {proposal_id}; contract {contract_id} is a Draft again",
-    )
+    with _engine(ctx) as engine:
+        result = engine.withdraw_contract_proposal(contract_id)
+    return Result(result, text=f"withdrew proposal {result['proposalId']}; contract {contract_id} is a Draft again")
 
 
 @contract.command("token")
@@ -446,8 +422,8 @@ def contract_token(ctx: click.Context, contract_id: str) -> Result:
       export CLEANROOM_TOKEN=$(cleanroom -w W/consumer governance contract token --id inference-initial)
       cleanroom infer --endpoint https://127.0.0.1:8443 --ca ca.pem --dataset D
     """
-    with _client(ctx) as client:
-        issued = client.issue_token(contract_id)
+    with _engine(ctx) as engine:
+        issued = engine.contract_token(contract_id)
     return Result({"contractId": contract_id, **issued}, text=issued["token"])
 
 
@@ -477,8 +453,8 @@ def runtime_option_get(ctx: click.Context, contract_id: str, option: str) -> Res
     Example:
       cleanroom -w W/consumer governance contract runtime-option get --id inference-initial --option execution
     """
-    with _client(ctx) as client:
-        return Result(client.runtime_option(contract_id, option), title=f"{option} of {contract_id}")
+    with _engine(ctx) as engine:
+        return Result(engine.runtime_option(contract_id, option), title=f"{option} of {contract_id}")
 
 
 @runtime_option.command("set")
@@ -495,8 +471,8 @@ def runtime_option_set(ctx: click.Context, contract_id: str, option: str, action
       cleanroom -w W/provider governance contract runtime-option set --id inference-initial \\
           --option execution --action disable
     """
-    with _client(ctx) as client:
-        result = client.set_runtime_option(contract_id, option, action == "enable")
+    with _engine(ctx) as engine:
+        result = engine.set_runtime_option(contract_id, option, enable=action == "enable")
     if option == "execution":
         waiting = ", ".join(m[:16] + "…" for m in result["disabledBy"]) or "nobody"
         return Result(result, text=f"execution of {contract_id} is {result['status']} (disabled by: {waiting})")
@@ -526,8 +502,8 @@ def event_list(ctx: click.Context, contract_id: str, from_seqno: int, follow: bo
             _follow_events(ctx, contract_id, from_seqno),
             lambda item: f"{item['seqno']:>5} {item['category']:<9} {item['type']:<20} {json.dumps(item['data'])}",
         )
-    with _client(ctx) as client:
-        result = client.events(contract_id, from_seqno)
+    with _engine(ctx) as engine:
+        result = engine.event_page(contract_id, from_seqno)
     return Result(
         result,
         render=lambda console: console.print(
@@ -539,8 +515,8 @@ def event_list(ctx: click.Context, contract_id: str, from_seqno: int, follow: bo
 
 
 def _follow_events(ctx: click.Context, contract_id: str, from_seqno: int) -> Iterator[dict[str, Any]]:
-    with _client(ctx) as client:
-        yield from client.stream_events(contract_id, from_seqno)
+    with _engine(ctx) as engine:
+        yield from engine.stream_events(contract_id, from_seqno)
 
 
 # -- proposals --------------------------------------------------------------------------------------
@@ -570,8 +546,8 @@ def proposal_show(ctx: click.Context, proposal_id: str, diff_file: Path | None) 
       cleanroom -w W/hoster governance proposal show --proposal-id 4c1e... --output json
       cleanroom -w W/consumer governance proposal show --proposal-id 4c1e... --diff out/clean-room-policy.json
     """
-    with _client(ctx) as client:
-        return vote_review.proposal_result(client, proposal_id, diff_file)
+    with _engine(ctx) as engine:
+        return vote_review.proposal_result(engine, proposal_id, diff_file)
 
 
 @proposal.command("list")
@@ -586,8 +562,8 @@ def proposal_list(ctx: click.Context, state: str | None, contract_id: str | None
     Example:
       cleanroom -w W/consumer governance proposal list --state Open
     """
-    with _client(ctx) as client:
-        proposals = client.proposals(state=state, contract_id=contract_id)
+    with _engine(ctx) as engine:
+        proposals = engine.list_proposals(state=state, contract_id=contract_id)
     return Result(
         proposals,
         render=lambda console: console.print(
@@ -608,8 +584,8 @@ def proposal_vote(ctx: click.Context, proposal_id: str, action: str) -> Result:
     Example:
       cleanroom -w W/provider governance proposal vote --proposal-id 4c1e... --action accept
     """
-    with _client(ctx) as client:
-        return _vote(client, proposal_id, action)
+    with _engine(ctx) as engine:
+        return _voted(proposal_id, action, engine.cast_ballot(proposal_id, action))
 
 
 @proposal.command("withdraw")
@@ -623,8 +599,8 @@ def proposal_withdraw(ctx: click.Context, proposal_id: str) -> Result:
     Example:
       cleanroom -w W/hoster governance proposal withdraw --proposal-id 4c1e...
     """
-    with _client(ctx) as client:
-        result = client.withdraw(proposal_id)
+    with _engine(ctx) as engine:
+        result = engine.withdraw_proposal(proposal_id)
     return Result(
         {"proposalId": proposal_id} | result, text=f"proposal {proposal_id[:16]}… is {result['proposalState']}"
     )
@@ -663,8 +639,8 @@ def _document_verbs(group: click.Group, kind: str, file_option: str, noun: str) 
     @click.pass_context
     def propose(ctx: click.Context, contract_id: str, document_file: str) -> Result:
         document = _read_json(document_file, noun)
-        with _client(ctx) as client:
-            submit = client.propose_deployment_spec if kind == "deployment_spec" else client.propose_clean_room_policy
+        with _engine(ctx) as engine:
+            submit = engine.propose_deployment_spec if kind == "deployment_spec" else engine.propose_clean_room_policy
             return _proposed(submit(contract_id, document))
 
     @group.command(
@@ -681,8 +657,8 @@ def _document_verbs(group: click.Group, kind: str, file_option: str, noun: str) 
     @verb_output
     @click.pass_context
     def show(ctx: click.Context, contract_id: str) -> Result:
-        with _client(ctx) as client:
-            reader = client.deployment_spec if kind == "deployment_spec" else client.clean_room_policy
+        with _engine(ctx) as engine:
+            reader = engine.deployment_spec_state if kind == "deployment_spec" else engine.clean_room_policy_state
             return Result(reader(contract_id), title=f"{noun} of {contract_id}")
 
 
@@ -720,8 +696,8 @@ def deployment_generate(
     from core.runtime.backend import GenerateOptions, GovernedContract, generation_backend
 
     def governed() -> GovernedContract:
-        with _client(ctx) as client:
-            return GovernedContract(client.contract(contract_id)["data"], client.endpoint, client.service_cert_pem)
+        with _engine(ctx) as engine:
+            return engine.governed_contract(contract_id)
 
     summary = generation_backend(backend).generate(contract_id, governed, output_dir, GenerateOptions(**aci_options))
     return Result(camel_keys(summary), title=f"deployment of {contract_id}")
@@ -744,8 +720,8 @@ def ca_propose_enable(ctx: click.Context, contract_id: str) -> Result:
     Example:
       cleanroom -w W/hoster governance ca propose-enable --contract-id inference-initial
     """
-    with _client(ctx) as client:
-        return _proposed(client.propose_enable_ca(contract_id))
+    with _engine(ctx) as engine:
+        return _proposed(engine.propose_enable_ca(contract_id))
 
 
 @ca.command("generate-key")
@@ -759,9 +735,8 @@ def ca_generate_key(ctx: click.Context, contract_id: str) -> Result:
     Example:
       cleanroom -w W/hoster governance ca generate-key --contract-id inference-initial
     """
-    with _client(ctx) as client:
-        client.generate_ca_key(contract_id)
-        ca_state = client.ca(contract_id)
+    with _engine(ctx) as engine:
+        ca_state = engine.generate_ca_key(contract_id)
     return Result(
         ca_state, text=f"CA key generated for {contract_id}; fetch the certificate with `ca show --query caCert`"
     )
@@ -778,8 +753,8 @@ def ca_show(ctx: click.Context, contract_id: str) -> Result:
     Example:
       cleanroom -w W/consumer governance ca show --contract-id inference-initial --query caCert > ca.crt
     """
-    with _client(ctx) as client:
-        return Result(client.ca(contract_id), title=f"CA of {contract_id}")
+    with _engine(ctx) as engine:
+        return Result(engine.ca_state(contract_id), title=f"CA of {contract_id}")
 
 
 # -- members ----------------------------------------------------------------------------------------
@@ -800,8 +775,9 @@ def member_add(ctx: click.Context, cert: str, name: str) -> Result:
     Example:
       cleanroom -w W/hoster governance member add --cert W/auditor/identity/member_cert.pem --name auditor
     """
-    with _client(ctx) as client:
-        return _proposed(client.propose_member(_read_pem(cert), name))
+    cert_pem = _read_pem(cert)
+    with _engine(ctx) as engine:
+        return _proposed(engine.propose_member(cert_pem, name))
 
 
 @member.command("activate")
@@ -814,8 +790,8 @@ def member_activate(ctx: click.Context) -> Result:
     Example:
       cleanroom -w W/auditor governance member activate
     """
-    with _client(ctx) as client:
-        result = client.activate_member()
+    with _engine(ctx) as engine:
+        result = engine.activate_member()
     return Result(result, text=f"member {result['memberId'][:16]}… is {result['status']}")
 
 
@@ -830,9 +806,8 @@ def member_show(ctx: click.Context, member_id: str | None) -> Result:
     Example:
       cleanroom -w W/consumer governance member show --query status
     """
-    workspace = _workspace(ctx)
-    with GovernanceClient.from_workspace(workspace) as client:
-        return Result(client.member(member_id or workspace.identity.member_id), title="member")
+    with _engine(ctx) as engine:
+        return Result(engine.read_member(member_id), title="member")
 
 
 @member.command("list")
@@ -845,8 +820,8 @@ def member_list(ctx: click.Context) -> Result:
     Example:
       cleanroom -w W/consumer governance member list
     """
-    with _client(ctx) as client:
-        members = client.members()
+    with _engine(ctx) as engine:
+        members = engine.list_members()
     return Result(members, columns=["memberId", "name", "status"], title="members")
 
 
@@ -867,8 +842,8 @@ def ledger_export(ctx: click.Context, path: Path) -> Result:
     Example:
       cleanroom -w W/consumer governance ledger export --file ledger.jsonl
     """
-    with _client(ctx) as client:
-        size = client.export_ledger(path)
+    with _engine(ctx) as engine:
+        size = engine.export_ledger(path)
     return Result({"file": str(path), "bytes": size}, text=f"wrote {path} ({size} bytes)")
 
 
@@ -876,7 +851,7 @@ def _pinned_cert(ctx: click.Context, service_cert: str | None) -> str | None:
     if service_cert:
         return _read_pem(service_cert)
     try:
-        settings = _workspace(ctx).settings.get(WORKSPACE_KEY) or {}
+        settings = deployed_service(_workspace(ctx)) or {}
     except NotFoundError:
         return None
     return settings.get("service_cert_pem")
@@ -885,20 +860,9 @@ def _pinned_cert(ctx: click.Context, service_cert: str | None) -> str | None:
 def _deployed(ctx: click.Context) -> bool:
     """Whether the workspace points at a governance service (so a signed head can be fetched)."""
     try:
-        return bool(_workspace(ctx).settings.get(WORKSPACE_KEY))
+        return deployed_service(_workspace(ctx)) is not None
     except NotFoundError:
         return False
-
-
-def _service_head(client: GovernanceClient) -> ledger.SignedHead:
-    """The service's latest signed checkpoint, checked against the pinned certificate.
-
-    It is the checkpoint of a receipt for the newest entry: the service signs a checkpoint over
-    any uncovered tail before it answers, so this head covers every entry written so far."""
-    receipt = client.receipt(client.ledger_head()["seqno"])
-    head = ledger.SignedHead.from_checkpoint(receipt.get("checkpoint"), f"the service at {client.endpoint}")
-    head.verify(load_certificate(client.service_cert_pem).public_key())  # type: ignore[arg-type]
-    return head
 
 
 def _against(ctx: click.Context, against: str | None, service_cert: str | None) -> ledger.SignedHead | None:
@@ -910,8 +874,8 @@ def _against(ctx: click.Context, against: str | None, service_cert: str | None) 
     if against != "service":
         return ledger.load_signed_head(Path(against))
     try:
-        with _client(ctx) as client:
-            return _service_head(client)
+        with _engine(ctx) as engine:
+            return engine.signed_head()
     except ServiceUnavailableError as exc:
         raise ServiceUnavailableError(
             f"cannot fetch the service's signed head to verify against ({exc.message})",
@@ -940,8 +904,8 @@ def ledger_head(ctx: click.Context, path: Path | None) -> Result:
       cleanroom -w W/consumer governance ledger head --file head.json
       cleanroom -w W/consumer governance ledger verify --file ledger.jsonl --against head.json
     """
-    with _client(ctx) as client:
-        head = _service_head(client)
+    with _engine(ctx) as engine:
+        head = engine.signed_head()
     if path is not None:
         write_public_file(path, (json.dumps(head.document(), indent=2, sort_keys=True) + "\n").encode())
     return Result(
@@ -1006,7 +970,6 @@ def ledger_receipt(ctx: click.Context, seqno: int) -> Result:
     Example:
       cleanroom -w W/consumer governance ledger receipt --seqno 12 --output json > receipt.json
     """
-    with _client(ctx) as client:
-        receipt = client.receipt(seqno)
-        ledger.verify_receipt(receipt, service_cert_pem=client.service_cert_pem)
+    with _engine(ctx) as engine:
+        receipt = engine.verified_receipt(seqno)
     return Result(receipt | {"verified": True}, title=f"receipt for entry {seqno} (verified)")

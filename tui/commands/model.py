@@ -12,7 +12,7 @@ from rich.table import Table
 from tui.output import Result, stderr_console, verb_output
 
 if TYPE_CHECKING:
-    from core.governance.client import GovernanceClient
+    from core.engine import PersonaEngine
 
 
 @click.group("model")
@@ -247,11 +247,11 @@ def _render_check(console: Console, document: dict[str, Any]) -> None:
 
 
 # -- the model registry (governance): onboard, list, show, versions, publish, unpublish, delete ----
-def _client(ctx: click.Context) -> GovernanceClient:
-    from core.governance.client import GovernanceClient
+def _engine(ctx: click.Context) -> PersonaEngine:
+    from core.engine import PersonaEngine
     from core.workspace import Workspace
 
-    return GovernanceClient.from_workspace(Workspace.open(ctx.obj["workspace"]))
+    return PersonaEngine(Workspace.open(ctx.obj["workspace"]))
 
 
 @model.command("onboard")
@@ -287,8 +287,8 @@ def onboard(ctx: click.Context, package_dir: Path, name: str, version: str, desc
     if not report.ok:
         _refuse(report.document(), f"model package '{package_dir}' fails its check; nothing was registered")
     package_hash = package_sha256(package_dir)
-    with _client(ctx) as client:
-        shown = client.onboard_model(
+    with _engine(ctx) as engine:
+        shown = engine.onboard_model(
             name, version, package_hash=package_hash, wrapper_hash=report.source_sha256, description=description
         )
     env = onboarding_env(name, version, package_hash, report.source_sha256)
@@ -336,8 +336,8 @@ def model_list(ctx: click.Context) -> Result:
     """
     from tui.model_statuses import status_label
 
-    with _client(ctx) as client:
-        models = client.models()
+    with _engine(ctx) as engine:
+        models = engine.models()
     rows = [
         {
             "name": m["name"],
@@ -364,8 +364,8 @@ def model_show(ctx: click.Context, name: str) -> Result:
     Example:
       cleanroom -w W/provider model show minilm --query "versions.\\"1\\".status"
     """
-    with _client(ctx) as client:
-        shown = client.model(name)
+    with _engine(ctx) as engine:
+        shown = engine.model(name)
     return Result(shown, render=lambda console: _render_model(console, shown))
 
 
@@ -382,8 +382,8 @@ def model_versions(ctx: click.Context, name: str) -> Result:
     """
     from tui.model_statuses import details_line, status_label
 
-    with _client(ctx) as client:
-        shown = client.model(name)
+    with _engine(ctx) as engine:
+        shown = engine.model(name)
     rows = [
         {"version": v} | d | {"statusLabel": status_label(d["status"]), "why": details_line(d["details"])}
         for v, d in shown["versions"].items()
@@ -415,8 +415,8 @@ def model_publish(ctx: click.Context, name: str, version: str) -> Result:
     Example:
       cleanroom -w W/provider model publish minilm --version 1 --query proposalId
     """
-    with _client(ctx) as client:
-        proposal = client.propose_publish_model(name, version)
+    with _engine(ctx) as engine:
+        proposal = engine.propose_publish_model(name, version)
     return Result(
         proposal,
         text=f"proposed publishing {name} version {version} ({proposal['proposalId']}); every member must "
@@ -436,8 +436,8 @@ def model_unpublish(ctx: click.Context, name: str, version: str) -> Result:
     Example:
       cleanroom -w W/consumer model unpublish minilm --version 1
     """
-    with _client(ctx) as client:
-        shown = client.unpublish_model(name, version)
+    with _engine(ctx) as engine:
+        shown = engine.unpublish_model(name, version)
     return Result(shown, text=f"unpublished {name} version {version}")
 
 
@@ -453,8 +453,8 @@ def model_delete(ctx: click.Context, name: str, version: str | None) -> Result:
     Example:
       cleanroom -w W/provider model delete minilm --version 1
     """
-    with _client(ctx) as client:
-        deleted = client.delete_model(name, version)
+    with _engine(ctx) as engine:
+        deleted = engine.delete_model(name, version)
     return Result(deleted, text=f"deleted {name}" + (f" version {version}" if version else ""))
 
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from core.errors import InvalidInputError, NotFoundError
+from core.errors import InvalidInputError
 from core.onboarding.loadtest import DEFAULT_ROUTE, DEFAULT_STEPS, MODES, StepResult
 from tui.output import Result, camel, stderr_console, verb_output
+
+if TYPE_CHECKING:
+    from core.engine import PersonaEngine
 
 
 def register(group: click.Group) -> None:
@@ -47,7 +50,7 @@ def _steps(text: str | None, mode: str) -> list[int]:
         ) from None
 
 
-def _engine(ctx: click.Context) -> Any:
+def _engine(ctx: click.Context) -> PersonaEngine:
     from core.engine import PersonaEngine
     from core.services_home import services_home
     from core.workspace import Workspace
@@ -98,35 +101,19 @@ def loadtest(
     Example (clients back to back, JSON):
       cleanroom -w W/consumer model loadtest --contract inference1 --mode per-concurrency -o json
     """
-    from core.governance.client import GovernanceClient
-    from core.onboarding.loadtest import LoadTarget, check_plan, contract_endpoint, run_load_test
-
     plan = _steps(steps, mode)
-    check_plan(mode, plan, duration, slo_ms)  # before anything is looked up or sent
-    engine = _engine(ctx)
-    try:
-        url = contract_endpoint(engine.ingress_endpoint(contract_id), endpoint)
-        ca_pem = engine.ca_certificate(contract_id)
-        if not ca_pem:
-            raise NotFoundError(
-                f"contract '{contract_id}' has no CA certificate", hint="enable the CA by vote and generate its key"
-            )
-        status = engine.deployment_status(contract_id)
-        runtime_pid = status.pid if status is not None and status.alive else None
-        console = stderr_console()
-        with GovernanceClient.from_workspace(engine.workspace) as client:
-            target = LoadTarget(url, ca_pem, lambda: str(client.issue_token(contract_id)["token"]), route=route)
-            report = run_load_test(
-                target,
-                mode,
-                plan,
-                duration_s=duration,
-                slo_ms=slo_ms,
-                runtime_pid=runtime_pid,
-                on_step=lambda step: console.print(_step_line(step), highlight=False),
-            )
-    finally:
-        engine.close()
+    console = stderr_console()
+    with _engine(ctx) as engine:
+        report = engine.load_test(
+            contract_id,
+            mode,
+            plan,
+            duration_s=duration,
+            slo_ms=slo_ms,
+            route=route,
+            endpoint=endpoint,
+            on_step=lambda step: console.print(_step_line(step), highlight=False),
+        )
     document = _camel_document(report.as_dict())
     return Result(document, render=lambda out: _render_loadtest(out, document))
 

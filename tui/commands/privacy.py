@@ -16,9 +16,10 @@ from typing import Any
 
 import click
 
+from core.engine import PersonaEngine, deployed_service
+from core.engine.privacy_budget import fetch_signed_head
 from core.errors import IntegrityError, InvalidInputError, NotFoundError, ServiceUnavailableError
 from core.governance import ledger, privacy
-from core.governance.client import WORKSPACE_KEY, GovernanceClient
 from core.workspace import Workspace
 from tui.output import Result, generic_table, verb_output
 
@@ -26,14 +27,8 @@ BUDGET_COLUMNS = ("name", "ownerName", "privacyUnit", "epsilonTotal", "spent", "
 HISTORY_COLUMNS = ("seqno", "kind", "names", "contractId", "runId", "epsilon", "status", "reason")
 
 
-def _client(ctx: click.Context) -> GovernanceClient:
-    return GovernanceClient.from_workspace(Workspace.open(ctx.obj["workspace"]))
-
-
-def _with_owner_names(client: GovernanceClient, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Budgets with the owner's member name beside its id: people recognise names, not hashes."""
-    names = {member["memberId"]: member["name"] for member in client.members()}
-    return [row | {"ownerName": names.get(row["owner"], row["owner"][:12])} for row in rows]
+def _engine(ctx: click.Context) -> PersonaEngine:
+    return PersonaEngine(Workspace.open(ctx.obj["workspace"]))
 
 
 def _rounded(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -73,8 +68,8 @@ def privacy_show(ctx: click.Context) -> Result:
     Example:
       cleanroom -w W/labels-provider governance privacy show --query "[?name=='labels'].left | [0]"
     """
-    with _client(ctx) as client:
-        rows = _with_owner_names(client, client.privacy_datasets())
+    with _engine(ctx) as engine:
+        rows = engine.privacy_budgets()
     return _budgets_result(rows, "privacy budgets (epsilon)")
 
 
@@ -89,8 +84,8 @@ def privacy_history(ctx: click.Context, dataset: str | None) -> Result:
     Example:
       cleanroom -w W/hoster governance privacy history --dataset labels -o json
     """
-    with _client(ctx) as client:
-        rows = client.privacy_history(dataset)
+    with _engine(ctx) as engine:
+        rows = engine.privacy_history(dataset)
     table = [row | {"names": ", ".join(d.rsplit("/", 1)[-1] for d in row["datasets"])} for row in _rounded(rows)]
     return Result(rows, render=lambda console: _print_history(console, table))
 
@@ -132,7 +127,7 @@ def privacy_verify(ctx: click.Context, path: Path | None, against: str | None) -
       cleanroom -w W/consumer governance privacy verify --file ledger.jsonl --against head.json
     """
     workspace = _workspace_or_none(ctx)
-    settings = (workspace.settings.get(WORKSPACE_KEY) or {}) if workspace else {}
+    settings = (deployed_service(workspace) or {}) if workspace else {}
     pinned = settings.get("service_cert_pem")
     if path is None:
         if workspace is None or not settings:
@@ -140,9 +135,9 @@ def privacy_verify(ctx: click.Context, path: Path | None, against: str | None) -
                 "no ledger export to verify and no governance service to export it from",
                 hint="pass --file EXPORT (from `cleanroom governance ledger export`)",
             )
-        with tempfile.TemporaryDirectory() as scratch, _client(ctx) as client:
+        with tempfile.TemporaryDirectory() as scratch, _engine(ctx) as engine:
             exported = Path(scratch) / "ledger.jsonl"
-            client.export_ledger(exported)
+            engine.export_ledger(exported)
             lines = exported.read_text(encoding="utf-8").splitlines()
     else:
         if not path.is_file():
@@ -223,15 +218,7 @@ def _signed_head(
         endpoint, cert = against, settings.get("service_cert_pem") or _export_service_cert(lines)
     else:
         return ledger.load_signed_head(Path(against))
-    try:
-        with GovernanceClient(endpoint, cert) as client:
-            checkpoint = client.receipt(client.ledger_head()["seqno"]).get("checkpoint")
-    except ServiceUnavailableError as exc:
-        raise ServiceUnavailableError(
-            f"cannot fetch the signed head of the governance service at {endpoint} ({exc.message})",
-            hint="pass --against FILE (saved with `governance ledger head --file`) or --against none",
-        ) from exc
-    return ledger.SignedHead.from_checkpoint(checkpoint, f"the service at {endpoint}")
+    return fetch_signed_head(endpoint, cert)
 
 
 def _export_service_cert(lines: list[str]) -> str:
@@ -257,8 +244,8 @@ def _served_budgets(ctx: click.Context, settings: dict[str, Any]) -> list[dict[s
     if not settings:
         return None
     try:
-        with _client(ctx) as client:
-            return client.privacy_datasets()
+        with _engine(ctx) as engine:
+            return engine.privacy_datasets()
     except ServiceUnavailableError:
         return None
 
@@ -280,8 +267,8 @@ def budget_lower(ctx: click.Context, dataset: str, epsilon_total: float) -> Resu
     Example:
       cleanroom -w W/texts-provider governance privacy budget lower --dataset texts --epsilon-total 6
     """
-    with _client(ctx) as client:
-        answer = client.lower_privacy_budget(dataset, epsilon_total)
+    with _engine(ctx) as engine:
+        answer = engine.lower_privacy_budget(dataset, epsilon_total)
     return Result(
         answer,
         text=f"lowered '{answer['name']}' to epsilon {answer['epsilonTotal']:g} ({answer['left']:.2f} left)",
@@ -301,17 +288,6 @@ def budget_propose_raise(ctx: click.Context, dataset: str, epsilon_total: float)
       cleanroom -w W/hoster governance privacy budget propose-raise --dataset labels --epsilon-total 15
       cleanroom -w W/labels-provider governance proposal vote --proposal-id ID --action accept
     """
-    with _client(ctx) as client:
-        resolved = dataset if "/" in dataset else _dataset_named(client, dataset)
-        proposal = client.propose_privacy_budget(resolved, epsilon_total)
+    with _engine(ctx) as engine:
+        proposal = engine.propose_privacy_budget_raise(dataset, epsilon_total)
     return Result(proposal, text=f"proposal {proposal['proposalId']} ({proposal['proposalState']})")
-
-
-def _dataset_named(client: GovernanceClient, name: str) -> str:
-    matches = [row["dataset"] for row in client.privacy_datasets() if row["name"] == name]
-    if len(matches) != 1:
-        raise NotFoundError(
-            f"{'no' if not matches else len(matches)} datasets are named {name!r}",
-            hint="name it as OWNER/NAME (see `cleanroom governance privacy show`)",
-        )
-    return matches[0]

@@ -11,16 +11,15 @@ from typing import Any
 
 import click
 
-from core.governance.client import GovernanceClient
-from core.governance.traffic import parse_split
+from core.engine import PersonaEngine
 from core.workspace import Workspace
 from tui.output import Result, verb_output
 
 CONTRACT = click.option("--contract", "--id", "contract_id", required=True, help="Contract id.")
 
 
-def _client(ctx: click.Context) -> GovernanceClient:
-    return GovernanceClient.from_workspace(Workspace.open(ctx.obj["workspace"]))
+def _engine(ctx: click.Context) -> PersonaEngine:
+    return PersonaEngine(Workspace.open(ctx.obj["workspace"]))
 
 
 def _split_text(feed: dict[str, Any]) -> str:
@@ -57,9 +56,8 @@ def traffic_propose(ctx: click.Context, contract_id: str, split_text: str) -> Re
     Example:
       cleanroom -w W/hoster governance traffic propose --contract serving --split base=90,tuned=10
     """
-    split = parse_split(split_text)
-    with _client(ctx) as client:
-        result = client.propose_traffic_split(contract_id, split)
+    with _engine(ctx) as engine:
+        result = engine.propose_traffic_split(contract_id, split_text)
     return Result(result, text=f"proposal {result['proposalId']} (set_traffic_split) is {result['proposalState']}")
 
 
@@ -74,8 +72,8 @@ def traffic_show(ctx: click.Context, contract_id: str) -> Result:
     Example:
       cleanroom -w W/consumer governance traffic show --contract serving --query split
     """
-    with _client(ctx) as client:
-        feed = client.traffic(contract_id)
+    with _engine(ctx) as engine:
+        feed = engine.traffic(contract_id)
     return Result({"contractId": contract_id, **feed, "summary": _split_text(feed)}, title=f"traffic of {contract_id}")
 
 
@@ -91,8 +89,8 @@ def traffic_rollback(ctx: click.Context, contract_id: str, application: str) -> 
     Example (the fine-tuned version misbehaves):
       cleanroom -w W/consumer governance traffic rollback --contract serving --to base
     """
-    with _client(ctx) as client:
-        feed = client.rollback_traffic(contract_id, application)
+    with _engine(ctx) as engine:
+        feed = engine.rollback_traffic(contract_id, application)
     return Result(
         {"contractId": contract_id, **feed},
         text=f"traffic of {contract_id} rolled back: {_split_text(feed)} (version {feed['version']})",

@@ -21,6 +21,7 @@ from textual.content import Content
 from textual.widgets import DataTable, Static
 
 from core.engine import PersonaEngine
+from core.governance.model_registry import ModelStatus
 from tui.actions import bindings_for
 from tui.model_statuses import FINAL_BAD, details_line, status_label
 from tui.screens.confirm import ConfirmScreen
@@ -51,11 +52,12 @@ def history_lines(row: VersionRow) -> Content:
     """The selected version: each status with its writer and details; scan findings one per line."""
     lines = [Content.styled(f"{row.model} {row.version}  package {row.data['packageHash'][:16]}…", "bold")]
     for entry in row.data["history"]:
-        style = "$error" if entry["status"] in FINAL_BAD else "$success" if entry["status"] == "verified" else ""
+        status = entry["status"]
+        style = "$error" if status in FINAL_BAD else "$success" if status == ModelStatus.VERIFIED else ""
         writer = "clean room" if str(entry["writer"]).startswith("attested:") else "member"
         lines.append(
             Content.assemble(
-                Content.styled(f"{status_label(entry['status']):<22}", style),
+                Content.styled(f"{status_label(status):<22}", style),
                 Content.styled(f"{writer:<11}", "$text-muted"),
                 details_line(entry["details"]),
             )
@@ -144,7 +146,7 @@ class ModelsView(ExplainsIdleKeys, ToastsWorkerErrors, Vertical):
             return "no model version to publish: onboard one with `cleanroom model onboard`"
         if row.data["published"]:
             return f"{row.model} {row.version} is published already"
-        if row.data["status"] != "verified":
+        if row.data["status"] != ModelStatus.VERIFIED:
             return f"{row.model} {row.version} is {row.data['status']}: only a verified version can be published"
         return None
 

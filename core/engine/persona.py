@@ -1,4 +1,4 @@
-"""The engine facade: one persona workspace and the operations its operator can perform.
+"""A persona's engine: its identity, governance session, records and the operations on them.
 
 Front ends (the console, the demo narration) talk to this module only, and this module only
 delegates: governance calls go through ``core.governance.client``, the runtime through
@@ -16,14 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.engine.applications import ApplicationOperations
+from core.engine.consortium import ConsortiumOperations
+from core.engine.privacy_budget import PrivacyBudgetOperations
+from core.engine.registry import RegistryOperations
+from core.engine.session import GovernanceSession
+from core.engine.traffic import TrafficOperations
 from core.errors import CleanroomError, IntegrityError, InvalidInputError, NotFoundError, ServiceUnavailableError
-from core.governance.models import Action, ContractState, MemberStatus, OptionStatus, ProposalState, Vote
+from core.governance.models import ContractState, MemberStatus, OptionStatus, ProposalState, Vote
 from core.runtime.lifecycle import LIFECYCLE_EVENTS, LIVE_STATES, ApplicationState, DeploymentState, LifecycleEvent
 from core.workspace import Workspace
 
 if TYPE_CHECKING:
-    from core.governance.client import GovernanceClient
-    from core.keys.wrap_deks import WrappedDeks
     from core.runtime.process import RuntimeEnvironment
 
 SHORT_ID = 8
@@ -175,17 +179,21 @@ class EndpointHealth:
 # -- the facade -----------------------------------------------------------------------------
 
 
-class PersonaEngine:
+class PersonaEngine(
+    ConsortiumOperations,
+    RegistryOperations,
+    ApplicationOperations,
+    PrivacyBudgetOperations,
+    TrafficOperations,
+    GovernanceSession,
+):
     """One persona's view of the clean room; every method acts with that persona's keys only.
 
     Methods block (they are network calls): front ends call them off their UI thread.
     """
 
     def __init__(self, workspace: Workspace, *, services_home: Path | None = None) -> None:
-        self.workspace = workspace
-        self.services_home = services_home  # the embedded services' home; None: $CLEANROOM_HOME
-        self.member_id = workspace.identity.member_id
-        self._client: GovernanceClient | None = None
+        super().__init__(workspace, services_home=services_home)
         self._ledger_times: dict[int, float] = {}
 
     @classmethod
@@ -210,20 +218,7 @@ class PersonaEngine:
         endpoint = self.workspace.settings.get("governance", {}).get("endpoint")
         return str(endpoint) if endpoint else None
 
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-        self._client = None
-
     # governance -------------------------------------------------------------------------
-    def _governance(self) -> GovernanceClient:
-        """The workspace's pinned-TLS governance client (step 2), created on first use."""
-        if self._client is None:
-            from core.governance.client import GovernanceClient
-
-            self._client = GovernanceClient.from_workspace(self.workspace)
-        return self._client
-
     def health(self) -> EndpointHealth:
         endpoint = self.governance_endpoint
         if endpoint is None:
@@ -235,11 +230,11 @@ class PersonaEngine:
         return EndpointHealth(endpoint, True, "ok")
 
     def members(self) -> list[Member]:
-        return [Member(m["memberId"], m.get("name") or m["memberId"][:SHORT_ID]) for m in self._governance().members()]
+        return [Member(m["memberId"], m.get("name") or m["memberId"][:SHORT_ID]) for m in self.list_members()]
 
     def proposals(self) -> list[Proposal]:
         """Every proposal, oldest first, each with the previous version of what it proposes."""
-        raws = sorted(self._governance().proposals(), key=lambda r: int(r.get("seqno", 0)))
+        raws = sorted(self.list_proposals(), key=lambda r: int(r.get("seqno", 0)))
         times = self._times_of([int(r.get("seqno", 0)) for r in raws])
         latest: dict[tuple[str, str], dict[str, Any]] = {}
         proposals = []
@@ -293,34 +288,30 @@ class PersonaEngine:
         document, or the args), for the vote modal's summary and diff (core.governance.review)."""
         from core.governance.review import voted_document
 
-        client = self._governance()
-        raw = client.proposal(proposal_id)
-        contract = client.contract(raw["contractId"]) if raw["action"] == Action.SET_CONTRACT else None
-        return voted_document(raw, contract)
+        return voted_document(*self.proposal_under_review(proposal_id))
 
     def vote(self, proposal_id: str, accept: bool) -> Proposal:
         """Sign and submit one ballot; returns the proposal as the service now sees it."""
-        return self._proposal(self._governance().vote(proposal_id, Vote.ACCEPT if accept else Vote.REJECT))
+        return self._proposal(self.cast_ballot(proposal_id, Vote.ACCEPT if accept else Vote.REJECT))
 
     def withdraw(self, proposal_id: str) -> Proposal:
-        return self._proposal(self._governance().withdraw(proposal_id))
+        return self._proposal(self.withdraw_proposal(proposal_id))
 
     def disable_execution(self, contract_id: str) -> None:
         """The kill switch: this member alone stops the contract from running."""
-        self._governance().set_runtime_option(contract_id, "execution", enable=False)
+        self.set_runtime_option(contract_id, "execution", enable=False)
 
     # governance writes of an operator's verbs (what `cleanroom governance ...` does) ------
     def ensure_active(self) -> bool:
         """Activate this member if governance has it as accepted but not yet active; True if it did."""
-        client = self._governance()
-        if client.member(self.member_id).get("status") == MemberStatus.ACTIVE:
+        if self.read_member().get("status") == MemberStatus.ACTIVE:
             return False
-        client.activate_member()
+        self.activate_member()
         return True
 
     def contract(self, contract_id: str) -> Contract:
         """One contract with its document (raises NotFoundError if governance has none)."""
-        raw = self._governance().contract(contract_id)
+        raw = self.read_contract(contract_id)
         return Contract(
             contract_id,
             raw["state"],
@@ -330,12 +321,8 @@ class PersonaEngine:
         )
 
     def create_contract(self, contract_id: str, document: dict[str, Any]) -> Contract:
-        self._governance().create_contract(contract_id, document)
+        self.write_contract(contract_id, document)
         return self.contract(contract_id)
-
-    def propose_contract(self, contract_id: str, version: str) -> str:
-        """Propose the Draft at ``version`` (the version token guards concurrent edits); the proposal id."""
-        return str(self._governance().propose_contract(contract_id, version)["proposalId"])
 
     def open_proposals(self, contract_id: str) -> list[Proposal]:
         """The contract's open proposals, without the ledger look-up ``proposals()`` does for times."""
@@ -350,69 +337,41 @@ class PersonaEngine:
                 dict(raw.get("ballots", {})),
                 dict(raw.get("args", {})),
             )
-            for raw in self._governance().proposals(state=ProposalState.OPEN, contract_id=contract_id)
+            for raw in self.list_proposals(state=ProposalState.OPEN, contract_id=contract_id)
         ]
 
     def deployment_spec(self, contract_id: str) -> dict[str, Any] | None:
         """The accepted deployment spec, None until a proposal for it is accepted."""
-        data = self._governance().deployment_spec(contract_id).get("data")
+        data = self.deployment_spec_state(contract_id).get("data")
         return dict(data) if data is not None else None
 
     def clean_room_policy(self, contract_id: str) -> dict[str, Any] | None:
         """The accepted clean-room policy, None until a proposal for it is accepted."""
-        data = self._governance().clean_room_policy(contract_id).get("data")
+        data = self.clean_room_policy_state(contract_id).get("data")
         return dict(data) if data is not None else None
 
     def accepted_policy_hash(self, contract_id: str) -> str | None:
         return self._governance().accepted_policy_hash(contract_id)
 
-    def propose_deployment_spec(self, contract_id: str, spec: dict[str, Any]) -> str:
-        return str(self._governance().propose_deployment_spec(contract_id, spec)["proposalId"])
-
-    def propose_clean_room_policy(self, contract_id: str, policy: dict[str, Any]) -> str:
-        return str(self._governance().propose_clean_room_policy(contract_id, policy)["proposalId"])
-
     def ca_enabled(self, contract_id: str) -> bool:
-        return bool(self._governance().ca(contract_id).get("enabled"))
+        return bool(self.ca_state(contract_id).get("enabled"))
 
     def ca_certificate(self, contract_id: str) -> str | None:
         """The contract CA's certificate (PEM), None until its key was generated."""
-        return self._governance().ca(contract_id).get("caCert") or None
-
-    def propose_enable_ca(self, contract_id: str) -> str:
-        return str(self._governance().propose_enable_ca(contract_id)["proposalId"])
-
-    def generate_ca_key(self, contract_id: str) -> None:
-        self._governance().generate_ca_key(contract_id)
+        return self.ca_state(contract_id).get("caCert") or None
 
     def runtime_option_enabled(self, contract_id: str, option: str) -> bool:
-        return bool(self._governance().runtime_option(contract_id, option).get("status") == OptionStatus.ENABLED)
-
-    def set_runtime_option(self, contract_id: str, option: str, *, enable: bool) -> None:
-        """Propose enabling (or, unilaterally, disable) a runtime option such as telemetry."""
-        self._governance().set_runtime_option(contract_id, option, enable=enable)
+        return bool(self.runtime_option(contract_id, option).get("status") == OptionStatus.ENABLED)
 
     def request_secret(self, contract_id: str, name: str, attestation: str) -> bytes:
         """What a clean room does to get a wrapped DEK: governance releases it only to an
         attestation of the accepted policy (the isolation proofs try it with a forged one)."""
         return self._governance().get_secret(contract_id, name, attestation)
 
-    def wrap_deks(self, contract_id: str) -> WrappedDeks:
-        """`config wrap-deks`: wrap this party's DEKs to its per-contract KEK in the key service."""
-        from core import embedded
-        from core.keys import launcher as key_launcher
-        from core.keys.wrap_deks import wrap_deks
-
-        keys = key_launcher.info(embedded.key_service_state_dir(self.services_home or embedded.home())).client()
-        try:
-            return wrap_deks(self.workspace, contract_id, governance=self._governance(), keys=keys)
-        finally:
-            keys.close()
-
     # ledger -----------------------------------------------------------------------------
     def _export_ledger(self, directory: Path) -> Path:
         path = directory / "ledger.jsonl"
-        self._governance().export_ledger(path)
+        self.export_ledger(path)
         return path
 
     def ledger(self) -> list[LedgerEntry]:
@@ -459,56 +418,6 @@ class PersonaEngine:
             report.member_signatures_checked,
         )
 
-    # model registry ----------------------------------------------------------------------
-    def models(self) -> list[dict[str, Any]]:
-        """The model registry (``core.governance.model_registry``): every model, each version's
-        status, details and history, as `cleanroom model list -o json` prints it."""
-        return self._governance().models()
-
-    def propose_publish_model(self, name: str, version: str) -> dict[str, Any]:
-        """Open a ``publish_model_version`` proposal (every member must accept; verified versions only)."""
-        return self._governance().propose_publish_model(name, version)
-
-    def onboard_model(
-        self, name: str, version: str, *, package_hash: str, wrapper_hash: str, description: str = ""
-    ) -> dict[str, Any]:
-        """Register a model version (status created; `cleanroom model onboard`): this member owns the model."""
-        return self._governance().onboard_model(
-            name, version, package_hash=package_hash, wrapper_hash=wrapper_hash, description=description
-        )
-
-    def model(self, name: str) -> dict[str, Any]:
-        """One model with each version's status, details and history (`cleanroom model show`)."""
-        return self._governance().model(name)
-
-    # privacy ledger ----------------------------------------------------------------------
-    def privacy_datasets(self) -> list[dict[str, Any]]:
-        """Every budgeted dataset: ``{dataset, owner, name, privacyUnit, epsilonTotal, delta, spent,
-        reserved, left}`` as governance enforces them (members only)."""
-        return self._governance().privacy_datasets()
-
-    def privacy_history(self, dataset: str | None = None) -> list[dict[str, Any]]:
-        """Privacy ledger entries in ledger order, of one dataset (OWNER/NAME or a unique NAME) or all."""
-        return self._governance().privacy_history(dataset)
-
-    def verify_privacy(self) -> dict[str, Any]:
-        """`privacy verify` on a fresh export: the chain checked against the pinned service
-        certificate, every recorded epsilon recomputed offline, the replayed budgets compared
-        with the service's. ``{verified, problems, entries, runs}``; a failed check is
-        ``verified: False`` with its one line, so a scenario or a view can say what failed."""
-        from core.governance import privacy
-
-        pinned = self.workspace.settings.get("governance", {}).get("service_cert_pem")
-        with tempfile.TemporaryDirectory(prefix="cleanroom-ledger-") as tmp:
-            lines = self._export_ledger(Path(tmp)).read_text(encoding="utf-8").splitlines()
-        try:
-            report, replayed = privacy.replay_export(lines, expected_service_cert_pem=pinned)
-        except IntegrityError as exc:
-            return {"verified": False, "problems": [exc.one_line()], "entries": 0, "runs": 0}
-        problems = privacy.compare(replayed.datasets(), self.privacy_datasets())
-        runs = sum(1 for item in replayed.history if item["kind"] == "record")
-        return {"verified": not problems, "problems": problems, "entries": report.entries, "runs": runs}
-
     # events and deployments -------------------------------------------------------------
     def events(self, contract_id: str, since: int = 1, *, wait: float | None = None) -> list[CleanroomEvent]:
         """One page of the contract's events from ``since``; ``wait`` long-polls for the next one."""
@@ -543,7 +452,7 @@ class PersonaEngine:
         next_seqno: dict[str, int] = {}
         while not should_stop():
             try:
-                for contract in self._governance().contracts():
+                for contract in self.list_contracts():
                     for event in self.events(contract["id"], next_seqno.get(contract["id"], 1)):
                         next_seqno[contract["id"]] = event.seqno + 1
                         yield event
@@ -676,13 +585,12 @@ class PersonaEngine:
         from core.ml.evaluation import evaluate
 
         endpoint = self.ingress_endpoint(contract_id)
-        client = self._governance()
-        ca_pem = client.ca(contract_id).get("caCert")
+        ca_pem = self.ca_certificate(contract_id)
         if not ca_pem:
             raise NotFoundError(
                 f"contract '{contract_id}' has no CA certificate", hint="enable the CA by vote and generate its key"
             )
-        token = client.issue_token(contract_id)["token"]
+        token = str(self.contract_token(contract_id)["token"])
         rows = load_split(dataset, split)
         with tempfile.TemporaryDirectory(prefix="cleanroom-eval-") as tmp:
             ca_path = Path(tmp) / "ca.pem"
