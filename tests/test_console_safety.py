@@ -19,7 +19,7 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -166,8 +166,9 @@ async def test_ctrl_q_asks_before_stopping_a_running_training_and_enter_stays(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("signal_name", ["SIGHUP", "SIGTERM"])
 async def test_sighup_or_sigterm_leave_running_work_running_and_say_so(
-    scenario_console: tuple[Scenario, list[PersonaEngine]],
+    scenario_console: tuple[Scenario, list[PersonaEngine]], signal_name: str
 ) -> None:
     scenario, engines = scenario_console
     runtime = _training_runs(scenario)
@@ -175,11 +176,11 @@ async def test_sighup_or_sigterm_leave_running_work_running_and_say_so(
         app = CleanroomConsole(engines, background=False, scenario=scenario)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause()
-            app.terminate("SIGHUP")
+            app.terminate(signal_name)
             await pilot.pause()
-        assert (app.exit_choice, app.exit_signal) == ("leave", "SIGHUP")
+        assert (app.exit_choice, app.exit_signal) == ("leave", signal_name)
         line = end_session(scenario, choice=app.exit_choice, signal_name=app.exit_signal)
-        assert line.startswith("SIGHUP received: left running clean room 'finetune'")
+        assert line.startswith(f"{signal_name} received: left running clean room 'finetune'")
         assert process_alive(runtime.pid) and _services_healthy(scenario)
         assert (scenario.root / NOTE_NAME).read_text().strip() == line, "said where a closed terminal can't lose it"
         previous_note(scenario.root)
@@ -362,6 +363,22 @@ def test_second_console_is_refused_and_sigterm_stops_cleanly(tmp_path: Path, mon
 
 
 def test_closing_the_terminal_leaves_a_training_run_and_says_so(tmp_path: Path) -> None:
+    _console_ended_while_training_runs(tmp_path, "SIGHUP", Terminal.hang_up)  # the terminal window is closed
+
+
+def test_sigterm_to_the_console_leaves_a_training_run_and_says_so(tmp_path: Path) -> None:
+    _console_ended_while_training_runs(
+        tmp_path, "SIGTERM", lambda terminal: terminal.process.send_signal(signal.SIGTERM), on_screen=True
+    )
+
+
+def _console_ended_while_training_runs(
+    tmp_path: Path, signal_name: str, end: Callable[[Terminal], None], *, on_screen: bool = False
+) -> None:
+    """A real console process on its pty, a training clean room running, then ``end`` (a closed
+    terminal or SIGTERM): the training run and the services it reports to must survive, and the
+    console must say so where the next one reads it (``left-running.txt``) and, ``on_screen``
+    (the terminal is still there), on its stderr."""
     home = tmp_path / "home"
     root = home / "scenario"
     terminal = Terminal(home)
@@ -370,13 +387,19 @@ def test_closing_the_terminal_leaves_a_training_run_and_says_so(tmp_path: Path) 
         _console_up(terminal)
         scenario = Scenario.open(root)
         runtime = _training_runs(scenario)
-        terminal.hang_up()  # the terminal window is closed: SIGHUP to the console
+        end(terminal)
         assert terminal.process.wait(timeout=60) is not None
-        assert process_alive(runtime.pid), "the training run survived the closed terminal"
+        assert process_alive(runtime.pid), f"the training run survived {signal_name}"
         assert _services_healthy(scenario), "and so did the services it reports to"
         note = (root / NOTE_NAME).read_text()
-        assert note.startswith("SIGHUP received: left running clean room 'finetune' (running)")
+        assert note.startswith(f"{signal_name} received: left running clean room 'finetune' (running)")
         assert f"CLEANROOM_HOME={root / 'services'} cleanroom down" in note
+        assert len(note.strip().splitlines()) == 1
+        if on_screen:
+            deadline = time.monotonic() + 10  # the pty is drained by a thread: let it catch up
+            while note.strip() not in terminal.text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert note.strip() in terminal.text(), terminal.text()[-2000:]
     finally:
         terminal.close()
         if runtime is not None:

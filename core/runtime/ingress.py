@@ -342,6 +342,7 @@ class IngressProxy:
     """
 
     header_timeout: float = HEADER_TIMEOUT_SECONDS
+    handshake_timeout: float = HEADER_TIMEOUT_SECONDS  # a client that never finishes its TLS hello
     idle_timeout: float = IDLE_TIMEOUT_SECONDS
     body_timeout: float = BODY_TIMEOUT_SECONDS
     max_connections: int = MAX_CONNECTIONS
@@ -434,7 +435,11 @@ class IngressProxy:
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(
             asyncio.start_server(
-                self._serve, "127.0.0.1", self._requested_port, ssl=self._context, ssl_handshake_timeout=10
+                self._serve,
+                "127.0.0.1",
+                self._requested_port,
+                ssl=self._context,
+                ssl_handshake_timeout=self.handshake_timeout,
             ),
             self._loop,
         )

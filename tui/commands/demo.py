@@ -11,10 +11,13 @@ one JSON document on stdout and ``--query`` picks a figure out of it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import stat
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from core import embedded
 from core.errors import InvalidInputError
 from core.scenario import (
     BASE_CONTRACT,
@@ -45,6 +49,7 @@ from core.scenario import (
     scenario_root,
 )
 from tui.output import Result, camel_keys, generic_table, stderr_console, verb_output
+from tui.scenario_session import running_deployments, say
 from tui.session_lock import SessionLock
 
 DEFAULT_ROOT = Path("cleanroom-demo")
@@ -358,9 +363,10 @@ def demo(
     inference on the base model (~50%), a governed fine-tuning run sealed to the provider,
     inference on the fine-tuned model (>= 80% with a full run), then isolation proofs and an
     offline ledger verification. Re-running on the same folder (-w, default ./cleanroom-demo)
-    resumes an interrupted run and refuses a finished one. The folder must be yours and
-    writable by you alone. Narration goes to stderr; -o json prints the results as one
-    JSON document on stdout.
+    resumes an interrupted run and refuses a finished one. Ctrl+C, SIGTERM or a closed
+    terminal stops the services (unless --keep-running) and says what is left running. The
+    folder must be yours and writable by you alone. Narration goes to stderr; -o json prints
+    the results as one JSON document on stdout.
 
     \b
     Example:
@@ -377,14 +383,74 @@ def demo(
     root = given if given != Path(".") else scenario_root(DEFAULT_ROOT, name)
     scenario = Scenario.open(private_folder(root), quick=quick, definition=definition)
     with SessionLock(scenario.root, "demo"):  # not while a console drives the same scenario
-        return _run(
-            stderr_console(),
-            scenario,
-            quick=quick,
-            keep_running=keep_running,
-            stop_after=stop_after,
-            show_commands=show_commands,
-        )
+        try:
+            with _signals_interrupt():
+                return _run(
+                    stderr_console(),
+                    scenario,
+                    quick=quick,
+                    keep_running=keep_running,
+                    stop_after=stop_after,
+                    show_commands=show_commands,
+                )
+        except Signalled as exc:
+            say(_after_interruption(scenario, str(exc)))
+            raise SystemExit(128 + signal.Signals[str(exc)].value) from None
+        except KeyboardInterrupt:
+            say(_after_interruption(scenario, "Ctrl+C"))
+            raise  # click's own abort: "aborted", exit 130
+
+
+INTERRUPTING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a closed terminal) during the demo, raised where Ctrl+C raises
+    KeyboardInterrupt: the scenario's own interruption path then runs for it too (the step
+    recorded as interrupted, the services stopped unless --keep-running, the lock released),
+    instead of the process dying between two steps with the services orphaned silently."""
+
+    def __repr__(self) -> str:  # what the scenario records as the interrupted step's error
+        return f"{self.args[0]} received"
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """While the demo runs, SIGTERM/SIGHUP interrupt it as Ctrl+C does; a second one while that
+    cleanup runs is ignored, so the cleanup cannot itself be cut short half way."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def interrupted(signum: int, frame: object) -> None:
+        for other in INTERRUPTING_SIGNALS:
+            signal.signal(other, signal.SIG_IGN)
+        raise Signalled(signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, interrupted) for signum in INTERRUPTING_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _after_interruption(scenario: Scenario, why: str) -> str:
+    """The one line said once the interrupted demo has cleaned up: what is still running (with
+    --keep-running, the services and any clean room) and how to stop it, or that nothing is."""
+    done, total = scenario.progress
+    resume = f"`cleanroom demo -w {scenario.root}` resumes it ({done}/{total} steps done)"
+    rooms = running_deployments(scenario)
+    home = scenario.services_home
+    services = sorted(name for name, record in embedded.status(home_dir=home).items() if record.get("healthy"))
+    if not rooms and not services:
+        return f"{why} received: the demo in {scenario.root} stopped; nothing left running. {resume}"
+    stops = "; ".join(f"CLEANROOM_HOME={home} cleanroom deployment stop --contract-id {c}" for c, _ in rooms)
+    what = ", ".join([*(f"clean room '{c}' ({state})" for c, state in rooms), *services])
+    return (
+        f"{why} received: left running {what} under {home}; to stop them: "
+        f"{stops + '; ' if stops else ''}CLEANROOM_HOME={home} cleanroom down. {resume}"
+    )
 
 
 def _run(
