@@ -247,12 +247,18 @@ def test_unknown_kids_cost_one_jwks_fetch_and_never_block_other_clients(world) -
         governance.open.set()
     hung.join(timeout=30)
     assert stuck == [401]
-    for index in range(20):
-        answer = exchange(
-            proxy.port, context, _head("POST", "/infer", governance.token(kid=f"made-up-{index}"), body=b"{}")
-        )
-        assert answer.status == 401 and "does not publish" in answer.one_line_error()
-    assert governance.fetches <= fetches + 2, "made-up kids must not each refetch the JWKS"
+    # No refetch falls due during the flood, however slowly a loaded machine sends it, so every
+    # fetch beyond the hung one would be a made-up kid's.
+    interval, proxy.tokens.refetch_seconds = proxy.tokens.refetch_seconds, 3600.0
+    try:
+        for index in range(20):
+            answer = exchange(
+                proxy.port, context, _head("POST", "/infer", governance.token(kid=f"made-up-{index}"), body=b"{}")
+            )
+            assert answer.status == 401 and "does not publish" in answer.one_line_error()
+    finally:
+        proxy.tokens.refetch_seconds = interval
+    assert governance.fetches == fetches + 1, "made-up kids must not each refetch the JWKS"
 
 
 # -- slow and idle clients, the connection cap ---------------------------------------------------------------

@@ -98,7 +98,9 @@ def test_a_fifo_does_not_block_the_scan(clean: Path, tmp_path: Path) -> None:
     os.mkfifo(root / "model" / "model.onnx")
     started = time.monotonic()
     (finding,) = scan_folder(root, package=True).findings
-    assert time.monotonic() - started < 5
+    assert (
+        time.monotonic() - started < 60
+    )  # an open() on the FIFO would block for ever (the 5 s figure: benchmarks/model_scan.py)
     assert (finding.path, finding.reason) == ("model/model.onnx", "special-file")
 
 

