@@ -29,6 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 STOP_AFTER = "upload-base-onnx"  # a bound: the signal lands well before it
 
 
+def _as_from_a_terminal() -> None:
+    """A pytest-xdist worker ignores SIGINT and a child inherits that (so would Python's
+    KeyboardInterrupt): the demo gets the default, as a terminal's foreground job does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_demo(root: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     with log.open("wb") as stderr:
@@ -38,6 +44,7 @@ def _start_demo(root: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
+            preexec_fn=_as_from_a_terminal,
         )
 
 
