@@ -47,6 +47,9 @@ SCENARIOS: dict[str, Callable[[], ScenarioDefinition]] = {
     "summarise": _definition("summarise", "SUMMARISE"),
     "onboard": _definition("onboard", "ONBOARD"),
 }
+# What help lists: the shipped scenarios, fixed here, so a scenario registered later (a test's, a
+# plugin's) is playable but never changes the documented choices.
+SHIPPED_SCENARIOS: tuple[str, ...] = tuple(SCENARIOS)
 
 
 def scenario_definition(name: str) -> ScenarioDefinition:
@@ -69,6 +72,7 @@ __all__ = [
     "PERSONAS",
     "REFERENCE_SCENARIO",
     "SCENARIOS",
+    "SHIPPED_SCENARIOS",
     "STATE_FILE",
     "THREE_PERSONAS",
     "TRAINING_CONTRACT",

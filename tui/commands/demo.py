@@ -40,6 +40,7 @@ from core.scenario import (
     FINETUNED_CONTRACT,
     REFERENCE_SCENARIO,
     SCENARIOS,
+    SHIPPED_SCENARIOS,
     TRAINING_CONTRACT,
     Reporter,
     Scenario,
@@ -278,15 +279,19 @@ def private_folder(root: Path) -> Path:
 
 
 class ScenarioName(click.Choice[str]):
-    """A name in ``core.scenario.SCENARIOS``, read when the option is parsed rather than when this
-    module is imported: the registry is the one list of scenarios, whoever adds to it."""
+    """A name in ``core.scenario.SCENARIOS``: help lists the shipped scenarios; a value is checked
+    against the registry as it is when the option is parsed (whoever added to it since), and the
+    listed choices are left as they were, so a later registration never leaks into help."""
 
     def __init__(self) -> None:
-        super().__init__(SCENARIOS)
+        super().__init__(SHIPPED_SCENARIOS)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        self.choices = tuple(SCENARIOS)
-        return super().convert(value, param, ctx)
+        listed, self.choices = self.choices, tuple(SCENARIOS)
+        try:
+            return super().convert(value, param, ctx)
+        finally:
+            self.choices = listed
 
 
 def _steps_result(definition: ScenarioDefinition) -> Result:
