@@ -89,3 +89,23 @@ def seconds_until_closed(conn: ssl.SSLSocket, *, limit: float) -> float:
         except (ConnectionResetError, ssl.SSLError, OSError):
             return time.monotonic() - start
     return limit
+
+
+def hold_connections_until_refused(
+    port: int, context: ssl.SSLContext, request: bytes, *, attempts: int
+) -> tuple[list[ssl.SSLSocket], RawResponse | None]:
+    """Open keep-alive connections, one ``request`` each, until one is answered other than 200.
+
+    Returns the live connections held (the caller closes them) and the refusal, None if every
+    attempt was served: how the tests find a service's connection cap.
+    """
+    held: list[ssl.SSLSocket] = []
+    for _ in range(attempts):
+        conn = connect(port, context)
+        conn.sendall(request)
+        answer = read_response(conn)
+        if answer.status != 200:
+            conn.close()
+            return held, answer
+        held.append(conn)
+    return held, None

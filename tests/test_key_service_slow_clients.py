@@ -26,7 +26,7 @@ from core.keys.attestation import AttestationKey, AttestationVerifier
 from core.keys.service import KeyServiceServer
 from core.runtime.ingress import IngressProxy, RouteAllowList, TokenPolicy
 from core.runtime.ingress_cert import endorsed_ingress_identity
-from tests.raw_http import connect, exchange, read_response
+from tests.raw_http import connect, exchange, hold_connections_until_refused, read_response
 from tests.test_runtime_ingress import _make_ca
 from tests.test_service_bad_input import _Authority
 
@@ -100,8 +100,8 @@ def test_key_service_closes_idle_keep_alive_connections(keys) -> None:
     assert _healthy(port, context)
 
 
-def test_key_service_drops_clients_that_never_finish_the_tls_handshake(keys) -> None:
-    port, context = keys
+def _assert_unfinished_handshakes_are_dropped(port: int) -> None:
+    """Five clients that never speak and one that stops mid ClientHello are all closed by the server."""
     silent = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(5)]
     half = socket.create_connection(("127.0.0.1", port), timeout=10)
     half.sendall(PARTIAL_CLIENT_HELLO)
@@ -110,6 +110,11 @@ def test_key_service_drops_clients_that_never_finish_the_tls_handshake(keys) -> 
     finally:
         for conn in [*silent, half]:
             conn.close()
+
+
+def test_key_service_drops_clients_that_never_finish_the_tls_handshake(keys) -> None:
+    port, context = keys
+    _assert_unfinished_handshakes_are_dropped(port)
     assert _healthy(port, context)
 
 
@@ -141,18 +146,8 @@ def test_key_service_caps_open_connections(tmp_path: Path) -> None:
 
 
 def _fill_to_the_cap_and_be_refused(port: int, context: ssl.SSLContext) -> None:
-    held: list[ssl.SSLSocket] = []
-    refused = None
+    held, refused = hold_connections_until_refused(port, context, HEALTH, attempts=MAX_CONNECTIONS + 3)
     try:
-        for _ in range(MAX_CONNECTIONS + 3):
-            conn = connect(port, context)
-            conn.sendall(HEALTH)
-            answer = read_response(conn)
-            if answer.status != 200:
-                refused = answer
-                conn.close()
-                break
-            held.append(conn)  # a live keep-alive connection
         assert refused is not None, f"{len(held)} connections held and none refused"
         assert len(held) == MAX_CONNECTIONS
         assert refused.status == 503 and "too many open connections" in refused.one_line_error()
@@ -201,11 +196,4 @@ def ingress(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IngressProxy]:
 
 
 def test_the_ingress_drops_clients_that_never_finish_the_tls_handshake(ingress: IngressProxy) -> None:
-    silent = [socket.create_connection(("127.0.0.1", ingress.port), timeout=10) for _ in range(5)]
-    half = socket.create_connection(("127.0.0.1", ingress.port), timeout=10)
-    half.sendall(PARTIAL_CLIENT_HELLO)
-    try:
-        assert all(_closed_by_server(conn) for conn in [*silent, half])
-    finally:
-        for conn in [*silent, half]:
-            conn.close()
+    _assert_unfinished_handshakes_are_dropped(ingress.port)

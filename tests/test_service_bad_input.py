@@ -25,7 +25,7 @@ from core.http_guard import MAX_BODY_BYTES, MAX_HEAD_BYTES
 from core.keys.attestation import AttestationKey, AttestationVerifier
 from core.keys.service import KeyServiceServer
 from tests.governance_support import Consortium, start_consortium
-from tests.raw_http import connect, exchange, read_response, seconds_until_closed
+from tests.raw_http import connect, exchange, hold_connections_until_refused, read_response, seconds_until_closed
 
 HEADER_TIMEOUT = 1.5  # short in tests; the requirement checked is "closed within timeout + margin"
 CLOSE_BOUND = HEADER_TIMEOUT + 5.0
@@ -199,18 +199,9 @@ def test_governance_answers_431_to_an_oversized_head(gov: Consortium) -> None:
 
 def test_governance_caps_open_connections(gov: Consortium) -> None:
     port, context = _gov_tls(gov)
-    held = []
-    refused = None
+    request = b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+    held, refused = hold_connections_until_refused(port, context, request, attempts=MAX_CONNECTIONS + 5)
     try:
-        for _ in range(MAX_CONNECTIONS + 5):
-            conn = connect(port, context)
-            conn.sendall(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
-            answer = read_response(conn)
-            if answer.status != 200:
-                refused = answer
-                conn.close()
-                break
-            held.append(conn)  # a live keep-alive connection
         # the members' own client connections count too, so the cap is reached a few earlier
         assert refused is not None and MAX_CONNECTIONS - 8 <= len(held) <= MAX_CONNECTIONS, len(held)
         assert refused.status == 503 and "too many open connections" in refused.one_line_error()
