@@ -379,10 +379,8 @@ class PersonaEngine(
         from core.governance.ledger import unb64
         from core.governance.signing import SignatureRejected, parse_message
 
-        with tempfile.TemporaryDirectory(prefix="cleanroom-ledger-") as tmp:
-            lines = self._export_ledger(Path(tmp)).read_text().splitlines()
         entries = []
-        for line in lines[1:]:
+        for line in self._ledger_lines()[1:]:
             entry = json.loads(line).get("entry")
             if entry is None:
                 continue

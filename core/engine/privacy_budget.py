@@ -8,8 +8,6 @@ member need not trust the numbers the service shows.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.engine.session import GovernanceSession
@@ -85,12 +83,8 @@ class PrivacyBudgetOperations(GovernanceSession):
         from core.governance import privacy
 
         pinned = self.workspace.settings.get("governance", {}).get("service_cert_pem")
-        with tempfile.TemporaryDirectory(prefix="cleanroom-ledger-") as tmp:
-            exported = Path(tmp) / "ledger.jsonl"
-            self._governance().export_ledger(exported)
-            lines = exported.read_text(encoding="utf-8").splitlines()
         try:
-            report, replayed = privacy.replay_export(lines, expected_service_cert_pem=pinned)
+            report, replayed = privacy.replay_export(self._ledger_lines(), expected_service_cert_pem=pinned)
         except IntegrityError as exc:
             return {"verified": False, "problems": [exc.one_line()], "entries": 0, "runs": 0}
         problems = privacy.compare(replayed.datasets(), self.privacy_datasets())

@@ -7,6 +7,7 @@ operator layer opens its own.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
@@ -43,3 +44,11 @@ class GovernanceSession:
 
             self._client = GovernanceClient.from_workspace(self.workspace)
         return self._client
+
+    def _ledger_lines(self) -> list[str]:
+        """A fresh export of the ledger, line by line (the header first), read through a private
+        temporary file that is gone when this returns."""
+        with tempfile.TemporaryDirectory(prefix="cleanroom-ledger-") as tmp:
+            path = Path(tmp) / "ledger.jsonl"
+            self._governance().export_ledger(path)
+            return path.read_text(encoding="utf-8").splitlines()
