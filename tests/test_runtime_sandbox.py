@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import threading
@@ -141,3 +142,30 @@ def test_bad_mounts_are_refused(tmp_path) -> None:
     with pytest.raises(InvalidInputError, match="absolute"):
         bwrap_command(spec)
     assert "--unshare-all" in bwrap_command(SandboxSpec(name="a", command=[sys.executable], workdir=tmp_path))
+
+
+def test_the_memory_guard_reads_proportional_memory_only_past_the_limit() -> None:
+    """The cheap resident total decides below the limit; past it, the guard judges by PSS, which a
+    tree of forked workers sharing pages does not overcount (and which never exceeds RSS)."""
+    me = [os.getpid()]
+    proportional = sandbox.tree_memory(me, limit=0)
+    resident = sandbox.tree_memory(me, limit=2**62)
+    assert 0 < proportional <= resident
+    assert sandbox.tree_memory([], limit=0) == 0
+
+
+def test_a_workload_is_pinned_to_the_least_busy_cores_not_always_the_first() -> None:
+    """Pinning every one-core clean room to core 0 made them share it while other cores idled."""
+    stat_text = (
+        "cpu  10 0 10 100 0 0 0 0 0 0\n"
+        "cpu0 900 5 90 1000 7 1 2 3 0 0\n"  # busy: 900+5+90+1+2+3 (idle and iowait left out)
+        "cpu1 10 0 10 1000 900 0 0 0 0 0\n"
+        "intr 1 2 3\n"
+    )
+    assert sandbox.busy_jiffies(stat_text) == {0: 1001, 1: 20}
+    real = sandbox.busy_jiffies(Path("/proc/stat").read_text())
+    assert set(os.sched_getaffinity(0)) <= set(real)
+    available = sorted(os.sched_getaffinity(0))
+    assert sandbox.least_busy_cpus(len(available), available) == set(available)
+    assert sandbox.least_busy_cpus(1, available[-1:]) == set(available[-1:])
+    assert len(sandbox.least_busy_cpus(1, available)) == 1

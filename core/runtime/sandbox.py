@@ -83,6 +83,8 @@ MAX_OPEN_FILES = 4096
 SETUP_WAIT_SECONDS = 0.5  # how long a stop waits for bwrap to clone the sandbox it is to end (the kill switch has 2 s)
 MAX_PROCESSES = 8192  # counts every process of the uid; high enough for a user's own, low for a fork bomb
 GUARD_INTERVAL_SECONDS = 0.05
+CPU_SAMPLE_SECONDS = 0.1  # how long a launch watches the cores to pick the least busy ones
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 class LimitExceededError(CleanroomError):
@@ -132,9 +134,40 @@ class ResourceLimits:
         return f"{self.memory_bytes / GIB:g} GiB" if self.memory_bytes >= GIB else f"{self.memory_bytes // MIB} MiB"
 
     def cpu_set(self) -> set[int]:
-        """The first ``cpus`` cores this process may use (all of them if it asks for more)."""
-        available = sorted(os.sched_getaffinity(0))
-        return set(available[: self.cpus])
+        """``cpus`` of the cores this process may use (all of them if it asks for more): the least
+        busy ones just now, so that clean rooms started one after another on a host spread over its
+        cores instead of all sharing the first."""
+        return least_busy_cpus(self.cpus, sorted(os.sched_getaffinity(0)))
+
+
+def busy_jiffies(proc_stat: str) -> dict[int, int]:
+    """Each core's time spent busy so far (everything but idle and iowait), from /proc/stat's text."""
+    busy: dict[int, int] = {}
+    for line in proc_stat.splitlines():
+        name, _, counters = line.partition(" ")
+        if name.startswith("cpu") and name[3:].isdigit():
+            fields = [int(value) for value in counters.split()]
+            busy[int(name[3:])] = sum(fields[:8]) - fields[3] - fields[4]
+    return busy
+
+
+def _read_busy_jiffies() -> dict[int, int]:
+    try:
+        return busy_jiffies(Path("/proc/stat").read_text())
+    except (OSError, ValueError, IndexError):
+        return {}
+
+
+def least_busy_cpus(count: int, available: list[int]) -> set[int]:
+    """The ``count`` cores of ``available`` that were busy least over a short sample, lowest first
+    on a tie (and when /proc/stat cannot be read)."""
+    if count >= len(available):
+        return set(available)
+    before = _read_busy_jiffies()
+    time.sleep(CPU_SAMPLE_SECONDS)
+    after = _read_busy_jiffies()
+    ranked = sorted(available, key=lambda cpu: (after.get(cpu, 0) - before.get(cpu, 0), cpu))
+    return set(ranked[:count])
 
 
 @dataclass
@@ -472,9 +505,19 @@ def _kill_init(process: subprocess.Popen[bytes], namespace: int) -> bool:
     return False
 
 
-def _memory_of(pid: int) -> int:
+def _resident_of(pid: int) -> int:
+    """Resident set size of ``pid`` in bytes, from statm: a constant-time read, unlike smaps_rollup,
+    which walks every mapping of a multi-gigabyte trainer under its mm lock; 0 for a process gone."""
+    try:
+        with open(f"/proc/{pid}/statm") as handle:
+            return int(handle.read().split()[1]) * PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _proportional_of(pid: int) -> int:
     """Proportional set size of ``pid`` in bytes (shared library pages split between sharers, so
-    a tree of forked workers is not counted many times over); 0 for a process that is gone."""
+    a tree of forked workers is not counted many times over); its RSS where smaps_rollup is absent."""
     try:
         with open(f"/proc/{pid}/smaps_rollup") as handle:
             for line in handle:
@@ -482,11 +525,14 @@ def _memory_of(pid: int) -> int:
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError):
         pass
-    try:
-        with open(f"/proc/{pid}/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
+    return _resident_of(pid)
+
+
+def tree_memory(pids: list[int], limit: int) -> int:
+    """The tree's memory as the guard judges it: proportional set size, read only once the resident
+    total passes ``limit``. PSS never exceeds RSS, so below that the cheap total decides the same."""
+    resident = sum(_resident_of(pid) for pid in pids)
+    return resident if resident <= limit else sum(_proportional_of(pid) for pid in pids)
 
 
 class MemoryGuard(threading.Thread):
@@ -503,7 +549,7 @@ class MemoryGuard(threading.Thread):
 
     def run(self) -> None:
         while self.process.poll() is None:
-            used = sum(_memory_of(pid) for pid in _tree(self.process.pid))
+            used = tree_memory(_tree(self.process.pid), self.limits.memory_bytes)
             if used > self.limits.memory_bytes:
                 self.process.limit_exceeded = (
                     f"application '{self.application}' exceeded its memory limit of {self.limits.describe_memory()}"
