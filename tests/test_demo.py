@@ -49,7 +49,7 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     assert result["testRows"] == 1066
     assert result["baselineAccuracy"] < 0.6
     assert result["finetunedAccuracy"] - result["baselineAccuracy"] >= 0.10
-    assert result["training"]["steps"] <= 100
+    assert result["training"]["steps"] <= 50
     assert {c["id"]: c["state"] for c in result["contracts"]} == {
         "inference-base": "Accepted",
         "finetune": "Accepted",

@@ -52,7 +52,7 @@ TRAINING_CONTRACT = "finetune"
 FINETUNED_CONTRACT = "inference-finetuned"
 CONTRACTS = (BASE_CONTRACT, TRAINING_CONTRACT, FINETUNED_CONTRACT)
 
-# Full run: one epoch of the 8,530 training rows (the field's recipe). Quick: at most 100 steps
+# Full run: one epoch of the 8,530 training rows (the field's recipe). Quick: at most 50 steps
 # at a higher learning rate, which still moves the untrained head well clear of chance.
 FULL_TRAINING = {
     "epochs": 1,
@@ -64,7 +64,7 @@ FULL_TRAINING = {
     "seed": 42,
     "eval_each_epoch": True,
 }
-QUICK_TRAINING = {**FULL_TRAINING, "learning_rate": 1e-4, "max_steps": 100}
+QUICK_TRAINING = {**FULL_TRAINING, "learning_rate": 1e-4, "max_steps": 50}
 INFERENCE_ROUTES = ("GET /metadata", "POST /infer")
 TRAINING_CONFIG = "W/provider/training-config"
 TEST_SPLIT = "W/consumer/data/test.parquet"

@@ -38,7 +38,7 @@ from tui.preferences import ConsolePreferences
 @click.option(
     "--quick/--full",
     default=None,
-    help="Without --workspace: start the scenario's quick variant (100 training steps) "
+    help="Without --workspace: start the scenario's quick variant (50 training steps) "
     "or the full one; a scenario already started keeps its own.",
 )
 @click.option(

@@ -334,7 +334,7 @@ def _steps_result(definition: ScenarioDefinition) -> Result:
     help="The scenario to play. Each keeps its own folder: ./cleanroom-demo for three-personas, "
     "./cleanroom-demo-NAME for another, unless -w names one.",
 )
-@click.option("--quick", is_flag=True, help="Train at most 100 steps (a few minutes) instead of a full epoch.")
+@click.option("--quick", is_flag=True, help="Train at most 50 steps (a few minutes) instead of a full epoch.")
 @click.option("--keep-running", is_flag=True, help="Leave the embedded services running at the end.")
 @click.option(
     "--stop-after",
