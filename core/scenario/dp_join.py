@@ -107,7 +107,7 @@ FULL_PRIVATE_TRAINING: dict[str, Any] = {
     "poisson_sampling": True,
     "join": JOIN,
 }
-QUICK_PRIVATE_TRAINING: dict[str, Any] = {**FULL_PRIVATE_TRAINING, "batch_size": 64, "max_steps": 8}
+QUICK_PRIVATE_TRAINING: dict[str, Any] = {**FULL_PRIVATE_TRAINING, "batch_size": 32, "max_steps": 4}
 
 
 def private_training(scenario: Scenario) -> dict[str, Any]:
