@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import pty
 import signal
 import struct
 import subprocess
@@ -40,6 +41,7 @@ from tests.test_tui_governance import (  # noqa: F401 (fixture)
     propose_contract,
 )
 from tui.app import CleanroomConsole
+from tui.commands.console import terminal_hung_up
 from tui.scenario_session import NOTE_NAME, end_session, previous_note
 from tui.screens.confirm import ConfirmScreen, QuitScreen, VoteScreen
 from tui.session_lock import LOCK_NAME, SessionLock
@@ -591,3 +593,14 @@ def test_sigterm_while_the_services_start_stops_them_and_says_so(tmp_path: Path)
     finally:
         terminal.close()
         embedded.down(home_dir=home / "scenario" / "services")
+
+
+def test_a_closed_terminal_window_reads_as_hung_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the window closes, the input thread's failed read can end the app before the SIGHUP
+    handler runs; the console then asks the terminal itself, so the goodbye still leaves work running."""
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "r") as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        assert not terminal_hung_up()
+        os.close(master)
+        assert terminal_hung_up()

@@ -419,9 +419,14 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
         """SIGTERM / SIGHUP (the terminal closed): nobody can answer a modal, so the choice that
         destroys nothing is taken: running work is left running and `cleanroom console` says
         so (on stderr and in the scenario folder); with nothing running it stops cleanly."""
+        self.ended_by(signal_name)
+        self.exit()
+
+    def ended_by(self, signal_name: str) -> None:
+        """Record a session ended by a signal or a closed terminal (not by an answer), so the
+        goodbye leaves running work running instead of taking the default of stopping it."""
         self.exit_signal = signal_name
         self.exit_choice = "leave" if self.work_in_progress() else None
-        self.exit()
 
     # command palette --------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

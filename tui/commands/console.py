@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import signal
 import sys
 from collections.abc import Iterator
@@ -148,6 +149,10 @@ def _run_scenario_console(
         finally:
             for signum in (signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
+            if app.exit_signal is None and app.exit_choice is None and terminal_hung_up():
+                # the window closed and the input thread's read failed before the SIGHUP
+                # handler ran: the app ended on that error, and must still leave work running
+                app.ended_by("SIGHUP")
             loop.close()  # a running step's thread is not waited for (shutdown(wait=False))
             for engine in engines:
                 engine.close()
@@ -158,6 +163,16 @@ def _run_scenario_console(
         # at exit; what it was driving was stopped or left running (and said so) above
         sys.stdout.flush()
         os._exit(0)
+
+
+def terminal_hung_up() -> bool:
+    """Whether the console's terminal is gone (its window closed): a poll of stdin says hang-up."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdin.fileno(), select.POLLIN)
+        return any(mask & select.POLLHUP for _, mask in poller.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 class _Signalled(Exception):
