@@ -13,7 +13,7 @@ console: bootstrap
 	.venv/bin/cleanroom console
 
 test: bootstrap lint
-	.venv/bin/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder --durations=15
+	.venv/bin/python -m pytest -q -n 4 --dist loadfile --no-loadscope-reorder --durations=15
 
 # The gates CI holds the tree to: lint, format, types (strict for core/), import contracts.
 # Every gate runs even when an earlier one fails, so one run lists all the findings.

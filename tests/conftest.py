@@ -71,7 +71,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files holding a `smoke` test (the real model end to end, minutes each) run first, then the
     other files, most tests first; a file's own tests keep their order.
 
-    Under pytest-xdist (`make test` runs `-n 3 --dist loadfile --no-loadscope-reorder`) a file is
+    Under pytest-xdist (`make test` runs `-n 4 --dist loadfile --no-loadscope-reorder`) a file is
     one unit of work, handed out in this order: a long end-to-end file handed out last would run
     alone on one worker after the others have finished, so the suite's wall time would be its tail.
     """
