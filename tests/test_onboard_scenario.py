@@ -2,7 +2,8 @@
 what the scanner must stop, and the scenario runs end to end on a package of the tiny BERT (real
 governance and key service on loopback, the onboarding workload in the bubblewrap sandbox): the
 good package ends verified by the clean room's own ledger entries and is published by every
-member's vote, the pickled one ends vulnerable with its finding and cannot be published.
+member's vote, the pickled one ends vulnerable with its finding and cannot be published; the
+regression clean room writes version 2's regression result, which `model show` prints.
 (smoke: the same through `cleanroom demo --scenario onboard` on the shipped MiniLM, within 60 s.)
 """
 
@@ -26,6 +27,8 @@ from core.governance.onboarding_contract import onboarding_env
 from core.onboarding.scan import scan_folder
 from core.scenario import Invocation, Reporter, Scenario, Step, scenario_definition
 from core.scenario.onboard import (
+    CANDIDATE,
+    GATE,
     MINILM,
     ONBOARD,
     PACKAGE_FOLDER,
@@ -33,6 +36,7 @@ from core.scenario.onboard import (
     PICKLE_FILE,
     PICKLED,
     PICKLED_FOLDER,
+    REGRESSION_CONTRACT,
     contract_of,
     definition,
 )
@@ -143,7 +147,9 @@ def test_the_package_ends_verified_by_the_clean_room_and_published_by_every_memb
     assert set(publication.ballots) == {played.engine(p).member_id for p in PERSONAS}
     # the hoster's voted application pins the bytes the provider registered
     registered = provider.model(MINILM)["versions"]["1"]
-    (application,) = [a for a in party_fragment(played.workspace("hoster")).applications if a.name.endswith(MINILM)]
+    (application,) = [
+        a for a in party_fragment(played.workspace("hoster")).applications if a.name == f"onboard-{MINILM}"
+    ]
     assert application.env == onboarding_env(MINILM, "1", registered["packageHash"], registered["wrapperHash"])
 
 
@@ -188,6 +194,7 @@ def test_an_onboarding_application_for_an_unregistered_model_is_refused_and_not_
     assert [a.name for a in party_fragment(played.workspace("hoster")).applications] == [
         f"onboard-{MINILM}",
         f"onboard-{PICKLED}",
+        f"regression-{MINILM}",
     ]
 
 
@@ -199,6 +206,35 @@ def test_the_run_step_done_again_reads_the_ended_version_and_runs_no_clean_room_
     assert summary.startswith(f"{MINILM} 1: created -> downloaded") and "-> verified in" in summary
     assert played.deployment_status(contract_of(MINILM)) == before
     assert played.engine("hoster").model(MINILM)["versions"]["1"]["history"][-1]["status"] == "verified"
+
+
+@pytest.mark.timeout(900)
+def test_the_regression_clean_room_writes_version_2s_result_and_model_show_prints_it(
+    played: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.governance.regression_contract import regression_env
+    from tests.cli_runner import cleanroom
+
+    regression: Any = played.definition.summarise(played)["regression"]
+    assert regression["version"] == CANDIDATE and regression["baselineVersion"] == "1"
+    assert regression["contractId"] == REGRESSION_CONTRACT and regression["passed"] is True
+    assert regression["cases"] > 200 and regression["accuracyDelta"] == 0.0  # a re-release of the same bytes
+    assert regression["flips"]["baselineRightCandidateWrong"] == 0 and regression["mcnemarP"] == 1.0
+    versions = played.engine("hoster").model(MINILM)["versions"]
+    assert versions[CANDIDATE]["regression"] == {k: v for k, v in regression.items() if k != "version"}
+    assert versions["1"]["regression"] is None and versions["1"]["published"] is True
+    # the hoster's voted application pins both versions' registry hashes and the gate
+    (application,) = [a for a in party_fragment(played.workspace("hoster")).applications if a.name.startswith("reg")]
+    pins = ((CANDIDATE, versions[CANDIDATE]["packageHash"]), ("1", versions["1"]["packageHash"]))
+    assert application.env == regression_env(MINILM, *pins, GATE)
+    events = played.engine("provider").events(REGRESSION_CONTRACT)
+    assert [e.data["passed"] for e in events if e.kind == "model_regression"] == [True]
+
+    monkeypatch.setenv("CLEANROOM_HOME", str(played.services_home))
+    shown = cleanroom("-w", played.workspace_dir("provider"), "model", "show", MINILM)
+    assert shown.code == 0, shown.stderr
+    assert f"version {CANDIDATE} regression against version 1 (contract {REGRESSION_CONTRACT}" in shown.stdout
+    assert "gate: passed" in shown.stdout
 
 
 # -- end to end on the shipped MiniLM -------------------------------------------------------------------

@@ -213,8 +213,10 @@ def _cases(folder: Path, kind: str = "parquet", count: int = 400) -> Path:
     return folder
 
 
-def _run(args: list[str], telemetry: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+def _run(
+    args: list[str], telemetry: Path | None = None, pinned: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", **(pinned or {})}
     if telemetry is not None:
         env["CLEANROOM_TELEMETRY_FILE"] = str(telemetry)
     return subprocess.run(
@@ -374,5 +376,133 @@ def test_the_clean_room_seals_only_the_aggregate_to_the_provider_and_reports_tel
         theirs = cleanroom("-w", consumer.root, *show)
         assert theirs.code == 3 and theirs.stdout == ""  # the report is sealed to the provider only
         assert "datasink 'regression-report' is not in this workspace's config" in theirs.stderr
+    finally:
+        world.close()
+
+
+# -- registry versions: both pinned by package hash, the result written to the candidate ------------------
+@pytest.fixture(scope="module")
+def packages(versions: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The base and the fine-tuned version as model packages (what the registry's versions are)."""
+    from core.onboarding.scaffold import scaffold_package
+
+    root = tmp_path_factory.mktemp("packages")
+    return {
+        role: scaffold_package(versions[role], root / role, task="text-classification") for role in ("base", "tuned")
+    }
+
+
+def _pins(packages: dict[str, Path], gate: dict[str, float], **overrides: str) -> dict[str, str]:
+    from core.governance.regression_contract import regression_env
+    from core.onboarding.package_digest import package_sha256
+
+    candidate = ("2", overrides.get("candidate_hash", package_sha256(packages["tuned"])))
+    baseline = ("1", overrides.get("baseline_hash", package_sha256(packages["base"])))
+    return regression_env("minilm", candidate, baseline, gate)
+
+
+def test_pinned_versions_compare_under_the_voted_gate_and_name_both_versions(
+    packages: dict[str, Path], tmp_path: Path
+) -> None:
+    output, telemetry = tmp_path / "out", tmp_path / "telemetry.jsonl"
+    gate = {"min_accuracy_delta": 0.1, "max_p": 1e-6}
+    args = ["--cases-dir", str(_cases(tmp_path / "cases")), "--baseline-dir", str(packages["base"])]
+    args += ["--candidate-dir", str(packages["tuned"]), "--output-dir", str(output)]  # no --gate: the pinned one
+    result = _run(args, telemetry, _pins(packages, gate))
+    assert result.returncode == 0, result.stderr
+    (record,) = [json.loads(line) for line in telemetry.read_text().splitlines()]
+    pins = _pins(packages, gate)
+    assert (record["model"], record["candidate_version"], record["baseline_version"]) == ("minilm", "2", "1")
+    assert record["candidate_package_sha256"] == pins["CLEANROOM_REGRESSION_CANDIDATE_SHA256"]
+    assert record["baseline_package_sha256"] == pins["CLEANROOM_REGRESSION_BASELINE_SHA256"]
+    assert record["gate"] == gate and record["verdict"] == {"passed": True, "reasons": []}
+    assert record["flips"]["baseline_wrong_candidate_right"] > 0 and set(record["candidate"]) == {
+        "accuracy", "macro_f1", "micro_f1", "weighted_f1",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("problem", "message"),
+    [
+        ("other_bytes", "the baseline mount holds other bytes than minilm 1"),
+        ("other_gate", "--gate differs from the contract's pinned gate"),
+        ("half_pinned", "but not CLEANROOM_REGRESSION_GATE"),
+    ],
+)
+def test_pinned_versions_refuse_other_bytes_or_gate_before_any_model_runs(
+    problem: str, message: str, packages: dict[str, Path], tmp_path: Path
+) -> None:
+    output, telemetry = tmp_path / "out", tmp_path / "telemetry.jsonl"
+    pins = _pins(packages, {"max_p": 0.1}, **({"baseline_hash": "0" * 64} if problem == "other_bytes" else {}))
+    if problem == "half_pinned":
+        del pins["CLEANROOM_REGRESSION_GATE"]
+    args = ["--cases-dir", str(_cases(tmp_path / "cases")), "--baseline-dir", str(packages["base"])]
+    args += ["--candidate-dir", str(packages["tuned"]), "--output-dir", str(output)]
+    if problem == "other_gate":
+        args += ["--gate", json.dumps({"max_p": 0.5})]
+    result = _run(args, telemetry, pins)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not telemetry.exists() and (not output.exists() or list(output.iterdir()) == [])
+
+
+def test_the_regression_clean_room_writes_the_candidates_registry_result(
+    packages: dict[str, Path], tmp_path: Path
+) -> None:
+    """Both registry versions uploaded by the provider, the consumer's cases, the contract pinning
+    both package hashes and the gate: the sandboxed run's aggregate reaches the candidate's
+    ``regression`` field through the runtime (claimed from telemetry, attested), nowhere else."""
+    from core.config.party import add_application, add_data_asset
+    from core.datasource import upload_datasource
+    from core.onboarding.package import check_package
+    from core.onboarding.package_digest import package_sha256
+    from core.runtime import sandbox
+    from core.storage.locator import local_store_spec
+    from tests.runtime_world import World
+
+    if sandbox.bwrap_path() is None:
+        pytest.skip("bubblewrap is not installed: the sandboxed run needs it")
+    world = World.create(tmp_path / "world")
+    try:
+        provider, consumer, hoster = (world.parties[p] for p in ("provider", "consumer", "hoster"))
+        for version, role in (("1", "base"), ("2", "tuned")):
+            world.clients["provider"].onboard_model(
+                "minilm",
+                version,
+                package_hash=package_sha256(packages[role]),
+                wrapper_hash=check_package(packages[role]).source_sha256,
+            )
+        for owner, name, folder in (
+            (provider, "baseline", packages["base"]),
+            (provider, "candidate", packages["tuned"]),
+            (consumer, "cases", _cases(tmp_path / "cases")),
+        ):
+            add_data_asset(owner, "datasource", name, local_store_spec(owner.root / "store"))
+            upload_datasource(owner, name, folder)
+        add_data_asset(provider, "datasink", "regression-report", local_store_spec(provider.root / "store"))
+        command = ["python", "-m", "containers.regression", "--cases-dir", "/mnt/remote/cases"]
+        command += ["--baseline-dir", "/mnt/remote/baseline", "--candidate-dir", "/mnt/remote/candidate"]
+        command += ["--output-dir", "/mnt/remote/output", "--threads", "1"]
+        mounts = [{"source": name, "target": f"/mnt/remote/{name}"} for name in ("cases", "baseline", "candidate")]
+        mounts.append({"source": "regression-report", "target": "/mnt/remote/output"})
+        gate = {"min_accuracy_delta": 0.1, "max_p": 1e-6}
+        add_application(
+            hoster,
+            name="regression",
+            entrypoint="containers/regression",
+            command=command,
+            mounts=mounts,
+            env=_pins(packages, gate),
+        )
+        world.accept_contract("regression-minilm")
+
+        outcome = world.runtime().run("regression-minilm")
+        assert outcome.exit_codes == {"regression": 0}
+        written = world.clients["consumer"].model("minilm")["versions"]["2"]["regression"]
+        assert written["passed"] is True and written["mcnemarP"] < 1e-6 and written["cases"] == 400
+        assert written["contractId"] == "regression-minilm" and written["baselineVersion"] == "1"
+        assert written["gate"] == {"minAccuracyDelta": 0.1, "maxP": 1e-6}
+        events = world.events("regression-minilm")
+        assert [e["data"]["passed"] for e in events if e["type"] == "model_regression"] == [True]
+        assert not [e for e in events if e["type"] in ("telemetry", "model_regression_refused")]
     finally:
         world.close()

@@ -35,7 +35,7 @@ from tui.screens.persona import VIEW_TABS, PersonaScreen
 from tui.widgets.data import DataView
 from tui.widgets.deployments import DeploymentsView
 from tui.widgets.inference import InferenceView
-from tui.widgets.models import MODEL_STATUS_EVENT, ModelsView
+from tui.widgets.models import MODEL_EVENTS, ModelsView
 from tui.widgets.privacy_gauge import LEDGER_EVENTS, PrivacyGauges
 from tui.widgets.proposals import ProposalsView
 from tui.widgets.worker_errors import ToastsWorkerErrors
@@ -304,7 +304,7 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
         screen.route_event(event)
         if event.kind in LEDGER_EVENTS:  # a run reserved, recorded or was refused: the budgets moved
             screen.query_one(PrivacyGauges).load()
-        if event.kind == MODEL_STATUS_EVENT:  # the clean room moved a model version: the registry changed
+        if event.kind in MODEL_EVENTS:  # the clean room moved a model version or tested it: the registry changed
             screen.query_one(ModelsView).load()
         if message.persona_index == self.persona_index:
             self._toast_for(event)

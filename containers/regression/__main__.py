@@ -29,9 +29,13 @@ from containers.regression.comparison import (
     evaluate_gate,
     validate_gate,
 )
+from containers.regression.pinned_versions import PinnedVersions, onnx_dir
 
 TELEMETRY_ENV = "CLEANROOM_TELEMETRY_FILE"
 EXIT_BAD_INPUT = 2
+# label flips kept in the telemetry record (the most frequent first): the runtime reads a
+# telemetry line of at most 16 KiB, and a task with many labels has labels squared flip kinds
+MAX_TELEMETRY_FLIPS = 32
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,7 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m containers.regression",
         description="Compare two ONNX classifier versions on encrypted regression cases; write only the aggregate.",
         epilog="Example: python -m containers.regression --cases-dir /mnt/cases --baseline-dir /mnt/baseline "
-        "--candidate-dir /mnt/candidate --gate '{\"min_accuracy_delta\": 0.0}' --output-dir /mnt/output",
+        "--candidate-dir /mnt/candidate --gate '{\"min_accuracy_delta\": 0.0}' --output-dir /mnt/output. "
+        "A regression contract over registry versions pins both package hashes and the gate in "
+        "CLEANROOM_REGRESSION_* env names instead; other mounted bytes are refused.",
     )
     parser.add_argument("--cases-dir", type=Path, required=True, help="cases mount (one .parquet or .jsonl file)")
     parser.add_argument("--baseline-dir", type=Path, required=True, help="the version in service (ONNX folder)")
@@ -88,16 +94,28 @@ def report(
     return document
 
 
-def telemetry_record(document: dict[str, Any]) -> dict[str, Any]:
+def telemetry_record(document: dict[str, Any], pinned: PinnedVersions | None = None) -> dict[str, Any]:
+    """The aggregate as one telemetry record: with pinned registry versions, the runtime takes it
+    out of telemetry and governance writes it to the candidate's ``regression`` field."""
     verdict = document["verdict"]
+    flips = document["flips"]
+    frequent = sorted(flips["labels"].items(), key=lambda item: (-item[1], item[0]))[:MAX_TELEMETRY_FLIPS]
     return {
         "event": REPORT_KIND,
+        **(pinned.record() if pinned is not None else {}),
         "cases": document["cases"],
         "baseline_sha256": document["models"]["baseline"]["model_sha256"],
         "candidate_sha256": document["models"]["candidate"]["model_sha256"],
         "baseline_accuracy": document["baseline"]["accuracy"],
         "candidate_accuracy": document["candidate"]["accuracy"],
+        "baseline": document["baseline"],
+        "candidate": document["candidate"],
+        "accuracy_delta": document["accuracy_delta"],
+        "macro_f1_delta": document["macro_f1_delta"],
+        "flips": {**flips, "labels": dict(frequent)},
         "mcnemar_p": document["mcnemar_p"],
+        "gate": document["gate"],
+        "verdict": verdict,
         "passed": None if verdict is None else verdict["passed"],
     }
 
@@ -107,13 +125,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Everything is checked before a model runs, so a bad mount leaves nothing behind.
         gate = load_gate(args.gate)
+        pinned = PinnedVersions.from_env(os.environ)
+        if pinned is not None:
+            voted = validate_gate(pinned.gate)
+            if gate is not None and gate != voted:
+                raise CasesError("--gate differs from the contract's pinned gate; give one gate (the pinned one)")
+            gate = voted
         cases = load_cases(args.cases_dir)
         args.output_dir.mkdir(parents=True, exist_ok=True)
         if (args.output_dir / REPORT_FILE).exists():
             raise CasesError(f"output folder '{args.output_dir}' already holds {REPORT_FILE}; give an empty mount")
+        if pinned is not None:
+            pinned.check_mounted(args.baseline_dir, args.candidate_dir)
         threads = args.threads or max(1, len(os.sched_getaffinity(0)))
-        baseline = OnnxClassifier(args.baseline_dir, threads=threads)
-        candidate = OnnxClassifier(args.candidate_dir, threads=threads)
+        baseline = OnnxClassifier(onnx_dir(args.baseline_dir), threads=threads)
+        candidate = OnnxClassifier(onnx_dir(args.candidate_dir), threads=threads)
         document = report(cases, baseline, candidate, gate)
     except (CasesError, ModelFolderError, RegressionInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -124,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     telemetry = os.environ.get(TELEMETRY_ENV)
     if telemetry:
         with Path(telemetry).open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(telemetry_record(document)) + "\n")
+            handle.write(json.dumps(telemetry_record(document, pinned)) + "\n")
     verdict = document["verdict"]
     print(
         f"compared {document['cases']} cases: accuracy {document['baseline']['accuracy']:.4f} -> "

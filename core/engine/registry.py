@@ -8,6 +8,7 @@ is the owner's, never while a version is published.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,6 +27,15 @@ class _ServingContract(Protocol):
     def ca_certificate(self, contract_id: str) -> str | None: ...
     def contract_token(self, contract_id: str) -> dict[str, Any]: ...
     def deployment_status(self, contract_id: str) -> DeploymentStatus | None: ...
+
+
+def _finite(value: Any) -> Any:
+    """The report with NaN (a step nobody answered has no latency) as null: JSON has no NaN."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 class RegistryOperations(GovernanceSession):
@@ -59,6 +69,11 @@ class RegistryOperations(GovernanceSession):
     def delete_model(self, name: str, version: str | None = None) -> dict[str, Any]:
         """Delete a model, or one version of it (the owner only, never while a version is published)."""
         return self._governance().delete_model(name, version)
+
+    def record_load_test(self, name: str, version: str, contract_id: str, report: dict[str, Any]) -> dict[str, Any]:
+        """Record a load-test report (camelCase, as `cleanroom model loadtest -o json` prints it) in
+        the version's ``loadtest`` field, signed by this member; the model as it now is."""
+        return self._governance().record_model_loadtest(name, version, contract_id, _finite(report))
 
     def load_test(
         self: _ServingContract,

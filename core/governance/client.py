@@ -499,6 +499,26 @@ class GovernanceClient:
             )
         )
 
+    def record_model_regression(
+        self, contract_id: str, name: str, version: str, report: dict[str, Any], attestation: str
+    ) -> dict[str, Any]:
+        """The clean room reports a regression run's aggregate for candidate ``version`` (attested)."""
+        return self._object(
+            self._send(
+                "POST",
+                f"/contracts/{contract_id}/models/{name}/versions/{version}/regression",
+                json={"report": report, "attestation": attestation},
+            )
+        )
+
+    def record_model_loadtest(
+        self, name: str, version: str, contract_id: str, report: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Record a load-test report (camelCase, as `model loadtest` prints it) on a version, signed by this member."""
+        return self._signed(
+            "POST", f"/models/{name}/loadtest", {"version": version, "contractId": contract_id, "report": report}
+        )
+
     # -- events ------------------------------------------------------------------------------------
     def events(self, contract_id: str, from_seqno: int = 1, *, wait: float = 0.0) -> dict[str, Any]:
         """``{events: [...], nextSeqno}``; ``wait`` > 0 long-polls up to that many seconds (members only)."""

@@ -51,6 +51,7 @@ class ConstitutionState(Protocol):
     def check_traffic_split(self, contract_id: str, split: object) -> dict[str, int]: ...
     def set_traffic_split(self, contract_id: str, split: object, proposal_id: str) -> None: ...
     def check_model_publish(self, model: str, version: str) -> None: ...
+    def check_served_models(self, data: dict[str, Any]) -> None: ...
     def publish_model_version(self, model: str, version: str, proposal_id: str) -> None: ...
     def client_app(self, name: str) -> dict[str, Any] | None: ...
     def register_client_app(self, app: dict[str, Any], proposal_id: str) -> None: ...
@@ -127,6 +128,7 @@ def validate(action: object, args: object, state: ConstitutionState) -> None:
             )
         check_contract_data(contract["data"])  # drafts stored before validation existed
         state.check_privacy_declarations(contract_id, contract["data"])
+        state.check_served_models(contract["data"])  # a registry version it mounts must be servable
     elif action in (Action.SET_DEPLOYMENT_SPEC, Action.SET_CLEAN_ROOM_POLICY):
         _accepted_contract(args, state, action)
         if not isinstance(args.get("data"), dict):
@@ -136,6 +138,8 @@ def validate(action: object, args: object, state: ConstitutionState) -> None:
             )
         if action == Action.SET_CLEAN_ROOM_POLICY:
             policy_hash_of(args["data"])
+        else:
+            state.check_served_models(args["data"])
     elif action == Action.ENABLE_CA or action in OPTION_ACTIONS:
         _accepted_contract(args, state, action)
     elif action == Action.SET_PRIVACY_BUDGET:
@@ -190,6 +194,7 @@ def apply(action: str, args: dict[str, Any], state: ConstitutionState, proposal_
         contract = state.contract(args["contract_id"])
         if contract is None or contract["version"] != args["version"]:
             raise ConflictError("the contract changed after it was proposed", hint="propose it again")
+        state.check_served_models(contract["data"])  # again: a version may be unpublished while the vote ran
         state.mark_contract_accepted(args["contract_id"], document_hash(contract["data"]))
         state.register_privacy(args["contract_id"], contract["data"])
     elif action == Action.SET_DEPLOYMENT_SPEC:

@@ -16,6 +16,14 @@ Statuses (``TRANSITIONS``): created -> downloaded -> scanning -> vulnerable | en
 may also fail (verifyFailed) from scanning or environmentCreated, with the reason. Publishing
 a verified version is a ``publish_model_version`` proposal every member votes on; any member may
 unpublish alone; only the owner deletes, never while a version is published.
+
+Two results hang on a version besides its status. ``regression``: the aggregate of a regression
+clean room comparing it with a baseline version (``core.governance.model_regression``), taken
+like a status, only with the clean room's attestation and only from a contract pinning exactly
+both versions' package hashes and the gate; a failed gate blocks publishing. ``loadtest``: a
+member's signed load-test report (``core.governance.model_loadtest``), recorded with its writer
+and the contract it measured. And a version an inference contract mounts must be servable
+(``check_servable``): verified, published, and past its gate when one was voted.
 """
 
 from __future__ import annotations
@@ -31,8 +39,12 @@ from typing import TYPE_CHECKING, Any
 from core.config.canonical import canonical_json
 from core.errors import AccessDeniedError, ConflictError, InvalidInputError, NotFoundError
 from core.governance import ledger
+from core.governance.model_loadtest import loadtest_result
+from core.governance.model_regression import regression_result
 from core.governance.models import ContractState
 from core.governance.onboarding_contract import onboarding_targets
+from core.governance.regression_contract import regression_targets
+from core.governance.serving_contract import serving_targets
 from core.governance.signing import VerifiedRequest, sign_es384
 
 if TYPE_CHECKING:
@@ -49,7 +61,9 @@ STATUS = "model.status"  # attested: the clean room moved a version to a new sta
 PUBLISH = "model.publish"  # service-signed: an accepted publish_model_version proposal
 UNPUBLISH = "model.unpublish"  # member-signed: any member takes a version off publication
 DELETE = "model.delete"  # member-signed: the owner deletes a model or one version
-KINDS = (ONBOARD, STATUS, PUBLISH, UNPUBLISH, DELETE)
+REGRESSION = "model.regression"  # attested: a regression clean room's aggregate for the candidate version
+LOADTEST = "model.loadtest"  # member-signed: a load-test report of a contract serving the version
+KINDS = (ONBOARD, STATUS, PUBLISH, UNPUBLISH, DELETE, REGRESSION, LOADTEST)
 
 MAX_DESCRIPTION = 2000
 MAX_DETAILS_BYTES = 64 * 1024
@@ -155,6 +169,34 @@ def check_details(status: str, details: object) -> dict[str, Any]:
     return details
 
 
+def check_servable(name: str, version: str, entry: dict[str, Any] | None, package_hash: str) -> None:
+    """Only a verified, public version past its voted regression gate, pinned by the registry's
+    own package hash, may be mounted by an inference contract. ``entry`` is the version's view
+    (``ModelVersion.view``), so governance and the runtime at start apply the one rule."""
+    if entry is None:
+        raise ConflictError(
+            f"model '{name}' version '{version}' is not in the registry, so no inference contract may mount it",
+            hint=f"name a published version (see `cleanroom model versions {name}`)",
+        )
+    problems = []
+    if entry.get("status") != S.VERIFIED:
+        problems.append(f"is {entry.get('status')}, not verified")
+    if entry.get("published") is not True:
+        problems.append("is not published")
+    regression = entry.get("regression")
+    if regression is not None and regression.get("passed") is not True:
+        problems.append("failed its regression gate")
+    if entry.get("packageHash") != package_hash:
+        problems.append(
+            f"has packageHash {str(entry.get('packageHash'))[:16]}…, not the contract's {package_hash[:16]}…"
+        )
+    if problems:
+        raise ConflictError(
+            f"model '{name}' version '{version}' {' and '.join(problems)}, so no inference contract may mount it",
+            hint="mount a verified version published by vote (`cleanroom model publish`), pinned by its packageHash",
+        )
+
+
 @dataclass
 class ModelVersion:
     package_hash: str
@@ -245,6 +287,11 @@ class ModelRegistry:
                 hint="onboard a version that passes the voted gate",
             )
 
+    def check_servable(self, name: str, version: str, package_hash: str) -> None:
+        found = self.models.get(name)
+        entry = found.versions.get(version) if found is not None else None
+        check_servable(name, version, None if entry is None else entry.view(), package_hash)
+
     def check_unpublish(self, name: str, version: str) -> None:
         if not self.version(name, version).published:
             raise ConflictError(f"model '{name}' version '{version}' is not published", hint="nothing to do")
@@ -286,6 +333,10 @@ class ModelRegistry:
             version.history.append(_history(record["status"], record["details"], record["at"], signer, seqno))
         elif kind in (PUBLISH, UNPUBLISH):
             version.published = kind == PUBLISH
+        elif kind == REGRESSION:
+            version.regression = record["regression"]
+        elif kind == LOADTEST:
+            version.loadtest = record["loadtest"]
 
     def views(self) -> list[dict[str, Any]]:
         return [model.view(name) for name, model in sorted(self.models.items())]
@@ -348,6 +399,29 @@ class ModelRecords:
             self._member_write(request, DELETE, {"name": name, "version": version})
         return {"name": name, "version": version, "deleted": True}
 
+    def record_loadtest(self, request: VerifiedRequest, name: str) -> dict[str, Any]:
+        """A member's load-test report on a version, through a contract that serves it: a contract
+        naming registry versions must name this one (an accepted contract either way)."""
+        version = check_name("model version", request.body.get("version"))
+        contract_id = request.body.get("contractId")
+        if not isinstance(contract_id, str) or not contract_id:
+            raise InvalidInputError("a load-test record names the contract it measured", hint="send contractId")
+        loadtest = loadtest_result(request.body.get("report"))
+        state = self._state
+        with state._write(request):
+            self.registry().version(name, version)
+            contract = state.get_contract(contract_id)
+            served = serving_targets(contract["data"])
+            if contract["state"] != ContractState.ACCEPTED or (served and (name, version) not in served):
+                raise AccessDeniedError(
+                    f"contract '{contract_id}' does not serve model '{name}' version '{version}'",
+                    hint="record a load test of a contract that mounts this version",
+                )
+            written = {"contractId": contract_id, "writer": request.signer, "at": time.time()}
+            record: dict[str, Any] = {"name": name, "version": version, "loadtest": loadtest | written}
+            self._member_write(request, LOADTEST, record)
+        return self.show(name)
+
     # -- the accepted publish proposal (inside the ballot's transaction) -----------------------------
     def check_publish(self, name: str, version: str) -> None:
         self.registry().check_publish(name, version)
@@ -403,7 +477,80 @@ class ModelRecords:
         state.on_event(contract_id)
         return self.show(name)
 
+    def record_regression(self, contract_id: str, name: str, version: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Take a regression aggregate for candidate ``version`` only from an attested clean room
+        whose contract compares exactly this candidate and the record's baseline, each pinned by the
+        package hash the registry holds, under the gate it voted."""
+        state = self._state
+        state._attested(contract_id, body.get("attestation"), purpose="model regression")
+        report = body.get("report")
+        if not isinstance(report, dict) or len(canonical_json(report)) > MAX_DETAILS_BYTES:
+            raise InvalidInputError(
+                f"a model_regression record is an object of at most {MAX_DETAILS_BYTES} bytes",
+                hint="send the aggregate",
+            )
+        with state._write():
+            contract = state.get_contract(contract_id)
+            target = regression_targets(contract["data"]).get((name, version))
+            if contract["state"] != ContractState.ACCEPTED or target is None or target.gate is None:
+                raise AccessDeniedError(
+                    f"contract '{contract_id}' does not regression-test model '{name}' version '{version}'",
+                    hint="only the clean room of a contract pinning both versions and a gate may write the result",
+                )
+            sent = [
+                report.get(key) for key in ("baseline_version", "candidate_package_sha256", "baseline_package_sha256")
+            ]
+            if sent != [target.baseline_version, target.candidate_hash, target.baseline_hash]:
+                raise AccessDeniedError(
+                    f"the model_regression record compares other versions than contract '{contract_id}' pins",
+                    hint="run the regression application the contract pins, unchanged",
+                )
+            registry = self.registry()
+            for role, pinned_version, pinned_hash in (
+                ("candidate", version, target.candidate_hash),
+                ("baseline", target.baseline_version, target.baseline_hash),
+            ):
+                if registry.version(name, pinned_version).package_hash != pinned_hash:
+                    raise AccessDeniedError(
+                        f"contract '{contract_id}' pins other bytes than model '{name}' version '{pinned_version}' "
+                        f"(its {role} packageHash differs)",
+                        hint="vote a contract pinning the hashes the registry holds",
+                    )
+            regression = regression_result(report, target.gate)
+            regression |= {
+                "contractId": contract_id,
+                "baselineVersion": target.baseline_version,
+                "baselinePackageHash": target.baseline_hash,
+                "candidatePackageHash": target.candidate_hash,
+                "at": time.time(),
+            }
+            record = {
+                "name": name,
+                "version": version,
+                "regression": regression,
+                "contract_id": contract_id,
+                "attestation_sha256": ledger.payload_digest(str(body["attestation"]).encode()),
+            }
+            signer = f"{ledger.ATTESTED_PREFIX}{contract_id}"
+            seqno = state._append(REGRESSION, signer, canonical_json(record))
+            self._row(seqno, REGRESSION, signer, record)
+            event = {"model": name, "version": version, "baseline": target.baseline_version}
+            state._insert_event(
+                contract_id, seqno, "model_regression", "audit", event | {"passed": regression["passed"]}
+            )
+        state.on_event(contract_id)
+        return self.show(name)
+
     # -- reads ---------------------------------------------------------------------------------------
+    def check_servable(self, contract_data: dict[str, Any]) -> None:
+        """Refuse a contract or spec mounting a registry version that may not be served (see
+        ``ModelRegistry.check_servable``); a contract naming no registry version passes."""
+        targets = serving_targets(contract_data)
+        if targets:
+            registry = self.registry()
+            for (name, version), (package_hash, _mount) in sorted(targets.items()):
+                registry.check_servable(name, version, package_hash)
+
     def all_models(self) -> list[dict[str, Any]]:
         return self.registry().views()
 

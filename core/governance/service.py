@@ -497,6 +497,14 @@ def create_app(state: GovernanceState) -> FastAPI:
     def model_status(contract_id: str, name: str, version: str, body: dict[str, Any] = JSON) -> Response:
         return JSONResponse(state.models.record_status(contract_id, name, version, body))
 
+    @app.post("/contracts/{contract_id}/models/{name}/versions/{version}/regression")
+    def model_regression(contract_id: str, name: str, version: str, body: dict[str, Any] = JSON) -> Response:
+        return JSONResponse(state.models.record_regression(contract_id, name, version, body))
+
+    @app.post("/models/{name}/loadtest")
+    def model_loadtest(name: str, request: Request, raw: bytes = RAW) -> Response:
+        return JSONResponse(state.models.record_loadtest(signed(request, raw), name))
+
     # -- events ----------------------------------------------------------------------------------
     @app.post("/contracts/{contract_id}/events")
     def append_event(contract_id: str, body: dict[str, Any] = JSON) -> Response:

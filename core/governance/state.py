@@ -1108,6 +1108,9 @@ class GovernanceState:
     def publish_model_version(self, model: str, version: str, proposal_id: str) -> None:
         self.models.publish(model, version, proposal_id)
 
+    def check_served_models(self, data: dict[str, Any]) -> None:
+        self.models.check_servable(data)
+
     # -- privacy ledger (rules in ``core.governance.privacy``) ---------------------------------------
     def _privacy(self) -> privacy.PrivacyLedger:
         """The privacy state, rebuilt from its entries in ledger order: the same replay an offline

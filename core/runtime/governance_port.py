@@ -78,6 +78,14 @@ class HttpGovernance:
     ) -> dict[str, Any]:
         return self.client.record_model_status(contract_id, name, version, status, details, attestation)
 
+    def record_model_regression(
+        self, contract_id: str, name: str, version: str, report: dict[str, Any], attestation: str
+    ) -> dict[str, Any]:
+        return self.client.record_model_regression(contract_id, name, version, report, attestation)
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self.client.model(name)
+
     def accepted_policy_hash(self, contract_id: str) -> str | None:
         return accepted_policy_hash(self.document(contract_id, "clean_room_policy"))
 

@@ -79,6 +79,7 @@ from core.runtime.deployment import LOSS_TELEMETRY_ENV, RUN_DIR, TELEMETRY_FILE,
 from core.runtime.ingress import IngressProxy, RouteAllowList, TokenPolicy
 from core.runtime.ingress_cert import endorsed_ingress_identity
 from core.runtime.lifecycle import LIVE_STATES, DeploymentState, LifecycleEvent
+from core.runtime.model_regression import ModelRegressionRecords
 from core.runtime.model_status import ModelStatusRecords, claim_first
 from core.runtime.private_training import (
     LOSS_TELEMETRY_OPTION,
@@ -89,6 +90,7 @@ from core.runtime.private_training import (
     withheld_reason,
 )
 from core.runtime.revocations import RevocationFeed
+from core.runtime.served_versions import check_mounted_packages, check_served_versions
 from core.runtime.traffic_split import TrafficPoller, TrafficRouter, TrafficSplit
 from core.runtime.usage import USAGE_EVENT, UsageMeter
 from core.service_process import process_alive
@@ -184,6 +186,17 @@ class GovernancePort(Protocol):
     ) -> dict[str, Any]:
         """Report a model version's new status (``core.runtime.model_status``); refused unless the
         contract onboards that version and the registry's state machine allows the step."""
+        ...
+
+    def record_model_regression(
+        self, contract_id: str, name: str, version: str, report: dict[str, Any], attestation: str
+    ) -> dict[str, Any]:
+        """Report a regression run's aggregate (``core.runtime.model_regression``); refused unless the
+        contract pins exactly the candidate and baseline versions the record names."""
+        ...
+
+    def model(self, name: str) -> dict[str, Any]:
+        """The registry's model with its versions (what ``core.runtime.served_versions`` checks at start)."""
         ...
 
 
@@ -435,11 +448,13 @@ class LocalRuntime:
             if sandbox.bwrap_path() is None and not self.insecure_no_sandbox:
                 raise sandbox.missing_bwrap_error()  # before any key is released
             self._note(contract_id, LifecycleEvent.ATTESTED, attestation, policy_hash=policy_hash(spec))
+            check_served_versions(self.governance, spec)  # a registry version it serves: still servable?
             stores = self._pin_datasources(spec, run_dir)  # a swapped upload: nothing reserved or released
             self._reserve_privacy(contract_id, spec, attestation)  # before any key: a refusal ends the run here
             deks = self._release_deks(contract_id, spec, attestation, workload_key)
             self._note(contract_id, LifecycleEvent.KEYS_RELEASED, attestation, assets=sorted(deks))
             self._decrypt_datasources(spec, run_dir, stores, deks)
+            check_mounted_packages(spec, run_dir.asset)  # the registry's bytes, before any workload
             if self._stop.is_set():
                 raise AccessDeniedError(f"deployment of '{contract_id}' stopped before it ran ({self._stop_reason})")
             ingress = self._start_ingress(contract_id, spec, run_dir, attestation, ingress_port)
@@ -674,13 +689,24 @@ class LocalRuntime:
             lambda: self._fresh(attestation) or attestation,
             lambda event_type, /, **detail: self._note(contract_id, event_type, attestation, **detail),
         )
-        if telemetry_on or privacy or statuses:  # privacy records and model statuses are read with telemetry off
+        regression = ModelRegressionRecords.for_spec(  # a regression run's aggregate goes to the registry
+            self.governance,
+            contract_id,
+            spec,
+            lambda: self._fresh(attestation) or attestation,
+            lambda event_type, /, **detail: self._note(contract_id, event_type, attestation, **detail),
+        )
+        if telemetry_on or privacy or statuses or regression:  # these are read with telemetry off
             telemetry = TelemetryForwarder(
                 _TelemetryTail(run_dir.run / Path(TELEMETRY_FILE).relative_to(RUN_DIR)),
                 forward=lambda record: self._forward_telemetry(contract_id, record, attestation),
                 refused=lambda kind: self._note(contract_id, "telemetry_refused", attestation, kind=kind),
                 dropped=lambda count: self._note(contract_id, "telemetry_dropped", attestation, records=count),
-                claim=claim_first(privacy.take if privacy else None, statuses.take if statuses else None),
+                claim=claim_first(
+                    privacy.take if privacy else None,
+                    statuses.take if statuses else None,
+                    regression.take if regression else None,
+                ),
                 keep=telemetry_filter(
                     telemetry_on=telemetry_on, private_run=bool(privacy), loss_voted=self._loss_telemetry
                 ),

@@ -74,6 +74,8 @@ from core.runtime.local import (
     owned_dek,
     seal_datasink,
 )
+from core.runtime.model_regression import ModelRegressionRecords
+from core.runtime.model_status import ModelStatusRecords, claim_first
 from core.runtime.private_training import (
     LOSS_TELEMETRY_OPTION,
     PrivacyRecords,
@@ -82,6 +84,7 @@ from core.runtime.private_training import (
     unaccounted_sinks,
     withheld_reason,
 )
+from core.runtime.served_versions import check_mounted_packages, check_served_versions
 from core.storage.blobstore import BlobStore
 from core.storage.locator import open_store
 from core.storage.transfer import UntrustedEntryError, download_folder, pinned_copy
@@ -284,12 +287,14 @@ class RuntimeSidecar:
         ready = False
         try:
             self._note(LifecycleEvent.ATTESTED, policy_hash=measured)
+            check_served_versions(self.governance, self._spec)  # a registry version it serves: still servable?
             with tempfile.TemporaryDirectory(prefix="cleanroom-ciphertext-") as copies:
                 stores = self._pin_datasources(Path(copies))  # a swapped upload: nothing reserved or released
                 self._reserve_privacy()  # before any key: a refusal ends the run here
                 deks = self._release_deks()
                 self._note(LifecycleEvent.KEYS_RELEASED, assets=sorted(deks))
                 self._decrypt_datasources(stores, deks)
+            check_mounted_packages(self._spec, self._datasource_volume)  # the registry's bytes, before any workload
             if self._stop.is_set():
                 raise AccessDeniedError(f"deployment of '{contract_id}' stopped before it ran ({self._stop_reason})")
             self._open_volumes_to_workloads()
@@ -365,6 +370,15 @@ class RuntimeSidecar:
             stores[asset.name] = store
         return stores
 
+    def _datasource_volume(self, name: str) -> Path:
+        for entry in self.config.mount_plan:
+            if entry["kind"] == "datasource" and entry["name"] == name:
+                return self.config.volume(entry)
+        raise ConflictError(
+            f"datasource '{name}' is not in the mount plan",
+            hint="re-generate the ARM template from the accepted deployment spec",
+        )
+
     def _decrypt_datasources(self, stores: dict[str, BlobStore], deks: dict[str, bytes]) -> None:
         for entry in self.config.mount_plan:
             if entry["kind"] == "datasource":
@@ -409,13 +423,23 @@ class RuntimeSidecar:
         telemetry: TelemetryForwarder | None = None
         telemetry_on = self.governance.option_enabled(contract_id, "telemetry")
         privacy = self._privacy
-        if telemetry_on or privacy:  # a private run's privacy record is read even with telemetry off
+        # an onboarding run's statuses and a regression run's aggregate go to the model registry,
+        # as on the local runtime (the same routers)
+        statuses = ModelStatusRecords.for_spec(self.governance, contract_id, self._spec, self._attestation, self._note)
+        regression = ModelRegressionRecords.for_spec(
+            self.governance, contract_id, self._spec, self._attestation, self._note
+        )
+        if telemetry_on or privacy or statuses or regression:  # these are read even with telemetry off
             telemetry = TelemetryForwarder(
                 _TelemetryTail(self.config.run_dir / Path(TELEMETRY_FILE).name),
                 forward=self._forward_telemetry,
                 refused=lambda kind: self._note("telemetry_refused", kind=kind),
                 dropped=lambda count: self._note("telemetry_dropped", records=count),
-                claim=privacy.take if privacy else None,
+                claim=claim_first(
+                    privacy.take if privacy else None,
+                    statuses.take if statuses else None,
+                    regression.take if regression else None,
+                ),
                 keep=telemetry_filter(
                     telemetry_on=telemetry_on, private_run=bool(privacy), loss_voted=self._loss_telemetry
                 ),

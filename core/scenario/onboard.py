@@ -12,7 +12,11 @@ Two parties, every one of them a voter:
    clean room itself writes downloaded -> scanning -> environmentCreated -> deployed -> verified.
    The summary gives the wall time from `model onboard` to `verified` by the ledger's own times.
 3. The pickled package goes the same way and ends `vulnerable`, its finding named, never loaded.
-4. Publishing MiniLM is proposed and accepted by every member; `model versions` shows it published.
+4. The provider registers version 2 (a re-release of the same package) and brings regression
+   cases; the hoster's regression application pins both versions' registry hashes and the voted
+   gate; the clean room compares them and writes version 2's regression result itself, which
+   `model show` prints (a no-change release regresses on no case: the gate passes).
+5. Publishing MiniLM is proposed and accepted by every member; `model versions` shows it published.
 
 Quick and full runs are the same (the package is the shipped model either way).
 """
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.governance.model_registry import ModelStatus
 from core.governance.onboarding_contract import MODEL_ENV, PACKAGE_HASH_ENV, VERSION_ENV, WRAPPER_HASH_ENV
+from core.governance.regression_contract import regression_env
 from core.scenario import onboard_operations
 from core.scenario.operations import perform_each
 from core.scenario.steps import Invocation, Phase, ScenarioDefinition, Step, cleanroom, consortium_setup
@@ -38,7 +43,8 @@ PHASES = (
     Phase("package", "1. The provider builds the MiniLM model package (and a pickled copy)"),
     Phase("onboard-minilm", "2. MiniLM onboarded: its onboarding clean room verifies it"),
     Phase("onboard-pickled", "3. The pickled package onboarded: the clean room finds it vulnerable"),
-    Phase("publish", "4. Every member votes to publish the verified version"),
+    Phase("regression", "4. Version 2 against version 1 on regression cases, under a voted gate"),
+    Phase("publish", "5. Every member votes to publish the verified version"),
 )
 
 VERSION = "1"
@@ -48,6 +54,12 @@ PICKLED_FOLDER = "W/provider/minilm-pickled-package"
 PICKLE_FILE = f"{PICKLED_FOLDER}/model/extra.pkl"
 MOUNT = "/mnt/remote/package"
 TARGET_SECONDS = 60.0  # issue #15: a new user onboards the shipped package to verified within this
+CANDIDATE = "2"  # the re-release compared with VERSION
+REGRESSION_APP = f"regression-{MINILM}"
+REGRESSION_CONTRACT = f"regression-{MINILM}-{CANDIDATE}"
+CASES_SOURCE, REPORT_SINK = "regression-cases", "regression-report"
+CASES_FILE = "W/provider/regression-cases/cases.jsonl"
+GATE = {"min_accuracy_delta": 0.0, "max_regressions": 0}  # the voted gate: no case may regress
 
 
 def contract_of(model: str) -> str:
@@ -151,7 +163,103 @@ def _onboarding_steps(phase: str, model: str, folder: str, description: str, exp
                 cleanroom("hoster", "deployment", "start", "--contract-id", contract, services=True),
                 cleanroom("provider", "model", "versions", "--output", "json", model),
             ),
-            onboard_operations.follow_onboarding(expected),
+            onboard_operations.follow_onboarding(expected, VERSION),
+        )
+    )
+    return steps
+
+
+def _regression_steps() -> list[Step]:
+    """Version 2 registered, the provider's cases uploaded, the hoster's regression application
+    pinning both versions' registry hashes and the gate, the contract voted, the clean room run."""
+    env = regression_env(MINILM, (CANDIDATE, "CANDIDATE_SHA256"), (VERSION, "BASELINE_SHA256"), GATE)
+    mounts = {CASES_SOURCE: "cases", f"{MINILM}-package": "baseline", REPORT_SINK: "output"}
+    command = "python -m containers.regression --cases-dir /mnt/remote/cases --baseline-dir /mnt/remote/baseline "
+    command += "--candidate-dir /mnt/remote/candidate --output-dir /mnt/remote/output --threads 1"
+    steps = [
+        Step(
+            f"{MINILM}:onboard-{CANDIDATE}",
+            "regression",
+            "provider",
+            f"register {MINILM} {CANDIDATE}: a re-release of the same package (status created)",
+            (
+                cleanroom(
+                    "provider",
+                    "model",
+                    "onboard",
+                    "--package",
+                    PACKAGE_FOLDER,
+                    "--name",
+                    MINILM,
+                    "--version",
+                    CANDIDATE,
+                    "--description",
+                    "sentiment classifier",
+                ),
+            ),
+            onboard_operations.onboard,
+        ),
+        Step(
+            "regression:cases",
+            "regression",
+            "provider",
+            "write regression cases (rotten_tomatoes test rows), upload them encrypted, add the report sink",
+            (
+                Invocation((CASES_FILE,), program="write"),
+                cleanroom("provider", "config", "add-datasource", "--name", CASES_SOURCE),
+                cleanroom(
+                    "provider",
+                    "datasource",
+                    "upload",
+                    "--name",
+                    CASES_SOURCE,
+                    "--dataset-folder",
+                    CASES_FILE.rsplit("/", 1)[0],
+                ),
+                cleanroom("provider", "config", "add-datasink", "--name", REPORT_SINK),
+            ),
+            onboard_operations.write_cases,
+        ),
+        Step(
+            "regression:add-application",
+            "regression",
+            "hoster",
+            "add the regression application, pinning both versions' registry hashes and the gate",
+            (
+                cleanroom("hoster", "model", "show", "--output", "json", MINILM),
+                cleanroom(
+                    "hoster",
+                    "config",
+                    "add-application",
+                    "--name",
+                    REGRESSION_APP,
+                    "--entrypoint",
+                    "containers/regression",
+                    "--command",
+                    command,
+                    *(w for source, dst in mounts.items() for w in ("--mounts", f"src={source},dst=/mnt/remote/{dst}")),
+                    "--mounts",
+                    f"src={MINILM}-package,dst=/mnt/remote/candidate",
+                    *(w for key, value in env.items() for w in ("--env", f"{key}={value}")),
+                ),
+            ),
+            onboard_operations.add_regression_application,
+        ),
+    ]
+    steps += _contract_steps(
+        "regression", REGRESSION_CONTRACT, [REGRESSION_APP], serves=False, data_owners=["provider"], personas=PERSONAS
+    )
+    steps.append(
+        Step(
+            f"{REGRESSION_CONTRACT}:run",
+            "regression",
+            "hoster",
+            f"run the regression clean room (sandbox); it writes {MINILM} {CANDIDATE}'s regression result",
+            (
+                cleanroom("hoster", "deployment", "start", "--contract-id", REGRESSION_CONTRACT, services=True),
+                cleanroom("provider", "model", "show", "--output", "table", MINILM),
+            ),
+            onboard_operations.follow_regression,
         )
     )
     return steps
@@ -206,7 +314,7 @@ def build_steps(base: str | None = None) -> list[Step]:
     steps += _onboarding_steps(
         "onboard-pickled", PICKLED, PICKLED_FOLDER, "the same classifier with a pickle", "vulnerable"
     )
-    return steps + _publish_steps()
+    return steps + _regression_steps() + _publish_steps()
 
 
 def summarise(scenario: Scenario) -> dict[str, Any]:
@@ -223,6 +331,7 @@ def summarise(scenario: Scenario) -> dict[str, Any]:
         "withinTarget": seconds is not None and seconds <= TARGET_SECONDS,
         "verified": {key: verified.get(key) for key in shown},
         "vulnerable": {key: pickled.get(key) for key in shown} | findings,
+        "regression": scenario.state.results.get("regression"),
     }
 
 
@@ -233,7 +342,7 @@ def definition(base: str | None = None) -> ScenarioDefinition:
         personas=PERSONAS,
         phases=PHASES,
         steps=tuple(build_steps(base)),
-        contracts=(contract_of(MINILM), contract_of(PICKLED)),
+        contracts=(contract_of(MINILM), contract_of(PICKLED), REGRESSION_CONTRACT),
         consortium_steps=frozenset({*(f"init:{p}" for p in PERSONAS), "services-up"}),
         summarise=summarise,
     )

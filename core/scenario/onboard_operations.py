@@ -151,10 +151,10 @@ def _history_seconds(history: list[dict[str, Any]], status: str) -> float | None
     return round(at[status] - at[ModelStatus.CREATED], 3) if status in at and ModelStatus.CREATED in at else None
 
 
-def ended_as(model: dict[str, Any], expected: str) -> dict[str, Any]:
-    """The registry's word on a model's one version, which must be ``expected``: what the scenario
+def ended_as(model: dict[str, Any], expected: str, version: str = "1") -> dict[str, Any]:
+    """The registry's word on a model's ``version``, which must be ``expected``: what the scenario
     records of it (statuses, their writers, the last details, seconds from created)."""
-    ((version, entry),) = model["versions"].items()
+    entry = model["versions"][version]
     history = entry["history"]
     statuses = [h["status"] for h in history]
     if entry["status"] != expected:
@@ -172,8 +172,8 @@ def ended_as(model: dict[str, Any], expected: str) -> dict[str, Any]:
     }
 
 
-def follow_onboarding(expected: str) -> Perform:
-    """`deployment start`, then `model versions N` until the clean room ends: the version must end
+def follow_onboarding(expected: str, version: str) -> Perform:
+    """`deployment start`, then `model versions N` until the clean room ends: ``version`` must end
     ``expected`` (verified for the shipped package, vulnerable for the pickled one), by the
     clean room's own ledger entries."""
 
@@ -182,25 +182,11 @@ def follow_onboarding(expected: str) -> Perform:
         contract_id = start.value("--contract-id")
         versions = step.invocation("model", "versions")
         name = versions.args[-1]
-        hoster = scenario.engine(_persona(start))
-        ((_, entry),) = scenario.engine(_persona(versions)).model(name)["versions"].items()
+        entry = scenario.engine(_persona(versions)).model(name)["versions"][version]
         if entry["status"] == ModelStatus.CREATED:  # a resumed run whose clean room already ran does not run it again
             operations.perform_each(scenario, dataclasses.replace(step, invocations=(start,)), reporter)
-        deadline = time.monotonic() + ONBOARDING_TIMEOUT_S
-        while (status := hoster.deployment_status(contract_id)) is not None and status.alive:
-            if time.monotonic() > deadline:
-                raise ServiceUnavailableError(
-                    f"onboarding clean room '{contract_id}' did not end within {ONBOARDING_TIMEOUT_S:.0f}s",
-                    hint=f"stop it with `cleanroom deployment stop --contract-id {contract_id}`",
-                )
-            time.sleep(0.5)
-        if status is None or any(code != 0 for code in status.exit_codes.values()):
-            raise ServiceUnavailableError(
-                f"onboarding clean room '{contract_id}' ended {status.state if status else 'unrecorded'} "
-                f"(exit codes {status.exit_codes if status else {}})",
-                hint=f"see `cleanroom deployment logs --contract-id {contract_id}`",
-            )
-        ended = ended_as(scenario.engine(_persona(versions)).model(name), expected)
+        _wait_for_end(scenario, _persona(start), contract_id, "onboarding")
+        ended = ended_as(scenario.engine(_persona(versions)).model(name), expected, version)
         scenario.state.results.setdefault("models", {})[name] = ended
         why = ended["details"].get("reasons") or ended["details"].get("reason") or ""
         return f"{name} {ended['version']}: {' -> '.join(ended['history'])} in {ended['secondsToEnd']} s" + (
@@ -208,6 +194,117 @@ def follow_onboarding(expected: str) -> Perform:
         )
 
     return perform
+
+
+def _wait_for_end(scenario: Scenario, persona: str, contract_id: str, what: str) -> None:
+    """Until the clean room has ended; refused unless every workload exited 0."""
+    hoster = scenario.engine(persona)
+    deadline = time.monotonic() + ONBOARDING_TIMEOUT_S
+    while (status := hoster.deployment_status(contract_id)) is not None and status.alive:
+        if time.monotonic() > deadline:
+            raise ServiceUnavailableError(
+                f"{what} clean room '{contract_id}' did not end within {ONBOARDING_TIMEOUT_S:.0f}s",
+                hint=f"stop it with `cleanroom deployment stop --contract-id {contract_id}`",
+            )
+        time.sleep(0.5)
+    if status is None or any(code != 0 for code in status.exit_codes.values()):
+        raise ServiceUnavailableError(
+            f"{what} clean room '{contract_id}' ended {status.state if status else 'unrecorded'} "
+            f"(exit codes {status.exit_codes if status else {}})",
+            hint=f"see `cleanroom deployment logs --contract-id {contract_id}`",
+        )
+
+
+# -- the regression run ---------------------------------------------------------------------------------
+CASE_STRIDE = 5  # every fifth row of the vendored test split: both labels, ~210 cases
+
+
+def write_cases(scenario: Scenario, step: Step, reporter: Reporter) -> str:
+    """`write FOLDER/cases.jsonl` (every fifth row of the vendored rotten_tomatoes test split as
+    ``{text, label}``), then the upload and the report sink, each by its own verb."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from core.ml.datasets import VENDORED_DIR
+
+    (write,) = [i for i in step.invocations if i.program == "write"]
+    cases = scenario.path(write.args[0])
+    if not cases.is_file():
+        table = pq.read_table(VENDORED_DIR / "rotten_tomatoes" / "test.parquet", columns=["text", "label"])
+        rows = zip(table.column("text").to_pylist(), table.column("label").to_pylist(), strict=True)
+        lines = [json.dumps({"text": t, "label": int(y)}) for i, (t, y) in enumerate(rows) if i % CASE_STRIDE == 0]
+        cases.parent.mkdir(parents=True, exist_ok=True)
+        write_public_file(cases, ("\n".join(lines) + "\n").encode())
+    rest = tuple(i for i in step.invocations if i.program == "cleanroom")
+    done = operations.perform_each(scenario, dataclasses.replace(step, invocations=rest), reporter)
+    count = sum(1 for _ in cases.open(encoding="utf-8"))
+    return f"{count} cases in {cases.name}; {done}"
+
+
+REGRESSION_PLACEHOLDERS = {"CANDIDATE_SHA256": "CLEANROOM_REGRESSION_CANDIDATE_VERSION"}
+REGRESSION_PLACEHOLDERS["BASELINE_SHA256"] = "CLEANROOM_REGRESSION_BASELINE_VERSION"
+
+
+def add_regression_application(scenario: Scenario, step: Step, reporter: Reporter) -> str:
+    """`model show N`, then `config add-application ... --env ...=CANDIDATE_SHA256 ...`: the hoster
+    reads both versions' package hashes from the registry and pins them, with the gate, in the
+    application every member votes."""
+    show = step.invocation("model", "show")
+    name = show.args[-1]
+    registered = _registered(scenario, _persona(show), name)
+    if registered is None:
+        raise NotFoundError(
+            f"model '{name}' is not registered", hint="the provider runs `cleanroom model onboard` first"
+        )
+    add = step.invocation("config", "add-application")
+    env = dict(value.partition("=")[::2] for value in add.values("--env"))
+    args = list(add.args)
+    for index, word in enumerate(args):
+        key, _, value = word.partition("=")
+        if index and args[index - 1] == "--env" and value in REGRESSION_PLACEHOLDERS:
+            version = env[REGRESSION_PLACEHOLDERS[value]]
+            if version not in registered["versions"]:
+                raise NotFoundError(f"model '{name}' has no version '{version}'", hint="register it first")
+            args[index] = f"{key}={registered['versions'][version]['packageHash']}"
+    pinned = dataclasses.replace(add, args=tuple(args))
+    added = operations.perform_each(scenario, dataclasses.replace(step, invocations=(pinned,)), reporter)
+    return f"{added}; pins {name} versions by their registry package hashes"
+
+
+def follow_regression(scenario: Scenario, step: Step, reporter: Reporter) -> str:
+    """`deployment start`, then `model show N`: the clean room itself wrote the candidate's
+    regression result (the scenario never writes one); the run is not repeated once it is there."""
+    start = step.invocation("deployment", "start")
+    contract_id = start.value("--contract-id")
+    show = step.invocation("model", "show")
+    name = show.args[-1]
+    reader = scenario.engine(_persona(show))
+
+    def written() -> tuple[str, dict[str, Any]] | None:
+        for version, entry in reader.model(name)["versions"].items():
+            regression = entry.get("regression")
+            if regression is not None and regression.get("contractId") == contract_id:
+                return version, regression
+        return None
+
+    if written() is None:
+        operations.perform_each(scenario, dataclasses.replace(step, invocations=(start,)), reporter)
+        _wait_for_end(scenario, _persona(start), contract_id, "regression")
+    found = written()
+    if found is None:
+        raise IntegrityError(
+            f"the regression clean room '{contract_id}' ended but {name} has no regression result of it",
+            hint=f"see the audit events of {contract_id} (model_regression_refused) for why",
+        )
+    version, regression = found
+    scenario.state.results["regression"] = {"version": version} | regression
+    verdict = "passed" if regression["passed"] else "FAILED: " + "; ".join(regression["verdict"]["reasons"])
+    return (
+        f"{name} {version} against {regression['baselineVersion']} on {regression['cases']} cases: accuracy "
+        f"{regression['baseline']['accuracy']:.4f} -> {regression['candidate']['accuracy']:.4f}, "
+        f"McNemar p {regression['mcnemarP']:.3g}, gate {verdict}"
+    )
 
 
 def propose_publish(scenario: Scenario, step: Step, reporter: Reporter) -> str:
@@ -260,7 +357,9 @@ def read_versions(scenario: Scenario, step: Step, reporter: Reporter) -> str:
     lines = []
     for line in step.invocations_of("model", "versions"):
         name = line.args[-1]
+        recorded = scenario.state.results["models"][name]
         for version, entry in scenario.engine(_persona(line)).model(name)["versions"].items():
-            scenario.state.results["models"][name]["published"] = entry["published"]
+            if version == recorded["version"]:
+                recorded["published"] = entry["published"]
             lines.append(f"{name} {version} {entry['status']}{' (published)' if entry['published'] else ''}")
     return "; ".join(lines)

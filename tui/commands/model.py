@@ -478,6 +478,29 @@ def _render_model(console: Console, shown: dict[str, Any]) -> None:
             console.print(f"  {entry['status']:<18} {entry['writer'][:24]:<24} {why}", markup=False, soft_wrap=True)
             for finding in findings:  # every scan finding, one per line: what the provider must fix
                 console.print(f"    {finding}", markup=False, soft_wrap=True)
+        _render_results(console, version, data)
+
+
+def _render_results(console: Console, version: str, data: dict[str, Any]) -> None:
+    """The version's regression result and recorded load test, drawn as their own verbs draw them."""
+    from tui.commands.model_tests import _render_loadtest, _render_regression
+
+    regression = data.get("regression")
+    if regression is not None:
+        console.print(
+            f"version {version} regression against version {regression['baselineVersion']} "
+            f"(contract {regression['contractId']}, written by its clean room):",
+            markup=False,
+        )
+        _render_regression(console, regression)
+    loadtest = data.get("loadtest")
+    if loadtest is not None:
+        console.print(
+            f"version {version} load test through contract {loadtest['contractId']} "
+            f"(recorded by {loadtest['writer'][:16]}…):",
+            markup=False,
+        )
+        _render_loadtest(console, loadtest)
 
 
 from tui.commands import model_tests  # noqa: E402  (the load and regression tests join this group)

@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from core.errors import InvalidInputError
+from core.errors import InvalidInputError, NotFoundError
 from core.onboarding.loadtest import DEFAULT_ROUTE, DEFAULT_STEPS, MODES, StepResult
 from tui.output import Result, camel, stderr_console, verb_output
 
@@ -78,6 +78,13 @@ def _engine(ctx: click.Context) -> PersonaEngine:
     default=None,
     help="Optional check: must equal the contract's own ingress (any other URL is refused).",
 )
+@click.option(
+    "--record",
+    "record",
+    default=None,
+    metavar="NAME@VERSION",
+    help="Record the report in this registry version's load test (signed by you; the contract must serve it).",
+)
 @verb_output
 @click.pass_context
 def loadtest(
@@ -89,6 +96,7 @@ def loadtest(
     slo_ms: float,
     route: str,
     endpoint: str | None,
+    record: str | None,
 ) -> Result:
     """Load-test the model a contract serves, through its TLS ingress, with the task's largest
     input (1,000 characters): per step the target and achieved rate, latency mean/p50/p90/p99
@@ -100,10 +108,13 @@ def loadtest(
       cleanroom -w W/consumer model loadtest --contract inference1 --mode per-rps --steps 10,25,50
     Example (clients back to back, JSON):
       cleanroom -w W/consumer model loadtest --contract inference1 --mode per-concurrency -o json
+    Example (recorded on the registry version the contract serves, for every member to read):
+      cleanroom -w W/consumer model loadtest --contract inference1 --mode per-rps --record minilm@1
     """
     plan = _steps(steps, mode)
     console = stderr_console()
     with _engine(ctx) as engine:
+        target = _registry_version(engine, record) if record is not None else None  # before anything is sent
         report = engine.load_test(
             contract_id,
             mode,
@@ -114,8 +125,29 @@ def loadtest(
             endpoint=endpoint,
             on_step=lambda step: console.print(_step_line(step), highlight=False),
         )
-    document = _camel_document(report.as_dict())
-    return Result(document, render=lambda out: _render_loadtest(out, document))
+        document = _camel_document(report.as_dict())
+        if target is not None:
+            shown = engine.record_load_test(*target, contract_id, document)
+            document["recorded"] = {"model": target[0], "version": target[1]} | {
+                key: shown["versions"][target[1]]["loadtest"][key] for key in ("writer", "at")
+            }
+
+    def render(out: Console) -> None:
+        _render_loadtest(out, document)
+        if target is not None:
+            out.print(f"recorded as the load test of {target[0]} version {target[1]}", highlight=False)
+
+    return Result(document, render=render)
+
+
+def _registry_version(engine: PersonaEngine, record: str) -> tuple[str, str]:
+    """``NAME@VERSION`` of a version the registry holds (checked before the load test runs)."""
+    name, at, version = record.rpartition("@")
+    if not at or not name or not version:
+        raise InvalidInputError(f"--record {record!r} is not NAME@VERSION", hint="e.g. --record minilm@1")
+    if version not in engine.model(name)["versions"]:
+        raise NotFoundError(f"model '{name}' has no version '{version}'", hint=f"see `cleanroom model versions {name}`")
+    return name, version
 
 
 def _step_line(step: StepResult) -> str:
@@ -148,7 +180,7 @@ def _render_loadtest(console: Console, document: dict[str, Any]) -> None:
         table.add_row(
             str(step["target"]),
             f"{step['actualRps']:.1f}",
-            *(f"{latency[k]:.1f}" for k in ("mean", "p50", "p90", "p99")),
+            *("-" if latency[k] is None else f"{latency[k]:.1f}" for k in ("mean", "p50", "p90", "p99")),
             str(step["ok"]),
             str(step["failed"]),
             "-" if step["cpuPercent"] is None else f"{step['cpuPercent']:.0f}",

@@ -4,9 +4,13 @@ A provider onboarding a model wants one answer first: did the clean room verify 
 what to fix. So each version is one row with its status icon and the reason or first finding,
 and the selected version's full history (each status, who wrote it: the attested clean room, and
 its details, every scan finding) is spelled out below. It reads governance's model registry, the
-same document `cleanroom model list -o json` prints, reloaded on every ``model_status`` event and
-every few seconds while shown. Publishing a verified version opens a proposal (every member then
-votes in the Proposals view), after the confirm modal.
+same document `cleanroom model list -o json` prints, reloaded on every ``model_status`` and
+``model_regression`` event and every few seconds while shown. Beside the history, the selected
+version's two results: its regression table (``regression_table``: both versions' scores, flips,
+McNemar p and the voted gate's verdict, which decides whether it may be published) and its load
+test (``loadtest_chart``: latency against load with the knee, achieved against target rate).
+Publishing a verified version opens a proposal (every member then votes in the Proposals view),
+after the confirm modal.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 from textual import work
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.widgets import DataTable, Static
 
@@ -27,9 +31,12 @@ from tui.model_statuses import FINAL_BAD, details_line, status_label
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets.empty_hint import EmptyHint
 from tui.widgets.idle_keys import ExplainsIdleKeys
+from tui.widgets.loadtest_chart import LoadTestPanel
+from tui.widgets.regression_table import regression_lines
 from tui.widgets.worker_errors import ToastsWorkerErrors
 
-MODEL_STATUS_EVENT = "model_status"  # governance's audit event for each status the clean room writes
+# governance's audit events that change the registry: a status or a regression result the clean room wrote
+MODEL_EVENTS = frozenset({"model_status", "model_regression"})
 RELOAD_SECONDS = 3.0
 NO_MODELS = (
     "No model onboarded yet: a provider registers a version with `cleanroom model onboard --package DIR "
@@ -70,12 +77,20 @@ def history_lines(row: VersionRow) -> Content:
 class ModelsView(ExplainsIdleKeys, ToastsWorkerErrors, Vertical):
     VIEW_ID = "models"
     BINDINGS = bindings_for("models")
+    DEFAULT_CSS = """
+    #models-table { height: auto; max-height: 10; }
+    #models-results { height: 1fr; }
+    #models-left { width: 1fr; padding: 0 1; }
+    #models-regression { margin-top: 1; }
+    #models-loadtest { width: 1fr; padding: 0 1; border-left: vkey $primary 50%; }
+    """
 
     def __init__(self, engine: PersonaEngine, *, read_only: bool) -> None:
         super().__init__(id="models-view")
         self.engine = engine
         self.read_only = read_only
         self.rows: list[VersionRow] = []
+        self.member_names: dict[str, str] = {}  # member id -> persona name: who recorded a load test
 
     def compose(self) -> ComposeResult:
         yield Static(
@@ -87,7 +102,11 @@ class ModelsView(ExplainsIdleKeys, ToastsWorkerErrors, Vertical):
         )
         yield DataTable(id="models-table", cursor_type="row")
         yield EmptyHint(NO_MODELS, id="models-empty")
-        yield Static("", id="models-detail")
+        with Horizontal(id="models-results"):
+            with VerticalScroll(id="models-left"):
+                yield Static("", id="models-detail")
+                yield Static("", id="models-regression")
+            yield LoadTestPanel(id="models-loadtest")
 
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns("model", "version", "status", "published", "why")
@@ -100,9 +119,12 @@ class ModelsView(ExplainsIdleKeys, ToastsWorkerErrors, Vertical):
     @work(thread=True, exclusive=True, group="models-load", exit_on_error=False)
     def load(self) -> None:
         models = self.engine.models()
-        self.app.call_from_thread(self.show, models)
+        names = {member.member_id: member.name for member in self.engine.members()}
+        self.app.call_from_thread(self.show, models, names)
 
-    def show(self, models: list[dict[str, Any]]) -> None:
+    def show(self, models: list[dict[str, Any]], member_names: dict[str, str] | None = None) -> None:
+        if member_names is not None:
+            self.member_names = member_names
         table = self.query_one(DataTable)
         cursor = table.cursor_row
         self.rows = version_rows(models)
@@ -126,7 +148,12 @@ class ModelsView(ExplainsIdleKeys, ToastsWorkerErrors, Vertical):
 
     def _show_detail(self) -> None:
         row = self.selected
-        self.query_one("#models-detail", Static).update(history_lines(row) if row else "")
+        self.query_one("#models-results").display = row is not None
+        if row is None:
+            return
+        self.query_one("#models-detail", Static).update(history_lines(row))
+        self.query_one("#models-regression", Static).update(regression_lines(row.data.get("regression")))
+        self.query_one(LoadTestPanel).show(row.data.get("loadtest"), self.member_names)
 
     @property
     def selected(self) -> VersionRow | None:
@@ -148,6 +175,10 @@ class ModelsView(ExplainsIdleKeys, ToastsWorkerErrors, Vertical):
             return f"{row.model} {row.version} is published already"
         if row.data["status"] != ModelStatus.VERIFIED:
             return f"{row.model} {row.version} is {row.data['status']}: only a verified version can be published"
+        regression = row.data.get("regression")
+        if regression is not None and (not isinstance(regression, dict) or regression.get("passed") is not True):
+            # governance's own publish check, said before a proposal every member would vote on in vain
+            return f"{row.model} {row.version} failed its regression gate: a failed gate blocks publishing"
         return None
 
     def action_publish(self) -> None:
