@@ -24,6 +24,7 @@ from core.engine import (
     PersonaEngine,
     Proposal,
 )
+from core.engine.usage import UsageLog
 from core.workspace import Workspace
 
 NOW = 1_790_000_000.0
@@ -218,6 +219,26 @@ class SeededPersona(PersonaEngine):
 
     def models(self) -> list[dict]:
         return MODELS
+
+    def read_usage(self, log: UsageLog) -> UsageLog:
+        for seqno, record in enumerate(USAGE_MINUTES, start=10):
+            log.add("inference-1", seqno, record)
+        return log
+
+
+# what the inference-1 ingress reported for three minutes: an app, a member and refused strangers
+USAGE_MINUTES = [
+    {
+        "minute": int(NOW) - 60 * offset - 20,
+        "seconds": 60.0,
+        "callers": {
+            "app:scorer": {"requests": requests, "rows": 3 * requests, "refusals": {"429": throttled}},
+            MEMBERS[2].member_id: {"requests": 2, "rows": 2, "refusals": {}},
+            "(unauthenticated)": {"requests": 0, "rows": 0, "refusals": {"401": 1}},
+        },
+    }
+    for offset, requests, throttled in ((4, 40, 0), (2, 120, 3), (0, 90, 1))
+]
 
 
 # two budgets: one with a run reserved, one nearly spent (the privacy view's gauges)

@@ -104,6 +104,14 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         show=False,
     ),
     ConsoleAction(
+        "views.usage",
+        "0",
+        "show_view('usage')",
+        "Usage",
+        "Show each caller's use of each contract's endpoint: requests, rows and refusals per minute.",
+        show=False,
+    ),
+    ConsoleAction(
         "views.models",
         "8",
         "show_view('models')",

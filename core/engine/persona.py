@@ -22,6 +22,7 @@ from core.engine.privacy_budget import PrivacyBudgetOperations
 from core.engine.registry import RegistryOperations
 from core.engine.session import GovernanceSession
 from core.engine.traffic import TrafficOperations
+from core.engine.usage import UsageOperations
 from core.errors import CleanroomError, IntegrityError, InvalidInputError, NotFoundError, ServiceUnavailableError
 from core.governance.models import ContractState, MemberStatus, OptionStatus, ProposalState, Vote
 from core.runtime.lifecycle import LIFECYCLE_EVENTS, LIVE_STATES, ApplicationState, DeploymentState, LifecycleEvent
@@ -185,6 +186,7 @@ class PersonaEngine(
     ApplicationOperations,
     PrivacyBudgetOperations,
     TrafficOperations,
+    UsageOperations,
     GovernanceSession,
 ):
     """One persona's view of the clean room; every method acts with that persona's keys only.

@@ -292,6 +292,36 @@ def _sidecar(
     return {"name": RUNTIME_SIDECAR_NAME, "properties": properties}
 
 
+BLUE_GREEN_HINT = (
+    "deploy it with --backend local (its ingress applies the voted split), or give --backend aci "
+    "a contract with one serving application"
+)
+
+
+def refuse_blue_green(contract_id: str, serving: list[str]) -> None:
+    """A contract serving several applications is blue/green: the local runtime puts them behind
+    one TLS ingress that follows the members' voted traffic split (``core.runtime.traffic_split``).
+    A container group has no such ingress (each serving port is published on the group's IP as
+    is), so it could not honour the split, the pin header or a rollback: refused before any file
+    is written or any group deployed, rather than deployed without the voted routing."""
+    if len(serving) > 1:
+        raise InvalidInputError(
+            f"contract '{contract_id}' serves {len(serving)} applications ({', '.join(serving)}) behind one "
+            "endpoint with a voted traffic split (blue/green), which --backend aci cannot route",
+            hint=BLUE_GREEN_HINT,
+        )
+
+
+def _serving_containers(template: dict[str, Any]) -> list[str]:
+    """The workload containers of a template that publish a port (the runtime sidecar publishes none).
+    Anything malformed counts as nothing here: ``container_group`` refuses it with its path."""
+    try:
+        containers = template["resources"][0]["properties"]["containers"]
+        return [str(c["name"]) for c in containers if c.get("properties", {}).get("ports")]
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return []
+
+
 def aci_template(
     deployment_spec: dict[str, Any],
     *,
@@ -311,6 +341,7 @@ def aci_template(
     host_data = cce_policy_host_data(cce_policy) if cce_policy is not None else None
     measured = policy_hash(deployment_spec)  # validates the spec the same way as the local runtime
     apps = deployment_spec["applications"]
+    refuse_blue_green(str(deployment_spec["contract_id"]), [str(a["name"]) for a in apps if a.get("ports")])
     names = [_resource_name(str(a["name"])) for a in apps]
     if RUNTIME_SIDECAR_NAME in names or len(set(names)) != len(names):
         raise InvalidInputError(
@@ -540,6 +571,9 @@ class AciDeployment:
         ``allow_debug_policy`` deploys without a ccePolicy (ACI then enforces nothing): the
         hardware still attests, but its HOST_DATA will not match any accepted SKR policy.
         """
+        # a template written by hand or before blue/green was refused at generation
+        contract = template.get("metadata", {}).get("cleanroom", {}).get("contract_id")
+        refuse_blue_green(str(contract or name or "?"), _serving_containers(template))
         policy = cce_policy.strip() if cce_policy is not None else None
         if policy is None and not allow_debug_policy:
             policy = template.get("parameters", {}).get("ccePolicy", {}).get("defaultValue")

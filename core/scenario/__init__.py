@@ -46,6 +46,7 @@ SCENARIOS: dict[str, Callable[[], ScenarioDefinition]] = {
     "dp-join": _definition("dp_join", "DP_JOIN"),
     "summarise": _definition("summarise", "SUMMARISE"),
     "onboard": _definition("onboard", "ONBOARD"),
+    "endpoints": _definition("endpoints", "ENDPOINTS"),
 }
 # What help lists: the shipped scenarios, fixed here, so a scenario registered later (a test's, a
 # plugin's) is playable but never changes the documented choices.

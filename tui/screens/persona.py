@@ -24,6 +24,7 @@ from textual.widget import Widget
 
 from core.engine import CleanroomEvent, EndpointHealth, PersonaEngine
 from core.runtime.lifecycle import LIFECYCLE_EVENTS
+from core.runtime.usage import USAGE_EVENT
 from tui.actions import bindings_for
 from tui.widgets.context_bar import ContextBar, PersonaTabs, ViewTabs
 from tui.widgets.data import DataView
@@ -36,6 +37,7 @@ from tui.widgets.privacy_gauge import PrivacyGauges
 from tui.widgets.proposals import ProposalsView
 from tui.widgets.summaries import SummariesView
 from tui.widgets.training import TrainingMonitor
+from tui.widgets.usage import UsageView
 
 # where views wait while another is shown: still laid out at their size, never drawn
 OFF_STAGE = (0, 10_000)
@@ -49,6 +51,7 @@ VIEW_TABS = (
     ("privacy", "Privacy"),
     ("models", "Models"),
     ("summaries", "Summaries"),
+    ("usage", "Usage"),
 )
 
 
@@ -85,6 +88,7 @@ class PersonaScreen(Screen):
             yield PrivacyGauges(self.engine)
             yield ModelsView(self.engine, read_only=self.read_only)
             yield SummariesView(self.engine)
+            yield UsageView(self.engine, now=self.now)
         yield KeyBar(classes="key-bar")
 
     def on_mount(self) -> None:
@@ -105,6 +109,8 @@ class PersonaScreen(Screen):
         self.query_one(PrivacyGauges).load()
         self.query_one(ModelsView).load()
         self.query_one(SummariesView).load()
+        if self.active_view == UsageView.VIEW_ID:  # read when shown: the live feed keeps it current
+            self._usage.load()
 
     @property
     def active_view(self) -> str:
@@ -131,6 +137,8 @@ class PersonaScreen(Screen):
             widget.can_focus_children = on_stage
         if view == TrainingMonitor.VIEW_ID:
             self._training.catch_up()
+        elif view == UsageView.VIEW_ID:
+            self._usage.load()  # only what governance recorded since the last read (its cursors)
         # a view that starts with something to type (Inference: the contract id) focuses it
         focus = getattr(shown, "FOCUS_FIRST", "DataTable, Log, LineChart")
         self.set_focus(shown.query(focus).first(), scroll_visible=False)
@@ -157,6 +165,10 @@ class PersonaScreen(Screen):
     def _deployments(self) -> DeploymentsView:
         return self.query_one(DeploymentsView)
 
+    @cached_property
+    def _usage(self) -> UsageView:
+        return self.query_one(UsageView)
+
     def route_event(self, event: CleanroomEvent) -> None:
         training = self._training
         if training.accepts(event):
@@ -164,5 +176,7 @@ class PersonaScreen(Screen):
             return
         deployments = self._deployments
         deployments.add_event(event)
+        if event.kind == USAGE_EVENT:  # the ingress's per-caller minute: the usage view counts it too
+            self._usage.add_event(event)
         if event.kind in LIFECYCLE_EVENTS:
             deployments.load()

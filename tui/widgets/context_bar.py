@@ -53,7 +53,8 @@ class ViewTabs(Static):
         parts: list[Content] = []
         for key, (view, title) in enumerate(self.views, start=1):
             style = "reverse bold $accent" if view == self.active else "$text-muted"
-            parts.append(Content.from_markup(f"[@click=screen.show_view('{view}')][{style}] {key} {title} [/][/]"))
+            digit = key % 10  # the tenth view's key is 0
+            parts.append(Content.from_markup(f"[@click=screen.show_view('{view}')][{style}] {digit} {title} [/][/]"))
         return Content(" ").join(parts)
 
 
