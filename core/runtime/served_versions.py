@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from core.errors import AccessDeniedError, IntegrityError, NotFoundError
-from core.governance.model_registry import check_servable
 from core.governance.serving_contract import serving_targets
 from core.onboarding.package_digest import package_sha256
 
@@ -26,7 +25,14 @@ class RegistryReader(Protocol):
 
 def check_served_versions(governance: RegistryReader, spec: dict[str, Any]) -> None:
     """Refuse (before keys) a spec serving a registry version that may no longer be mounted."""
-    for (name, version), (package_hash, _mount) in sorted(serving_targets(spec).items()):
+    targets = serving_targets(spec)
+    if not targets:
+        return
+    # the registry's module (and the ledger under it) loads only for a spec that serves a version:
+    # every other clean room starts without it (tests/test_runtime_start_imports.py)
+    from core.governance.model_registry import check_servable
+
+    for (name, version), (package_hash, _mount) in sorted(targets.items()):
         try:
             versions = governance.model(name).get("versions", {})
         except NotFoundError:
