@@ -210,10 +210,13 @@ async def test_the_seeded_usage_view_charts_the_selected_caller_and_slides_with_
         await pilot.app.workers.wait_for_complete()
         await pilot.press("0")  # shows the view and reads usage in a worker
         await pilot.app.workers.wait_for_complete()
-        # the table's row highlight redraws the chart one message later: let it settle
-        await pilot.pause()
+        # the rows arrive through call_from_thread, and the table sizes its columns to them on a
+        # later refresh (a CI capture once had the rows under header-wide columns): let both land
+        table = pilot.app.screen.query_one("#usage-table", DataTable)
+        while not table.row_count:
+            await pilot.pause(0.05)
         await pilot.wait_for_scheduled_animations()
-        await pilot.pause()
+        await pilot.pause(0.2)
         view = app.screen.query_one(UsageView)
         chart = view.query_one("#usage-chart", LineChart)
         per_minute = dict(zip(chart.xs, chart.ys, strict=True))
@@ -238,9 +241,12 @@ def test_usage_view_snapshot(snap_compare, tmp_path: Path) -> None:
         await pilot.app.workers.wait_for_complete()
         await pilot.press("0")  # shows the view and reads usage in a worker
         await pilot.app.workers.wait_for_complete()
-        # the table's row highlight redraws the chart one message later: let it settle
-        await pilot.pause()
+        # the rows arrive through call_from_thread, and the table sizes its columns to them on a
+        # later refresh (a CI capture once had the rows under header-wide columns): let both land
+        table = pilot.app.screen.query_one("#usage-table", DataTable)
+        while not table.row_count:
+            await pilot.pause(0.05)
         await pilot.wait_for_scheduled_animations()
-        await pilot.pause()
+        await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
