@@ -213,10 +213,14 @@ async def test_the_seeded_usage_view_charts_the_selected_caller_and_slides_with_
         # the rows arrive through call_from_thread, and the table sizes its columns to them on a
         # later refresh (a CI capture once had the rows under header-wide columns): let both land
         table = pilot.app.screen.query_one("#usage-table", DataTable)
-        while not table.row_count:
+        contract = table.ordered_columns[0]
+        for _ in range(200):  # the table widens its columns to the rows when it next goes idle
+            if table.row_count and contract.content_width > len(str(contract.label)):
+                break
             await pilot.pause(0.05)
+        table.refresh()  # the header line may have been drawn before the widths changed
         await pilot.wait_for_scheduled_animations()
-        await pilot.pause(0.2)
+        await pilot.pause()
         view = app.screen.query_one(UsageView)
         chart = view.query_one("#usage-chart", LineChart)
         per_minute = dict(zip(chart.xs, chart.ys, strict=True))
@@ -244,9 +248,13 @@ def test_usage_view_snapshot(snap_compare, tmp_path: Path) -> None:
         # the rows arrive through call_from_thread, and the table sizes its columns to them on a
         # later refresh (a CI capture once had the rows under header-wide columns): let both land
         table = pilot.app.screen.query_one("#usage-table", DataTable)
-        while not table.row_count:
+        contract = table.ordered_columns[0]
+        for _ in range(200):  # the table widens its columns to the rows when it next goes idle
+            if table.row_count and contract.content_width > len(str(contract.label)):
+                break
             await pilot.pause(0.05)
+        table.refresh()  # the header line may have been drawn before the widths changed
         await pilot.wait_for_scheduled_animations()
-        await pilot.pause(0.2)
+        await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
