@@ -41,10 +41,10 @@ from tests.test_tui_governance import (  # noqa: F401 (fixture)
     propose_contract,
 )
 from tui.app import CleanroomConsole
-from tui.commands.console import terminal_hung_up
 from tui.scenario_session import NOTE_NAME, end_session, previous_note
 from tui.screens.confirm import ConfirmScreen, QuitScreen, VoteScreen
 from tui.session_lock import LOCK_NAME, SessionLock
+from tui.terminal_driver import terminal_hung_up
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (140, 40)

@@ -32,6 +32,7 @@ from tui.preferences import ConsolePreferences
 from tui.screens.confirm import QuitScreen
 from tui.screens.help import HelpScreen
 from tui.screens.persona import VIEW_TABS, PersonaScreen
+from tui.terminal_driver import console_driver
 from tui.widgets.data import DataView
 from tui.widgets.deployments import DeploymentsView
 from tui.widgets.inference import InferenceView
@@ -86,7 +87,7 @@ class CleanroomConsole(ToastsWorkerErrors, App[None]):
         scenario: Scenario | None = None,
         preferences: ConsolePreferences | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(driver_class=console_driver())
         if not engines:
             raise ValueError("the console needs at least one persona workspace")
         if len(engines) > MAX_PERSONAS:

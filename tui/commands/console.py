@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import select
 import signal
 import sys
 from collections.abc import Iterator
@@ -135,6 +134,7 @@ def _run_scenario_console(
             )
         # textual loads only when the console really opens
         from tui.app import CleanroomConsole
+        from tui.terminal_driver import terminal_hung_up
 
         app = CleanroomConsole(
             engines, read_only=read_only, theme=theme, scenario=scenario, preferences=ConsolePreferences.load()
@@ -163,16 +163,6 @@ def _run_scenario_console(
         # at exit; what it was driving was stopped or left running (and said so) above
         sys.stdout.flush()
         os._exit(0)
-
-
-def terminal_hung_up() -> bool:
-    """Whether the console's terminal is gone (its window closed): a poll of stdin says hang-up."""
-    try:
-        poller = select.poll()
-        poller.register(sys.stdin.fileno(), select.POLLIN)
-        return any(mask & select.POLLHUP for _, mask in poller.poll(0))
-    except (OSError, ValueError):
-        return False
 
 
 class _Signalled(Exception):
