@@ -86,7 +86,8 @@ def test_runtime_refuses_a_dek_not_written_by_the_asset_owner(world: World, tmp_
     consumer_id = world.parties["consumer"].identity.member_id
     kek = world.keys().describe_kek(consumer_id, CONTRACT)
     known = wrap_dek_for(load_kek_public_key(kek["public_key_pem"].encode()), b"\x42" * 32)
-    database = sqlite3.connect(world.governance_state / DB_FILE)
+    # the live service writes the same file: wait out its transactions (a loaded CI passed the 5 s default)
+    database = sqlite3.connect(world.governance_state / DB_FILE, timeout=120)
     name = dek_secret_name("results")
     original = database.execute(
         "SELECT value, owner FROM secrets WHERE contract_id=? AND name=?", (CONTRACT, name)

@@ -71,7 +71,9 @@ def test_an_app_that_draws_after_the_terminal_closed_still_exits(tmp_path: Path)
                 screen += os.read(master, 65536)
         os.close(master)  # the window closes: SIGHUP, SIGCONT, and EIO for every write after
         master = -1
-        assert process.wait(timeout=30) == 0
+        # 0: SIGHUP's handler ended it; 1: the input thread's failed read did first (Textual's
+        # panic; the console then still reads the hang-up, see tui.commands.console). Not a hang.
+        assert process.wait(timeout=30) in (0, 1)
     finally:
         if master >= 0:
             os.close(master)
