@@ -19,7 +19,6 @@ from core.governance.model_registry import ModelVersion
 from core.governance.model_regression import regression_result
 from core.onboarding.loadtest import PER_RPS, LoadTestReport, StepResult, WorkloadUsage
 from tests.tui_seeded import MEMBERS, MODELS, NOW
-from tui.commands.model_tests import _camel_document
 
 SLO_MS = 200.0
 # target rps -> (achieved rps, p50 ms, p99 ms, failed): holds to 50 rps, p99 breaks the SLO at
@@ -55,7 +54,7 @@ def loadtest_report(mode: str = PER_RPS, steps: dict[int, tuple[float, float, fl
         for target, (actual, p50, p99, failed) in steps.items()
     ]
     report = LoadTestReport(mode, "https://127.0.0.1:8443", "/infer", 1000, SLO_MS, results, "from /proc")
-    return _camel_document(report.as_dict())
+    return report.as_dict()
 
 
 def recorded_loadtest(report: dict | None = None) -> dict[str, Any]:

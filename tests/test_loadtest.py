@@ -208,9 +208,9 @@ def test_per_rps_sends_exactly_the_schedule_with_a_fresh_token_per_step(fast: Fi
     assert {path for path, _, _ in fast.requests} == {"/infer"}
     assert all(len(json.loads(body)["data"]) == 1000 for _, _, body in fast.requests)
     document = report.as_dict()
-    assert document["knee"]["target"] == 40 and document["payload_chars"] == 1000
-    assert set(document["steps"][0]["latency_ms"]) == {"mean", "p50", "p90", "p99", "max"}
-    assert document["workload_measured"] == "not measured: the clean room does not run on this machine"
+    assert document["knee"]["target"] == 40 and document["payloadChars"] == 1000
+    assert set(document["steps"][0]["latencyMs"]) == {"mean", "p50", "p90", "p99", "max"}
+    assert document["workloadMeasured"] == "not measured: the clean room does not run on this machine"
 
 
 def test_open_loop_latency_includes_the_queue_a_slow_server_builds(tls: tuple[Path, Path]) -> None:

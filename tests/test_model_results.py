@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -296,40 +297,54 @@ def loadtest_report() -> dict[str, Any]:
 
 def test_a_members_load_test_is_recorded_with_its_writer_and_checked(gov: Consortium, attester: Attester) -> None:
     two_versions(gov, "loaded")
-    gov.accepted_contract("load-any")
+    publish(gov, attester, "loaded", "1")
+    gov.accepted_contract("load-1", serving_data(gov, "loaded", "1", package_hash("loaded", "1")))
     consumer = gov.clients[CONSUMER]
-    shown = consumer.record_model_loadtest("loaded", "1", "load-any", loadtest_report() | {"extra": "dropped"})
+    shown = consumer.record_model_loadtest("loaded", "1", "load-1", loadtest_report() | {"extra": "dropped"})
     recorded = shown["versions"]["1"]["loadtest"]
-    assert recorded["writer"] == gov.members[CONSUMER].member_id and recorded["contractId"] == "load-any"
+    assert recorded["writer"] == gov.members[CONSUMER].member_id and recorded["contractId"] == "load-1"
     assert {k: v for k, v in recorded.items() if k not in ("writer", "at", "contractId")} == loadtest_report()
     unanswered = {**loadtest_report()["steps"][0], "ok": 0, "failed": 4, "withinSlo": False}
     unanswered["latencyMs"] = dict.fromkeys(("mean", "p50", "p90", "p99", "max"))  # nobody answered: no latency
-    shown = consumer.record_model_loadtest("loaded", "1", "load-any", loadtest_report() | {"steps": [unanswered]})
+    shown = consumer.record_model_loadtest("loaded", "1", "load-1", loadtest_report() | {"steps": [unanswered]})
     assert shown["versions"]["1"]["loadtest"]["steps"][0]["latencyMs"]["p99"] is None
     head = gov.clients[HOSTER].ledger_head()["seqno"]
     bad_step = loadtest_report() | {"steps": [{**loadtest_report()["steps"][0], "ok": -1}]}
     refused(
-        lambda: consumer.record_model_loadtest("loaded", "2", "load-any", bad_step),
+        lambda: consumer.record_model_loadtest("loaded", "1", "load-1", bad_step),
         InvalidInputError,
         400,
         "load-test report field 'steps[0].ok' must be a whole number >= 0",
     )
     huge = loadtest_report() | {"workloadMeasured": "x" * 40_000}
-    refused(lambda: consumer.record_model_loadtest("loaded", "2", "load-any", huge), InvalidInputError, 400, "exceeds")
+    refused(lambda: consumer.record_model_loadtest("loaded", "1", "load-1", huge), InvalidInputError, 400, "exceeds")
     assert gov.clients[HOSTER].ledger_head()["seqno"] == head
-    # a contract serving registry versions measures those only
+
+
+def test_a_load_test_through_a_contract_serving_another_version_or_none_is_refused_and_not_written(
+    gov: Consortium, attester: Attester
+) -> None:
+    """Only an accepted contract serving exactly the version may carry its load test: one serving
+    another model, another version of the same model, or no registry version at all (a plain
+    model asset) measured something else."""
+    two_versions(gov, "measured")
+    publish(gov, attester, "measured", "1")
     two_versions(gov, "other-model")
     publish(gov, attester, "other-model", "1")
     gov.accepted_contract("serves-other", serving_data(gov, "other-model", "1", package_hash("other-model", "1")))
+    gov.accepted_contract("serves-version-1", serving_data(gov, "measured", "1", package_hash("measured", "1")))
+    gov.accepted_contract("serves-none")
+    consumer = gov.clients[CONSUMER]
     head = gov.clients[HOSTER].ledger_head()["seqno"]
-    refused(
-        lambda: consumer.record_model_loadtest("loaded", "2", "serves-other", loadtest_report()),
-        AccessDeniedError,
-        403,
-        "contract 'serves-other' does not serve model 'loaded' version '2'",
-    )
+    for contract_id, version in (("serves-other", "1"), ("serves-none", "1"), ("serves-version-1", "2")):
+        refused(
+            partial(consumer.record_model_loadtest, "measured", version, contract_id, loadtest_report()),
+            AccessDeniedError,
+            403,
+            f"contract '{contract_id}' does not serve model 'measured' version '{version}'",
+        )
     assert gov.clients[HOSTER].ledger_head()["seqno"] == head
-    assert consumer.model("loaded")["versions"]["2"]["loadtest"] is None
+    assert [v["loadtest"] for v in consumer.model("measured")["versions"].values()] == [None, None]
 
 
 # -- only verified, regression-tested, public versions are mounted ---------------------------------------

@@ -3,7 +3,8 @@ what the scanner must stop, and the scenario runs end to end on a package of the
 governance and key service on loopback, the onboarding workload in the bubblewrap sandbox): the
 good package ends verified by the clean room's own ledger entries and is published by every
 member's vote, the pickled one ends vulnerable with its finding and cannot be published; the
-regression clean room writes version 2's regression result, which `model show` prints.
+regression clean room writes version 2's regression result, which `model show` prints; a clean room
+serving the published version is load-tested and the provider's report recorded on the version.
 (smoke: the same through `cleanroom demo --scenario onboard` on the shipped MiniLM, within 60 s.)
 """
 
@@ -24,12 +25,15 @@ import pytest
 from core.config.party import party_fragment
 from core.errors import ConflictError, IntegrityError, NotFoundError
 from core.governance.onboarding_contract import onboarding_env
+from core.governance.serving_contract import serving_env, serving_targets
 from core.onboarding.scan import scan_folder
 from core.scenario import Invocation, Reporter, Scenario, Step, scenario_definition
 from core.scenario.onboard import (
     CANDIDATE,
     GATE,
+    LOADTEST_PLAN,
     MINILM,
+    MOUNT,
     ONBOARD,
     PACKAGE_FOLDER,
     PERSONAS,
@@ -37,6 +41,8 @@ from core.scenario.onboard import (
     PICKLED,
     PICKLED_FOLDER,
     REGRESSION_CONTRACT,
+    SERVE_APP,
+    SERVE_CONTRACT,
     contract_of,
     definition,
 )
@@ -76,8 +82,7 @@ def test_every_narrated_line_reads_back_as_the_argv_it_runs(invocation: Invocati
 def test_the_scenario_is_registered_and_every_member_votes_each_contract_and_the_publication() -> None:
     assert scenario_definition("onboard") is ONBOARD
     assert ONBOARD.personas == ("hoster", "provider")
-    for model in (MINILM, PICKLED):
-        contract = contract_of(model)
+    for contract in (contract_of(MINILM), contract_of(PICKLED), REGRESSION_CONTRACT, SERVE_CONTRACT):
         for vote in ("vote-contract", "vote-deployment"):
             assert {s.persona for s in ONBOARD.steps if s.key.startswith(f"{contract}:{vote}:")} == set(PERSONAS)
     assert {s.persona for s in ONBOARD.steps if s.key.startswith("publish:vote:")} == set(PERSONAS)
@@ -95,6 +100,24 @@ def test_the_onboarding_application_pins_every_name_the_contract_rule_reads() ->
     assert narrated == onboarding_env(MINILM, "1", "PACKAGE_SHA256", "WRAPPER_SHA256")
     assert add.values("--mounts") == [f"src={MINILM}-package,dst=/mnt/remote/package"]
     assert step.invocation("model", "show").args[-1] == MINILM  # (the name last: the verb is the words before options)
+
+
+def test_the_serving_application_names_the_published_version_as_the_serving_rule_reads_it() -> None:
+    """The narrated --env are the names core.governance.serving_contract reads (so governance
+    checks the version is servable and takes a load test only through this contract), the package
+    hash a placeholder the hoster fills from the registry, the mount the package's; the load test
+    records on that version, with a short plan, and the clean room is stopped last."""
+    step = next(s for s in ONBOARD.steps if s.key == "serve:add-application")
+    add = step.invocation("config", "add-application")
+    narrated = dict(value.partition("=")[::2] for value in add.values("--env"))
+    assert narrated == serving_env(MINILM, "1", "PACKAGE_SHA256", MOUNT)
+    assert serving_targets({"applications": [{"env": narrated}]}) == {(MINILM, "1"): ("PACKAGE_SHA256", MOUNT)}
+    assert add.values("--mounts") == [f"src={MINILM}-package,dst={MOUNT}"] and add.value("--name") == SERVE_APP
+    serve = [s for s in ONBOARD.steps if s.phase == "serve"]
+    loadtest = next(s for s in serve if s.key == f"{SERVE_CONTRACT}:loadtest").invocation("model", "loadtest")
+    assert loadtest.value("--contract") == SERVE_CONTRACT and loadtest.value("--record") == f"{MINILM}@1"
+    assert loadtest.value("--mode") == "per-rps" and loadtest.value("--steps") == LOADTEST_PLAN[1]
+    assert serve[-1].invocations[0].verb == ("deployment", "stop")
 
 
 def test_the_pickled_copy_is_the_good_package_plus_a_pickle_the_scan_flags(tmp_path: Path) -> None:
@@ -195,6 +218,7 @@ def test_an_onboarding_application_for_an_unregistered_model_is_refused_and_not_
         f"onboard-{MINILM}",
         f"onboard-{PICKLED}",
         f"regression-{MINILM}",
+        SERVE_APP,
     ]
 
 
@@ -237,6 +261,36 @@ def test_the_regression_clean_room_writes_version_2s_result_and_model_show_print
     assert "gate: passed" in shown.stdout
 
 
+@pytest.mark.timeout(900)
+def test_the_served_version_carries_the_providers_recorded_load_test(
+    played: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.cli_runner import cleanroom
+
+    loadtest: Any = played.definition.summarise(played)["loadtest"]
+    provider = played.engine("provider")
+    recorded = provider.model(MINILM)["versions"]["1"]["loadtest"]
+    assert recorded["writer"] == provider.member_id and recorded["contractId"] == SERVE_CONTRACT
+    assert [s["target"] for s in recorded["steps"]] == [5, 10, 20] and recorded["mode"] == "per-rps"
+    assert all(s["sent"] > 0 and s["peakRssMb"] > 0 for s in recorded["steps"])  # measured in this clean room
+    assert loadtest["model"] == MINILM and loadtest["version"] == "1" and loadtest["writer"] == provider.member_id
+    assert loadtest["steps"] == [5, 10, 20] and loadtest["contractId"] == SERVE_CONTRACT
+    assert loadtest["kneeRps"] == (recorded["knee"] or {}).get("target")
+    knee = next((s for s in recorded["steps"] if s["target"] == loadtest["kneeRps"]), None)
+    assert loadtest["p50AtKneeMs"] == (knee["latencyMs"]["p50"] if knee else None)
+    # the voted application serves the registry's bytes; the clean room was stopped
+    registered = provider.model(MINILM)["versions"]["1"]
+    (application,) = [a for a in party_fragment(played.workspace("hoster")).applications if a.name == SERVE_APP]
+    assert application.env == serving_env(MINILM, "1", registered["packageHash"], MOUNT)
+    status = played.deployment_status(SERVE_CONTRACT)
+    assert status is not None and not status.alive
+
+    monkeypatch.setenv("CLEANROOM_HOME", str(played.services_home))
+    shown = cleanroom("-w", played.workspace_dir("hoster"), "model", "show", MINILM)
+    assert shown.code == 0, shown.stderr
+    assert f"version 1 load test through contract {SERVE_CONTRACT}" in shown.stdout
+
+
 # -- end to end on the shipped MiniLM -------------------------------------------------------------------
 @pytest.mark.smoke
 @pytest.mark.timeout(900)
@@ -257,3 +311,4 @@ def test_onboard_demo_end_to_end(tmp_path: Path) -> None:
     assert result["verified"]["history"] == TO_VERIFIED and result["verified"]["published"] is True
     assert result["vulnerable"]["status"] == "vulnerable" and result["vulnerable"]["reasons"] == ["pickle"]
     assert result["withinTarget"] is True, result["onboardToVerifiedSeconds"]
+    assert result["loadtest"]["contractId"] == SERVE_CONTRACT and result["loadtest"]["steps"] == [5, 10, 20]

@@ -16,7 +16,7 @@ from core.engine.session import GovernanceSession
 from core.errors import NotFoundError
 
 if TYPE_CHECKING:
-    from core.engine.persona import DeploymentStatus
+    from core.engine.persona import Contract, DeploymentStatus
     from core.onboarding.loadtest import LoadTestReport, StepResult
 
 
@@ -25,6 +25,7 @@ class _ServingContract(Protocol):
 
     def ingress_endpoint(self, contract_id: str) -> str: ...
     def ca_certificate(self, contract_id: str) -> str | None: ...
+    def contract(self, contract_id: str) -> Contract: ...
     def contract_token(self, contract_id: str) -> dict[str, Any]: ...
     def deployment_status(self, contract_id: str) -> DeploymentStatus | None: ...
 
@@ -92,8 +93,17 @@ class RegistryOperations(GovernanceSession):
         The URL is the ingress the clean room announced (``endpoint``, if given, must equal it, so
         a load test is never pointed elsewhere), TLS is pinned to the contract's CA, and each step
         gets a fresh token issued to this member. When the clean room runs on this machine the
-        report carries the workload's CPU and memory."""
-        from core.onboarding.loadtest import LoadTarget, check_plan, contract_endpoint, run_load_test
+        report carries the workload's CPU and memory. A contract serving a registry version serves
+        a model package, which takes the package's record rather than a bare text."""
+        from core.governance.serving_contract import serving_targets
+        from core.onboarding.loadtest import (
+            LoadTarget,
+            check_plan,
+            contract_endpoint,
+            max_payload_text,
+            request_body,
+            run_load_test,
+        )
 
         check_plan(mode, steps, duration_s, slo_ms)  # before anything is looked up or sent
         url = contract_endpoint(self.ingress_endpoint(contract_id), endpoint)
@@ -103,7 +113,9 @@ class RegistryOperations(GovernanceSession):
                 f"contract '{contract_id}' has no CA certificate", hint="enable the CA by vote and generate its key"
             )
         status = self.deployment_status(contract_id)
-        target = LoadTarget(url, ca_pem, lambda: str(self.contract_token(contract_id)["token"]), route=route)
+        package = bool(serving_targets(self.contract(contract_id).document))
+        body = request_body(max_payload_text(), package=package)
+        target = LoadTarget(url, ca_pem, lambda: str(self.contract_token(contract_id)["token"]), route=route, body=body)
         return run_load_test(
             target,
             mode,

@@ -400,8 +400,9 @@ class ModelRecords:
         return {"name": name, "version": version, "deleted": True}
 
     def record_loadtest(self, request: VerifiedRequest, name: str) -> dict[str, Any]:
-        """A member's load-test report on a version, through a contract that serves it: a contract
-        naming registry versions must name this one (an accepted contract either way)."""
+        """A member's load-test report on a version, only through an accepted contract that serves
+        exactly this version: a figure measured on any other model (or a plain model asset) must
+        never stand as this version's load test."""
         version = check_name("model version", request.body.get("version"))
         contract_id = request.body.get("contractId")
         if not isinstance(contract_id, str) or not contract_id:
@@ -412,7 +413,7 @@ class ModelRecords:
             self.registry().version(name, version)
             contract = state.get_contract(contract_id)
             served = serving_targets(contract["data"])
-            if contract["state"] != ContractState.ACCEPTED or (served and (name, version) not in served):
+            if contract["state"] != ContractState.ACCEPTED or (name, version) not in served:
                 raise AccessDeniedError(
                     f"contract '{contract_id}' does not serve model '{name}' version '{version}'",
                     hint="record a load test of a contract that mounts this version",

@@ -72,9 +72,10 @@ def max_payload_text(chars: int = MAX_TEXT_CHARS) -> str:
     return repeated[:chars]
 
 
-def request_body(text: str) -> bytes:
-    """The inference server's single-text request shape."""
-    return json.dumps({"data": text}).encode()
+def request_body(text: str, *, package: bool = False) -> bytes:
+    """The inference server's single-text request shape; for a model package, its single record
+    (``{"text": ...}``: the text-classification wrapper's input schema, which the server checks)."""
+    return json.dumps({"data": {"text": text} if package else text}).encode()
 
 
 def contract_endpoint(announced: str, requested: str | None = None) -> str:
@@ -179,23 +180,24 @@ class StepResult:
         return self.ok > 0 and self.failed == 0 and self.latency_ms["p99"] <= self.slo_ms
 
     def as_dict(self) -> dict[str, Any]:
+        """camelCase, as `model loadtest -o json` prints a step and the registry stores it."""
         return {
             "mode": self.mode,
             "target": self.target,
-            "duration_s": round(self.duration_s, 3),
+            "durationS": round(self.duration_s, 3),
             "sent": self.sent,
             "ok": self.ok,
             "failed": self.failed,
-            "actual_rps": round(self.actual_rps, 2),
-            "send_rps": round(self.send_rps, 2),
-            "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
-            "send_lag_p99_ms": round(self.send_lag_p99_ms, 3),
+            "actualRps": round(self.actual_rps, 2),
+            "sendRps": round(self.send_rps, 2),
+            "latencyMs": {k: round(v, 3) for k, v in self.latency_ms.items()},
+            "sendLagP99Ms": round(self.send_lag_p99_ms, 3),
             "errors": dict(self.errors),
-            "cpu_percent": None if self.workload is None else self.workload.cpu_percent,
-            "peak_rss_mb": None
+            "cpuPercent": None if self.workload is None else self.workload.cpu_percent,
+            "peakRssMb": None
             if self.workload is None or self.workload.peak_rss_bytes is None
             else round(self.workload.peak_rss_bytes / 2**20, 1),
-            "within_slo": self.within_slo,
+            "withinSlo": self.within_slo,
         }
 
 
@@ -216,16 +218,18 @@ class LoadTestReport:
     workload_measured: str
 
     def as_dict(self) -> dict[str, Any]:
+        """camelCase, as `model loadtest -o json` prints the report and the registry stores it
+        (core.governance.model_loadtest checks these keys)."""
         best = knee(self.steps)
         return {
             "mode": self.mode,
             "endpoint": self.endpoint,
             "route": self.route,
-            "payload_chars": self.payload_chars,
-            "slo_ms": self.slo_ms,
+            "payloadChars": self.payload_chars,
+            "sloMs": self.slo_ms,
             "steps": [step.as_dict() for step in self.steps],
-            "knee": None if best is None else {"target": best.target, "actual_rps": round(best.actual_rps, 2)},
-            "workload_measured": self.workload_measured,
+            "knee": None if best is None else {"target": best.target, "actualRps": round(best.actual_rps, 2)},
+            "workloadMeasured": self.workload_measured,
         }
 
 

@@ -17,6 +17,12 @@ Two parties, every one of them a voter:
    gate; the clean room compares them and writes version 2's regression result itself, which
    `model show` prints (a no-change release regresses on no case: the gate passes).
 5. Publishing MiniLM is proposed and accepted by every member; `model versions` shows it published.
+6. The hoster adds an inference application serving the published version (its voted env names
+   it and pins the registry's package hash, which the runtime checks on the decrypted mount);
+   both vote it, the clean room starts, the provider load-tests it per rps through the
+   contract's TLS ingress with a short plan and records the report on the version (`--record`:
+   governance takes it only through a contract serving exactly that version); `model show`
+   prints it; the clean room stops.
 
 Quick and full runs are the same (the package is the shipped model either way).
 """
@@ -28,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 from core.governance.model_registry import ModelStatus
 from core.governance.onboarding_contract import MODEL_ENV, PACKAGE_HASH_ENV, VERSION_ENV, WRAPPER_HASH_ENV
 from core.governance.regression_contract import regression_env
+from core.governance.serving_contract import serving_env
+from core.runtime.deployment import socket_path
 from core.scenario import onboard_operations
 from core.scenario.operations import perform_each
 from core.scenario.steps import Invocation, Phase, ScenarioDefinition, Step, cleanroom, consortium_setup
@@ -45,6 +53,7 @@ PHASES = (
     Phase("onboard-pickled", "3. The pickled package onboarded: the clean room finds it vulnerable"),
     Phase("regression", "4. Version 2 against version 1 on regression cases, under a voted gate"),
     Phase("publish", "5. Every member votes to publish the verified version"),
+    Phase("serve", "6. The published version served in a clean room, load-tested, the report recorded"),
 )
 
 VERSION = "1"
@@ -60,6 +69,13 @@ REGRESSION_CONTRACT = f"regression-{MINILM}-{CANDIDATE}"
 CASES_SOURCE, REPORT_SINK = "regression-cases", "regression-report"
 CASES_FILE = "W/provider/regression-cases/cases.jsonl"
 GATE = {"min_accuracy_delta": 0.0, "max_regressions": 0}  # the voted gate: no case may regress
+SERVE_APP = f"serve-{MINILM}"
+SERVE_CONTRACT = f"serve-{MINILM}-{VERSION}"
+SERVE_ROUTE = "POST /infer"
+# A plan for a scenario step, not a benchmark: three short open-loop steps at low rates (about ten
+# seconds of load on a shared 2-core machine); `cleanroom model loadtest` without --steps runs the
+# full default plan.
+LOADTEST_PLAN = ("--steps", "5,10,20", "--duration", "3", "--slo-ms", "200")
 
 
 def contract_of(model: str) -> str:
@@ -149,7 +165,7 @@ def _onboarding_steps(phase: str, model: str, folder: str, description: str, exp
                     *(w for key, value in env.items() for w in ("--env", f"{key}={value}")),
                 ),
             ),
-            onboard_operations.add_onboarding_application,
+            onboard_operations.add_pinned_application,
         ),
     ]
     steps += _contract_steps(phase, contract, [application], serves=False, data_owners=["provider"], personas=PERSONAS)
@@ -306,6 +322,77 @@ def _publish_steps() -> list[Step]:
     return steps
 
 
+def _serve_steps() -> list[Step]:
+    """The published version mounted by an inference application whose voted env names it, the
+    contract voted by all and started, a load test recorded on the version, the clean room stopped."""
+    env = serving_env(MINILM, VERSION, "PACKAGE_SHA256", MOUNT)
+    command = f"python -m containers.inference_server --model-dir {MOUNT} --uds {socket_path(SERVE_APP)}"
+    steps = [
+        Step(
+            "serve:add-application",
+            "serve",
+            "hoster",
+            f"add an inference application serving {MINILM} {VERSION} (its registry package hash pinned) "
+            "and the route it serves",
+            (
+                cleanroom("hoster", "model", "show", "--output", "json", MINILM),
+                cleanroom(
+                    "hoster",
+                    "config",
+                    "add-application",
+                    "--name",
+                    SERVE_APP,
+                    "--entrypoint",
+                    "containers/inference_server",
+                    "--command",
+                    command,
+                    "--mounts",
+                    f"src={MINILM}-package,dst={MOUNT}",
+                    "--ports",
+                    "8000",
+                    *(w for key, value in env.items() for w in ("--env", f"{key}={value}")),
+                ),
+                cleanroom("hoster", "config", "set-network-policy", "--allow", SERVE_ROUTE),
+            ),
+            onboard_operations.add_pinned_application,
+        )
+    ]
+    steps += _contract_steps(
+        "serve", SERVE_CONTRACT, [SERVE_APP], serves=True, data_owners=["provider"], personas=PERSONAS
+    )
+    loadtest = ("model", "loadtest", "--contract", SERVE_CONTRACT, "--mode", "per-rps", *LOADTEST_PLAN)
+    steps += [
+        Step(
+            f"{SERVE_CONTRACT}:start",
+            "serve",
+            "hoster",
+            "start the clean room (attest, key release, the package hashed against the registry, TLS ingress)",
+            (cleanroom("hoster", "deployment", "start", "--contract-id", SERVE_CONTRACT, services=True),),
+            perform_each,
+        ),
+        Step(
+            f"{SERVE_CONTRACT}:loadtest",
+            "serve",
+            "provider",
+            f"load-test it per rps through the contract's ingress; record the report on {MINILM} {VERSION}",
+            (
+                cleanroom("provider", *loadtest, "--record", f"{MINILM}@{VERSION}"),
+                cleanroom("provider", "model", "show", "--output", "table", MINILM),
+            ),
+            onboard_operations.record_load_test,
+        ),
+        Step(
+            f"{SERVE_CONTRACT}:stop",
+            "serve",
+            "hoster",
+            "stop the clean room (plaintext mounts removed)",
+            (cleanroom("hoster", "deployment", "stop", "--contract-id", SERVE_CONTRACT, services=True),),
+            perform_each,
+        ),
+    ]
+    return steps
+
+
 def build_steps(base: str | None = None) -> list[Step]:
     """The scenario's steps; ``base`` (a `model package init --base`) packages another model than
     the shipped MiniLM (the tests' tiny BERT)."""
@@ -314,7 +401,7 @@ def build_steps(base: str | None = None) -> list[Step]:
     steps += _onboarding_steps(
         "onboard-pickled", PICKLED, PICKLED_FOLDER, "the same classifier with a pickle", "vulnerable"
     )
-    return steps + _regression_steps() + _publish_steps()
+    return steps + _regression_steps() + _publish_steps() + _serve_steps()
 
 
 def summarise(scenario: Scenario) -> dict[str, Any]:
@@ -332,6 +419,7 @@ def summarise(scenario: Scenario) -> dict[str, Any]:
         "verified": {key: verified.get(key) for key in shown},
         "vulnerable": {key: pickled.get(key) for key in shown} | findings,
         "regression": scenario.state.results.get("regression"),
+        "loadtest": scenario.state.results.get("loadtest"),
     }
 
 
@@ -342,7 +430,7 @@ def definition(base: str | None = None) -> ScenarioDefinition:
         personas=PERSONAS,
         phases=PHASES,
         steps=tuple(build_steps(base)),
-        contracts=(contract_of(MINILM), contract_of(PICKLED), REGRESSION_CONTRACT),
+        contracts=(contract_of(MINILM), contract_of(PICKLED), REGRESSION_CONTRACT, SERVE_CONTRACT),
         consortium_steps=frozenset({*(f"init:{p}" for p in PERSONAS), "services-up"}),
         summarise=summarise,
     )

@@ -21,13 +21,17 @@ from core.engine import Proposal
 from core.errors import IntegrityError, InvalidInputError, NotFoundError, ServiceUnavailableError
 from core.governance.model_registry import ModelStatus
 from core.governance.models import Action, ProposalState
+from core.governance.onboarding_contract import VERSION_ENV as ONBOARD_VERSION_ENV
+from core.governance.serving_contract import VERSION_ENV as SERVE_VERSION_ENV
 from core.scenario import operations
 from core.scenario.steps import Invocation, Perform, Reporter, Step
 
 if TYPE_CHECKING:
+    from core.onboarding.loadtest import LoadTestReport
     from core.scenario.run import Scenario
 
 ONBOARDING_TIMEOUT_S = 600.0
+SERVING_TIMEOUT_S = 180.0  # a started clean room announces its ingress, then its model loads
 # What the provider's pickle-bearing package carries: a classic code-running pickle (it would call
 # builtins.print if loaded; it never is: the allow-list scan stops the package at `scanning`).
 CODE_RUNNING_PICKLE = b"cbuiltins\nprint\n(S'this pickle ran code in the clean room'\ntR."
@@ -122,9 +126,10 @@ def onboard(scenario: Scenario, step: Step, reporter: Reporter) -> str:
     return f"{name} {version}: {entry['status']} ({hashes})"
 
 
-def add_onboarding_application(scenario: Scenario, step: Step, reporter: Reporter) -> str:
-    """`model show N`, then `config add-application ... --env ...=PACKAGE_SHA256 ...`: the hoster
-    reads the hashes the provider registered and pins them in the application every member votes."""
+def add_pinned_application(scenario: Scenario, step: Step, reporter: Reporter) -> str:
+    """`model show N`, then `config add-application ... --env ...=PACKAGE_SHA256 ...` (and any other
+    config verb of the step): the hoster reads the hashes the provider registered for the version the
+    env names (onboarded or served) and pins them in the application every member votes."""
     show = step.invocation("model", "show")
     name = show.args[-1]
     registered = _registered(scenario, _persona(show), name)
@@ -133,16 +138,22 @@ def add_onboarding_application(scenario: Scenario, step: Step, reporter: Reporte
             f"model '{name}' is not registered", hint="the provider runs `cleanroom model onboard` first"
         )
     add = step.invocation("config", "add-application")
-    version = next(v.partition("=")[2] for v in add.values("--env") if v.startswith("CLEANROOM_ONBOARD_VERSION="))
+    env = dict(value.partition("=")[::2] for value in add.values("--env"))
+    version = env.get(ONBOARD_VERSION_ENV) or env[SERVE_VERSION_ENV]
+    if version not in registered["versions"]:
+        raise NotFoundError(f"model '{name}' has no version '{version}'", hint="register it first")
     entry = registered["versions"][version]
-    args = list(add.args)
+    args, pins = list(add.args), []
     for index, word in enumerate(args):
         key, _, value = word.partition("=")
         if index and args[index - 1] == "--env" and value in HASH_PLACEHOLDERS:
-            args[index] = f"{key}={entry[HASH_PLACEHOLDERS[value]]}"
+            field = HASH_PLACEHOLDERS[value]
+            args[index] = f"{key}={entry[field]}"
+            pins.append(f"{field.removesuffix('Hash')} {entry[field][:16]}")
     pinned = dataclasses.replace(add, args=tuple(args))
-    added = operations.perform_each(scenario, dataclasses.replace(step, invocations=(pinned,)), reporter)
-    return f"{added}; pins {name} {version} (package {entry['packageHash'][:16]}, wrapper {entry['wrapperHash'][:16]})"
+    rest = tuple(i for i in step.invocations if i.verb[0] == "config" and i is not add)
+    added = operations.perform_each(scenario, dataclasses.replace(step, invocations=(pinned, *rest)), reporter)
+    return f"{added}; pins {name} {version} ({', '.join(pins)})"
 
 
 def _history_seconds(history: list[dict[str, Any]], status: str) -> float | None:
@@ -363,3 +374,81 @@ def read_versions(scenario: Scenario, step: Step, reporter: Reporter) -> str:
                 recorded["published"] = entry["published"]
             lines.append(f"{name} {version} {entry['status']}{' (published)' if entry['published'] else ''}")
     return "; ".join(lines)
+
+
+# -- the served version's load test ---------------------------------------------------------------------
+def _load_test(scenario: Scenario, line: Invocation, reporter: Reporter) -> LoadTestReport:
+    """`model loadtest` as the step narrates it. A clean room just started answers only once its
+    model has loaded, and the load test's own probe (one request, before any step) refuses until
+    then: it is run again, as a user would, until it starts or ``SERVING_TIMEOUT_S`` has passed."""
+    from core.onboarding.loadtest import DEFAULT_ROUTE
+
+    engine = scenario.engine(_persona(line))
+    contract_id = line.value("--contract")
+    deadline = time.monotonic() + SERVING_TIMEOUT_S
+    waited = False
+    while True:
+        try:
+            return engine.load_test(
+                contract_id,
+                line.value("--mode"),
+                [int(target) for target in line.value("--steps").split(",")],
+                duration_s=float(line.value("--duration")),
+                slo_ms=float(line.value("--slo-ms")),
+                route=DEFAULT_ROUTE,
+                on_step=lambda s: reporter.note(
+                    f"{s.target} rps: {s.actual_rps:.1f} rps achieved, p50 {s.latency_ms['p50']:.1f} ms, "
+                    f"p99 {s.latency_ms['p99']:.1f} ms, {s.ok} ok, {s.failed} failed"
+                ),
+            )
+        except (NotFoundError, ServiceUnavailableError) as exc:  # no ingress yet, or the model still loads
+            if time.monotonic() > deadline:
+                raise
+            if not waited:
+                reporter.note(f"{engine.persona} waits for '{contract_id}' to serve ({exc.one_line()})")
+                waited = True
+            time.sleep(1.0)
+
+
+def loadtest_headline(loadtest: dict[str, Any]) -> dict[str, Any]:
+    """What the summary says of a recorded load test: who recorded it through which contract, the
+    plan, and the knee (the highest step within the SLO) with its latencies; None when none held."""
+    knee = loadtest.get("knee")
+    at_knee = next((s for s in loadtest["steps"] if knee is not None and s["target"] == knee["target"]), None)
+    return {
+        "contractId": loadtest["contractId"],
+        "writer": loadtest["writer"],
+        "mode": loadtest["mode"],
+        "sloMs": loadtest["sloMs"],
+        "steps": [step["target"] for step in loadtest["steps"]],
+        "kneeRps": None if knee is None else knee["target"],
+        "kneeActualRps": None if knee is None else knee["actualRps"],
+        "p50AtKneeMs": None if at_knee is None else at_knee["latencyMs"]["p50"],
+        "p99AtKneeMs": None if at_knee is None else at_knee["latencyMs"]["p99"],
+    }
+
+
+def record_load_test(scenario: Scenario, step: Step, reporter: Reporter) -> str:
+    """`model loadtest --contract C ... --record N@V`, then `model show N`: the member's report
+    recorded on the version (governance takes it only through a contract serving exactly that
+    version), read back from the registry; not run again once this contract's report is there."""
+    line = step.invocation("model", "loadtest")
+    contract_id = line.value("--contract")
+    name, _, version = line.value("--record").rpartition("@")
+    engine = scenario.engine(_persona(line))
+    recorded = engine.model(name)["versions"][version]["loadtest"]
+    if recorded is None or recorded["contractId"] != contract_id:
+        report = _load_test(scenario, line, reporter)
+        engine.record_load_test(name, version, contract_id, report.as_dict())
+    show = step.invocation("model", "show")
+    loadtest = scenario.engine(_persona(show)).model(show.args[-1])["versions"][version]["loadtest"]
+    headline = loadtest_headline(loadtest)
+    scenario.state.results["loadtest"] = {"model": name, "version": version} | headline
+    steps = ",".join(str(target) for target in headline["steps"])
+    knee = (
+        f"knee {headline['kneeRps']} rps ({headline['kneeActualRps']:.1f} achieved), p50 "
+        f"{headline['p50AtKneeMs']:.1f} ms, p99 {headline['p99AtKneeMs']:.1f} ms"
+        if headline["kneeRps"] is not None
+        else "no step held the SLO"
+    )
+    return f"{name} {version} load test through {contract_id} ({steps} rps, p99 <= {headline['sloMs']:g} ms): {knee}"

@@ -125,7 +125,7 @@ def loadtest(
             endpoint=endpoint,
             on_step=lambda step: console.print(_step_line(step), highlight=False),
         )
-        document = _camel_document(report.as_dict())
+        document = report.as_dict()
         if target is not None:
             shown = engine.record_load_test(*target, contract_id, document)
             document["recorded"] = {"model": target[0], "version": target[1]} | {
