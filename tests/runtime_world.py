@@ -3,6 +3,12 @@ provider/consumer/hoster workspaces, and a contract voted through to an accepted
 
 from __future__ import annotations
 
+import contextlib
+import os
+import ssl
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +26,7 @@ from core.keys.client import KeyServiceClient
 from core.keys.wrap_deks import wrap_deks
 from core.runtime.deployment import deployment_spec, policy_document
 from core.runtime.governance_port import HttpGovernance
-from core.runtime.local import LocalRuntime
+from core.runtime.local import LocalRuntime, write_status
 from core.storage.locator import local_store_spec
 from core.workspace import Workspace
 
@@ -151,3 +157,37 @@ class World:
 
     def event_types(self, contract_id: str) -> list[str]:
         return [event["type"] for event in self.events(contract_id)]
+
+    @contextlib.contextmanager
+    def serving(self, contract_id: str, payload: Any) -> Iterator[LocalRuntime]:
+        """The accepted ``contract_id`` run by the local runtime in a thread until its ingress
+        answers ``POST /infer`` with ``{"data": payload}`` (the model has loaded); stopped after."""
+        import httpx
+
+        runtime = self.runtime()
+        thread = threading.Thread(target=lambda: runtime.run(contract_id))
+        thread.start()
+        try:
+            consumer = self.clients["consumer"]
+            deadline = time.monotonic() + 300  # a shared, busy machine loads even a tiny model slowly
+            while runtime.ingress_url is None:
+                assert time.monotonic() < deadline and thread.is_alive()
+                time.sleep(0.05)
+            write_status(self.runtime_state, contract_id, {"pid": os.getpid(), "state": "running"})
+            verify = ssl.create_default_context(cadata=consumer.ca(contract_id)["caCert"])
+            headers = {"authorization": f"Bearer {consumer.issue_token(contract_id)['token']}"}
+            while True:
+                try:
+                    answer = httpx.post(
+                        f"{runtime.ingress_url}/infer", json={"data": payload}, verify=verify, headers=headers
+                    )
+                    if answer.status_code == 200:
+                        break
+                except httpx.HTTPError:  # the ingress closes the connection while the model still loads
+                    pass
+                assert time.monotonic() < deadline, "the model did not serve"
+                time.sleep(0.2)
+            yield runtime
+        finally:
+            runtime.request_stop("test finished")
+            thread.join(timeout=60)

@@ -303,21 +303,11 @@ SERVE = ["python", "-m", "containers.inference_server", "--model-dir", "/mnt/rem
 SERVE += ["--uds", "/run/cleanroom/app.sock", "--threads", "1", "--max-batch", "8"]
 
 
-def _serves(url: str, verify: ssl.SSLContext, headers: dict[str, str]) -> bool:
-    import httpx
-
-    try:
-        return httpx.post(url, json={"data": "x"}, verify=verify, headers=headers).status_code == 200
-    except httpx.HTTPError:  # the ingress closes the connection while the model still loads
-        return False
-
-
 @pytest.fixture()
 def serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     """The tiny model served by the real inference server in a sandbox behind the TLS ingress,
     its runtime recorded as this process (as `deployment start` records its runtime's pid)."""
     from core.ml.model_preparation import prepare
-    from core.runtime.local import write_status
     from tests.ml_tiny_model import build_tiny_base
     from tests.runtime_world import World
 
@@ -327,25 +317,10 @@ def serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]
     world.setup_assets(source_folder=prepare(tmp_path / "base", tmp_path / "prepared", max_length=32).output)
     world.add_app(SERVE, ports=[8000], routes=["POST /infer"])
     world.accept_contract("inference1", enable_ca=True)
-    runtime = world.runtime()
-    thread = threading.Thread(target=lambda: runtime.run("inference1"))
-    thread.start()
     try:
-        consumer = world.clients["consumer"]
-        deadline = time.monotonic() + 300  # a shared, busy machine loads even a tiny model slowly
-        while runtime.ingress_url is None:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.05)
-        write_status(world.runtime_state, "inference1", {"pid": os.getpid(), "state": "running"})
-        verify = ssl.create_default_context(cadata=consumer.ca("inference1")["caCert"])
-        headers = {"authorization": f"Bearer {consumer.issue_token('inference1')['token']}"}
-        while not _serves(f"{runtime.ingress_url}/infer", verify, headers):
-            assert time.monotonic() < deadline, "the model did not serve"
-            time.sleep(0.2)
-        yield world
+        with world.serving("inference1", "x"):
+            yield world
     finally:
-        runtime.request_stop("test finished")
-        thread.join(timeout=60)
         world.close()
 
 

@@ -8,9 +8,6 @@ exactly that version: another version of the model is refused and nothing is wri
 from __future__ import annotations
 
 import json
-import os
-import ssl
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,15 +59,6 @@ def _verified_and_published(world: Any, name: str, version: str, package_hash: s
     world.vote_all(world.clients["provider"].propose_publish_model(name, version))
 
 
-def _serves_package(url: str, verify: ssl.SSLContext, headers: dict[str, str]) -> bool:
-    import httpx
-
-    try:
-        return httpx.post(url, json={"data": {"text": "x"}}, verify=verify, headers=headers).status_code == 200
-    except httpx.HTTPError:  # the ingress closes the connection while the model still loads
-        return False
-
-
 def _loadtest_entries(world: Any) -> int:
     """How many load-test records the governance ledger holds (its verified export)."""
     export = world.root / f"ledger-{time.monotonic_ns()}.jsonl"
@@ -87,7 +75,6 @@ def serving_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     from core.ml.classifier_package import build_classifier_package
     from core.onboarding.package import check_package
     from core.onboarding.package_digest import package_sha256
-    from core.runtime.local import write_status
     from tests.ml_tiny_model import build_tiny_base
     from tests.runtime_world import World
 
@@ -109,25 +96,10 @@ def serving_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     )
     set_network_policy(hoster, inbound_allow=["POST /infer"], allow_all_outbound=False)
     world.accept_contract("inference1", enable_ca=True)
-    runtime = world.runtime()
-    thread = threading.Thread(target=lambda: runtime.run("inference1"))
-    thread.start()
     try:
-        consumer = world.clients["consumer"]
-        deadline = time.monotonic() + 300  # a shared, busy machine loads even a tiny model slowly
-        while runtime.ingress_url is None:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.05)
-        write_status(world.runtime_state, "inference1", {"pid": os.getpid(), "state": "running"})
-        verify = ssl.create_default_context(cadata=consumer.ca("inference1")["caCert"])
-        headers = {"authorization": f"Bearer {consumer.issue_token('inference1')['token']}"}
-        while not _serves_package(f"{runtime.ingress_url}/infer", verify, headers):
-            assert time.monotonic() < deadline, "the model did not serve"
-            time.sleep(0.2)
-        yield world
+        with world.serving("inference1", {"text": "x"}):
+            yield world
     finally:
-        runtime.request_stop("test finished")
-        thread.join(timeout=60)
         world.close()
 
 
