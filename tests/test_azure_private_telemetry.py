@@ -170,7 +170,9 @@ def _sidecar_env(world: World, spec: dict[str, Any], mount_root: Path) -> dict[s
 
 
 def _bwrap(binds: list[str], command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    bwrap = [str(shutil.which("bwrap")), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    # its own PID namespace, as a container has: killing bwrap ends every process of the workload
+    bwrap = [str(shutil.which("bwrap")), "--unshare-pid", "--die-with-parent", "--ro-bind", "/", "/"]
+    bwrap += ["--dev", "/dev", "--proc", "/proc"]
     return subprocess.Popen(
         [*bwrap, "--tmpfs", "/mnt", "--tmpfs", "/run", *binds, *command],
         stdout=subprocess.PIPE,

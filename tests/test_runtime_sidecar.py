@@ -125,6 +125,10 @@ def _workload(template: dict, mount_root: Path, runs: list[str] | None = None) -
     return subprocess.Popen(
         [
             str(shutil.which("bwrap")),
+            # its own PID namespace, as a container has: killing bwrap (the test's cleanup)
+            # ends every process of the workload instead of leaving its wrapper running
+            "--unshare-pid",
+            "--die-with-parent",
             "--ro-bind",
             "/",
             "/",

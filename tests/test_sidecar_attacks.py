@@ -234,7 +234,8 @@ def test_the_sidecar_refuses_a_dek_not_written_by_the_assets_owner(
     kek = world.keys().describe_kek(consumer_id, CONTRACT)
     known = wrap_dek_for(load_kek_public_key(kek["public_key_pem"].encode()), b"\x42" * 32)
     name = dek_secret_name("results")
-    database = sqlite3.connect(world.governance_state / DB_FILE)
+    # the live service writes the same file: wait out its transactions (the 5 s default is short under load)
+    database = sqlite3.connect(world.governance_state / DB_FILE, timeout=120)
     original = database.execute(
         "SELECT value, owner FROM secrets WHERE contract_id=? AND name=?", (CONTRACT, name)
     ).fetchone()
