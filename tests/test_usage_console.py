@@ -202,25 +202,30 @@ async def test_with_no_usage_the_view_says_what_fills_it(world: World) -> None:
         engine.close()
 
 
+async def _open_usage_view(pilot: Any) -> None:
+    """Key 0, then wait until the usage rows are in the table and drawn at their widths."""
+    await pilot.app.workers.wait_for_complete()
+    await pilot.press("0")  # shows the view and reads usage in a worker
+    await pilot.app.workers.wait_for_complete()
+    # the rows arrive through call_from_thread, and the table sizes its columns to them on a
+    # later refresh (a CI capture once had the rows under header-wide columns): let both land
+    table = pilot.app.screen.query_one("#usage-table", DataTable)
+    contract = table.ordered_columns[0]
+    for _ in range(200):  # the table widens its columns to the rows when it next goes idle
+        if table.row_count and contract.content_width > len(str(contract.label)):
+            break
+        await pilot.pause(0.05)
+    table.refresh()  # the header line may have been drawn before the widths changed
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause()
+
+
 @pytest.mark.anyio
 async def test_the_seeded_usage_view_charts_the_selected_caller_and_slides_with_the_clock(tmp_path: Path) -> None:
     clock = [NOW]
     app = CleanroomConsole([SeededPersona(tmp_path, i) for i in range(3)], now=lambda: clock[0], background=False)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.app.workers.wait_for_complete()
-        await pilot.press("0")  # shows the view and reads usage in a worker
-        await pilot.app.workers.wait_for_complete()
-        # the rows arrive through call_from_thread, and the table sizes its columns to them on a
-        # later refresh (a CI capture once had the rows under header-wide columns): let both land
-        table = pilot.app.screen.query_one("#usage-table", DataTable)
-        contract = table.ordered_columns[0]
-        for _ in range(200):  # the table widens its columns to the rows when it next goes idle
-            if table.row_count and contract.content_width > len(str(contract.label)):
-                break
-            await pilot.pause(0.05)
-        table.refresh()  # the header line may have been drawn before the widths changed
-        await pilot.wait_for_scheduled_animations()
-        await pilot.pause()
+        await _open_usage_view(pilot)
         view = app.screen.query_one(UsageView)
         chart = view.query_one("#usage-chart", LineChart)
         per_minute = dict(zip(chart.xs, chart.ys, strict=True))
@@ -242,19 +247,6 @@ def test_usage_view_snapshot(snap_compare, tmp_path: Path) -> None:
     app = CleanroomConsole([SeededPersona(tmp_path, i) for i in range(3)], now=lambda: NOW, background=False)
 
     async def run_before(pilot) -> None:
-        await pilot.app.workers.wait_for_complete()
-        await pilot.press("0")  # shows the view and reads usage in a worker
-        await pilot.app.workers.wait_for_complete()
-        # the rows arrive through call_from_thread, and the table sizes its columns to them on a
-        # later refresh (a CI capture once had the rows under header-wide columns): let both land
-        table = pilot.app.screen.query_one("#usage-table", DataTable)
-        contract = table.ordered_columns[0]
-        for _ in range(200):  # the table widens its columns to the rows when it next goes idle
-            if table.row_count and contract.content_width > len(str(contract.label)):
-                break
-            await pilot.pause(0.05)
-        table.refresh()  # the header line may have been drawn before the widths changed
-        await pilot.wait_for_scheduled_animations()
-        await pilot.pause()
+        await _open_usage_view(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

@@ -108,6 +108,23 @@ def _package_steps(base: str | None) -> list[Step]:
     ]
 
 
+def _pinned_application(
+    model: str, name: str, entrypoint: str, command: str, mounts: list[tuple[str, str]], env: dict[str, str], *more: str
+) -> tuple[Invocation, Invocation]:
+    """The hoster's `model show` (the hashes the registry holds), then `config add-application` with
+    ``mounts`` ((source, path) pairs: one source may be mounted twice), ``more`` options and the env
+    pinning those hashes (its placeholders are filled by onboard_operations.add_pinned_application)."""
+    return (
+        cleanroom("hoster", "model", "show", "--output", "json", model),
+        cleanroom(
+            "hoster", "config", "add-application", "--name", name, "--entrypoint", entrypoint, "--command", command,
+            *(word for source, path in mounts for word in ("--mounts", f"src={source},dst={path}")),
+            *more,
+            *(word for key, value in env.items() for word in ("--env", f"{key}={value}")),
+        ),
+    )  # fmt: skip
+
+
 def _onboarding_steps(phase: str, model: str, folder: str, description: str, expected: str) -> list[Step]:
     """`model onboard`, then the next commands it prints: upload, the hoster's application pinning
     the registered hashes, the contract voted by all, the clean room run to its last status."""
@@ -148,22 +165,13 @@ def _onboarding_steps(phase: str, model: str, folder: str, description: str, exp
             phase,
             "hoster",
             "add the onboarding application, pinning the hashes the registry holds",
-            (
-                cleanroom("hoster", "model", "show", "--output", "json", model),
-                cleanroom(
-                    "hoster",
-                    "config",
-                    "add-application",
-                    "--name",
-                    application,
-                    "--entrypoint",
-                    "containers/onboarding",
-                    "--command",
-                    f"python -m containers.onboarding --package-dir {MOUNT}",
-                    "--mounts",
-                    f"src={source},dst={MOUNT}",
-                    *(w for key, value in env.items() for w in ("--env", f"{key}={value}")),
-                ),
+            _pinned_application(
+                model,
+                application,
+                "containers/onboarding",
+                f"python -m containers.onboarding --package-dir {MOUNT}",
+                [(source, MOUNT)],
+                env,
             ),
             onboard_operations.add_pinned_application,
         ),
@@ -189,7 +197,9 @@ def _regression_steps() -> list[Step]:
     """Version 2 registered, the provider's cases uploaded, the hoster's regression application
     pinning both versions' registry hashes and the gate, the contract voted, the clean room run."""
     env = regression_env(MINILM, (CANDIDATE, "CANDIDATE_SHA256"), (VERSION, "BASELINE_SHA256"), GATE)
-    mounts = {CASES_SOURCE: "cases", f"{MINILM}-package": "baseline", REPORT_SINK: "output"}
+    package = f"{MINILM}-package"  # mounted twice: the baseline and the candidate version
+    roles = [(CASES_SOURCE, "cases"), (package, "baseline"), (REPORT_SINK, "output"), (package, "candidate")]
+    mounts = [(source, f"/mnt/remote/{role}") for source, role in roles]
     command = "python -m containers.regression --cases-dir /mnt/remote/cases --baseline-dir /mnt/remote/baseline "
     command += "--candidate-dir /mnt/remote/candidate --output-dir /mnt/remote/output --threads 1"
     steps = [
@@ -241,24 +251,7 @@ def _regression_steps() -> list[Step]:
             "regression",
             "hoster",
             "add the regression application, pinning both versions' registry hashes and the gate",
-            (
-                cleanroom("hoster", "model", "show", "--output", "json", MINILM),
-                cleanroom(
-                    "hoster",
-                    "config",
-                    "add-application",
-                    "--name",
-                    REGRESSION_APP,
-                    "--entrypoint",
-                    "containers/regression",
-                    "--command",
-                    command,
-                    *(w for source, dst in mounts.items() for w in ("--mounts", f"src={source},dst=/mnt/remote/{dst}")),
-                    "--mounts",
-                    f"src={MINILM}-package,dst=/mnt/remote/candidate",
-                    *(w for key, value in env.items() for w in ("--env", f"{key}={value}")),
-                ),
-            ),
+            _pinned_application(MINILM, REGRESSION_APP, "containers/regression", command, mounts, env),
             onboard_operations.add_regression_application,
         ),
     ]
@@ -335,22 +328,15 @@ def _serve_steps() -> list[Step]:
             f"add an inference application serving {MINILM} {VERSION} (its registry package hash pinned) "
             "and the route it serves",
             (
-                cleanroom("hoster", "model", "show", "--output", "json", MINILM),
-                cleanroom(
-                    "hoster",
-                    "config",
-                    "add-application",
-                    "--name",
+                *_pinned_application(
+                    MINILM,
                     SERVE_APP,
-                    "--entrypoint",
                     "containers/inference_server",
-                    "--command",
                     command,
-                    "--mounts",
-                    f"src={MINILM}-package,dst={MOUNT}",
+                    [(f"{MINILM}-package", MOUNT)],
+                    env,
                     "--ports",
                     "8000",
-                    *(w for key, value in env.items() for w in ("--env", f"{key}={value}")),
                 ),
                 cleanroom("hoster", "config", "set-network-policy", "--allow", SERVE_ROUTE),
             ),
