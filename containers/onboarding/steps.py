@@ -46,13 +46,15 @@ from containers.onboarding.status_report import StatusReport
 from core.onboarding.package import IMAGE_PACKAGES, PackageReport, check_package
 from core.onboarding.package_digest import package_sha256
 from core.onboarding.request_schema import RecordSchema
+from core.onboarding.workload_env import (
+    ONBOARD_ENV_NAMES,
+    ONBOARD_MODEL_ENV,
+    ONBOARD_PACKAGE_HASH_ENV,
+    ONBOARD_VERSION_ENV,
+    ONBOARD_WRAPPER_HASH_ENV,
+)
 from core.onboarding.wrapper import ModelWrapper, load_wrapper
 
-# the contract's voted env (core.governance.onboarding_contract.onboarding_env writes the same names)
-MODEL_ENV = "CLEANROOM_ONBOARD_MODEL"
-VERSION_ENV = "CLEANROOM_ONBOARD_VERSION"
-PACKAGE_HASH_ENV = "CLEANROOM_ONBOARD_PACKAGE_SHA256"
-WRAPPER_HASH_ENV = "CLEANROOM_ONBOARD_WRAPPER_SHA256"
 TRANSIENT = (TimeoutError, ConnectionError, InterruptedError, BlockingIOError)
 REASON_CHARS = 300
 
@@ -80,13 +82,18 @@ class Target:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Target:
-        missing = [name for name in (MODEL_ENV, VERSION_ENV, PACKAGE_HASH_ENV, WRAPPER_HASH_ENV) if not env.get(name)]
+        missing = [name for name in ONBOARD_ENV_NAMES if not env.get(name)]
         if missing:
             raise OnboardingStuck(
                 f"the contract's onboarding application sets no {', '.join(missing)}; "
                 "generate it with `cleanroom model onboard`"
             )
-        return cls(env[MODEL_ENV], env[VERSION_ENV], env[PACKAGE_HASH_ENV], env[WRAPPER_HASH_ENV])
+        return cls(
+            env[ONBOARD_MODEL_ENV],
+            env[ONBOARD_VERSION_ENV],
+            env[ONBOARD_PACKAGE_HASH_ENV],
+            env[ONBOARD_WRAPPER_HASH_ENV],
+        )
 
 
 def onboard(

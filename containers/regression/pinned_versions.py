@@ -1,8 +1,8 @@
 """The two registry versions a regression contract pins, checked against the mounted bytes.
 
 When the contract compares registry versions, its regression application's voted env names the
-model, both versions with the package hash the registry holds for each, and the gate
-(``core.governance.regression_contract.regression_env`` writes the same names). The workload
+model, both versions with the package hash the registry holds for each, and the gate (governance's
+``regression_env`` writes the names of ``core.onboarding.workload_env`` that this reads). The workload
 hashes each mounted package with the registry's own digest before any model runs and refuses
 other bytes, so the aggregate governance writes to the candidate's ``regression`` field is
 about exactly the versions the members voted. Without those names the workload compares two
@@ -20,14 +20,15 @@ from typing import Any
 from containers.regression.cases import CasesError
 from core.errors import CleanroomError
 from core.onboarding.package_digest import package_sha256
-
-MODEL_ENV = "CLEANROOM_REGRESSION_MODEL"
-CANDIDATE_ENV = "CLEANROOM_REGRESSION_CANDIDATE_VERSION"
-CANDIDATE_HASH_ENV = "CLEANROOM_REGRESSION_CANDIDATE_SHA256"
-BASELINE_ENV = "CLEANROOM_REGRESSION_BASELINE_VERSION"
-BASELINE_HASH_ENV = "CLEANROOM_REGRESSION_BASELINE_SHA256"
-GATE_ENV = "CLEANROOM_REGRESSION_GATE"
-ENV_NAMES = (MODEL_ENV, CANDIDATE_ENV, CANDIDATE_HASH_ENV, BASELINE_ENV, BASELINE_HASH_ENV, GATE_ENV)
+from core.onboarding.workload_env import (
+    REGRESSION_BASELINE_ENV,
+    REGRESSION_BASELINE_HASH_ENV,
+    REGRESSION_CANDIDATE_ENV,
+    REGRESSION_CANDIDATE_HASH_ENV,
+    REGRESSION_ENV_NAMES,
+    REGRESSION_GATE_ENV,
+    REGRESSION_MODEL_ENV,
+)
 
 
 @dataclass(frozen=True)
@@ -42,23 +43,30 @@ class PinnedVersions:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> PinnedVersions | None:
         """None when the contract pins no registry versions; a refusal when it pins some half-way."""
-        present = [name for name in ENV_NAMES if env.get(name)]
+        present = [name for name in REGRESSION_ENV_NAMES if env.get(name)]
         if not present:
             return None
-        missing = [name for name in ENV_NAMES if not env.get(name)]
+        missing = [name for name in REGRESSION_ENV_NAMES if not env.get(name)]
         if missing:
             raise CasesError(
                 f"the regression application sets {', '.join(present)} but not {', '.join(missing)}; "
                 "pin both versions and the gate (core.governance.regression_contract.regression_env)"
             )
         try:
-            gate = json.loads(env[GATE_ENV])
+            gate = json.loads(env[REGRESSION_GATE_ENV])
         except json.JSONDecodeError as exc:
-            raise CasesError(f"{GATE_ENV} is not JSON ({exc}); give the voted gate as one JSON object") from None
+            raise CasesError(
+                f"{REGRESSION_GATE_ENV} is not JSON ({exc}); give the voted gate as one JSON object"
+            ) from None
         if not isinstance(gate, dict):
-            raise CasesError(f"{GATE_ENV} is not a JSON object; give the voted gate as one JSON object")
+            raise CasesError(f"{REGRESSION_GATE_ENV} is not a JSON object; give the voted gate as one JSON object")
         return cls(
-            env[MODEL_ENV], env[CANDIDATE_ENV], env[CANDIDATE_HASH_ENV], env[BASELINE_ENV], env[BASELINE_HASH_ENV], gate
+            env[REGRESSION_MODEL_ENV],
+            env[REGRESSION_CANDIDATE_ENV],
+            env[REGRESSION_CANDIDATE_HASH_ENV],
+            env[REGRESSION_BASELINE_ENV],
+            env[REGRESSION_BASELINE_HASH_ENV],
+            gate,
         )
 
     def check_mounted(self, baseline_dir: Path, candidate_dir: Path) -> None:

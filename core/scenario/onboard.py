@@ -32,9 +32,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from core.governance.model_registry import ModelStatus
-from core.governance.onboarding_contract import MODEL_ENV, PACKAGE_HASH_ENV, VERSION_ENV, WRAPPER_HASH_ENV
 from core.governance.regression_contract import regression_env
 from core.governance.serving_contract import serving_env
+from core.onboarding.workload_env import (
+    ONBOARD_MODEL_ENV,
+    ONBOARD_PACKAGE_HASH_ENV,
+    ONBOARD_VERSION_ENV,
+    ONBOARD_WRAPPER_HASH_ENV,
+)
 from core.runtime.deployment import socket_path
 from core.scenario import onboard_operations
 from core.scenario.operations import perform_each
@@ -130,10 +135,10 @@ def _onboarding_steps(phase: str, model: str, folder: str, description: str, exp
     the registered hashes, the contract voted by all, the clean room run to its last status."""
     source, application, contract = f"{model}-package", f"onboard-{model}", contract_of(model)
     env = {
-        MODEL_ENV: model,
-        VERSION_ENV: VERSION,
-        PACKAGE_HASH_ENV: "PACKAGE_SHA256",
-        WRAPPER_HASH_ENV: "WRAPPER_SHA256",
+        ONBOARD_MODEL_ENV: model,
+        ONBOARD_VERSION_ENV: VERSION,
+        ONBOARD_PACKAGE_HASH_ENV: "PACKAGE_SHA256",
+        ONBOARD_WRAPPER_HASH_ENV: "WRAPPER_SHA256",
     }
     onboard = cleanroom(
         "provider", "model", "onboard", "--package", folder, "--name", model, "--version", VERSION,

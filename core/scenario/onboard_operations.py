@@ -21,8 +21,8 @@ from core.engine import Proposal
 from core.errors import IntegrityError, InvalidInputError, NotFoundError, ServiceUnavailableError
 from core.governance.model_registry import ModelStatus
 from core.governance.models import Action, ProposalState
-from core.governance.onboarding_contract import VERSION_ENV as ONBOARD_VERSION_ENV
 from core.governance.serving_contract import VERSION_ENV as SERVE_VERSION_ENV
+from core.onboarding.workload_env import ONBOARD_VERSION_ENV, REGRESSION_BASELINE_ENV, REGRESSION_CANDIDATE_ENV
 from core.scenario import operations
 from core.scenario.steps import Invocation, Perform, Reporter, Step
 
@@ -253,8 +253,7 @@ def write_cases(scenario: Scenario, step: Step, reporter: Reporter) -> str:
     return f"{count} cases in {cases.name}; {done}"
 
 
-REGRESSION_PLACEHOLDERS = {"CANDIDATE_SHA256": "CLEANROOM_REGRESSION_CANDIDATE_VERSION"}
-REGRESSION_PLACEHOLDERS["BASELINE_SHA256"] = "CLEANROOM_REGRESSION_BASELINE_VERSION"
+REGRESSION_PLACEHOLDERS = {"CANDIDATE_SHA256": REGRESSION_CANDIDATE_ENV, "BASELINE_SHA256": REGRESSION_BASELINE_ENV}
 
 
 def add_regression_application(scenario: Scenario, step: Step, reporter: Reporter) -> str:
