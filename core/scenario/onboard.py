@@ -32,14 +32,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from core.governance.model_registry import ModelStatus
+from core.governance.onboarding_contract import onboarding_env
 from core.governance.regression_contract import regression_env
 from core.governance.serving_contract import serving_env
-from core.onboarding.workload_env import (
-    ONBOARD_MODEL_ENV,
-    ONBOARD_PACKAGE_HASH_ENV,
-    ONBOARD_VERSION_ENV,
-    ONBOARD_WRAPPER_HASH_ENV,
-)
 from core.runtime.deployment import socket_path
 from core.scenario import onboard_operations
 from core.scenario.operations import perform_each
@@ -134,12 +129,7 @@ def _onboarding_steps(phase: str, model: str, folder: str, description: str, exp
     """`model onboard`, then the next commands it prints: upload, the hoster's application pinning
     the registered hashes, the contract voted by all, the clean room run to its last status."""
     source, application, contract = f"{model}-package", f"onboard-{model}", contract_of(model)
-    env = {
-        ONBOARD_MODEL_ENV: model,
-        ONBOARD_VERSION_ENV: VERSION,
-        ONBOARD_PACKAGE_HASH_ENV: "PACKAGE_SHA256",
-        ONBOARD_WRAPPER_HASH_ENV: "WRAPPER_SHA256",
-    }
+    env = onboarding_env(model, VERSION, "PACKAGE_SHA256", "WRAPPER_SHA256")
     onboard = cleanroom(
         "provider", "model", "onboard", "--package", folder, "--name", model, "--version", VERSION,
         "--description", description,
